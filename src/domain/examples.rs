@@ -1,0 +1,248 @@
+//! The Travel Backpack story of the seed article, as ready-made values for docs, examples,
+//! tests and benchmarks.
+//!
+//! A buyer tells an agent: "Buy the Travel Backpack if the final total is under EUR 150." The
+//! backpack costs EUR 129.00 at `merchant_001` (MCC 5948). Everything is evaluated at
+//! [`now`] (2026-06-28 09:00 UTC).
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use super::canonical::SnapshotId;
+use super::checkout::{CheckoutState, UpstreamBlocker};
+use super::ids::{
+    ActorId, BuyerId, CheckoutId, EvidenceRef, MandateId, Mcc, MerchantId, Region, Sku, Text,
+    UpstreamCode,
+};
+use super::mandate::{Actor, ActorKind, Lifecycle, Mandate, MandateSpec, MandateStatus};
+use super::money::{Currency, Money};
+use super::request::{CredentialStatus, EvaluationDocument, PaymentRequest, Suspensions};
+use super::scope::{
+    ActionSet, AmountScope, Budgets, CartBinding, ConfirmationRule, CurrencyScope, MandateScope,
+    MerchantScope, PaymentAction, Validity, WindowLimit,
+};
+use super::snapshot::{
+    CartContent, CartSnapshot, Channel, CheckoutContext, LineItem, Merchant, Totals,
+};
+use super::usage::{Usage, WindowUsage};
+
+// The fixtures below are built from constants that are valid by construction; a failure would be
+// a bug in this module, caught by its doctests and tests, so `expect` documents the invariant.
+
+fn t(h: u32, m: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 6, 28, h, m, 0)
+        .single()
+        .expect("fixed valid date")
+}
+
+fn money(amount: &str, currency: Currency) -> Money {
+    Money::parse(amount, currency).expect("fixture amount")
+}
+
+fn id<T: std::str::FromStr>(s: &str) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    s.parse().expect("fixture id")
+}
+
+/// The evaluation time of the story: 2026-06-28T09:00:00Z.
+pub fn now() -> DateTime<Utc> {
+    t(9, 0)
+}
+
+/// The buyer.
+pub fn buyer() -> BuyerId {
+    id("buyer_456")
+}
+
+/// The agent.
+pub fn agent() -> Actor {
+    Actor {
+        id: id::<ActorId>("agent_123"),
+        kind: ActorKind::Agent,
+    }
+}
+
+/// The backpack cart with the given shipping and tax, in `currency`.
+pub fn backpack_content(shipping: &str, tax: &str, currency: Currency) -> CartContent {
+    let unit = money("129.00", currency);
+    let shipping = money(shipping, currency);
+    let tax = money(tax, currency);
+    let total = unit
+        .checked_add(&shipping)
+        .and_then(|x| x.checked_add(&tax))
+        .expect("fixture total");
+    CartContent {
+        id: None,
+        cart_id: Some(id("cart_42")),
+        merchant: Merchant {
+            merchant_id: id::<MerchantId>("merchant_001"),
+            marketplace_id: None,
+            seller_id: None,
+            mcc: id::<Mcc>("5948"),
+        },
+        items: vec![LineItem {
+            sku: id::<Sku>("BAG-TRAVEL-42"),
+            description: id::<Text>("Travel Backpack"),
+            quantity: 1,
+            unit_price: unit,
+        }],
+        totals: Totals {
+            subtotal: unit,
+            shipping,
+            tax,
+            discount: Money::zero(currency),
+            total,
+        },
+        context: CheckoutContext {
+            region: Some(id::<Region>("EU")),
+            channel: Channel::Agent,
+            buyer_type: None,
+        },
+        fact_refs: vec![id::<EvidenceRef>("fact:BAG-TRAVEL-42:price")],
+        policy_refs: vec![id::<EvidenceRef>("policy:shipping:EU")],
+        created_at: t(8, 55),
+        expires_at: t(9, 55),
+    }
+}
+
+/// The final checkout: EUR 129.00 + 0.00 shipping (a free-shipping offer) + 15.00 tax = 144.00.
+pub fn travel_backpack_snapshot() -> CartSnapshot {
+    CartSnapshot::new(backpack_content("0.00", "15.00", Currency::EUR)).expect("fixture snapshot")
+}
+
+/// The first checkout: 129.00 + 9.00 shipping + 15.00 tax = EUR 153.00, over the limit.
+pub fn over_limit_snapshot() -> CartSnapshot {
+    CartSnapshot::new(backpack_content("9.00", "15.00", Currency::EUR)).expect("fixture snapshot")
+}
+
+/// The buyer's mandate: an open intent for the backpack at `merchant_001`, at most EUR 150.00
+/// including shipping and tax, one use, three attempts, valid for a day.
+pub fn travel_backpack_mandate() -> Mandate {
+    let eur = |a| money(a, Currency::EUR);
+    Mandate::new(MandateSpec {
+        id: id::<MandateId>("mandate_001"),
+        buyer_id: buyer(),
+        actor: agent(),
+        parent_id: None,
+        scope: MandateScope {
+            merchants: MerchantScope::Single {
+                merchant_id: id("merchant_001"),
+            },
+            mccs: Some(vec![id("5948")]),
+            cart: CartBinding::Open {
+                allowed_skus: Some(vec![id("BAG-TRAVEL-42")]),
+                max_line_items: Some(1),
+            },
+            amount: AmountScope {
+                max_amount: eur("150.00"),
+                includes_shipping: true,
+                includes_tax: true,
+                allow_lower_amount: true,
+                allow_partial_capture: false,
+                max_payment_attempts: Some(3),
+            },
+            currency: CurrencyScope {
+                currency: Currency::EUR,
+                conversion_allowed: false,
+            },
+            budgets: Budgets {
+                per_transaction: Some(eur("150.00")),
+                windows: vec![WindowLimit {
+                    window_seconds: 86_400,
+                    max_amount: Some(eur("300.00")),
+                    max_count: Some(5),
+                }],
+                lifetime: Some(eur("150.00")),
+            },
+            actions: PaymentAction::ALL.into_iter().collect::<ActionSet>(),
+            confirmation: ConfirmationRule::never(),
+            max_uses: Some(1),
+            validity: Validity {
+                not_before: t(8, 0),
+                expires_at: t(8, 0) + chrono::Duration::days(1),
+            },
+        },
+        lifecycle: Lifecycle::new(MandateStatus::Active, t(8, 0)),
+        evidence_refs: vec![id("ap2:intent_mandate:im_001")],
+    })
+    .expect("fixture mandate")
+}
+
+/// Nothing spent yet on `mandate`, with its 24 h window reported.
+pub fn zero_usage(mandate: &Mandate) -> Usage {
+    let mut usage = Usage::zero(mandate.id().clone(), mandate.currency());
+    usage.windows = mandate
+        .scope()
+        .budgets
+        .windows
+        .iter()
+        .map(|w| WindowUsage {
+            window_seconds: w.window_seconds,
+            amount: Money::zero(mandate.currency()),
+            count: 0,
+        })
+        .collect();
+    usage
+}
+
+/// The agent's request to authorize the snapshot's total under `mandate_001`.
+pub fn authorize_request(snapshot: &CartSnapshot) -> PaymentRequest {
+    PaymentRequest {
+        actor: agent(),
+        buyer_id: buyer(),
+        mandate_id: id("mandate_001"),
+        action: PaymentAction::Authorize,
+        merchant_id: snapshot.merchant().merchant_id.clone(),
+        snapshot_id: snapshot.id(),
+        amount: snapshot.total(),
+        urgency: None,
+    }
+}
+
+/// A checkout the checkout service validated for `snapshot_id`.
+pub fn valid_checkout(snapshot_id: SnapshotId) -> CheckoutState {
+    CheckoutState::Valid {
+        checkout_id: id::<CheckoutId>("checkout_789"),
+        snapshot_id,
+    }
+}
+
+/// The checkout of the story's beginning: inventory stale, return policy missing.
+pub fn invalid_checkout() -> CheckoutState {
+    CheckoutState::Invalid {
+        checkout_id: id("checkout_789"),
+        blockers: vec![
+            UpstreamBlocker {
+                code: id::<UpstreamCode>("INVENTORY_STALE"),
+                message: id::<Text>("Inventory for BAG-TRAVEL-42 is stale"),
+            },
+            UpstreamBlocker {
+                code: id::<UpstreamCode>("RETURN_POLICY_MISSING"),
+                message: id::<Text>("No return policy covers Travel Bags"),
+            },
+        ],
+    }
+}
+
+/// A complete evaluation document for `snapshot`, with a valid checkout, zero usage and a
+/// usable credential.
+pub fn document_for(snapshot: CartSnapshot) -> EvaluationDocument {
+    let mandate = travel_backpack_mandate();
+    EvaluationDocument {
+        request: authorize_request(&snapshot),
+        checkout: valid_checkout(snapshot.id()),
+        usage: vec![zero_usage(&mandate)],
+        chain: vec![mandate],
+        snapshot,
+        confirmations: Vec::new(),
+        suspensions: Suspensions::default(),
+        credential: Some(CredentialStatus::Usable),
+        now: now(),
+    }
+}
+
+/// The happy ending: EUR 144.00 within the EUR 150.00 mandate; evaluates to `allowed`.
+pub fn travel_backpack_document() -> EvaluationDocument {
+    document_for(travel_backpack_snapshot())
+}

@@ -1,0 +1,128 @@
+//! Purchase intents (seed 000): the structured declaration an agent emits before buying, hashed
+//! with the same JCS construction as snapshot ids so it can be bound to a payment.
+
+use serde::{Deserialize, Serialize};
+
+use super::canonical::{canonical_sha256, Canonical, IntentHash, Jcs, Sink};
+use super::error::{check_len, err, ValidationError, ValidationKind};
+use super::ids::{ActorId, Mcc, MerchantId, TaskId, Text};
+use super::money::Money;
+use super::scope::Urgency;
+
+/// Most lines of an intent.
+pub const MAX_INTENT_LINES: usize = 50;
+
+/// One line of an intent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntentLine {
+    /// What.
+    pub description: Text,
+    /// How many (at least 1).
+    pub quantity: u32,
+    /// At what unit price.
+    pub unit_price: Money,
+}
+
+impl Canonical for IntentLine {
+    fn write_canonical<S: Sink>(&self, o: &mut Jcs<'_, S>) {
+        o.begin();
+        o.field_str("description", self.description.as_str());
+        o.field_uint("quantity", u64::from(self.quantity));
+        o.field_money("unit_price", &self.unit_price);
+        o.end();
+    }
+}
+
+/// What an agent declares it intends to buy and why.
+///
+/// ```
+/// use agent_mandate::domain::PurchaseIntent;
+/// let intent: PurchaseIntent = serde_json::from_str(r#"{
+///   "agent_id": "agent_123", "task_id": "task_9", "merchant_id": "merchant_001", "mcc": "5411",
+///   "line_items": [{"description": "Coffee beans", "quantity": 2,
+///                   "unit_price": {"amount": "12.5", "currency": "USD"}}],
+///   "business_justification": "Office coffee for the week", "urgency": "routine"
+/// }"#).unwrap();
+/// assert_eq!(intent.total().unwrap().to_string(), "25.00 USD");
+/// assert!(intent.intent_hash().unwrap().to_string().starts_with("sha256:"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurchaseIntent {
+    /// The agent.
+    pub agent_id: ActorId,
+    /// The task that triggered the purchase.
+    pub task_id: TaskId,
+    /// The merchant.
+    pub merchant_id: MerchantId,
+    /// Its category.
+    pub mcc: Mcc,
+    /// What (1 to 50 lines).
+    pub line_items: Vec<IntentLine>,
+    /// Why.
+    pub business_justification: Text,
+    /// How urgent the agent says it is (not hashed: it does not change what is bought).
+    pub urgency: Urgency,
+}
+
+impl PurchaseIntent {
+    /// The sum of the lines, validating lines and currency.
+    pub fn total(&self) -> Result<Money, ValidationError> {
+        if self.line_items.is_empty() {
+            return Err(err("line_items", ValidationKind::Empty));
+        }
+        check_len("line_items", &self.line_items, MAX_INTENT_LINES)?;
+        let currency = self.line_items[0].unit_price.currency();
+        let mut total = Money::zero(currency);
+        for (i, line) in self.line_items.iter().enumerate() {
+            if line.quantity == 0 {
+                return Err(err(
+                    format!("line_items[{i}].quantity"),
+                    ValidationKind::OutOfRange {
+                        min: 1,
+                        max: u64::from(u32::MAX),
+                        value: 0,
+                    },
+                ));
+            }
+            let line_total = line
+                .unit_price
+                .checked_mul(line.quantity)
+                .and_then(|l| total.checked_add(&l))
+                .map_err(|e| err(format!("line_items[{i}].unit_price"), e.into()))?;
+            total = line_total;
+        }
+        Ok(total)
+    }
+
+    /// `sha256:` + hex of SHA-256 over the JCS form of agent, task, merchant, MCC, lines, total
+    /// and justification.
+    pub fn intent_hash(&self) -> Result<IntentHash, ValidationError> {
+        let total = self.total()?;
+        Ok(IntentHash::from_bytes(canonical_sha256(&Hashed {
+            intent: self,
+            total,
+        })))
+    }
+}
+
+struct Hashed<'a> {
+    intent: &'a PurchaseIntent,
+    total: Money,
+}
+
+impl Canonical for Hashed<'_> {
+    fn write_canonical<S: Sink>(&self, o: &mut Jcs<'_, S>) {
+        let i = self.intent;
+        o.begin();
+        o.field_str("agent_id", i.agent_id.as_str());
+        o.field_str("business_justification", i.business_justification.as_str());
+        o.field_list("line_items", &i.line_items);
+        o.field_str("mcc", i.mcc.as_str());
+        o.field_str("merchant_id", i.merchant_id.as_str());
+        o.field_str("task_id", i.task_id.as_str());
+        o.field_money("total_amount", &self.total);
+        o.end();
+    }
+}

@@ -1,0 +1,65 @@
+//! The pure domain: money, cart snapshots, mandates, delegation and the authority decision.
+//!
+//! No IO, no async, no clock reads, no randomness: time enters as a parameter, identifiers are
+//! content hashes or supplied by the caller.
+
+mod canonical;
+mod checkout;
+mod confirmation;
+mod decision;
+mod delegation;
+mod error;
+mod evaluate;
+pub mod examples;
+mod ids;
+mod intent;
+mod mandate;
+mod money;
+mod request;
+mod scope;
+mod snapshot;
+mod usage;
+
+pub use canonical::{ContentDigest, IntentHash, RequestDigest, SnapshotId};
+pub use checkout::{CheckoutState, UpstreamBlocker};
+pub use confirmation::{Confirmation, ConfirmationScope};
+pub use decision::{
+    AuthorityDecision, Blocker, BlockerClass, BlockerCode, Cause, Evidence, Outcome,
+};
+pub use delegation::{check_attenuation, widenings, DelegationError, Dimension, Widening};
+pub use error::{ValidationError, ValidationKind};
+pub use evaluate::evaluate;
+pub use ids::{
+    ActorId, BuyerId, CartId, ChannelRef, CheckoutId, ConfirmationId, EvidenceRef, MandateId,
+    MarketplaceId, Mcc, MerchantId, Region, SellerId, Sku, TaskId, Text, UpstreamCode, MAX_ID_LEN,
+    MAX_TEXT_LEN,
+};
+pub use intent::{IntentLine, PurchaseIntent, MAX_INTENT_LINES};
+pub use mandate::{
+    Actor, ActorKind, Lifecycle, LifecycleError, LifecycleEvent, Mandate, MandateSpec,
+    MandateStatus, MAX_LIST, MAX_WINDOW_SECONDS,
+};
+pub use money::{Currency, Money, MoneyError};
+pub use request::{
+    CredentialStatus, EvaluationDocument, EvaluationInput, PaymentRequest, Suspensions,
+};
+pub use scope::{
+    ActionSet, AmountScope, Baseline, Budgets, CartBinding, ConfirmationCondition,
+    ConfirmationRule, CurrencyScope, MandateScope, MerchantScope, PaymentAction, Urgency, Validity,
+    WindowLimit,
+};
+pub use snapshot::{
+    BuyerType, CartContent, CartSnapshot, Channel, CheckoutContext, LineItem, Merchant, Totals,
+    MAX_ITEMS, MAX_QUANTITY, MAX_REFS,
+};
+pub use usage::{Usage, UsageSpec, WindowUsage};
+
+/// Canonical JSON bytes of a snapshot's content (what its id hashes); for tooling and tests.
+pub fn snapshot_canonical_json(snapshot: &CartSnapshot) -> Vec<u8> {
+    snapshot.canonical_json()
+}
+
+/// Canonical JSON bytes of a request (what its digest hashes).
+pub fn request_canonical_json(request: &PaymentRequest) -> Vec<u8> {
+    canonical::canonical_bytes(request)
+}

@@ -1,0 +1,186 @@
+//! The payment request an actor makes, and the other inputs of a decision.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::canonical::{canonical_sha256, Canonical, Jcs, RequestDigest, Sink, SnapshotId};
+use super::checkout::CheckoutState;
+use super::confirmation::Confirmation;
+use super::ids::{ActorId, BuyerId, MandateId, MerchantId};
+use super::mandate::{Actor, ActorKind, Mandate};
+use super::money::{Currency, Money};
+use super::scope::{PaymentAction, Urgency};
+use super::snapshot::CartSnapshot;
+use super::usage::Usage;
+
+/// "May this actor request this payment action, for this buyer, merchant, cart snapshot, amount,
+/// currency and time window, right now?": the request part of the question.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentRequest {
+    /// Who asks.
+    pub actor: Actor,
+    /// For whom.
+    pub buyer_id: BuyerId,
+    /// Under which mandate (the leaf of the chain).
+    pub mandate_id: MandateId,
+    /// What.
+    pub action: PaymentAction,
+    /// At which merchant.
+    pub merchant_id: MerchantId,
+    /// For which snapshot.
+    pub snapshot_id: SnapshotId,
+    /// How much, in which currency.
+    pub amount: Money,
+    /// The urgency the agent states, if any (seed 000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub urgency: Option<Urgency>,
+}
+
+impl PaymentRequest {
+    /// The currency requested.
+    pub fn currency(&self) -> Currency {
+        self.amount.currency()
+    }
+
+    /// SHA-256 of the request's canonical JSON, recorded in every decision.
+    pub fn digest(&self) -> RequestDigest {
+        RequestDigest::from_bytes(canonical_sha256(self))
+    }
+}
+
+fn actor_kind(kind: ActorKind) -> &'static str {
+    match kind {
+        ActorKind::Human => "human",
+        ActorKind::Agent => "agent",
+        ActorKind::System => "system",
+    }
+}
+
+impl Canonical for PaymentRequest {
+    fn write_canonical<S: Sink>(&self, o: &mut Jcs<'_, S>) {
+        o.begin();
+        o.field_str("action", self.action.as_str());
+        o.key("actor");
+        o.begin();
+        o.field_str("id", self.actor.id.as_str());
+        o.field_str("kind", actor_kind(self.actor.kind));
+        o.end();
+        o.field_money("amount", &self.amount);
+        o.field_str("buyer_id", self.buyer_id.as_str());
+        o.field_str("mandate_id", self.mandate_id.as_str());
+        o.field_str("merchant_id", self.merchant_id.as_str());
+        o.field_digest("snapshot_id", self.snapshot_id.as_bytes());
+        if let Some(u) = self.urgency {
+            o.field_str("urgency", u.as_str());
+        }
+        o.end();
+    }
+}
+
+/// Whether the payment credential presented can be used now (reported by the vault).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialStatus {
+    /// Usable.
+    Usable,
+    /// Revoked.
+    Revoked,
+    /// Past its expiry.
+    Expired,
+    /// Suspended by the issuer or the platform.
+    Suspended,
+}
+
+/// Parties whose authority is switched off (the kill switch).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Suspensions {
+    /// Suspended actors: every mandate they hold or delegated from is blocked.
+    #[serde(default)]
+    pub actors: Vec<ActorId>,
+    /// Suspended buyers: every mandate of theirs is blocked.
+    #[serde(default)]
+    pub buyers: Vec<BuyerId>,
+}
+
+impl Suspensions {
+    /// Whether `actor` is suspended.
+    pub fn actor(&self, actor: &ActorId) -> bool {
+        self.actors.contains(actor)
+    }
+
+    /// Whether `buyer` is suspended.
+    pub fn buyer(&self, buyer: &BuyerId) -> bool {
+        self.buyers.contains(buyer)
+    }
+}
+
+/// Everything a decision looks at, borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct EvaluationInput<'a> {
+    /// The request.
+    pub request: &'a PaymentRequest,
+    /// The mandate chain from root to leaf (the leaf is the request's mandate).
+    pub chain: &'a [Mandate],
+    /// The snapshot the request is about.
+    pub snapshot: &'a CartSnapshot,
+    /// The upstream checkout state.
+    pub checkout: &'a CheckoutState,
+    /// Usage of every mandate of the chain.
+    pub usage: &'a [Usage],
+    /// Confirmations on record.
+    pub confirmations: &'a [Confirmation],
+    /// Suspended actors and buyers.
+    pub suspensions: &'a Suspensions,
+    /// The status of the credential presented; required to authorize.
+    pub credential: Option<CredentialStatus>,
+    /// The time of evaluation.
+    pub now: DateTime<Utc>,
+}
+
+/// The same inputs, owned: the JSON document of `agent-mandate evaluate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluationDocument {
+    /// See [`EvaluationInput::request`].
+    pub request: PaymentRequest,
+    /// See [`EvaluationInput::chain`].
+    #[serde(default)]
+    pub chain: Vec<Mandate>,
+    /// See [`EvaluationInput::snapshot`].
+    pub snapshot: CartSnapshot,
+    /// See [`EvaluationInput::checkout`].
+    pub checkout: CheckoutState,
+    /// See [`EvaluationInput::usage`].
+    #[serde(default)]
+    pub usage: Vec<Usage>,
+    /// See [`EvaluationInput::confirmations`].
+    #[serde(default)]
+    pub confirmations: Vec<Confirmation>,
+    /// See [`EvaluationInput::suspensions`].
+    #[serde(default)]
+    pub suspensions: Suspensions,
+    /// See [`EvaluationInput::credential`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CredentialStatus>,
+    /// See [`EvaluationInput::now`].
+    pub now: DateTime<Utc>,
+}
+
+impl EvaluationDocument {
+    /// Borrows the document as an evaluation input.
+    pub fn input(&self) -> EvaluationInput<'_> {
+        EvaluationInput {
+            request: &self.request,
+            chain: &self.chain,
+            snapshot: &self.snapshot,
+            checkout: &self.checkout,
+            usage: &self.usage,
+            confirmations: &self.confirmations,
+            suspensions: &self.suspensions,
+            credential: self.credential,
+            now: self.now,
+        }
+    }
+}

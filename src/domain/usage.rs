@@ -1,0 +1,142 @@
+//! What a mandate has already spent and held: supplied by the caller (later by the store) and
+//! read by the decision.
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{check_len, ValidationError};
+use super::ids::MandateId;
+use super::mandate::MAX_LIST;
+use super::money::{Currency, Money};
+
+/// Held + spent and the number of payments inside one rolling window, evaluated at `now`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowUsage {
+    /// Window length in seconds; matches a `WindowLimit` of the mandate.
+    pub window_seconds: u64,
+    /// Held + spent inside the window.
+    pub amount: Money,
+    /// Payments inside the window.
+    pub count: u32,
+}
+
+/// Usage of one mandate. Amounts are the mandate's own usage plus that of all its descendants
+/// (spend by a child counts against every ancestor).
+///
+/// ```
+/// use agent_mandate::domain::{Currency, MandateId, Usage};
+/// let usage = Usage::zero(MandateId::new("mandate_001").unwrap(), Currency::EUR);
+/// assert!(usage.held.is_zero());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "UsageSpec", into = "UsageSpec")]
+pub struct Usage {
+    /// The mandate.
+    pub mandate_id: MandateId,
+    /// Spent over the mandate's life (captured or authorized and committed, net of refunds
+    /// under the refund policy).
+    pub spent: Money,
+    /// Currently held (authorizations in flight, ambiguous outcomes).
+    pub held: Money,
+    /// Per window.
+    pub windows: Vec<WindowUsage>,
+    /// Payments made under the mandate.
+    pub uses: u32,
+    /// Payment attempts (authorizations tried).
+    pub attempts: u32,
+}
+
+/// The plain data of [`Usage`], as deserialised.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageSpec {
+    /// See [`Usage::mandate_id`].
+    pub mandate_id: MandateId,
+    /// See [`Usage::spent`].
+    pub spent: Money,
+    /// See [`Usage::held`].
+    pub held: Money,
+    /// See [`Usage::windows`].
+    #[serde(default)]
+    pub windows: Vec<WindowUsage>,
+    /// See [`Usage::uses`].
+    #[serde(default)]
+    pub uses: u32,
+    /// See [`Usage::attempts`].
+    #[serde(default)]
+    pub attempts: u32,
+}
+
+impl Usage {
+    /// Nothing used yet.
+    pub fn zero(mandate_id: MandateId, currency: Currency) -> Usage {
+        Usage {
+            mandate_id,
+            spent: Money::zero(currency),
+            held: Money::zero(currency),
+            windows: Vec::new(),
+            uses: 0,
+            attempts: 0,
+        }
+    }
+
+    /// The currency of the usage.
+    pub fn currency(&self) -> Currency {
+        self.spent.currency()
+    }
+
+    /// The usage of the window of `seconds`, if reported.
+    pub fn window(&self, seconds: u64) -> Option<&WindowUsage> {
+        self.windows.iter().find(|w| w.window_seconds == seconds)
+    }
+}
+
+impl TryFrom<UsageSpec> for Usage {
+    type Error = ValidationError;
+    fn try_from(s: UsageSpec) -> Result<Self, Self::Error> {
+        let currency = s.spent.currency();
+        check_len("windows", &s.windows, MAX_LIST)?;
+        let mismatch = |field: String, m: &Money| {
+            (m.currency() != currency).then(|| {
+                super::error::err(
+                    field,
+                    super::error::ValidationKind::Money(
+                        super::money::MoneyError::CurrencyMismatch {
+                            left: currency,
+                            right: m.currency(),
+                        },
+                    ),
+                )
+            })
+        };
+        if let Some(e) = mismatch("held".into(), &s.held) {
+            return Err(e);
+        }
+        for (i, w) in s.windows.iter().enumerate() {
+            if let Some(e) = mismatch(format!("windows[{i}].amount"), &w.amount) {
+                return Err(e);
+            }
+        }
+        Ok(Usage {
+            mandate_id: s.mandate_id,
+            spent: s.spent,
+            held: s.held,
+            windows: s.windows,
+            uses: s.uses,
+            attempts: s.attempts,
+        })
+    }
+}
+
+impl From<Usage> for UsageSpec {
+    fn from(u: Usage) -> Self {
+        UsageSpec {
+            mandate_id: u.mandate_id,
+            spent: u.spent,
+            held: u.held,
+            windows: u.windows,
+            uses: u.uses,
+            attempts: u.attempts,
+        }
+    }
+}
