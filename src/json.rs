@@ -83,14 +83,24 @@ pub fn from_json<T: DeserializeOwned>(text: &str) -> Result<T, InputError> {
         Ok(v) => v,
         Err(e) => {
             let path = e.path().to_string();
-            return Err(classify(
-                if path == "." { String::new() } else { path },
-                e.into_inner(),
-            ));
+            return Err(classify(tidy(&path), e.into_inner()));
         }
     };
     de.end().map_err(|e| classify(String::new(), e))?;
     Ok(value)
+}
+
+/// The path without the whole-document marker `.` and without trailing `?` segments (keys not
+/// read yet, as in a syntax error after a comma).
+fn tidy(path: &str) -> String {
+    let mut p = path;
+    while let Some(rest) = p.strip_suffix(".?") {
+        p = rest;
+    }
+    if p == "." || p == "?" {
+        p = "";
+    }
+    p.to_owned()
 }
 
 fn join(path: &str, inner: &str) -> String {
@@ -131,7 +141,17 @@ fn classify(path: String, e: serde_json::Error) -> InputError {
                 } else {
                     InputErrorKind::UnknownField
                 };
-                let field = backticked(&msg).map_or_else(|| path.clone(), |f| join(&path, f));
+                // The path of an unknown field already ends with its name.
+                let field = match backticked(&msg) {
+                    Some(f)
+                        if kind == InputErrorKind::UnknownField
+                            && (path == f || path.ends_with(&format!(".{f}"))) =>
+                    {
+                        path.clone()
+                    }
+                    Some(f) => join(&path, f),
+                    None => path.clone(),
+                };
                 return make(field, kind, msg);
             }
             const SERDE: [&str; 5] = [

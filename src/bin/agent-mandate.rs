@@ -1,1 +1,105 @@
-fn main() {}
+//! `agent-mandate`: the command-line face of the crate, for operators and for test suites in
+//! other languages.
+//!
+//! ```text
+//! agent-mandate snapshot-id [FILE|-]
+//! agent-mandate evaluate [FILE|-] [--format json|text]
+//! ```
+//!
+//! Exit codes: 0 when an id or a decision was produced (whatever the decision's outcome),
+//! 1 when the input was rejected (the typed error, naming the field, goes to stderr),
+//! 2 for a usage error or an unreadable file.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use agent_mandate::domain::{evaluate, CartSnapshot, EvaluationDocument};
+use agent_mandate::json::from_json;
+
+const USAGE: &str = "\
+usage:
+  agent-mandate snapshot-id [FILE|-]                      print the id of a cart snapshot
+  agent-mandate evaluate [FILE|-] [--format json|text]    print the authority decision
+  agent-mandate --help | --version
+
+Input is JSON read from FILE, or from standard input when FILE is '-' or absent.
+Exit codes: 0 result printed, 1 input rejected (error names the field), 2 usage or IO error.";
+
+enum Format {
+    Json,
+    Text,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err((code, message)) => {
+            eprintln!("{message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<String, (u8, String)> {
+    let usage = |msg: &str| (2, format!("error: {msg}\n{USAGE}"));
+    let Some(command) = args.first() else {
+        return Err(usage("missing command"));
+    };
+    let mut file: Option<&str> = None;
+    let mut format = Format::Json;
+    let mut rest = args[1..].iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--format" => match rest.next().map(String::as_str) {
+                Some("json") => format = Format::Json,
+                Some("text") => format = Format::Text,
+                _ => return Err(usage("--format takes json or text")),
+            },
+            "-" if file.is_none() => file = Some("-"),
+            a if a.starts_with("--") => return Err(usage(&format!("unknown option {a}"))),
+            a if file.is_none() => file = Some(a),
+            a => return Err(usage(&format!("unexpected argument {a}"))),
+        }
+    }
+    match command.as_str() {
+        "--help" | "-h" | "help" => Ok(USAGE.to_owned()),
+        "--version" | "-V" => Ok(format!("agent-mandate {}", env!("CARGO_PKG_VERSION"))),
+        "snapshot-id" => {
+            let text = read_input(file)?;
+            let snapshot: CartSnapshot =
+                from_json(&text).map_err(|e| (1, format!("error: {e}")))?;
+            Ok(snapshot.id().to_string())
+        }
+        "evaluate" => {
+            let text = read_input(file)?;
+            let doc: EvaluationDocument =
+                from_json(&text).map_err(|e| (1, format!("error: {e}")))?;
+            let decision = evaluate(&doc.input());
+            match format {
+                Format::Text => Ok(decision.to_string()),
+                Format::Json => serde_json::to_string_pretty(&decision)
+                    .map_err(|e| (2, format!("error: cannot write the decision: {e}"))),
+            }
+        }
+        other => Err(usage(&format!("unknown command {other}"))),
+    }
+}
+
+fn read_input(file: Option<&str>) -> Result<String, (u8, String)> {
+    let mut text = String::new();
+    match file {
+        None | Some("-") => std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| (2, format!("error: cannot read standard input: {e}")))?,
+        Some(path) => {
+            text = std::fs::read_to_string(path)
+                .map_err(|e| (2, format!("error: cannot read {path}: {e}")))?;
+            0
+        }
+    };
+    Ok(text)
+}

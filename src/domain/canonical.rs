@@ -11,7 +11,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest as _, Sha256};
 
@@ -29,12 +29,6 @@ impl Sink for Vec<u8> {
     }
 }
 
-impl Sink for Sha256 {
-    fn put(&mut self, bytes: &[u8]) {
-        self.update(bytes);
-    }
-}
-
 /// Content that has a canonical JSON form.
 pub(crate) trait Canonical {
     fn write_canonical<S: Sink>(&self, out: &mut Jcs<'_, S>);
@@ -47,11 +41,12 @@ pub(crate) fn canonical_bytes<T: Canonical>(value: &T) -> Vec<u8> {
     buf
 }
 
-/// SHA-256 of the canonical form, streamed into the hasher.
+/// SHA-256 of the canonical form: bytes collected in one buffer, then hashed in one call
+/// (measured faster than streaming the many small writes into the hasher).
 pub(crate) fn canonical_sha256<T: Canonical>(value: &T) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    value.write_canonical(&mut Jcs::new(&mut hasher));
-    hasher.finalize().into()
+    let mut buf = Vec::with_capacity(1024);
+    value.write_canonical(&mut Jcs::new(&mut buf));
+    Sha256::digest(&buf).into()
 }
 
 /// A JCS writer. Objects are opened with [`Jcs::begin`] and keys must be given in sorted order
@@ -77,6 +72,7 @@ impl<'a, S: Sink> Jcs<'a, S> {
     }
 
     /// Opens an object.
+    #[inline]
     pub(crate) fn begin(&mut self) {
         self.sink.put(b"{");
         self.depth += 1;
@@ -89,12 +85,14 @@ impl<'a, S: Sink> Jcs<'a, S> {
     }
 
     /// Closes an object.
+    #[inline]
     pub(crate) fn end(&mut self) {
         self.depth = self.depth.saturating_sub(1);
         self.sink.put(b"}");
     }
 
     /// Writes a key; the value must follow.
+    #[inline]
     pub(crate) fn key(&mut self, key: &'static str) {
         let bit = 1u64 << (self.depth % 64);
         if self.has_member & bit != 0 {
@@ -116,9 +114,16 @@ impl<'a, S: Sink> Jcs<'a, S> {
     }
 
     /// Writes a string value.
+    #[inline]
     pub(crate) fn str(&mut self, value: &str) {
-        self.sink.put(b"\"");
         let bytes = value.as_bytes();
+        if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+            self.sink.put(b"\"");
+            self.sink.put(bytes);
+            self.sink.put(b"\"");
+            return;
+        }
+        self.sink.put(b"\"");
         let mut start = 0;
         for (i, &b) in bytes.iter().enumerate() {
             let short: &[u8] = match b {
@@ -153,6 +158,7 @@ impl<'a, S: Sink> Jcs<'a, S> {
     }
 
     /// Writes a non-negative integer.
+    #[inline]
     pub(crate) fn uint(&mut self, value: u64) {
         let mut buf = [0u8; 20];
         let mut i = buf.len();
@@ -169,12 +175,14 @@ impl<'a, S: Sink> Jcs<'a, S> {
     }
 
     /// `"key":"value"`.
+    #[inline]
     pub(crate) fn field_str(&mut self, key: &'static str, value: &str) {
         self.key(key);
         self.str(value);
     }
 
     /// `"key":"value"` when present.
+    #[inline]
     pub(crate) fn field_opt<T: AsRef<str>>(&mut self, key: &'static str, value: Option<&T>) {
         if let Some(v) = value {
             self.field_str(key, v.as_ref());
@@ -182,41 +190,97 @@ impl<'a, S: Sink> Jcs<'a, S> {
     }
 
     /// `"key":<uint>`.
+    #[inline]
     pub(crate) fn field_uint(&mut self, key: &'static str, value: u64) {
         self.key(key);
         self.uint(value);
     }
 
-    /// `"key":"<RFC 3339 UTC time>"`.
+    /// `"key":"<RFC 3339 UTC time>"`: `YYYY-MM-DDTHH:MM:SS[.fff[fff[fff]]]Z`, the fraction
+    /// with 0, 3, 6 or 9 digits as needed (chrono's `SecondsFormat::AutoSi`), written without
+    /// allocating. Years outside 0..=9999 fall back to chrono's formatter.
     pub(crate) fn field_time(&mut self, key: &'static str, value: &DateTime<Utc>) {
         self.key(key);
-        self.str(&value.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+        let year = value.year();
+        if !(0..=9999).contains(&year) {
+            self.str(&value.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+            return;
+        }
+        let mut b = [0u8; 32];
+        let mut n = 0;
+        let push2 = |b: &mut [u8; 32], n: &mut usize, v: u32, sep: u8| {
+            b[*n] = b'0' + (v / 10) as u8;
+            b[*n + 1] = b'0' + (v % 10) as u8;
+            b[*n + 2] = sep;
+            *n += 3;
+        };
+        b[0] = b'"';
+        n += 1;
+        let y = year as u32;
+        push2(&mut b, &mut n, y / 100, b'0');
+        n -= 1;
+        push2(&mut b, &mut n, y % 100, b'-');
+        push2(&mut b, &mut n, value.month(), b'-');
+        push2(&mut b, &mut n, value.day(), b'T');
+        push2(&mut b, &mut n, value.hour(), b':');
+        push2(&mut b, &mut n, value.minute(), b':');
+        push2(&mut b, &mut n, value.second(), b'.');
+        n -= 1;
+        let nanos = value.nanosecond();
+        if nanos != 0 {
+            // Leap seconds (nanos >= 10^9) are rendered by chrono; keep its text.
+            if nanos >= 1_000_000_000 {
+                self.str(&value.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+                return;
+            }
+            let (digits, v) = if nanos.is_multiple_of(1_000_000) {
+                (3, nanos / 1_000_000)
+            } else if nanos.is_multiple_of(1_000) {
+                (6, nanos / 1_000)
+            } else {
+                (9, nanos)
+            };
+            b[n] = b'.';
+            n += 1;
+            let mut v = v;
+            for i in (0..digits).rev() {
+                b[n + i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+            n += digits;
+        }
+        b[n] = b'Z';
+        b[n + 1] = b'"';
+        n += 2;
+        self.sink.put(&b[..n]);
     }
 
     /// `"key":{"amount":"..","currency":".."}`.
+    #[inline]
     pub(crate) fn field_money(&mut self, key: &'static str, value: &Money) {
         self.key(key);
         self.money(value);
     }
 
-    /// `{"amount":"..","currency":".."}`.
+    /// `{"amount":"..","currency":".."}`, the amount at exactly the currency's scale.
+    #[inline]
     pub(crate) fn money(&mut self, value: &Money) {
-        // Decimal's Display writes into a stack buffer; no heap allocation here.
-        struct Adapter<'b, 'c, S: Sink>(&'b mut Jcs<'c, S>);
-        impl<S: Sink> fmt::Write for Adapter<'_, '_, S> {
-            fn write_str(&mut self, s: &str) -> fmt::Result {
-                self.0.sink.put(s.as_bytes());
-                Ok(())
-            }
+        let mut amount = [0u8; 48];
+        let n = write_amount(
+            &mut amount,
+            value.minor_units(),
+            value.currency().exponent(),
+        );
+        let code = value.currency().code().as_bytes();
+        self.sink.put(b"{\"amount\":\"");
+        self.sink.put(&amount[..n]);
+        self.sink.put(b"\",\"currency\":\"");
+        // ISO 4217 alphabetic codes are three letters: a fixed-size write.
+        match <[u8; 3]>::try_from(code) {
+            Ok(fixed) => self.sink.put(&fixed),
+            Err(_) => self.sink.put(code),
         }
-        self.begin();
-        self.key("amount");
-        self.sink.put(b"\"");
-        // Writing to a sink never fails.
-        let _ = fmt::Write::write_fmt(&mut Adapter(self), format_args!("{}", value.amount()));
-        self.sink.put(b"\"");
-        self.field_str("currency", value.currency().code());
-        self.end();
+        self.sink.put(b"\"}");
     }
 
     /// `"key":"sha256:<hex>"`, without allocating.
@@ -261,6 +325,38 @@ impl<'a, S: Sink> Jcs<'a, S> {
         self.key(key);
         value.write_canonical(self);
     }
+}
+
+/// Writes `minor` units at `exponent` decimals (`12900`, 2 -> `129.00`) into `buf`; returns the
+/// length. `minor` is non-negative and at most 10^18 for every valid `Money`.
+fn write_amount(buf: &mut [u8; 48], minor: i64, exponent: u32) -> usize {
+    let mut digits = [0u8; 24];
+    let mut len = 0;
+    let mut v = minor.unsigned_abs();
+    loop {
+        digits[len] = b'0' + (v % 10) as u8;
+        len += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let exponent = exponent as usize;
+    // Pad with leading zeros so there is at least one integer digit.
+    while len <= exponent {
+        digits[len] = b'0';
+        len += 1;
+    }
+    let mut n = 0;
+    for i in (0..len).rev() {
+        if i + 1 == exponent {
+            buf[n] = b'.';
+            n += 1;
+        }
+        buf[n] = digits[i];
+        n += 1;
+    }
+    n
 }
 
 macro_rules! digest_id {
@@ -363,4 +459,86 @@ fn parse_digest(text: &str) -> Result<[u8; 32], ValidationError> {
     let mut out = [0u8; 32];
     hex::decode_to_slice(hex_part, &mut out).map_err(|_| bad())?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn amount(minor: i64, exponent: u32) -> String {
+        let mut buf = [0u8; 48];
+        let n = write_amount(&mut buf, minor, exponent);
+        String::from_utf8(buf[..n].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn amounts_have_exactly_the_currency_scale() {
+        assert_eq!(amount(12900, 2), "129.00");
+        assert_eq!(amount(5, 2), "0.05");
+        assert_eq!(amount(0, 2), "0.00");
+        assert_eq!(amount(0, 0), "0");
+        assert_eq!(amount(129, 0), "129");
+        assert_eq!(amount(1500, 3), "1.500");
+        assert_eq!(amount(7, 3), "0.007");
+        assert_eq!(amount(1_000_000_000_000_000_000, 3), "1000000000000000.000");
+    }
+
+    fn time(t: DateTime<Utc>) -> String {
+        let mut buf = Vec::new();
+        let mut o = Jcs::new(&mut buf);
+        o.begin();
+        o.field_time("t", &t);
+        o.end();
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn times_match_chrono_autosi() {
+        let base = Utc.with_ymd_and_hms(2026, 6, 28, 9, 5, 7).unwrap();
+        for nanos in [
+            0u32,
+            1_000_000,
+            120_000_000,
+            1_000,
+            123_456_000,
+            1,
+            999_999_999,
+        ] {
+            let t = base + chrono::Duration::nanoseconds(i64::from(nanos));
+            let expected = format!(
+                "{{\"t\":\"{}\"}}",
+                t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+            );
+            assert_eq!(time(t), expected, "nanos {nanos}");
+        }
+        let early = Utc.with_ymd_and_hms(7, 1, 2, 3, 4, 5).unwrap();
+        assert_eq!(time(early), "{\"t\":\"0007-01-02T03:04:05Z\"}");
+    }
+
+    #[test]
+    fn strings_are_escaped_as_jcs() {
+        let mut buf = Vec::new();
+        Jcs::new(&mut buf).str("a\"b\\c\n\u{1}\u{1f}é\u{7f}/");
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "\"a\\\"b\\\\c\\n\\u0001\\u001fé\u{7f}/\""
+        );
+    }
+
+    #[test]
+    fn digests_parse_only_lowercase_hex_with_prefix() {
+        let ok = format!("sha256:{}", "ab".repeat(32));
+        assert!(SnapshotId::parse(&ok).is_ok());
+        assert_eq!(SnapshotId::parse(&ok).unwrap().to_string(), ok);
+        for bad in [
+            "ab".repeat(32),
+            format!("sha256:{}", "AB".repeat(32)),
+            format!("sha256:{}", "ab".repeat(31)),
+            format!("sha1:{}", "ab".repeat(32)),
+            format!("sha256:{}g", "a".repeat(63)),
+        ] {
+            assert!(SnapshotId::parse(&bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -322,6 +322,41 @@ impl AuthorityDecision {
     }
 }
 
+/// A readable rendering: the outcome, then every blocker with its mandate, message, next action
+/// and nested causes.
+///
+/// ```
+/// use agent_mandate::domain::{evaluate, examples};
+/// let mut doc = examples::travel_backpack_document();
+/// doc.checkout = examples::invalid_checkout();
+/// let text = evaluate(&doc.input()).to_string();
+/// assert!(text.starts_with("blocked"));
+/// assert!(text.contains("CHECKOUT_NOT_VALID"));
+/// assert!(text.contains("INVENTORY_STALE"));
+/// ```
+impl fmt::Display for AuthorityDecision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} (evaluated at {})",
+            self.outcome,
+            self.evaluated_at.to_rfc3339()
+        )?;
+        for b in &self.blockers {
+            write!(f, "  - {}", b.code)?;
+            if let Some(m) = &b.mandate_id {
+                write!(f, " [{m}]")?;
+            }
+            writeln!(f, ": {}", b.message)?;
+            for c in &b.causes {
+                writeln!(f, "      caused by {}: {}", c.code, c.message)?;
+            }
+            writeln!(f, "      next: {}", b.next_action)?;
+        }
+        write!(f, "  request {}", self.request_digest)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DecisionWire {

@@ -246,3 +246,148 @@ pub fn document_for(snapshot: CartSnapshot) -> EvaluationDocument {
 pub fn travel_backpack_document() -> EvaluationDocument {
     document_for(travel_backpack_snapshot())
 }
+
+/// A larger case for benchmarks and property tests: a three-level delegation chain (buyer's
+/// root mandate over an allowlist of merchants, a marketplace-free child for one merchant, a
+/// grandchild for the agent) with windows, lifetime caps and confirmation rules, and a cart of
+/// `items` lines (1 to 500). Evaluates to `allowed`.
+pub fn three_level_document(items: usize) -> EvaluationDocument {
+    let eur = |a| money(a, Currency::EUR);
+    let items = items.clamp(1, super::snapshot::MAX_ITEMS);
+    let lines: Vec<LineItem> = (0..items)
+        .map(|i| LineItem {
+            sku: id::<Sku>(&format!("SKU-{i:04}")),
+            description: id::<Text>(&format!("Item number {i}")),
+            quantity: 1 + (i % 3) as u32,
+            unit_price: eur("4.99"),
+        })
+        .collect();
+    let subtotal = lines.iter().fold(Money::zero(Currency::EUR), |acc, l| {
+        acc.checked_add(&l.line_total().expect("fixture line"))
+            .expect("fixture subtotal")
+    });
+    let shipping = eur("5.00");
+    let tax = eur("7.50");
+    let total = subtotal
+        .checked_add(&shipping)
+        .and_then(|x| x.checked_add(&tax))
+        .expect("fixture total");
+    let mut content = backpack_content("0.00", "0.00", Currency::EUR);
+    content.items = lines;
+    content.totals = Totals {
+        subtotal,
+        shipping,
+        tax,
+        discount: Money::zero(Currency::EUR),
+        total,
+    };
+    let snapshot = CartSnapshot::new(content).expect("fixture snapshot");
+
+    let human = Actor {
+        id: id("buyer_456_app"),
+        kind: ActorKind::Human,
+    };
+    let assistant = Actor {
+        id: id("assistant_1"),
+        kind: ActorKind::Agent,
+    };
+    let root_scope = MandateScope {
+        merchants: MerchantScope::Allowlist {
+            merchant_ids: vec![id("merchant_001"), id("merchant_002"), id("merchant_003")],
+        },
+        mccs: Some(vec![id("5411"), id("5948"), id("5999")]),
+        cart: CartBinding::Open {
+            allowed_skus: None,
+            max_line_items: None,
+        },
+        amount: AmountScope {
+            max_amount: eur("5000.00"),
+            includes_shipping: true,
+            includes_tax: true,
+            allow_lower_amount: true,
+            allow_partial_capture: true,
+            max_payment_attempts: Some(10),
+        },
+        currency: CurrencyScope {
+            currency: Currency::EUR,
+            conversion_allowed: false,
+        },
+        budgets: Budgets {
+            per_transaction: Some(eur("5000.00")),
+            windows: vec![WindowLimit {
+                window_seconds: 86_400,
+                max_amount: Some(eur("10000.00")),
+                max_count: Some(50),
+            }],
+            lifetime: Some(eur("50000.00")),
+        },
+        actions: PaymentAction::ALL.into_iter().collect(),
+        confirmation: ConfirmationRule {
+            conditions: vec![super::scope::ConfirmationCondition::AboveAmount {
+                amount: eur("4000.00"),
+            }],
+            baseline: None,
+        },
+        max_uses: Some(100),
+        validity: Validity {
+            not_before: t(0, 0),
+            expires_at: t(0, 0) + chrono::Duration::days(30),
+        },
+    };
+    let root = Mandate::new(MandateSpec {
+        id: id("mandate_root"),
+        buyer_id: buyer(),
+        actor: human,
+        parent_id: None,
+        scope: root_scope.clone(),
+        lifecycle: Lifecycle::new(MandateStatus::Active, t(0, 0)),
+        evidence_refs: Vec::new(),
+    })
+    .expect("fixture root");
+    let mut child_scope = root_scope.clone();
+    child_scope.merchants = MerchantScope::Single {
+        merchant_id: id("merchant_001"),
+    };
+    child_scope.amount.max_amount = eur("2000.00");
+    child_scope.budgets.lifetime = Some(eur("20000.00"));
+    let child = root
+        .derive(MandateSpec {
+            id: id("mandate_child"),
+            buyer_id: buyer(),
+            actor: assistant.clone(),
+            parent_id: Some(root.id().clone()),
+            scope: child_scope.clone(),
+            lifecycle: Lifecycle::new(MandateStatus::Active, t(1, 0)),
+            evidence_refs: Vec::new(),
+        })
+        .expect("fixture child");
+    let mut leaf_scope = child_scope;
+    leaf_scope.amount.max_amount = eur("1000.00");
+    leaf_scope.budgets.per_transaction = Some(eur("1000.00"));
+    let leaf = child
+        .derive(MandateSpec {
+            id: id("mandate_leaf"),
+            buyer_id: buyer(),
+            actor: agent(),
+            parent_id: Some(child.id().clone()),
+            scope: leaf_scope,
+            lifecycle: Lifecycle::new(MandateStatus::Active, t(2, 0)),
+            evidence_refs: Vec::new(),
+        })
+        .expect("fixture leaf");
+    let chain = vec![root, child, leaf];
+    let usage = chain.iter().map(zero_usage).collect();
+    let mut request = authorize_request(&snapshot);
+    request.mandate_id = id("mandate_leaf");
+    EvaluationDocument {
+        request,
+        checkout: valid_checkout(snapshot.id()),
+        usage,
+        chain,
+        snapshot,
+        confirmations: Vec::new(),
+        suspensions: Suspensions::default(),
+        credential: Some(CredentialStatus::Usable),
+        now: now(),
+    }
+}

@@ -207,6 +207,19 @@ pub struct CartContent {
     pub expires_at: DateTime<Utc>,
 }
 
+impl CartContent {
+    /// The content id, without validating the content (use [`CartSnapshot::new`] for that).
+    /// The `id` field itself is not part of what is hashed.
+    pub fn content_id(&self) -> SnapshotId {
+        SnapshotId::from_bytes(canonical_sha256(self))
+    }
+
+    /// The canonical JSON bytes the id is computed over.
+    pub fn canonical_json(&self) -> Vec<u8> {
+        super::canonical::canonical_bytes(self)
+    }
+}
+
 impl Canonical for CartContent {
     fn write_canonical<S: Sink>(&self, o: &mut Jcs<'_, S>) {
         o.begin();
@@ -259,7 +272,7 @@ impl CartSnapshot {
     pub fn new(mut content: CartContent) -> Result<CartSnapshot, ValidationError> {
         validate(&mut content)?;
         let claimed = content.id.take();
-        let id = SnapshotId::from_bytes(canonical_sha256(&content));
+        let id = content.content_id();
         if let Some(claimed) = claimed {
             if claimed != id {
                 return Err(err(
@@ -322,9 +335,7 @@ impl CartSnapshot {
 
     /// The canonical JSON bytes the id is computed over.
     pub fn canonical_json(&self) -> Vec<u8> {
-        let mut content = self.content.clone();
-        content.id = None;
-        super::canonical::canonical_bytes(&content)
+        self.content.canonical_json()
     }
 
     /// A digest of the items alone (detects "cart changed" for confirmation rules).
