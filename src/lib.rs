@@ -3,6 +3,9 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod adapters;
+pub mod design;
 pub mod domain;
 pub mod json;
 pub mod ports;
+#[cfg(feature = "proptest")]
+pub mod strategies;

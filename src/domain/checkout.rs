@@ -18,7 +18,7 @@ pub struct UpstreamBlocker {
 
 /// What the checkout service says about the checkout. Payment authority never overrides it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum CheckoutState {
     /// Valid for the given snapshot.
     Valid {

@@ -276,7 +276,7 @@ impl fmt::Display for Outcome {
 
 /// What a decision rests on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "id", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Evidence {
     /// A mandate of the chain.
     PaymentMandate(MandateId),

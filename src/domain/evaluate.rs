@@ -271,6 +271,9 @@ fn check_lifecycle(
     let status_code = match m.status() {
         MandateStatus::Active => None,
         MandateStatus::PendingConfirmation => Some(C::MandatePendingConfirmation),
+        // A used mandate grants no new spend; the capture, refund and order commitment of the
+        // payment that used it continue under it.
+        MandateStatus::Used if !input.request.action.creates_spend() => None,
         MandateStatus::Used => Some(C::MandateUsed),
         MandateStatus::Expired => Some(C::MandateExpired),
         MandateStatus::Revoked => Some(C::MandateRevoked),

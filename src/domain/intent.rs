@@ -34,7 +34,8 @@ impl Canonical for IntentLine {
     }
 }
 
-/// What an agent declares it intends to buy and why.
+/// What an agent declares it intends to buy and why: the plain data, validated by
+/// [`PurchaseIntent::new`].
 ///
 /// ```
 /// use agent_mandate::domain::PurchaseIntent;
@@ -44,12 +45,12 @@ impl Canonical for IntentLine {
 ///                   "unit_price": {"amount": "12.5", "currency": "USD"}}],
 ///   "business_justification": "Office coffee for the week", "urgency": "routine"
 /// }"#).unwrap();
-/// assert_eq!(intent.total().unwrap().to_string(), "25.00 USD");
-/// assert!(intent.intent_hash().unwrap().to_string().starts_with("sha256:"));
+/// assert_eq!(intent.total().to_string(), "25.00 USD");
+/// assert!(intent.intent_hash().to_string().starts_with("sha256:"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PurchaseIntent {
+pub struct PurchaseIntentSpec {
     /// The agent.
     pub agent_id: ActorId,
     /// The task that triggered the purchase.
@@ -66,16 +67,24 @@ pub struct PurchaseIntent {
     pub urgency: Urgency,
 }
 
+/// A validated purchase intent: 1 to 50 lines, quantities of at least 1, one currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "PurchaseIntentSpec", into = "PurchaseIntentSpec")]
+pub struct PurchaseIntent {
+    spec: PurchaseIntentSpec,
+    total: Money,
+}
+
 impl PurchaseIntent {
-    /// The sum of the lines, validating lines and currency.
-    pub fn total(&self) -> Result<Money, ValidationError> {
-        if self.line_items.is_empty() {
+    /// Validates `spec` and computes its total.
+    pub fn new(spec: PurchaseIntentSpec) -> Result<PurchaseIntent, ValidationError> {
+        let Some(first) = spec.line_items.first() else {
             return Err(err("line_items", ValidationKind::Empty));
-        }
-        check_len("line_items", &self.line_items, MAX_INTENT_LINES)?;
-        let currency = self.line_items[0].unit_price.currency();
+        };
+        check_len("line_items", &spec.line_items, MAX_INTENT_LINES)?;
+        let currency = first.unit_price.currency();
         let mut total = Money::zero(currency);
-        for (i, line) in self.line_items.iter().enumerate() {
+        for (i, line) in spec.line_items.iter().enumerate() {
             if line.quantity == 0 {
                 return Err(err(
                     format!("line_items[{i}].quantity"),
@@ -86,35 +95,48 @@ impl PurchaseIntent {
                     },
                 ));
             }
-            let line_total = line
+            total = line
                 .unit_price
                 .checked_mul(line.quantity)
                 .and_then(|l| total.checked_add(&l))
                 .map_err(|e| err(format!("line_items[{i}].unit_price"), e.into()))?;
-            total = line_total;
         }
-        Ok(total)
+        Ok(PurchaseIntent { spec, total })
+    }
+
+    /// The plain data.
+    pub fn spec(&self) -> &PurchaseIntentSpec {
+        &self.spec
+    }
+
+    /// The sum of the lines.
+    pub fn total(&self) -> Money {
+        self.total
     }
 
     /// `sha256:` + hex of SHA-256 over the JCS form of agent, task, merchant, MCC, lines, total
-    /// and justification.
-    pub fn intent_hash(&self) -> Result<IntentHash, ValidationError> {
-        let total = self.total()?;
-        Ok(IntentHash::from_bytes(canonical_sha256(&Hashed {
-            intent: self,
-            total,
-        })))
+    /// and justification (urgency is not hashed: it does not change what is bought).
+    pub fn intent_hash(&self) -> IntentHash {
+        IntentHash::from_bytes(canonical_sha256(self))
     }
 }
 
-struct Hashed<'a> {
-    intent: &'a PurchaseIntent,
-    total: Money,
+impl TryFrom<PurchaseIntentSpec> for PurchaseIntent {
+    type Error = ValidationError;
+    fn try_from(spec: PurchaseIntentSpec) -> Result<Self, Self::Error> {
+        PurchaseIntent::new(spec)
+    }
 }
 
-impl Canonical for Hashed<'_> {
+impl From<PurchaseIntent> for PurchaseIntentSpec {
+    fn from(intent: PurchaseIntent) -> Self {
+        intent.spec
+    }
+}
+
+impl Canonical for PurchaseIntent {
     fn write_canonical<S: Sink>(&self, o: &mut Jcs<'_, S>) {
-        let i = self.intent;
+        let i = &self.spec;
         o.begin();
         o.field_str("agent_id", i.agent_id.as_str());
         o.field_str("business_justification", i.business_justification.as_str());

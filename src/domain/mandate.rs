@@ -136,7 +136,7 @@ impl Lifecycle {
 
 /// An event of the mandate lifecycle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum LifecycleEvent {
     /// The buyer confirmed the mandate.
     Confirm,

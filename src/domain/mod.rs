@@ -34,7 +34,7 @@ pub use ids::{
     MarketplaceId, Mcc, MerchantId, Region, SellerId, Sku, TaskId, Text, UpstreamCode, MAX_ID_LEN,
     MAX_TEXT_LEN,
 };
-pub use intent::{IntentLine, PurchaseIntent, MAX_INTENT_LINES};
+pub use intent::{IntentLine, PurchaseIntent, PurchaseIntentSpec, MAX_INTENT_LINES};
 pub use mandate::{
     Actor, ActorKind, Lifecycle, LifecycleError, LifecycleEvent, Mandate, MandateSpec,
     MandateStatus, MAX_LIST, MAX_WINDOW_SECONDS,

@@ -14,7 +14,7 @@ use super::snapshot::CartSnapshot;
 
 /// Which merchants a mandate covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum MerchantScope {
     /// Exactly one merchant of record.
     Single {
@@ -38,7 +38,7 @@ pub enum MerchantScope {
 
 /// What a mandate is bound to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum CartBinding {
     /// Exactly one cart snapshot.
     Snapshot {
@@ -301,7 +301,7 @@ impl Urgency {
 /// One condition under which the buyer must confirm. A rule holds a list of them; any one that
 /// applies requires a confirmation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "when", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ConfirmationCondition {
     /// Every payment.
     Always,

@@ -1,0 +1,154 @@
+//! The `agent-mandate` binary: ids, decisions, typed errors and exit codes (I11, I12).
+#![cfg(feature = "cli")]
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use agent_mandate::domain::{examples, AuthorityDecision, Outcome};
+
+fn run(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agent-mandate"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    if let Some(text) = stdin {
+        // The binary may exit before reading (usage errors): a broken pipe is expected then.
+        let _ = child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes());
+    } else {
+        drop(child.stdin.take());
+    }
+    child.wait_with_output().expect("binary finishes")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).expect("utf-8 stdout")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).expect("utf-8 stderr")
+}
+
+#[test]
+fn snapshot_id_of_the_shipped_file_is_the_fixture_id() {
+    let out = run(
+        &["snapshot-id", "examples/data/travel_backpack_snapshot.json"],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        examples::travel_backpack_snapshot().id().to_string()
+    );
+}
+
+#[test]
+fn snapshot_id_reads_stdin_and_ignores_key_order() {
+    let json = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/data/travel_backpack_snapshot.json"),
+    )
+    .expect("fixture file");
+    let value: serde_json::Value = serde_json::from_str(&json).expect("json");
+    // serde_json's map without preserve_order sorts keys: a different order than the file.
+    let reordered = serde_json::to_string(&value).expect("json");
+    let a = run(&["snapshot-id", "-"], Some(&json));
+    let b = run(&["snapshot-id"], Some(&reordered));
+    assert!(a.status.success() && b.status.success());
+    assert_eq!(stdout(&a), stdout(&b));
+}
+
+#[test]
+fn invalid_snapshot_names_the_field_and_exits_1() {
+    let mut value: serde_json::Value =
+        serde_json::to_value(examples::travel_backpack_snapshot()).expect("json");
+    value["totals"]["total"]["amount"] = serde_json::Value::String("150.00".into());
+    let out = run(&["snapshot-id", "-"], Some(&value.to_string()));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("totals.total"), "{err}");
+    assert!(stdout(&out).is_empty());
+}
+
+#[test]
+fn malformed_json_exits_1_without_panicking() {
+    for input in ["", "{", "[1,2", "null", "\"text\"", "{\"merchant\": 5}"] {
+        let out = run(&["snapshot-id"], Some(input));
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "input {input:?}: {}",
+            stderr(&out)
+        );
+        assert!(!stderr(&out).contains("panicked"));
+    }
+}
+
+#[test]
+fn evaluate_prints_the_decision_as_json() {
+    let out = run(&["evaluate", "examples/data/evaluate_allowed.json"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let decision: AuthorityDecision = serde_json::from_str(&stdout(&out)).expect("decision json");
+    assert_eq!(decision.outcome, Outcome::Allowed);
+    let out = run(&["evaluate", "examples/data/evaluate_blocked.json"], None);
+    let decision: AuthorityDecision = serde_json::from_str(&stdout(&out)).expect("decision json");
+    assert_eq!(decision.outcome, Outcome::Blocked);
+    assert_eq!(decision.blockers[0].code.as_str(), "CHECKOUT_NOT_VALID");
+    assert_eq!(decision.blockers[0].causes.len(), 2);
+}
+
+#[test]
+fn evaluate_text_format_is_readable() {
+    let out = run(
+        &[
+            "evaluate",
+            "--format",
+            "text",
+            "examples/data/evaluate_blocked.json",
+        ],
+        None,
+    );
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(text.starts_with("blocked"), "{text}");
+    assert!(text.contains("caused by INVENTORY_STALE"));
+    assert!(text.contains("AMOUNT_EXCEEDS_MANDATE [mandate_001]"));
+}
+
+#[test]
+fn the_shipped_documents_match_the_fixtures() {
+    let read = |p: &str| {
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(p))
+            .expect("fixture file")
+    };
+    let doc: agent_mandate::domain::EvaluationDocument =
+        agent_mandate::json::from_json(&read("examples/data/evaluate_allowed.json"))
+            .expect("valid document");
+    assert_eq!(doc, examples::travel_backpack_document());
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        vec![],
+        vec!["frobnicate"],
+        vec!["evaluate", "--format", "yaml"],
+        vec!["evaluate", "--bogus"],
+        vec!["snapshot-id", "a.json", "b.json"],
+        vec!["snapshot-id", "/nonexistent/file.json"],
+    ] {
+        let out = run(&args, Some("{}"));
+        assert_eq!(out.status.code(), Some(2), "args {args:?}");
+        assert!(stderr(&out).starts_with("error:"), "args {args:?}");
+    }
+    let help = run(&["--help"], None);
+    assert!(help.status.success());
+    assert!(stdout(&help).contains("snapshot-id"));
+}
