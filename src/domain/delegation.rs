@@ -1,6 +1,5 @@
 //! Delegation: a child mandate is an attenuation of its parent in every dimension (I6).
 
-use std::cmp::Ordering;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -387,7 +386,7 @@ fn money_cap(
         (None, _) => {}
         (Some(p), None) => push(dim, format!("no limit, the parent's is {p}")),
         (Some(p), Some(c)) => {
-            if c.try_cmp(p) != Ok(Ordering::Less) && c != p {
+            if c.exceeds(p) {
                 push(dim, format!("{c} is above the parent's {p}"));
             }
         }
@@ -430,9 +429,7 @@ fn budgets(p: &Budgets, c: &Budgets, push: &mut impl FnMut(Dimension, String)) {
         let covers_amount = pw.max_amount.as_ref().is_none_or(|pa| {
             c.windows.iter().any(|cw| {
                 cw.window_seconds >= pw.window_seconds
-                    && cw.max_amount.as_ref().is_some_and(|ca| {
-                        ca.try_cmp(pa) != Ok(Ordering::Greater) && ca.currency() == pa.currency()
-                    })
+                    && cw.max_amount.as_ref().is_some_and(|ca| ca.fits_within(pa))
             })
         });
         let covers_count = pw.max_count.is_none_or(|pc| {
@@ -463,9 +460,10 @@ fn confirmation_at_least(p: &ConfirmationRule, c: &ConfirmationRule) -> bool {
     let baseline_ok = c.baseline.is_none() || c.baseline == p.baseline;
     p.conditions.iter().all(|pc| match pc {
         K::Always => false,
-        K::AboveAmount { amount: pa } => c.conditions.iter().any(|cc| {
-            matches!(cc, K::AboveAmount { amount: ca } if ca.currency() == pa.currency() && ca.try_cmp(pa) != Ok(Ordering::Greater))
-        }),
+        K::AboveAmount { amount: pa } => c
+            .conditions
+            .iter()
+            .any(|cc| matches!(cc, K::AboveAmount { amount: ca } if ca.fits_within(pa))),
         K::UrgencyAtLeast { urgency: pu } => c
             .conditions
             .iter()

@@ -582,7 +582,7 @@ fn check_budgets(input: &EvaluationInput<'_>, m: &Mandate, out: &mut Vec<Blocker
     let id = m.id();
     let amount = &req.amount;
     if let Some(max) = &budgets.per_transaction {
-        if amount.try_cmp(max) == Ok(Ordering::Greater) {
+        if amount.exceeds(max) {
             out.push(
                 Blocker::new(
                     C::TransactionLimitExceeded,
@@ -625,7 +625,7 @@ fn check_budgets(input: &EvaluationInput<'_>, m: &Mandate, out: &mut Vec<Blocker
         };
         if let Some(max) = &w.max_amount {
             let exceeded = match wu.amount.checked_add(amount) {
-                Ok(after) => after.try_cmp(max) != Ok(Ordering::Less) && after != *max,
+                Ok(after) => after.exceeds(max),
                 Err(_) => true,
             };
             if exceeded {
@@ -662,7 +662,7 @@ fn check_budgets(input: &EvaluationInput<'_>, m: &Mandate, out: &mut Vec<Blocker
             .checked_add(&usage.held)
             .and_then(|u| u.checked_add(amount));
         let exceeded = match after {
-            Ok(after) => after.try_cmp(max) == Ok(Ordering::Greater),
+            Ok(after) => after.exceeds(max),
             Err(_) => true,
         };
         if exceeded {
@@ -718,7 +718,7 @@ fn confirmation_trigger(input: &EvaluationInput<'_>, m: &Mandate) -> Option<Stri
             ConfirmationCondition::Always => true,
             ConfirmationCondition::AboveAmount { amount } => {
                 // Another currency cannot be compared: ask (deny by default).
-                req.amount.try_cmp(amount) != Ok(Ordering::Less) && req.amount != *amount
+                req.amount.exceeds(amount)
             }
             ConfirmationCondition::UrgencyAtLeast { urgency } => {
                 req.urgency.is_some_and(|u| u >= *urgency)
@@ -770,8 +770,7 @@ fn check_confirmation(
             && c.snapshot_id == req.snapshot_id
             && input.chain.iter().any(|x| *x.id() == c.scope.mandate_id)
             && c.scope.actions.contains(req.action)
-            && req.amount.try_cmp(&c.scope.max_amount) != Ok(Ordering::Greater)
-            && req.amount.currency() == c.scope.max_amount.currency()
+            && req.amount.fits_within(&c.scope.max_amount)
     });
     match satisfying {
         Some(c) => {

@@ -314,6 +314,26 @@ impl Money {
         Ok(self.amount.cmp(&other.amount))
     }
 
+    /// Whether `self` is above `limit`, or in another currency: an amount that cannot be
+    /// compared is never within a limit (deny by default).
+    ///
+    /// ```
+    /// use agent_mandate::domain::{Currency, Money};
+    /// let eur = |a| Money::parse(a, Currency::EUR).unwrap();
+    /// assert!(eur("150.01").exceeds(&eur("150.00")));
+    /// assert!(!eur("150.00").exceeds(&eur("150.00")));
+    /// assert!(Money::parse("1", Currency::USD).unwrap().exceeds(&eur("150.00")));
+    /// ```
+    pub fn exceeds(&self, limit: &Money) -> bool {
+        self.try_cmp(limit) != Ok(Ordering::Less) && self != limit
+    }
+
+    /// Whether `self` is at most `limit`, in the same currency (the negation of
+    /// [`Money::exceeds`]).
+    pub fn fits_within(&self, limit: &Money) -> bool {
+        !self.exceeds(limit)
+    }
+
     fn same_currency(&self, other: &Money) -> Result<(), MoneyError> {
         if self.currency != other.currency {
             return Err(MoneyError::CurrencyMismatch {
