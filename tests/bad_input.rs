@@ -1331,8 +1331,14 @@ fn purchase_intent_validates_itself_when_deserialised() {
 #[test]
 fn invalid_intents_are_refused_by_the_constructor() {
     for c in intent_cases() {
-        let spec: PurchaseIntentSpec = serde_json::from_str(&c.json).unwrap();
-        let e = PurchaseIntent::new(spec).expect_err(c.name);
-        assert_eq!(e.field(), c.field, "{}", c.name);
+        // A quantity of 0 is already refused by the plain data's deserialiser, naming the field;
+        // the other rules are the constructor's.
+        match from_json::<PurchaseIntentSpec>(&c.json) {
+            Err(e) => assert_eq!(e.field(), c.field, "{}", c.name),
+            Ok(spec) => {
+                let e = PurchaseIntent::new(spec).expect_err(c.name);
+                assert_eq!(e.field(), c.field, "{}", c.name);
+            }
+        }
     }
 }

@@ -8,6 +8,7 @@ use super::error::{check_len, err, ValidationError, ValidationKind};
 use super::ids::{ActorId, Mcc, MerchantId, TaskId, Text};
 use super::money::Money;
 use super::scope::Urgency;
+use super::snapshot::MAX_QUANTITY;
 
 /// Most lines of an intent.
 pub const MAX_INTENT_LINES: usize = 50;
@@ -18,7 +19,8 @@ pub const MAX_INTENT_LINES: usize = 50;
 pub struct IntentLine {
     /// What.
     pub description: Text,
-    /// How many (at least 1).
+    /// How many (1 to 1,000,000).
+    #[serde(deserialize_with = "super::snapshot::quantity")]
     pub quantity: u32,
     /// At what unit price.
     pub unit_price: Money,
@@ -85,13 +87,13 @@ impl PurchaseIntent {
         let currency = first.unit_price.currency();
         let mut total = Money::zero(currency);
         for (i, line) in spec.line_items.iter().enumerate() {
-            if line.quantity == 0 {
+            if line.quantity == 0 || line.quantity > MAX_QUANTITY {
                 return Err(err(
                     format!("line_items[{i}].quantity"),
                     ValidationKind::OutOfRange {
                         min: 1,
-                        max: u64::from(u32::MAX),
-                        value: 0,
+                        max: u64::from(MAX_QUANTITY),
+                        value: u64::from(line.quantity),
                     },
                 ));
             }

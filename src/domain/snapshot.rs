@@ -52,10 +52,24 @@ pub struct LineItem {
     pub sku: Sku,
     /// What the buyer sees.
     pub description: Text,
-    /// At least 1, at most 1,000,000.
+    /// At least 1, at most 1,000,000 (checked when deserialised and by [`CartSnapshot::new`]).
+    #[serde(deserialize_with = "quantity")]
     pub quantity: u32,
     /// Price of one unit.
     pub unit_price: Money,
+}
+
+/// Deserialises a line quantity: 1 to [`MAX_QUANTITY`].
+pub(crate) fn quantity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let q = u32::deserialize(d)?;
+    if q == 0 || q > MAX_QUANTITY {
+        return Err(serde::de::Error::custom(ValidationKind::OutOfRange {
+            min: 1,
+            max: u64::from(MAX_QUANTITY),
+            value: u64::from(q),
+        }));
+    }
+    Ok(q)
 }
 
 impl LineItem {
