@@ -44,14 +44,7 @@ fn in_status(status: MandateStatus) -> Mandate {
     }
 }
 
-const ALL: [MandateStatus; 6] = [
-    MandateStatus::PendingConfirmation,
-    MandateStatus::Active,
-    MandateStatus::Used,
-    MandateStatus::Expired,
-    MandateStatus::Revoked,
-    MandateStatus::Rejected,
-];
+const ALL: [MandateStatus; 6] = MandateStatus::ALL;
 
 /// The whole table, every (status, event) pair: legal transitions land where the table says and
 /// stamp their time; illegal ones are typed errors naming the mandate, status and event, and

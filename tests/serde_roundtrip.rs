@@ -382,14 +382,7 @@ fn unit_enums_serialize_as_their_wire_names() {
     }
     assert_eq!(wire(&PaymentAction::Authorize), r#""authorize_payment""#);
     assert_eq!(wire(&PaymentAction::CommitOrder), r#""commit_order""#);
-    for s in [
-        MandateStatus::PendingConfirmation,
-        MandateStatus::Active,
-        MandateStatus::Used,
-        MandateStatus::Expired,
-        MandateStatus::Revoked,
-        MandateStatus::Rejected,
-    ] {
+    for s in MandateStatus::ALL {
         assert_eq!(roundtrip(&s), quoted(s.as_str()));
         assert_eq!(s.to_string(), s.as_str());
     }

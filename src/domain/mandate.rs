@@ -56,6 +56,16 @@ pub enum MandateStatus {
 }
 
 impl MandateStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [MandateStatus; 6] = [
+        MandateStatus::PendingConfirmation,
+        MandateStatus::Active,
+        MandateStatus::Used,
+        MandateStatus::Expired,
+        MandateStatus::Revoked,
+        MandateStatus::Rejected,
+    ];
+
     /// Whether no event leaves this status.
     pub fn is_terminal(self) -> bool {
         match self {
