@@ -219,6 +219,28 @@ pub fn widenings(parent: &Mandate, child: &Mandate) -> Vec<Widening> {
             Dimension::LowerAmount,
             "allows a lower amount, the parent does not".into(),
         );
+    } else if !p.amount.allow_lower_amount
+        && c.currency.currency == p.currency.currency
+        && (c.amount.max_amount != p.amount.max_amount
+            || c.amount.includes_shipping != p.amount.includes_shipping
+            || c.amount.includes_tax != p.amount.includes_tax)
+    {
+        // Without lower amounts the parent allows exactly its maximum (of what it counts): a
+        // child pinned to another amount, or counting shipping or tax differently, would
+        // allow a payment the parent refuses.
+        push(
+            Dimension::LowerAmount,
+            format!(
+                "allows exactly {} (shipping counted: {}, tax counted: {}), the parent only \
+                 exactly {} (shipping counted: {}, tax counted: {})",
+                c.amount.max_amount,
+                c.amount.includes_shipping,
+                c.amount.includes_tax,
+                p.amount.max_amount,
+                p.amount.includes_shipping,
+                p.amount.includes_tax
+            ),
+        );
     }
     if c.amount.allow_partial_capture && !p.amount.allow_partial_capture {
         push(
