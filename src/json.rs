@@ -83,7 +83,16 @@ pub fn from_json<T: DeserializeOwned>(text: &str) -> Result<T, InputError> {
         Ok(v) => v,
         Err(e) => {
             let path = e.path().to_string();
-            return Err(classify(tidy(&path), e.into_inner()));
+            let mut err = classify(tidy(&path), e.into_inner());
+            // serde_json reports some shape errors in well-formed JSON as syntax errors (an
+            // enum given `{}` or an object with a second key): only text that is not JSON is a
+            // syntax error.
+            if err.kind == InputErrorKind::Syntax
+                && serde_json::from_str::<serde_json::Value>(text).is_ok()
+            {
+                err.kind = InputErrorKind::WrongType;
+            }
+            return Err(err);
         }
     };
     de.end().map_err(|e| classify(String::new(), e))?;
