@@ -918,6 +918,15 @@ fn cases() -> Vec<Case> {
         ),
         // --- Usage.
         case::<Usage>(
+            "the same window reported twice",
+            bend(&us, |v| {
+                let w = v["windows"][0].clone();
+                v["windows"] = json!([w.clone(), w]);
+            }),
+            "windows[1].window_seconds",
+            K::Invalid,
+        ),
+        case::<Usage>(
             "held in another currency",
             bend(&us, |v| v["held"] = m("1.00", "USD")),
             "held",

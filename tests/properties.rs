@@ -1052,11 +1052,9 @@ fn two_confirmations() -> (EvaluationDocument, Confirmation, Confirmation) {
     (doc, a, b)
 }
 
-/// I8 regression: with two confirmations that both satisfy the rule, the decision's evidence
-/// cites whichever comes first in the input, so the order of `confirmations` changes the
-/// decision (src/domain/evaluate.rs, `check_confirmation`: `confirmations.iter().find`).
+/// I8 regression (fixed): with two confirmations that both satisfy the rule, the decision's
+/// evidence cited whichever came first in the input; it now cites the smallest id.
 #[test]
-#[ignore = "BUG: evidence cites the first satisfying confirmation in input order (evaluate.rs check_confirmation)"]
 fn i8_regression_confirmation_order_changes_evidence() {
     let (mut doc, a, b) = two_confirmations();
     doc.confirmations = vec![a.clone(), b.clone()];
@@ -1067,10 +1065,10 @@ fn i8_regression_confirmation_order_changes_evidence() {
     assert_eq!(first, second);
 }
 
-/// I8 regression: two usage entries for one mandate: the decision uses whichever comes first,
-/// so the order of `usage` changes the outcome (src/domain/evaluate.rs, `find_usage`).
+/// I8 regression (fixed): with two usage entries for one mandate the first in input order
+/// counted, so the order of `usage` changed the outcome; contradictory usage now blocks with
+/// `USAGE_UNAVAILABLE` whatever the order.
 #[test]
-#[ignore = "BUG: with two usage entries for one mandate the first in input order counts (evaluate.rs find_usage)"]
 fn i8_regression_duplicate_usage_order_changes_outcome() {
     let mut doc = examples::travel_backpack_document();
     let fresh = examples::zero_usage(&doc.chain[0]);
@@ -1080,13 +1078,8 @@ fn i8_regression_duplicate_usage_order_changes_outcome() {
     let first = evaluate(&doc.input());
     doc.usage = vec![used_up, fresh];
     let second = evaluate(&doc.input());
-    assert_eq!(
-        first.outcome,
-        second.outcome,
-        "{:?} vs {:?}",
-        first.codes(),
-        second.codes()
-    );
+    assert_eq!(first, second);
+    assert_eq!(first.codes(), vec![BlockerCode::UsageUnavailable]);
 }
 
 /// I6 regression (fixed): a parent that allows no lower amount allows exactly its maximum; a

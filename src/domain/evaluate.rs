@@ -568,8 +568,14 @@ fn inclusion(m: &Mandate) -> &'static str {
     }
 }
 
-fn find_usage<'a>(input: &EvaluationInput<'a>, m: &Mandate) -> Option<&'a Usage> {
-    input.usage.iter().find(|u| u.mandate_id == *m.id())
+/// The one usage entry of `m`. Two entries for the same mandate are contradictory input: the
+/// decision must not depend on their order (I8), so neither is used.
+fn find_usage<'a>(input: &EvaluationInput<'a>, m: &Mandate) -> Result<Option<&'a Usage>, ()> {
+    let mut entries = input.usage.iter().filter(|u| u.mandate_id == *m.id());
+    match (entries.next(), entries.next()) {
+        (first, None) => Ok(first),
+        (Some(_), Some(_)) | (None, Some(_)) => Err(()),
+    }
 }
 
 fn check_budgets(input: &EvaluationInput<'_>, m: &Mandate, out: &mut Vec<Blocker>) {
@@ -599,23 +605,40 @@ fn check_budgets(input: &EvaluationInput<'_>, m: &Mandate, out: &mut Vec<Blocker
     if !needs_usage {
         return;
     }
-    let Some(usage) = find_usage(input, m).filter(|u| u.currency() == m.currency()) else {
-        out.push(
-            Blocker::new(
-                C::UsageUnavailable,
-                format!("no usage in {} was supplied for mandate {id}", m.currency()),
-            )
-            .on(id),
-        );
-        return;
+    let usage = match find_usage(input, m) {
+        Ok(Some(u)) if u.currency() == m.currency() => u,
+        Ok(_) => {
+            out.push(
+                Blocker::new(
+                    C::UsageUnavailable,
+                    format!("no usage in {} was supplied for mandate {id}", m.currency()),
+                )
+                .on(id),
+            );
+            return;
+        }
+        Err(()) => {
+            out.push(
+                Blocker::new(
+                    C::UsageUnavailable,
+                    format!("several usage entries were supplied for mandate {id}"),
+                )
+                .on(id),
+            );
+            return;
+        }
     };
     for w in &budgets.windows {
-        let Some(wu) = usage.window(w.window_seconds) else {
+        let mut reported = usage
+            .windows
+            .iter()
+            .filter(|u| u.window_seconds == w.window_seconds);
+        let (Some(wu), None) = (reported.next(), reported.next()) else {
             out.push(
                 Blocker::new(
                     C::UsageUnavailable,
                     format!(
-                        "no usage was supplied for the {} s window of mandate {id}",
+                        "no single usage was supplied for the {} s window of mandate {id}",
                         w.window_seconds
                     ),
                 )
@@ -763,7 +786,9 @@ fn check_confirmation(
     let Some(trigger) = confirmation_trigger(input, m) else {
         return;
     };
-    let satisfying = input.confirmations.iter().find(|c| {
+    // Among confirmations that satisfy the rule, cite the one with the smallest id, so the
+    // decision does not depend on the order of the input (I8).
+    let satisfying = input.confirmations.iter().filter(|c| {
         c.buyer_id == req.buyer_id
             && c.by_human()
             && c.in_force(input.now)
@@ -772,6 +797,7 @@ fn check_confirmation(
             && c.scope.actions.contains(req.action)
             && req.amount.fits_within(&c.scope.max_amount)
     });
+    let satisfying = satisfying.min_by(|a, b| a.id.cmp(&b.id));
     match satisfying {
         Some(c) => {
             let ev = Evidence::ConfirmationRecord(c.id.clone());

@@ -116,6 +116,17 @@ impl TryFrom<UsageSpec> for Usage {
             if let Some(e) = mismatch(format!("windows[{i}].amount"), &w.amount) {
                 return Err(e);
             }
+            if s.windows[..i]
+                .iter()
+                .any(|x| x.window_seconds == w.window_seconds)
+            {
+                return Err(super::error::err(
+                    format!("windows[{i}].window_seconds"),
+                    super::error::ValidationKind::Duplicate {
+                        value: w.window_seconds.to_string(),
+                    },
+                ));
+            }
         }
         Ok(Usage {
             mandate_id: s.mandate_id,
