@@ -815,7 +815,7 @@ fn child_document() -> BoxedStrategy<(Mandate, EvaluationDocument)> {
     (
         st::currency(),
         st::payment_action(),
-        prop_oneof![Just(0.6), Just(0.9)],
+        prop_oneof![Just(60u8), Just(90u8)],
     )
         .prop_flat_map(|(c, action, fit)| (st::snapshot_in(c), Just(action), Just(fit)))
         .prop_flat_map(|(snap, action, fit)| {
@@ -830,7 +830,7 @@ fn child_document() -> BoxedStrategy<(Mandate, EvaluationDocument)> {
                 .prop_flat_map(move |parent| {
                     (
                         Just(parent.clone()),
-                        st::child_for(&parent, &s2, action, 1.0),
+                        st::child_for(&parent, &s2, action, 100),
                         Just(s2.clone()),
                     )
                 })
@@ -869,7 +869,7 @@ fn child_document() -> BoxedStrategy<(Mandate, EvaluationDocument)> {
                     (
                         Just(parent),
                         Just(doc),
-                        st::usage_for(&root, snap.total(), 1.0),
+                        st::usage_for(&root, snap.total(), 100),
                     )
                 })
                 .prop_map(|(parent, mut doc, usage)| {
