@@ -250,7 +250,16 @@ pub fn travel_backpack_document() -> EvaluationDocument {
 /// A larger case for benchmarks and property tests: a three-level delegation chain (buyer's
 /// root mandate over an allowlist of merchants, a marketplace-free child for one merchant, a
 /// grandchild for the agent) with windows, lifetime caps and confirmation rules, and a cart of
-/// `items` lines (1 to 500). Evaluates to `allowed`.
+/// `items` lines (1 to 500). Up to 90 lines it evaluates to `allowed` (the leaf allows at most
+/// EUR 1,000.00, its child EUR 2,000.00, the root EUR 5,000.00); the benchmarks use 20.
+///
+/// ```
+/// use agent_mandate::domain::{evaluate, examples, BlockerCode};
+/// assert!(evaluate(&examples::three_level_document(20).input()).is_allowed());
+/// assert!(evaluate(&examples::three_level_document(90).input()).is_allowed());
+/// let big = evaluate(&examples::three_level_document(200).input());
+/// assert!(big.has(BlockerCode::AmountExceedsMandate));
+/// ```
 pub fn three_level_document(items: usize) -> EvaluationDocument {
     let eur = |a| money(a, Currency::EUR);
     let items = items.clamp(1, super::snapshot::MAX_ITEMS);

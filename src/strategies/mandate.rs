@@ -47,15 +47,7 @@ pub fn payment_action() -> BoxedStrategy<PaymentAction> {
 
 /// Any mandate status.
 pub fn mandate_status() -> BoxedStrategy<MandateStatus> {
-    prop::sample::select(vec![
-        MandateStatus::PendingConfirmation,
-        MandateStatus::Active,
-        MandateStatus::Used,
-        MandateStatus::Expired,
-        MandateStatus::Revoked,
-        MandateStatus::Rejected,
-    ])
-    .boxed()
+    prop::sample::select(MandateStatus::ALL.to_vec()).boxed()
 }
 
 pub(super) fn status_for(fit: u8) -> BoxedStrategy<MandateStatus> {
