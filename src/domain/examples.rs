@@ -23,7 +23,7 @@ use super::scope::{
 use super::snapshot::{
     CartContent, CartSnapshot, Channel, CheckoutContext, LineItem, Merchant, Totals,
 };
-use super::usage::{Usage, WindowUsage};
+use super::usage::Usage;
 
 // The fixtures below are built from constants that are valid by construction; a failure would be
 // a bug in this module, caught by its doctests and tests, so `expect` documents the invariant.
@@ -169,21 +169,9 @@ pub fn travel_backpack_mandate() -> Mandate {
     .expect("fixture mandate")
 }
 
-/// Nothing spent yet on `mandate`, with its 24 h window reported.
+/// Nothing spent yet on `mandate`, with its windows reported ([`Usage::none_for`]).
 pub fn zero_usage(mandate: &Mandate) -> Usage {
-    let mut usage = Usage::zero(mandate.id().clone(), mandate.currency());
-    usage.windows = mandate
-        .scope()
-        .budgets
-        .windows
-        .iter()
-        .map(|w| WindowUsage {
-            window_seconds: w.window_seconds,
-            amount: Money::zero(mandate.currency()),
-            count: 0,
-        })
-        .collect();
-    usage
+    Usage::none_for(mandate)
 }
 
 /// The agent's request to authorize the snapshot's total under `mandate_001`.

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{check_len, ValidationError};
 use super::ids::MandateId;
-use super::mandate::MAX_LIST;
+use super::mandate::{Mandate, MAX_LIST};
 use super::money::{Currency, Money};
 
 /// Held + spent and the number of payments inside one rolling window, evaluated at `now`.
@@ -78,6 +78,32 @@ impl Usage {
             uses: 0,
             attempts: 0,
         }
+    }
+
+    /// Nothing used yet on `mandate`, with every window of its budgets reported at zero (a
+    /// complete usage entry: the decision finds every window it checks).
+    ///
+    /// ```
+    /// use agent_mandate::domain::{examples, Usage};
+    /// let m = examples::travel_backpack_mandate();
+    /// let usage = Usage::none_for(&m);
+    /// assert_eq!(usage.windows.len(), m.scope().budgets.windows.len());
+    /// ```
+    pub fn none_for(mandate: &Mandate) -> Usage {
+        let currency = mandate.currency();
+        let mut usage = Usage::zero(mandate.id().clone(), currency);
+        usage.windows = mandate
+            .scope()
+            .budgets
+            .windows
+            .iter()
+            .map(|w| WindowUsage {
+                window_seconds: w.window_seconds,
+                amount: Money::zero(currency),
+                count: 0,
+            })
+            .collect();
+        usage
     }
 
     /// The currency of the usage.

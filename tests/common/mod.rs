@@ -12,7 +12,7 @@ use agent_mandate::domain::examples;
 use agent_mandate::domain::{
     evaluate, Actor, ActorId, ActorKind, AuthorityDecision, BlockerCode, CartContent, CartSnapshot,
     Confirmation, ConfirmationScope, Currency, EvaluationDocument, Mandate, MandateId, MandateSpec,
-    Money, PaymentAction, Usage, WindowUsage,
+    Money, PaymentAction, Usage,
 };
 use chrono::{DateTime, TimeZone, Utc};
 
@@ -118,20 +118,13 @@ pub fn usage_with(
     window_count: u32,
 ) -> Usage {
     let c = m.currency();
-    let mut u = Usage::zero(m.id().clone(), c);
+    let mut u = Usage::none_for(m);
     u.spent = money(spent, c);
     u.held = money(held, c);
-    u.windows = m
-        .scope()
-        .budgets
-        .windows
-        .iter()
-        .map(|w| WindowUsage {
-            window_seconds: w.window_seconds,
-            amount: money(window_amount, c),
-            count: window_count,
-        })
-        .collect();
+    for w in &mut u.windows {
+        w.amount = money(window_amount, c);
+        w.count = window_count;
+    }
     u
 }
 
