@@ -9,3 +9,5 @@ pub mod json;
 pub mod ports;
 #[cfg(feature = "proptest")]
 pub mod strategies;
+#[cfg(feature = "testkit")]
+pub mod testkit;

@@ -1,3 +1,10 @@
 //! Adapters: implementations of the ports, each behind a cargo feature.
 //!
-//! Empty in this release: see [`crate::ports`].
+//! | feature | module | ports |
+//! |---|---|---|
+//! | `memory` | [`memory`] | every port, in memory and thread-safe, plus a manual clock |
+//!
+//! [`crate::ports::SystemClock`] needs no feature.
+
+#[cfg(feature = "memory")]
+pub mod memory;

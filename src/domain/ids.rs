@@ -146,6 +146,31 @@ string_id!(
     TaskId
 );
 string_id!(
+    /// A payment attempt (derived by the engine from the actor and the idempotency key).
+    AttemptId
+);
+string_id!(
+    /// A committed order.
+    OrderId
+);
+string_id!(
+    /// An idempotency key chosen by the caller, scoped to the actor and the operation.
+    IdempotencyKey
+);
+string_id!(
+    /// An opaque reference to a credential held by the vault: never the credential itself.
+    CredentialRef
+);
+string_id!(
+    /// The payment service provider's reference for a payment (`pi_...`).
+    ProviderRef
+);
+string_id!(
+    /// The idempotency key sent to the PSP, derived from the attempt and the operation, so a
+    /// retry after a crash is deduplicated by the PSP as well.
+    ProviderKey
+);
+string_id!(
     /// A region code of the checkout context (`EU`, `US-CA`).
     Region
 );
@@ -287,5 +312,18 @@ impl<'de> Deserialize<'de> for Text {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         Text::new(&*s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl ProviderKey {
+    /// A key derived from a valid attempt id and an operation name (no white space or control
+    /// characters by construction). Over 128 bytes, the SHA-256 of the text stands in.
+    pub(crate) fn derived(text: String) -> ProviderKey {
+        if text.len() <= MAX_ID_LEN {
+            ProviderKey(Arc::from(text))
+        } else {
+            use sha2::{Digest as _, Sha256};
+            ProviderKey(Arc::from(format!("pk-{}", hex::encode(Sha256::digest(text.as_bytes())))))
+        }
     }
 }

@@ -3,6 +3,8 @@
 //! No IO, no async, no clock reads, no randomness: time enters as a parameter, identifiers are
 //! content hashes or supplied by the caller.
 
+mod attempt;
+mod audit;
 mod canonical;
 mod checkout;
 mod confirmation;
@@ -20,6 +22,14 @@ mod scope;
 mod snapshot;
 mod usage;
 
+pub use attempt::{
+    AttemptError, AttemptEvent, AttemptStatus, HoldEffect, Operation, Order, PaymentAttempt,
+    ProviderReport, ProviderStatus,
+};
+pub use audit::{
+    chain_hash, verify_chain, AuditEvent, AuditHash, AuditKind, ChainBreak, ChainFault,
+    ChainedEvent, HoldAction, LimitKind, Party,
+};
 pub use canonical::{ContentDigest, IntentHash, RequestDigest, SnapshotId};
 pub use checkout::{CheckoutState, UpstreamBlocker};
 pub use confirmation::{Confirmation, ConfirmationScope};
@@ -30,9 +40,9 @@ pub use delegation::{check_attenuation, widenings, DelegationError, Dimension, W
 pub use error::{ValidationError, ValidationKind};
 pub use evaluate::evaluate;
 pub use ids::{
-    ActorId, BuyerId, CartId, ChannelRef, CheckoutId, ConfirmationId, EvidenceRef, MandateId,
-    MarketplaceId, Mcc, MerchantId, Region, SellerId, Sku, TaskId, Text, UpstreamCode, MAX_ID_LEN,
-    MAX_TEXT_LEN,
+    ActorId, AttemptId, BuyerId, CartId, ChannelRef, CheckoutId, ConfirmationId, CredentialRef,
+    EvidenceRef, IdempotencyKey, MandateId, MarketplaceId, Mcc, MerchantId, OrderId, ProviderKey,
+    ProviderRef, Region, SellerId, Sku, TaskId, Text, UpstreamCode, MAX_ID_LEN, MAX_TEXT_LEN,
 };
 pub use intent::{IntentLine, PurchaseIntent, PurchaseIntentSpec, MAX_INTENT_LINES};
 pub use mandate::{

@@ -1,4 +1,65 @@
-//! Ports: the traits the engine needs from the outside world (store, PSP, vault, clock, audit).
+//! Ports: the small traits the engine needs from the outside world.
 //!
-//! Empty in this release: the domain is usable on its own, with usage supplied by the caller.
-//! The engine and its ports arrive in the next release (see CHANGELOG.md).
+//! Each is `Send + Sync + Debug` and object safe (`#[async_trait]` where async), so an engine
+//! is built from one [`Ports`] value of `Arc<dyn Port>`s. The engine is the only code that
+//! calls them. Implementations live in [`crate::adapters`] behind cargo features; the contract
+//! tests every implementation must pass are in `agent_mandate::testkit` (feature `testkit`).
+//!
+//! | port | what it does | errors |
+//! |---|---|---|
+//! | [`Store`] | mandates, confirmations, snapshots, the budget ledger (atomic holds), payment attempts, idempotency records, orders, control counters | [`StoreError`], [`HoldError`] |
+//! | [`PaymentProvider`] | authorize, capture, void, refund, lookup at a PSP | [`ProviderError`] (declines are data) |
+//! | [`CredentialVault`] | keeps credentials, hands out opaque references | [`VaultError`] |
+//! | [`AuditSink`] | the append-only, hash-chained audit trail | [`AuditError`] |
+//! | [`Clock`] | the time | none |
+
+mod audit;
+mod clock;
+mod provider;
+mod store;
+mod vault;
+
+use std::fmt;
+use std::sync::Arc;
+
+pub use audit::{AuditError, AuditReceipt, AuditSink};
+pub use clock::{Clock, SystemClock};
+pub use provider::{
+    AuthorizeRequest, CaptureRequest, Lookup, PaymentProvider, ProviderError, RefundRequest,
+    VoidRequest,
+};
+pub use store::{
+    Begin, BudgetLimits, HoldError, HoldLevel, HoldRecord, HoldRequest, HoldState,
+    IdempotencyScope, InsertOrder, RefundPolicy, Store, StoreError, StoredResult,
+};
+pub use vault::{
+    CredentialDisplay, CredentialKind, CredentialVault, FundingType, NewCredential,
+    ResolvedCredential, Secret, StoredCredential, VaultError,
+};
+
+/// Everything an engine needs, in one value (the rustls `CryptoProvider` pattern).
+#[derive(Clone)]
+pub struct Ports {
+    /// Durable state.
+    pub store: Arc<dyn Store>,
+    /// The PSP.
+    pub provider: Arc<dyn PaymentProvider>,
+    /// Credentials.
+    pub vault: Arc<dyn CredentialVault>,
+    /// The audit trail.
+    pub audit: Arc<dyn AuditSink>,
+    /// The time.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for Ports {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ports")
+            .field("store", &self.store)
+            .field("provider", &self.provider)
+            .field("vault", &self.vault)
+            .field("audit", &self.audit)
+            .field("clock", &self.clock)
+            .finish()
+    }
+}

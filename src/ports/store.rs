@@ -1,0 +1,473 @@
+//! The store port: durable state, and the atomic budget ledger.
+//!
+//! # The budget contract (I2, I5)
+//!
+//! A hold is placed for one attempt on a list of levels: the leaf mandate and every ancestor,
+//! each with its [`BudgetLimits`]. Placing is all or nothing: for every level,
+//!
+//! * lifetime: `spent + held + amount <= lifetime`;
+//! * each window: `(held + spent inside the window) + amount <= max_amount` and
+//!   `(payments inside the window) + 1 <= max_count`;
+//! * `uses + 1 <= max_uses` and `attempts + 1 <= max_attempts`;
+//!
+//! otherwise nothing is held anywhere and [`HoldError::Refused`] names the first level and
+//! limit that would be exceeded. A window covers the half-open interval `(now - length, now]`
+//! and counts holds and spend by the time the hold was placed. A hold is then resolved at most
+//! once: committed (in part: the rest is released), or released. Refunds are recorded against
+//! a committed hold and give headroom back only as the [`RefundPolicy`] says. Released holds
+//! count nowhere; committed ones count as spend; unresolved ones as held, however old (an
+//! ambiguous attempt keeps its hold until evidence resolves it).
+//!
+//! # Idempotency records
+//!
+//! [`Store::begin_idempotent`] atomically looks up or creates the record for a scope (actor,
+//! operation, key). Records in flight carry a lease: when it lapses (the process holding it
+//! died), the next caller takes the record over. Completed records are kept until their
+//! retention ends, then treated as absent.
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{
+    ActorId, AttemptId, AttemptStatus, BuyerId, CartSnapshot, Confirmation, ConfirmationId,
+    ContentDigest, IdempotencyKey, LimitKind, Mandate, MandateId, MandateStatus, Money, Order,
+    OrderId, Party, PaymentAttempt, SnapshotId, Suspensions, Usage, WindowLimit,
+};
+
+/// The cumulative limits of one mandate, as the ledger enforces them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetLimits {
+    /// Most held + spent over the mandate's life.
+    pub lifetime: Option<Money>,
+    /// Rolling windows.
+    pub windows: Vec<WindowLimit>,
+    /// Most payments.
+    pub max_uses: Option<u32>,
+    /// Most attempts (holds placed, whatever became of them).
+    pub max_attempts: Option<u32>,
+}
+
+impl BudgetLimits {
+    /// The limits of `mandate`'s scope.
+    pub fn of(mandate: &Mandate) -> BudgetLimits {
+        let scope = mandate.scope();
+        BudgetLimits {
+            lifetime: scope.budgets.lifetime,
+            windows: scope.budgets.windows.clone(),
+            max_uses: scope.max_uses,
+            max_attempts: scope.amount.max_payment_attempts,
+        }
+    }
+}
+
+/// One level of a hold: a mandate and its limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldLevel {
+    /// The mandate.
+    pub mandate_id: MandateId,
+    /// Its limits.
+    pub limits: BudgetLimits,
+}
+
+/// A hold to place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldRequest {
+    /// The attempt that owns it (one hold per attempt).
+    pub attempt_id: AttemptId,
+    /// How much.
+    pub amount: Money,
+    /// When (the time windows count it at).
+    pub at: DateTime<Utc>,
+    /// The leaf mandate first, then each ancestor up to the root.
+    pub levels: Vec<HoldLevel>,
+}
+
+impl HoldRequest {
+    /// A hold for `attempt_id` on every mandate of `chain` (root first, as
+    /// [`Store::chain`] returns it).
+    pub fn on_chain(
+        attempt_id: AttemptId,
+        amount: Money,
+        at: DateTime<Utc>,
+        chain: &[Mandate],
+    ) -> HoldRequest {
+        HoldRequest {
+            attempt_id,
+            amount,
+            at,
+            levels: chain
+                .iter()
+                .rev()
+                .map(|m| HoldLevel {
+                    mandate_id: m.id().clone(),
+                    limits: BudgetLimits::of(m),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Where a hold is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldState {
+    /// Counting as held.
+    Held,
+    /// Committed as spend (possibly less than placed).
+    Committed,
+    /// Released: counts nowhere.
+    Released,
+}
+
+/// A hold as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldRecord {
+    /// The attempt.
+    pub attempt_id: AttemptId,
+    /// The mandates it counts against, leaf first.
+    pub mandate_ids: Vec<MandateId>,
+    /// Amount placed.
+    pub amount: Money,
+    /// Amount committed (zero unless committed).
+    pub committed: Money,
+    /// Amount refunded.
+    pub refunded: Money,
+    /// When it was placed.
+    pub at: DateTime<Utc>,
+    /// Its state.
+    pub state: HoldState,
+}
+
+/// Whether a refund gives headroom back.
+///
+/// The default gives nothing back: a refund does not renew the authority the buyer granted,
+/// so an agent cannot cycle buy-refund-buy past the caps. Choose [`RefundPolicy::RESTORE_ALL`]
+/// when a refunded purchase should free its budget again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RefundPolicy {
+    /// A refund lowers the lifetime spend.
+    pub restores_lifetime: bool,
+    /// A refund lowers the window amounts (counts are never given back).
+    pub restores_windows: bool,
+}
+
+impl RefundPolicy {
+    /// Refunds give nothing back (the default).
+    pub const RETAIN: RefundPolicy = RefundPolicy {
+        restores_lifetime: false,
+        restores_windows: false,
+    };
+    /// Refunds give back lifetime and window headroom.
+    pub const RESTORE_ALL: RefundPolicy = RefundPolicy {
+        restores_lifetime: true,
+        restores_windows: true,
+    };
+
+    /// The stable name recorded in audit events.
+    pub fn name(self) -> &'static str {
+        match (self.restores_lifetime, self.restores_windows) {
+            (false, false) => "retain",
+            (true, true) => "restore_all",
+            (true, false) => "restore_lifetime",
+            (false, true) => "restore_windows",
+        }
+    }
+}
+
+/// The scope of an idempotency key: the actor, the operation, the key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct IdempotencyScope {
+    /// Who.
+    pub actor_id: ActorId,
+    /// Which command (`execute_payment`).
+    pub operation: String,
+    /// The key.
+    pub key: IdempotencyKey,
+}
+
+/// What a completed command produced, as kept by its idempotency record. A replay reads the
+/// entity again, so it sees its current state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoredResult {
+    /// A payment attempt.
+    Attempt(AttemptId),
+    /// A mandate.
+    Mandate(MandateId),
+    /// A confirmation.
+    Confirmation(ConfirmationId),
+    /// An order.
+    Order(OrderId),
+    /// A command with no entity (suspend, resume).
+    Done,
+}
+
+/// The answer of [`Store::begin_idempotent`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begin {
+    /// The caller owns the key now (a new record, or one taken over after its lease lapsed
+    /// or its retention ended): run the command.
+    Started,
+    /// Completed before with the same fingerprint: answer from the record.
+    Replay(StoredResult),
+    /// The key was used with another fingerprint: execute nothing.
+    Conflict {
+        /// The fingerprint on record.
+        recorded: ContentDigest,
+    },
+    /// Another caller holds the key and its lease has not lapsed.
+    InFlight {
+        /// When to try again.
+        retry_after: Duration,
+    },
+}
+
+/// The answer of [`Store::insert_order`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InsertOrder {
+    /// This call committed the order.
+    Inserted,
+    /// An order for the attempt already exists: this one.
+    Existing(Order),
+}
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A record that must exist does not. Not retryable.
+    #[error("no {entity} {id}")]
+    NotFound {
+        /// `mandate`, `attempt`, `hold`...
+        entity: &'static str,
+        /// Its key.
+        id: String,
+    },
+    /// A write lost a race or would duplicate a record (`expected` state differs, id taken).
+    /// Re-read and decide again.
+    #[error("{entity} {id}: {message}")]
+    Conflict {
+        /// The entity.
+        entity: &'static str,
+        /// Its key.
+        id: String,
+        /// What differs.
+        message: String,
+    },
+    /// A stored record cannot be read back (bad data, schema from the future). Names the table
+    /// and key. Not retryable.
+    #[error("corrupt {table} record {key}: {message}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// The key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The backend cannot be reached or timed out; nothing was written. Retryable.
+    #[error("store unavailable: {message}")]
+    Unavailable {
+        /// Why.
+        message: String,
+    },
+    /// Anything else an adapter reports.
+    #[error("store error: {0}")]
+    Other(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// Whether the same call may be retried.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
+}
+
+/// A hold that could not be placed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HoldError {
+    /// A limit would be exceeded; nothing is held.
+    #[error("hold refused on mandate {mandate_id}: {limit:?} would reach {would_be}, the limit is {max}")]
+    Refused {
+        /// The first level whose limit would be exceeded.
+        mandate_id: MandateId,
+        /// Which limit; `None` for uses and attempts.
+        limit: Option<LimitKind>,
+        /// Which counter, when `limit` is `None`: `uses` or `attempts`.
+        counter: Option<&'static str>,
+        /// Usage after the hold, as text.
+        would_be: String,
+        /// The limit, as text.
+        max: String,
+    },
+    /// The attempt already has a hold. Nothing changed.
+    #[error("attempt {attempt_id} already has a hold")]
+    Duplicate {
+        /// The attempt.
+        attempt_id: AttemptId,
+    },
+    /// The amount is in another currency than a limit. Nothing is held.
+    #[error("hold in {currency} on mandate {mandate_id}, whose limits are in another currency")]
+    Currency {
+        /// The mandate.
+        mandate_id: MandateId,
+        /// The hold's currency.
+        currency: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Durable state. See the module documentation for the budget and idempotency contracts;
+/// `testkit::store_conformance` checks them.
+#[async_trait]
+pub trait Store: Send + Sync + Debug {
+    // ----- mandates -----
+
+    /// Inserts a new mandate; [`StoreError::Conflict`] if the id is taken.
+    async fn insert_mandate(&self, mandate: &Mandate) -> Result<(), StoreError>;
+
+    /// A mandate by id.
+    async fn mandate(&self, id: &MandateId) -> Result<Option<Mandate>, StoreError>;
+
+    /// Replaces a mandate's lifecycle if its status is still `expected` (compare and set);
+    /// [`StoreError::Conflict`] otherwise. The scope never changes.
+    async fn update_mandate(
+        &self,
+        mandate: &Mandate,
+        expected: MandateStatus,
+    ) -> Result<(), StoreError>;
+
+    /// The chain from the root to `leaf` (empty when `leaf` is unknown).
+    /// [`StoreError::Corrupt`] when a parent is missing or the parents loop.
+    async fn chain(&self, leaf: &MandateId) -> Result<Vec<Mandate>, StoreError>;
+
+    // ----- kill switch -----
+
+    /// Turns the kill switch on or off for a party.
+    async fn set_suspended(&self, party: &Party, suspended: bool) -> Result<(), StoreError>;
+
+    /// The suspensions among `actors` and `buyer`.
+    async fn suspensions(
+        &self,
+        actors: &[ActorId],
+        buyer: &BuyerId,
+    ) -> Result<Suspensions, StoreError>;
+
+    // ----- confirmations and snapshots -----
+
+    /// Records a confirmation; storing the same one twice is a no-op, another with the same id
+    /// is a [`StoreError::Conflict`].
+    async fn insert_confirmation(&self, confirmation: &Confirmation) -> Result<(), StoreError>;
+
+    /// The confirmations of `buyer` for `snapshot`.
+    async fn confirmations(
+        &self,
+        buyer: &BuyerId,
+        snapshot: &SnapshotId,
+    ) -> Result<Vec<Confirmation>, StoreError>;
+
+    /// Keeps a snapshot (idempotent: its id is its content).
+    async fn put_snapshot(&self, snapshot: &CartSnapshot) -> Result<(), StoreError>;
+
+    /// A snapshot by id.
+    async fn snapshot(&self, id: &SnapshotId) -> Result<Option<CartSnapshot>, StoreError>;
+
+    // ----- budget ledger -----
+
+    /// Usage of each mandate of `chain` at `now` (same order), with every window of its limits.
+    async fn usage(&self, chain: &[Mandate], now: DateTime<Utc>) -> Result<Vec<Usage>, StoreError>;
+
+    /// Places a hold atomically on every level, or none (see the module docs). Returns the
+    /// usage of each level after the hold, in level order, with every window of its limits.
+    async fn place_hold(&self, hold: &HoldRequest) -> Result<Vec<Usage>, HoldError>;
+
+    /// Commits `amount` (at most the amount held) of a held hold as spend and releases the
+    /// rest. [`StoreError::Conflict`] if the hold is not held.
+    async fn commit_hold(&self, attempt_id: &AttemptId, amount: Money) -> Result<(), StoreError>;
+
+    /// Releases a held hold. [`StoreError::Conflict`] if it is not held.
+    async fn release_hold(&self, attempt_id: &AttemptId) -> Result<(), StoreError>;
+
+    /// Records a refund of `amount` against a committed hold, under `policy`.
+    /// [`StoreError::Conflict`] if it is not committed or the refunds would exceed the
+    /// committed amount.
+    async fn refund_hold(
+        &self,
+        attempt_id: &AttemptId,
+        amount: Money,
+        policy: RefundPolicy,
+    ) -> Result<(), StoreError>;
+
+    /// A hold by attempt.
+    async fn hold(&self, attempt_id: &AttemptId) -> Result<Option<HoldRecord>, StoreError>;
+
+    // ----- payment attempts -----
+
+    /// Inserts a new attempt; [`StoreError::Conflict`] if the id is taken.
+    async fn insert_attempt(&self, attempt: &PaymentAttempt) -> Result<(), StoreError>;
+
+    /// An attempt by id.
+    async fn attempt(&self, id: &AttemptId) -> Result<Option<PaymentAttempt>, StoreError>;
+
+    /// Replaces an attempt if its status is still `expected` (compare and set);
+    /// [`StoreError::Conflict`] otherwise.
+    async fn update_attempt(
+        &self,
+        attempt: &PaymentAttempt,
+        expected: AttemptStatus,
+    ) -> Result<(), StoreError>;
+
+    /// Attempts in any of `statuses` (for reconciliation sweeps), oldest first, at most `limit`.
+    async fn attempts_in(
+        &self,
+        statuses: &[AttemptStatus],
+        limit: usize,
+    ) -> Result<Vec<PaymentAttempt>, StoreError>;
+
+    // ----- idempotency -----
+
+    /// Looks up or creates the record for `scope` (see the module docs). A new or taken-over
+    /// record is in flight until `now + lease`.
+    async fn begin_idempotent(
+        &self,
+        scope: &IdempotencyScope,
+        fingerprint: &ContentDigest,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Begin, StoreError>;
+
+    /// Completes the record with the command's result, kept until `retain_until`.
+    async fn complete_idempotent(
+        &self,
+        scope: &IdempotencyScope,
+        result: &StoredResult,
+        retain_until: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Drops an in-flight record (the command had no lasting effect: a transient failure or a
+    /// refusal), so the key may be used again.
+    async fn abandon_idempotent(&self, scope: &IdempotencyScope) -> Result<(), StoreError>;
+
+    // ----- orders -----
+
+    /// Commits an order unless the attempt already has one (I4).
+    async fn insert_order(&self, order: &Order) -> Result<InsertOrder, StoreError>;
+
+    /// The order of an attempt.
+    async fn order_for(&self, attempt_id: &AttemptId) -> Result<Option<Order>, StoreError>;
+
+    // ----- controls (seed 000) -----
+
+    /// Counts one more blocked request of `actor` in a row; returns the count.
+    async fn record_block(&self, actor: &ActorId) -> Result<u32, StoreError>;
+
+    /// Resets the count of blocked requests in a row (after an allowed one).
+    async fn reset_blocks(&self, actor: &ActorId) -> Result<(), StoreError>;
+}

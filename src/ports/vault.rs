@@ -1,0 +1,264 @@
+//! The credential vault port, and the redacting secret type.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Datelike, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{ActorId, BuyerId, CredentialRef, CredentialStatus};
+
+/// A secret value (token, PAN, CVC, API key). It never shows itself: `Debug` and `Display`
+/// print `[REDACTED]`, it has no `Serialize`, and it is compared in constant time. Only
+/// [`Secret::expose`] gives the value, for the one place that must send it (a PSP adapter).
+///
+/// ```
+/// use agent_mandate::ports::Secret;
+/// let s = Secret::new("4242424242424242");
+/// assert_eq!(format!("{s:?} {s}"), "Secret([REDACTED]) [REDACTED]");
+/// assert_eq!(s.expose(), "4242424242424242");
+/// ```
+#[derive(Clone)]
+pub struct Secret(Box<str>);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into().into_boxed_str())
+    }
+
+    /// The value. Call it only where the secret must leave the process (a PSP request).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Length in bytes (safe to show).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Secret) -> bool {
+        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+impl Eq for Secret {}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([REDACTED])")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        // Best effort: overwrite the bytes before the allocation is freed.
+        let mut bytes = std::mem::take(&mut self.0).into_boxed_bytes();
+        bytes.iter_mut().for_each(|b| *b = 0);
+        std::hint::black_box(&bytes);
+    }
+}
+
+/// What kind of credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    /// A network token (Visa, Mastercard tokenization).
+    NetworkToken,
+    /// A shared payment token (ACP, Stripe SPT).
+    SharedPaymentToken,
+    /// A single-use or limited virtual card.
+    VirtualCard,
+    /// A PSP payment method id (`pm_...`): what a Stripe-compatible PSP expects.
+    PaymentMethod,
+}
+
+/// Funding type of the underlying account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FundingType {
+    /// Credit.
+    Credit,
+    /// Debit.
+    Debit,
+    /// Prepaid.
+    Prepaid,
+    /// Not known.
+    Unknown,
+}
+
+/// What may be shown about a credential: never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialDisplay {
+    /// Brand or network (`visa`).
+    pub brand: String,
+    /// Last four digits.
+    pub last4: String,
+    /// Expiry month, 1 to 12.
+    pub exp_month: u8,
+    /// Expiry year (four digits).
+    pub exp_year: u16,
+    /// Funding type.
+    pub funding: FundingType,
+}
+
+impl CredentialDisplay {
+    /// Validates: a brand of 1 to 32 ASCII letters, digits, `_` or `-`; `last4` exactly four
+    /// ASCII digits; month 1 to 12; year 2000 to 2199. Returns the name of the bad field.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        let brand_ok = !self.brand.is_empty()
+            && self.brand.len() <= 32
+            && self
+                .brand
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !brand_ok {
+            return Err("brand");
+        }
+        if self.last4.len() != 4 || !self.last4.bytes().all(|b| b.is_ascii_digit()) {
+            return Err("last4");
+        }
+        if !(1..=12).contains(&self.exp_month) {
+            return Err("exp_month");
+        }
+        if !(2000..=2199).contains(&self.exp_year) {
+            return Err("exp_year");
+        }
+        Ok(())
+    }
+
+    /// Whether the credential has expired at `now` (it is valid through the end of its
+    /// expiry month, UTC).
+    pub fn expired_at(&self, now: DateTime<Utc>) -> bool {
+        let (y, m) = (now.year(), now.month());
+        (y, m) > (i32::from(self.exp_year), u32::from(self.exp_month))
+    }
+}
+
+/// A credential to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCredential {
+    /// Its kind.
+    pub kind: CredentialKind,
+    /// The actor allowed to present it.
+    pub owner: ActorId,
+    /// The buyer whose instrument it is.
+    pub buyer_id: BuyerId,
+    /// The token value, PAN or payment method id.
+    pub secret: Secret,
+    /// A CVC or cryptogram, if any.
+    pub cvc: Option<Secret>,
+    /// What may be shown.
+    pub display: CredentialDisplay,
+}
+
+/// A stored credential: the reference and what may be shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredCredential {
+    /// The opaque reference.
+    pub reference: CredentialRef,
+    /// Its kind.
+    pub kind: CredentialKind,
+    /// The actor allowed to present it.
+    pub owner: ActorId,
+    /// The buyer.
+    pub buyer_id: BuyerId,
+    /// What may be shown.
+    pub display: CredentialDisplay,
+}
+
+/// A credential resolved for a PSP call. Its secrets redact themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedCredential {
+    /// The public part.
+    pub stored: StoredCredential,
+    /// The token value, PAN or payment method id.
+    pub secret: Secret,
+    /// A CVC or cryptogram, if any.
+    pub cvc: Option<Secret>,
+}
+
+/// A vault failure. Never carries a secret.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VaultError {
+    /// No credential has this reference. Not retryable.
+    #[error("no credential {reference}")]
+    NotFound {
+        /// The reference.
+        reference: CredentialRef,
+    },
+    /// The credential exists but cannot be used now. Not retryable.
+    #[error("credential {reference} is not usable: {status:?}")]
+    NotUsable {
+        /// The reference.
+        reference: CredentialRef,
+        /// Why.
+        status: CredentialStatus,
+    },
+    /// The credential to store is malformed (names the field). Nothing was stored.
+    #[error("invalid credential: {field}")]
+    Invalid {
+        /// The field (`display.last4`, `secret`).
+        field: &'static str,
+    },
+    /// The vault cannot be reached now; retry later.
+    #[error("vault unavailable: {message}")]
+    Unavailable {
+        /// Why.
+        message: String,
+    },
+    /// Anything else an adapter reports.
+    #[error("vault error: {0}")]
+    Other(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Keeps payment credentials and hands out opaque references.
+///
+/// Contract (checked by `testkit::credential_vault_conformance`): `store` validates and
+/// returns a fresh reference; `status` is `Usable` until the credential is revoked (alone or
+/// with every credential of its owner) or its expiry month has passed; `resolve` returns the
+/// secret only for a usable credential; revocation is permanent and idempotent.
+#[async_trait]
+pub trait CredentialVault: Send + Sync + fmt::Debug {
+    /// Stores a credential.
+    async fn store(&self, credential: NewCredential) -> Result<StoredCredential, VaultError>;
+
+    /// The public part of a credential.
+    async fn describe(&self, reference: &CredentialRef) -> Result<StoredCredential, VaultError>;
+
+    /// The secret, for a PSP adapter; refuses an unusable credential.
+    async fn resolve(
+        &self,
+        reference: &CredentialRef,
+        now: DateTime<Utc>,
+    ) -> Result<ResolvedCredential, VaultError>;
+
+    /// Whether the credential can be used at `now`.
+    async fn status(
+        &self,
+        reference: &CredentialRef,
+        now: DateTime<Utc>,
+    ) -> Result<CredentialStatus, VaultError>;
+
+    /// Revokes one credential; returns whether it was usable before.
+    async fn revoke(&self, reference: &CredentialRef) -> Result<bool, VaultError>;
+
+    /// Revokes every credential `owner` holds; returns how many were revoked now.
+    async fn revoke_owner(&self, owner: &ActorId) -> Result<u32, VaultError>;
+}

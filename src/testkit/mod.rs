@@ -1,0 +1,17 @@
+//! Conformance suites for every port and a fault-injecting fake PSP (feature `testkit`).
+//!
+//! The suites are plain `async fn`s that panic (like `assert!`) on the first broken rule,
+//! naming it. Our adapters run them in `tests/`; a team writing its own adapter runs the same
+//! functions against it (see `examples/custom_psp.rs`).
+
+mod audit_suite;
+mod fake_psp;
+mod provider_suite;
+mod store_suite;
+mod vault_suite;
+
+pub use audit_suite::*;
+pub use fake_psp::*;
+pub use provider_suite::*;
+pub use store_suite::*;
+pub use vault_suite::*;
