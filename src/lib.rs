@@ -5,6 +5,7 @@
 pub mod adapters;
 pub mod design;
 pub mod domain;
+pub mod engine;
 pub mod json;
 pub mod ports;
 #[cfg(feature = "proptest")]

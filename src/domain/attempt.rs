@@ -11,7 +11,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::ids::{AttemptId, CredentialRef, ProviderKey, ProviderRef};
+use super::ids::{AttemptId, CheckoutId, CredentialRef, ProviderKey, ProviderRef};
 use super::money::Money;
 use super::request::PaymentRequest;
 
@@ -297,6 +297,8 @@ pub struct PaymentAttempt {
     pub request: PaymentRequest,
     /// The credential presented (a reference; the vault keeps the secret).
     pub credential: CredentialRef,
+    /// The checkout session it pays for.
+    pub checkout_id: CheckoutId,
     /// Whether the authorization also captures.
     pub capture_on_authorize: bool,
     /// Where it is.
@@ -312,6 +314,9 @@ pub struct PaymentAttempt {
     pub refunded: Money,
     /// Refunds made (each gets its own PSP key).
     pub refunds: u32,
+    /// Times the authorization was submitted (a transient PSP failure returns the attempt to
+    /// `authority_validated`; each submission has its own budget hold).
+    pub submissions: u32,
     /// The decline code, when declined.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decline_code: Option<String>,
@@ -330,6 +335,7 @@ impl PaymentAttempt {
         id: AttemptId,
         request: PaymentRequest,
         credential: CredentialRef,
+        checkout_id: CheckoutId,
         capture_on_authorize: bool,
         now: DateTime<Utc>,
     ) -> PaymentAttempt {
@@ -338,6 +344,7 @@ impl PaymentAttempt {
             id,
             request,
             credential,
+            checkout_id,
             capture_on_authorize,
             status: AttemptStatus::NotStarted,
             provider_ref: None,
@@ -345,6 +352,7 @@ impl PaymentAttempt {
             captured: zero,
             refunded: zero,
             refunds: 0,
+            submissions: 0,
             decline_code: None,
             pending: None,
             created_at: now,
@@ -363,9 +371,21 @@ impl PaymentAttempt {
         ProviderKey::derived(text)
     }
 
+    /// The id of the budget hold of the current submission: the attempt id for the first, then
+    /// `<attempt id>.<n>` (a resubmission after a transient failure holds anew).
+    pub fn hold_id(&self) -> AttemptId {
+        if self.submissions <= 1 {
+            self.id.clone()
+        } else {
+            AttemptId::derived(format!("{}.{}", self.id, self.submissions))
+        }
+    }
+
     /// Captured less refunded: what the buyer has paid and not got back.
     pub fn net_captured(&self) -> Money {
-        self.captured.saturating_sub(&self.refunded).unwrap_or(self.captured)
+        self.captured
+            .saturating_sub(&self.refunded)
+            .unwrap_or(self.captured)
     }
 
     /// Applies `event` at `now`. The table of legal transitions:
@@ -405,7 +425,10 @@ impl PaymentAttempt {
         next.updated_at = now;
         match (self.status, event) {
             (S::NotStarted, E::Validate) => next.status = S::AuthorityValidated,
-            (S::AuthorityValidated, E::Submit) => next.status = S::PendingProviderResponse,
+            (S::AuthorityValidated, E::Submit) => {
+                next.status = S::PendingProviderResponse;
+                next.submissions = self.submissions.saturating_add(1);
+            }
             (S::PendingProviderResponse, E::Retryable) => next.status = S::AuthorityValidated,
             (S::PendingProviderResponse, E::Reject) => next.status = S::Failed,
             (
@@ -421,8 +444,7 @@ impl PaymentAttempt {
                 next.pending = Some(*op);
             }
             (S::PendingProviderResponse | S::RequiresBuyerAction | S::Ambiguous, E::Report(r)) => {
-                self.absorb_report(&mut next, r, false)
-                    .map_err(refuse)?;
+                self.absorb_report(&mut next, r, false).map_err(refuse)?;
             }
             (
                 S::Authorized | S::PartiallyCaptured | S::Captured | S::PartiallyRefunded,
@@ -591,7 +613,9 @@ impl PaymentAttempt {
                 effects.push(HoldEffect::Commit(next.captured));
             } else if matches!(
                 next.status,
-                AttemptStatus::Failed | AttemptStatus::Cancelled | AttemptStatus::AuthorityValidated
+                AttemptStatus::Failed
+                    | AttemptStatus::Cancelled
+                    | AttemptStatus::AuthorityValidated
             ) {
                 effects.push(HoldEffect::Release);
             }

@@ -21,8 +21,8 @@ use super::attempt::{AttemptStatus, Operation};
 use super::canonical::{RequestDigest, SnapshotId};
 use super::decision::{Blocker, Evidence, Outcome};
 use super::ids::{
-    ActorId, AttemptId, BuyerId, ConfirmationId, CredentialRef, IdempotencyKey, MandateId,
-    OrderId, ProviderRef,
+    ActorId, AttemptId, BuyerId, ConfirmationId, CredentialRef, IdempotencyKey, MandateId, OrderId,
+    ProviderRef,
 };
 use super::mandate::MandateStatus;
 use super::money::Money;
@@ -289,7 +289,8 @@ impl AuditEvent {
     pub fn to_body(&self) -> String {
         // Serialising these types cannot fail: no map with non-string keys, no failing
         // Serialize impl. Fall back to a marker rather than panic.
-        serde_json::to_string(self).unwrap_or_else(|_| String::from("{\"type\":\"unserializable\"}"))
+        serde_json::to_string(self)
+            .unwrap_or_else(|_| String::from("{\"type\":\"unserializable\"}"))
     }
 }
 
@@ -427,9 +428,8 @@ pub fn verify_chain(
     first_seq: u64,
     prev: AuditHash,
 ) -> Result<AuditHash, ChainBreak> {
-    let mut expected = first_seq;
     let mut prev = prev;
-    for e in events {
+    for (expected, e) in (first_seq..).zip(events) {
         let fault = if e.seq > expected {
             Some(ChainFault::Missing)
         } else if e.seq < expected {
@@ -449,7 +449,6 @@ pub fn verify_chain(
             });
         }
         prev = e.hash;
-        expected += 1;
     }
     Ok(prev)
 }

@@ -54,3 +54,52 @@ impl CheckoutState {
         }
     }
 }
+
+impl super::canonical::Canonical for UpstreamBlocker {
+    fn write_canonical<S: super::canonical::Sink>(&self, o: &mut super::canonical::Jcs<'_, S>) {
+        o.begin();
+        o.field_str("code", self.code.as_str());
+        o.field_str("message", self.message.as_str());
+        o.end();
+    }
+}
+
+impl super::canonical::Canonical for CheckoutState {
+    /// The serde shape (`{"valid":{...}}`), in canonical form.
+    fn write_canonical<S: super::canonical::Sink>(&self, o: &mut super::canonical::Jcs<'_, S>) {
+        o.begin();
+        match self {
+            CheckoutState::Valid {
+                checkout_id,
+                snapshot_id,
+            } => {
+                o.key("valid");
+                o.begin();
+                o.field_str("checkout_id", checkout_id.as_str());
+                o.field_digest("snapshot_id", snapshot_id.as_bytes());
+                o.end();
+            }
+            CheckoutState::Invalid {
+                checkout_id,
+                blockers,
+            } => {
+                o.key("invalid");
+                o.begin();
+                o.field_list("blockers", blockers);
+                o.field_str("checkout_id", checkout_id.as_str());
+                o.end();
+            }
+            CheckoutState::Expired {
+                checkout_id,
+                expired_at,
+            } => {
+                o.key("expired");
+                o.begin();
+                o.field_str("checkout_id", checkout_id.as_str());
+                o.field_time("expired_at", expired_at);
+                o.end();
+            }
+        }
+        o.end();
+    }
+}

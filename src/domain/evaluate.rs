@@ -117,7 +117,10 @@ fn check_request_against_snapshot(input: &EvaluationInput<'_>, out: &mut Vec<Blo
             ),
         ));
     }
-    if snap.is_expired(input.now) {
+    // A capture or refund settles a payment authorized while the snapshot was current: the
+    // snapshot's expiry bounds new spend and order commitment, not settlement.
+    let settles = matches!(req.action, PaymentAction::Capture | PaymentAction::Refund);
+    if snap.is_expired(input.now) && !settles {
         out.push(Blocker::new(
             C::SnapshotExpired,
             format!("snapshot {} expired at {}", snap.id(), snap.expires_at()),

@@ -315,15 +315,37 @@ impl<'de> Deserialize<'de> for Text {
     }
 }
 
+impl AttemptId {
+    /// An id derived from a valid attempt id and a suffix without white space. Over 128
+    /// bytes, the SHA-256 of the text stands in.
+    pub(crate) fn derived(text: String) -> AttemptId {
+        AttemptId(derived_text(text))
+    }
+}
+
+impl OrderId {
+    /// An id derived from a valid attempt id (see [`AttemptId::derived`]).
+    pub(crate) fn derived(text: String) -> OrderId {
+        OrderId(derived_text(text))
+    }
+}
+
+fn derived_text(text: String) -> Arc<str> {
+    if text.len() <= MAX_ID_LEN {
+        Arc::from(text)
+    } else {
+        use sha2::{Digest as _, Sha256};
+        Arc::from(format!(
+            "h-{}",
+            hex::encode(Sha256::digest(text.as_bytes()))
+        ))
+    }
+}
+
 impl ProviderKey {
     /// A key derived from a valid attempt id and an operation name (no white space or control
     /// characters by construction). Over 128 bytes, the SHA-256 of the text stands in.
     pub(crate) fn derived(text: String) -> ProviderKey {
-        if text.len() <= MAX_ID_LEN {
-            ProviderKey(Arc::from(text))
-        } else {
-            use sha2::{Digest as _, Sha256};
-            ProviderKey(Arc::from(format!("pk-{}", hex::encode(Sha256::digest(text.as_bytes())))))
-        }
+        ProviderKey(derived_text(text))
     }
 }

@@ -30,7 +30,7 @@ pub use audit::{
     chain_hash, verify_chain, AuditEvent, AuditHash, AuditKind, ChainBreak, ChainFault,
     ChainedEvent, HoldAction, LimitKind, Party,
 };
-pub use canonical::{ContentDigest, IntentHash, RequestDigest, SnapshotId};
+pub use canonical::{json_fingerprint, ContentDigest, IntentHash, RequestDigest, SnapshotId};
 pub use checkout::{CheckoutState, UpstreamBlocker};
 pub use confirmation::{Confirmation, ConfirmationScope};
 pub use decision::{
@@ -51,7 +51,8 @@ pub use mandate::{
 };
 pub use money::{Currency, Money, MoneyError};
 pub use request::{
-    CredentialStatus, EvaluationDocument, EvaluationInput, PaymentRequest, Suspensions,
+    execution_fingerprint, CredentialStatus, EvaluationDocument, EvaluationInput, PaymentRequest,
+    Suspensions,
 };
 pub use scope::{
     ActionSet, AmountScope, Baseline, Budgets, CartBinding, ConfirmationCondition,

@@ -184,3 +184,29 @@ impl EvaluationDocument {
         }
     }
 }
+
+/// The fingerprint of an execute-payment command: SHA-256 of the JCS form of
+/// `{"capture", "checkout", "credential", "request"}` (the snapshot is named by its id inside
+/// the request, and the id is its content, I7). Same content, same fingerprint; any change,
+/// another one.
+pub fn execution_fingerprint(
+    request: &PaymentRequest,
+    checkout: &CheckoutState,
+    credential: &str,
+    capture: bool,
+) -> super::canonical::ContentDigest {
+    struct Cmd<'a>(&'a PaymentRequest, &'a CheckoutState, &'a str, bool);
+    impl Canonical for Cmd<'_> {
+        fn write_canonical<S: Sink>(&self, o: &mut Jcs<'_, S>) {
+            o.begin();
+            o.field_str("capture", if self.3 { "true" } else { "false" });
+            o.field("checkout", self.1);
+            o.field_str("credential", self.2);
+            o.field("request", self.0);
+            o.end();
+        }
+    }
+    super::canonical::ContentDigest::from_bytes(canonical_sha256(&Cmd(
+        request, checkout, credential, capture,
+    )))
+}

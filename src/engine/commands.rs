@@ -1,0 +1,244 @@
+//! Commands (typed inputs) and their outcomes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{
+    Actor, AttemptId, AuthorityDecision, CartSnapshot, CheckoutState, Confirmation, CredentialRef,
+    IdempotencyKey, LifecycleEvent, MandateId, MandateSpec, Money, Operation, Order, Party,
+    PaymentAttempt, PaymentRequest, Text,
+};
+
+/// Create a root mandate, `pending_confirmation` or `active` (as its lifecycle says).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateMandate {
+    /// Idempotency key.
+    pub key: IdempotencyKey,
+    /// Who creates it (a human, or a system acting for the buyer).
+    pub by: Actor,
+    /// The mandate.
+    pub spec: MandateSpec,
+}
+
+/// Derive a child mandate from `spec.parent_id` (attenuation enforced, I6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeriveMandate {
+    /// Idempotency key.
+    pub key: IdempotencyKey,
+    /// Who derives it: the parent's actor, or a human.
+    pub by: Actor,
+    /// The child; `parent_id` names the parent.
+    pub spec: MandateSpec,
+}
+
+/// Confirm, reject or revoke a mandate (or mark it used or expired).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeMandate {
+    /// Idempotency key.
+    pub key: IdempotencyKey,
+    /// Who: confirm and reject need a human; revoke a human, a system, or the actor of the
+    /// mandate or of one of its ancestors.
+    pub by: Actor,
+    /// The mandate.
+    pub mandate_id: MandateId,
+    /// What.
+    pub event: LifecycleEvent,
+}
+
+/// Turn the kill switch on or off for an actor or a buyer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetSuspension {
+    /// Idempotency key.
+    pub key: IdempotencyKey,
+    /// Who (a human or a system).
+    pub by: Actor,
+    /// The party.
+    pub party: Party,
+    /// On or off.
+    pub suspended: bool,
+    /// Why.
+    pub reason: Text,
+}
+
+/// Record a buyer confirmation (bound to a snapshot and a scope).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordConfirmation {
+    /// Idempotency key.
+    pub key: IdempotencyKey,
+    /// The confirmation.
+    pub confirmation: Confirmation,
+}
+
+/// Decide without side effects (a dry run of [`ExecutePayment`] or any other action).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evaluate {
+    /// The request.
+    pub request: PaymentRequest,
+    /// The snapshot.
+    pub snapshot: CartSnapshot,
+    /// The upstream checkout state.
+    pub checkout: CheckoutState,
+    /// The credential that would be presented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CredentialRef>,
+}
+
+/// Decide at execution time, hold the budget, authorize at the PSP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutePayment {
+    /// Idempotency key (scoped to the request's actor).
+    pub key: IdempotencyKey,
+    /// The `authorize_payment` request.
+    pub request: PaymentRequest,
+    /// The snapshot it is for.
+    pub snapshot: CartSnapshot,
+    /// The upstream checkout state.
+    pub checkout: CheckoutState,
+    /// The credential to charge.
+    pub credential: CredentialRef,
+    /// Capture in the same PSP call.
+    #[serde(default)]
+    pub capture: bool,
+}
+
+/// Capture an authorized attempt, in full (`amount: None`) or in part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapturePayment {
+    /// Idempotency key.
+    pub key: IdempotencyKey,
+    /// Who asks.
+    pub actor: Actor,
+    /// The attempt.
+    pub attempt_id: AttemptId,
+    /// How much (default: everything authorized).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<Money>,
+}
+
+/// Void an authorized attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoidPayment {
+    /// Idempotency key.
+    pub key: IdempotencyKey,
+    /// Who asks: the attempt's actor, or a human.
+    pub actor: Actor,
+    /// The attempt.
+    pub attempt_id: AttemptId,
+}
+
+/// Refund a captured attempt, in full (`amount: None`: all not yet refunded) or in part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundPayment {
+    /// Idempotency key.
+    pub key: IdempotencyKey,
+    /// Who asks.
+    pub actor: Actor,
+    /// The attempt.
+    pub attempt_id: AttemptId,
+    /// How much.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<Money>,
+}
+
+/// Commit the order of an attempt: once per attempt, from an accepted payment state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitOrder {
+    /// Idempotency key.
+    pub key: IdempotencyKey,
+    /// Who asks.
+    pub actor: Actor,
+    /// The attempt.
+    pub attempt_id: AttemptId,
+    /// The upstream checkout state now (checked once more).
+    pub checkout: CheckoutState,
+}
+
+/// What a payment command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentOutcome {
+    /// The decision was not `allowed`: nothing was held, nothing sent to the PSP.
+    Refused(AuthorityDecision),
+    /// The command ran now. `decision` is the one made for it (none for a void, which needs
+    /// no authority beyond being the attempt's actor or a human).
+    Done {
+        /// The attempt after the command.
+        attempt: PaymentAttempt,
+        /// The decision.
+        decision: Option<AuthorityDecision>,
+    },
+    /// The key was seen before with the same command: the attempt as it is now, and no PSP
+    /// call was made.
+    Replayed {
+        /// The attempt.
+        attempt: PaymentAttempt,
+    },
+}
+
+impl PaymentOutcome {
+    /// The attempt, unless refused.
+    pub fn attempt(&self) -> Option<&PaymentAttempt> {
+        match self {
+            PaymentOutcome::Refused(_) => None,
+            PaymentOutcome::Done { attempt, .. } | PaymentOutcome::Replayed { attempt } => {
+                Some(attempt)
+            }
+        }
+    }
+
+    /// The decision made now, if any.
+    pub fn decision(&self) -> Option<&AuthorityDecision> {
+        match self {
+            PaymentOutcome::Refused(d) => Some(d),
+            PaymentOutcome::Done { decision, .. } => decision.as_ref(),
+            PaymentOutcome::Replayed { .. } => None,
+        }
+    }
+
+    /// Whether it was answered from an idempotency record.
+    pub fn is_replay(&self) -> bool {
+        matches!(self, PaymentOutcome::Replayed { .. })
+    }
+}
+
+/// The recovery started after a failed order commitment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Void (authorized) or refund (captured).
+    pub operation: Operation,
+    /// The attempt after the recovery call.
+    pub attempt: PaymentAttempt,
+    /// Why the recovery call did not complete, if it did not (retry it with a void or
+    /// refund command, or reconcile).
+    pub error: Option<String>,
+}
+
+/// What a commit-order command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "returned once per order commitment; boxing would only add an allocation"
+)]
+pub enum OrderOutcome {
+    /// The order was committed now.
+    Committed {
+        /// The order.
+        order: Order,
+        /// The decision.
+        decision: AuthorityDecision,
+    },
+    /// The attempt already has an order (a replay, or a second commit with another key): no
+    /// second order (I4).
+    Existing {
+        /// The order.
+        order: Order,
+    },
+    /// The order could not be committed after money moved; the recovery was started and
+    /// recorded.
+    Failed {
+        /// Why.
+        reason: String,
+        /// The decision, when the order was refused by one.
+        decision: Option<AuthorityDecision>,
+        /// The recovery.
+        recovery: Recovery,
+    },
+}

@@ -1,0 +1,102 @@
+//! Engine configuration.
+
+use std::time::Duration;
+
+use crate::ports::RefundPolicy;
+
+/// The least time an idempotency record is kept (ACP: at least 24 hours).
+pub const MIN_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// How the engine behaves. `EngineConfig::default()` is the documented default.
+///
+/// ```
+/// use agent_mandate::engine::EngineConfig;
+/// let config = EngineConfig::default();
+/// assert_eq!(config.auto_suspend_after, Some(3));
+/// assert_eq!(config.threshold_percent, Some(80));
+/// assert!(EngineConfig::default().with_retention(std::time::Duration::from_secs(60)).is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Suspend an actor after this many blocked requests in a row (seed 000); `None`: never.
+    pub auto_suspend_after: Option<u32>,
+    /// Emit a threshold event when a payment makes usage cross this share (percent) of a
+    /// lifetime or window limit; `None`: never.
+    pub threshold_percent: Option<u8>,
+    /// How long completed idempotency records are kept (at least [`MIN_RETENTION`]).
+    pub retention: Duration,
+    /// How long a command holds its idempotency key before another caller may take it over
+    /// (after a crash).
+    pub lease: Duration,
+    /// Whether refunds give budget headroom back (default: they do not).
+    pub refund_policy: RefundPolicy,
+    /// How often a refused hold is decided again with fresh usage before giving up.
+    pub hold_retries: u8,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            auto_suspend_after: Some(3),
+            threshold_percent: Some(80),
+            retention: MIN_RETENTION,
+            lease: Duration::from_secs(30),
+            refund_policy: RefundPolicy::RETAIN,
+            hold_retries: 3,
+        }
+    }
+}
+
+/// A configuration value out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("engine configuration: {field} {message}")]
+pub struct ConfigError {
+    /// The field.
+    pub field: &'static str,
+    /// What is wrong.
+    pub message: &'static str,
+}
+
+impl EngineConfig {
+    /// Sets the retention of idempotency records; refuses less than 24 hours.
+    pub fn with_retention(mut self, retention: Duration) -> Result<Self, ConfigError> {
+        if retention < MIN_RETENTION {
+            return Err(ConfigError {
+                field: "retention",
+                message: "must be at least 24 hours",
+            });
+        }
+        self.retention = retention;
+        Ok(self)
+    }
+
+    /// Sets the threshold share; refuses 0 and more than 100.
+    pub fn with_threshold_percent(mut self, percent: Option<u8>) -> Result<Self, ConfigError> {
+        if percent.is_some_and(|p| p == 0 || p > 100) {
+            return Err(ConfigError {
+                field: "threshold_percent",
+                message: "must be 1 to 100",
+            });
+        }
+        self.threshold_percent = percent;
+        Ok(self)
+    }
+
+    /// Sets the auto-suspension count; refuses 0.
+    pub fn with_auto_suspend_after(mut self, after: Option<u32>) -> Result<Self, ConfigError> {
+        if after == Some(0) {
+            return Err(ConfigError {
+                field: "auto_suspend_after",
+                message: "must be at least 1",
+            });
+        }
+        self.auto_suspend_after = after;
+        Ok(self)
+    }
+
+    /// Sets the refund policy.
+    pub fn with_refund_policy(mut self, policy: RefundPolicy) -> Self {
+        self.refund_policy = policy;
+        self
+    }
+}

@@ -1,0 +1,242 @@
+//! The engine: runs one command through the chain (decision, hold, PSP, order, audit).
+//!
+//! It is the only code that calls ports. Each command is a typed input with a typed result;
+//! every mutating command carries an idempotency key scoped to its actor and operation, and
+//! every decision, transition, confirmation, revocation, suspension and control event is
+//! written to the audit trail.
+//!
+//! The flow of [`Engine::execute_payment`]:
+//!
+//! ```text
+//! key -> begin idempotency (replay | conflict | in flight | started)
+//!     -> read chain, usage, confirmations, suspensions, credential status (ports)
+//!     -> evaluate (domain, pure)            -- not allowed: Refused, nothing held or sent
+//!     -> attempt: not_started -> authority_validated
+//!     -> place hold on every mandate of the chain (store, atomic; refused: decide again)
+//!     -> attempt -> pending_provider_response; audit
+//!     -> PSP authorize with the attempt-derived key
+//!     -> attempt -> authorized | captured | failed | requires_buyer_action | ambiguous
+//!     -> hold: keep | commit | release; thresholds; audit; complete idempotency
+//! ```
+
+mod commands;
+mod config;
+mod dispute;
+mod error;
+mod mandates;
+mod order;
+mod payments;
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest as _, Sha256};
+
+pub use commands::*;
+pub use config::{ConfigError, EngineConfig, MIN_RETENTION};
+pub use dispute::{DisputeCheck, DisputeEvidence, DisputeVerdict, RecordedDecision};
+pub use error::EngineError;
+pub use mandates::Recorded;
+
+use crate::domain::{
+    ActorId, AttemptEvent, AttemptId, AuditEvent, AuditKind, ContentDigest, HoldAction, HoldEffect,
+    IdempotencyKey, PaymentAttempt,
+};
+use crate::ports::{Begin, IdempotencyScope, Ports, StoredResult};
+
+/// The application service. Cheap to clone; share one per process.
+///
+/// ```
+/// # #[cfg(feature = "testkit")] {
+/// use std::sync::Arc;
+/// use agent_mandate::engine::{Engine, EngineConfig};
+/// use agent_mandate::adapters::memory;
+/// use agent_mandate::testkit::FakePsp;
+/// let ports = memory::ports(Arc::new(FakePsp::new()), agent_mandate::domain::examples::now());
+/// let engine = Engine::new(ports.ports, EngineConfig::default());
+/// # let _ = engine;
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Engine {
+    ports: Ports,
+    config: EngineConfig,
+}
+
+impl Engine {
+    /// An engine over `ports`.
+    pub fn new(ports: Ports, config: EngineConfig) -> Engine {
+        Engine { ports, config }
+    }
+
+    /// The ports.
+    pub fn ports(&self) -> &Ports {
+        &self.ports
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.ports.clock.now()
+    }
+
+    /// Starts an idempotent command: `Ok(None)` to run it, `Ok(Some(result))` to replay.
+    async fn begin(
+        &self,
+        scope: &IdempotencyScope,
+        operation: &'static str,
+        fingerprint: &ContentDigest,
+        now: DateTime<Utc>,
+    ) -> Result<Option<StoredResult>, EngineError> {
+        match self
+            .ports
+            .store
+            .begin_idempotent(scope, fingerprint, now, self.config.lease)
+            .await?
+        {
+            Begin::Started => Ok(None),
+            Begin::Replay(result) => Ok(Some(result)),
+            Begin::Conflict { .. } => Err(EngineError::IdempotencyConflict {
+                key: scope.key.clone(),
+                operation,
+            }),
+            Begin::InFlight { retry_after } => Err(EngineError::IdempotencyInFlight {
+                key: scope.key.clone(),
+                retry_after,
+            }),
+        }
+    }
+
+    async fn complete(
+        &self,
+        scope: &IdempotencyScope,
+        result: &StoredResult,
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        let retain =
+            chrono::Duration::from_std(self.config.retention).unwrap_or(chrono::Duration::days(1));
+        self.ports
+            .store
+            .complete_idempotent(scope, result, now + retain)
+            .await?;
+        Ok(())
+    }
+
+    /// Abandons the key after a command that changed nothing lasting; a failure to abandon
+    /// only delays reuse of the key until the lease lapses.
+    async fn abandon(&self, scope: &IdempotencyScope) {
+        let _ = self.ports.store.abandon_idempotent(scope).await;
+    }
+
+    async fn audit(&self, events: &[AuditEvent]) -> Result<(), EngineError> {
+        if !events.is_empty() {
+            self.ports.audit.append_all(events).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies `event` to `attempt`, stores it (compare and set), applies its hold effects and
+    /// collects the audit events. Returns the new attempt.
+    async fn transition(
+        &self,
+        attempt: &PaymentAttempt,
+        event: &AttemptEvent,
+        now: DateTime<Utc>,
+        events: &mut Vec<AuditEvent>,
+    ) -> Result<PaymentAttempt, EngineError> {
+        let next = attempt.apply(event, now)?;
+        self.store_transition(attempt, next, event.as_str(), now, events)
+            .await
+    }
+
+    /// Stores an already computed `next` and applies the hold effects.
+    async fn store_transition(
+        &self,
+        attempt: &PaymentAttempt,
+        next: PaymentAttempt,
+        event: &str,
+        now: DateTime<Utc>,
+        events: &mut Vec<AuditEvent>,
+    ) -> Result<PaymentAttempt, EngineError> {
+        self.ports
+            .store
+            .update_attempt(&next, attempt.status)
+            .await?;
+        events.push(transition_event(attempt, &next, event, now));
+        for effect in attempt.hold_effects(&next) {
+            let hold_id = attempt.hold_id();
+            let (action, amount, policy) = match effect {
+                HoldEffect::Commit(amount) => {
+                    self.ports.store.commit_hold(&hold_id, amount).await?;
+                    (HoldAction::Committed, amount, None)
+                }
+                HoldEffect::Release => {
+                    self.ports.store.release_hold(&hold_id).await?;
+                    (HoldAction::Released, attempt.request.amount, None)
+                }
+                HoldEffect::Refund(amount) => {
+                    let policy = self.config.refund_policy;
+                    self.ports
+                        .store
+                        .refund_hold(&hold_id, amount, policy)
+                        .await?;
+                    (HoldAction::Refunded, amount, Some(policy.name().to_owned()))
+                }
+            };
+            events.push(AuditEvent {
+                at: now,
+                kind: AuditKind::Hold {
+                    attempt_id: attempt.id.clone(),
+                    action,
+                    amount,
+                    mandate_ids: Vec::new(),
+                    policy,
+                },
+            });
+        }
+        Ok(next)
+    }
+}
+
+fn transition_event(
+    before: &PaymentAttempt,
+    after: &PaymentAttempt,
+    event: &str,
+    now: DateTime<Utc>,
+) -> AuditEvent {
+    AuditEvent {
+        at: now,
+        kind: AuditKind::AttemptTransition {
+            attempt_id: after.id.clone(),
+            from: before.status,
+            to: after.status,
+            event: event.to_owned(),
+            provider_ref: after.provider_ref.clone(),
+            authorized: after.authorized,
+            captured: after.captured,
+            refunded: after.refunded,
+            decline_code: after.decline_code.clone(),
+        },
+    }
+}
+
+/// The attempt id of an execute-payment command: `att_` and 32 hex digits of
+/// SHA-256(actor, key). Deterministic, so a retry after a crash finds its attempt.
+pub fn attempt_id_for(actor: &ActorId, key: &IdempotencyKey) -> AttemptId {
+    let mut h = Sha256::new();
+    h.update(b"agent-mandate/attempt/v1\n");
+    h.update(actor.as_str().as_bytes());
+    h.update(b"\n");
+    h.update(key.as_str().as_bytes());
+    let digest = h.finalize();
+    AttemptId::derived(format!("att_{}", hex::encode(&digest[..16])))
+}
+
+fn scope(actor: &ActorId, operation: &str, key: &IdempotencyKey) -> IdempotencyScope {
+    IdempotencyScope {
+        actor_id: actor.clone(),
+        operation: operation.to_owned(),
+        key: key.clone(),
+    }
+}

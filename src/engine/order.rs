@@ -1,0 +1,212 @@
+//! Order commitment: its own transition, exactly one order per attempt (I4), with recovery
+//! when it fails after money moved.
+
+use super::commands::{CommitOrder, OrderOutcome, Recovery};
+use super::error::EngineError;
+use super::payments::{decision_event, fingerprint_of};
+use super::{scope, Engine};
+use crate::domain::{
+    AttemptStatus, AuditEvent, AuditKind, AuthorityDecision, Operation, Order, OrderId,
+    PaymentAction, PaymentAttempt,
+};
+use crate::ports::{InsertOrder, StoredResult};
+
+impl Engine {
+    /// Commits the order of a paid attempt. Allowed only from `authorized`,
+    /// `partially_captured` or `captured`; decides once more (action `commit_order`, the
+    /// stored snapshot, the checkout state given now, the current mandate chain). A second
+    /// commit for the attempt, under any key, returns the existing order. When the order
+    /// cannot be committed after money moved, the recovery starts at once (void an
+    /// authorization, refund a capture) and is recorded; [`OrderOutcome::Failed`] says how
+    /// far it got.
+    pub async fn commit_order(&self, command: &CommitOrder) -> Result<OrderOutcome, EngineError> {
+        let scope = scope(&command.actor.id, "commit_order", &command.key);
+        let fingerprint = fingerprint_of(command)?;
+        let now = self.now();
+        let store = &self.ports.store;
+        if self
+            .begin(&scope, "commit_order", &fingerprint, now)
+            .await?
+            .is_some()
+        {
+            return match store.order_for(&command.attempt_id).await? {
+                Some(order) => Ok(OrderOutcome::Existing { order }),
+                None => {
+                    let attempt = self.load_attempt(&command.attempt_id).await?;
+                    Err(EngineError::OrderNotAllowed {
+                        status: attempt.status,
+                    })
+                }
+            };
+        }
+        let result = self.commit_started(command, now).await;
+        match &result {
+            Ok(OrderOutcome::Committed { order, .. } | OrderOutcome::Existing { order }) => {
+                self.complete(&scope, &StoredResult::Order(order.id.clone()), now)
+                    .await?;
+            }
+            Ok(OrderOutcome::Failed { .. }) => {
+                self.complete(
+                    &scope,
+                    &StoredResult::Attempt(command.attempt_id.clone()),
+                    now,
+                )
+                .await?;
+            }
+            Err(_) => self.abandon(&scope).await,
+        }
+        result
+    }
+
+    async fn commit_started(
+        &self,
+        command: &CommitOrder,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<OrderOutcome, EngineError> {
+        let store = &self.ports.store;
+        let attempt = self.load_attempt(&command.attempt_id).await?;
+        if let Some(order) = store.order_for(&attempt.id).await? {
+            return Ok(OrderOutcome::Existing { order });
+        }
+        if !attempt.status.accepts_order() {
+            return Err(EngineError::OrderNotAllowed {
+                status: attempt.status,
+            });
+        }
+        let snapshot = store
+            .snapshot(&attempt.request.snapshot_id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound {
+                entity: "snapshot",
+                id: attempt.request.snapshot_id.to_string(),
+            })?;
+        let mut request = attempt.request.clone();
+        request.action = PaymentAction::CommitOrder;
+        request.actor = command.actor.clone();
+        let ctx = self.context(&request, None, now).await?;
+        let decision = ctx.decide(&request, &snapshot, &command.checkout, now);
+        let mut events = vec![decision_event(
+            "commit_order",
+            &request,
+            &decision,
+            Some(&attempt.id),
+        )];
+        if !decision.is_allowed() {
+            let codes: Vec<&str> = decision.blockers.iter().map(|b| b.code.as_str()).collect();
+            let reason = format!("the order was refused: {}", codes.join(", "));
+            return self
+                .fail_order(attempt, reason, Some(decision), events)
+                .await;
+        }
+        let order = Order {
+            id: OrderId::derived(format!("ord_{}", attempt.id)),
+            attempt_id: attempt.id.clone(),
+            snapshot_id: attempt.request.snapshot_id,
+            buyer_id: attempt.request.buyer_id.clone(),
+            merchant_id: attempt.request.merchant_id.clone(),
+            amount: if attempt.captured.is_zero() {
+                attempt.authorized
+            } else {
+                attempt.captured
+            },
+            committed_at: now,
+        };
+        match store.insert_order(&order).await {
+            Ok(InsertOrder::Inserted) => {
+                events.push(AuditEvent {
+                    at: now,
+                    kind: AuditKind::OrderCommitted {
+                        order_id: order.id.clone(),
+                        attempt_id: attempt.id.clone(),
+                        snapshot_id: order.snapshot_id,
+                        amount: order.amount,
+                    },
+                });
+                self.audit(&events).await?;
+                Ok(OrderOutcome::Committed { order, decision })
+            }
+            Ok(InsertOrder::Existing(order)) => {
+                self.audit(&events).await?;
+                Ok(OrderOutcome::Existing { order })
+            }
+            Err(e) if e.is_retryable() => {
+                // Nothing was written; the caller may retry the commitment itself.
+                self.audit(&events).await?;
+                Err(e.into())
+            }
+            Err(e) => {
+                let reason = format!("the order could not be stored: {e}");
+                self.fail_order(attempt, reason, Some(decision), events)
+                    .await
+            }
+        }
+    }
+
+    /// Records the failure and starts the recovery: void an authorization, refund a capture.
+    async fn fail_order(
+        &self,
+        attempt: PaymentAttempt,
+        reason: String,
+        decision: Option<AuthorityDecision>,
+        mut events: Vec<AuditEvent>,
+    ) -> Result<OrderOutcome, EngineError> {
+        let now = self.now();
+        events.push(AuditEvent {
+            at: now,
+            kind: AuditKind::OrderFailed {
+                attempt_id: attempt.id.clone(),
+                reason: reason.clone(),
+            },
+        });
+        self.audit(&events).await?;
+        let (operation, result) = match attempt.status {
+            AttemptStatus::Authorized => (Operation::Void, self.void_now(&attempt, now).await),
+            AttemptStatus::PartiallyCaptured | AttemptStatus::Captured => {
+                let amount = attempt.net_captured();
+                (Operation::Refund, self.refund_now(&attempt, amount).await)
+            }
+            AttemptStatus::NotStarted
+            | AttemptStatus::AuthorityValidated
+            | AttemptStatus::PendingProviderResponse
+            | AttemptStatus::RequiresBuyerAction
+            | AttemptStatus::Failed
+            | AttemptStatus::Ambiguous
+            | AttemptStatus::Cancelled
+            | AttemptStatus::PartiallyRefunded
+            | AttemptStatus::Refunded => {
+                return Err(EngineError::OrderNotAllowed {
+                    status: attempt.status,
+                })
+            }
+        };
+        let (after, error) = match result {
+            Ok(a) => (a, None),
+            Err(e) => (
+                self.load_attempt(&attempt.id).await.unwrap_or(attempt),
+                Some(e.to_string()),
+            ),
+        };
+        self.audit(&[AuditEvent {
+            at: self.now(),
+            kind: AuditKind::Recovery {
+                attempt_id: after.id.clone(),
+                operation,
+                status: after.status,
+                reason: match &error {
+                    None => reason.clone(),
+                    Some(e) => format!("{reason}; the recovery did not complete: {e}"),
+                },
+            },
+        }])
+        .await?;
+        Ok(OrderOutcome::Failed {
+            reason,
+            decision,
+            recovery: Recovery {
+                operation,
+                attempt: after,
+                error,
+            },
+        })
+    }
+}

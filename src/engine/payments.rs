@@ -1,0 +1,1007 @@
+//! Evaluate, execute, capture, void, refund, reconcile.
+
+use chrono::{DateTime, Utc};
+
+use super::commands::{
+    CapturePayment, Evaluate, ExecutePayment, PaymentOutcome, RefundPayment, VoidPayment,
+};
+use super::error::EngineError;
+use super::{attempt_id_for, scope, Engine};
+use crate::domain::{
+    evaluate, execution_fingerprint, json_fingerprint, ActorId, ActorKind, AttemptEvent, AttemptId,
+    AttemptStatus, AuditEvent, AuditKind, AuthorityDecision, Blocker, BlockerCode, CartSnapshot,
+    CheckoutState, Confirmation, CredentialRef, CredentialStatus, EvaluationInput, HoldAction,
+    LimitKind, Mandate, Money, Operation, Outcome, PaymentAction, PaymentAttempt, PaymentRequest,
+    ProviderReport, ProviderStatus, Suspensions, Usage,
+};
+use crate::ports::{
+    AuthorizeRequest, CaptureRequest, HoldError, HoldLevel, HoldRequest, IdempotencyScope, Lookup,
+    ProviderError, RefundRequest, StoredResult, VaultError, VoidRequest,
+};
+
+/// What a decision reads from the ports.
+pub(super) struct Context {
+    pub(super) chain: Vec<Mandate>,
+    usage: Vec<Usage>,
+    confirmations: Vec<Confirmation>,
+    suspensions: Suspensions,
+    credential: Option<CredentialStatus>,
+}
+
+impl Context {
+    pub(super) fn decide(
+        &self,
+        request: &PaymentRequest,
+        snapshot: &CartSnapshot,
+        checkout: &CheckoutState,
+        now: DateTime<Utc>,
+    ) -> AuthorityDecision {
+        evaluate(&EvaluationInput {
+            request,
+            chain: &self.chain,
+            snapshot,
+            checkout,
+            usage: &self.usage,
+            confirmations: &self.confirmations,
+            suspensions: &self.suspensions,
+            credential: self.credential,
+            now,
+        })
+    }
+}
+
+pub(super) fn decision_event(
+    command: &str,
+    request: &PaymentRequest,
+    decision: &AuthorityDecision,
+    attempt_id: Option<&AttemptId>,
+) -> AuditEvent {
+    AuditEvent {
+        at: decision.evaluated_at,
+        kind: AuditKind::Decision {
+            command: command.to_owned(),
+            actor_id: request.actor.id.clone(),
+            mandate_id: request.mandate_id.clone(),
+            action: request.action,
+            amount: request.amount,
+            snapshot_id: request.snapshot_id,
+            outcome: decision.outcome,
+            blockers: decision.blockers.clone(),
+            evidence: decision.evidence.clone(),
+            request_digest: decision.request_digest,
+            attempt_id: attempt_id.cloned(),
+        },
+    }
+}
+
+impl Engine {
+    /// Reads everything the decision needs for `request` at `now`.
+    pub(super) async fn context(
+        &self,
+        request: &PaymentRequest,
+        credential: Option<&CredentialRef>,
+        now: DateTime<Utc>,
+    ) -> Result<Context, EngineError> {
+        let store = &self.ports.store;
+        let chain = store.chain(&request.mandate_id).await?;
+        let usage = if request.action.creates_spend() && !chain.is_empty() {
+            store.usage(&chain, now).await?
+        } else {
+            Vec::new()
+        };
+        let confirmations = if request.action == PaymentAction::Authorize {
+            store
+                .confirmations(&request.buyer_id, &request.snapshot_id)
+                .await?
+        } else {
+            Vec::new()
+        };
+        let mut actors: Vec<ActorId> = chain.iter().map(|m| m.actor().id.clone()).collect();
+        actors.push(request.actor.id.clone());
+        let suspensions = store.suspensions(&actors, &request.buyer_id).await?;
+        let credential = match credential {
+            Some(r) => self.credential_status(r, request, now).await?,
+            None => None,
+        };
+        Ok(Context {
+            chain,
+            usage,
+            confirmations,
+            suspensions,
+            credential,
+        })
+    }
+
+    /// The status of a credential for this request: `None` (not presented) when the vault
+    /// does not know it or it belongs to another actor or buyer.
+    async fn credential_status(
+        &self,
+        reference: &CredentialRef,
+        request: &PaymentRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Option<CredentialStatus>, EngineError> {
+        let vault = &self.ports.vault;
+        let stored = match vault.describe(reference).await {
+            Ok(s) => s,
+            Err(VaultError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if stored.owner != request.actor.id || stored.buyer_id != request.buyer_id {
+            return Ok(None);
+        }
+        match vault.status(reference, now).await {
+            Ok(s) => Ok(Some(s)),
+            Err(VaultError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Decides without side effects: nothing is held, sent, stored or audited.
+    pub async fn evaluate(&self, command: &Evaluate) -> Result<AuthorityDecision, EngineError> {
+        let now = self.now();
+        let ctx = self
+            .context(&command.request, command.credential.as_ref(), now)
+            .await?;
+        Ok(ctx.decide(&command.request, &command.snapshot, &command.checkout, now))
+    }
+
+    /// Executes a payment: decides at execution time with the stored usage, holds the budget
+    /// on the whole chain, authorizes at the PSP with the attempt-derived key, and records
+    /// every step. A decision other than `allowed` is an `Ok(PaymentOutcome::Refused)`.
+    ///
+    /// Idempotency (I3): the same key and command returns the attempt as it is now
+    /// ([`PaymentOutcome::Replayed`]) without calling the PSP; the same key with another
+    /// command is [`EngineError::IdempotencyConflict`]; a transient PSP failure releases the
+    /// hold and leaves the key free for a retry; a retry after a crash resumes the attempt
+    /// (reconciling it first if it reached the PSP).
+    pub async fn execute_payment(
+        &self,
+        command: &ExecutePayment,
+    ) -> Result<PaymentOutcome, EngineError> {
+        let now = self.now();
+        let req = &command.request;
+        if req.action != PaymentAction::Authorize {
+            return Err(EngineError::Invalid {
+                field: "request.action".into(),
+                message: "execute_payment takes an authorize_payment request".into(),
+            });
+        }
+        let scope = scope(&req.actor.id, "execute_payment", &command.key);
+        let fingerprint = execution_fingerprint(
+            req,
+            &command.checkout,
+            command.credential.as_str(),
+            command.capture,
+        );
+        let attempt_id = attempt_id_for(&req.actor.id, &command.key);
+        if self
+            .begin(&scope, "execute_payment", &fingerprint, now)
+            .await?
+            .is_some()
+        {
+            let attempt = self.load_attempt(&attempt_id).await?;
+            self.replayed(&scope, "execute_payment", now).await?;
+            return Ok(PaymentOutcome::Replayed { attempt });
+        }
+        let result = self.execute_started(command, &scope, attempt_id, now).await;
+        if result.is_err() {
+            // Whatever happened is on the attempt record; a retry with the key resumes it.
+            self.abandon(&scope).await;
+        }
+        result
+    }
+
+    async fn replayed(
+        &self,
+        scope: &IdempotencyScope,
+        command: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        self.audit(&[AuditEvent {
+            at: now,
+            kind: AuditKind::Replay {
+                command: command.to_owned(),
+                actor_id: scope.actor_id.clone(),
+                key: scope.key.clone(),
+            },
+        }])
+        .await
+    }
+
+    pub(super) async fn load_attempt(&self, id: &AttemptId) -> Result<PaymentAttempt, EngineError> {
+        self.ports
+            .store
+            .attempt(id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound {
+                entity: "attempt",
+                id: id.to_string(),
+            })
+    }
+
+    async fn execute_started(
+        &self,
+        command: &ExecutePayment,
+        scope: &IdempotencyScope,
+        attempt_id: AttemptId,
+        now: DateTime<Utc>,
+    ) -> Result<PaymentOutcome, EngineError> {
+        let req = &command.request;
+        let store = &self.ports.store;
+        let mut existing = store.attempt(&attempt_id).await?;
+        if let Some(a) = &existing {
+            match a.status {
+                AttemptStatus::NotStarted | AttemptStatus::AuthorityValidated => {
+                    // A crash may have left the hold of the next submission in place.
+                    let mut next = a.clone();
+                    next.submissions = a.submissions.saturating_add(1);
+                    if let Some(h) = store.hold(&next.hold_id()).await? {
+                        if h.state == crate::ports::HoldState::Held {
+                            store.release_hold(&h.attempt_id).await?;
+                        }
+                        // Skip the burnt hold id.
+                        next.updated_at = now;
+                        store.update_attempt(&next, a.status).await?;
+                        existing = Some(next);
+                    }
+                }
+                AttemptStatus::PendingProviderResponse
+                | AttemptStatus::Ambiguous
+                | AttemptStatus::RequiresBuyerAction => {
+                    let attempt = self.reconcile_attempt(a.clone(), true).await?;
+                    self.complete(scope, &StoredResult::Attempt(attempt.id.clone()), now)
+                        .await?;
+                    return Ok(PaymentOutcome::Done {
+                        attempt,
+                        decision: None,
+                    });
+                }
+                AttemptStatus::Authorized
+                | AttemptStatus::PartiallyCaptured
+                | AttemptStatus::Captured
+                | AttemptStatus::Failed
+                | AttemptStatus::Cancelled
+                | AttemptStatus::PartiallyRefunded
+                | AttemptStatus::Refunded => {
+                    self.complete(scope, &StoredResult::Attempt(a.id.clone()), now)
+                        .await?;
+                    return Ok(PaymentOutcome::Done {
+                        attempt: a.clone(),
+                        decision: None,
+                    });
+                }
+            }
+        }
+
+        let mut events = Vec::with_capacity(8);
+        let mut tries = 0u8;
+        let (decision, chain_levels, usage_after, validated) = loop {
+            let ctx = self.context(req, Some(&command.credential), now).await?;
+            let decision = ctx.decide(req, &command.snapshot, &command.checkout, now);
+            events.push(decision_event(
+                "execute_payment",
+                req,
+                &decision,
+                Some(&attempt_id),
+            ));
+            if !decision.is_allowed() {
+                return self.refuse(req, decision, events, now).await;
+            }
+            if tries == 0 {
+                store.reset_blocks(&req.actor.id).await?;
+                store.put_snapshot(&command.snapshot).await?;
+            }
+            let attempt = match existing.take() {
+                Some(a) => a,
+                None => {
+                    let a = PaymentAttempt::new(
+                        attempt_id.clone(),
+                        req.clone(),
+                        command.credential.clone(),
+                        command.checkout.checkout_id().clone(),
+                        command.capture,
+                        now,
+                    );
+                    store.insert_attempt(&a).await?;
+                    a
+                }
+            };
+            let attempt = if attempt.status == AttemptStatus::NotStarted {
+                self.transition(&attempt, &AttemptEvent::Validate, now, &mut events)
+                    .await?
+            } else {
+                attempt
+            };
+            let submitted = attempt.apply(&AttemptEvent::Submit, now)?;
+            let hold = HoldRequest::on_chain(submitted.hold_id(), req.amount, now, &ctx.chain);
+            match store.place_hold(&hold).await {
+                Ok(usage_after) => break (decision, hold.levels, usage_after, attempt),
+                Err(HoldError::Refused { .. }) if tries < self.config.hold_retries => {
+                    // Usage moved between the read and the hold: decide again.
+                    tries += 1;
+                    existing = Some(attempt);
+                }
+                Err(HoldError::Refused {
+                    mandate_id,
+                    limit,
+                    counter,
+                    would_be,
+                    max,
+                }) => {
+                    let code = match (&limit, counter) {
+                        (Some(LimitKind::Lifetime), _) => BlockerCode::LifetimeLimitExceeded,
+                        (Some(LimitKind::WindowAmount { .. }), _) => {
+                            BlockerCode::WindowAmountExceeded
+                        }
+                        (Some(LimitKind::WindowCount { .. }), _) => {
+                            BlockerCode::WindowCountExceeded
+                        }
+                        (None, Some("attempts")) => BlockerCode::AttemptsExhausted,
+                        (None, _) => BlockerCode::MandateUsed,
+                    };
+                    let blocker = Blocker::new(
+                        code,
+                        format!(
+                            "the budget hold was refused on mandate {mandate_id}: usage would reach {would_be}, the limit is {max}"
+                        ),
+                    )
+                    .on(&mandate_id);
+                    let refused = AuthorityDecision {
+                        outcome: Outcome::Blocked,
+                        blockers: vec![blocker],
+                        evidence: decision.evidence.clone(),
+                        request_digest: decision.request_digest,
+                        evaluated_at: now,
+                    };
+                    events.push(decision_event(
+                        "execute_payment",
+                        req,
+                        &refused,
+                        Some(&attempt_id),
+                    ));
+                    return self.refuse(req, refused, events, now).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+
+        events.push(AuditEvent {
+            at: now,
+            kind: AuditKind::Hold {
+                attempt_id: attempt_id.clone(),
+                action: HoldAction::Placed,
+                amount: req.amount,
+                mandate_ids: chain_levels.iter().map(|l| l.mandate_id.clone()).collect(),
+                policy: None,
+            },
+        });
+        self.threshold_events(&chain_levels, &usage_after, &req.amount, now, &mut events);
+        let pending = self
+            .transition(&validated, &AttemptEvent::Submit, now, &mut events)
+            .await?;
+        // The decision and the hold are on record before money can move.
+        self.audit(&events).await?;
+        events.clear();
+
+        let auth = AuthorizeRequest {
+            key: pending.provider_key(Operation::Authorize),
+            attempt_id: pending.id.clone(),
+            amount: req.amount,
+            credential: command.credential.clone(),
+            capture: command.capture,
+            snapshot_id: req.snapshot_id,
+            merchant_id: req.merchant_id.clone(),
+            buyer_id: req.buyer_id.clone(),
+        };
+        let result = self.ports.provider.authorize(&auth).await;
+        let at = self.now();
+        let done = match result {
+            Ok(report) => {
+                self.absorb(&pending, report, Operation::Authorize, at, &mut events)
+                    .await?
+            }
+            Err(ProviderError::Invalid { .. }) => {
+                self.transition(&pending, &AttemptEvent::Reject, at, &mut events)
+                    .await?
+            }
+            Err(e @ ProviderError::Transient { .. }) => {
+                self.transition(&pending, &AttemptEvent::Retryable, at, &mut events)
+                    .await?;
+                self.audit(&events).await?;
+                return Err(EngineError::Provider(e));
+            }
+            Err(ProviderError::Ambiguous { .. }) => {
+                self.transition(
+                    &pending,
+                    &AttemptEvent::Lost(Operation::Authorize),
+                    at,
+                    &mut events,
+                )
+                .await?
+            }
+        };
+        self.audit(&events).await?;
+        self.complete(scope, &StoredResult::Attempt(done.id.clone()), at)
+            .await?;
+        Ok(PaymentOutcome::Done {
+            attempt: done,
+            decision: Some(decision),
+        })
+    }
+
+    /// Applies a PSP report; a report the state machine refuses (inconsistent amounts, an
+    /// impossible status) makes the attempt ambiguous rather than trusting it.
+    async fn absorb(
+        &self,
+        attempt: &PaymentAttempt,
+        report: ProviderReport,
+        operation: Operation,
+        at: DateTime<Utc>,
+        events: &mut Vec<AuditEvent>,
+    ) -> Result<PaymentAttempt, EngineError> {
+        match attempt.apply(&AttemptEvent::Report(report), at) {
+            Ok(next) => {
+                self.store_transition(attempt, next, "report", at, events)
+                    .await
+            }
+            Err(_) => {
+                self.transition(attempt, &AttemptEvent::Lost(operation), at, events)
+                    .await
+            }
+        }
+    }
+
+    /// Records a refusal: audit, the consecutive-block control, nothing held.
+    async fn refuse(
+        &self,
+        req: &PaymentRequest,
+        decision: AuthorityDecision,
+        mut events: Vec<AuditEvent>,
+        now: DateTime<Utc>,
+    ) -> Result<PaymentOutcome, EngineError> {
+        if decision.outcome == Outcome::Blocked && !decision.has(BlockerCode::ActorSuspended) {
+            let count = self.ports.store.record_block(&req.actor.id).await?;
+            if self.config.auto_suspend_after == Some(count) {
+                let party = crate::domain::Party::Actor(req.actor.id.clone());
+                self.ports.store.set_suspended(&party, true).await?;
+                events.push(AuditEvent {
+                    at: now,
+                    kind: AuditKind::AutoSuspended {
+                        actor_id: req.actor.id.clone(),
+                        consecutive_blocks: count,
+                    },
+                });
+            }
+        }
+        self.audit(&events).await?;
+        Ok(PaymentOutcome::Refused(decision))
+    }
+
+    /// Threshold events (seed 000): a level's lifetime or window usage crossed the configured
+    /// share with this hold.
+    fn threshold_events(
+        &self,
+        levels: &[HoldLevel],
+        usage_after: &[Usage],
+        amount: &Money,
+        now: DateTime<Utc>,
+        events: &mut Vec<AuditEvent>,
+    ) {
+        let Some(pct) = self.config.threshold_percent else {
+            return;
+        };
+        let pct = i128::from(pct);
+        let add = i128::from(amount.minor_units());
+        let crossed = |after: i128, delta: i128, max: i128| {
+            let before = after - delta;
+            before * 100 < max * pct && after * 100 >= max * pct
+        };
+        for (level, usage) in levels.iter().zip(usage_after) {
+            let mut push = |limit: LimitKind, used: String, max: String| {
+                events.push(AuditEvent {
+                    at: now,
+                    kind: AuditKind::Threshold {
+                        mandate_id: level.mandate_id.clone(),
+                        limit,
+                        used,
+                        max,
+                        percent: pct as u8,
+                    },
+                });
+            };
+            if let Some(max) = &level.limits.lifetime {
+                let after =
+                    i128::from(usage.spent.minor_units()) + i128::from(usage.held.minor_units());
+                if crossed(after, add, i128::from(max.minor_units())) {
+                    let used = usage.spent.checked_add(&usage.held).unwrap_or(usage.held);
+                    push(LimitKind::Lifetime, used.to_string(), max.to_string());
+                }
+            }
+            for w in &level.limits.windows {
+                let Some(wu) = usage.window(w.window_seconds) else {
+                    continue;
+                };
+                if let Some(max) = &w.max_amount {
+                    if crossed(
+                        i128::from(wu.amount.minor_units()),
+                        add,
+                        i128::from(max.minor_units()),
+                    ) {
+                        push(
+                            LimitKind::WindowAmount {
+                                window_seconds: w.window_seconds,
+                            },
+                            wu.amount.to_string(),
+                            max.to_string(),
+                        );
+                    }
+                }
+                if let Some(max) = w.max_count {
+                    if crossed(i128::from(wu.count), 1, i128::from(max)) {
+                        push(
+                            LimitKind::WindowCount {
+                                window_seconds: w.window_seconds,
+                            },
+                            wu.count.to_string(),
+                            max.to_string(),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decides a follow-up action (capture, refund) on an attempt's chain.
+    async fn decide_follow_up(
+        &self,
+        attempt: &PaymentAttempt,
+        actor: &crate::domain::Actor,
+        action: PaymentAction,
+        amount: Money,
+        now: DateTime<Utc>,
+        events: &mut Vec<AuditEvent>,
+    ) -> Result<AuthorityDecision, EngineError> {
+        let mut request = attempt.request.clone();
+        request.action = action;
+        request.actor = actor.clone();
+        request.amount = amount;
+        let snapshot = self
+            .ports
+            .store
+            .snapshot(&attempt.request.snapshot_id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound {
+                entity: "snapshot",
+                id: attempt.request.snapshot_id.to_string(),
+            })?;
+        let checkout = CheckoutState::Valid {
+            checkout_id: attempt.checkout_id.clone(),
+            snapshot_id: attempt.request.snapshot_id,
+        };
+        let ctx = self.context(&request, None, now).await?;
+        let decision = ctx.decide(&request, &snapshot, &checkout, now);
+        events.push(decision_event(
+            action.as_str(),
+            &request,
+            &decision,
+            Some(&attempt.id),
+        ));
+        Ok(decision)
+    }
+
+    /// Runs a keyed follow-up command: idempotency around `body`.
+    async fn keyed<F, Fut>(
+        &self,
+        scope: IdempotencyScope,
+        operation: &'static str,
+        fingerprint: crate::domain::ContentDigest,
+        attempt_id: &AttemptId,
+        body: F,
+    ) -> Result<PaymentOutcome, EngineError>
+    where
+        F: FnOnce(DateTime<Utc>) -> Fut,
+        Fut: std::future::Future<Output = Result<(PaymentOutcome, bool), EngineError>>,
+    {
+        let now = self.now();
+        if self
+            .begin(&scope, operation, &fingerprint, now)
+            .await?
+            .is_some()
+        {
+            let attempt = self.load_attempt(attempt_id).await?;
+            self.replayed(&scope, operation, now).await?;
+            return Ok(PaymentOutcome::Replayed { attempt });
+        }
+        match body(now).await {
+            Ok((outcome, lasting)) => {
+                if lasting {
+                    self.complete(&scope, &StoredResult::Attempt(attempt_id.clone()), now)
+                        .await?;
+                } else {
+                    self.abandon(&scope).await;
+                }
+                Ok(outcome)
+            }
+            Err(e) => {
+                self.abandon(&scope).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Captures an authorized attempt (in full or in part; the rest is released). The
+    /// transition is checked before the PSP is called: capturing a cancelled, failed or
+    /// already captured attempt is refused without any PSP call.
+    pub async fn capture(&self, command: &CapturePayment) -> Result<PaymentOutcome, EngineError> {
+        let scope = scope(&command.actor.id, "capture_payment", &command.key);
+        let fingerprint = fingerprint_of(command)?;
+        self.keyed(
+            scope,
+            "capture_payment",
+            fingerprint,
+            &command.attempt_id,
+            |now| async move {
+                let attempt = self.load_attempt(&command.attempt_id).await?;
+                let amount = command.amount.unwrap_or(attempt.authorized);
+                attempt.apply(&AttemptEvent::Capture(amount), now)?;
+                let reference = provider_ref(&attempt)?;
+                let mut events = Vec::new();
+                let decision = self
+                    .decide_follow_up(
+                        &attempt,
+                        &command.actor,
+                        PaymentAction::Capture,
+                        amount,
+                        now,
+                        &mut events,
+                    )
+                    .await?;
+                if !decision.is_allowed() {
+                    self.audit(&events).await?;
+                    return Ok((PaymentOutcome::Refused(decision), false));
+                }
+                self.audit(&events).await?;
+                events.clear();
+                let call = CaptureRequest {
+                    key: attempt.provider_key(Operation::Capture),
+                    reference,
+                    attempt_id: attempt.id.clone(),
+                    amount,
+                };
+                let result = self.ports.provider.capture(&call).await;
+                let at = self.now();
+                let next = self
+                    .follow_up_result(
+                        &attempt,
+                        result,
+                        AttemptEvent::Capture(amount),
+                        Operation::Capture,
+                        at,
+                        &mut events,
+                    )
+                    .await;
+                self.audit(&events).await?;
+                let next = next?;
+                Ok((
+                    PaymentOutcome::Done {
+                        attempt: next,
+                        decision: Some(decision),
+                    },
+                    true,
+                ))
+            },
+        )
+        .await
+    }
+
+    /// Voids an authorized attempt (or one waiting for the buyer). Needs no decision: the
+    /// attempt's own actor or a human may cancel, even under a revoked mandate.
+    pub async fn void(&self, command: &VoidPayment) -> Result<PaymentOutcome, EngineError> {
+        let scope = scope(&command.actor.id, "void_payment", &command.key);
+        let fingerprint = fingerprint_of(command)?;
+        self.keyed(
+            scope,
+            "void_payment",
+            fingerprint,
+            &command.attempt_id,
+            |now| async move {
+                let attempt = self.load_attempt(&command.attempt_id).await?;
+                if command.actor != attempt.request.actor && command.actor.kind != ActorKind::Human
+                {
+                    return Err(EngineError::NotPermitted {
+                        reason: format!(
+                            "actor {} may not void attempt {}: only its actor or a human may",
+                            command.actor.id, attempt.id
+                        ),
+                    });
+                }
+                attempt.apply(&AttemptEvent::Void, now)?;
+                let next = self.void_now(&attempt, now).await?;
+                Ok((
+                    PaymentOutcome::Done {
+                        attempt: next,
+                        decision: None,
+                    },
+                    true,
+                ))
+            },
+        )
+        .await
+    }
+
+    /// Sends a void and records the result (also the recovery path of an order).
+    pub(super) async fn void_now(
+        &self,
+        attempt: &PaymentAttempt,
+        _now: DateTime<Utc>,
+    ) -> Result<PaymentAttempt, EngineError> {
+        let reference = provider_ref(attempt)?;
+        let call = VoidRequest {
+            key: attempt.provider_key(Operation::Void),
+            reference,
+            attempt_id: attempt.id.clone(),
+        };
+        let result = self.ports.provider.void(&call).await;
+        let at = self.now();
+        let mut events = Vec::new();
+        let next = self
+            .follow_up_result(
+                attempt,
+                result,
+                AttemptEvent::Void,
+                Operation::Void,
+                at,
+                &mut events,
+            )
+            .await;
+        self.audit(&events).await?;
+        next
+    }
+
+    /// Refunds a captured attempt (in full: everything not yet refunded, or in part).
+    pub async fn refund(&self, command: &RefundPayment) -> Result<PaymentOutcome, EngineError> {
+        let scope = scope(&command.actor.id, "refund_payment", &command.key);
+        let fingerprint = fingerprint_of(command)?;
+        self.keyed(
+            scope,
+            "refund_payment",
+            fingerprint,
+            &command.attempt_id,
+            |now| async move {
+                let attempt = self.load_attempt(&command.attempt_id).await?;
+                let amount = command.amount.unwrap_or_else(|| attempt.net_captured());
+                attempt.apply(&AttemptEvent::Refund(amount), now)?;
+                let mut events = Vec::new();
+                let decision = self
+                    .decide_follow_up(
+                        &attempt,
+                        &command.actor,
+                        PaymentAction::Refund,
+                        amount,
+                        now,
+                        &mut events,
+                    )
+                    .await?;
+                self.audit(&events).await?;
+                if !decision.is_allowed() {
+                    return Ok((PaymentOutcome::Refused(decision), false));
+                }
+                let next = self.refund_now(&attempt, amount).await?;
+                Ok((
+                    PaymentOutcome::Done {
+                        attempt: next,
+                        decision: Some(decision),
+                    },
+                    true,
+                ))
+            },
+        )
+        .await
+    }
+
+    /// Sends a refund and records the result (also the recovery path of an order).
+    pub(super) async fn refund_now(
+        &self,
+        attempt: &PaymentAttempt,
+        amount: Money,
+    ) -> Result<PaymentAttempt, EngineError> {
+        let reference = provider_ref(attempt)?;
+        let call = RefundRequest {
+            key: attempt.provider_key(Operation::Refund),
+            reference,
+            attempt_id: attempt.id.clone(),
+            amount,
+        };
+        let result = self.ports.provider.refund(&call).await;
+        let at = self.now();
+        let mut events = Vec::new();
+        let next = self
+            .follow_up_result(
+                attempt,
+                result,
+                AttemptEvent::Refund(amount),
+                Operation::Refund,
+                at,
+                &mut events,
+            )
+            .await;
+        self.audit(&events).await?;
+        next
+    }
+
+    /// Records the PSP's answer to a capture, void or refund.
+    async fn follow_up_result(
+        &self,
+        attempt: &PaymentAttempt,
+        result: Result<ProviderReport, ProviderError>,
+        confirmed: AttemptEvent,
+        operation: Operation,
+        at: DateTime<Utc>,
+        events: &mut Vec<AuditEvent>,
+    ) -> Result<PaymentAttempt, EngineError> {
+        match result {
+            Ok(report) => {
+                // Trust the PSP's amounts when they are consistent; else what was asked,
+                // when that is consistent with the report's status; else ambiguous.
+                let mut next = match attempt.apply(&AttemptEvent::Report(report.clone()), at) {
+                    Ok(next) => next,
+                    Err(_) => match attempt.apply(&confirmed, at) {
+                        Ok(next) if report_status_matches(&report, next.status) => next,
+                        _ => {
+                            return self
+                                .transition(attempt, &AttemptEvent::Lost(operation), at, events)
+                                .await
+                        }
+                    },
+                };
+                if next.provider_ref.is_none() {
+                    next.provider_ref = report.reference.clone();
+                }
+                self.store_transition(attempt, next, confirmed.as_str(), at, events)
+                    .await
+            }
+            Err(ProviderError::Ambiguous { .. }) => {
+                self.transition(attempt, &AttemptEvent::Lost(operation), at, events)
+                    .await
+            }
+            Err(e) => Err(EngineError::Provider(e)),
+        }
+    }
+
+    /// Resolves an attempt whose outcome is unknown (pending, ambiguous, waiting for the
+    /// buyer) from the PSP's view, and applies what it implies to the hold. Attempts in other
+    /// states are returned as they are. Moves no money.
+    pub async fn reconcile(&self, attempt_id: &AttemptId) -> Result<PaymentAttempt, EngineError> {
+        let attempt = self.load_attempt(attempt_id).await?;
+        self.reconcile_attempt(attempt, false).await
+    }
+
+    /// Reconciles up to `limit` attempts whose outcome is unknown (a sweep to run after a
+    /// restart and periodically). Returns the attempts after reconciliation; an attempt
+    /// that could not be reconciled now is returned unchanged.
+    pub async fn reconcile_pending(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<PaymentAttempt>, EngineError> {
+        let pending = self
+            .ports
+            .store
+            .attempts_in(
+                &[
+                    AttemptStatus::PendingProviderResponse,
+                    AttemptStatus::Ambiguous,
+                    AttemptStatus::RequiresBuyerAction,
+                ],
+                limit,
+            )
+            .await?;
+        let mut out = Vec::with_capacity(pending.len());
+        for a in pending {
+            match self.reconcile_attempt(a.clone(), false).await {
+                Ok(next) => out.push(next),
+                Err(_) => out.push(a),
+            }
+        }
+        Ok(out)
+    }
+
+    /// `owned`: the caller holds the attempt's idempotency key (no live command can be
+    /// sending it), so a pending attempt may be looked up at once.
+    pub(super) async fn reconcile_attempt(
+        &self,
+        attempt: PaymentAttempt,
+        owned: bool,
+    ) -> Result<PaymentAttempt, EngineError> {
+        let now = self.now();
+        let unknown = matches!(
+            attempt.status,
+            AttemptStatus::PendingProviderResponse
+                | AttemptStatus::Ambiguous
+                | AttemptStatus::RequiresBuyerAction
+        );
+        if !unknown {
+            return Ok(attempt);
+        }
+        if attempt.status == AttemptStatus::PendingProviderResponse && !owned {
+            // A live command may still be waiting for the PSP: leave it to the command until
+            // its lease lapses.
+            let lease = chrono::Duration::from_std(self.config.lease)
+                .unwrap_or(chrono::Duration::seconds(30));
+            if now < attempt.updated_at + lease {
+                return Ok(attempt);
+            }
+        }
+        let lookup = match &attempt.provider_ref {
+            Some(r) => Lookup::Reference(r.clone()),
+            None => Lookup::Key(attempt.provider_key(Operation::Authorize)),
+        };
+        let report = self.ports.provider.lookup(&lookup).await?;
+        let zero = Money::zero(attempt.request.currency());
+        let report = report.unwrap_or(ProviderReport {
+            reference: None,
+            status: ProviderStatus::NotFound,
+            authorized: zero,
+            captured: zero,
+            refunded: zero,
+            decline_code: None,
+        });
+        let next = attempt.apply(&AttemptEvent::Report(report.clone()), now)?;
+        if same_state(&attempt, &next) {
+            return Ok(attempt);
+        }
+        let mut events = Vec::new();
+        let next = self
+            .store_transition(&attempt, next, "report", now, &mut events)
+            .await?;
+        self.audit(&events).await?;
+        Ok(next)
+    }
+}
+
+fn same_state(a: &PaymentAttempt, b: &PaymentAttempt) -> bool {
+    a.status == b.status
+        && a.authorized == b.authorized
+        && a.captured == b.captured
+        && a.refunded == b.refunded
+        && a.provider_ref == b.provider_ref
+}
+
+fn report_status_matches(report: &ProviderReport, status: AttemptStatus) -> bool {
+    match report.status {
+        ProviderStatus::Captured => matches!(
+            status,
+            AttemptStatus::Captured
+                | AttemptStatus::PartiallyCaptured
+                | AttemptStatus::Refunded
+                | AttemptStatus::PartiallyRefunded
+        ),
+        ProviderStatus::Cancelled => status == AttemptStatus::Cancelled,
+        ProviderStatus::Authorized
+        | ProviderStatus::RequiresAction
+        | ProviderStatus::Declined
+        | ProviderStatus::NotFound
+        | ProviderStatus::Unknown(_) => false,
+    }
+}
+
+fn provider_ref(attempt: &PaymentAttempt) -> Result<crate::domain::ProviderRef, EngineError> {
+    attempt
+        .provider_ref
+        .clone()
+        .ok_or_else(|| EngineError::Invalid {
+            field: "attempt_id".into(),
+            message: format!(
+                "attempt {} has no PSP reference yet: reconcile it first",
+                attempt.id
+            ),
+        })
+}
+
+pub(super) fn fingerprint_of<T: serde::Serialize>(
+    command: &T,
+) -> Result<crate::domain::ContentDigest, EngineError> {
+    json_fingerprint(command).map_err(|e| EngineError::Invalid {
+        field: "command".into(),
+        message: e.to_string(),
+    })
+}
