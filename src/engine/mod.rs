@@ -47,11 +47,13 @@ use crate::ports::{Begin, IdempotencyScope, Ports, StoredResult};
 /// ```
 /// # #[cfg(feature = "testkit")] {
 /// use std::sync::Arc;
+/// use agent_mandate::adapters::memory::MemoryPorts;
 /// use agent_mandate::engine::{Engine, EngineConfig};
-/// use agent_mandate::adapters::memory;
 /// use agent_mandate::testkit::FakePsp;
-/// let ports = memory::ports(Arc::new(FakePsp::new()), agent_mandate::domain::examples::now());
-/// let engine = Engine::new(ports.ports, EngineConfig::default());
+/// let memory = MemoryPorts::new(agent_mandate::domain::examples::now(), |vault, _| {
+///     Arc::new(FakePsp::with_vault(vault))
+/// });
+/// let engine = Engine::new(memory.ports.clone(), EngineConfig::default());
 /// # let _ = engine;
 /// # }
 /// ```

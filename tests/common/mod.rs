@@ -6,6 +6,9 @@
     reason = "each test binary uses a different subset of the builders"
 )]
 
+#[cfg(feature = "testkit")]
+pub mod engine;
+
 use std::str::FromStr;
 
 use agent_mandate::domain::examples;

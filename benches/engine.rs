@@ -1,0 +1,202 @@
+//! Criterion benchmarks of the engine on the memory adapters (DESIGN.md section 6):
+//! - in-memory execute: decision + hold + fake PSP authorize + audit append (goal: median
+//!   under 10 us);
+//! - 8 threads placing and releasing holds on one shared budget (a three-level chain with a
+//!   tight cap): goal at least 1M holds/s, no overspend (checked after every run).
+//!
+//! Run: `cargo bench --bench engine --features testkit`
+
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use agent_mandate::adapters::memory::{MemoryPorts, MemoryStore};
+use agent_mandate::domain::{examples, AttemptId, Mandate, Money};
+use agent_mandate::engine::{CreateMandate, Engine, EngineConfig, ExecutePayment};
+use agent_mandate::ports::{
+    CredentialDisplay, CredentialKind, FundingType, HoldError, HoldRequest, NewCredential, Secret,
+    Store,
+};
+use agent_mandate::testkit::FakePsp;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+/// Polls a future that never waits (every memory adapter completes at once).
+fn ready<F: Future>(f: F) -> F::Output {
+    let mut f = pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}
+
+fn eur(a: &str) -> Money {
+    Money::parse(a, agent_mandate::domain::Currency::EUR).expect("amount")
+}
+
+fn execute(c: &mut Criterion) {
+    let memory = MemoryPorts::new(examples::now(), |vault, _| {
+        Arc::new(FakePsp::with_vault(vault))
+    });
+    // Audit thresholds off: the benchmark measures the steady path.
+    let config = EngineConfig::default()
+        .with_threshold_percent(None)
+        .expect("config");
+    let engine = Engine::new(memory.ports.clone(), config);
+    let mut spec = examples::travel_backpack_mandate().spec().clone();
+    spec.scope.max_uses = None;
+    spec.scope.amount.max_payment_attempts = None;
+    spec.scope.budgets.lifetime = None;
+    spec.scope.budgets.windows[0].max_amount = Some(eur("10000000000.00"));
+    spec.scope.budgets.windows[0].max_count = None;
+    let admin = agent_mandate::domain::Actor {
+        id: "human_admin".parse().expect("id"),
+        kind: agent_mandate::domain::ActorKind::Human,
+    };
+    ready(engine.create_mandate(&CreateMandate {
+        key: "create".parse().expect("key"),
+        by: admin,
+        spec,
+    }))
+    .expect("mandate");
+    let card = ready(engine.store_credential(NewCredential {
+        kind: CredentialKind::PaymentMethod,
+        owner: examples::agent().id,
+        buyer_id: examples::buyer(),
+        secret: Secret::new("pm_card_visa"),
+        cvc: None,
+        display: CredentialDisplay {
+            brand: "visa".into(),
+            last4: "4242".into(),
+            exp_month: 12,
+            exp_year: 2030,
+            funding: FundingType::Credit,
+        },
+    }))
+    .expect("card")
+    .reference;
+    let snapshot = examples::travel_backpack_snapshot();
+    let template = ExecutePayment {
+        key: "k".parse().expect("key"),
+        request: examples::authorize_request(&snapshot),
+        checkout: examples::valid_checkout(snapshot.id()),
+        snapshot,
+        credential: card,
+        capture: false,
+    };
+    let keys: Vec<_> = (0..2_000_000)
+        .map(|i| format!("pay-{i}").parse().expect("key"))
+        .collect();
+    let mut next = 0usize;
+    let mut group = c.benchmark_group("engine");
+    group.bench_function("execute_payment_in_memory", |b| {
+        b.iter_batched(
+            || {
+                let mut cmd = template.clone();
+                cmd.key = keys[next % keys.len()].clone();
+                next += 1;
+                cmd
+            },
+            |cmd| {
+                let out = ready(engine.execute_payment(black_box(&cmd))).expect("executes");
+                assert!(out.attempt().is_some(), "allowed and authorized");
+                out
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+/// A three-level chain whose root allows `slots` concurrent holds of 1.00.
+fn chain(slots: u32) -> Vec<Mandate> {
+    let root = examples::three_level_document(1).chain;
+    let mut out = Vec::new();
+    for (i, m) in root.into_iter().enumerate() {
+        let mut spec = m.spec().clone();
+        spec.scope.max_uses = None;
+        spec.scope.amount.max_payment_attempts = None;
+        spec.scope.budgets.windows.clear();
+        spec.scope.budgets.lifetime = if i == 0 {
+            Some(eur(&format!("{slots}.00")))
+        } else {
+            None
+        };
+        out.push(Mandate::new(spec).expect("mandate"));
+    }
+    out
+}
+
+fn holds(c: &mut Criterion) {
+    const THREADS: u64 = 8;
+    const SLOTS: u32 = 4;
+    let mut group = c.benchmark_group("budget");
+    group.throughput(Throughput::Elements(1));
+    group.measurement_time(Duration::from_secs(8));
+    let chain = Arc::new(chain(SLOTS));
+    let cap = eur(&format!("{SLOTS}.00"));
+    let refused = Arc::new(AtomicU64::new(0));
+    let placed = Arc::new(AtomicU64::new(0));
+    group.bench_function("8_threads_place_and_release_on_one_chain", |b| {
+        b.iter_custom(|iters| {
+            // A fresh store per sample: released holds stay on record, so memory stays bounded.
+            let store = MemoryStore::new();
+            let per = iters.div_ceil(THREADS);
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for t in 0..THREADS {
+                    let (store, chain, refused, placed, cap) =
+                        (&store, &chain, &refused, &placed, &cap);
+                    s.spawn(move || {
+                        for i in 0..per {
+                            let id: AttemptId = format!("t{t}-{i}").parse().expect("attempt id");
+                            let hold = HoldRequest::on_chain(
+                                id.clone(),
+                                eur("1.00"),
+                                examples::now(),
+                                chain,
+                            );
+                            match ready(store.place_hold(&hold)) {
+                                Ok(usage) => {
+                                    // No overspend at any level, seen from inside the hold.
+                                    let root = usage.last().expect("root level");
+                                    assert!(root.held.fits_within(cap), "overspend");
+                                    placed.fetch_add(1, Ordering::Relaxed);
+                                    ready(store.release_hold(&id)).expect("release");
+                                }
+                                Err(HoldError::Refused { .. }) => {
+                                    refused.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Err(e) => panic!("{e}"),
+                            }
+                        }
+                    });
+                }
+            });
+            let elapsed = start.elapsed();
+            let usage = ready(store.usage(&chain, examples::now())).expect("usage");
+            assert!(
+                usage.iter().all(|u| u.held.is_zero()),
+                "every hold released"
+            );
+            elapsed
+        })
+    });
+    group.finish();
+    let (p, r) = (
+        placed.load(Ordering::Relaxed),
+        refused.load(Ordering::Relaxed),
+    );
+    eprintln!(
+        "budget: {p} holds placed and released, {r} refused at the cap ({:.1}% refused; 8 threads on {SLOTS} slots)",
+        100.0 * r as f64 / (p + r).max(1) as f64
+    );
+}
+
+criterion_group!(benches, execute, holds);
+criterion_main!(benches);

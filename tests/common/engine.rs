@@ -1,0 +1,134 @@
+//! An engine on the memory adapters and the fake PSP, with the Travel Backpack story loaded.
+
+use std::sync::Arc;
+
+use agent_mandate::adapters::memory::MemoryPorts;
+use agent_mandate::domain::examples;
+use agent_mandate::domain::{
+    Actor, ActorId, ActorKind, CartSnapshot, CredentialRef, IdempotencyKey, Mandate, MandateSpec,
+    Money, Usage,
+};
+use agent_mandate::engine::{CreateMandate, Engine, EngineConfig, ExecutePayment};
+use agent_mandate::ports::{CredentialDisplay, CredentialKind, FundingType, NewCredential, Secret};
+use agent_mandate::testkit::FakePsp;
+
+/// Everything a scenario touches.
+pub struct World {
+    pub mem: MemoryPorts,
+    pub psp: Arc<FakePsp>,
+    pub engine: Engine,
+    pub card: CredentialRef,
+    pub snapshot: CartSnapshot,
+    pub mandate: Mandate,
+}
+
+pub fn key(s: &str) -> IdempotencyKey {
+    s.parse().expect("test key")
+}
+
+/// A human who administers the platform (creates root mandates, confirms, suspends).
+pub fn admin() -> Actor {
+    Actor {
+        id: "human_buyer_456".parse::<ActorId>().expect("id"),
+        kind: ActorKind::Human,
+    }
+}
+
+pub fn card(owner: &ActorId, secret: &str) -> NewCredential {
+    NewCredential {
+        kind: CredentialKind::PaymentMethod,
+        owner: owner.clone(),
+        buyer_id: examples::buyer(),
+        secret: Secret::new(secret),
+        cvc: None,
+        display: CredentialDisplay {
+            brand: "visa".into(),
+            last4: "4242".into(),
+            exp_month: 12,
+            exp_year: 2030,
+            funding: FundingType::Credit,
+        },
+    }
+}
+
+/// The Travel Backpack mandate, with room for many payments when `roomy`.
+pub fn backpack_spec(roomy: bool) -> MandateSpec {
+    let mut spec = examples::travel_backpack_mandate().spec().clone();
+    if roomy {
+        let eur = |a: &str| Money::parse(a, agent_mandate::domain::Currency::EUR).expect("amount");
+        spec.scope.max_uses = None;
+        spec.scope.amount.max_payment_attempts = None;
+        spec.scope.budgets.lifetime = Some(eur("100000.00"));
+        spec.scope.budgets.windows[0].max_amount = Some(eur("100000.00"));
+        spec.scope.budgets.windows[0].max_count = None;
+    }
+    spec
+}
+
+pub async fn world() -> World {
+    world_with(EngineConfig::default(), backpack_spec(false)).await
+}
+
+pub async fn roomy_world() -> World {
+    world_with(EngineConfig::default(), backpack_spec(true)).await
+}
+
+pub async fn world_with(config: EngineConfig, spec: MandateSpec) -> World {
+    let mut slot = None;
+    let mem = MemoryPorts::new(examples::now(), |vault, _clock| {
+        let psp = Arc::new(FakePsp::with_vault(vault));
+        slot = Some(psp.clone());
+        psp
+    });
+    let psp = slot.expect("psp built");
+    let engine = Engine::new(mem.ports.clone(), config);
+    let mandate = engine
+        .create_mandate(&CreateMandate {
+            key: key("create-mandate-001"),
+            by: admin(),
+            spec,
+        })
+        .await
+        .expect("mandate created")
+        .value;
+    let card = engine
+        .store_credential(card(&examples::agent().id, "pm_card_visa"))
+        .await
+        .expect("card stored")
+        .reference;
+    World {
+        mem,
+        psp,
+        engine,
+        card,
+        snapshot: examples::travel_backpack_snapshot(),
+        mandate,
+    }
+}
+
+impl World {
+    /// The agent's execute command for the story's snapshot.
+    pub fn execute(&self, k: &str) -> ExecutePayment {
+        ExecutePayment {
+            key: key(k),
+            request: examples::authorize_request(&self.snapshot),
+            snapshot: self.snapshot.clone(),
+            checkout: examples::valid_checkout(self.snapshot.id()),
+            credential: self.card.clone(),
+            capture: false,
+        }
+    }
+
+    /// Usage of the story's mandate now.
+    pub async fn usage(&self) -> Usage {
+        let now = agent_mandate::ports::Clock::now(&*self.mem.clock);
+        let chain = vec![self.mandate.clone()];
+        self.mem
+            .ports
+            .store
+            .usage(&chain, now)
+            .await
+            .expect("usage")
+            .remove(0)
+    }
+}
