@@ -2,11 +2,26 @@
 //! agent-mandate's authority decision.
 //!
 //! A buyer tells an agent: "Buy the Travel Backpack if the final total is under EUR 150." The
-//! agent holds a payment credential. Watch the decision change as the facts change.
+//! agent holds a payment credential. Watch the decision change as the facts change; then the
+//! engine carries the allowed request through: budget hold, PSP authorization, capture, order,
+//! a verified audit chain and the dispute evidence (memory adapters, fake PSP).
 //!
-//! Run: `cargo run --example travel_backpack`
+//! Run: `cargo run --example travel_backpack --features testkit`
 
-use agent_mandate::domain::{evaluate, examples, Currency, EvaluationDocument, Outcome};
+use std::sync::Arc;
+
+use agent_mandate::adapters::memory::MemoryPorts;
+use agent_mandate::domain::{
+    evaluate, examples, Actor, ActorKind, Currency, EvaluationDocument, Outcome,
+};
+use agent_mandate::engine::{
+    CapturePayment, CommitOrder, CreateMandate, DisputeVerdict, Engine, EngineConfig,
+    ExecutePayment, OrderOutcome, PaymentOutcome,
+};
+use agent_mandate::ports::{
+    AuditSink, CredentialDisplay, CredentialKind, FundingType, NewCredential, Secret,
+};
+use agent_mandate::testkit::FakePsp;
 
 fn tell(step: &str, doc: &EvaluationDocument) -> Outcome {
     let decision = evaluate(&doc.input());
@@ -22,7 +37,8 @@ fn tell(step: &str, doc: &EvaluationDocument) -> Outcome {
     decision.outcome
 }
 
-fn main() {
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("Buyer buyer_456 to agent agent_123: \"Buy the Travel Backpack if the final total is under EUR 150.\"");
     println!("Mandate mandate_001: merchant_001, MCC 5948, BAG-TRAVEL-42, at most 150.00 EUR including shipping and tax.\n");
 
@@ -65,5 +81,128 @@ fn main() {
         ],
         "the story's decisions changed"
     );
-    println!("The agent may now request authorization of 144.00 EUR; the token was evidence, never the authority.");
+    println!("The agent may now request authorization of 144.00 EUR; the token was evidence, never the authority.\n");
+    pay(examples::travel_backpack_document()).await
+}
+
+/// The allowed request, carried through by the engine on the memory adapters.
+async fn pay(doc: EvaluationDocument) -> Result<(), Box<dyn std::error::Error>> {
+    let memory = MemoryPorts::new(examples::now(), |vault, _clock| {
+        Arc::new(FakePsp::with_vault(vault))
+    });
+    let engine = Engine::new(memory.ports.clone(), EngineConfig::default());
+    let buyer = Actor {
+        id: "human_buyer_456".parse()?,
+        kind: ActorKind::Human,
+    };
+    engine
+        .create_mandate(&CreateMandate {
+            key: "mandate-001-create".parse()?,
+            by: buyer,
+            spec: examples::travel_backpack_mandate().spec().clone(),
+        })
+        .await?;
+    let card = engine
+        .store_credential(NewCredential {
+            kind: CredentialKind::PaymentMethod,
+            owner: examples::agent().id,
+            buyer_id: examples::buyer(),
+            secret: Secret::new("pm_card_visa"),
+            cvc: None,
+            display: CredentialDisplay {
+                brand: "visa".into(),
+                last4: "4242".into(),
+                exp_month: 12,
+                exp_year: 2030,
+                funding: FundingType::Credit,
+            },
+        })
+        .await?;
+    println!(
+        "== 5. The engine: the agent's card is {} ({} ending {}), the secret stays in the vault",
+        card.reference, card.display.brand, card.display.last4
+    );
+
+    let outcome = engine
+        .execute_payment(&ExecutePayment {
+            key: "agent-123-backpack-1".parse()?,
+            request: doc.request.clone(),
+            snapshot: doc.snapshot.clone(),
+            checkout: doc.checkout.clone(),
+            credential: card.reference.clone(),
+            capture: false,
+        })
+        .await?;
+    let PaymentOutcome::Done { attempt, .. } = outcome else {
+        return Err(format!("the payment was not executed: {outcome:?}").into());
+    };
+    println!(
+        "   authorize: attempt {} is {} for {} at the PSP ({})",
+        attempt.id,
+        attempt.status,
+        attempt.authorized,
+        attempt
+            .provider_ref
+            .as_ref()
+            .map(|r| r.as_str())
+            .unwrap_or("-")
+    );
+    let captured = engine
+        .capture(&CapturePayment {
+            key: "agent-123-backpack-1-capture".parse()?,
+            actor: examples::agent(),
+            attempt_id: attempt.id.clone(),
+            amount: None,
+        })
+        .await?;
+    let captured = captured.attempt().ok_or("the capture was refused")?;
+    println!("   capture:   {} {}", captured.status, captured.captured);
+    let order = engine
+        .commit_order(&CommitOrder {
+            key: "agent-123-backpack-1-order".parse()?,
+            actor: examples::agent(),
+            attempt_id: attempt.id.clone(),
+            checkout: doc.checkout.clone(),
+        })
+        .await?;
+    let OrderOutcome::Committed { order, .. } = order else {
+        return Err(format!("the order was not committed: {order:?}").into());
+    };
+    println!("   order:     {} committed for {}", order.id, order.amount);
+    let head = memory
+        .audit
+        .verify()
+        .await?
+        .ok_or("the audit trail is empty")?;
+    println!(
+        "   audit:     {} events, chain verified, head {}",
+        head.seq, head.hash
+    );
+
+    let evidence = engine.dispute_evidence(&attempt.id).await?;
+    println!("\n== 6. Dispute evidence for {}", attempt.id);
+    println!("   snapshot:   {}", evidence.snapshot_id);
+    println!(
+        "   authorized: {}   charged: {}",
+        evidence.authorized, evidence.charged
+    );
+    if let Some(d) = &evidence.decision {
+        println!(
+            "   decision:   {} (audit event {}), request {}",
+            d.outcome, d.seq, d.request_digest
+        );
+    }
+    for check in &evidence.checks {
+        let mark = if check.passed { "ok  " } else { "FAIL" };
+        println!("   [{mark}] {:<28} {}", check.name, check.detail);
+    }
+    println!(
+        "   audit segment: {} events; verdict: {:?}",
+        evidence.audit_segment.len(),
+        evidence.verdict
+    );
+    if evidence.verdict != DisputeVerdict::Consistent {
+        return Err("the dispute evidence is inconsistent".into());
+    }
+    Ok(())
 }
