@@ -461,6 +461,62 @@ fn parse_digest(text: &str) -> Result<[u8; 32], ValidationError> {
     Ok(out)
 }
 
+/// Writes any JSON value in RFC 8785 form: object members sorted by the UTF-16 code units of
+/// their keys, strings escaped as JCS requires, integers in decimal. Values of this crate
+/// carry no floating-point numbers (amounts are strings); a float is written in the shortest
+/// form `serde_json` produces, which matches ECMAScript for the values it can represent.
+pub(crate) fn write_json_value(out: &mut Vec<u8>, value: &serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        Value::String(s) => Jcs::new(out).str(s),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json_value(out, v);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            let mut members: Vec<(&String, &Value)> = map.iter().collect();
+            members.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+            out.push(b'{');
+            for (i, (k, v)) in members.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                Jcs::new(out).str(k);
+                out.push(b':');
+                write_json_value(out, v);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// The SHA-256 of the RFC 8785 (JCS) form of `value`'s JSON: the fingerprint of a command.
+///
+/// ```
+/// use agent_mandate::domain::json_fingerprint;
+/// let a = json_fingerprint(&serde_json::json!({"b": 1, "a": "x"})).unwrap();
+/// let b = json_fingerprint(&serde_json::json!({"a": "x", "b": 1})).unwrap();
+/// assert_eq!(a, b);
+/// ```
+pub fn json_fingerprint<T: Serialize + ?Sized>(
+    value: &T,
+) -> Result<ContentDigest, serde_json::Error> {
+    let v = serde_json::to_value(value)?;
+    let mut buf = Vec::with_capacity(512);
+    write_json_value(&mut buf, &v);
+    Ok(ContentDigest::from_bytes(Sha256::digest(&buf).into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -541,60 +597,4 @@ mod tests {
             assert!(SnapshotId::parse(&bad).is_err(), "{bad}");
         }
     }
-}
-
-/// Writes any JSON value in RFC 8785 form: object members sorted by the UTF-16 code units of
-/// their keys, strings escaped as JCS requires, integers in decimal. Values of this crate
-/// carry no floating-point numbers (amounts are strings); a float is written in the shortest
-/// form `serde_json` produces, which matches ECMAScript for the values it can represent.
-pub(crate) fn write_json_value(out: &mut Vec<u8>, value: &serde_json::Value) {
-    use serde_json::Value;
-    match value {
-        Value::Null => out.extend_from_slice(b"null"),
-        Value::Bool(true) => out.extend_from_slice(b"true"),
-        Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
-        Value::String(s) => Jcs::new(out).str(s),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_json_value(out, v);
-            }
-            out.push(b']');
-        }
-        Value::Object(map) => {
-            let mut members: Vec<(&String, &Value)> = map.iter().collect();
-            members.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
-            out.push(b'{');
-            for (i, (k, v)) in members.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                Jcs::new(out).str(k);
-                out.push(b':');
-                write_json_value(out, v);
-            }
-            out.push(b'}');
-        }
-    }
-}
-
-/// The SHA-256 of the RFC 8785 (JCS) form of `value`'s JSON: the fingerprint of a command.
-///
-/// ```
-/// use agent_mandate::domain::json_fingerprint;
-/// let a = json_fingerprint(&serde_json::json!({"b": 1, "a": "x"})).unwrap();
-/// let b = json_fingerprint(&serde_json::json!({"a": "x", "b": 1})).unwrap();
-/// assert_eq!(a, b);
-/// ```
-pub fn json_fingerprint<T: Serialize + ?Sized>(
-    value: &T,
-) -> Result<ContentDigest, serde_json::Error> {
-    let v = serde_json::to_value(value)?;
-    let mut buf = Vec::with_capacity(512);
-    write_json_value(&mut buf, &v);
-    Ok(ContentDigest::from_bytes(Sha256::digest(&buf).into()))
 }
