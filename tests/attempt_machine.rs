@@ -5,8 +5,8 @@ mod common;
 
 use agent_mandate::domain::examples;
 use agent_mandate::domain::{
-    AttemptEvent as E, AttemptStatus as S, CheckoutId, CredentialRef, HoldEffect, Money,
-    Operation, PaymentAttempt, ProviderReport, ProviderStatus,
+    AttemptEvent as E, AttemptStatus as S, CheckoutId, CredentialRef, HoldEffect, Money, Operation,
+    PaymentAttempt, ProviderReport, ProviderStatus,
 };
 use common::{eur, id, usd};
 use proptest::prelude::*;
@@ -23,7 +23,12 @@ fn attempt() -> PaymentAttempt {
     )
 }
 
-fn report(status: ProviderStatus, authorized: &str, captured: &str, refunded: &str) -> ProviderReport {
+fn report(
+    status: ProviderStatus,
+    authorized: &str,
+    captured: &str,
+    refunded: &str,
+) -> ProviderReport {
     ProviderReport {
         reference: Some(id("pi_1")),
         status,
@@ -82,7 +87,11 @@ fn expected(from: S, event: &E) -> Option<S> {
         (PendingProviderResponse, E::Retryable) => Some(AuthorityValidated),
         (PendingProviderResponse, E::Reject) => Some(Failed),
         (
-            PendingProviderResponse | RequiresBuyerAction | Authorized | PartiallyCaptured | Captured
+            PendingProviderResponse
+            | RequiresBuyerAction
+            | Authorized
+            | PartiallyCaptured
+            | Captured
             | PartiallyRefunded,
             E::Lost(_),
         ) => Some(Ambiguous),
@@ -105,13 +114,21 @@ fn every_status_and_event_follows_the_table() {
             let a = in_state(from);
             let got = a.apply(&event, now);
             match (expected(from, &event), got) {
-                (Some(to), Ok(next)) => assert_eq!(next.status, to, "{from} --{}-->", event.as_str()),
+                (Some(to), Ok(next)) => {
+                    assert_eq!(next.status, to, "{from} --{}-->", event.as_str())
+                }
                 (None, Err(err)) => {
                     assert_eq!(err.status, from);
                     assert_eq!(err.event, event.as_str());
-                    assert_eq!(a.status, from, "a refused transition leaves the attempt as it was");
+                    assert_eq!(
+                        a.status, from,
+                        "a refused transition leaves the attempt as it was"
+                    );
                 }
-                (want, got) => panic!("{from} --{}--> expected {want:?}, got {got:?}", event.as_str()),
+                (want, got) => panic!(
+                    "{from} --{}--> expected {want:?}, got {got:?}",
+                    event.as_str()
+                ),
             }
             checked += 1;
         }
@@ -124,16 +141,31 @@ fn terminal_states_absorb_every_event() {
     for from in [S::Failed, S::Cancelled, S::Refunded] {
         assert!(from.is_terminal());
         for event in events() {
-            assert!(in_state(from).apply(&event, examples::now()).is_err(), "{from} absorbs {}", event.as_str());
+            assert!(
+                in_state(from).apply(&event, examples::now()).is_err(),
+                "{from} absorbs {}",
+                event.as_str()
+            );
         }
     }
 }
 
 #[test]
 fn an_unknown_psp_status_makes_a_pending_attempt_ambiguous_never_terminal() {
-    for from in [S::PendingProviderResponse, S::Ambiguous, S::RequiresBuyerAction] {
-        let r = report(ProviderStatus::Unknown("requires_capture_v9".into()), "0.00", "0.00", "0.00");
-        let next = in_state(from).apply(&E::Report(r), examples::now()).unwrap();
+    for from in [
+        S::PendingProviderResponse,
+        S::Ambiguous,
+        S::RequiresBuyerAction,
+    ] {
+        let r = report(
+            ProviderStatus::Unknown("requires_capture_v9".into()),
+            "0.00",
+            "0.00",
+            "0.00",
+        );
+        let next = in_state(from)
+            .apply(&E::Report(r), examples::now())
+            .unwrap();
         assert_eq!(next.status, S::Ambiguous);
         assert!(!next.status.is_terminal());
     }
@@ -141,18 +173,37 @@ fn an_unknown_psp_status_makes_a_pending_attempt_ambiguous_never_terminal() {
 
 #[test]
 fn an_unknown_psp_status_cannot_move_a_settled_attempt() {
-    for from in [S::Authorized, S::Captured, S::PartiallyCaptured, S::PartiallyRefunded] {
-        let r = report(ProviderStatus::Unknown("weird".into()), "144.00", "0.00", "0.00");
-        assert!(in_state(from).apply(&E::Report(r), examples::now()).is_err(), "{from}");
+    for from in [
+        S::Authorized,
+        S::Captured,
+        S::PartiallyCaptured,
+        S::PartiallyRefunded,
+    ] {
+        let r = report(
+            ProviderStatus::Unknown("weird".into()),
+            "144.00",
+            "0.00",
+            "0.00",
+        );
+        assert!(
+            in_state(from)
+                .apply(&E::Report(r), examples::now())
+                .is_err(),
+            "{from}"
+        );
     }
 }
 
 #[test]
 fn a_report_never_moves_a_settled_attempt_backwards() {
     let back = report(ProviderStatus::Authorized, "144.00", "0.00", "0.00");
-    assert!(in_state(S::Captured).apply(&E::Report(back), examples::now()).is_err());
+    assert!(in_state(S::Captured)
+        .apply(&E::Report(back), examples::now())
+        .is_err());
     let less = report(ProviderStatus::Captured, "144.00", "144.00", "0.00");
-    assert!(in_state(S::PartiallyRefunded).apply(&E::Report(less), examples::now()).is_err());
+    assert!(in_state(S::PartiallyRefunded)
+        .apply(&E::Report(less), examples::now())
+        .is_err());
 }
 
 #[test]
@@ -160,10 +211,20 @@ fn not_found_fails_only_a_pending_authorization() {
     let nf = report(ProviderStatus::NotFound, "0.00", "0.00", "0.00");
     let mut amb = in_state(S::Ambiguous);
     amb.pending = Some(Operation::Authorize);
-    assert_eq!(amb.apply(&E::Report(nf.clone()), examples::now()).unwrap().status, S::Failed);
+    assert_eq!(
+        amb.apply(&E::Report(nf.clone()), examples::now())
+            .unwrap()
+            .status,
+        S::Failed
+    );
     amb.pending = Some(Operation::Capture);
-    assert!(amb.apply(&E::Report(nf.clone()), examples::now()).is_err(), "a captured payment cannot vanish");
-    assert!(in_state(S::Authorized).apply(&E::Report(nf), examples::now()).is_err());
+    assert!(
+        amb.apply(&E::Report(nf.clone()), examples::now()).is_err(),
+        "a captured payment cannot vanish"
+    );
+    assert!(in_state(S::Authorized)
+        .apply(&E::Report(nf), examples::now())
+        .is_err());
 }
 
 #[test]
@@ -189,11 +250,23 @@ fn reports_with_inconsistent_amounts_are_refused() {
 fn capture_amount_rules() {
     let now = examples::now();
     let a = in_state(S::Authorized);
-    assert_eq!(a.apply(&E::Capture(eur("144.00")), now).unwrap().status, S::Captured);
-    assert_eq!(a.apply(&E::Capture(eur("100.00")), now).unwrap().status, S::PartiallyCaptured);
-    assert!(a.apply(&E::Capture(eur("144.01")), now).is_err(), "more than authorized");
+    assert_eq!(
+        a.apply(&E::Capture(eur("144.00")), now).unwrap().status,
+        S::Captured
+    );
+    assert_eq!(
+        a.apply(&E::Capture(eur("100.00")), now).unwrap().status,
+        S::PartiallyCaptured
+    );
+    assert!(
+        a.apply(&E::Capture(eur("144.01")), now).is_err(),
+        "more than authorized"
+    );
     assert!(a.apply(&E::Capture(eur("0.00")), now).is_err(), "zero");
-    assert!(a.apply(&E::Capture(usd("10.00")), now).is_err(), "another currency");
+    assert!(
+        a.apply(&E::Capture(usd("10.00")), now).is_err(),
+        "another currency"
+    );
     // A partial capture is final (the rest is released at the PSP).
     let partial = a.apply(&E::Capture(eur("100.00")), now).unwrap();
     assert!(partial.apply(&E::Capture(eur("44.00")), now).is_err());
@@ -208,9 +281,17 @@ fn refund_amount_rules() {
     assert_eq!(part.refunds, 1);
     let rest = part.apply(&E::Refund(eur("100.00")), now).unwrap();
     assert_eq!(rest.status, S::Refunded);
-    assert!(part.apply(&E::Refund(eur("100.01")), now).is_err(), "refunds cannot exceed the capture");
+    assert!(
+        part.apply(&E::Refund(eur("100.01")), now).is_err(),
+        "refunds cannot exceed the capture"
+    );
     assert!(c.apply(&E::Refund(eur("0.00")), now).is_err());
-    assert!(in_state(S::Authorized).apply(&E::Refund(eur("1.00")), now).is_err(), "nothing captured yet");
+    assert!(
+        in_state(S::Authorized)
+            .apply(&E::Refund(eur("1.00")), now)
+            .is_err(),
+        "nothing captured yet"
+    );
 }
 
 #[test]
@@ -219,7 +300,10 @@ fn each_refund_gets_its_own_psp_key_and_each_submission_its_own_hold() {
     let first = c.provider_key(Operation::Refund);
     let after = c.apply(&E::Refund(eur("1.00")), examples::now()).unwrap();
     assert_ne!(first, after.provider_key(Operation::Refund));
-    assert_eq!(c.provider_key(Operation::Authorize), after.provider_key(Operation::Authorize));
+    assert_eq!(
+        c.provider_key(Operation::Authorize),
+        after.provider_key(Operation::Authorize)
+    );
     let mut a = attempt();
     a.submissions = 1;
     let h1 = a.hold_id();
@@ -233,26 +317,41 @@ fn hold_effects_follow_the_money() {
     let pending = in_state(S::PendingProviderResponse);
     let ok = report(ProviderStatus::Authorized, "144.00", "0.00", "0.00");
     let auth = pending.apply(&E::Report(ok), now).unwrap();
-    assert!(pending.hold_effects(&auth).is_empty(), "authorized: the hold stays");
+    assert!(
+        pending.hold_effects(&auth).is_empty(),
+        "authorized: the hold stays"
+    );
     let amb = pending.apply(&E::Lost(Operation::Authorize), now).unwrap();
-    assert!(pending.hold_effects(&amb).is_empty(), "ambiguous: the hold stays (I5)");
+    assert!(
+        pending.hold_effects(&amb).is_empty(),
+        "ambiguous: the hold stays (I5)"
+    );
     let failed = pending.apply(&E::Reject, now).unwrap();
     assert_eq!(pending.hold_effects(&failed), vec![HoldEffect::Release]);
     let retry = pending.apply(&E::Retryable, now).unwrap();
     assert_eq!(pending.hold_effects(&retry), vec![HoldEffect::Release]);
     let cap = auth.apply(&E::Capture(eur("100.00")), now).unwrap();
-    assert_eq!(auth.hold_effects(&cap), vec![HoldEffect::Commit(eur("100.00"))]);
+    assert_eq!(
+        auth.hold_effects(&cap),
+        vec![HoldEffect::Commit(eur("100.00"))]
+    );
     let void = auth.apply(&E::Void, now).unwrap();
     assert_eq!(auth.hold_effects(&void), vec![HoldEffect::Release]);
     let refund = cap.apply(&E::Refund(eur("30.00")), now).unwrap();
-    assert_eq!(cap.hold_effects(&refund), vec![HoldEffect::Refund(eur("30.00"))]);
+    assert_eq!(
+        cap.hold_effects(&refund),
+        vec![HoldEffect::Refund(eur("30.00"))]
+    );
     // Ambiguous resolved as captured and partly refunded: commit, then refund.
     let seen = report(ProviderStatus::Captured, "144.00", "144.00", "4.00");
     let resolved = amb.apply(&E::Report(seen), now).unwrap();
     assert_eq!(resolved.status, S::PartiallyRefunded);
     assert_eq!(
         amb.hold_effects(&resolved),
-        vec![HoldEffect::Commit(eur("144.00")), HoldEffect::Refund(eur("4.00"))]
+        vec![
+            HoldEffect::Commit(eur("144.00")),
+            HoldEffect::Refund(eur("4.00"))
+        ]
     );
 }
 
@@ -260,7 +359,9 @@ fn hold_effects_follow_the_money() {
 fn a_declined_report_fails_and_keeps_the_code() {
     let mut r = report(ProviderStatus::Declined, "0.00", "0.00", "0.00");
     r.decline_code = Some("card_declined".into());
-    let next = in_state(S::PendingProviderResponse).apply(&E::Report(r), examples::now()).unwrap();
+    let next = in_state(S::PendingProviderResponse)
+        .apply(&E::Report(r), examples::now())
+        .unwrap();
     assert_eq!(next.status, S::Failed);
     assert_eq!(next.decline_code.as_deref(), Some("card_declined"));
 }
@@ -275,13 +376,15 @@ fn any_report() -> impl Strategy<Value = ProviderReport> {
         Just(ProviderStatus::NotFound),
         "[a-z_]{0,12}".prop_map(ProviderStatus::Unknown),
     ];
-    (status, 0i64..20_000, 0i64..20_000, 0i64..20_000).prop_map(|(status, a, c, r)| ProviderReport {
-        reference: Some("pi_9".parse().unwrap()),
-        status,
-        authorized: Money::from_minor(a, agent_mandate::domain::Currency::EUR).unwrap(),
-        captured: Money::from_minor(c, agent_mandate::domain::Currency::EUR).unwrap(),
-        refunded: Money::from_minor(r, agent_mandate::domain::Currency::EUR).unwrap(),
-        decline_code: None,
+    (status, 0i64..20_000, 0i64..20_000, 0i64..20_000).prop_map(|(status, a, c, r)| {
+        ProviderReport {
+            reference: Some("pi_9".parse().unwrap()),
+            status,
+            authorized: Money::from_minor(a, agent_mandate::domain::Currency::EUR).unwrap(),
+            captured: Money::from_minor(c, agent_mandate::domain::Currency::EUR).unwrap(),
+            refunded: Money::from_minor(r, agent_mandate::domain::Currency::EUR).unwrap(),
+            decline_code: None,
+        }
     })
 }
 

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    AttemptId, BuyerId, CredentialRef, MerchantId, Money, ProviderKey, ProviderRef,
-    ProviderReport, SnapshotId,
+    AttemptId, BuyerId, CredentialRef, MerchantId, Money, ProviderKey, ProviderRef, ProviderReport,
+    SnapshotId,
 };
 
 /// Authorize `amount` on a credential (and capture at once when `capture` is set).
