@@ -1136,3 +1136,44 @@ async fn tampering_with_the_engines_audit_trail_is_detected() {
         assert_eq!(ev.verdict, DisputeVerdict::Inconsistent);
     }
 }
+
+/// A refusal is not a stored result: the same key decides again once the buyer confirmed.
+#[tokio::test]
+async fn a_refused_key_is_free_to_retry_after_the_cause_is_fixed() {
+    let mut spec = backpack_spec(false);
+    spec.scope.confirmation = agent_mandate::domain::ConfirmationRule::always();
+    let w = world_with(EngineConfig::default(), spec).await;
+    let cmd = w.execute("pay-1");
+    let PaymentOutcome::Refused(d) = w.engine.execute_payment(&cmd).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(d.outcome, Outcome::RequiresConfirmation);
+    // At once, with the same key: decided again, not "in flight".
+    assert!(matches!(
+        w.engine.execute_payment(&cmd).await.unwrap(),
+        PaymentOutcome::Refused(_)
+    ));
+    w.engine
+        .record_confirmation(&RecordConfirmation {
+            key: key("rc-1"),
+            confirmation: Confirmation {
+                id: id("conf_1"),
+                buyer_id: examples::buyer(),
+                confirmed_by: common::human(),
+                confirmed_at: examples::now(),
+                expires_at: None,
+                snapshot_id: w.snapshot.id(),
+                scope: ConfirmationScope {
+                    mandate_id: id("mandate_001"),
+                    actions: [PaymentAction::Authorize].into_iter().collect(),
+                    max_amount: eur("144.00"),
+                },
+                channel_ref: id("push:device_42"),
+            },
+        })
+        .await
+        .unwrap();
+    let out = w.engine.execute_payment(&cmd).await.unwrap();
+    assert!(!out.is_replay());
+    assert_eq!(attempt(&out).status, AttemptStatus::Authorized);
+}

@@ -184,8 +184,10 @@ impl Engine {
             return Ok(PaymentOutcome::Replayed { attempt });
         }
         let result = self.execute_started(command, &scope, attempt_id, now).await;
-        if result.is_err() {
-            // Whatever happened is on the attempt record; a retry with the key resumes it.
+        if matches!(result, Err(_) | Ok(PaymentOutcome::Refused(_))) {
+            // A refusal changed nothing lasting, and after an error whatever happened is on
+            // the attempt record: either way the key is free, and a retry decides again (or
+            // resumes the attempt).
             self.abandon(&scope).await;
         }
         result
