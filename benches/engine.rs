@@ -42,7 +42,9 @@ fn eur(a: &str) -> Money {
 /// A fresh engine on memory adapters with a roomy Travel Backpack mandate and the agent's card;
 /// returns the engine and a template command.
 fn world() -> (Engine, ExecutePayment) {
-    let memory = MemoryPorts::new(examples::now(), |vault, _| Arc::new(FakePsp::with_vault(vault)));
+    let memory = MemoryPorts::new(examples::now(), |vault, _| {
+        Arc::new(FakePsp::with_vault(vault))
+    });
     // Threshold events off: the benchmark measures the steady path.
     let config = EngineConfig::default()
         .with_threshold_percent(None)
