@@ -274,13 +274,16 @@ pub enum AuditKind {
     },
 }
 
-/// One audit event before it is chained.
+/// One audit event before it is chained. Its body is `{"at": <RFC 3339>, "event": {"type": ..,
+/// ..}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuditEvent {
     /// When it happened.
+    #[serde(serialize_with = "super::canonical::serialize_time")]
     pub at: DateTime<Utc>,
     /// What happened.
-    #[serde(flatten)]
+    #[serde(rename = "event")]
     pub kind: AuditKind,
 }
 
@@ -289,8 +292,12 @@ impl AuditEvent {
     pub fn to_body(&self) -> String {
         // Serialising these types cannot fail: no map with non-string keys, no failing
         // Serialize impl. Fall back to a marker rather than panic.
-        serde_json::to_string(self)
-            .unwrap_or_else(|_| String::from("{\"type\":\"unserializable\"}"))
+        let mut buf = Vec::with_capacity(768);
+        match serde_json::to_writer(&mut buf, self) {
+            // serde_json writes UTF-8 only.
+            Ok(()) => String::from_utf8(buf).unwrap_or_default(),
+            Err(_) => String::from("{\"event\":{\"type\":\"unserializable\"}}"),
+        }
     }
 }
 
@@ -451,4 +458,33 @@ pub fn verify_chain(
         prev = e.hash;
     }
     Ok(prev)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn bodies_round_trip_with_canonical_times() {
+        for nanos in [0u32, 5_000_000, 123_456_000, 987_654_321] {
+            let at = Utc
+                .with_ymd_and_hms(2026, 6, 28, 9, 0, 7)
+                .single()
+                .map(|t| t + chrono::Duration::nanoseconds(i64::from(nanos)))
+                .unwrap();
+            let event = AuditEvent {
+                at,
+                kind: AuditKind::AutoSuspended {
+                    actor_id: "agent_123".parse().unwrap(),
+                    consecutive_blocks: 3,
+                },
+            };
+            let body = event.to_body();
+            let expected = at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+            assert!(body.contains(&format!("\"at\":\"{expected}\"")), "{body}");
+            let back: AuditEvent = serde_json::from_str(&body).unwrap();
+            assert_eq!(back, event);
+        }
+    }
 }

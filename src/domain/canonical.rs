@@ -201,6 +201,11 @@ impl<'a, S: Sink> Jcs<'a, S> {
     /// allocating. Years outside 0..=9999 fall back to chrono's formatter.
     pub(crate) fn field_time(&mut self, key: &'static str, value: &DateTime<Utc>) {
         self.key(key);
+        self.time(value);
+    }
+
+    /// A time value (see [`Jcs::field_time`]).
+    pub(crate) fn time(&mut self, value: &DateTime<Utc>) {
         let year = value.year();
         if !(0..=9999).contains(&year) {
             self.str(&value.to_rfc3339_opts(SecondsFormat::AutoSi, true));
@@ -329,7 +334,7 @@ impl<'a, S: Sink> Jcs<'a, S> {
 
 /// Writes `minor` units at `exponent` decimals (`12900`, 2 -> `129.00`) into `buf`; returns the
 /// length. `minor` is non-negative and at most 10^18 for every valid `Money`.
-fn write_amount(buf: &mut [u8; 48], minor: i64, exponent: u32) -> usize {
+pub(crate) fn write_amount(buf: &mut [u8; 48], minor: i64, exponent: u32) -> usize {
     let mut digits = [0u8; 24];
     let mut len = 0;
     let mut v = minor.unsigned_abs();
@@ -407,7 +412,11 @@ macro_rules! digest_id {
 
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_str(self)
+                let mut buf = [0u8; 71];
+                buf[..7].copy_from_slice(b"sha256:");
+                // Encoding into a buffer of exactly twice the input length cannot fail.
+                let _ = hex::encode_to_slice(self.0, &mut buf[7..]);
+                s.serialize_str(std::str::from_utf8(&buf).unwrap_or(""))
             }
         }
 
@@ -459,6 +468,39 @@ fn parse_digest(text: &str) -> Result<[u8; 32], ValidationError> {
     let mut out = [0u8; 32];
     hex::decode_to_slice(hex_part, &mut out).map_err(|_| bad())?;
     Ok(out)
+}
+
+/// A fixed buffer sink for short values (times).
+struct StackSink {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl Sink for StackSink {
+    fn put(&mut self, bytes: &[u8]) {
+        let end = (self.len + bytes.len()).min(self.buf.len());
+        let n = end - self.len;
+        self.buf[self.len..end].copy_from_slice(&bytes[..n]);
+        self.len = end;
+    }
+}
+
+/// Serialises a time as its canonical RFC 3339 text (what [`Jcs::field_time`] writes),
+/// without chrono's formatter: for `#[serde(serialize_with)]` on hot paths.
+pub(crate) fn serialize_time<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    let mut sink = StackSink {
+        buf: [0; 48],
+        len: 0,
+    };
+    Jcs::new(&mut sink).time(t);
+    // The writer emits a quoted string of ASCII; years outside 0..=9999 can exceed the buffer,
+    // so those go through chrono.
+    match sink.buf[..sink.len] {
+        [b'"', ref inner @ .., b'"'] if sink.len < sink.buf.len() => {
+            s.serialize_str(std::str::from_utf8(inner).map_err(serde::ser::Error::custom)?)
+        }
+        _ => s.collect_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+    }
 }
 
 /// Writes any JSON value in RFC 8785 form: object members sorted by the UTF-16 code units of

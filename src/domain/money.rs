@@ -386,8 +386,14 @@ struct MoneyWire<'a> {
 
 impl Serialize for Money {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Formatted from minor units on the stack: the same text as `amount_text`, without
+        // the decimal formatter's allocation.
+        let mut buf = [0u8; 48];
+        let n =
+            super::canonical::write_amount(&mut buf, self.minor_units(), self.currency.exponent());
+        let text = std::str::from_utf8(&buf[..n]).map_err(serde::ser::Error::custom)?;
         MoneyWire {
-            amount: self.amount_text().into(),
+            amount: std::borrow::Cow::Borrowed(text),
             currency: self.currency,
         }
         .serialize(s)

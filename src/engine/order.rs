@@ -6,13 +6,13 @@ use super::error::EngineError;
 use super::payments::{decision_event, fingerprint_of};
 use super::{scope, Engine};
 use crate::domain::{
-    AttemptStatus, AuditEvent, AuditKind, AuthorityDecision, Operation, Order, OrderId,
+    ActorKind, AttemptStatus, AuditEvent, AuditKind, AuthorityDecision, Operation, Order, OrderId,
     PaymentAction, PaymentAttempt,
 };
 use crate::ports::{InsertOrder, StoredResult};
 
 impl Engine {
-    /// Commits the order of a paid attempt. Allowed only from `authorized`,
+    /// Commits the order of a paid attempt, for its actor or a human. Allowed only from `authorized`,
     /// `partially_captured` or `captured`; decides once more (action `commit_order`, the
     /// stored snapshot, the checkout state given now, the current mandate chain). A second
     /// commit for the attempt, under any key, returns the existing order. When the order
@@ -65,6 +65,16 @@ impl Engine {
     ) -> Result<OrderOutcome, EngineError> {
         let store = &self.ports.store;
         let attempt = self.load_attempt(&command.attempt_id).await?;
+        // Only the attempt's actor or a human may commit its order: a refused commitment
+        // starts a void or refund, which nobody else may trigger.
+        if command.actor != attempt.request.actor && command.actor.kind != ActorKind::Human {
+            return Err(EngineError::NotPermitted {
+                reason: format!(
+                    "actor {} may not commit the order of attempt {}: only its actor or a human may",
+                    command.actor.id, attempt.id
+                ),
+            });
+        }
         if let Some(order) = store.order_for(&attempt.id).await? {
             return Ok(OrderOutcome::Existing { order });
         }

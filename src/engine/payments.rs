@@ -232,6 +232,19 @@ impl Engine {
         let store = &self.ports.store;
         let mut existing = store.attempt(&attempt_id).await?;
         if let Some(a) = &existing {
+            // The key's record may be gone (a transient failure or a refusal freed it, or its
+            // retention ended), but the attempt the key made remembers the command: another
+            // command under the same key is a conflict, never a run on the old attempt (I3).
+            if a.request != *req
+                || a.credential != command.credential
+                || a.capture_on_authorize != command.capture
+                || a.checkout_id != *command.checkout.checkout_id()
+            {
+                return Err(EngineError::IdempotencyConflict {
+                    key: command.key.clone(),
+                    operation: "execute_payment",
+                });
+            }
             match a.status {
                 AttemptStatus::NotStarted | AttemptStatus::AuthorityValidated => {
                     // A crash may have left the hold of the next submission in place.

@@ -46,7 +46,7 @@ pub(super) const MAX_LEVELS: usize = 64;
 /// short ids, which matters inside the lock; the random key keeps collisions unpredictable
 /// from outside (the ids are the engine's own, not a cryptographic boundary).
 #[derive(Debug, Clone, Copy)]
-struct SeededState {
+pub(super) struct SeededState {
     seed: u64,
 }
 
@@ -67,7 +67,7 @@ impl BuildHasher for SeededState {
 
 /// See [`SeededState`].
 #[derive(Debug, Clone, Copy)]
-struct FoldHasher {
+pub(super) struct FoldHasher {
     acc: u64,
 }
 
