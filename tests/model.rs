@@ -29,7 +29,7 @@
 //! attempt must be consistent.
 //!
 //! Environment:
-//! * `MODEL_CASES` (default 256): e.g. `MODEL_CASES=5000 cargo test --features testkit --test
+//! * `MODEL_CASES` (default 2,000, what CI runs): e.g. `MODEL_CASES=5000 cargo test --features testkit --test
 //!   model` for a longer run;
 //! * `MODEL_STATS=1` (with `-- --nocapture`): print how often each command had each outcome.
 #![cfg(feature = "testkit")]
@@ -3092,7 +3092,7 @@ fn cases() -> u32 {
     std::env::var("MODEL_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
+        .unwrap_or(2_000)
 }
 
 fn run(root: Caps, restore: bool, commands: &[Cmd]) {

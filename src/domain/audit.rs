@@ -379,7 +379,18 @@ impl ChainedEvent {
 pub fn chain_hash(seq: u64, prev: &AuditHash, body: &str) -> AuditHash {
     let mut h = Sha256::new();
     h.update(b"agent-mandate/audit/v1\n");
-    h.update(seq.to_string().as_bytes());
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut v = seq;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    h.update(&digits[i..]);
     h.update(b"\n");
     let mut hexbuf = [0u8; 64];
     // 32 bytes always fit 64 hex digits.

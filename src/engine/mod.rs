@@ -201,7 +201,7 @@ impl Engine {
     }
 }
 
-fn transition_event(
+pub(super) fn transition_event(
     before: &PaymentAttempt,
     after: &PaymentAttempt,
     event: &str,

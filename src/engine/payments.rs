@@ -89,7 +89,10 @@ impl Engine {
         } else {
             Vec::new()
         };
-        let confirmations = if request.action == PaymentAction::Authorize {
+        // Confirmations matter only to an authorization under a rule that may ask for one.
+        let confirmations = if request.action == PaymentAction::Authorize
+            && chain.iter().any(|m| !m.scope().confirmation.is_never())
+        {
             store
                 .confirmations(&request.buyer_id, &request.snapshot_id)
                 .await?
@@ -309,7 +312,8 @@ impl Engine {
             let attempt = match existing.take() {
                 Some(a) => a,
                 None => {
-                    let a = PaymentAttempt::new(
+                    // Created already validated: one write, both states on the audit trail.
+                    let fresh = PaymentAttempt::new(
                         attempt_id.clone(),
                         req.clone(),
                         command.credential.clone(),
@@ -317,8 +321,10 @@ impl Engine {
                         command.capture,
                         now,
                     );
-                    store.insert_attempt(&a).await?;
-                    a
+                    let validated = fresh.apply(&AttemptEvent::Validate, now)?;
+                    store.insert_attempt(&validated).await?;
+                    events.push(super::transition_event(&fresh, &validated, "validate", now));
+                    validated
                 }
             };
             let attempt = if attempt.status == AttemptStatus::NotStarted {
