@@ -7,7 +7,7 @@ use super::commands::{
     ChangeMandate, CreateMandate, DeriveMandate, RecordConfirmation, SetSuspension,
 };
 use super::error::EngineError;
-use super::payments::fingerprint_of;
+use super::execute::fingerprint_of;
 use super::{scope, Engine};
 use crate::domain::{
     Actor, ActorId, ActorKind, AuditEvent, AuditKind, Confirmation, LifecycleEvent, Mandate,

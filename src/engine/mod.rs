@@ -23,9 +23,10 @@ mod commands;
 mod config;
 mod dispute;
 mod error;
+mod execute;
 mod mandates;
 mod order;
-mod payments;
+mod settle;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest as _, Sha256};

@@ -3,7 +3,7 @@
 
 use super::commands::{CommitOrder, OrderOutcome, Recovery};
 use super::error::EngineError;
-use super::payments::{decision_event, fingerprint_of};
+use super::execute::{decision_event, fingerprint_of};
 use super::{scope, Engine};
 use crate::domain::{
     ActorKind, AttemptStatus, AuditEvent, AuditKind, AuthorityDecision, Operation, Order, OrderId,

@@ -1,0 +1,463 @@
+//! Settlement after authorization: capture, void, refund and reconciliation.
+
+use chrono::{DateTime, Utc};
+
+use super::commands::{CapturePayment, PaymentOutcome, RefundPayment, VoidPayment};
+use super::error::EngineError;
+use super::execute::{decision_event, fingerprint_of};
+use super::{scope, Engine};
+use crate::domain::{
+    ActorKind, AttemptEvent, AttemptId, AttemptStatus, AuditEvent, AuthorityDecision,
+    CheckoutState, Money, Operation, PaymentAction, PaymentAttempt, ProviderReport, ProviderStatus,
+};
+use crate::ports::{
+    CaptureRequest, IdempotencyScope, Lookup, ProviderError, RefundRequest, StoredResult,
+    VoidRequest,
+};
+
+impl Engine {
+    /// Decides a follow-up action (capture, refund) on an attempt's chain.
+    async fn decide_follow_up(
+        &self,
+        attempt: &PaymentAttempt,
+        actor: &crate::domain::Actor,
+        action: PaymentAction,
+        amount: Money,
+        now: DateTime<Utc>,
+        events: &mut Vec<AuditEvent>,
+    ) -> Result<AuthorityDecision, EngineError> {
+        let mut request = attempt.request.clone();
+        request.action = action;
+        request.actor = actor.clone();
+        request.amount = amount;
+        let snapshot = self
+            .ports
+            .store
+            .snapshot(&attempt.request.snapshot_id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound {
+                entity: "snapshot",
+                id: attempt.request.snapshot_id.to_string(),
+            })?;
+        let checkout = CheckoutState::Valid {
+            checkout_id: attempt.checkout_id.clone(),
+            snapshot_id: attempt.request.snapshot_id,
+        };
+        let ctx = self.context(&request, None, now).await?;
+        let decision = ctx.decide(&request, &snapshot, &checkout, now);
+        events.push(decision_event(
+            action.as_str(),
+            &request,
+            &decision,
+            Some(&attempt.id),
+        ));
+        Ok(decision)
+    }
+
+    /// Runs a keyed follow-up command: idempotency around `body`.
+    async fn keyed<F, Fut>(
+        &self,
+        scope: IdempotencyScope,
+        operation: &'static str,
+        fingerprint: crate::domain::ContentDigest,
+        attempt_id: &AttemptId,
+        body: F,
+    ) -> Result<PaymentOutcome, EngineError>
+    where
+        F: FnOnce(DateTime<Utc>) -> Fut,
+        Fut: std::future::Future<Output = Result<(PaymentOutcome, bool), EngineError>>,
+    {
+        let now = self.now();
+        if self
+            .begin(&scope, operation, &fingerprint, now)
+            .await?
+            .is_some()
+        {
+            let attempt = self.load_attempt(attempt_id).await?;
+            self.replayed(&scope, operation, now).await?;
+            return Ok(PaymentOutcome::Replayed { attempt });
+        }
+        match body(now).await {
+            Ok((outcome, lasting)) => {
+                if lasting {
+                    self.complete(&scope, &StoredResult::Attempt(attempt_id.clone()), now)
+                        .await?;
+                } else {
+                    self.abandon(&scope).await;
+                }
+                Ok(outcome)
+            }
+            Err(e) => {
+                self.abandon(&scope).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Captures an authorized attempt (in full or in part; the rest is released). The
+    /// transition is checked before the PSP is called: capturing a cancelled, failed or
+    /// already captured attempt is refused without any PSP call.
+    pub async fn capture(&self, command: &CapturePayment) -> Result<PaymentOutcome, EngineError> {
+        let scope = scope(&command.actor.id, "capture_payment", &command.key);
+        let fingerprint = fingerprint_of(command)?;
+        self.keyed(
+            scope,
+            "capture_payment",
+            fingerprint,
+            &command.attempt_id,
+            |now| async move {
+                let attempt = self.load_attempt(&command.attempt_id).await?;
+                let amount = command.amount.unwrap_or(attempt.authorized);
+                attempt.apply(&AttemptEvent::Capture(amount), now)?;
+                let reference = provider_ref(&attempt)?;
+                let mut events = Vec::new();
+                let decision = self
+                    .decide_follow_up(
+                        &attempt,
+                        &command.actor,
+                        PaymentAction::Capture,
+                        amount,
+                        now,
+                        &mut events,
+                    )
+                    .await?;
+                if !decision.is_allowed() {
+                    self.audit(&events).await?;
+                    return Ok((PaymentOutcome::Refused(decision), false));
+                }
+                self.audit(&events).await?;
+                events.clear();
+                let call = CaptureRequest {
+                    key: attempt.provider_key(Operation::Capture),
+                    reference,
+                    attempt_id: attempt.id.clone(),
+                    amount,
+                };
+                let result = self.ports.provider.capture(&call).await;
+                let at = self.now();
+                let next = self
+                    .follow_up_result(
+                        &attempt,
+                        result,
+                        AttemptEvent::Capture(amount),
+                        Operation::Capture,
+                        at,
+                        &mut events,
+                    )
+                    .await;
+                self.audit(&events).await?;
+                let next = next?;
+                Ok((
+                    PaymentOutcome::Done {
+                        attempt: next,
+                        decision: Some(decision),
+                    },
+                    true,
+                ))
+            },
+        )
+        .await
+    }
+
+    /// Voids an authorized attempt (or one waiting for the buyer). Needs no decision: the
+    /// attempt's own actor or a human may cancel, even under a revoked mandate.
+    pub async fn void(&self, command: &VoidPayment) -> Result<PaymentOutcome, EngineError> {
+        let scope = scope(&command.actor.id, "void_payment", &command.key);
+        let fingerprint = fingerprint_of(command)?;
+        self.keyed(
+            scope,
+            "void_payment",
+            fingerprint,
+            &command.attempt_id,
+            |now| async move {
+                let attempt = self.load_attempt(&command.attempt_id).await?;
+                if command.actor != attempt.request.actor && command.actor.kind != ActorKind::Human
+                {
+                    return Err(EngineError::NotPermitted {
+                        reason: format!(
+                            "actor {} may not void attempt {}: only its actor or a human may",
+                            command.actor.id, attempt.id
+                        ),
+                    });
+                }
+                attempt.apply(&AttemptEvent::Void, now)?;
+                let next = self.void_now(&attempt, now).await?;
+                Ok((
+                    PaymentOutcome::Done {
+                        attempt: next,
+                        decision: None,
+                    },
+                    true,
+                ))
+            },
+        )
+        .await
+    }
+
+    /// Sends a void and records the result (also the recovery path of an order).
+    pub(super) async fn void_now(
+        &self,
+        attempt: &PaymentAttempt,
+        _now: DateTime<Utc>,
+    ) -> Result<PaymentAttempt, EngineError> {
+        let reference = provider_ref(attempt)?;
+        let call = VoidRequest {
+            key: attempt.provider_key(Operation::Void),
+            reference,
+            attempt_id: attempt.id.clone(),
+        };
+        let result = self.ports.provider.void(&call).await;
+        let at = self.now();
+        let mut events = Vec::new();
+        let next = self
+            .follow_up_result(
+                attempt,
+                result,
+                AttemptEvent::Void,
+                Operation::Void,
+                at,
+                &mut events,
+            )
+            .await;
+        self.audit(&events).await?;
+        next
+    }
+
+    /// Refunds a captured attempt (in full: everything not yet refunded, or in part).
+    pub async fn refund(&self, command: &RefundPayment) -> Result<PaymentOutcome, EngineError> {
+        let scope = scope(&command.actor.id, "refund_payment", &command.key);
+        let fingerprint = fingerprint_of(command)?;
+        self.keyed(
+            scope,
+            "refund_payment",
+            fingerprint,
+            &command.attempt_id,
+            |now| async move {
+                let attempt = self.load_attempt(&command.attempt_id).await?;
+                let amount = command.amount.unwrap_or_else(|| attempt.net_captured());
+                attempt.apply(&AttemptEvent::Refund(amount), now)?;
+                let mut events = Vec::new();
+                let decision = self
+                    .decide_follow_up(
+                        &attempt,
+                        &command.actor,
+                        PaymentAction::Refund,
+                        amount,
+                        now,
+                        &mut events,
+                    )
+                    .await?;
+                self.audit(&events).await?;
+                if !decision.is_allowed() {
+                    return Ok((PaymentOutcome::Refused(decision), false));
+                }
+                let next = self.refund_now(&attempt, amount).await?;
+                Ok((
+                    PaymentOutcome::Done {
+                        attempt: next,
+                        decision: Some(decision),
+                    },
+                    true,
+                ))
+            },
+        )
+        .await
+    }
+
+    /// Sends a refund and records the result (also the recovery path of an order).
+    pub(super) async fn refund_now(
+        &self,
+        attempt: &PaymentAttempt,
+        amount: Money,
+    ) -> Result<PaymentAttempt, EngineError> {
+        let reference = provider_ref(attempt)?;
+        let call = RefundRequest {
+            key: attempt.provider_key(Operation::Refund),
+            reference,
+            attempt_id: attempt.id.clone(),
+            amount,
+        };
+        let result = self.ports.provider.refund(&call).await;
+        let at = self.now();
+        let mut events = Vec::new();
+        let next = self
+            .follow_up_result(
+                attempt,
+                result,
+                AttemptEvent::Refund(amount),
+                Operation::Refund,
+                at,
+                &mut events,
+            )
+            .await;
+        self.audit(&events).await?;
+        next
+    }
+
+    /// Records the PSP's answer to a capture, void or refund.
+    async fn follow_up_result(
+        &self,
+        attempt: &PaymentAttempt,
+        result: Result<ProviderReport, ProviderError>,
+        confirmed: AttemptEvent,
+        operation: Operation,
+        at: DateTime<Utc>,
+        events: &mut Vec<AuditEvent>,
+    ) -> Result<PaymentAttempt, EngineError> {
+        match result {
+            Ok(report) => {
+                // Trust the PSP's amounts when they are consistent; else what was asked,
+                // when that is consistent with the report's status; else ambiguous.
+                let mut next = match attempt.apply(&AttemptEvent::Report(report.clone()), at) {
+                    Ok(next) => next,
+                    Err(_) => match attempt.apply(&confirmed, at) {
+                        Ok(next) if report_status_matches(&report, next.status) => next,
+                        _ => {
+                            return self
+                                .transition(attempt, &AttemptEvent::Lost(operation), at, events)
+                                .await
+                        }
+                    },
+                };
+                if next.provider_ref.is_none() {
+                    next.provider_ref = report.reference.clone();
+                }
+                self.store_transition(attempt, next, confirmed.as_str(), at, events)
+                    .await
+            }
+            Err(ProviderError::Ambiguous { .. }) => {
+                self.transition(attempt, &AttemptEvent::Lost(operation), at, events)
+                    .await
+            }
+            Err(e) => Err(EngineError::Provider(e)),
+        }
+    }
+
+    /// Resolves an attempt whose outcome is unknown (pending, ambiguous, waiting for the
+    /// buyer) from the PSP's view, and applies what it implies to the hold. Attempts in other
+    /// states are returned as they are. Moves no money.
+    pub async fn reconcile(&self, attempt_id: &AttemptId) -> Result<PaymentAttempt, EngineError> {
+        let attempt = self.load_attempt(attempt_id).await?;
+        self.reconcile_attempt(attempt, false).await
+    }
+
+    /// Reconciles up to `limit` attempts whose outcome is unknown (a sweep to run after a
+    /// restart and periodically). Returns the attempts after reconciliation; an attempt
+    /// that could not be reconciled now is returned unchanged.
+    pub async fn reconcile_pending(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<PaymentAttempt>, EngineError> {
+        let pending = self
+            .ports
+            .store
+            .attempts_in(
+                &[
+                    AttemptStatus::PendingProviderResponse,
+                    AttemptStatus::Ambiguous,
+                    AttemptStatus::RequiresBuyerAction,
+                ],
+                limit,
+            )
+            .await?;
+        let mut out = Vec::with_capacity(pending.len());
+        for a in pending {
+            match self.reconcile_attempt(a.clone(), false).await {
+                Ok(next) => out.push(next),
+                Err(_) => out.push(a),
+            }
+        }
+        Ok(out)
+    }
+
+    /// `owned`: the caller holds the attempt's idempotency key (no live command can be
+    /// sending it), so a pending attempt may be looked up at once.
+    pub(super) async fn reconcile_attempt(
+        &self,
+        attempt: PaymentAttempt,
+        owned: bool,
+    ) -> Result<PaymentAttempt, EngineError> {
+        let now = self.now();
+        let unknown = matches!(
+            attempt.status,
+            AttemptStatus::PendingProviderResponse
+                | AttemptStatus::Ambiguous
+                | AttemptStatus::RequiresBuyerAction
+        );
+        if !unknown {
+            return Ok(attempt);
+        }
+        if attempt.status == AttemptStatus::PendingProviderResponse && !owned {
+            // A live command may still be waiting for the PSP: leave it to the command until
+            // its lease lapses.
+            let lease = chrono::Duration::from_std(self.config.lease)
+                .unwrap_or(chrono::Duration::seconds(30));
+            if now < attempt.updated_at + lease {
+                return Ok(attempt);
+            }
+        }
+        let lookup = match &attempt.provider_ref {
+            Some(r) => Lookup::Reference(r.clone()),
+            None => Lookup::Key(attempt.provider_key(Operation::Authorize)),
+        };
+        let report = self.ports.provider.lookup(&lookup).await?;
+        let zero = Money::zero(attempt.request.currency());
+        let report = report.unwrap_or(ProviderReport {
+            reference: None,
+            status: ProviderStatus::NotFound,
+            authorized: zero,
+            captured: zero,
+            refunded: zero,
+            decline_code: None,
+        });
+        let next = attempt.apply(&AttemptEvent::Report(report.clone()), now)?;
+        if same_state(&attempt, &next) {
+            return Ok(attempt);
+        }
+        let mut events = Vec::new();
+        let next = self
+            .store_transition(&attempt, next, "report", now, &mut events)
+            .await?;
+        self.audit(&events).await?;
+        Ok(next)
+    }
+}
+
+fn same_state(a: &PaymentAttempt, b: &PaymentAttempt) -> bool {
+    a.status == b.status
+        && a.authorized == b.authorized
+        && a.captured == b.captured
+        && a.refunded == b.refunded
+        && a.provider_ref == b.provider_ref
+}
+
+fn report_status_matches(report: &ProviderReport, status: AttemptStatus) -> bool {
+    match report.status {
+        ProviderStatus::Captured => matches!(
+            status,
+            AttemptStatus::Captured
+                | AttemptStatus::PartiallyCaptured
+                | AttemptStatus::Refunded
+                | AttemptStatus::PartiallyRefunded
+        ),
+        ProviderStatus::Cancelled => status == AttemptStatus::Cancelled,
+        ProviderStatus::Authorized
+        | ProviderStatus::RequiresAction
+        | ProviderStatus::Declined
+        | ProviderStatus::NotFound
+        | ProviderStatus::Unknown(_) => false,
+    }
+}
+
+fn provider_ref(attempt: &PaymentAttempt) -> Result<crate::domain::ProviderRef, EngineError> {
+    attempt
+        .provider_ref
+        .clone()
+        .ok_or_else(|| EngineError::Invalid {
+            field: "attempt_id".into(),
+            message: format!(
+                "attempt {} has no PSP reference yet: reconcile it first",
+                attempt.id
+            ),
+        })
+}
