@@ -188,12 +188,15 @@ pub enum AuditKind {
         /// The PSP's reference.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         provider_ref: Option<ProviderRef>,
-        /// Authorized so far.
-        authorized: Money,
-        /// Captured so far.
-        captured: Money,
-        /// Refunded so far.
-        refunded: Money,
+        /// Authorized so far (absent: nothing).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        authorized: Option<Money>,
+        /// Captured so far (absent: nothing).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        captured: Option<Money>,
+        /// Refunded so far (absent: nothing).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refunded: Option<Money>,
         /// The decline code.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         decline_code: Option<String>,

@@ -488,11 +488,19 @@ impl Sink for StackSink {
 /// Serialises a time as its canonical RFC 3339 text (what [`Jcs::field_time`] writes),
 /// without chrono's formatter: for `#[serde(serialize_with)]` on hot paths.
 pub(crate) fn serialize_time<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    let mut sink = StackSink {
-        buf: [0; 48],
-        len: 0,
-    };
-    Jcs::new(&mut sink).time(t);
+    thread_local! {
+        // The last time formatted on this thread: the events of one command share their time.
+        static LAST: std::cell::Cell<(i64, u32, [u8; 48], usize)> =
+            const { std::cell::Cell::new((i64::MIN, 0, [0; 48], 0)) };
+    }
+    let key = (t.timestamp(), t.timestamp_subsec_nanos());
+    let (secs, nanos, buf, len) = LAST.with(|c| c.get());
+    let mut sink = StackSink { buf, len };
+    if (secs, nanos) != key {
+        sink.len = 0;
+        Jcs::new(&mut sink).time(t);
+        LAST.with(|c| c.set((key.0, key.1, sink.buf, sink.len)));
+    }
     // The writer emits a quoted string of ASCII; years outside 0..=9999 can exceed the buffer,
     // so those go through chrono.
     match sink.buf[..sink.len] {

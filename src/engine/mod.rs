@@ -216,12 +216,16 @@ pub(super) fn transition_event(
             to: after.status,
             event: event.to_owned(),
             provider_ref: after.provider_ref.clone(),
-            authorized: after.authorized,
-            captured: after.captured,
-            refunded: after.refunded,
+            authorized: nonzero(after.authorized),
+            captured: nonzero(after.captured),
+            refunded: nonzero(after.refunded),
             decline_code: after.decline_code.clone(),
         },
     }
+}
+
+fn nonzero(m: crate::domain::Money) -> Option<crate::domain::Money> {
+    (!m.is_zero()).then_some(m)
 }
 
 /// The attempt id of an execute-payment command: `att_` and 32 hex digits of

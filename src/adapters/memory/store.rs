@@ -507,15 +507,17 @@ impl Store for MemoryStore {
 
     async fn insert_attempt(&self, attempt: &PaymentAttempt) -> Result<(), StoreError> {
         let mut t = self.tables();
-        if t.attempts.contains_key(&attempt.id) {
-            return Err(StoreError::Conflict {
+        match t.attempts.entry(attempt.id.clone()) {
+            std::collections::hash_map::Entry::Occupied(_) => Err(StoreError::Conflict {
                 entity: "attempt",
                 id: attempt.id.to_string(),
                 message: "the id is taken".into(),
-            });
+            }),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(attempt.clone());
+                Ok(())
+            }
         }
-        t.attempts.insert(attempt.id.clone(), attempt.clone());
-        Ok(())
     }
 
     async fn attempt(&self, id: &AttemptId) -> Result<Option<PaymentAttempt>, StoreError> {
