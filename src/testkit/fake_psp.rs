@@ -1,6 +1,8 @@
 //! A deterministic, fault-injecting fake payment service provider.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::adapters::memory::hash::FastMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -130,12 +132,12 @@ impl Payment {
 struct State {
     next_ref: u64,
     payments: Vec<Payment>,
-    by_ref: HashMap<ProviderRef, usize>,
-    by_auth_key: HashMap<ProviderKey, usize>,
-    answered: HashMap<ProviderKey, (Request, ProviderReport)>,
+    by_ref: FastMap<ProviderRef, usize>,
+    by_auth_key: FastMap<ProviderKey, usize>,
+    answered: FastMap<ProviderKey, (Request, ProviderReport)>,
     faults: VecDeque<(Option<Op>, Fault)>,
-    calls: HashMap<Op, u32>,
-    authorizations: HashMap<ProviderKey, u32>,
+    calls: FastMap<Op, u32>,
+    authorizations: FastMap<ProviderKey, u32>,
     effects: Vec<PspEffect>,
 }
 

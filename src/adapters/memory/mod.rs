@@ -4,6 +4,7 @@
 
 mod audit;
 mod clock;
+pub(crate) mod hash;
 mod store;
 mod vault;
 
