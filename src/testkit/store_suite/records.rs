@@ -1,0 +1,230 @@
+//! Mandates, the kill switch, confirmations and snapshots.
+
+use super::*;
+
+/// Mandates: insert (a taken id is a `Conflict`), read back, `chain` root first (empty for an
+/// unknown leaf; `Corrupt` on the `mandates` table for a missing parent or a loop, unless the
+/// store refused to insert such mandates), and
+/// `update_mandate` as a compare-and-set on the status (`Conflict` when it moved, `NotFound`
+/// for an unknown mandate).
+pub async fn store_mandates(store: &dyn Store) {
+    let tag = tag();
+    let caps = Caps::default();
+    let r = root(&format!("{tag}-root"), &caps);
+    let c = child(&format!("{tag}-child"), &r, &caps);
+    let l = child(&format!("{tag}-leaf"), &c, &caps);
+    insert_all(store, &[&r, &c, &l]).await;
+    conflict("insert_mandate: a taken id", store.insert_mandate(&r).await);
+
+    let read = store
+        .mandate(r.id())
+        .await
+        .unwrap_or_else(|e| panic!("store rule mandate: {e}"));
+    assert_eq!(
+        read.as_ref(),
+        Some(&r),
+        "store rule mandate: reads back what was stored"
+    );
+    let unknown: MandateId = parse(&format!("{tag}-unknown"));
+    assert!(
+        matches!(store.mandate(&unknown).await, Ok(None)),
+        "store rule mandate: an unknown id is None"
+    );
+
+    let chain = store
+        .chain(l.id())
+        .await
+        .unwrap_or_else(|e| panic!("store rule chain: {e}"));
+    assert_eq!(
+        chain,
+        vec![r.clone(), c.clone(), l.clone()],
+        "store rule chain: the chain runs from the root to the leaf"
+    );
+    match store.chain(r.id()).await {
+        Ok(chain) => assert_eq!(chain, vec![r.clone()], "store rule chain: a root alone"),
+        Err(e) => panic!("store rule chain: {e}"),
+    }
+    assert!(
+        matches!(store.chain(&unknown).await, Ok(v) if v.is_empty()),
+        "store rule chain: an unknown leaf has an empty chain"
+    );
+
+    // A missing parent, and parents that loop: a store may refuse to insert such mandates
+    // (a foreign key); if it stores them, `chain` reports them as `Corrupt`.
+    let mut orphan = spec(&format!("{tag}-orphan"), None, &caps);
+    orphan.parent_id = Some(parse(&format!("{tag}-missing")));
+    let orphan = Mandate::new(orphan).unwrap_or_else(|e| panic!("store rule fixture: {e}"));
+    let (a_id, b_id) = (format!("{tag}-loop-a"), format!("{tag}-loop-b"));
+    let mut a = spec(&a_id, None, &caps);
+    a.parent_id = Some(parse(&b_id));
+    let mut b = spec(&b_id, None, &caps);
+    b.parent_id = Some(parse(&a_id));
+    let a = Mandate::new(a).unwrap_or_else(|e| panic!("store rule fixture: {e}"));
+    let b = Mandate::new(b).unwrap_or_else(|e| panic!("store rule fixture: {e}"));
+    for (what, mandates) in [
+        ("a missing parent", vec![&orphan]),
+        ("parents that loop", vec![&a, &b]),
+    ] {
+        let mut stored = true;
+        for m in &mandates {
+            stored = stored && store.insert_mandate(m).await.is_ok();
+        }
+        if !stored {
+            continue;
+        }
+        match store.chain(mandates[0].id()).await {
+            Err(StoreError::Corrupt { table, .. }) => assert_eq!(
+                table, "mandates",
+                "store rule chain: {what} is Corrupt on the mandates table"
+            ),
+            other => panic!("store rule chain: {what} must be Corrupt, got {other:?}"),
+        }
+    }
+
+    // Compare and set.
+    let reason = parse("suite");
+    let revoked = c
+        .apply(&LifecycleEvent::Revoke { reason }, t(0))
+        .unwrap_or_else(|e| panic!("store rule fixture: {e}"));
+    store
+        .update_mandate(&revoked, MandateStatus::Active)
+        .await
+        .unwrap_or_else(|e| panic!("store rule update_mandate: the expected status: {e}"));
+    conflict(
+        "update_mandate: the status moved",
+        store.update_mandate(&revoked, MandateStatus::Active).await,
+    );
+    let read = store
+        .mandate(c.id())
+        .await
+        .unwrap_or_else(|e| panic!("store rule mandate: {e}"));
+    assert_eq!(
+        read.map(|m| m.status()),
+        Some(MandateStatus::Revoked),
+        "store rule update_mandate: the new lifecycle is stored"
+    );
+    let ghost = Mandate::new(spec(&format!("{tag}-ghost"), None, &caps))
+        .unwrap_or_else(|e| panic!("store rule fixture: {e}"));
+    not_found(
+        "update_mandate: an unknown mandate",
+        store.update_mandate(&ghost, MandateStatus::Active).await,
+    );
+}
+
+/// The kill switch: `suspensions` reports exactly the suspended parties among those asked
+/// about, and lifting a suspension takes effect.
+pub async fn store_suspensions(store: &dyn Store) {
+    let tag = tag();
+    let a1: ActorId = parse(&format!("{tag}-a1"));
+    let a2: ActorId = parse(&format!("{tag}-a2"));
+    let buyer: BuyerId = parse(&format!("{tag}-buyer"));
+    let other: BuyerId = parse(&format!("{tag}-other"));
+    let ask = |buyer: BuyerId| {
+        let actors = vec![a1.clone(), a2.clone()];
+        async move {
+            store
+                .suspensions(&actors, &buyer)
+                .await
+                .unwrap_or_else(|e| panic!("store rule suspensions: {e}"))
+        }
+    };
+    let s = ask(buyer.clone()).await;
+    assert!(
+        s.actors.is_empty() && s.buyers.is_empty(),
+        "store rule suspensions: nobody is suspended at first"
+    );
+    for party in [Party::Actor(a1.clone()), Party::Buyer(buyer.clone())] {
+        store
+            .set_suspended(&party, true)
+            .await
+            .unwrap_or_else(|e| panic!("store rule set_suspended: {e}"));
+    }
+    let s = ask(buyer.clone()).await;
+    assert_eq!(
+        (s.actors, s.buyers),
+        (vec![a1.clone()], vec![buyer.clone()]),
+        "store rule suspensions: only the suspended parties are reported"
+    );
+    let s = ask(other).await;
+    assert!(
+        s.buyers.is_empty(),
+        "store rule suspensions: another buyer is not suspended"
+    );
+    store
+        .set_suspended(&Party::Actor(a1.clone()), false)
+        .await
+        .unwrap_or_else(|e| panic!("store rule set_suspended: {e}"));
+    let s = ask(buyer.clone()).await;
+    assert!(
+        s.actors.is_empty() && s.buyers == vec![buyer],
+        "store rule suspensions: a lifted suspension is gone, the others stay"
+    );
+}
+
+/// Confirmations (an identical insert is a no-op, another with the same id a `Conflict`; read
+/// by buyer and snapshot) and snapshots (kept by id, idempotent).
+pub async fn store_confirmations_and_snapshots(store: &dyn Store) {
+    let tag = tag();
+    let snapshot = examples::travel_backpack_snapshot();
+    for _ in 0..2 {
+        store
+            .put_snapshot(&snapshot)
+            .await
+            .unwrap_or_else(|e| panic!("store rule put_snapshot: idempotent: {e}"));
+    }
+    match store.snapshot(&snapshot.id()).await {
+        Ok(Some(s)) => assert_eq!(s, snapshot, "store rule snapshot: reads back what was kept"),
+        other => panic!("store rule snapshot: the snapshot kept, got {other:?}"),
+    }
+    let buyer: BuyerId = parse(&format!("{tag}-buyer"));
+    let m = root(&format!("{tag}-mandate"), &Caps::default());
+    insert_all(store, &[&m]).await;
+    let confirmation = Confirmation {
+        id: parse::<ConfirmationId>(&format!("{tag}-confirmation")),
+        buyer_id: buyer.clone(),
+        confirmed_by: crate::domain::Actor {
+            id: parse(&format!("{tag}-human")),
+            kind: crate::domain::ActorKind::Human,
+        },
+        confirmed_at: t(0),
+        expires_at: Some(t(3600)),
+        snapshot_id: snapshot.id(),
+        scope: ConfirmationScope {
+            mandate_id: m.id().clone(),
+            actions: [PaymentAction::Authorize].into_iter().collect(),
+            max_amount: eur("150.00"),
+        },
+        channel_ref: parse("push:suite"),
+    };
+    for rule in ["insert_confirmation", "insert_confirmation: the same again"] {
+        store
+            .insert_confirmation(&confirmation)
+            .await
+            .unwrap_or_else(|e| panic!("store rule {rule}: {e}"));
+    }
+    let mut other = confirmation.clone();
+    other.scope.max_amount = eur("149.00");
+    conflict(
+        "insert_confirmation: another with the same id",
+        store.insert_confirmation(&other).await,
+    );
+    let found = store
+        .confirmations(&buyer, &snapshot.id())
+        .await
+        .unwrap_or_else(|e| panic!("store rule confirmations: {e}"));
+    assert_eq!(
+        found,
+        vec![confirmation],
+        "store rule confirmations: the buyer's confirmation of the snapshot, as stored"
+    );
+    let elsewhere = examples::over_limit_snapshot().id();
+    assert!(
+        matches!(store.confirmations(&buyer, &elsewhere).await, Ok(v) if v.is_empty()),
+        "store rule confirmations: none for another snapshot"
+    );
+    let stranger: BuyerId = parse(&format!("{tag}-stranger"));
+    assert!(
+        matches!(store.confirmations(&stranger, &snapshot.id()).await, Ok(v) if v.is_empty()),
+        "store rule confirmations: none for another buyer"
+    );
+}
