@@ -1177,3 +1177,49 @@ async fn a_refused_key_is_free_to_retry_after_the_cause_is_fixed() {
     assert!(!out.is_replay());
     assert_eq!(attempt(&out).status, AttemptStatus::Authorized);
 }
+
+/// The snapshot's expiry bounds new spend and order commitment, not the settlement of a payment
+/// authorized while it was current.
+#[tokio::test]
+async fn after_the_snapshot_expires_capture_settles_but_no_order_is_committed() {
+    let w = world().await;
+    let a = attempt(&w.engine.execute_payment(&w.execute("pay-1")).await.unwrap());
+    w.mem
+        .clock
+        .set(w.snapshot.expires_at() + chrono::Duration::minutes(5));
+    let cap = w
+        .engine
+        .capture(&CapturePayment {
+            key: key("cap-1"),
+            actor: examples::agent(),
+            attempt_id: a.id.clone(),
+            amount: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(attempt(&cap).status, AttemptStatus::Captured);
+    let out = w
+        .engine
+        .commit_order(&CommitOrder {
+            key: key("order-1"),
+            actor: examples::agent(),
+            attempt_id: a.id.clone(),
+            checkout: examples::valid_checkout(w.snapshot.id()),
+        })
+        .await
+        .unwrap();
+    let OrderOutcome::Failed {
+        decision, recovery, ..
+    } = out
+    else {
+        panic!("{out:?}")
+    };
+    assert!(decision.unwrap().has(BlockerCode::SnapshotExpired));
+    assert_eq!(recovery.attempt.status, AttemptStatus::Refunded);
+    // A new authorization on the expired snapshot is stale.
+    let PaymentOutcome::Refused(d) = w.engine.execute_payment(&w.execute("pay-2")).await.unwrap()
+    else {
+        panic!()
+    };
+    assert!(d.has(BlockerCode::SnapshotExpired));
+}

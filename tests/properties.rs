@@ -1182,7 +1182,9 @@ mod model {
         if req.snapshot_id != snap.id() {
             out.insert("CART_SNAPSHOT_MISMATCH");
         }
-        if now >= snap.expires_at() {
+        // A capture or refund settles a payment authorized while the snapshot was current.
+        let settles = matches!(req.action, PaymentAction::Capture | PaymentAction::Refund);
+        if now >= snap.expires_at() && !settles {
             out.insert("SNAPSHOT_EXPIRED");
         }
         if req.merchant_id != snap.merchant().merchant_id {
