@@ -1223,3 +1223,145 @@ async fn after_the_snapshot_expires_capture_settles_but_no_order_is_committed() 
     };
     assert!(d.has(BlockerCode::SnapshotExpired));
 }
+
+/// A crash between the PSP call and recording its answer leaves the attempt pending with its
+/// hold and the key in flight. After the lease lapses, the same command takes the key over and
+/// reconciles from the PSP instead of authorizing again (I3, I5).
+#[tokio::test]
+async fn a_retry_after_a_crash_mid_authorization_reconciles_instead_of_paying_twice() {
+    use agent_mandate::domain::{AttemptEvent, Operation, PaymentAttempt};
+    use agent_mandate::ports::{
+        AuthorizeRequest, HoldRequest, IdempotencyScope, PaymentProvider as _,
+    };
+    for psp_saw_it in [true, false] {
+        let w = world().await;
+        let cmd = w.execute("pay-1");
+        let store = &w.engine.ports().store;
+        let now = examples::now();
+        // What the crashed process had done: key in flight, attempt pending, hold placed.
+        let scope = IdempotencyScope {
+            actor_id: examples::agent().id,
+            operation: "execute_payment".into(),
+            key: cmd.key.clone(),
+        };
+        let fp = agent_mandate::domain::execution_fingerprint(
+            &cmd.request,
+            &cmd.checkout,
+            cmd.credential.as_str(),
+            false,
+        );
+        store
+            .begin_idempotent(&scope, &fp, now, std::time::Duration::from_secs(30))
+            .await
+            .unwrap();
+        let id = agent_mandate::engine::attempt_id_for(&examples::agent().id, &cmd.key);
+        let fresh = PaymentAttempt::new(
+            id.clone(),
+            cmd.request.clone(),
+            cmd.credential.clone(),
+            common::id("checkout_789"),
+            false,
+            now,
+        );
+        let validated = fresh.apply(&AttemptEvent::Validate, now).unwrap();
+        store.insert_attempt(&validated).await.unwrap();
+        let pending = validated.apply(&AttemptEvent::Submit, now).unwrap();
+        store
+            .place_hold(&HoldRequest::on_chain(
+                pending.hold_id(),
+                cmd.request.amount,
+                now,
+                std::slice::from_ref(&w.mandate),
+            ))
+            .await
+            .unwrap();
+        store
+            .update_attempt(&pending, validated.status)
+            .await
+            .unwrap();
+        if psp_saw_it {
+            w.psp
+                .authorize(&AuthorizeRequest {
+                    key: pending.provider_key(Operation::Authorize),
+                    attempt_id: id.clone(),
+                    amount: cmd.request.amount,
+                    credential: cmd.credential.clone(),
+                    capture: false,
+                    snapshot_id: cmd.request.snapshot_id,
+                    merchant_id: cmd.request.merchant_id.clone(),
+                    buyer_id: cmd.request.buyer_id.clone(),
+                })
+                .await
+                .unwrap();
+        }
+        // While the lease runs, the key is in flight and a sweep leaves the attempt alone.
+        assert!(matches!(
+            w.engine.execute_payment(&cmd).await,
+            Err(EngineError::IdempotencyInFlight { .. })
+        ));
+        assert_eq!(
+            w.engine.reconcile(&id).await.unwrap().status,
+            AttemptStatus::PendingProviderResponse
+        );
+        w.mem.clock.advance(chrono::Duration::seconds(31));
+        let out = w.engine.execute_payment(&cmd).await.unwrap();
+        let a = attempt(&out);
+        let key = a.provider_key(Operation::Authorize);
+        if psp_saw_it {
+            assert_eq!(a.status, AttemptStatus::Authorized);
+            assert_eq!(w.usage().await.held, eur("144.00"));
+        } else {
+            assert_eq!(a.status, AttemptStatus::Failed, "the PSP never saw it");
+            assert_eq!(w.usage().await.held, eur("0.00"));
+        }
+        assert!(w.psp.authorizations_for(&key) <= 1);
+        assert_eq!(
+            w.psp.calls(Op::Authorize),
+            u32::from(psp_saw_it),
+            "no second authorization"
+        );
+        // The record is complete now: the same command is a replay.
+        assert!(w.engine.execute_payment(&cmd).await.unwrap().is_replay());
+    }
+}
+
+/// A crash after the hold was placed but before the attempt was marked submitted: the retry
+/// releases that hold, holds anew and authorizes once.
+#[tokio::test]
+async fn a_retry_after_a_crash_between_hold_and_submit_releases_the_orphan_hold() {
+    use agent_mandate::domain::{AttemptEvent, PaymentAttempt};
+    use agent_mandate::ports::HoldRequest;
+    let w = world().await;
+    let cmd = w.execute("pay-1");
+    let store = &w.engine.ports().store;
+    let now = examples::now();
+    let id = agent_mandate::engine::attempt_id_for(&examples::agent().id, &cmd.key);
+    let fresh = PaymentAttempt::new(
+        id.clone(),
+        cmd.request.clone(),
+        cmd.credential.clone(),
+        common::id("checkout_789"),
+        false,
+        now,
+    );
+    let validated = fresh.apply(&AttemptEvent::Validate, now).unwrap();
+    store.insert_attempt(&validated).await.unwrap();
+    let submitted = validated.apply(&AttemptEvent::Submit, now).unwrap();
+    store
+        .place_hold(&HoldRequest::on_chain(
+            submitted.hold_id(),
+            cmd.request.amount,
+            now,
+            std::slice::from_ref(&w.mandate),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(w.usage().await.held, eur("144.00"));
+    let out = w.engine.execute_payment(&cmd).await.unwrap();
+    let a = attempt(&out);
+    assert_eq!(a.status, AttemptStatus::Authorized);
+    assert_eq!(w.usage().await.held, eur("144.00"), "one hold, not two");
+    assert_eq!(w.psp.calls(Op::Authorize), 1);
+    let orphan = store.hold(&submitted.hold_id()).await.unwrap().unwrap();
+    assert_eq!(orphan.state, agent_mandate::ports::HoldState::Released);
+}
