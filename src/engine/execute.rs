@@ -13,8 +13,7 @@ use crate::domain::{
     ProviderReport, Suspensions, Usage,
 };
 use crate::ports::{
-    AuthorizeRequest, HoldError, HoldLevel, HoldRequest, IdempotencyScope, ProviderError,
-    StoredResult, VaultError,
+    AuthorizeRequest, HoldError, HoldLevel, HoldRequest, ProviderError, StoredResult, VaultError,
 };
 
 /// What a decision reads from the ports.
@@ -159,7 +158,6 @@ impl Engine {
         &self,
         command: &ExecutePayment,
     ) -> Result<PaymentOutcome, EngineError> {
-        let now = self.now();
         let req = &command.request;
         if req.action != PaymentAction::Authorize {
             return Err(EngineError::Invalid {
@@ -175,39 +173,30 @@ impl Engine {
             command.capture,
         );
         let attempt_id = attempt_id_for(&req.actor.id, &command.key);
-        if self
-            .begin(&scope, "execute_payment", &fingerprint, now)
-            .await?
-            .is_some()
-        {
-            let attempt = self.load_attempt(&attempt_id).await?;
-            self.replayed(&scope, "execute_payment", now).await?;
-            return Ok(PaymentOutcome::Replayed { attempt });
-        }
-        let result = self.execute_started(command, &scope, attempt_id, now).await;
-        if matches!(result, Err(_) | Ok(PaymentOutcome::Refused(_))) {
-            // A refusal changed nothing lasting, and after an error whatever happened is on
-            // the attempt record: either way the key is free, and a retry decides again (or
-            // resumes the attempt).
-            self.abandon(&scope).await;
-        }
-        result
-    }
-
-    pub(super) async fn replayed(
-        &self,
-        scope: &IdempotencyScope,
-        command: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), EngineError> {
-        self.audit(&[AuditEvent {
-            at: now,
-            kind: AuditKind::Replay {
-                command: command.to_owned(),
-                actor_id: scope.actor_id.clone(),
-                key: scope.key.clone(),
+        let id = &attempt_id;
+        self.keyed(
+            &scope,
+            "execute_payment",
+            &fingerprint,
+            move |_, _| async move {
+                Ok(PaymentOutcome::Replayed {
+                    attempt: self.load_attempt(id).await?,
+                })
             },
-        }])
+            move |now| async move {
+                let outcome = self.execute_started(command, id.clone(), now).await?;
+                // A refusal changed nothing lasting: the key is freed and a retry decides
+                // again. After an error whatever happened is on the attempt record, which a
+                // retry with the key resumes.
+                let stored = match &outcome {
+                    PaymentOutcome::Done { attempt, .. } => {
+                        Some(StoredResult::Attempt(attempt.id.clone()))
+                    }
+                    PaymentOutcome::Refused(_) | PaymentOutcome::Replayed { .. } => None,
+                };
+                Ok((outcome, stored))
+            },
+        )
         .await
     }
 
@@ -225,7 +214,6 @@ impl Engine {
     async fn execute_started(
         &self,
         command: &ExecutePayment,
-        scope: &IdempotencyScope,
         attempt_id: AttemptId,
         now: DateTime<Utc>,
     ) -> Result<PaymentOutcome, EngineError> {
@@ -265,8 +253,6 @@ impl Engine {
                 | AttemptStatus::Ambiguous
                 | AttemptStatus::RequiresBuyerAction => {
                     let attempt = self.reconcile_attempt(a.clone(), true).await?;
-                    self.complete(scope, &StoredResult::Attempt(attempt.id.clone()), now)
-                        .await?;
                     return Ok(PaymentOutcome::Done {
                         attempt,
                         decision: None,
@@ -279,8 +265,6 @@ impl Engine {
                 | AttemptStatus::Cancelled
                 | AttemptStatus::PartiallyRefunded
                 | AttemptStatus::Refunded => {
-                    self.complete(scope, &StoredResult::Attempt(a.id.clone()), now)
-                        .await?;
                     return Ok(PaymentOutcome::Done {
                         attempt: a.clone(),
                         decision: None,
@@ -440,8 +424,6 @@ impl Engine {
             }
         };
         self.audit(&events).await?;
-        self.complete(scope, &StoredResult::Attempt(done.id.clone()), at)
-            .await?;
         Ok(PaymentOutcome::Done {
             attempt: done,
             decision: Some(decision),

@@ -25,6 +25,7 @@ pub struct Recorded<T> {
 }
 
 impl Engine {
+    /// Runs a mandate command under its key; a replay reads its entity again through `load`.
     async fn keyed_command<T, C, F, Fut, L>(
         &self,
         scope: IdempotencyScope,
@@ -40,36 +41,28 @@ impl Engine {
         Fut: std::future::Future<Output = Result<(T, StoredResult), EngineError>>,
     {
         let fingerprint = fingerprint_of(command)?;
-        let now = self.now();
-        if let Some(result) = self.begin(&scope, operation, &fingerprint, now).await? {
-            let value = load.load(self, &result).await?;
-            self.audit(&[AuditEvent {
-                at: now,
-                kind: AuditKind::Replay {
-                    command: operation.to_owned(),
-                    actor_id: scope.actor_id.clone(),
-                    key: scope.key.clone(),
-                },
-            }])
-            .await?;
-            return Ok(Recorded {
-                value,
-                replay: true,
-            });
-        }
-        match body(now).await {
-            Ok((value, stored)) => {
-                self.complete(&scope, &stored, now).await?;
+        self.keyed(
+            &scope,
+            operation,
+            &fingerprint,
+            |result, _| async move {
                 Ok(Recorded {
-                    value,
-                    replay: false,
+                    value: load.load(self, &result).await?,
+                    replay: true,
                 })
-            }
-            Err(e) => {
-                self.abandon(&scope).await;
-                Err(e)
-            }
-        }
+            },
+            |now| async move {
+                let (value, stored) = body(now).await?;
+                Ok((
+                    Recorded {
+                        value,
+                        replay: false,
+                    },
+                    Some(stored),
+                ))
+            },
+        )
+        .await
     }
 
     async fn load_mandate(&self, id: &crate::domain::MandateId) -> Result<Mandate, EngineError> {

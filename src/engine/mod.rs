@@ -132,6 +132,54 @@ impl Engine {
         let _ = self.ports.store.abandon_idempotent(scope).await;
     }
 
+    /// Runs a command under its idempotency record: the one mechanism every keyed command
+    /// uses. A replay audits itself and answers with `replay(result, now)` (the entity read
+    /// again, as it is now). Otherwise `body(now)` runs; it returns its value and the result to
+    /// record, or `None` when nothing lasting happened (a refusal, a transient failure), which
+    /// frees the key like an error does.
+    async fn keyed<T, R, RF, B, BF>(
+        &self,
+        scope: &IdempotencyScope,
+        operation: &'static str,
+        fingerprint: &ContentDigest,
+        replay: R,
+        body: B,
+    ) -> Result<T, EngineError>
+    where
+        R: FnOnce(StoredResult, DateTime<Utc>) -> RF,
+        RF: std::future::Future<Output = Result<T, EngineError>>,
+        B: FnOnce(DateTime<Utc>) -> BF,
+        BF: std::future::Future<Output = Result<(T, Option<StoredResult>), EngineError>>,
+    {
+        let now = self.now();
+        if let Some(result) = self.begin(scope, operation, fingerprint, now).await? {
+            self.audit(&[AuditEvent {
+                at: now,
+                kind: AuditKind::Replay {
+                    command: operation.to_owned(),
+                    actor_id: scope.actor_id.clone(),
+                    key: scope.key.clone(),
+                },
+            }])
+            .await?;
+            return replay(result, now).await;
+        }
+        match body(now).await {
+            Ok((value, Some(stored))) => {
+                self.complete(scope, &stored, now).await?;
+                Ok(value)
+            }
+            Ok((value, None)) => {
+                self.abandon(scope).await;
+                Ok(value)
+            }
+            Err(e) => {
+                self.abandon(scope).await;
+                Err(e)
+            }
+        }
+    }
+
     async fn audit(&self, events: &[AuditEvent]) -> Result<(), EngineError> {
         if !events.is_empty() {
             self.ports.audit.append_all(events).await?;

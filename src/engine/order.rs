@@ -22,40 +22,34 @@ impl Engine {
     pub async fn commit_order(&self, command: &CommitOrder) -> Result<OrderOutcome, EngineError> {
         let scope = scope(&command.actor.id, "commit_order", &command.key);
         let fingerprint = fingerprint_of(command)?;
-        let now = self.now();
         let store = &self.ports.store;
-        if self
-            .begin(&scope, "commit_order", &fingerprint, now)
-            .await?
-            .is_some()
-        {
-            return match store.order_for(&command.attempt_id).await? {
-                Some(order) => Ok(OrderOutcome::Existing { order }),
-                None => {
-                    let attempt = self.load_attempt(&command.attempt_id).await?;
-                    Err(EngineError::OrderNotAllowed {
-                        status: attempt.status,
-                    })
+        self.keyed(
+            &scope,
+            "commit_order",
+            &fingerprint,
+            |_, _| async move {
+                match store.order_for(&command.attempt_id).await? {
+                    Some(order) => Ok(OrderOutcome::Existing { order }),
+                    None => Err(EngineError::OrderNotAllowed {
+                        status: self.load_attempt(&command.attempt_id).await?.status,
+                    }),
                 }
-            };
-        }
-        let result = self.commit_started(command, now).await;
-        match &result {
-            Ok(OrderOutcome::Committed { order, .. } | OrderOutcome::Existing { order }) => {
-                self.complete(&scope, &StoredResult::Order(order.id.clone()), now)
-                    .await?;
-            }
-            Ok(OrderOutcome::Failed { .. }) => {
-                self.complete(
-                    &scope,
-                    &StoredResult::Attempt(command.attempt_id.clone()),
-                    now,
-                )
-                .await?;
-            }
-            Err(_) => self.abandon(&scope).await,
-        }
-        result
+            },
+            |now| async move {
+                let outcome = self.commit_started(command, now).await?;
+                let stored = match &outcome {
+                    OrderOutcome::Committed { order, .. } | OrderOutcome::Existing { order } => {
+                        StoredResult::Order(order.id.clone())
+                    }
+                    // The recovery moved money: the key's answer stays the failed commitment.
+                    OrderOutcome::Failed { .. } => {
+                        StoredResult::Attempt(command.attempt_id.clone())
+                    }
+                };
+                Ok((outcome, Some(stored)))
+            },
+        )
+        .await
     }
 
     async fn commit_started(

@@ -54,8 +54,9 @@ impl Engine {
         Ok(decision)
     }
 
-    /// Runs a keyed follow-up command: idempotency around `body`.
-    async fn keyed<F, Fut>(
+    /// Runs a follow-up command on an attempt under its key: a replay answers with the attempt
+    /// as it is now; `body` says whether what it did lasts (a refusal does not).
+    async fn keyed_follow_up<F, Fut>(
         &self,
         scope: IdempotencyScope,
         operation: &'static str,
@@ -67,31 +68,24 @@ impl Engine {
         F: FnOnce(DateTime<Utc>) -> Fut,
         Fut: std::future::Future<Output = Result<(PaymentOutcome, bool), EngineError>>,
     {
-        let now = self.now();
-        if self
-            .begin(&scope, operation, &fingerprint, now)
-            .await?
-            .is_some()
-        {
-            let attempt = self.load_attempt(attempt_id).await?;
-            self.replayed(&scope, operation, now).await?;
-            return Ok(PaymentOutcome::Replayed { attempt });
-        }
-        match body(now).await {
-            Ok((outcome, lasting)) => {
-                if lasting {
-                    self.complete(&scope, &StoredResult::Attempt(attempt_id.clone()), now)
-                        .await?;
-                } else {
-                    self.abandon(&scope).await;
-                }
-                Ok(outcome)
-            }
-            Err(e) => {
-                self.abandon(&scope).await;
-                Err(e)
-            }
-        }
+        self.keyed(
+            &scope,
+            operation,
+            &fingerprint,
+            move |_, _| async move {
+                Ok(PaymentOutcome::Replayed {
+                    attempt: self.load_attempt(attempt_id).await?,
+                })
+            },
+            move |now| async move {
+                let (outcome, lasting) = body(now).await?;
+                Ok((
+                    outcome,
+                    lasting.then(|| StoredResult::Attempt(attempt_id.clone())),
+                ))
+            },
+        )
+        .await
     }
 
     /// Captures an authorized attempt (in full or in part; the rest is released). The
@@ -100,7 +94,7 @@ impl Engine {
     pub async fn capture(&self, command: &CapturePayment) -> Result<PaymentOutcome, EngineError> {
         let scope = scope(&command.actor.id, "capture_payment", &command.key);
         let fingerprint = fingerprint_of(command)?;
-        self.keyed(
+        self.keyed_follow_up(
             scope,
             "capture_payment",
             fingerprint,
@@ -164,7 +158,7 @@ impl Engine {
     pub async fn void(&self, command: &VoidPayment) -> Result<PaymentOutcome, EngineError> {
         let scope = scope(&command.actor.id, "void_payment", &command.key);
         let fingerprint = fingerprint_of(command)?;
-        self.keyed(
+        self.keyed_follow_up(
             scope,
             "void_payment",
             fingerprint,
@@ -227,7 +221,7 @@ impl Engine {
     pub async fn refund(&self, command: &RefundPayment) -> Result<PaymentOutcome, EngineError> {
         let scope = scope(&command.actor.id, "refund_payment", &command.key);
         let fingerprint = fingerprint_of(command)?;
-        self.keyed(
+        self.keyed_follow_up(
             scope,
             "refund_payment",
             fingerprint,
