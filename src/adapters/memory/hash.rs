@@ -79,3 +79,6 @@ impl Hasher for FoldHasher {
 
 /// A `HashMap` with [`SeededState`].
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, SeededState>;
+
+/// A `HashSet` with [`SeededState`].
+pub(crate) type FastSet<K> = std::collections::HashSet<K, SeededState>;

@@ -4,7 +4,6 @@
 mod ledger;
 
 use std::cell::Cell;
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -22,11 +21,11 @@ use crate::ports::{
     StoreError, StoredResult,
 };
 
-use ledger::{count, money, AttemptIndex, Ledger, RawOut, SeededState, MAX_LEVELS};
+use ledger::{count, money, AttemptIndex, Ledger, RawOut, MAX_LEVELS};
 
-/// The tables' maps use the ledger's keyed hasher (several times faster than SipHash on ids).
-type Map<K, V> = HashMap<K, V, SeededState>;
-type Set<K> = HashSet<K, SeededState>;
+/// The tables' maps use the memory adapters' keyed hasher (several times faster than SipHash
+/// on ids).
+use super::hash::{FastMap as Map, FastSet as Set};
 
 /// The [`Store`] port in memory: thread safe, nothing survives the process.
 ///

@@ -27,6 +27,8 @@ static STORE_RUN: AtomicU64 = AtomicU64::new(1);
 fn tag() -> String {
     static PROCESS: OnceLock<String> = OnceLock::new();
     let process = PROCESS.get_or_init(|| {
+        // Not a time the suite reasons about (those come from `examples::now`): a nonce that
+        // keeps ids of two processes running the suite on one shared database apart.
         let micros = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros());
