@@ -3,8 +3,12 @@
 //! | feature | module | ports |
 //! |---|---|---|
 //! | `memory` | [`memory`] | every port, in memory and thread-safe, plus a manual clock |
+//! | `sqlite` | [`sqlite`] | [`Store`](crate::ports::Store) and [`AuditSink`](crate::ports::AuditSink) in one SQLite file (the durable default) |
 //!
 //! [`crate::ports::SystemClock`] needs no feature.
 
 #[cfg(feature = "memory")]
 pub mod memory;
+
+#[cfg(feature = "sqlite")]
+pub mod sqlite;

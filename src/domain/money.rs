@@ -89,6 +89,30 @@ impl Currency {
     pub fn exponent(&self) -> u32 {
         u32::from(self.exponent)
     }
+
+    /// `minor` units of this currency as text, like [`Money`]'s `Display`, for any integer
+    /// (negative and out-of-range sums included, as ledgers report them).
+    ///
+    /// ```
+    /// use agent_mandate::domain::Currency;
+    /// assert_eq!(Currency::EUR.format_minor(10001), "100.01 EUR");
+    /// assert_eq!(Currency::JPY.format_minor(-5), "-5 JPY");
+    /// ```
+    pub fn format_minor(self, minor: i128) -> String {
+        let exp = self.exponent();
+        let sign = if minor < 0 { "-" } else { "" };
+        let abs = minor.unsigned_abs();
+        if exp == 0 {
+            return format!("{sign}{abs} {self}");
+        }
+        let unit = 10u128.pow(exp);
+        format!(
+            "{sign}{}.{:0width$} {self}",
+            abs / unit,
+            abs % unit,
+            width = exp as usize
+        )
+    }
 }
 
 fn truncate(s: &str) -> String {
@@ -232,6 +256,23 @@ impl Money {
             return Err(MoneyError::Negative);
         }
         Money::new(Decimal::new(minor, currency.exponent()), currency)
+    }
+
+    /// `minor` units clamped into the representable range (zero to 10^15 major units), for
+    /// sums a ledger reports.
+    ///
+    /// ```
+    /// use agent_mandate::domain::{Currency, Money};
+    /// assert_eq!(Money::from_minor_saturating(-3, Currency::EUR), Money::zero(Currency::EUR));
+    /// assert_eq!(Money::from_minor_saturating(150, Currency::EUR).to_string(), "1.50 EUR");
+    /// ```
+    pub fn from_minor_saturating(minor: i128, currency: Currency) -> Money {
+        if minor <= 0 {
+            return Money::zero(currency);
+        }
+        let max = i128::from(MAX_MAJOR_UNITS) * 10i128.pow(currency.exponent());
+        let clamped = i64::try_from(minor.min(max)).unwrap_or(i64::MAX);
+        Money::from_minor(clamped, currency).unwrap_or_else(|_| Money::zero(currency))
     }
 
     /// Zero in `currency`.

@@ -424,29 +424,12 @@ fn state_name(state: HoldState) -> &'static str {
 
 /// `minor` units of `currency` as text, like `Money`'s `Display` (`"100.01 EUR"`).
 pub(super) fn minor_text(minor: i128, currency: Currency) -> String {
-    let exp = currency.exponent();
-    let sign = if minor < 0 { "-" } else { "" };
-    let abs = minor.unsigned_abs();
-    if exp == 0 {
-        return format!("{sign}{abs} {currency}");
-    }
-    let unit = 10u128.pow(exp);
-    format!(
-        "{sign}{}.{:0width$} {currency}",
-        abs / unit,
-        abs % unit,
-        width = exp as usize
-    )
+    currency.format_minor(minor)
 }
 
 /// `minor` units as `Money`, clamped into the representable range (0 to 10^15 major units).
 pub(super) fn money(minor: i128, currency: Currency) -> Money {
-    if minor <= 0 {
-        return Money::zero(currency);
-    }
-    let max = 1_000_000_000_000_000i128 * 10i128.pow(currency.exponent());
-    let clamped = i64::try_from(minor.min(max)).unwrap_or(i64::MAX);
-    Money::from_minor(clamped, currency).unwrap_or_else(|_| Money::zero(currency))
+    Money::from_minor_saturating(minor, currency)
 }
 
 /// A counter as `Usage` reports it (saturating).

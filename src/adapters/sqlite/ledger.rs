@@ -1,0 +1,639 @@
+//! The budget ledger in SQL (see the contract in [`crate::ports::Store`]).
+//!
+//! * `accounts`: per mandate, integer counters kept up to date by every hold operation:
+//!   `held`, `spent` (committed less refunds that restore the lifetime), `uses` (holds held, or
+//!   committed for more than zero), `attempts` (holds ever placed).
+//! * `holds`: one row per attempt with its amounts, time and state.
+//! * `hold_levels`: (mandate, time, attempt) for every level of every hold: a window's sums are
+//!   a range scan of the mandate's holds inside the window, by primary key.
+//!
+//! Every function runs inside the caller's `BEGIN IMMEDIATE` transaction, so it sees and
+//! changes a consistent ledger while every other writer waits.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::codec::{amount, corrupt, currency, decode, encode, nanos, sql_error, time};
+use crate::domain::{
+    AttemptId, Currency, LimitKind, Mandate, MandateId, Money, Usage, WindowLimit, WindowUsage,
+};
+use crate::ports::{HoldError, HoldRecord, HoldRequest, HoldState, RefundPolicy, StoreError};
+
+/// Longest list of levels a hold may have (as the memory store).
+const MAX_LEVELS: usize = 64;
+
+/// A mandate's counters.
+#[derive(Debug, Clone, Copy)]
+struct Account {
+    currency: Currency,
+    held: i64,
+    spent: i64,
+    uses: i64,
+    attempts: i64,
+}
+
+fn account(conn: &Connection, id: &MandateId) -> Result<Option<Account>, StoreError> {
+    let key = id.as_str();
+    let row = conn
+        .prepare_cached(
+            "SELECT currency, held, spent, uses, attempts FROM accounts WHERE mandate_id = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row([key], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(|e| sql_error("accounts", key, e))?;
+    let Some((code, held, spent, uses, attempts)) = row else {
+        return Ok(None);
+    };
+    if held < 0 || spent < 0 || uses < 0 || attempts < 0 {
+        return Err(corrupt(
+            "accounts",
+            key,
+            format!(
+                "negative counter (held {held}, spent {spent}, uses {uses}, attempts {attempts})"
+            ),
+        ));
+    }
+    Ok(Some(Account {
+        currency: currency("accounts", key, &code)?,
+        held,
+        spent,
+        uses,
+        attempts,
+    }))
+}
+
+/// The amount and count of `mandate`'s holds inside the window of `seconds` ending at `now`:
+/// held holds count their amount, committed ones what was committed less refunds that restore
+/// windows; released holds and commits of zero count nowhere.
+fn window(
+    conn: &Connection,
+    mandate: &MandateId,
+    seconds: u64,
+    now: DateTime<Utc>,
+) -> Result<(i128, i64), StoreError> {
+    let key = mandate.as_str();
+    let since = i64::try_from(seconds)
+        .ok()
+        .and_then(TimeDelta::try_seconds)
+        .and_then(|d| now.checked_sub_signed(d))
+        .and_then(|t| t.timestamp_nanos_opt())
+        .unwrap_or(i64::MIN);
+    conn.prepare_cached(
+        "SELECT COALESCE(SUM(CASE h.state WHEN 'held' THEN h.amount \
+                                          ELSE h.committed - h.window_back END), 0), \
+                COUNT(*) \
+         FROM hold_levels l JOIN holds h ON h.attempt_id = l.attempt_id \
+         WHERE l.mandate_id = ?1 AND l.at > ?2 \
+           AND (h.state = 'held' OR (h.state = 'committed' AND h.committed > 0))",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![key, since], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get(1)?))
+        })
+    })
+    .map(|(sum, count)| (i128::from(sum), count))
+    .map_err(|e| sql_error("holds", key, e))
+}
+
+fn count(v: i64) -> u32 {
+    u32::try_from(v.max(0)).unwrap_or(u32::MAX)
+}
+
+/// The usage of `mandate_id` from its account, with `windows` evaluated at `now`.
+fn report(
+    conn: &Connection,
+    mandate_id: &MandateId,
+    acc: Option<Account>,
+    currency: Currency,
+    windows: &[WindowLimit],
+    now: DateTime<Utc>,
+) -> Result<Usage, StoreError> {
+    let mut out = Usage::zero(mandate_id.clone(), currency);
+    if let Some(acc) = acc {
+        out.held = Money::from_minor_saturating(i128::from(acc.held), currency);
+        out.spent = Money::from_minor_saturating(i128::from(acc.spent), currency);
+        out.uses = count(acc.uses);
+        out.attempts = count(acc.attempts);
+    }
+    for w in windows {
+        let (sum, n) = match acc {
+            Some(_) => window(conn, mandate_id, w.window_seconds, now)?,
+            None => (0, 0),
+        };
+        out.windows.push(WindowUsage {
+            window_seconds: w.window_seconds,
+            amount: Money::from_minor_saturating(sum, currency),
+            count: count(n),
+        });
+    }
+    Ok(out)
+}
+
+/// Usage of each mandate of `chain` at `now`.
+pub(super) fn usage(
+    conn: &Connection,
+    chain: &[Mandate],
+    now: DateTime<Utc>,
+) -> Result<Vec<Usage>, StoreError> {
+    let mut out = Vec::with_capacity(chain.len());
+    for m in chain {
+        let acc = account(conn, m.id())?;
+        if let Some(a) = acc {
+            if a.currency != m.currency() {
+                return Err(corrupt(
+                    "accounts",
+                    m.id().as_str(),
+                    format!(
+                        "the mandate's holds are not in its currency {}",
+                        m.currency()
+                    ),
+                ));
+            }
+        }
+        out.push(report(
+            conn,
+            m.id(),
+            acc,
+            m.currency(),
+            &m.scope().budgets.windows,
+            now,
+        )?);
+    }
+    Ok(out)
+}
+
+fn other(message: String) -> StoreError {
+    StoreError::Other(message.into())
+}
+
+fn refused(
+    id: &MandateId,
+    limit: Option<LimitKind>,
+    counter: Option<&'static str>,
+    would_be: String,
+    max: String,
+) -> HoldError {
+    HoldError::Refused {
+        mandate_id: id.clone(),
+        limit,
+        counter,
+        would_be,
+        max,
+    }
+}
+
+/// The account of `id`, created with the mandate's currency if the store knows the mandate,
+/// else the currency of its limits, else the hold's.
+fn account_or_create(
+    conn: &Connection,
+    id: &MandateId,
+    limits: &crate::ports::BudgetLimits,
+    fallback: Currency,
+) -> Result<Account, StoreError> {
+    if let Some(acc) = account(conn, id)? {
+        return Ok(acc);
+    }
+    let key = id.as_str();
+    let known: Option<String> = conn
+        .prepare_cached("SELECT currency FROM mandates WHERE id = ?1")
+        .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
+        .map_err(|e| sql_error("mandates", key, e))?;
+    let cur = match known {
+        Some(code) => currency("mandates", key, &code)?,
+        None => limits
+            .lifetime
+            .map(|m| m.currency())
+            .or_else(|| {
+                limits
+                    .windows
+                    .iter()
+                    .find_map(|w| w.max_amount.map(|m| m.currency()))
+            })
+            .unwrap_or(fallback),
+    };
+    conn.prepare_cached(
+        "INSERT INTO accounts (mandate_id, currency, held, spent, uses, attempts) \
+         VALUES (?1, ?2, 0, 0, 0, 0)",
+    )
+    .and_then(|mut s| s.execute(params![key, cur.code()]))
+    .map_err(|e| sql_error("accounts", key, e))?;
+    Ok(Account {
+        currency: cur,
+        held: 0,
+        spent: 0,
+        uses: 0,
+        attempts: 0,
+    })
+}
+
+/// Places `req` on every level or none; returns the usage of each level after the hold.
+pub(super) fn place(conn: &Connection, req: &HoldRequest) -> Result<Vec<Usage>, HoldError> {
+    let id = req.attempt_id.as_str();
+    if req.levels.len() > MAX_LEVELS {
+        return Err(other(format!(
+            "a hold may list at most {MAX_LEVELS} levels, {} given",
+            req.levels.len()
+        ))
+        .into());
+    }
+    for (i, l) in req.levels.iter().enumerate() {
+        if req.levels[..i].iter().any(|p| p.mandate_id == l.mandate_id) {
+            return Err(other(format!("a hold lists mandate {} twice", l.mandate_id)).into());
+        }
+    }
+    let exists: Option<i64> = conn
+        .prepare_cached("SELECT 1 FROM holds WHERE attempt_id = ?1")
+        .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+        .map_err(|e| sql_error("holds", id, e))?;
+    if exists.is_some() {
+        return Err(HoldError::Duplicate {
+            attempt_id: req.attempt_id.clone(),
+        });
+    }
+    let cur = req.amount.currency();
+    let minor = req.amount.minor_units();
+    let at = nanos(req.at)?;
+    let mut accounts = Vec::with_capacity(req.levels.len());
+    for level in &req.levels {
+        let acc = account_or_create(conn, &level.mandate_id, &level.limits, cur)?;
+        check(conn, level, &acc, cur, minor, req.at)?;
+        accounts.push(acc);
+    }
+    // Every level accepts: apply.
+    let ids: Vec<&str> = req.levels.iter().map(|l| l.mandate_id.as_str()).collect();
+    let ids_json = encode("holds", id, &ids)?;
+    conn.prepare_cached(
+        "INSERT INTO holds (attempt_id, currency, amount, committed, refunded, lifetime_back, \
+                            window_back, at, state, mandate_ids) \
+         VALUES (?1, ?2, ?3, 0, 0, 0, 0, ?4, 'held', ?5)",
+    )
+    .and_then(|mut s| s.execute(params![id, cur.code(), minor, at, ids_json]))
+    .map_err(|e| sql_error("holds", id, e))?;
+    let mut out = Vec::with_capacity(req.levels.len());
+    for (level, acc) in req.levels.iter().zip(accounts) {
+        let key = level.mandate_id.as_str();
+        conn.prepare_cached(
+            "INSERT INTO hold_levels (mandate_id, at, attempt_id) VALUES (?1, ?2, ?3)",
+        )
+        .and_then(|mut s| s.execute(params![key, at, id]))
+        .map_err(|e| sql_error("hold_levels", key, e))?;
+        conn.prepare_cached(
+            "UPDATE accounts SET held = held + ?2, uses = uses + 1, attempts = attempts + 1 \
+             WHERE mandate_id = ?1",
+        )
+        .and_then(|mut s| s.execute(params![key, minor]))
+        .map_err(|e| sql_error("accounts", key, e))?;
+        let after = Account {
+            held: acc.held.saturating_add(minor),
+            uses: acc.uses + 1,
+            attempts: acc.attempts + 1,
+            ..acc
+        };
+        out.push(report(
+            conn,
+            &level.mandate_id,
+            Some(after),
+            cur,
+            &level.limits.windows,
+            req.at,
+        )?);
+    }
+    Ok(out)
+}
+
+/// Checks one level. Order: currency, lifetime, windows in the order of the limits (amount,
+/// then count), uses, attempts.
+fn check(
+    conn: &Connection,
+    level: &crate::ports::HoldLevel,
+    acc: &Account,
+    cur: Currency,
+    minor: i64,
+    at: DateTime<Utc>,
+) -> Result<(), HoldError> {
+    let limits = &level.limits;
+    let id = &level.mandate_id;
+    let wrong = |m: &Money| m.currency() != cur;
+    if acc.currency != cur
+        || limits.lifetime.as_ref().is_some_and(wrong)
+        || limits
+            .windows
+            .iter()
+            .any(|w| w.max_amount.as_ref().is_some_and(wrong))
+    {
+        return Err(HoldError::Currency {
+            mandate_id: id.clone(),
+            currency: cur.to_string(),
+        });
+    }
+    let amount = i128::from(minor);
+    if let Some(cap) = &limits.lifetime {
+        let would_be = i128::from(acc.spent) + i128::from(acc.held) + amount;
+        if would_be > i128::from(cap.minor_units()) {
+            return Err(refused(
+                id,
+                Some(LimitKind::Lifetime),
+                None,
+                cur.format_minor(would_be),
+                cap.to_string(),
+            ));
+        }
+    }
+    for limit in &limits.windows {
+        if limit.max_amount.is_none() && limit.max_count.is_none() {
+            continue;
+        }
+        let (sum, n) = window(conn, id, limit.window_seconds, at)?;
+        if let Some(cap) = &limit.max_amount {
+            let would_be = sum + amount;
+            if would_be > i128::from(cap.minor_units()) {
+                return Err(refused(
+                    id,
+                    Some(LimitKind::WindowAmount {
+                        window_seconds: limit.window_seconds,
+                    }),
+                    None,
+                    cur.format_minor(would_be),
+                    cap.to_string(),
+                ));
+            }
+        }
+        if let Some(cap) = limit.max_count {
+            if n + 1 > i64::from(cap) {
+                return Err(refused(
+                    id,
+                    Some(LimitKind::WindowCount {
+                        window_seconds: limit.window_seconds,
+                    }),
+                    None,
+                    (n + 1).to_string(),
+                    cap.to_string(),
+                ));
+            }
+        }
+    }
+    for (name, used, cap) in [
+        ("uses", acc.uses, limits.max_uses),
+        ("attempts", acc.attempts, limits.max_attempts),
+    ] {
+        if let Some(cap) = cap {
+            if used + 1 > i64::from(cap) {
+                return Err(refused(
+                    id,
+                    None,
+                    Some(name),
+                    (used + 1).to_string(),
+                    cap.to_string(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A hold row.
+struct Hold {
+    currency: Currency,
+    amount: i64,
+    committed: i64,
+    refunded: i64,
+    at: i64,
+    state: HoldState,
+    mandate_ids: Vec<MandateId>,
+}
+
+fn load(conn: &Connection, attempt_id: &AttemptId) -> Result<Option<Hold>, StoreError> {
+    let key = attempt_id.as_str();
+    let row = conn
+        .prepare_cached(
+            "SELECT currency, amount, committed, refunded, lifetime_back, window_back, at, \
+                    state, mandate_ids \
+             FROM holds WHERE attempt_id = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row([key], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    [
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, i64>(5)?,
+                    ],
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, String>(7)?,
+                    r.get::<_, String>(8)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(|e| sql_error("holds", key, e))?;
+    let Some((code, amounts, at, state, ids)) = row else {
+        return Ok(None);
+    };
+    let [amount, committed, refunded, lifetime_back, window_back] = amounts;
+    if amounts.iter().any(|&a| a < 0)
+        || committed > amount
+        || refunded > committed
+        || lifetime_back > refunded
+        || window_back > refunded
+    {
+        return Err(corrupt(
+            "holds",
+            key,
+            format!(
+                "inconsistent amounts (amount {amount}, committed {committed}, refunded \
+                 {refunded}, restored {lifetime_back} / {window_back})"
+            ),
+        ));
+    }
+    let state = match state.as_str() {
+        "held" => HoldState::Held,
+        "committed" => HoldState::Committed,
+        "released" => HoldState::Released,
+        other => return Err(corrupt("holds", key, format!("unknown state {other:?}"))),
+    };
+    Ok(Some(Hold {
+        currency: currency("holds", key, &code)?,
+        amount,
+        committed,
+        refunded,
+        at,
+        state,
+        mandate_ids: decode("holds", key, &ids)?,
+    }))
+}
+
+fn found(conn: &Connection, attempt_id: &AttemptId) -> Result<Hold, StoreError> {
+    load(conn, attempt_id)?.ok_or_else(|| StoreError::NotFound {
+        entity: "hold",
+        id: attempt_id.to_string(),
+    })
+}
+
+fn conflict(attempt_id: &AttemptId, message: String) -> StoreError {
+    StoreError::Conflict {
+        entity: "hold",
+        id: attempt_id.to_string(),
+        message,
+    }
+}
+
+fn state_name(state: HoldState) -> &'static str {
+    match state {
+        HoldState::Held => "held",
+        HoldState::Committed => "committed",
+        HoldState::Released => "released",
+    }
+}
+
+/// Adds the deltas to the accounts of every level of a hold.
+fn adjust(
+    conn: &Connection,
+    hold: &Hold,
+    held: i64,
+    spent: i64,
+    uses: i64,
+) -> Result<(), StoreError> {
+    for m in &hold.mandate_ids {
+        let key = m.as_str();
+        conn.prepare_cached(
+            "UPDATE accounts SET held = held + ?2, spent = spent + ?3, uses = uses + ?4 \
+             WHERE mandate_id = ?1",
+        )
+        .and_then(|mut s| s.execute(params![key, held, spent, uses]))
+        .map_err(|e| sql_error("accounts", key, e))?;
+    }
+    Ok(())
+}
+
+/// Commits `amount` of a held hold; the rest is released.
+pub(super) fn commit(
+    conn: &Connection,
+    attempt_id: &AttemptId,
+    amount: Money,
+) -> Result<(), StoreError> {
+    let hold = found(conn, attempt_id)?;
+    if hold.state != HoldState::Held {
+        return Err(conflict(
+            attempt_id,
+            format!("cannot commit: the hold is {}", state_name(hold.state)),
+        ));
+    }
+    if amount.currency() != hold.currency {
+        return Err(conflict(
+            attempt_id,
+            format!("cannot commit {amount}: the hold is in {}", hold.currency),
+        ));
+    }
+    let c = amount.minor_units();
+    if c > hold.amount {
+        return Err(conflict(
+            attempt_id,
+            format!(
+                "cannot commit {amount}: more than the {} held",
+                hold.currency.format_minor(i128::from(hold.amount))
+            ),
+        ));
+    }
+    adjust(conn, &hold, -hold.amount, c, if c == 0 { -1 } else { 0 })?;
+    set(conn, attempt_id, "committed = ?2, state = 'committed'", c)
+}
+
+/// Releases a held hold.
+pub(super) fn release(conn: &Connection, attempt_id: &AttemptId) -> Result<(), StoreError> {
+    let hold = found(conn, attempt_id)?;
+    if hold.state != HoldState::Held {
+        return Err(conflict(
+            attempt_id,
+            format!("cannot release: the hold is {}", state_name(hold.state)),
+        ));
+    }
+    adjust(conn, &hold, -hold.amount, 0, -1)?;
+    set(conn, attempt_id, "state = 'released', committed = ?2", 0)
+}
+
+/// Records a refund against a committed hold.
+pub(super) fn refund(
+    conn: &Connection,
+    attempt_id: &AttemptId,
+    amount: Money,
+    policy: RefundPolicy,
+) -> Result<(), StoreError> {
+    let hold = found(conn, attempt_id)?;
+    if hold.state != HoldState::Committed {
+        return Err(conflict(
+            attempt_id,
+            format!("cannot refund: the hold is {}", state_name(hold.state)),
+        ));
+    }
+    if amount.currency() != hold.currency {
+        return Err(conflict(
+            attempt_id,
+            format!("cannot refund {amount}: the hold is in {}", hold.currency),
+        ));
+    }
+    let r = amount.minor_units();
+    let total = hold.refunded.saturating_add(r);
+    if total > hold.committed {
+        return Err(conflict(
+            attempt_id,
+            format!(
+                "cannot refund {amount}: refunds would reach {}, more than the {} committed",
+                hold.currency.format_minor(i128::from(total)),
+                hold.currency.format_minor(i128::from(hold.committed))
+            ),
+        ));
+    }
+    let lifetime = if policy.restores_lifetime { r } else { 0 };
+    let windows = if policy.restores_windows { r } else { 0 };
+    adjust(conn, &hold, 0, -lifetime, 0)?;
+    let key = attempt_id.as_str();
+    conn.prepare_cached(
+        "UPDATE holds SET refunded = refunded + ?2, lifetime_back = lifetime_back + ?3, \
+                          window_back = window_back + ?4 \
+         WHERE attempt_id = ?1",
+    )
+    .and_then(|mut s| s.execute(params![key, r, lifetime, windows]))
+    .map_err(|e| sql_error("holds", key, e))?;
+    Ok(())
+}
+
+fn set(conn: &Connection, attempt_id: &AttemptId, assign: &str, v: i64) -> Result<(), StoreError> {
+    let key = attempt_id.as_str();
+    conn.prepare_cached(&format!("UPDATE holds SET {assign} WHERE attempt_id = ?1"))
+        .and_then(|mut s| s.execute(params![key, v]))
+        .map_err(|e| sql_error("holds", key, e))?;
+    Ok(())
+}
+
+/// A hold by attempt.
+pub(super) fn record(
+    conn: &Connection,
+    attempt_id: &AttemptId,
+) -> Result<Option<HoldRecord>, StoreError> {
+    let Some(h) = load(conn, attempt_id)? else {
+        return Ok(None);
+    };
+    let key = attempt_id.as_str();
+    Ok(Some(HoldRecord {
+        attempt_id: attempt_id.clone(),
+        mandate_ids: h.mandate_ids,
+        amount: amount("holds", key, h.amount, h.currency)?,
+        committed: amount("holds", key, h.committed, h.currency)?,
+        refunded: amount("holds", key, h.refunded, h.currency)?,
+        at: time(h.at),
+        state: h.state,
+    }))
+}

@@ -1,0 +1,194 @@
+//! SQLite adapters (feature `sqlite`): the embedded, durable default.
+//!
+//! One [`SqliteDatabase`] is one SQLite file (or an in-memory database) with the schema of this
+//! crate, migrated on open. It hands out the [`Store`](crate::ports::Store)
+//! ([`SqliteStore`]) and the [`AuditSink`](crate::ports::AuditSink) ([`SqliteAuditSink`]) over
+//! the same connection, so a service keeps all its state in one file.
+//!
+//! # Durability and concurrency
+//!
+//! * The journal is in WAL mode and `synchronous=FULL` by default: a call that returned `Ok`
+//!   survives a crash of the process and of the machine. [`Synchronous::Normal`] trades the
+//!   last transactions before a power loss (never a process crash) for speed.
+//! * Every port call is one transaction. Writes start `BEGIN IMMEDIATE`, so two connections
+//!   (two processes, or two `SqliteDatabase`s on one file) serialise on SQLite's write lock and
+//!   a hold checks the caps against what every other writer committed: no overspend across
+//!   processes. A writer waits up to [`SqliteConfig::busy_timeout`] for the lock, then the call
+//!   fails with the retryable [`StoreError::Unavailable`].
+//! * SQLite calls block, so each database owns a dedicated thread with its connection; async
+//!   calls hand it a job and await the answer, and never stall an async runtime (any runtime:
+//!   the adapter needs no tokio runtime).
+//!
+//! # Schema
+//!
+//! The migrations are embedded and applied on open, in one transaction each; the version is
+//! SQLite's `user_version`. A database written by a newer version of this crate is refused
+//! with [`StoreError::Corrupt`] naming `schema` (never read with a schema this code does not
+//! know). Records keep their JSON form in a `body` column beside the columns the queries use;
+//! amounts are integer minor units with a currency code; times are nanoseconds since the Unix
+//! epoch. A row that cannot be read back is a [`StoreError::Corrupt`] naming its table and key.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! use agent_mandate::adapters::sqlite::{SqliteConfig, SqliteDatabase};
+//! use agent_mandate::domain::examples;
+//! use agent_mandate::ports::{AuditSink, Store};
+//!
+//! let dir = std::env::temp_dir().join(format!("am-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir).unwrap();
+//! let path = dir.join("mandates.db");
+//! # let _ = std::fs::remove_file(&path);
+//! let db = SqliteDatabase::open(SqliteConfig::file(&path)).unwrap();
+//! let store = db.store();
+//! let mandate = examples::travel_backpack_mandate();
+//! store.insert_mandate(&mandate).await.unwrap();
+//! drop((store, db));
+//!
+//! // Reopened: the mandate is still there.
+//! let db = SqliteDatabase::open(SqliteConfig::file(&path)).unwrap();
+//! assert_eq!(db.store().mandate(mandate.id()).await.unwrap(), Some(mandate));
+//! assert!(db.audit_sink().verify().await.unwrap().is_none());
+//! # std::fs::remove_dir_all(&dir).unwrap();
+//! # });
+//! ```
+
+mod audit;
+mod codec;
+mod ledger;
+mod schema;
+mod store;
+mod worker;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use audit::SqliteAuditSink;
+pub use schema::SCHEMA_VERSION;
+pub use store::SqliteStore;
+
+use crate::ports::StoreError;
+use worker::Worker;
+
+/// How hard SQLite syncs to disk (`PRAGMA synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Synchronous {
+    /// Every commit is synced (`FULL`, the default): nothing acknowledged is lost, even on
+    /// power loss.
+    #[default]
+    Full,
+    /// In WAL mode, commits are synced at checkpoints (`NORMAL`): a process crash loses
+    /// nothing; a power loss may lose the last commits.
+    Normal,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        }
+    }
+}
+
+/// Where and how to open a database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteConfig {
+    /// The file; `None` for a private in-memory database (gone with the value).
+    pub path: Option<PathBuf>,
+    /// See [`Synchronous`].
+    pub synchronous: Synchronous,
+    /// How long a write waits for another connection's write lock before failing with
+    /// [`StoreError::Unavailable`].
+    pub busy_timeout: Duration,
+}
+
+impl SqliteConfig {
+    /// A database file (created if missing), `synchronous=FULL`, 5 s busy timeout.
+    pub fn file(path: impl AsRef<Path>) -> SqliteConfig {
+        SqliteConfig {
+            path: Some(path.as_ref().to_path_buf()),
+            synchronous: Synchronous::Full,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// A private in-memory database (tests, examples): same schema and queries, no file.
+    pub fn in_memory() -> SqliteConfig {
+        SqliteConfig {
+            path: None,
+            synchronous: Synchronous::Full,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// With another [`Synchronous`] level.
+    pub fn synchronous(mut self, level: Synchronous) -> SqliteConfig {
+        self.synchronous = level;
+        self
+    }
+
+    /// With another busy timeout.
+    pub fn busy_timeout(mut self, timeout: Duration) -> SqliteConfig {
+        self.busy_timeout = timeout;
+        self
+    }
+}
+
+/// An open database: one connection on its own thread, the schema migrated.
+///
+/// Cheap to clone (the clones share the connection). [`SqliteDatabase::store`] and
+/// [`SqliteDatabase::audit_sink`] give the ports; open the same file twice for two
+/// independent connections (they serialise their writes through SQLite's lock).
+#[derive(Clone)]
+pub struct SqliteDatabase {
+    worker: Arc<Worker>,
+    path: Option<PathBuf>,
+}
+
+impl fmt::Debug for SqliteDatabase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteDatabase")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteDatabase {
+    /// Opens (creating if needed) and migrates the database. Fails with
+    /// [`StoreError::Corrupt`] if the file holds a schema from a newer version of this crate
+    /// or is not a database, [`StoreError::Unavailable`] if it cannot be opened.
+    pub fn open(config: SqliteConfig) -> Result<SqliteDatabase, StoreError> {
+        let path = config.path.clone();
+        let worker = Worker::start(config)?;
+        Ok(SqliteDatabase {
+            worker: Arc::new(worker),
+            path,
+        })
+    }
+
+    /// The [`Store`](crate::ports::Store) on this database.
+    pub fn store(&self) -> SqliteStore {
+        SqliteStore::new(self.clone())
+    }
+
+    /// The [`AuditSink`](crate::ports::AuditSink) on this database.
+    pub fn audit_sink(&self) -> SqliteAuditSink {
+        SqliteAuditSink::new(self.clone())
+    }
+
+    /// The file, if any.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Runs `f` on the connection's thread and returns its result.
+    pub(crate) async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut rusqlite::Connection) -> R + Send + 'static,
+    ) -> Result<R, StoreError> {
+        self.worker.call(f).await
+    }
+}

@@ -1,0 +1,151 @@
+//! Connection settings and the embedded migrations.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::codec::sql_error;
+use super::SqliteConfig;
+use crate::ports::StoreError;
+
+/// The schema version this code writes and reads (SQLite's `user_version`).
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Migration `i` takes the schema from version `i` to `i + 1`. Never edit one that has
+/// shipped: add the next.
+const MIGRATIONS: &[&str] = &[
+    // 1: every table of the Store and AuditSink ports.
+    r#"
+    CREATE TABLE mandates (
+        id TEXT PRIMARY KEY,
+        parent_id TEXT,
+        status TEXT NOT NULL,
+        currency TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE TABLE suspensions (
+        kind TEXT NOT NULL,
+        party_id TEXT NOT NULL,
+        PRIMARY KEY (kind, party_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE confirmations (
+        id TEXT PRIMARY KEY,
+        buyer_id TEXT NOT NULL,
+        snapshot_id TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX confirmations_by_buyer ON confirmations (buyer_id, snapshot_id);
+    CREATE TABLE snapshots (
+        id TEXT PRIMARY KEY,
+        body TEXT NOT NULL
+    );
+    CREATE TABLE accounts (
+        mandate_id TEXT PRIMARY KEY,
+        currency TEXT NOT NULL,
+        held INTEGER NOT NULL,
+        spent INTEGER NOT NULL,
+        uses INTEGER NOT NULL,
+        attempts INTEGER NOT NULL
+    );
+    CREATE TABLE holds (
+        attempt_id TEXT PRIMARY KEY,
+        currency TEXT NOT NULL,
+        amount INTEGER NOT NULL,
+        committed INTEGER NOT NULL,
+        refunded INTEGER NOT NULL,
+        lifetime_back INTEGER NOT NULL,
+        window_back INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        mandate_ids TEXT NOT NULL
+    );
+    CREATE TABLE hold_levels (
+        mandate_id TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        attempt_id TEXT NOT NULL,
+        PRIMARY KEY (mandate_id, at, attempt_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE attempts (
+        id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX attempts_by_status ON attempts (status, created_at, id);
+    CREATE TABLE idempotency (
+        actor_id TEXT NOT NULL,
+        operation TEXT NOT NULL,
+        key TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        state TEXT NOT NULL,
+        lease_until INTEGER,
+        result TEXT,
+        retain_until INTEGER,
+        PRIMARY KEY (actor_id, operation, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE orders (
+        attempt_id TEXT PRIMARY KEY,
+        order_id TEXT NOT NULL UNIQUE,
+        body TEXT NOT NULL
+    );
+    CREATE TABLE blocks (
+        actor_id TEXT PRIMARY KEY,
+        count INTEGER NOT NULL
+    );
+    CREATE TABLE audit_events (
+        seq INTEGER PRIMARY KEY,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    "#,
+];
+
+/// Applies the connection settings, then every migration the database lacks.
+pub(super) fn prepare(conn: &mut Connection, config: &SqliteConfig) -> Result<(), StoreError> {
+    let setup = || -> rusqlite::Result<()> {
+        conn.busy_timeout(config.busy_timeout)?;
+        if config.path.is_some() {
+            // `journal_mode` answers with the mode it set.
+            let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        }
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = {}; PRAGMA foreign_keys = OFF;",
+            config.synchronous.pragma()
+        ))
+    };
+    setup().map_err(|e| sql_error("schema", "settings", e))?;
+    migrate(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| sql_error("schema", "user_version", e))?;
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| sql_error("schema", "user_version", e))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Corrupt {
+            table: "schema",
+            key: "user_version".into(),
+            message: format!(
+                "the database has schema version {version}, newer than the {SCHEMA_VERSION} this \
+                 version of agent-mandate knows: upgrade the library, never downgrade a database"
+            ),
+        });
+    }
+    if version < 0 {
+        return Err(StoreError::Corrupt {
+            table: "schema",
+            key: "user_version".into(),
+            message: format!("the schema version {version} is negative"),
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let next = i + 1;
+        tx.execute_batch(sql)
+            .and_then(|()| tx.execute_batch(&format!("PRAGMA user_version = {next}")))
+            .map_err(|e| sql_error("schema", &format!("migration {next}"), e))?;
+    }
+    tx.commit()
+        .map_err(|e| sql_error("schema", "user_version", e))
+}

@@ -1,0 +1,786 @@
+//! [`SqliteStore`]: the [`Store`] port on SQLite.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use super::codec::{corrupt, decode, encode, nanos, sql_error, time};
+use super::{ledger, SqliteDatabase};
+use crate::domain::{
+    ActorId, AttemptId, AttemptStatus, BuyerId, CartSnapshot, Confirmation, ContentDigest, Mandate,
+    MandateId, MandateStatus, Money, Order, Party, PaymentAttempt, SnapshotId, Suspensions, Usage,
+};
+use crate::ports::{
+    Begin, HoldError, HoldRecord, HoldRequest, IdempotencyScope, InsertOrder, RefundPolicy, Store,
+    StoreError, StoredResult,
+};
+
+/// Longest chain [`Store::chain`] follows (as the memory store).
+const MAX_DEPTH: usize = 64;
+
+/// The [`Store`] port on a [`SqliteDatabase`]: every call is one transaction, writes take
+/// SQLite's write lock at their start (`BEGIN IMMEDIATE`). See the [module docs](super).
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use agent_mandate::adapters::sqlite::{SqliteConfig, SqliteDatabase};
+/// use agent_mandate::domain::{examples, AttemptId, Currency, Money};
+/// use agent_mandate::ports::{HoldError, HoldRequest, Store};
+///
+/// let store = SqliteDatabase::open(SqliteConfig::in_memory()).unwrap().store();
+/// let mandate = examples::travel_backpack_mandate(); // lifetime cap EUR 150.00
+/// store.insert_mandate(&mandate).await.unwrap();
+/// let chain = store.chain(mandate.id()).await.unwrap();
+/// let eur = |a| Money::parse(a, Currency::EUR).unwrap();
+/// let hold = |id: &str, a| {
+///     HoldRequest::on_chain(AttemptId::new(id).unwrap(), eur(a), examples::now(), &chain)
+/// };
+/// store.place_hold(&hold("attempt_1", "144.00")).await.unwrap();
+/// assert!(matches!(
+///     store.place_hold(&hold("attempt_2", "10.00")).await,
+///     Err(HoldError::Refused { .. })
+/// ));
+/// # });
+/// ```
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    db: SqliteDatabase,
+}
+
+impl SqliteStore {
+    pub(super) fn new(db: SqliteDatabase) -> SqliteStore {
+        SqliteStore { db }
+    }
+
+    /// The database this store is on.
+    pub fn database(&self) -> &SqliteDatabase {
+        &self.db
+    }
+
+    /// Runs `f` in a write transaction (`BEGIN IMMEDIATE`), committed if `f` succeeds.
+    async fn write<R, E>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&Connection) -> Result<R, E> + Send + 'static,
+    ) -> Result<R, E>
+    where
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        self.db
+            .call(move |conn| {
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(|e| sql_error(what, "begin", e))?;
+                let out = f(&tx)?;
+                tx.commit().map_err(|e| sql_error(what, "commit", e))?;
+                Ok(out)
+            })
+            .await?
+    }
+
+    /// Runs `f` in a read transaction (one consistent snapshot).
+    async fn read<R>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+    {
+        self.db
+            .call(move |conn| {
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Deferred)
+                    .map_err(|e| sql_error(what, "begin", e))?;
+                let out = f(&tx)?;
+                // Ending a read transaction cannot lose anything.
+                let _ = tx.finish();
+                Ok(out)
+            })
+            .await?
+    }
+}
+
+fn mandate_row(conn: &Connection, id: &str) -> Result<Option<Mandate>, StoreError> {
+    let body: Option<String> = conn
+        .prepare_cached("SELECT body FROM mandates WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+        .map_err(|e| sql_error("mandates", id, e))?;
+    let Some(body) = body else { return Ok(None) };
+    let m: Mandate = decode("mandates", id, &body)?;
+    if m.id().as_str() != id {
+        return Err(corrupt(
+            "mandates",
+            id,
+            format!("the body is mandate {}", m.id()),
+        ));
+    }
+    Ok(Some(m))
+}
+
+fn attempt_row(conn: &Connection, id: &str) -> Result<Option<PaymentAttempt>, StoreError> {
+    let body: Option<String> = conn
+        .prepare_cached("SELECT body FROM attempts WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+        .map_err(|e| sql_error("attempts", id, e))?;
+    let Some(body) = body else { return Ok(None) };
+    let a: PaymentAttempt = decode("attempts", id, &body)?;
+    if a.id.as_str() != id {
+        return Err(corrupt(
+            "attempts",
+            id,
+            format!("the body is attempt {}", a.id),
+        ));
+    }
+    Ok(Some(a))
+}
+
+fn order_row(conn: &Connection, attempt_id: &str) -> Result<Option<Order>, StoreError> {
+    let body: Option<String> = conn
+        .prepare_cached("SELECT body FROM orders WHERE attempt_id = ?1")
+        .and_then(|mut s| s.query_row([attempt_id], |r| r.get(0)).optional())
+        .map_err(|e| sql_error("orders", attempt_id, e))?;
+    body.map(|b| decode("orders", attempt_id, &b)).transpose()
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation)
+}
+
+fn scope_key(scope: &IdempotencyScope) -> String {
+    format!("{}/{}/{}", scope.actor_id, scope.operation, scope.key)
+}
+
+fn party(p: &Party) -> (&'static str, &str) {
+    match p {
+        Party::Actor(a) => ("actor", a.as_str()),
+        Party::Buyer(b) => ("buyer", b.as_str()),
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_mandate(&self, mandate: &Mandate) -> Result<(), StoreError> {
+        let m = mandate.clone();
+        self.write("mandates", move |conn| {
+            let id = m.id().as_str();
+            let body = encode("mandates", id, &m)?;
+            let parent = m.parent_id().map(|p| p.as_str().to_string());
+            conn.prepare_cached(
+                "INSERT INTO mandates (id, parent_id, status, currency, body) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    id,
+                    parent,
+                    m.status().as_str(),
+                    m.currency().code(),
+                    body
+                ])
+            })
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Conflict {
+                        entity: "mandate",
+                        id: id.to_string(),
+                        message: "the id is taken".into(),
+                    }
+                } else {
+                    sql_error("mandates", id, e)
+                }
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn mandate(&self, id: &MandateId) -> Result<Option<Mandate>, StoreError> {
+        let id = id.clone();
+        self.read("mandates", move |conn| mandate_row(conn, id.as_str()))
+            .await
+    }
+
+    async fn update_mandate(
+        &self,
+        mandate: &Mandate,
+        expected: MandateStatus,
+    ) -> Result<(), StoreError> {
+        let m = mandate.clone();
+        self.write("mandates", move |conn| {
+            let id = m.id().as_str();
+            let stored = mandate_row(conn, id)?.ok_or_else(|| StoreError::NotFound {
+                entity: "mandate",
+                id: id.to_string(),
+            })?;
+            let conflict = |message: String| StoreError::Conflict {
+                entity: "mandate",
+                id: id.to_string(),
+                message,
+            };
+            if stored.status() != expected {
+                return Err(conflict(format!(
+                    "the status is {}, not {expected}",
+                    stored.status()
+                )));
+            }
+            // Only the lifecycle changes: the stored scope stays.
+            let mut spec = stored.spec().clone();
+            spec.lifecycle = m.lifecycle().clone();
+            let next = Mandate::new(spec).map_err(|e| conflict(e.to_string()))?;
+            let body = encode("mandates", id, &next)?;
+            conn.prepare_cached(
+                "UPDATE mandates SET status = ?2, body = ?3 WHERE id = ?1 AND status = ?4",
+            )
+            .and_then(|mut s| {
+                s.execute(params![id, next.status().as_str(), body, expected.as_str()])
+            })
+            .map_err(|e| sql_error("mandates", id, e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn chain(&self, leaf: &MandateId) -> Result<Vec<Mandate>, StoreError> {
+        let leaf = leaf.clone();
+        self.read("mandates", move |conn| {
+            let Some(mut current) = mandate_row(conn, leaf.as_str())? else {
+                return Ok(Vec::new());
+            };
+            let mut chain = vec![current.clone()];
+            while let Some(parent) = current.parent_id().cloned() {
+                let here = current.id().to_string();
+                if chain.len() >= MAX_DEPTH {
+                    return Err(corrupt(
+                        "mandates",
+                        &here,
+                        format!("the chain of {leaf} is deeper than {MAX_DEPTH} levels"),
+                    ));
+                }
+                if chain.iter().any(|m| *m.id() == parent) {
+                    return Err(corrupt(
+                        "mandates",
+                        &here,
+                        format!("the parents loop back to {parent}"),
+                    ));
+                }
+                current = mandate_row(conn, parent.as_str())?.ok_or_else(|| {
+                    corrupt("mandates", &here, format!("the parent {parent} is missing"))
+                })?;
+                chain.push(current.clone());
+            }
+            chain.reverse();
+            Ok(chain)
+        })
+        .await
+    }
+
+    async fn set_suspended(&self, party_: &Party, suspended: bool) -> Result<(), StoreError> {
+        let (kind, id) = party(party_);
+        let id = id.to_string();
+        self.write("suspensions", move |conn| {
+            let sql = if suspended {
+                "INSERT OR IGNORE INTO suspensions (kind, party_id) VALUES (?1, ?2)"
+            } else {
+                "DELETE FROM suspensions WHERE kind = ?1 AND party_id = ?2"
+            };
+            conn.prepare_cached(sql)
+                .and_then(|mut s| s.execute(params![kind, id]))
+                .map_err(|e| sql_error("suspensions", &id, e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn suspensions(
+        &self,
+        actors: &[ActorId],
+        buyer: &BuyerId,
+    ) -> Result<Suspensions, StoreError> {
+        let actors = actors.to_vec();
+        let buyer = buyer.clone();
+        self.read("suspensions", move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT 1 FROM suspensions WHERE kind = ?1 AND party_id = ?2")
+                .map_err(|e| sql_error("suspensions", "select", e))?;
+            let mut on = |kind: &str, id: &str| {
+                stmt.query_row(params![kind, id], |_| Ok(()))
+                    .optional()
+                    .map(|r| r.is_some())
+                    .map_err(|e| sql_error("suspensions", id, e))
+            };
+            let mut found: Vec<ActorId> = Vec::new();
+            for a in &actors {
+                if !found.contains(a) && on("actor", a.as_str())? {
+                    found.push(a.clone());
+                }
+            }
+            let buyers = if on("buyer", buyer.as_str())? {
+                vec![buyer.clone()]
+            } else {
+                Vec::new()
+            };
+            Ok(Suspensions {
+                actors: found,
+                buyers,
+            })
+        })
+        .await
+    }
+
+    async fn insert_confirmation(&self, confirmation: &Confirmation) -> Result<(), StoreError> {
+        let c = confirmation.clone();
+        self.write("confirmations", move |conn| {
+            let id = c.id.as_str();
+            let stored: Option<String> = conn
+                .prepare_cached("SELECT body FROM confirmations WHERE id = ?1")
+                .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+                .map_err(|e| sql_error("confirmations", id, e))?;
+            if let Some(body) = stored {
+                let stored: Confirmation = decode("confirmations", id, &body)?;
+                if stored == c {
+                    return Ok(());
+                }
+                return Err(StoreError::Conflict {
+                    entity: "confirmation",
+                    id: id.to_string(),
+                    message: "another confirmation has this id".into(),
+                });
+            }
+            let body = encode("confirmations", id, &c)?;
+            conn.prepare_cached(
+                "INSERT INTO confirmations (id, buyer_id, snapshot_id, body) \
+                 VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    id,
+                    c.buyer_id.as_str(),
+                    c.snapshot_id.to_string(),
+                    body
+                ])
+            })
+            .map_err(|e| sql_error("confirmations", id, e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn confirmations(
+        &self,
+        buyer: &BuyerId,
+        snapshot: &SnapshotId,
+    ) -> Result<Vec<Confirmation>, StoreError> {
+        let buyer = buyer.clone();
+        let snapshot = snapshot.to_string();
+        self.read("confirmations", move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, body FROM confirmations \
+                     WHERE buyer_id = ?1 AND snapshot_id = ?2 ORDER BY rowid",
+                )
+                .map_err(|e| sql_error("confirmations", buyer.as_str(), e))?;
+            let rows = stmt
+                .query_map(params![buyer.as_str(), snapshot], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| sql_error("confirmations", buyer.as_str(), e))?;
+            rows.iter()
+                .map(|(id, body)| decode("confirmations", id, body))
+                .collect()
+        })
+        .await
+    }
+
+    async fn put_snapshot(&self, snapshot: &CartSnapshot) -> Result<(), StoreError> {
+        let s = snapshot.clone();
+        self.write("snapshots", move |conn| {
+            let id = s.id().to_string();
+            let body = encode("snapshots", &id, &s)?;
+            conn.prepare_cached("INSERT OR IGNORE INTO snapshots (id, body) VALUES (?1, ?2)")
+                .and_then(|mut st| st.execute(params![id, body]))
+                .map_err(|e| sql_error("snapshots", &id, e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn snapshot(&self, id: &SnapshotId) -> Result<Option<CartSnapshot>, StoreError> {
+        let id = id.to_string();
+        self.read("snapshots", move |conn| {
+            let body: Option<String> = conn
+                .prepare_cached("SELECT body FROM snapshots WHERE id = ?1")
+                .and_then(|mut s| s.query_row([&id], |r| r.get(0)).optional())
+                .map_err(|e| sql_error("snapshots", &id, e))?;
+            let Some(body) = body else { return Ok(None) };
+            let s: CartSnapshot = decode("snapshots", &id, &body)?;
+            if s.id().to_string() != id {
+                return Err(corrupt(
+                    "snapshots",
+                    &id,
+                    format!("the content hashes to {}", s.id()),
+                ));
+            }
+            Ok(Some(s))
+        })
+        .await
+    }
+
+    async fn usage(&self, chain: &[Mandate], now: DateTime<Utc>) -> Result<Vec<Usage>, StoreError> {
+        let chain = chain.to_vec();
+        self.read("accounts", move |conn| ledger::usage(conn, &chain, now))
+            .await
+    }
+
+    async fn place_hold(&self, hold: &HoldRequest) -> Result<Vec<Usage>, HoldError> {
+        let hold = hold.clone();
+        self.write("holds", move |conn| ledger::place(conn, &hold))
+            .await
+    }
+
+    async fn commit_hold(&self, attempt_id: &AttemptId, amount: Money) -> Result<(), StoreError> {
+        let id = attempt_id.clone();
+        self.write("holds", move |conn| ledger::commit(conn, &id, amount))
+            .await
+    }
+
+    async fn release_hold(&self, attempt_id: &AttemptId) -> Result<(), StoreError> {
+        let id = attempt_id.clone();
+        self.write("holds", move |conn| ledger::release(conn, &id))
+            .await
+    }
+
+    async fn refund_hold(
+        &self,
+        attempt_id: &AttemptId,
+        amount: Money,
+        policy: RefundPolicy,
+    ) -> Result<(), StoreError> {
+        let id = attempt_id.clone();
+        self.write("holds", move |conn| {
+            ledger::refund(conn, &id, amount, policy)
+        })
+        .await
+    }
+
+    async fn hold(&self, attempt_id: &AttemptId) -> Result<Option<HoldRecord>, StoreError> {
+        let id = attempt_id.clone();
+        self.read("holds", move |conn| ledger::record(conn, &id))
+            .await
+    }
+
+    async fn insert_attempt(&self, attempt: &PaymentAttempt) -> Result<(), StoreError> {
+        let a = attempt.clone();
+        self.write("attempts", move |conn| {
+            let id = a.id.as_str();
+            let body = encode("attempts", id, &a)?;
+            let created = nanos(a.created_at)?;
+            conn.prepare_cached(
+                "INSERT INTO attempts (id, status, created_at, body) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut s| s.execute(params![id, a.status.as_str(), created, body]))
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Conflict {
+                        entity: "attempt",
+                        id: id.to_string(),
+                        message: "the id is taken".into(),
+                    }
+                } else {
+                    sql_error("attempts", id, e)
+                }
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn attempt(&self, id: &AttemptId) -> Result<Option<PaymentAttempt>, StoreError> {
+        let id = id.clone();
+        self.read("attempts", move |conn| attempt_row(conn, id.as_str()))
+            .await
+    }
+
+    async fn update_attempt(
+        &self,
+        attempt: &PaymentAttempt,
+        expected: AttemptStatus,
+    ) -> Result<(), StoreError> {
+        let a = attempt.clone();
+        self.write("attempts", move |conn| {
+            let id = a.id.as_str();
+            let status: Option<String> = conn
+                .prepare_cached("SELECT status FROM attempts WHERE id = ?1")
+                .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+                .map_err(|e| sql_error("attempts", id, e))?;
+            let Some(status) = status else {
+                return Err(StoreError::NotFound {
+                    entity: "attempt",
+                    id: id.to_string(),
+                });
+            };
+            if status != expected.as_str() {
+                return Err(StoreError::Conflict {
+                    entity: "attempt",
+                    id: id.to_string(),
+                    message: format!("the status is {status}, not {expected}"),
+                });
+            }
+            let body = encode("attempts", id, &a)?;
+            conn.prepare_cached("UPDATE attempts SET status = ?2, body = ?3 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![id, a.status.as_str(), body]))
+                .map_err(|e| sql_error("attempts", id, e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn attempts_in(
+        &self,
+        statuses: &[AttemptStatus],
+        limit: usize,
+    ) -> Result<Vec<PaymentAttempt>, StoreError> {
+        let statuses: Vec<&'static str> = statuses.iter().map(|s| s.as_str()).collect();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read("attempts", move |conn| {
+            if statuses.is_empty() {
+                return Ok(Vec::new());
+            }
+            let marks = vec!["?"; statuses.len()].join(", ");
+            let sql = format!(
+                "SELECT id, body FROM attempts WHERE status IN ({marks}) \
+                 ORDER BY created_at, id LIMIT {limit}"
+            );
+            let mut stmt = conn
+                .prepare_cached(&sql)
+                .map_err(|e| sql_error("attempts", "attempts_in", e))?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(statuses.iter()), |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| sql_error("attempts", "attempts_in", e))?;
+            rows.iter()
+                .map(|(id, body)| decode("attempts", id, body))
+                .collect()
+        })
+        .await
+    }
+
+    async fn begin_idempotent(
+        &self,
+        scope: &IdempotencyScope,
+        fingerprint: &ContentDigest,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Begin, StoreError> {
+        let scope = scope.clone();
+        let fingerprint = *fingerprint;
+        self.write("idempotency", move |conn| {
+            let key = scope_key(&scope);
+            let keys = params![scope.actor_id.as_str(), scope.operation, scope.key.as_str()];
+            let row = conn
+                .prepare_cached(
+                    "SELECT fingerprint, state, lease_until, result, retain_until \
+                     FROM idempotency WHERE actor_id = ?1 AND operation = ?2 AND key = ?3",
+                )
+                .and_then(|mut s| {
+                    s.query_row(keys, |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, Option<i64>>(2)?,
+                            r.get::<_, Option<String>>(3)?,
+                            r.get::<_, Option<i64>>(4)?,
+                        ))
+                    })
+                    .optional()
+                })
+                .map_err(|e| sql_error("idempotency", &key, e))?;
+            let now_n = nanos(now)?;
+            if let Some((recorded, state, lease_until, result, retain_until)) = row {
+                let recorded = ContentDigest::parse(&recorded)
+                    .map_err(|e| corrupt("idempotency", &key, format!("fingerprint: {e}")))?;
+                match (state.as_str(), lease_until, result, retain_until) {
+                    ("completed", _, Some(result), Some(until)) if now_n < until => {
+                        return Ok(if recorded == fingerprint {
+                            Begin::Replay(decode("idempotency", &key, &result)?)
+                        } else {
+                            Begin::Conflict { recorded }
+                        });
+                    }
+                    ("completed", _, Some(_), Some(_)) => {}
+                    ("in_flight", Some(until), _, _) if now_n < until => {
+                        return Ok(if recorded == fingerprint {
+                            let left = time(until) - now;
+                            Begin::InFlight {
+                                retry_after: left.to_std().unwrap_or(Duration::ZERO),
+                            }
+                        } else {
+                            Begin::Conflict { recorded }
+                        });
+                    }
+                    ("in_flight", Some(_), _, _) => {}
+                    (other, ..) => {
+                        return Err(corrupt(
+                            "idempotency",
+                            &key,
+                            format!("state {other:?} with missing or extra fields"),
+                        ))
+                    }
+                }
+            }
+            let lease_until = TimeDelta::from_std(lease)
+                .ok()
+                .and_then(|d| now.checked_add_signed(d))
+                .and_then(|t| t.timestamp_nanos_opt())
+                .unwrap_or(i64::MAX);
+            conn.prepare_cached(
+                "INSERT INTO idempotency (actor_id, operation, key, fingerprint, state, \
+                                          lease_until, result, retain_until) \
+                 VALUES (?1, ?2, ?3, ?4, 'in_flight', ?5, NULL, NULL) \
+                 ON CONFLICT (actor_id, operation, key) DO UPDATE SET \
+                   fingerprint = excluded.fingerprint, state = 'in_flight', \
+                   lease_until = excluded.lease_until, result = NULL, retain_until = NULL",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    scope.actor_id.as_str(),
+                    scope.operation,
+                    scope.key.as_str(),
+                    fingerprint.to_string(),
+                    lease_until
+                ])
+            })
+            .map_err(|e| sql_error("idempotency", &key, e))?;
+            Ok(Begin::Started)
+        })
+        .await
+    }
+
+    async fn complete_idempotent(
+        &self,
+        scope: &IdempotencyScope,
+        result: &StoredResult,
+        retain_until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let scope = scope.clone();
+        let result = result.clone();
+        self.write("idempotency", move |conn| {
+            let key = scope_key(&scope);
+            let body = encode("idempotency", &key, &result)?;
+            let until = nanos(retain_until).unwrap_or(i64::MAX);
+            let n = conn
+                .prepare_cached(
+                    "UPDATE idempotency SET state = 'completed', lease_until = NULL, \
+                                            result = ?4, retain_until = ?5 \
+                     WHERE actor_id = ?1 AND operation = ?2 AND key = ?3",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        scope.actor_id.as_str(),
+                        scope.operation,
+                        scope.key.as_str(),
+                        body,
+                        until
+                    ])
+                })
+                .map_err(|e| sql_error("idempotency", &key, e))?;
+            if n == 0 {
+                return Err(StoreError::NotFound {
+                    entity: "idempotency record",
+                    id: key,
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn abandon_idempotent(&self, scope: &IdempotencyScope) -> Result<(), StoreError> {
+        let scope = scope.clone();
+        self.write("idempotency", move |conn| {
+            conn.prepare_cached(
+                "DELETE FROM idempotency \
+                 WHERE actor_id = ?1 AND operation = ?2 AND key = ?3 AND state = 'in_flight'",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    scope.actor_id.as_str(),
+                    scope.operation,
+                    scope.key.as_str()
+                ])
+            })
+            .map_err(|e| sql_error("idempotency", &scope_key(&scope), e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn insert_order(&self, order: &Order) -> Result<InsertOrder, StoreError> {
+        let o = order.clone();
+        self.write("orders", move |conn| {
+            let attempt = o.attempt_id.as_str();
+            if let Some(existing) = order_row(conn, attempt)? {
+                return Ok(InsertOrder::Existing(existing));
+            }
+            let other: Option<String> = conn
+                .prepare_cached("SELECT attempt_id FROM orders WHERE order_id = ?1")
+                .and_then(|mut s| s.query_row([o.id.as_str()], |r| r.get(0)).optional())
+                .map_err(|e| sql_error("orders", o.id.as_str(), e))?;
+            if let Some(other) = other {
+                return Err(StoreError::Conflict {
+                    entity: "order",
+                    id: o.id.to_string(),
+                    message: format!("the id is taken by the order of attempt {other}"),
+                });
+            }
+            let body = encode("orders", attempt, &o)?;
+            conn.prepare_cached(
+                "INSERT INTO orders (attempt_id, order_id, body) VALUES (?1, ?2, ?3)",
+            )
+            .and_then(|mut s| s.execute(params![attempt, o.id.as_str(), body]))
+            .map_err(|e| sql_error("orders", attempt, e))?;
+            Ok(InsertOrder::Inserted)
+        })
+        .await
+    }
+
+    async fn order_for(&self, attempt_id: &AttemptId) -> Result<Option<Order>, StoreError> {
+        let id = attempt_id.clone();
+        self.read("orders", move |conn| order_row(conn, id.as_str()))
+            .await
+    }
+
+    async fn record_block(&self, actor: &ActorId) -> Result<u32, StoreError> {
+        let actor = actor.clone();
+        self.write("blocks", move |conn| {
+            let id = actor.as_str();
+            let n: i64 = conn
+                .prepare_cached(
+                    "INSERT INTO blocks (actor_id, count) VALUES (?1, 1) \
+                     ON CONFLICT (actor_id) DO UPDATE SET count = MIN(count + 1, 4294967295) \
+                     RETURNING count",
+                )
+                .and_then(|mut s| s.query_row([id], |r| r.get(0)))
+                .map_err(|e| sql_error("blocks", id, e))?;
+            u32::try_from(n).map_err(|_| corrupt("blocks", id, format!("count {n}")))
+        })
+        .await
+    }
+
+    async fn reset_blocks(&self, actor: &ActorId) -> Result<(), StoreError> {
+        let actor = actor.clone();
+        self.write("blocks", move |conn| {
+            conn.prepare_cached("DELETE FROM blocks WHERE actor_id = ?1")
+                .and_then(|mut s| s.execute([actor.as_str()]))
+                .map_err(|e| sql_error("blocks", actor.as_str(), e))?;
+            Ok(())
+        })
+        .await
+    }
+}
