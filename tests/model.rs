@@ -1385,7 +1385,15 @@ impl Model {
     /// Resolves an attempt whose outcome is unknown from a PSP lookup.
     fn reconcile(&mut self, ai: usize) -> Result<(), ErrKind> {
         let a = &self.attempts[ai];
-        if !is_unknown(a.st.status) {
+        // Settled attempts that can still move are brought forward to the PSP's view too.
+        let open = matches!(
+            a.st.status,
+            AttemptStatus::Authorized
+                | AttemptStatus::PartiallyCaptured
+                | AttemptStatus::Captured
+                | AttemptStatus::PartiallyRefunded
+        ) && a.st.has_ref;
+        if !is_unknown(a.st.status) && !open {
             return Ok(());
         }
         let fault = self.psp_call(Op::Lookup);

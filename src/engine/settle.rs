@@ -328,8 +328,11 @@ impl Engine {
     }
 
     /// Resolves an attempt whose outcome is unknown (pending, ambiguous, waiting for the
-    /// buyer) from the PSP's view, and applies what it implies to the hold. Attempts in other
-    /// states are returned as they are. Moves no money.
+    /// buyer) from the PSP's view, and applies what it implies to the hold. An authorized,
+    /// captured or partly refunded attempt is brought forward to what the PSP reports (a
+    /// capture or refund the PSP made but a crash kept from being stored), never backwards: a
+    /// PSP report showing less than recorded is an error. Terminal attempts are returned as
+    /// they are. Moves no money.
     pub async fn reconcile(&self, attempt_id: &AttemptId) -> Result<PaymentAttempt, EngineError> {
         let attempt = self.load_attempt(attempt_id).await?;
         self.reconcile_attempt(attempt, false).await
@@ -378,7 +381,16 @@ impl Engine {
                 | AttemptStatus::Ambiguous
                 | AttemptStatus::RequiresBuyerAction
         );
-        if !unknown {
+        // A settled attempt that can still move (a capture or refund whose answer a crash
+        // lost before it was stored): the PSP's report may move it forward, never back.
+        let open = matches!(
+            attempt.status,
+            AttemptStatus::Authorized
+                | AttemptStatus::PartiallyCaptured
+                | AttemptStatus::Captured
+                | AttemptStatus::PartiallyRefunded
+        ) && attempt.provider_ref.is_some();
+        if !unknown && !open {
             return Ok(attempt);
         }
         if attempt.status == AttemptStatus::PendingProviderResponse && !owned {

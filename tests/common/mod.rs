@@ -7,6 +7,8 @@
 )]
 
 #[cfg(feature = "testkit")]
+pub mod durable_psp;
+#[cfg(feature = "testkit")]
 pub mod engine;
 
 use std::str::FromStr;
