@@ -33,11 +33,17 @@ const PAGE: i64 = 1024;
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// use agent_mandate::adapters::postgres::PostgresAuditSink;
-/// use agent_mandate::domain::{AuditEvent, AuditKind};
+/// use agent_mandate::domain::{examples, AuditEvent, AuditKind};
 /// use agent_mandate::ports::AuditSink;
 ///
 /// let sink = PostgresAuditSink::connect("postgres://app@127.0.0.1:5432/payments").await?;
-/// # let event: AuditEvent = unimplemented!();
+/// let event = AuditEvent {
+///     at: examples::now(),
+///     kind: AuditKind::AutoSuspended {
+///         actor_id: "agent_123".parse()?,
+///         consecutive_blocks: 3,
+///     },
+/// };
 /// let receipt = sink.append(&event).await?;
 /// assert_eq!(sink.verify().await?, Some(receipt));
 /// # Ok(())
@@ -74,7 +80,7 @@ fn hash_of(text: &str) -> Option<AuditHash> {
     Some(AuditHash(out))
 }
 
-/// A row's sequence number (at least 1... as stored; negative numbers are corrupt).
+/// A row's sequence number (a negative one is corrupt).
 fn seq_of(row: &Row) -> Result<u64, AuditError> {
     let seq: i64 = row.try_get("seq").map_err(|e| AuditError::Corrupt {
         seq: 0,
