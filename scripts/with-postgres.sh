@@ -58,11 +58,12 @@ if [ "$(id -u)" -eq 0 ]; then
   if ! id postgres >/dev/null 2>&1; then
     useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
   fi
+  # From / : the caller's directory may be closed to the postgres user.
   as_owner() {
     if command -v runuser >/dev/null 2>&1; then
-      runuser -u postgres -- "$@"
+      (cd / && runuser -u postgres -- "$@")
     else
-      su postgres -s /bin/sh -c "$(printf '%q ' "$@")"
+      (cd / && su postgres -s /bin/bash -c "$(printf '%q ' "$@")")
     fi
   }
 else

@@ -910,6 +910,55 @@ async fn concurrent_holds_from_eight_connections_never_overspend() {
     db.drop_schema(&store).await;
 }
 
+/// A transaction that loses a deadlock is run again: another session (not this adapter, which
+/// always locks accounts before holds) takes the locks in the other order; the server aborts
+/// the adapter's transaction (it waited first), the adapter retries, and the commit happens
+/// exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_deadlock_is_retried() {
+    let Some(url) = database_url() else { return };
+    let db = fresh(&url);
+    let store = Arc::new(db.store().await);
+    let caps = Caps {
+        lifetime: Some(10_000),
+        ..Caps::default()
+    };
+    let chain = three_levels(&store, &[caps.clone(), caps.clone(), caps.clone()]).await;
+    store
+        .place_hold(&HoldRequest::on_chain(
+            attempt(1),
+            cents(300),
+            examples::now(),
+            &chain,
+        ))
+        .await
+        .unwrap();
+    let other = PostgresStore::connect_with(&db.config).await.unwrap();
+    let raw = other.pool().get().await.unwrap();
+    // Let the adapter's session detect the deadlock (best effort: needs the privilege).
+    let _ = raw.batch_execute("SET deadlock_timeout = '5s'").await;
+    raw.batch_execute("BEGIN; SELECT 1 FROM holds WHERE attempt_id = 'attempt_1' FOR UPDATE")
+        .await
+        .unwrap();
+    let committing = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.commit_hold(&attempt(1), cents(200)).await })
+    };
+    // The adapter now holds the accounts and waits for the hold.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    raw.batch_execute("SELECT 1 FROM accounts WHERE mandate_id = 'm_root' FOR UPDATE")
+        .await
+        .unwrap();
+    raw.batch_execute("COMMIT").await.unwrap();
+    committing.await.unwrap().unwrap();
+    let h = store.hold(&attempt(1)).await.unwrap().unwrap();
+    assert_eq!((h.state, h.committed), (HoldState::Committed, cents(200)));
+    for u in store.usage(&chain, examples::now()).await.unwrap() {
+        assert_eq!((u.held, u.spent, u.uses), (cents(0), cents(200), 1));
+    }
+    db.drop_schema(&store).await;
+}
+
 // ------------------------------------------------------------------------------------------
 // Windows: exact, whatever order the times come in.
 

@@ -35,6 +35,8 @@ use crate::ports::{
 /// lapses, and the caller that takes it over finds the state already written (an attempt id
 /// derived from the key, a `Duplicate` hold) and continues from there.
 ///
+/// `confirmations` come back in id order, `attempts_in` by creation time then id.
+///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// use agent_mandate::adapters::postgres::PostgresStore;
