@@ -66,6 +66,8 @@
 mod audit;
 mod codec;
 mod config;
+mod holds;
+mod idempotency;
 mod ledger;
 mod records;
 mod schema;

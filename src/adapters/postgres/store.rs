@@ -167,12 +167,12 @@ impl Store for PostgresStore {
     }
 
     async fn commit_hold(&self, attempt_id: &AttemptId, amount: Money) -> Result<(), StoreError> {
-        self.ledger_resolve(attempt_id, super::ledger::Resolve::Commit(amount))
+        self.ledger_resolve(attempt_id, super::holds::Resolve::Commit(amount))
             .await
     }
 
     async fn release_hold(&self, attempt_id: &AttemptId) -> Result<(), StoreError> {
-        self.ledger_resolve(attempt_id, super::ledger::Resolve::Release)
+        self.ledger_resolve(attempt_id, super::holds::Resolve::Release)
             .await
     }
 
@@ -182,7 +182,7 @@ impl Store for PostgresStore {
         amount: Money,
         policy: RefundPolicy,
     ) -> Result<(), StoreError> {
-        self.ledger_resolve(attempt_id, super::ledger::Resolve::Refund(amount, policy))
+        self.ledger_resolve(attempt_id, super::holds::Resolve::Refund(amount, policy))
             .await
     }
 
