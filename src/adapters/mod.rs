@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `memory` | [`memory`] | every port, in memory and thread-safe, plus a manual clock |
 //! | `sqlite` | [`sqlite`] | [`Store`](crate::ports::Store) and [`AuditSink`](crate::ports::AuditSink) in one SQLite file (the durable default) |
+//! | `postgres` | [`postgres`] | [`Store`](crate::ports::Store) and [`AuditSink`](crate::ports::AuditSink) on PostgreSQL (tokio-postgres, deadpool), shared by many processes |
 //!
 //! [`crate::ports::SystemClock`] needs no feature.
 
@@ -12,3 +13,6 @@ pub mod memory;
 
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+
+#[cfg(feature = "postgres")]
+pub mod postgres;

@@ -1,0 +1,318 @@
+//! [`PostgresAuditSink`]: the hash-chained audit trail on PostgreSQL (I9).
+
+use std::fmt;
+
+use async_trait::async_trait;
+use deadpool_postgres::Pool;
+use tokio_postgres::{IsolationLevel, Row};
+
+use super::config::PostgresConfig;
+use super::schema::migrate;
+use super::tx::{classify, client, in_transaction, Tx};
+use crate::domain::{verify_chain, AuditEvent, AuditHash, ChainBreak, ChainFault, ChainedEvent};
+use crate::ports::{AuditError, AuditReceipt, AuditSink, StoreError};
+
+/// Events verified per page.
+const PAGE: i64 = 1024;
+
+/// The [`AuditSink`] port on PostgreSQL.
+///
+/// Events live in `audit_events (seq, prev_hash, hash, body)`, bodies as the exact text that
+/// was hashed, hashes as lower-case hex. One row `audit_head (seq, hash)` records the last
+/// event appended through the sink. An append locks that row (`SELECT .. FOR UPDATE`), so
+/// appends from any number of connections and processes are serialised: each takes the next
+/// number with no gap and links to the event before, and the events of one `append_all` are
+/// appended together or not at all.
+///
+/// `verify` reads the head and the events in one snapshot (`REPEATABLE READ`), recomputes
+/// every link, and also checks that the chain ends at the recorded head: besides an edited,
+/// dropped or swapped event anywhere ([`AuditError::Broken`] naming it), it finds a dropped
+/// tail (`Missing`, naming the head's number) and an event written behind the sink's back
+/// after the head (`Edited`). A row whose hash is not hex is [`AuditError::Corrupt`].
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use agent_mandate::adapters::postgres::PostgresAuditSink;
+/// use agent_mandate::domain::{examples, AuditEvent, AuditKind};
+/// use agent_mandate::ports::AuditSink;
+///
+/// let sink = PostgresAuditSink::connect("postgres://app@127.0.0.1:5432/payments").await?;
+/// let event = AuditEvent {
+///     at: examples::now(),
+///     kind: AuditKind::AutoSuspended {
+///         actor_id: "agent_123".parse()?,
+///         consecutive_blocks: 3,
+///     },
+/// };
+/// let receipt = sink.append(&event).await?;
+/// assert_eq!(sink.verify().await?, Some(receipt));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct PostgresAuditSink {
+    pool: Pool,
+    retries: u32,
+}
+
+impl fmt::Debug for PostgresAuditSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = self.pool.status();
+        f.debug_struct("PostgresAuditSink")
+            .field("max_connections", &status.max_size)
+            .field("open_connections", &status.size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A store failure while connecting, as the audit port reports it (the [`StoreError`] is kept
+/// as the source of `Other`, so a schema from the future can still be told apart).
+fn from_store(e: StoreError) -> AuditError {
+    match e {
+        StoreError::Unavailable { message } => AuditError::Unavailable { message },
+        other => AuditError::Other(Box::new(other)),
+    }
+}
+
+fn hash_of(text: &str) -> Option<AuditHash> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text.as_bytes(), &mut out).ok()?;
+    Some(AuditHash(out))
+}
+
+/// A row's sequence number (a negative one is corrupt).
+fn seq_of(row: &Row) -> Result<u64, AuditError> {
+    let seq: i64 = row.try_get("seq").map_err(|e| AuditError::Corrupt {
+        seq: 0,
+        message: format!("unreadable sequence number: {e}"),
+    })?;
+    u64::try_from(seq).map_err(|_| AuditError::Corrupt {
+        seq: 0,
+        message: format!("negative sequence number {seq}"),
+    })
+}
+
+fn event_of(row: &Row) -> Result<ChainedEvent, AuditError> {
+    let seq = seq_of(row)?;
+    let corrupt = |message: String| AuditError::Corrupt { seq, message };
+    let text = |column: &str| -> Result<String, AuditError> {
+        row.try_get(column)
+            .map_err(|e| corrupt(format!("column {column}: {e}")))
+    };
+    let prev = text("prev_hash")?;
+    let hash = text("hash")?;
+    Ok(ChainedEvent {
+        seq,
+        prev_hash: hash_of(&prev)
+            .ok_or_else(|| corrupt(format!("prev_hash {prev:?} is not a hash")))?,
+        hash: hash_of(&hash).ok_or_else(|| corrupt(format!("hash {hash:?} is not a hash")))?,
+        body: text("body")?,
+    })
+}
+
+/// The head row: (seq, hash).
+fn head_of(row: &Row) -> Result<(u64, AuditHash), AuditError> {
+    let seq = seq_of(row)?;
+    let hash: String = row.try_get("hash").map_err(|e| AuditError::Corrupt {
+        seq,
+        message: format!("head hash: {e}"),
+    })?;
+    let hash = hash_of(&hash).ok_or_else(|| AuditError::Corrupt {
+        seq,
+        message: format!("the head's hash {hash:?} is not a hash"),
+    })?;
+    Ok((seq, hash))
+}
+
+fn head_missing() -> AuditError {
+    AuditError::Corrupt {
+        seq: 0,
+        message: "the audit_head row is missing".into(),
+    }
+}
+
+impl PostgresAuditSink {
+    /// Connects to `url` with the default [`PostgresConfig`] and applies the migrations.
+    pub async fn connect(url: &str) -> Result<PostgresAuditSink, AuditError> {
+        PostgresAuditSink::connect_with(&PostgresConfig::new(url)).await
+    }
+
+    /// Connects with `config` and applies the migrations.
+    pub async fn connect_with(config: &PostgresConfig) -> Result<PostgresAuditSink, AuditError> {
+        let pool = config.pool().map_err(from_store)?;
+        migrate(&pool, config.schema(), config.max_retries())
+            .await
+            .map_err(from_store)?;
+        Ok(PostgresAuditSink {
+            pool,
+            retries: config.max_retries(),
+        })
+    }
+
+    /// Uses an existing pool (for example [`super::PostgresStore::pool`]) and applies the
+    /// migrations (a no-op when they are applied already).
+    pub async fn from_pool(pool: Pool) -> Result<PostgresAuditSink, AuditError> {
+        let retries = 8;
+        migrate(&pool, None, retries).await.map_err(from_store)?;
+        Ok(PostgresAuditSink { pool, retries })
+    }
+}
+
+#[async_trait]
+impl AuditSink for PostgresAuditSink {
+    async fn append(&self, event: &AuditEvent) -> Result<AuditReceipt, AuditError> {
+        self.append_all(std::slice::from_ref(event))
+            .await?
+            .ok_or_else(|| AuditError::Other("postgres: an append returned no receipt".into()))
+    }
+
+    async fn append_all(&self, events: &[AuditEvent]) -> Result<Option<AuditReceipt>, AuditError> {
+        if events.is_empty() {
+            return Ok(None);
+        }
+        let bodies: Vec<String> = events.iter().map(AuditEvent::to_body).collect();
+        in_transaction!(
+            &self.pool,
+            self.retries,
+            IsolationLevel::ReadCommitted,
+            AuditError,
+            |tx| {
+                // One appender at a time, whatever the connection or process.
+                let head = tx
+                    .query_opt(
+                        "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
+                        &[],
+                    )
+                    .await?
+                    .ok_or_else(|| Tx::Fail(head_missing()))?;
+                let (mut seq, mut prev) = head_of(&head).map_err(Tx::Fail)?;
+                let insert = tx
+                    .prepare_cached(
+                        "INSERT INTO audit_events (seq, prev_hash, hash, body) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (seq) DO NOTHING",
+                    )
+                    .await?;
+                for body in &bodies {
+                    seq += 1;
+                    let link = ChainedEvent::link(seq, prev, body.clone());
+                    let n = i64::try_from(seq).map_err(|_| {
+                        Tx::Fail(AuditError::Other("postgres: the trail is full".into()))
+                    })?;
+                    let written = tx
+                        .execute(
+                            &insert,
+                            &[&n, &prev.to_hex(), &link.hash.to_hex(), &link.body],
+                        )
+                        .await?;
+                    if written == 0 {
+                        return Err(Tx::Fail(AuditError::Corrupt {
+                            seq,
+                            message: "an event the sink did not append already has this number"
+                                .into(),
+                        }));
+                    }
+                    prev = link.hash;
+                }
+                let n = i64::try_from(seq).unwrap_or(i64::MAX);
+                tx.execute(
+                    "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
+                    &[&n, &prev.to_hex()],
+                )
+                .await?;
+                Some(AuditReceipt { seq, hash: prev })
+            }
+        )
+    }
+
+    async fn read(&self, from_seq: u64, limit: usize) -> Result<Vec<ChainedEvent>, AuditError> {
+        let (Ok(from), Ok(limit)) = (i64::try_from(from_seq), i64::try_from(limit)) else {
+            return Ok(Vec::new());
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let client = client::<AuditError>(&self.pool).await?;
+        let rows = client
+            .query(
+                "SELECT seq, prev_hash, hash, body FROM audit_events WHERE seq >= $1 \
+                 ORDER BY seq LIMIT $2",
+                &[&from, &limit],
+            )
+            .await
+            .map_err(classify::<AuditError>)?;
+        rows.iter().map(event_of).collect()
+    }
+
+    async fn head(&self) -> Result<Option<AuditReceipt>, AuditError> {
+        let client = client::<AuditError>(&self.pool).await?;
+        let row = client
+            .query_opt("SELECT seq, hash FROM audit_head WHERE id = 1", &[])
+            .await
+            .map_err(classify::<AuditError>)?
+            .ok_or_else(head_missing)?;
+        let (seq, hash) = head_of(&row)?;
+        Ok((seq > 0).then_some(AuditReceipt { seq, hash }))
+    }
+
+    async fn verify(&self) -> Result<Option<AuditReceipt>, AuditError> {
+        in_transaction!(
+            &self.pool,
+            self.retries,
+            IsolationLevel::RepeatableRead,
+            AuditError,
+            |tx| {
+                let head = tx
+                    .query_opt("SELECT seq, hash FROM audit_head WHERE id = 1", &[])
+                    .await?
+                    .ok_or_else(|| Tx::Fail(head_missing()))?;
+                let (head_seq, head_hash) = head_of(&head).map_err(Tx::Fail)?;
+                let page = tx
+                    .prepare_cached(
+                        "SELECT seq, prev_hash, hash, body FROM audit_events WHERE seq >= $1 \
+                         ORDER BY seq LIMIT $2",
+                    )
+                    .await?;
+                let mut prev = AuditHash::GENESIS;
+                let mut next: u64 = 1;
+                loop {
+                    let from = i64::try_from(next).unwrap_or(i64::MAX);
+                    let rows = tx.query(&page, &[&from, &PAGE]).await?;
+                    if rows.is_empty() {
+                        break;
+                    }
+                    let events = rows
+                        .iter()
+                        .map(event_of)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(Tx::Fail)?;
+                    prev = verify_chain(&events, next, prev)
+                        .map_err(|b| Tx::Fail(AuditError::Broken(b)))?;
+                    next += events.len() as u64;
+                }
+                let last = next - 1;
+                let fault = if last < head_seq {
+                    // The tail was dropped.
+                    Some((head_seq, last + 1, ChainFault::Missing))
+                } else if last > head_seq {
+                    // Events the sink never appended, after its head.
+                    Some((head_seq + 1, head_seq + 1, ChainFault::Edited))
+                } else if prev != head_hash {
+                    Some((head_seq, head_seq, ChainFault::Edited))
+                } else {
+                    None
+                };
+                if let Some((seq, expected_seq, fault)) = fault {
+                    return Err(Tx::Fail(AuditError::Broken(ChainBreak {
+                        seq,
+                        expected_seq,
+                        fault,
+                    })));
+                }
+                (last > 0).then_some(AuditReceipt {
+                    seq: last,
+                    hash: prev,
+                })
+            }
+        )
+    }
+}

@@ -1,0 +1,619 @@
+//! The record tables of [`PostgresStore`]: mandates, suspensions, confirmations, snapshots,
+//! attempts, orders and block counters.
+
+use tokio_postgres::{IsolationLevel, Row};
+
+use super::codec::{encode, time_param, At};
+use super::store::PostgresStore;
+use super::tx::{classify, in_transaction, Tx};
+use crate::domain::{
+    ActorId, AttemptId, AttemptStatus, BuyerId, CartSnapshot, Confirmation, Mandate, MandateId,
+    MandateStatus, Order, Party, PaymentAttempt, SnapshotId, Suspensions,
+};
+use crate::ports::{InsertOrder, StoreError};
+
+/// Longest chain `chain` follows (as the memory store).
+const MAX_LEVELS: usize = 64;
+
+fn mandate_status(at: &At<'_>, text: &str) -> Result<MandateStatus, StoreError> {
+    MandateStatus::ALL
+        .into_iter()
+        .find(|s| s.as_str() == text)
+        .ok_or_else(|| at.corrupt(format!("unknown status {text:?}")))
+}
+
+fn attempt_status(at: &At<'_>, text: &str) -> Result<AttemptStatus, StoreError> {
+    AttemptStatus::ALL
+        .into_iter()
+        .find(|s| s.as_str() == text)
+        .ok_or_else(|| at.corrupt(format!("unknown status {text:?}")))
+}
+
+/// A mandate from a row `(id, status, body)`: the body decodes, and agrees with the columns.
+fn mandate_of(row: &Row) -> Result<Mandate, StoreError> {
+    let id: String = row
+        .try_get("id")
+        .map_err(|e| StoreError::Other(Box::new(e)))?;
+    let at = At {
+        table: "mandates",
+        key: &id,
+    };
+    let status = mandate_status(&at, &at.get::<String>(row, "status")?)?;
+    let mandate: Mandate = at.decode(&at.get::<String>(row, "body")?)?;
+    if mandate.id().as_str() != id {
+        return Err(at.corrupt(format!("the body is mandate {}", mandate.id())));
+    }
+    if mandate.status() != status {
+        return Err(at.corrupt(format!(
+            "the status column says {status}, the body {}",
+            mandate.status()
+        )));
+    }
+    Ok(mandate)
+}
+
+/// An attempt from a row `(id, status, body)`.
+fn attempt_of(row: &Row) -> Result<PaymentAttempt, StoreError> {
+    let id: String = row
+        .try_get("id")
+        .map_err(|e| StoreError::Other(Box::new(e)))?;
+    let at = At {
+        table: "attempts",
+        key: &id,
+    };
+    let status = attempt_status(&at, &at.get::<String>(row, "status")?)?;
+    let attempt: PaymentAttempt = at.decode(&at.get::<String>(row, "body")?)?;
+    if attempt.id.as_str() != id {
+        return Err(at.corrupt(format!("the body is attempt {}", attempt.id)));
+    }
+    if attempt.status != status {
+        return Err(at.corrupt(format!(
+            "the status column says {status}, the body {}",
+            attempt.status
+        )));
+    }
+    Ok(attempt)
+}
+
+fn conflict(entity: &'static str, id: &str, message: impl Into<String>) -> StoreError {
+    StoreError::Conflict {
+        entity,
+        id: id.to_string(),
+        message: message.into(),
+    }
+}
+
+impl PostgresStore {
+    pub(super) async fn insert_mandate_row(&self, mandate: &Mandate) -> Result<(), StoreError> {
+        let body = encode("mandate", mandate)?;
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "INSERT INTO mandates (id, parent_id, status, currency, body) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+                &[
+                    &mandate.id().as_str(),
+                    &mandate.parent_id().map(|p| p.as_str()),
+                    &mandate.status().as_str(),
+                    &mandate.currency().code(),
+                    &body,
+                ],
+            )
+            .await
+            .map_err(classify::<StoreError>)?;
+        if n == 0 {
+            return Err(conflict(
+                "mandate",
+                mandate.id().as_str(),
+                "the id is taken",
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn mandate_row(&self, id: &MandateId) -> Result<Option<Mandate>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT id, status, body FROM mandates WHERE id = $1",
+                &[&id.as_str()],
+            )
+            .await
+            .map_err(classify::<StoreError>)?;
+        row.as_ref().map(mandate_of).transpose()
+    }
+
+    pub(super) async fn update_mandate_row(
+        &self,
+        mandate: &Mandate,
+        expected: MandateStatus,
+    ) -> Result<(), StoreError> {
+        let id = mandate.id().as_str();
+        in_transaction!(
+            &self.pool,
+            self.retries,
+            IsolationLevel::ReadCommitted,
+            StoreError,
+            |tx| {
+                let row = tx
+                    .query_opt(
+                        "SELECT id, status, body FROM mandates WHERE id = $1 FOR UPDATE",
+                        &[&id],
+                    )
+                    .await?;
+                let Some(row) = row else {
+                    return Err(Tx::Fail(StoreError::NotFound {
+                        entity: "mandate",
+                        id: id.to_string(),
+                    }));
+                };
+                let stored = mandate_of(&row).map_err(Tx::Fail)?;
+                if stored.status() != expected {
+                    return Err(Tx::Fail(conflict(
+                        "mandate",
+                        id,
+                        format!("the status is {}, not {expected}", stored.status()),
+                    )));
+                }
+                // Only the lifecycle changes: the stored scope stays.
+                let mut spec = stored.spec().clone();
+                spec.lifecycle = mandate.lifecycle().clone();
+                let next = Mandate::new(spec)
+                    .map_err(|e| Tx::Fail(conflict("mandate", id, e.to_string())))?;
+                let body = encode("mandate", &next).map_err(Tx::Fail)?;
+                tx.execute(
+                    "UPDATE mandates SET status = $2, body = $3 WHERE id = $1",
+                    &[&id, &next.status().as_str(), &body],
+                )
+                .await?;
+            }
+        )
+    }
+
+    pub(super) async fn chain_rows(&self, leaf: &MandateId) -> Result<Vec<Mandate>, StoreError> {
+        let client = self.client().await?;
+        // The leaf and its ancestors, nearest first, one statement (one snapshot); the depth
+        // bound stops a loop.
+        let rows = client
+            .query(
+                "WITH RECURSIVE up (id, parent_id, status, body, depth) AS ( \
+                   SELECT id, parent_id, status, body, 0 FROM mandates WHERE id = $1 \
+                   UNION ALL \
+                   SELECT m.id, m.parent_id, m.status, m.body, up.depth + 1 \
+                   FROM mandates m JOIN up ON m.id = up.parent_id WHERE up.depth < $2 \
+                 ) SELECT id, parent_id, status, body FROM up ORDER BY depth",
+                &[&leaf.as_str(), &(MAX_LEVELS as i32)],
+            )
+            .await
+            .map_err(classify::<StoreError>)?;
+        let mut chain: Vec<Mandate> = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let m = mandate_of(row)?;
+            if let Some(child) = chain.last() {
+                let corrupt = |message: String| StoreError::Corrupt {
+                    table: "mandates",
+                    key: child.id().to_string(),
+                    message,
+                };
+                if chain.len() >= MAX_LEVELS {
+                    return Err(corrupt(format!(
+                        "the chain of {leaf} is deeper than {MAX_LEVELS} levels"
+                    )));
+                }
+                if chain.iter().any(|c| c.id() == m.id()) {
+                    return Err(corrupt(format!("the parents loop back to {}", m.id())));
+                }
+            }
+            chain.push(m);
+        }
+        if let Some(top) = chain.last() {
+            if let Some(parent) = top.parent_id() {
+                return Err(StoreError::Corrupt {
+                    table: "mandates",
+                    key: top.id().to_string(),
+                    message: format!("the parent {parent} is missing"),
+                });
+            }
+        }
+        chain.reverse();
+        Ok(chain)
+    }
+
+    pub(super) async fn set_suspended_row(
+        &self,
+        party: &Party,
+        suspended: bool,
+    ) -> Result<(), StoreError> {
+        let (kind, id) = match party {
+            Party::Actor(a) => ("actor", a.as_str()),
+            Party::Buyer(b) => ("buyer", b.as_str()),
+        };
+        let sql = if suspended {
+            "INSERT INTO suspensions (kind, party_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+        } else {
+            "DELETE FROM suspensions WHERE kind = $1 AND party_id = $2"
+        };
+        let client = self.client().await?;
+        client
+            .execute(sql, &[&kind, &id])
+            .await
+            .map_err(classify::<StoreError>)?;
+        Ok(())
+    }
+
+    pub(super) async fn suspension_rows(
+        &self,
+        actors: &[ActorId],
+        buyer: &BuyerId,
+    ) -> Result<Suspensions, StoreError> {
+        let asked: Vec<&str> = actors.iter().map(|a| a.as_str()).collect();
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT kind, party_id FROM suspensions \
+                 WHERE (kind = 'actor' AND party_id = ANY($1)) OR (kind = 'buyer' AND party_id = $2)",
+                &[&asked, &buyer.as_str()],
+            )
+            .await
+            .map_err(classify::<StoreError>)?;
+        let mut suspended_actors: Vec<String> = Vec::new();
+        let mut buyers = Vec::new();
+        for row in &rows {
+            let kind: &str = row.try_get(0).map_err(|e| StoreError::Other(Box::new(e)))?;
+            let id: String = row.try_get(1).map_err(|e| StoreError::Other(Box::new(e)))?;
+            if kind == "buyer" {
+                buyers = vec![buyer.clone()];
+            } else {
+                suspended_actors.push(id);
+            }
+        }
+        let mut found: Vec<ActorId> = Vec::new();
+        for a in actors {
+            if suspended_actors.iter().any(|s| s == a.as_str()) && !found.contains(a) {
+                found.push(a.clone());
+            }
+        }
+        Ok(Suspensions {
+            actors: found,
+            buyers,
+        })
+    }
+
+    pub(super) async fn insert_confirmation_row(
+        &self,
+        confirmation: &Confirmation,
+    ) -> Result<(), StoreError> {
+        let body = encode("confirmation", confirmation)?;
+        let id = confirmation.id.as_str();
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "INSERT INTO confirmations (id, buyer_id, snapshot_id, body) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
+                &[
+                    &id,
+                    &confirmation.buyer_id.as_str(),
+                    &confirmation.snapshot_id.to_string(),
+                    &body,
+                ],
+            )
+            .await
+            .map_err(classify::<StoreError>)?;
+        if n == 1 {
+            return Ok(());
+        }
+        let row = client
+            .query_opt("SELECT body FROM confirmations WHERE id = $1", &[&id])
+            .await
+            .map_err(classify::<StoreError>)?;
+        let at = At {
+            table: "confirmations",
+            key: id,
+        };
+        let stored: Option<Confirmation> = match &row {
+            Some(row) => Some(at.decode(&at.get::<String>(row, "body")?)?),
+            None => None,
+        };
+        match stored {
+            Some(stored) if stored == *confirmation => Ok(()),
+            _ => Err(conflict(
+                "confirmation",
+                id,
+                "another confirmation has this id",
+            )),
+        }
+    }
+
+    pub(super) async fn confirmation_rows(
+        &self,
+        buyer: &BuyerId,
+        snapshot: &SnapshotId,
+    ) -> Result<Vec<Confirmation>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, body FROM confirmations WHERE buyer_id = $1 AND snapshot_id = $2 \
+                 ORDER BY id",
+                &[&buyer.as_str(), &snapshot.to_string()],
+            )
+            .await
+            .map_err(classify::<StoreError>)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = row
+                .try_get("id")
+                .map_err(|e| StoreError::Other(Box::new(e)))?;
+            let at = At {
+                table: "confirmations",
+                key: &id,
+            };
+            let c: Confirmation = at.decode(&at.get::<String>(row, "body")?)?;
+            if c.id.as_str() != id || c.buyer_id != *buyer || c.snapshot_id != *snapshot {
+                return Err(at.corrupt("the body does not match the id, buyer or snapshot columns"));
+            }
+            out.push(c);
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn put_snapshot_row(&self, snapshot: &CartSnapshot) -> Result<(), StoreError> {
+        let body = encode("snapshot", snapshot)?;
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO snapshots (id, body) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+                &[&snapshot.id().to_string(), &body],
+            )
+            .await
+            .map_err(classify::<StoreError>)?;
+        Ok(())
+    }
+
+    pub(super) async fn snapshot_row(
+        &self,
+        id: &SnapshotId,
+    ) -> Result<Option<CartSnapshot>, StoreError> {
+        let key = id.to_string();
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT body FROM snapshots WHERE id = $1", &[&key])
+            .await
+            .map_err(classify::<StoreError>)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let at = At {
+            table: "snapshots",
+            key: &key,
+        };
+        let snapshot: CartSnapshot = at.decode(&at.get::<String>(&row, "body")?)?;
+        // The id is the content's hash: an edited body no longer matches it (I7).
+        if snapshot.id() != *id {
+            return Err(at.corrupt(format!(
+                "the content hashes to {}, not to its id",
+                snapshot.id()
+            )));
+        }
+        Ok(Some(snapshot))
+    }
+
+    pub(super) async fn insert_attempt_row(
+        &self,
+        attempt: &PaymentAttempt,
+    ) -> Result<(), StoreError> {
+        let body = encode("attempt", attempt)?;
+        let created = time_param(attempt.created_at)?;
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "INSERT INTO attempts (id, status, created_at_ns, body) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (id) DO NOTHING",
+                &[
+                    &attempt.id.as_str(),
+                    &attempt.status.as_str(),
+                    &created,
+                    &body,
+                ],
+            )
+            .await
+            .map_err(classify::<StoreError>)?;
+        if n == 0 {
+            return Err(conflict("attempt", attempt.id.as_str(), "the id is taken"));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn attempt_row(
+        &self,
+        id: &AttemptId,
+    ) -> Result<Option<PaymentAttempt>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT id, status, body FROM attempts WHERE id = $1",
+                &[&id.as_str()],
+            )
+            .await
+            .map_err(classify::<StoreError>)?;
+        row.as_ref().map(attempt_of).transpose()
+    }
+
+    pub(super) async fn update_attempt_row(
+        &self,
+        attempt: &PaymentAttempt,
+        expected: AttemptStatus,
+    ) -> Result<(), StoreError> {
+        let body = encode("attempt", attempt)?;
+        let id = attempt.id.as_str();
+        let client = self.client().await?;
+        // Compare and set in one statement.
+        let n = client
+            .execute(
+                "UPDATE attempts SET status = $3, body = $4 WHERE id = $1 AND status = $2",
+                &[&id, &expected.as_str(), &attempt.status.as_str(), &body],
+            )
+            .await
+            .map_err(classify::<StoreError>)?;
+        if n == 1 {
+            return Ok(());
+        }
+        let row = client
+            .query_opt("SELECT status FROM attempts WHERE id = $1", &[&id])
+            .await
+            .map_err(classify::<StoreError>)?;
+        match row {
+            None => Err(StoreError::NotFound {
+                entity: "attempt",
+                id: id.to_string(),
+            }),
+            Some(row) => {
+                let at = At {
+                    table: "attempts",
+                    key: id,
+                };
+                let status = attempt_status(&at, &at.get::<String>(&row, "status")?)?;
+                Err(conflict(
+                    "attempt",
+                    id,
+                    format!("the status is {status}, not {expected}"),
+                ))
+            }
+        }
+    }
+
+    pub(super) async fn attempt_rows_in(
+        &self,
+        statuses: &[AttemptStatus],
+        limit: usize,
+    ) -> Result<Vec<PaymentAttempt>, StoreError> {
+        if statuses.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, status, body FROM attempts WHERE status = ANY($1) \
+                 ORDER BY created_at_ns, id LIMIT $2",
+                &[&names, &limit],
+            )
+            .await
+            .map_err(classify::<StoreError>)?;
+        rows.iter().map(attempt_of).collect()
+    }
+
+    pub(super) async fn insert_order_row(&self, order: &Order) -> Result<InsertOrder, StoreError> {
+        let body = encode("order", order)?;
+        let attempt = order.attempt_id.as_str();
+        in_transaction!(
+            &self.pool,
+            self.retries,
+            IsolationLevel::ReadCommitted,
+            StoreError,
+            |tx| {
+                let n = tx
+                    .execute(
+                        "INSERT INTO orders (attempt_id, order_id, body) VALUES ($1, $2, $3) \
+                         ON CONFLICT DO NOTHING",
+                        &[&attempt, &order.id.as_str(), &body],
+                    )
+                    .await?;
+                if n == 1 {
+                    InsertOrder::Inserted
+                } else {
+                    let row = tx
+                        .query_opt("SELECT body FROM orders WHERE attempt_id = $1", &[&attempt])
+                        .await?;
+                    if let Some(row) = row {
+                        let at = At {
+                            table: "orders",
+                            key: attempt,
+                        };
+                        let body: String = at.get(&row, "body").map_err(Tx::Fail)?;
+                        let existing: Order = at.decode(&body).map_err(Tx::Fail)?;
+                        if existing.attempt_id != order.attempt_id {
+                            return Err(Tx::Fail(
+                                at.corrupt("the body is another attempt's order"),
+                            ));
+                        }
+                        InsertOrder::Existing(existing)
+                    } else {
+                        let other = tx
+                            .query_opt(
+                                "SELECT attempt_id FROM orders WHERE order_id = $1",
+                                &[&order.id.as_str()],
+                            )
+                            .await?;
+                        let other: Option<String> = match other {
+                            Some(row) => row.try_get(0)?,
+                            None => None,
+                        };
+                        return Err(Tx::Fail(conflict(
+                            "order",
+                            order.id.as_str(),
+                            format!(
+                                "the id is taken by the order of attempt {}",
+                                other.as_deref().unwrap_or("(gone)")
+                            ),
+                        )));
+                    }
+                }
+            }
+        )
+    }
+
+    pub(super) async fn order_row(
+        &self,
+        attempt_id: &AttemptId,
+    ) -> Result<Option<Order>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT body FROM orders WHERE attempt_id = $1",
+                &[&attempt_id.as_str()],
+            )
+            .await
+            .map_err(classify::<StoreError>)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let at = At {
+            table: "orders",
+            key: attempt_id.as_str(),
+        };
+        let order: Order = at.decode(&at.get::<String>(&row, "body")?)?;
+        if order.attempt_id != *attempt_id {
+            return Err(at.corrupt("the body is another attempt's order"));
+        }
+        Ok(Some(order))
+    }
+
+    pub(super) async fn record_block_row(&self, actor: &ActorId) -> Result<u32, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "INSERT INTO blocks (actor_id, count) VALUES ($1, 1) ON CONFLICT (actor_id) \
+                 DO UPDATE SET count = LEAST(blocks.count + 1, 4294967295) RETURNING count",
+                &[&actor.as_str()],
+            )
+            .await
+            .map_err(classify::<StoreError>)?;
+        let at = At {
+            table: "blocks",
+            key: actor.as_str(),
+        };
+        let n: i64 = at.get(&row, "count")?;
+        let n = at.count("count", n)?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    pub(super) async fn reset_blocks_row(&self, actor: &ActorId) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute("DELETE FROM blocks WHERE actor_id = $1", &[&actor.as_str()])
+            .await
+            .map_err(classify::<StoreError>)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,220 @@
+//! The embedded migrations, applied on connect.
+//!
+//! `am_meta` keeps the schema version (`key = 'schema_version'`). Connecting takes a
+//! transaction-scoped advisory lock (so two processes starting together do not both migrate),
+//! reads the version, refuses a database newer than this code, applies the missing
+//! migrations and records the new version, all in one transaction.
+//!
+//! Storage conventions (shared with the SQLite store where it can):
+//!
+//! * ids are `TEXT`; records are their serde JSON as `TEXT` (kept byte for byte);
+//! * amounts are integer minor units of the row's `currency` (ISO 4217 code): `BIGINT` per
+//!   hold, `NUMERIC` for running totals per mandate;
+//! * times are `NUMERIC` nanoseconds since 1970-01-01T00:00:00Z, columns named `*_ns`.
+
+use deadpool_postgres::Pool;
+use tokio_postgres::IsolationLevel;
+
+use super::codec::corrupt;
+use super::config::check_schema;
+use super::tx::in_transaction;
+use crate::ports::StoreError;
+
+/// The schema version this code writes and reads.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Migration `i` brings the schema from version `i` to `i + 1`.
+const MIGRATIONS: [&str; 1] = [r#"
+CREATE TABLE mandates (
+    id          TEXT PRIMARY KEY,
+    parent_id   TEXT,
+    status      TEXT NOT NULL,
+    currency    TEXT NOT NULL,
+    body        TEXT NOT NULL
+);
+CREATE INDEX mandates_parent ON mandates (parent_id);
+
+CREATE TABLE suspensions (
+    kind        TEXT NOT NULL,
+    party_id    TEXT NOT NULL,
+    PRIMARY KEY (kind, party_id)
+);
+
+CREATE TABLE confirmations (
+    id          TEXT PRIMARY KEY,
+    buyer_id    TEXT NOT NULL,
+    snapshot_id TEXT NOT NULL,
+    body        TEXT NOT NULL
+);
+CREATE INDEX confirmations_for ON confirmations (buyer_id, snapshot_id);
+
+CREATE TABLE snapshots (
+    id          TEXT PRIMARY KEY,
+    body        TEXT NOT NULL
+);
+
+CREATE TABLE accounts (
+    mandate_id  TEXT PRIMARY KEY,
+    currency    TEXT NOT NULL,
+    held        NUMERIC NOT NULL DEFAULT 0,
+    spent       NUMERIC NOT NULL DEFAULT 0,
+    uses        BIGINT NOT NULL DEFAULT 0,
+    attempts    BIGINT NOT NULL DEFAULT 0
+);
+
+CREATE TABLE holds (
+    attempt_id    TEXT PRIMARY KEY,
+    currency      TEXT NOT NULL,
+    amount        BIGINT NOT NULL,
+    committed     BIGINT NOT NULL DEFAULT 0,
+    refunded      BIGINT NOT NULL DEFAULT 0,
+    lifetime_back BIGINT NOT NULL DEFAULT 0,
+    window_back   BIGINT NOT NULL DEFAULT 0,
+    at_ns         NUMERIC NOT NULL,
+    state         TEXT NOT NULL,
+    mandate_ids   TEXT NOT NULL
+);
+
+CREATE TABLE hold_levels (
+    mandate_id  TEXT NOT NULL,
+    at_ns       NUMERIC NOT NULL,
+    attempt_id  TEXT NOT NULL,
+    PRIMARY KEY (mandate_id, at_ns, attempt_id)
+);
+
+CREATE TABLE attempts (
+    id            TEXT PRIMARY KEY,
+    status        TEXT NOT NULL,
+    created_at_ns NUMERIC NOT NULL,
+    body          TEXT NOT NULL
+);
+CREATE INDEX attempts_in ON attempts (status, created_at_ns, id);
+
+CREATE TABLE idempotency (
+    actor_id        TEXT NOT NULL,
+    operation       TEXT NOT NULL,
+    key             TEXT NOT NULL,
+    fingerprint     TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    lease_until_ns  NUMERIC,
+    result          TEXT,
+    retain_until_ns NUMERIC,
+    PRIMARY KEY (actor_id, operation, key)
+);
+
+CREATE TABLE orders (
+    attempt_id  TEXT PRIMARY KEY,
+    order_id    TEXT NOT NULL UNIQUE,
+    body        TEXT NOT NULL
+);
+
+CREATE TABLE blocks (
+    actor_id    TEXT PRIMARY KEY,
+    count       BIGINT NOT NULL
+);
+
+CREATE TABLE audit_events (
+    seq         BIGINT PRIMARY KEY,
+    prev_hash   TEXT NOT NULL,
+    hash        TEXT NOT NULL,
+    body        TEXT NOT NULL
+);
+
+-- The last event appended through the sink: appends lock this row (one writer at a time)
+-- and verification compares the chain's end with it (a dropped tail is found).
+CREATE TABLE audit_head (
+    id          SMALLINT PRIMARY KEY CHECK (id = 1),
+    seq         BIGINT NOT NULL,
+    hash        TEXT NOT NULL
+);
+INSERT INTO audit_head (id, seq, hash)
+    VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
+"#];
+
+/// Key of the advisory lock that serialises migrations (any fixed number; `am` in ASCII).
+const MIGRATION_LOCK: i64 = 0x616d_5f6d_6967_7261;
+
+/// Creates `schema` if given, then brings the tables to [`SCHEMA_VERSION`]; refuses a newer
+/// database.
+pub(crate) async fn migrate(
+    pool: &Pool,
+    schema: Option<&str>,
+    retries: u32,
+) -> Result<(), StoreError> {
+    if let Some(s) = schema {
+        check_schema(s)?;
+    }
+    in_transaction!(
+        pool,
+        retries,
+        IsolationLevel::ReadCommitted,
+        StoreError,
+        |tx| {
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .await?;
+            if let Some(s) = schema {
+                // `s` is a checked plain identifier.
+                tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {s}"))
+                    .await?;
+            }
+            tx.batch_execute(
+                "CREATE TABLE IF NOT EXISTS am_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            )
+            .await?;
+            let row = tx
+                .query_opt(
+                    "SELECT value FROM am_meta WHERE key = 'schema_version'",
+                    &[],
+                )
+                .await?;
+            let version = match row {
+                None => 0,
+                Some(row) => {
+                    let text: String = row.try_get(0)?;
+                    parse_version(&text).map_err(super::tx::Tx::Fail)?
+                }
+            };
+            if version > SCHEMA_VERSION {
+                return Err(super::tx::Tx::Fail(corrupt(
+                    "am_meta",
+                    "schema_version",
+                    format!(
+                    "the database has schema version {version}, newer than the {SCHEMA_VERSION} \
+                     this code knows: upgrade the code"
+                ),
+                )));
+            }
+            let from = usize::try_from(version).unwrap_or(0);
+            for sql in MIGRATIONS.iter().skip(from) {
+                tx.batch_execute(sql).await?;
+            }
+            if version < SCHEMA_VERSION {
+                tx.execute(
+                    "INSERT INTO am_meta (key, value) VALUES ('schema_version', $1) \
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                    &[&SCHEMA_VERSION.to_string()],
+                )
+                .await?;
+            }
+        }
+    )
+}
+
+fn parse_version(text: &str) -> Result<i64, StoreError> {
+    match text.trim().parse::<i64>() {
+        Ok(v) if v >= 0 => Ok(v),
+        _ => Err(corrupt(
+            "am_meta",
+            "schema_version",
+            format!("{text:?} is not a schema version"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_migration_per_version() {
+        assert_eq!(super::MIGRATIONS.len() as i64, super::SCHEMA_VERSION);
+    }
+}

@@ -1,0 +1,257 @@
+//! [`PostgresStore`]: the [`Store`] port on PostgreSQL.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Object, Pool};
+
+use super::config::PostgresConfig;
+use super::schema::migrate;
+use super::tx::client;
+use crate::domain::{
+    ActorId, AttemptId, AttemptStatus, BuyerId, CartSnapshot, Confirmation, ContentDigest, Mandate,
+    MandateId, MandateStatus, Money, Order, Party, PaymentAttempt, SnapshotId, Suspensions, Usage,
+};
+use crate::ports::{
+    Begin, HoldError, HoldRecord, HoldRequest, IdempotencyScope, InsertOrder, RefundPolicy, Store,
+    StoreError, StoredResult,
+};
+
+/// The [`Store`] port on PostgreSQL: shared by any number of connections and processes.
+///
+/// See the [module documentation](super) for the guarantees, the schema conventions and how
+/// windows are evaluated. Every method is one transaction (or one statement) on a connection
+/// of the pool; no lock of this process is held across an `await`.
+///
+/// **Idempotency.** The port's idempotency methods map to transactions as follows:
+/// `begin_idempotent` inserts the record or locks the existing one (`SELECT .. FOR UPDATE`) and
+/// decides (new, replay, conflict, in flight, lease lapsed or retention ended: taken over) in
+/// one transaction, so two callers racing for one key get exactly one `Started`;
+/// `complete_idempotent` and `abandon_idempotent` are one statement each. The record and the
+/// state change it guards (an attempt, a hold) are written by separate calls of the port, so
+/// they commit separately: a crash between them leaves the record in flight until its lease
+/// lapses, and the caller that takes it over finds the state already written (an attempt id
+/// derived from the key, a `Duplicate` hold) and continues from there.
+///
+/// `confirmations` come back in id order, `attempts_in` by creation time then id.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use agent_mandate::adapters::postgres::PostgresStore;
+/// use agent_mandate::domain::examples;
+/// use agent_mandate::ports::Store;
+///
+/// let store = PostgresStore::connect("postgres://app@127.0.0.1:5432/payments").await?;
+/// let mandate = examples::travel_backpack_mandate();
+/// store.insert_mandate(&mandate).await?;
+/// let chain = store.chain(mandate.id()).await?;
+/// let usage = store.usage(&chain, examples::now()).await?;
+/// assert!(usage[0].held.is_zero());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct PostgresStore {
+    pub(super) pool: Pool,
+    pub(super) retries: u32,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = self.pool.status();
+        f.debug_struct("PostgresStore")
+            .field("max_connections", &status.max_size)
+            .field("open_connections", &status.size)
+            .field("retries", &self.retries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to `url` with the default [`PostgresConfig`] and applies the migrations.
+    pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
+        PostgresStore::connect_with(&PostgresConfig::new(url)).await
+    }
+
+    /// Connects with `config` (creating its schema if it names one) and applies the
+    /// migrations.
+    pub async fn connect_with(config: &PostgresConfig) -> Result<PostgresStore, StoreError> {
+        let pool = config.pool()?;
+        migrate(&pool, config.schema(), config.max_retries()).await?;
+        Ok(PostgresStore {
+            pool,
+            retries: config.max_retries(),
+        })
+    }
+
+    /// Uses an existing pool (its connections' `search_path` decides the schema) and applies
+    /// the migrations. Transactions that lose a deadlock are retried 8 times.
+    pub async fn from_pool(pool: Pool) -> Result<PostgresStore, StoreError> {
+        let retries = 8;
+        migrate(&pool, None, retries).await?;
+        Ok(PostgresStore { pool, retries })
+    }
+
+    /// The pool, to share it with a [`super::PostgresAuditSink`].
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub(super) async fn client(&self) -> Result<Object, StoreError> {
+        client(&self.pool).await
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn insert_mandate(&self, mandate: &Mandate) -> Result<(), StoreError> {
+        self.insert_mandate_row(mandate).await
+    }
+
+    async fn mandate(&self, id: &MandateId) -> Result<Option<Mandate>, StoreError> {
+        self.mandate_row(id).await
+    }
+
+    async fn update_mandate(
+        &self,
+        mandate: &Mandate,
+        expected: MandateStatus,
+    ) -> Result<(), StoreError> {
+        self.update_mandate_row(mandate, expected).await
+    }
+
+    async fn chain(&self, leaf: &MandateId) -> Result<Vec<Mandate>, StoreError> {
+        self.chain_rows(leaf).await
+    }
+
+    async fn set_suspended(&self, party: &Party, suspended: bool) -> Result<(), StoreError> {
+        self.set_suspended_row(party, suspended).await
+    }
+
+    async fn suspensions(
+        &self,
+        actors: &[ActorId],
+        buyer: &BuyerId,
+    ) -> Result<Suspensions, StoreError> {
+        self.suspension_rows(actors, buyer).await
+    }
+
+    async fn insert_confirmation(&self, confirmation: &Confirmation) -> Result<(), StoreError> {
+        self.insert_confirmation_row(confirmation).await
+    }
+
+    async fn confirmations(
+        &self,
+        buyer: &BuyerId,
+        snapshot: &SnapshotId,
+    ) -> Result<Vec<Confirmation>, StoreError> {
+        self.confirmation_rows(buyer, snapshot).await
+    }
+
+    async fn put_snapshot(&self, snapshot: &CartSnapshot) -> Result<(), StoreError> {
+        self.put_snapshot_row(snapshot).await
+    }
+
+    async fn snapshot(&self, id: &SnapshotId) -> Result<Option<CartSnapshot>, StoreError> {
+        self.snapshot_row(id).await
+    }
+
+    async fn usage(&self, chain: &[Mandate], now: DateTime<Utc>) -> Result<Vec<Usage>, StoreError> {
+        self.ledger_usage(chain, now).await
+    }
+
+    async fn place_hold(&self, hold: &HoldRequest) -> Result<Vec<Usage>, HoldError> {
+        self.ledger_place(hold).await
+    }
+
+    async fn commit_hold(&self, attempt_id: &AttemptId, amount: Money) -> Result<(), StoreError> {
+        self.ledger_resolve(attempt_id, super::holds::Resolve::Commit(amount))
+            .await
+    }
+
+    async fn release_hold(&self, attempt_id: &AttemptId) -> Result<(), StoreError> {
+        self.ledger_resolve(attempt_id, super::holds::Resolve::Release)
+            .await
+    }
+
+    async fn refund_hold(
+        &self,
+        attempt_id: &AttemptId,
+        amount: Money,
+        policy: RefundPolicy,
+    ) -> Result<(), StoreError> {
+        self.ledger_resolve(attempt_id, super::holds::Resolve::Refund(amount, policy))
+            .await
+    }
+
+    async fn hold(&self, attempt_id: &AttemptId) -> Result<Option<HoldRecord>, StoreError> {
+        self.ledger_hold(attempt_id).await
+    }
+
+    async fn insert_attempt(&self, attempt: &PaymentAttempt) -> Result<(), StoreError> {
+        self.insert_attempt_row(attempt).await
+    }
+
+    async fn attempt(&self, id: &AttemptId) -> Result<Option<PaymentAttempt>, StoreError> {
+        self.attempt_row(id).await
+    }
+
+    async fn update_attempt(
+        &self,
+        attempt: &PaymentAttempt,
+        expected: AttemptStatus,
+    ) -> Result<(), StoreError> {
+        self.update_attempt_row(attempt, expected).await
+    }
+
+    async fn attempts_in(
+        &self,
+        statuses: &[AttemptStatus],
+        limit: usize,
+    ) -> Result<Vec<PaymentAttempt>, StoreError> {
+        self.attempt_rows_in(statuses, limit).await
+    }
+
+    async fn begin_idempotent(
+        &self,
+        scope: &IdempotencyScope,
+        fingerprint: &ContentDigest,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Begin, StoreError> {
+        self.begin_idempotent_row(scope, fingerprint, now, lease)
+            .await
+    }
+
+    async fn complete_idempotent(
+        &self,
+        scope: &IdempotencyScope,
+        result: &StoredResult,
+        retain_until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.complete_idempotent_row(scope, result, retain_until)
+            .await
+    }
+
+    async fn abandon_idempotent(&self, scope: &IdempotencyScope) -> Result<(), StoreError> {
+        self.abandon_idempotent_row(scope).await
+    }
+
+    async fn insert_order(&self, order: &Order) -> Result<InsertOrder, StoreError> {
+        self.insert_order_row(order).await
+    }
+
+    async fn order_for(&self, attempt_id: &AttemptId) -> Result<Option<Order>, StoreError> {
+        self.order_row(attempt_id).await
+    }
+
+    async fn record_block(&self, actor: &ActorId) -> Result<u32, StoreError> {
+        self.record_block_row(actor).await
+    }
+
+    async fn reset_blocks(&self, actor: &ActorId) -> Result<(), StoreError> {
+        self.reset_blocks_row(actor).await
+    }
+}
