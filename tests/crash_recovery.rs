@@ -19,7 +19,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use agent_mandate::adapters::memory::{ManualClock, MemoryVault};
-use agent_mandate::adapters::sqlite::{SqliteConfig, SqliteDatabase};
 use agent_mandate::domain::{
     examples, ActorId, AttemptId, AttemptStatus, BuyerId, CartSnapshot, Confirmation,
     ContentDigest, Mandate, MandateId, MandateStatus, Money, Order, Party, PaymentAttempt,
@@ -33,6 +32,7 @@ use agent_mandate::ports::{
     HoldRequest, HoldState, IdempotencyScope, InsertOrder, Lookup, PaymentProvider, Ports,
     ProviderError, RefundPolicy, RefundRequest, Store, StoreError, StoredResult, VoidRequest,
 };
+use common::backends::Backend;
 use common::durable_psp::JournalPsp;
 use common::engine::{admin, backpack_spec, card, key};
 
@@ -232,18 +232,39 @@ impl PaymentProvider for CrashingPsp {
     }
 }
 
-/// The files of one run.
+/// The files (and database) of one run.
 struct Run {
-    db: PathBuf,
-    journal: PathBuf,
+    dir: PathBuf,
+    backend: Backend,
 }
 
 impl Run {
-    fn new(dir: &Path) -> Run {
+    fn db(&self) -> PathBuf {
+        self.dir.join("state.db")
+    }
+
+    fn journal(&self) -> PathBuf {
+        self.dir.join("psp.json")
+    }
+
+    /// The run as the child's environment describes it.
+    fn from_env(dir: &str) -> Run {
+        let backend = match (
+            std::env::var("CRASH_CHILD_PG_URL"),
+            std::env::var("CRASH_CHILD_PG_SCHEMA"),
+        ) {
+            (Ok(url), Ok(schema)) => Backend::Postgres { url, schema },
+            _ => Backend::Sqlite,
+        };
         Run {
-            db: dir.join("state.db"),
-            journal: dir.join("psp.json"),
+            dir: PathBuf::from(dir),
+            backend,
         }
+    }
+
+    /// The store and audit sink of the run, opened anew (as a restarted process would).
+    async fn open(&self) -> (Arc<dyn Store>, Arc<dyn AuditSink>) {
+        self.backend.open(&self.db()).await
     }
 }
 
@@ -252,10 +273,9 @@ async fn engine_on(
     run: &Run,
     now: DateTime<Utc>,
     wire: Option<Arc<Tripwire>>,
-) -> (Engine, SqliteDatabase, Arc<JournalPsp>) {
-    let db = SqliteDatabase::open(SqliteConfig::file(&run.db)).expect("open the database");
-    let psp = Arc::new(JournalPsp::open(&run.journal));
-    let store: Arc<dyn Store> = Arc::new(db.store());
+) -> (Engine, Arc<dyn AuditSink>, Arc<JournalPsp>) {
+    let (store, audit) = run.open().await;
+    let psp = Arc::new(JournalPsp::open(&run.journal()));
     let (store, provider): (Arc<dyn Store>, Arc<dyn PaymentProvider>) = match wire {
         Some(wire) => (
             Arc::new(CrashingStore {
@@ -280,10 +300,10 @@ async fn engine_on(
         store,
         provider,
         vault,
-        audit: Arc::new(db.audit_sink()),
+        audit: audit.clone(),
         clock: Arc::new(ManualClock::new(now)),
     };
-    (Engine::new(ports, EngineConfig::default()), db, psp)
+    (Engine::new(ports, EngineConfig::default()), audit, psp)
 }
 
 fn execute(k: &str) -> agent_mandate::engine::ExecutePayment {
@@ -352,7 +372,7 @@ async fn child() {
     ) else {
         return;
     };
-    let run = Run::new(Path::new(&dir));
+    let run = Run::from_env(&dir);
     let wire = Arc::new(Tripwire {
         point,
         skip: std::sync::atomic::AtomicU32::new(1),
@@ -373,12 +393,20 @@ async fn child() {
 }
 
 /// Runs the child until it reaches `point`, then kills it with SIGKILL.
-fn run_child_until(dir: &Path, point: &str) {
+fn run_child_until(run: &Run, point: &str) {
+    let dir = &run.dir;
     let exe = std::env::current_exe().expect("test binary");
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    command
         .args(["--exact", "child", "--test-threads=1"])
         .env("CRASH_CHILD_DIR", dir)
-        .env("CRASH_CHILD_POINT", point)
+        .env("CRASH_CHILD_POINT", point);
+    if let Backend::Postgres { url, schema } = &run.backend {
+        command
+            .env("CRASH_CHILD_PG_URL", url)
+            .env("CRASH_CHILD_PG_SCHEMA", schema);
+    }
+    let mut child = command
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -513,58 +541,87 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 #[tokio::test]
-async fn a_payment_killed_at_each_persistence_point_recovers_without_loss_or_double_charge() {
+async fn sqlite_a_payment_killed_at_each_persistence_point_recovers() {
     for point in POINTS {
-        let dir = temp_dir(point);
-        run_child_until(&dir, point);
-        let run = Run::new(&dir);
-        // Restart after every lease has lapsed.
-        let later = examples::now() + chrono::Duration::minutes(10);
-        let (engine, db, psp) = engine_on(&run, later, None).await;
-
-        // The audit chain survived the kill.
-        db.audit_sink()
-            .verify()
-            .await
-            .unwrap_or_else(|e| panic!("{point}: the audit chain after the crash: {e}"));
-
-        // Reconcile every attempt against the PSP.
-        let store = engine.ports().store.clone();
-        for a in store.attempts_in(&AttemptStatus::ALL, 1000).await.unwrap() {
-            engine
-                .reconcile(&a.id)
-                .await
-                .unwrap_or_else(|e| panic!("{point}: reconcile {}: {e}", a.id));
-        }
-        assert_consistent(&engine, &psp, point).await;
-        let crashed = attempt_id_for(&examples::agent().id, &key("pay-2"));
-        let before = store.attempt(&crashed).await.unwrap().map(|a| a.status);
-        eprintln!("{point}: after restart and reconcile, the crashed payment is {before:?}");
-
-        // The client retries its commands with the same keys: the payment completes once.
-        let second = pay(&engine, 2).await;
-        assert_eq!(second, attempt_id_for(&examples::agent().id, &key("pay-2")));
-        // And a replay of everything changes nothing.
-        pay(&engine, 2).await;
-        assert_consistent(&engine, &psp, point).await;
-        for n in [1u32, 2] {
-            let id = attempt_id_for(&examples::agent().id, &key(&format!("pay-{n}")));
-            let a = store.attempt(&id).await.unwrap().expect("attempt");
-            assert_eq!(a.status, AttemptStatus::Captured, "{point}: payment {n}");
-            assert_eq!(psp.effects("authorize", id.as_str()), 1, "{point}: {n}");
-            assert_eq!(psp.effects("capture", id.as_str()), 1, "{point}: {n}");
-            assert!(
-                store.order_for(&id).await.unwrap().is_some(),
-                "{point}: {n}"
-            );
-        }
-        let head = db
-            .audit_sink()
-            .verify()
-            .await
-            .expect("the chain verifies after recovery");
-        assert!(head.is_some());
-        drop((engine, db));
+        let dir = temp_dir(&format!("sqlite-{point}"));
+        let run = Run {
+            dir: dir.clone(),
+            backend: Backend::Sqlite,
+        };
+        crash_and_recover(&run, point).await;
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_a_payment_killed_at_each_persistence_point_recovers() {
+    let Some(url) = common::backends::database_url() else {
+        return;
+    };
+    for point in POINTS {
+        let dir = temp_dir(&format!("pg-{point}"));
+        let schema = format!("crash_{}_{}", std::process::id(), point);
+        let run = Run {
+            dir: dir.clone(),
+            backend: Backend::Postgres {
+                url: url.clone(),
+                schema: schema.clone(),
+            },
+        };
+        crash_and_recover(&run, point).await;
+        run.backend.drop_schema().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Kills a child at `point`, restarts on the same state, reconciles and checks; then retries
+/// the client's commands and checks again.
+async fn crash_and_recover(run: &Run, point: &str) {
+    run_child_until(run, point);
+    // Restart after every lease has lapsed.
+    let later = examples::now() + chrono::Duration::minutes(10);
+    let (engine, audit, psp) = engine_on(run, later, None).await;
+
+    // The audit chain survived the kill.
+    audit
+        .verify()
+        .await
+        .unwrap_or_else(|e| panic!("{point}: the audit chain after the crash: {e}"));
+
+    // Reconcile every attempt against the PSP.
+    let store = engine.ports().store.clone();
+    for a in store.attempts_in(&AttemptStatus::ALL, 1000).await.unwrap() {
+        engine
+            .reconcile(&a.id)
+            .await
+            .unwrap_or_else(|e| panic!("{point}: reconcile {}: {e}", a.id));
+    }
+    assert_consistent(&engine, &psp, point).await;
+    let crashed = attempt_id_for(&examples::agent().id, &key("pay-2"));
+    let before = store.attempt(&crashed).await.unwrap().map(|a| a.status);
+    eprintln!("{point}: after restart and reconcile, the crashed payment is {before:?}");
+
+    // The client retries its commands with the same keys: the payment completes once.
+    let second = pay(&engine, 2).await;
+    assert_eq!(second, crashed);
+    // And a replay of everything changes nothing.
+    pay(&engine, 2).await;
+    assert_consistent(&engine, &psp, point).await;
+    for n in [1u32, 2] {
+        let id = attempt_id_for(&examples::agent().id, &key(&format!("pay-{n}")));
+        let a = store.attempt(&id).await.unwrap().expect("attempt");
+        assert_eq!(a.status, AttemptStatus::Captured, "{point}: payment {n}");
+        assert_eq!(psp.effects("authorize", id.as_str()), 1, "{point}: {n}");
+        assert_eq!(psp.effects("capture", id.as_str()), 1, "{point}: {n}");
+        assert!(
+            store.order_for(&id).await.unwrap().is_some(),
+            "{point}: {n}"
+        );
+    }
+    let head = audit
+        .verify()
+        .await
+        .expect("the chain verifies after recovery");
+    assert!(head.is_some());
 }

@@ -6,6 +6,8 @@
     reason = "each test binary uses a different subset of the builders"
 )]
 
+#[cfg(all(feature = "sqlite", feature = "testkit"))]
+pub mod backends;
 #[cfg(feature = "testkit")]
 pub mod durable_psp;
 #[cfg(feature = "testkit")]
