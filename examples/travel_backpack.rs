@@ -4,13 +4,19 @@
 //! A buyer tells an agent: "Buy the Travel Backpack if the final total is under EUR 150." The
 //! agent holds a payment credential. Watch the decision change as the facts change; then the
 //! engine carries the allowed request through: budget hold, PSP authorization, capture, order,
-//! a verified audit chain and the dispute evidence (memory adapters, fake PSP).
+//! a verified audit chain and the dispute evidence. State is kept in a SQLite file (a new one
+//! under the temp dir, or the path given as the first argument); the PSP is the testkit's fake.
 //!
-//! Run: `cargo run --example travel_backpack --features testkit`
+//! Run: `cargo run --example travel_backpack --features testkit,sqlite [-- PATH.db]`
+//!
+//! Run it twice with the same path: the second run finds the mandate, the payment, the capture
+//! and the order in the file, answers every command from its idempotency record (no second
+//! authorization) and verifies the audit chain the first run wrote.
 
 use std::sync::Arc;
 
-use agent_mandate::adapters::memory::MemoryPorts;
+use agent_mandate::adapters::memory::{ManualClock, MemoryVault};
+use agent_mandate::adapters::sqlite::{SqliteConfig, SqliteDatabase};
 use agent_mandate::domain::{
     evaluate, examples, Actor, ActorKind, Currency, EvaluationDocument, Outcome,
 };
@@ -19,7 +25,7 @@ use agent_mandate::engine::{
     ExecutePayment, OrderOutcome, PaymentOutcome,
 };
 use agent_mandate::ports::{
-    AuditSink, CredentialDisplay, CredentialKind, FundingType, NewCredential, Secret,
+    AuditSink, CredentialDisplay, CredentialKind, FundingType, NewCredential, Ports, Secret,
 };
 use agent_mandate::testkit::FakePsp;
 
@@ -85,12 +91,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     pay(examples::travel_backpack_document()).await
 }
 
-/// The allowed request, carried through by the engine on the memory adapters.
+/// The allowed request, carried through by the engine on a SQLite file.
 async fn pay(doc: EvaluationDocument) -> Result<(), Box<dyn std::error::Error>> {
-    let memory = MemoryPorts::new(examples::now(), |vault, _clock| {
-        Arc::new(FakePsp::with_vault(vault))
-    });
-    let engine = Engine::new(memory.ports.clone(), EngineConfig::default());
+    let path = match std::env::args().nth(1) {
+        Some(path) => std::path::PathBuf::from(path),
+        None => std::env::temp_dir().join(format!(
+            "agent-mandate-travel-backpack-{}.db",
+            std::process::id()
+        )),
+    };
+    let db = SqliteDatabase::open(SqliteConfig::file(&path))?;
+    println!(
+        "== 5. The engine, with its state in {} (WAL, synchronous=FULL)",
+        path.display()
+    );
+    let vault = Arc::new(MemoryVault::new());
+    let audit = Arc::new(db.audit_sink());
+    let ports = Ports {
+        store: Arc::new(db.store()),
+        provider: Arc::new(FakePsp::with_vault(vault.clone())),
+        vault,
+        audit: audit.clone(),
+        clock: Arc::new(ManualClock::new(examples::now())),
+    };
+    let engine = Engine::new(ports, EngineConfig::default());
     let buyer = Actor {
         id: "human_buyer_456".parse()?,
         kind: ActorKind::Human,
@@ -119,7 +143,7 @@ async fn pay(doc: EvaluationDocument) -> Result<(), Box<dyn std::error::Error>> 
         })
         .await?;
     println!(
-        "== 5. The engine: the agent's card is {} ({} ending {}), the secret stays in the vault",
+        "   card:      {} ({} ending {}), the secret stays in the vault",
         card.reference, card.display.brand, card.display.last4
     );
 
@@ -133,9 +157,14 @@ async fn pay(doc: EvaluationDocument) -> Result<(), Box<dyn std::error::Error>> 
             capture: false,
         })
         .await?;
-    let PaymentOutcome::Done { attempt, .. } = outcome else {
+    let replayed = outcome.is_replay();
+    let (PaymentOutcome::Done { attempt, .. } | PaymentOutcome::Replayed { attempt }) = outcome
+    else {
         return Err(format!("the payment was not executed: {outcome:?}").into());
     };
+    if replayed {
+        println!("   (found in the database: every command below is answered from its record)");
+    }
     println!(
         "   authorize: attempt {} is {} for {} at the PSP ({})",
         attempt.id,
@@ -165,15 +194,11 @@ async fn pay(doc: EvaluationDocument) -> Result<(), Box<dyn std::error::Error>> 
             checkout: doc.checkout.clone(),
         })
         .await?;
-    let OrderOutcome::Committed { order, .. } = order else {
+    let (OrderOutcome::Committed { order, .. } | OrderOutcome::Existing { order }) = order else {
         return Err(format!("the order was not committed: {order:?}").into());
     };
     println!("   order:     {} committed for {}", order.id, order.amount);
-    let head = memory
-        .audit
-        .verify()
-        .await?
-        .ok_or("the audit trail is empty")?;
+    let head = audit.verify().await?.ok_or("the audit trail is empty")?;
     println!(
         "   audit:     {} events, chain verified, head {}",
         head.seq, head.hash

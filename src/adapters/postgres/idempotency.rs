@@ -46,38 +46,53 @@ impl PostgresStore {
             IsolationLevel::ReadCommitted,
             StoreError,
             |tx| {
-                let inserted = tx
-                    .execute(
-                        "INSERT INTO idempotency (actor_id, operation, key, fingerprint, state, \
-                         lease_until_ns) VALUES ($1, $2, $3, $4, 'in_flight', $5) \
-                         ON CONFLICT DO NOTHING",
-                        &[&pk.0, &pk.1, &pk.2, &fp, &lease_param],
-                    )
-                    .await?;
-                if inserted == 1 {
-                    Begin::Started
-                } else {
-                    let row = tx
-                        .query_one(
-                            "SELECT fingerprint, state, lease_until_ns, result, retain_until_ns \
-                             FROM idempotency WHERE actor_id = $1 AND operation = $2 AND key = $3 \
-                             FOR UPDATE",
-                            &[&pk.0, &pk.1, &pk.2],
-                        )
-                        .await?;
-                    let answer = decide(&row, &key, fingerprint, now).map_err(Tx::Fail)?;
-                    if let Some(answer) = answer {
-                        answer
-                    } else {
-                        tx.execute(
-                            "UPDATE idempotency SET fingerprint = $4, state = 'in_flight', \
-                             lease_until_ns = $5, result = NULL, retain_until_ns = NULL \
-                             WHERE actor_id = $1 AND operation = $2 AND key = $3",
+                // The record may be deleted (abandoned) between our conflicting insert and
+                // the read that follows: then insert again (each statement of a READ
+                // COMMITTED transaction sees what committed before it).
+                let mut attempts = 0u32;
+                loop {
+                    attempts += 1;
+                    let inserted = tx
+                        .execute(
+                            "INSERT INTO idempotency (actor_id, operation, key, fingerprint, \
+                             state, lease_until_ns) VALUES ($1, $2, $3, $4, 'in_flight', $5) \
+                             ON CONFLICT DO NOTHING",
                             &[&pk.0, &pk.1, &pk.2, &fp, &lease_param],
                         )
                         .await?;
-                        Begin::Started
+                    if inserted == 1 {
+                        break Begin::Started;
                     }
+                    let row = tx
+                        .query_opt(
+                            "SELECT fingerprint, state, lease_until_ns, result, retain_until_ns \
+                             FROM idempotency WHERE actor_id = $1 AND operation = $2 \
+                             AND key = $3 FOR UPDATE",
+                            &[&pk.0, &pk.1, &pk.2],
+                        )
+                        .await?;
+                    let Some(row) = row else {
+                        if attempts >= 8 {
+                            return Err(Tx::Fail(StoreError::Unavailable {
+                                message: format!(
+                                    "idempotency record {key} keeps being created and dropped"
+                                ),
+                            }));
+                        }
+                        continue;
+                    };
+                    let answer = decide(&row, &key, fingerprint, now).map_err(Tx::Fail)?;
+                    if let Some(answer) = answer {
+                        break answer;
+                    }
+                    tx.execute(
+                        "UPDATE idempotency SET fingerprint = $4, state = 'in_flight', \
+                         lease_until_ns = $5, result = NULL, retain_until_ns = NULL \
+                         WHERE actor_id = $1 AND operation = $2 AND key = $3",
+                        &[&pk.0, &pk.1, &pk.2, &fp, &lease_param],
+                    )
+                    .await?;
+                    break Begin::Started;
                 }
             }
         )
