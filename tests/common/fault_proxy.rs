@@ -96,6 +96,11 @@ impl FaultProxy {
             .push_back((matcher.to_owned(), fault));
     }
 
+    /// Forgets the faults not yet used.
+    pub fn clear_faults(&self) {
+        self.shared.lock().expect("lock").faults.clear();
+    }
+
     /// Every request seen so far.
     pub fn seen(&self) -> Vec<Seen> {
         self.shared.lock().expect("lock").seen.clone()

@@ -28,12 +28,21 @@ pub const PM_DECLINE: &str = "pm_card_chargeCustomerFail";
 /// `pm_card_threeDSecure2Required` shortcut, so the test creates a payment method with it).
 pub const CARD_3DS: &str = "4000002760003184";
 
-/// `LOCALSTRIPE_URL`, or `None` after printing why the test is skipped.
+/// `LOCALSTRIPE_URL`, or `None` after printing why the test is skipped (a failure instead
+/// when `REQUIRE_LOCALSTRIPE` is set, as in CI: there the tests must run, not skip).
 pub fn localstripe_url(test: &str) -> Option<String> {
     match std::env::var("LOCALSTRIPE_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
-            eprintln!(
+            assert!(
+                std::env::var_os("REQUIRE_LOCALSTRIPE").is_none(),
+                "{test}: REQUIRE_LOCALSTRIPE is set but LOCALSTRIPE_URL is not"
+            );
+            // Straight to the stderr handle, not `eprintln!`: the test harness captures the
+            // macro's output of a passing test, and a skip must be seen.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
                 "SKIPPED: {test}: LOCALSTRIPE_URL not set (run scripts/with-localstripe.sh cargo test --all-features ...)"
             );
             None

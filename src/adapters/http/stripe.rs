@@ -305,12 +305,12 @@ impl StripeProvider {
         }
         let mut found = None;
         if let Some(charge) = &error.charge {
-            if let Ok(Some(pi)) = self.intent_of_charge(charge).await {
+            if let Ok(Some((_, pi))) = self.intent_of_charge(charge).await {
                 found = Some(pi);
             }
         }
         if found.is_none() {
-            if let Ok(Some(pi)) = self.find_by_key(key).await {
+            if let Ok(Some((_, pi))) = self.find_by_key(key).await {
                 found = Some(pi);
             }
         }
@@ -356,28 +356,26 @@ impl StripeProvider {
     }
 
     /// `GET /v1/payment_intents/{id}` with the charge expanded; `None` on 404.
-    async fn retrieve(&self, id: &str) -> Result<Option<PaymentIntentJson>, StripeError> {
+    async fn retrieve(&self, id: &str) -> Result<Option<(u16, PaymentIntentJson)>, StripeError> {
         let mut url = self.url(&["v1", "payment_intents", id])?;
         url.query_pairs_mut()
             .append_pair("expand[]", "latest_charge");
         match self.get_json(url).await? {
             None => Ok(None),
-            Some((status, value)) => {
-                serde_json::from_value(value)
-                    .map(Some)
-                    .map_err(|e| StripeError::MalformedBody {
-                        call: StripeCall::Lookup,
-                        status,
-                        detail: format!("PaymentIntent: {e}"),
-                    })
-            }
+            Some((status, value)) => serde_json::from_value::<PaymentIntentJson>(value)
+                .map(|pi| Some((status, pi)))
+                .map_err(|e| StripeError::MalformedBody {
+                    call: StripeCall::Lookup,
+                    status,
+                    detail: format!("PaymentIntent: {e}"),
+                }),
         }
     }
 
     async fn intent_of_charge(
         &self,
         charge: &str,
-    ) -> Result<Option<PaymentIntentJson>, StripeError> {
+    ) -> Result<Option<(u16, PaymentIntentJson)>, StripeError> {
         let url = self.url(&["v1", "charges", charge])?;
         let Some((status, value)) = self.get_json(url).await? else {
             return Ok(None);
@@ -400,7 +398,7 @@ impl StripeProvider {
     async fn find_by_key(
         &self,
         key: &ProviderKey,
-    ) -> Result<Option<PaymentIntentJson>, StripeError> {
+    ) -> Result<Option<(u16, PaymentIntentJson)>, StripeError> {
         let call = StripeCall::Lookup;
         let mut after: Option<String> = None;
         for _ in 0..self.config.lookup_pages {
@@ -640,7 +638,7 @@ impl PaymentProvider for StripeProvider {
         let ambiguous = |e: StripeError| ProviderError::Ambiguous {
             message: format!("refund accepted, payment not read back: {e}"),
         };
-        let pi = self
+        let (status, pi) = self
             .retrieve(req.reference.as_str())
             .await
             .map_err(ambiguous)?
@@ -650,7 +648,7 @@ impl PaymentProvider for StripeProvider {
         wire::report_of(&pi).map_err(|detail| {
             ambiguous(StripeError::MalformedBody {
                 call,
-                status: 200,
+                status,
                 detail,
             })
         })
@@ -661,10 +659,12 @@ impl PaymentProvider for StripeProvider {
             Lookup::Reference(r) => self.retrieve(r.as_str()).await?,
             Lookup::Key(k) => self.find_by_key(k).await?,
         };
-        let Some(pi) = pi else { return Ok(None) };
+        let Some((status, pi)) = pi else {
+            return Ok(None);
+        };
         let report = wire::report_of(&pi).map_err(|detail| StripeError::MalformedBody {
             call: StripeCall::Lookup,
-            status: 200,
+            status,
             detail,
         })?;
         Ok(Some(report))
