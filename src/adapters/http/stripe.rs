@@ -35,8 +35,9 @@ pub const STRIPE_API_VERSION: &str = "2024-06-20";
 ///     .with_timeouts(Duration::from_secs(2), Duration::from_secs(20));
 /// assert!(!format!("{config:?}").contains("sk_test_123"));
 /// assert!(StripeConfig::new("ftp://example", Secret::new("k")).is_err());
+/// assert!(StripeConfig::new("https://user:pw@api.example", Secret::new("k")).is_err());
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StripeConfig {
     base_url: reqwest::Url,
     api_key: Secret,
@@ -45,6 +46,20 @@ pub struct StripeConfig {
     max_idle_per_host: usize,
     lookup_pages: u32,
     api_version: Option<String>,
+}
+
+impl fmt::Debug for StripeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StripeConfig")
+            .field("base_url", &self.base_url.as_str())
+            .field("api_key", &self.api_key)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("max_idle_per_host", &self.max_idle_per_host)
+            .field("lookup_pages", &self.lookup_pages)
+            .field("api_version", &self.api_version)
+            .finish()
+    }
 }
 
 /// A configuration or client construction failure (names the field).
@@ -80,6 +95,12 @@ impl StripeConfig {
         }
         if url.query().is_some() || url.fragment().is_some() {
             return Err(invalid("base_url", "must have no query or fragment".into()));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(invalid(
+                "base_url",
+                "must not carry credentials (the API key is separate)".into(),
+            ));
         }
         if !url.path().ends_with('/') {
             let path = format!("{}/", url.path());

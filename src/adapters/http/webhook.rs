@@ -20,9 +20,11 @@ use super::signature::{sign, EVENT_HASH_HEADER, SEQ_HEADER, SIGNATURE_HEADER};
 /// use agent_mandate::ports::Secret;
 /// let config = WebhookConfig::new("https://audit.example/hooks", Secret::new("whsec_123")).unwrap();
 /// assert!(!format!("{config:?}").contains("whsec_123"));
+/// let with_token = WebhookConfig::new("https://audit.example/h?token=t0k", Secret::new("s")).unwrap();
+/// assert!(!format!("{with_token:?}").contains("t0k"));
 /// assert!(WebhookConfig::new("not a url", Secret::new("s")).is_err());
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WebhookConfig {
     url: reqwest::Url,
     secret: Secret,
@@ -31,6 +33,27 @@ pub struct WebhookConfig {
     max_backoff: Duration,
     batch: usize,
     idle_poll: Duration,
+}
+
+impl fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL without user info, query or fragment (a receiver token may hide there).
+        let shown = format!(
+            "{}://{}{}",
+            self.url.scheme(),
+            self.url.host_str().unwrap_or_default(),
+            self.url.port().map(|p| format!(":{p}")).unwrap_or_default()
+        ) + self.url.path();
+        f.debug_struct("WebhookConfig")
+            .field("url", &shown)
+            .field("secret", &self.secret)
+            .field("timeout", &self.timeout)
+            .field("initial_backoff", &self.initial_backoff)
+            .field("max_backoff", &self.max_backoff)
+            .field("batch", &self.batch)
+            .field("idle_poll", &self.idle_poll)
+            .finish()
+    }
 }
 
 /// A webhook configuration failure (names the field).
