@@ -440,3 +440,62 @@ async fn garbage_answers_never_panic() {
         }
     }
 }
+
+/// `lookup(Key)` claims absence only after reading the whole list: a list longer than the
+/// configured pages is `Transient`, a complete one without the key `Ok(None)`, a match is
+/// retrieved by its id.
+#[tokio::test]
+async fn lookup_by_key_never_claims_an_absence_it_did_not_check() {
+    let proxy = FaultProxy::start("http://127.0.0.1:9").await;
+    let vault = Arc::new(MemoryVault::new());
+    let clock = Arc::new(ManualClock::new(examples::now()));
+    let config = localstripe::config(&proxy.url)
+        .with_max_idle_per_host(0)
+        .with_lookup_pages(2);
+    let psp = StripeProvider::new(config, vault, clock).expect("provider");
+    let key = ProviderKey::new("wanted").expect("key");
+    let page = |has_more: bool, id: &str, k: &str| {
+        respond(
+            200,
+            &[],
+            &format!(
+                r#"{{"data":[{{"id":"{id}","metadata":{{"agent_mandate_key":"{k}"}}}}],"has_more":{has_more}}}"#
+            ),
+        )
+    };
+    proxy.inject("GET /v1/payment_intents", page(true, "pi_a", "other"));
+    proxy.inject("GET /v1/payment_intents", page(true, "pi_b", "other"));
+    let r = psp.lookup(&Lookup::Key(key.clone())).await;
+    assert!(matches!(r, Err(ProviderError::Transient { .. })), "{r:?}");
+
+    proxy.inject("GET /v1/payment_intents", page(true, "pi_a", "other"));
+    proxy.inject("GET /v1/payment_intents", page(false, "pi_b", "other"));
+    assert_eq!(psp.lookup(&Lookup::Key(key.clone())).await, Ok(None));
+    let listed = proxy.since(0);
+    assert!(
+        listed
+            .last()
+            .is_some_and(|l| l.contains("starting_after=pi_a")),
+        "pages follow each other: {listed:?}"
+    );
+
+    proxy.inject("GET /v1/payment_intents", page(false, "pi_c", "wanted"));
+    proxy.inject(
+        "GET /v1/payment_intents/pi_c",
+        respond(
+            200,
+            &[],
+            r#"{"id":"pi_c","status":"requires_capture","amount":1000,"currency":"eur"}"#,
+        ),
+    );
+    let found = psp
+        .lookup(&Lookup::Key(key))
+        .await
+        .expect("answer")
+        .expect("found");
+    assert_eq!(found.reference.as_ref().map(|r| r.as_str()), Some("pi_c"));
+    assert_eq!(
+        found.authorized,
+        Money::from_minor(1000, Currency::EUR).expect("m")
+    );
+}

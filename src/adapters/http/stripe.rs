@@ -273,7 +273,9 @@ impl StripeProvider {
         Ok((status, retry_after, body))
     }
 
-    /// A mutating call on a PaymentIntent that answers with it.
+    /// A mutating call on a PaymentIntent that answers with it. `decline_in`: the currency
+    /// of an authorization, whose card error is a decline (`None` for the other calls, where
+    /// a card error is a refusal).
     async fn post_intent(
         &self,
         call: StripeCall,
@@ -281,25 +283,26 @@ impl StripeProvider {
         key: &ProviderKey,
         mut form: Form,
         redact: Option<&str>,
-        currency: crate::domain::Currency,
+        decline_in: Option<crate::domain::Currency>,
     ) -> Result<ProviderReport, StripeError> {
         form.push(("expand[]".into(), "latest_charge".into()));
         let url = self.url(segments)?;
         let (status, retry_after, body) = self
             .send(call, reqwest::Method::POST, url, Some(key), Some(&form))
             .await?;
-        match classify(call, status, retry_after.as_deref(), &body, redact) {
-            Answer::Success(body) => parse_report(call, status, body),
-            Answer::Card(error) if call == StripeCall::Authorize => {
-                Ok(self.declined(&error, key, currency).await)
-            }
-            Answer::Card(error) | Answer::NotFound(error) => Err(StripeError::Refused {
+        match (
+            classify(call, status, retry_after.as_deref(), &body, redact),
+            decline_in,
+        ) {
+            (Answer::Success(body), _) => parse_report(call, status, body),
+            (Answer::Card(error), Some(currency)) => Ok(self.declined(&error, key, currency).await),
+            (Answer::Card(error) | Answer::NotFound(error), _) => Err(StripeError::Refused {
                 call,
                 status,
                 code: error.code.clone(),
                 message: sanitize(error.message.as_deref().unwrap_or(""), redact),
             }),
-            Answer::Failed(e) => Err(e),
+            (Answer::Failed(e), _) => Err(e),
         }
     }
 
@@ -580,7 +583,7 @@ impl PaymentProvider for StripeProvider {
                 &req.key,
                 form,
                 Some(pm),
-                req.amount.currency(),
+                Some(req.amount.currency()),
             )
             .await?;
         Ok(report)
@@ -598,7 +601,7 @@ impl PaymentProvider for StripeProvider {
                 &req.key,
                 form,
                 None,
-                req.amount.currency(),
+                None,
             )
             .await?)
     }
@@ -606,8 +609,6 @@ impl PaymentProvider for StripeProvider {
     async fn void(&self, req: &VoidRequest) -> Result<ProviderReport, ProviderError> {
         let call = StripeCall::Void;
         let id = req.reference.as_str();
-        // A card error is only a decline on authorize; the currency is unused here.
-        let currency = crate::domain::Currency::EUR;
         Ok(self
             .post_intent(
                 call,
@@ -615,7 +616,7 @@ impl PaymentProvider for StripeProvider {
                 &req.key,
                 Vec::new(),
                 None,
-                currency,
+                None,
             )
             .await?)
     }
@@ -689,5 +690,56 @@ impl PaymentProvider for StripeProvider {
             detail,
         })?;
         Ok(Some(report))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Currency;
+
+    fn amount(text: &str, currency: Currency) -> Result<(i64, String), StripeError> {
+        stripe_amount(
+            StripeCall::Authorize,
+            &Money::parse(text, currency).expect("money"),
+        )
+    }
+
+    #[test]
+    fn amounts_are_minor_units_of_the_currency_exponent() {
+        assert_eq!(
+            amount("129.00", Currency::EUR).expect("ok"),
+            (12900, "eur".into())
+        );
+        assert_eq!(
+            amount("1000", Currency::JPY).expect("ok"),
+            (1000, "jpy".into())
+        );
+        assert_eq!(
+            amount("1.250", Currency::BHD).expect("ok"),
+            (1250, "bhd".into())
+        );
+        let field = |r: Result<(i64, String), StripeError>| match r {
+            Err(StripeError::Request { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field(amount("1.255", Currency::BHD)), "amount");
+        assert_eq!(field(amount("0.00", Currency::EUR)), "amount");
+        let isk = Currency::from_code("ISK").expect("ISK");
+        assert_eq!(field(amount("100", isk)), "amount.currency");
+    }
+
+    #[test]
+    fn the_config_names_the_bad_field() {
+        let field = |url: &str, key: &str| match StripeConfig::new(url, Secret::new(key)) {
+            Err(StripeConfigError::Invalid { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field("not a url", "k"), "base_url");
+        assert_eq!(field("https://x.example/?a=b", "k"), "base_url");
+        assert_eq!(field("https://x.example", ""), "api_key");
+        assert_eq!(field("https://x.example", "sk test"), "api_key");
+        let c = StripeConfig::new("http://127.0.0.1:1/prefix", Secret::new("sk_x")).expect("ok");
+        assert_eq!(c.base_url(), "http://127.0.0.1:1/prefix/");
     }
 }
