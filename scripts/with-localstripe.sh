@@ -17,11 +17,27 @@ if [ "$#" -eq 0 ]; then
 fi
 
 venv="${LOCALSTRIPE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/agent-mandate/localstripe-venv}"
+# A fresh Debian machine may lack python3 or its venv module: install them when we can.
+ensure_python() {
+  if command -v python3 >/dev/null 2>&1 && python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    return 0
+  fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "with-localstripe: installing python3 and python3-venv with apt-get" >&2
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >&2
+  else
+    echo "with-localstripe: python3 with the venv module is required" >&2
+    exit 1
+  fi
+}
+ensure_python
 if [ ! -x "$venv/bin/localstripe" ]; then
   echo "with-localstripe: installing localstripe into $venv" >&2
   mkdir -p "$(dirname "$venv")"
+  rm -rf "$venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check localstripe
+  "$venv/bin/pip" install --quiet --disable-pip-version-check localstripe >&2
 fi
 
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
