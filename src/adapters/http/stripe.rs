@@ -1,0 +1,745 @@
+//! A Stripe-compatible [`PaymentProvider`]: PaymentIntents with manual capture.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::domain::{Money, ProviderKey, ProviderReport};
+use crate::ports::{
+    AuthorizeRequest, CaptureRequest, Clock, CredentialKind, CredentialVault, Lookup,
+    PaymentProvider, ProviderError, RefundRequest, Secret, VaultError, VoidRequest,
+};
+
+use super::classify::{classify, sanitize, transport, Answer, StripeCall, StripeError};
+use super::stripe_wire::{
+    self as wire, ErrorJson, ListJson, PaymentIntentJson, PaymentIntentSummary,
+};
+
+/// The largest body the adapter reads from the PSP.
+const MAX_BODY: usize = 1 << 20;
+
+/// The Stripe API version the adapter is written against (sent as `Stripe-Version`).
+pub const STRIPE_API_VERSION: &str = "2024-06-20";
+
+/// How to reach a Stripe-compatible PSP. The API key is a [`Secret`]: it never shows in
+/// `Debug`, errors or logs.
+///
+/// ```
+/// use std::time::Duration;
+/// use agent_mandate::adapters::http::StripeConfig;
+/// use agent_mandate::ports::Secret;
+/// let config = StripeConfig::new("http://127.0.0.1:8420", Secret::new("sk_test_123"))
+///     .unwrap()
+///     .with_timeouts(Duration::from_secs(2), Duration::from_secs(20));
+/// assert!(!format!("{config:?}").contains("sk_test_123"));
+/// assert!(StripeConfig::new("ftp://example", Secret::new("k")).is_err());
+/// assert!(StripeConfig::new("https://user:pw@api.example", Secret::new("k")).is_err());
+/// ```
+#[derive(Clone)]
+pub struct StripeConfig {
+    base_url: reqwest::Url,
+    api_key: Secret,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    max_idle_per_host: usize,
+    lookup_pages: u32,
+    api_version: Option<String>,
+}
+
+impl fmt::Debug for StripeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StripeConfig")
+            .field("base_url", &self.base_url.as_str())
+            .field("api_key", &self.api_key)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("max_idle_per_host", &self.max_idle_per_host)
+            .field("lookup_pages", &self.lookup_pages)
+            .field("api_version", &self.api_version)
+            .finish()
+    }
+}
+
+/// A configuration or client construction failure (names the field).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StripeConfigError {
+    /// A field is unusable.
+    #[error("invalid Stripe configuration: {field}: {message}")]
+    Invalid {
+        /// The field (`base_url`, `api_key`).
+        field: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// The HTTP client cannot be built (TLS setup).
+    #[error("cannot build the HTTP client: {message}")]
+    Client {
+        /// Why.
+        message: String,
+    },
+}
+
+impl StripeConfig {
+    /// `base_url`: `https://api.stripe.com` or a Stripe-compatible endpoint (`http` is
+    /// accepted for a local test server). Defaults: connect timeout 5 s, request timeout
+    /// 30 s, `Stripe-Version` [`STRIPE_API_VERSION`], key lookups scan up to 10 pages of 100.
+    pub fn new(base_url: &str, api_key: Secret) -> Result<StripeConfig, StripeConfigError> {
+        let invalid = |field, message: String| StripeConfigError::Invalid { field, message };
+        let mut url = reqwest::Url::parse(base_url)
+            .map_err(|e| invalid("base_url", format!("not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+            return Err(invalid("base_url", "must be an http(s) URL".into()));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(invalid("base_url", "must have no query or fragment".into()));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(invalid(
+                "base_url",
+                "must not carry credentials (the API key is separate)".into(),
+            ));
+        }
+        if !url.path().ends_with('/') {
+            let path = format!("{}/", url.path());
+            url.set_path(&path);
+        }
+        if api_key.is_empty() || api_key.expose().chars().any(|c| c.is_control() || c == ' ') {
+            return Err(invalid(
+                "api_key",
+                "must be non-empty, without spaces or control characters".into(),
+            ));
+        }
+        Ok(StripeConfig {
+            base_url: url,
+            api_key,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            max_idle_per_host: 8,
+            lookup_pages: 10,
+            api_version: Some(STRIPE_API_VERSION.to_owned()),
+        })
+    }
+
+    /// Sets the connect timeout (a connect failure is `Transient`: nothing was sent) and the
+    /// whole-request timeout (past it the outcome is `Ambiguous`).
+    pub fn with_timeouts(mut self, connect: Duration, request: Duration) -> StripeConfig {
+        self.connect_timeout = connect;
+        self.request_timeout = request;
+        self
+    }
+
+    /// Idle connections kept per host (0: a new connection per request).
+    pub fn with_max_idle_per_host(mut self, n: usize) -> StripeConfig {
+        self.max_idle_per_host = n;
+        self
+    }
+
+    /// How many pages of 100 PaymentIntents `lookup(Lookup::Key(..))` scans before it
+    /// answers `Transient` (it never claims absence it has not checked). At least 1.
+    pub fn with_lookup_pages(mut self, pages: u32) -> StripeConfig {
+        self.lookup_pages = pages.max(1);
+        self
+    }
+
+    /// The `Stripe-Version` header (`None`: the account's default version).
+    pub fn with_api_version(mut self, version: Option<String>) -> StripeConfig {
+        self.api_version = version;
+        self
+    }
+
+    /// The base URL.
+    pub fn base_url(&self) -> &str {
+        self.base_url.as_str()
+    }
+}
+
+/// A [`PaymentProvider`] on a Stripe-compatible API (Stripe, or a local server such as
+/// localstripe).
+///
+/// | port call | Stripe request |
+/// |---|---|
+/// | `authorize` | `POST /v1/payment_intents` with `confirm=true`, `capture_method=manual` (`automatic` when capturing at once), the `payment_method` the vault resolves, metadata `agent_mandate_{key,attempt_id,snapshot_id,merchant_id,buyer_id}` |
+/// | `capture` | `POST /v1/payment_intents/{id}/capture` with `amount_to_capture` |
+/// | `void` | `POST /v1/payment_intents/{id}/cancel` |
+/// | `refund` | `POST /v1/refunds` with `payment_intent` and `amount`, then the PaymentIntent |
+/// | `lookup(Reference)` | `GET /v1/payment_intents/{id}` (404: `None`) |
+/// | `lookup(Key)` | `GET /v1/payment_intents` pages, matching metadata `agent_mandate_key` |
+///
+/// Every mutating call sends the request's key as `Idempotency-Key`. Amounts are minor units
+/// of the currency's ISO 4217 exponent; a three-decimal amount must end in 0 (Stripe's rule),
+/// and ISK and UGX (which Stripe takes in a legacy two-decimal form) are refused. Errors
+/// follow the table in [`super::classify`]. Only `payment_method` credentials (`pm_...`) are
+/// accepted.
+pub struct StripeProvider {
+    client: reqwest::Client,
+    config: StripeConfig,
+    vault: Arc<dyn CredentialVault>,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for StripeProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StripeProvider")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A request body: form fields.
+type Form = Vec<(String, String)>;
+
+impl StripeProvider {
+    /// A provider that resolves credentials through `vault` at the `clock`'s time.
+    pub fn new(
+        config: StripeConfig,
+        vault: Arc<dyn CredentialVault>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<StripeProvider, StripeConfigError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .pool_max_idle_per_host(config.max_idle_per_host)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("agent-mandate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| StripeConfigError::Client {
+                message: e.to_string(),
+            })?;
+        Ok(StripeProvider {
+            client,
+            config,
+            vault,
+            clock,
+        })
+    }
+
+    fn url(&self, segments: &[&str]) -> Result<reqwest::Url, StripeError> {
+        let mut url = self.config.base_url.clone();
+        {
+            let mut path = url.path_segments_mut().map_err(|()| StripeError::Request {
+                call: StripeCall::Lookup,
+                field: "base_url",
+                message: "cannot be a base".into(),
+            })?;
+            path.pop_if_empty();
+            path.extend(segments);
+        }
+        Ok(url)
+    }
+
+    /// Sends one request and reads the answer (status, `Retry-After`, at most 1 MiB of body).
+    async fn send(
+        &self,
+        call: StripeCall,
+        method: reqwest::Method,
+        url: reqwest::Url,
+        key: Option<&ProviderKey>,
+        form: Option<&Form>,
+    ) -> Result<(u16, Option<String>, Vec<u8>), StripeError> {
+        let mut request = self
+            .client
+            .request(method, url)
+            .bearer_auth(self.config.api_key.expose());
+        if let Some(version) = &self.config.api_version {
+            request = request.header("Stripe-Version", version);
+        }
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key.as_str());
+        }
+        if let Some(form) = form {
+            request = request.form(form);
+        }
+        let mut response = request.send().await.map_err(|e| transport(call, &e))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| transport(call, &e))? {
+            if body.len().saturating_add(chunk.len()) > MAX_BODY {
+                return Err(StripeError::MalformedBody {
+                    call,
+                    status,
+                    detail: format!("body larger than {MAX_BODY} bytes"),
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, retry_after, body))
+    }
+
+    /// A mutating call on a PaymentIntent that answers with it. `decline_in`: the currency
+    /// of an authorization, whose card error is a decline (`None` for the other calls, where
+    /// a card error is a refusal).
+    async fn post_intent(
+        &self,
+        call: StripeCall,
+        segments: &[&str],
+        key: &ProviderKey,
+        mut form: Form,
+        redact: Option<&str>,
+        decline_in: Option<crate::domain::Currency>,
+    ) -> Result<ProviderReport, StripeError> {
+        form.push(("expand[]".into(), "latest_charge".into()));
+        let url = self.url(segments)?;
+        let (status, retry_after, body) = self
+            .send(call, reqwest::Method::POST, url, Some(key), Some(&form))
+            .await?;
+        match (
+            classify(call, status, retry_after.as_deref(), &body, redact),
+            decline_in,
+        ) {
+            (Answer::Success(body), _) => parse_report(call, status, body),
+            (Answer::Card(error), Some(currency)) => Ok(self.declined(&error, key, currency).await),
+            (Answer::Card(error) | Answer::NotFound(error), _) => Err(StripeError::Refused {
+                call,
+                status,
+                code: error.code.clone(),
+                message: sanitize(error.message.as_deref().unwrap_or(""), redact),
+            }),
+            (Answer::Failed(e), _) => Err(e),
+        }
+    }
+
+    /// The report of a declined authorization: the PaymentIntent the error names (Stripe),
+    /// else the one its charge names (localstripe), else the one carrying the key; failing
+    /// all of these, a `Declined` report without a reference (the decline is definitive).
+    async fn declined(
+        &self,
+        error: &ErrorJson,
+        key: &ProviderKey,
+        currency: crate::domain::Currency,
+    ) -> ProviderReport {
+        let code = error.decline_code();
+        let from_pi = |pi: &PaymentIntentJson| {
+            wire::report_of(pi).ok().map(|mut r| {
+                r.status = crate::domain::ProviderStatus::Declined;
+                r.decline_code = Some(code.clone());
+                r.captured = Money::zero(r.captured.currency());
+                r
+            })
+        };
+        if let Some(report) = error.payment_intent.as_deref().and_then(from_pi) {
+            return report;
+        }
+        let mut found = None;
+        if let Some(charge) = &error.charge {
+            if let Ok(Some((_, pi))) = self.intent_of_charge(charge).await {
+                found = Some(pi);
+            }
+        }
+        if found.is_none() {
+            if let Ok(Some((_, pi))) = self.find_by_key(key).await {
+                found = Some(pi);
+            }
+        }
+        if let Some(report) = found.as_ref().and_then(from_pi) {
+            return report;
+        }
+        let zero = Money::zero(currency);
+        ProviderReport {
+            reference: None,
+            status: crate::domain::ProviderStatus::Declined,
+            authorized: zero,
+            captured: zero,
+            refunded: zero,
+            decline_code: Some(code),
+        }
+    }
+
+    async fn get_json(
+        &self,
+        url: reqwest::Url,
+    ) -> Result<Option<(u16, serde_json::Value)>, StripeError> {
+        let call = StripeCall::Lookup;
+        let (status, retry_after, body) = self
+            .send(call, reqwest::Method::GET, url, None, None)
+            .await?;
+        match classify(call, status, retry_after.as_deref(), &body, None) {
+            Answer::Success(body) => serde_json::from_slice(body)
+                .map(|v| Some((status, v)))
+                .map_err(|e| StripeError::MalformedBody {
+                    call,
+                    status,
+                    detail: format!("not JSON: {e}"),
+                }),
+            Answer::NotFound(_) => Ok(None),
+            Answer::Card(error) => Err(StripeError::Refused {
+                call,
+                status,
+                code: error.code.clone(),
+                message: sanitize(error.message.as_deref().unwrap_or(""), None),
+            }),
+            Answer::Failed(e) => Err(e),
+        }
+    }
+
+    /// `GET /v1/payment_intents/{id}` with the charge expanded; `None` on 404.
+    async fn retrieve(&self, id: &str) -> Result<Option<(u16, PaymentIntentJson)>, StripeError> {
+        let mut url = self.url(&["v1", "payment_intents", id])?;
+        url.query_pairs_mut()
+            .append_pair("expand[]", "latest_charge");
+        match self.get_json(url).await? {
+            None => Ok(None),
+            Some((status, value)) => serde_json::from_value::<PaymentIntentJson>(value)
+                .map(|pi| Some((status, pi)))
+                .map_err(|e| StripeError::MalformedBody {
+                    call: StripeCall::Lookup,
+                    status,
+                    detail: format!("PaymentIntent: {e}"),
+                }),
+        }
+    }
+
+    async fn intent_of_charge(
+        &self,
+        charge: &str,
+    ) -> Result<Option<(u16, PaymentIntentJson)>, StripeError> {
+        let url = self.url(&["v1", "charges", charge])?;
+        let Some((status, value)) = self.get_json(url).await? else {
+            return Ok(None);
+        };
+        let charge: wire::ChargeJson =
+            serde_json::from_value(value).map_err(|e| StripeError::MalformedBody {
+                call: StripeCall::Lookup,
+                status,
+                detail: format!("Charge: {e}"),
+            })?;
+        match charge.payment_intent {
+            Some(pi) => self.retrieve(&pi).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Scans `GET /v1/payment_intents` for the one whose metadata carries `key`. `Ok(None)`
+    /// only after the whole list was read; a list longer than the configured pages is
+    /// `Transient` (absence not proven).
+    async fn find_by_key(
+        &self,
+        key: &ProviderKey,
+    ) -> Result<Option<(u16, PaymentIntentJson)>, StripeError> {
+        let call = StripeCall::Lookup;
+        let mut after: Option<String> = None;
+        for _ in 0..self.config.lookup_pages {
+            let mut url = self.url(&["v1", "payment_intents"])?;
+            url.query_pairs_mut().append_pair("limit", "100");
+            if let Some(a) = &after {
+                url.query_pairs_mut().append_pair("starting_after", a);
+            }
+            let Some((status, value)) = self.get_json(url).await? else {
+                return Err(StripeError::MalformedBody {
+                    call,
+                    status: 404,
+                    detail: "the PaymentIntent list is not found".into(),
+                });
+            };
+            let page: ListJson<PaymentIntentSummary> =
+                serde_json::from_value(value).map_err(|e| StripeError::MalformedBody {
+                    call,
+                    status,
+                    detail: format!("PaymentIntent list: {e}"),
+                })?;
+            if let Some(pi) = page
+                .data
+                .iter()
+                .find(|pi| wire::has_key(pi.metadata.as_ref(), key.as_str()))
+            {
+                return self.retrieve(&pi.id).await;
+            }
+            match (page.has_more, page.data.last()) {
+                (true, Some(last)) => after = Some(last.id.clone()),
+                _ => return Ok(None),
+            }
+        }
+        Err(StripeError::Unavailable {
+            call,
+            status: 200,
+            message: format!(
+                "no PaymentIntent with this key in the {} most recent pages; absence not proven",
+                self.config.lookup_pages
+            ),
+            retry_after: None,
+        })
+    }
+}
+
+fn parse_report(call: StripeCall, status: u16, body: &[u8]) -> Result<ProviderReport, StripeError> {
+    let pi: PaymentIntentJson =
+        serde_json::from_slice(body).map_err(|e| StripeError::MalformedBody {
+            call,
+            status,
+            detail: format!("PaymentIntent: {e}"),
+        })?;
+    wire::report_of(&pi).map_err(|detail| StripeError::MalformedBody {
+        call,
+        status,
+        detail,
+    })
+}
+
+/// Stripe's amount for `money`: minor units of the ISO exponent, positive; three-decimal
+/// amounts must end in 0; ISK and UGX are refused (Stripe takes them in a legacy two-decimal
+/// form).
+fn stripe_amount(call: StripeCall, money: &Money) -> Result<(i64, String), StripeError> {
+    let currency = money.currency();
+    let code = currency.code();
+    if matches!(code, "ISK" | "UGX") {
+        return Err(StripeError::Request {
+            call,
+            field: "amount.currency",
+            message: format!("{code}: Stripe takes it in a legacy two-decimal form, not mapped"),
+        });
+    }
+    let minor = money.minor_units();
+    if minor <= 0 {
+        return Err(StripeError::Request {
+            call,
+            field: "amount",
+            message: "must be more than zero".into(),
+        });
+    }
+    if currency.exponent() == 3 && minor % 10 != 0 {
+        return Err(StripeError::Request {
+            call,
+            field: "amount",
+            message: format!("{money}: Stripe takes three-decimal amounts in multiples of 10"),
+        });
+    }
+    Ok((minor, code.to_ascii_lowercase()))
+}
+
+fn vault_error(call: StripeCall, e: VaultError) -> StripeError {
+    match e {
+        VaultError::Unavailable { message } => StripeError::VaultUnavailable { call, message },
+        VaultError::Other(e) => StripeError::VaultUnavailable {
+            call,
+            message: e.to_string(),
+        },
+        other => StripeError::Request {
+            call,
+            field: "credential",
+            message: other.to_string(),
+        },
+    }
+}
+
+#[async_trait]
+impl PaymentProvider for StripeProvider {
+    async fn authorize(&self, req: &AuthorizeRequest) -> Result<ProviderReport, ProviderError> {
+        let call = StripeCall::Authorize;
+        let (amount, currency) = stripe_amount(call, &req.amount)?;
+        let credential = self
+            .vault
+            .resolve(&req.credential, self.clock.now())
+            .await
+            .map_err(|e| vault_error(call, e))?;
+        if credential.stored.kind != CredentialKind::PaymentMethod {
+            return Err(StripeError::Request {
+                call,
+                field: "credential",
+                message: format!(
+                    "{}: a {:?} credential; this adapter takes payment methods (pm_...)",
+                    req.credential, credential.stored.kind
+                ),
+            }
+            .into());
+        }
+        let pm = credential.secret.expose();
+        let capture_method = if req.capture { "automatic" } else { "manual" };
+        let form: Form = vec![
+            ("amount".into(), amount.to_string()),
+            ("currency".into(), currency),
+            ("payment_method".into(), pm.to_owned()),
+            ("payment_method_types[]".into(), "card".into()),
+            ("capture_method".into(), capture_method.into()),
+            ("confirm".into(), "true".into()),
+            (format!("metadata[{}]", wire::META_KEY), req.key.to_string()),
+            (
+                format!("metadata[{}]", wire::META_ATTEMPT),
+                req.attempt_id.to_string(),
+            ),
+            (
+                format!("metadata[{}]", wire::META_SNAPSHOT),
+                req.snapshot_id.to_string(),
+            ),
+            (
+                format!("metadata[{}]", wire::META_MERCHANT),
+                req.merchant_id.to_string(),
+            ),
+            (
+                format!("metadata[{}]", wire::META_BUYER),
+                req.buyer_id.to_string(),
+            ),
+        ];
+        let report = self
+            .post_intent(
+                call,
+                &["v1", "payment_intents"],
+                &req.key,
+                form,
+                Some(pm),
+                Some(req.amount.currency()),
+            )
+            .await?;
+        Ok(report)
+    }
+
+    async fn capture(&self, req: &CaptureRequest) -> Result<ProviderReport, ProviderError> {
+        let call = StripeCall::Capture;
+        let (amount, _) = stripe_amount(call, &req.amount)?;
+        let form: Form = vec![("amount_to_capture".into(), amount.to_string())];
+        let id = req.reference.as_str();
+        Ok(self
+            .post_intent(
+                call,
+                &["v1", "payment_intents", id, "capture"],
+                &req.key,
+                form,
+                None,
+                None,
+            )
+            .await?)
+    }
+
+    async fn void(&self, req: &VoidRequest) -> Result<ProviderReport, ProviderError> {
+        let call = StripeCall::Void;
+        let id = req.reference.as_str();
+        Ok(self
+            .post_intent(
+                call,
+                &["v1", "payment_intents", id, "cancel"],
+                &req.key,
+                Vec::new(),
+                None,
+                None,
+            )
+            .await?)
+    }
+
+    async fn refund(&self, req: &RefundRequest) -> Result<ProviderReport, ProviderError> {
+        let call = StripeCall::Refund;
+        let (amount, _) = stripe_amount(call, &req.amount)?;
+        let form: Form = vec![
+            ("payment_intent".into(), req.reference.to_string()),
+            ("amount".into(), amount.to_string()),
+            (
+                format!("metadata[{}]", wire::META_ATTEMPT),
+                req.attempt_id.to_string(),
+            ),
+        ];
+        let url = self.url(&["v1", "refunds"])?;
+        let (status, retry_after, body) = self
+            .send(
+                call,
+                reqwest::Method::POST,
+                url,
+                Some(&req.key),
+                Some(&form),
+            )
+            .await?;
+        match classify(call, status, retry_after.as_deref(), &body, None) {
+            Answer::Success(_) => {}
+            Answer::Card(error) | Answer::NotFound(error) => {
+                return Err(StripeError::Refused {
+                    call,
+                    status,
+                    code: error.code.clone(),
+                    message: sanitize(error.message.as_deref().unwrap_or(""), None),
+                }
+                .into())
+            }
+            Answer::Failed(e) => return Err(e.into()),
+        }
+        // The refund is made: from here a failure to read the payment back is ambiguous
+        // (money moved; reconcile with a lookup), never transient.
+        let ambiguous = |e: StripeError| ProviderError::Ambiguous {
+            message: format!("refund accepted, payment not read back: {e}"),
+        };
+        let (status, pi) = self
+            .retrieve(req.reference.as_str())
+            .await
+            .map_err(ambiguous)?
+            .ok_or_else(|| ProviderError::Ambiguous {
+                message: format!("refund accepted, payment {} not found", req.reference),
+            })?;
+        wire::report_of(&pi).map_err(|detail| {
+            ambiguous(StripeError::MalformedBody {
+                call,
+                status,
+                detail,
+            })
+        })
+    }
+
+    async fn lookup(&self, lookup: &Lookup) -> Result<Option<ProviderReport>, ProviderError> {
+        let pi = match lookup {
+            Lookup::Reference(r) => self.retrieve(r.as_str()).await?,
+            Lookup::Key(k) => self.find_by_key(k).await?,
+        };
+        let Some((status, pi)) = pi else {
+            return Ok(None);
+        };
+        let report = wire::report_of(&pi).map_err(|detail| StripeError::MalformedBody {
+            call: StripeCall::Lookup,
+            status,
+            detail,
+        })?;
+        Ok(Some(report))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Currency;
+
+    fn amount(text: &str, currency: Currency) -> Result<(i64, String), StripeError> {
+        stripe_amount(
+            StripeCall::Authorize,
+            &Money::parse(text, currency).expect("money"),
+        )
+    }
+
+    #[test]
+    fn amounts_are_minor_units_of_the_currency_exponent() {
+        assert_eq!(
+            amount("129.00", Currency::EUR).expect("ok"),
+            (12900, "eur".into())
+        );
+        assert_eq!(
+            amount("1000", Currency::JPY).expect("ok"),
+            (1000, "jpy".into())
+        );
+        assert_eq!(
+            amount("1.250", Currency::BHD).expect("ok"),
+            (1250, "bhd".into())
+        );
+        let field = |r: Result<(i64, String), StripeError>| match r {
+            Err(StripeError::Request { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field(amount("1.255", Currency::BHD)), "amount");
+        assert_eq!(field(amount("0.00", Currency::EUR)), "amount");
+        let isk = Currency::from_code("ISK").expect("ISK");
+        assert_eq!(field(amount("100", isk)), "amount.currency");
+    }
+
+    #[test]
+    fn the_config_names_the_bad_field() {
+        let field = |url: &str, key: &str| match StripeConfig::new(url, Secret::new(key)) {
+            Err(StripeConfigError::Invalid { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field("not a url", "k"), "base_url");
+        assert_eq!(field("https://x.example/?a=b", "k"), "base_url");
+        assert_eq!(field("https://x.example", ""), "api_key");
+        assert_eq!(field("https://x.example", "sk test"), "api_key");
+        let c = StripeConfig::new("http://127.0.0.1:1/prefix", Secret::new("sk_x")).expect("ok");
+        assert_eq!(c.base_url(), "http://127.0.0.1:1/prefix/");
+    }
+}

@@ -1,0 +1,384 @@
+//! The signed-webhook audit sink against a receiver on 127.0.0.1 (axum): signatures verify,
+//! a receiver that is down then up loses nothing, redeliveries carry the same sequence number,
+//! a tampered body fails verification, a crash between append and enqueue is recovered (I9:
+//! the delivered chain verifies; I10: the secret never shows).
+
+#![cfg(all(feature = "http", feature = "testkit"))]
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agent_mandate::adapters::http::{
+    verify_signature, DeliveryError, MemoryOutbox, Outbox, SignatureError, WebhookAuditSink,
+    WebhookConfig, EVENT_HASH_HEADER, SEQ_HEADER, SIGNATURE_HEADER,
+};
+use agent_mandate::adapters::memory::{ManualClock, MemoryAuditSink};
+use agent_mandate::domain::{
+    examples, verify_chain, AttemptId, AuditEvent, AuditHash, AuditKind, ChainedEvent,
+};
+use agent_mandate::ports::{AuditSink, Clock, Secret};
+use agent_mandate::testkit::audit_sink_conformance;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+
+const SECRET: &str = "whsec_agent_mandate_test_secret";
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Got {
+    seq: String,
+    signature: String,
+    hash: String,
+    body: Bytes,
+}
+
+#[derive(Clone, Default)]
+struct Receiver {
+    got: Arc<Mutex<Vec<Got>>>,
+    /// Answer 503 without keeping the event, this many times.
+    refuse: Arc<AtomicUsize>,
+    /// Keep the event, then answer 500 (as if the ack was lost), this many times.
+    keep_then_fail: Arc<AtomicUsize>,
+}
+
+impl Receiver {
+    fn got(&self) -> Vec<Got> {
+        self.got.lock().expect("lock").clone()
+    }
+
+    fn seqs(&self) -> Vec<u64> {
+        self.got()
+            .iter()
+            .map(|g| g.seq.parse().expect("seq"))
+            .collect()
+    }
+}
+
+fn take(counter: &AtomicUsize) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+async fn hook(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    if take(&r.refuse) {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    r.got.lock().expect("lock").push(Got {
+        seq: header(SEQ_HEADER),
+        signature: header(SIGNATURE_HEADER),
+        hash: header(EVENT_HASH_HEADER),
+        body,
+    });
+    if take(&r.keep_then_fail) {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    StatusCode::NO_CONTENT
+}
+
+/// Serves the receiver on `listener`.
+fn serve(listener: tokio::net::TcpListener, r: Receiver) {
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(hook))
+        .with_state(r);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+}
+
+async fn receiver() -> (String, Receiver) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let r = Receiver::default();
+    serve(listener, r.clone());
+    (url, r)
+}
+
+fn config(url: &str) -> WebhookConfig {
+    WebhookConfig::new(url, Secret::new(SECRET))
+        .expect("config")
+        .with_timeout(Duration::from_secs(2))
+        .with_backoff(Duration::from_millis(10), Duration::from_millis(80))
+        .with_idle_poll(Duration::from_millis(50))
+}
+
+struct Setup {
+    inner: Arc<MemoryAuditSink>,
+    outbox: Arc<MemoryOutbox>,
+    clock: Arc<ManualClock>,
+    sink: Arc<WebhookAuditSink>,
+}
+
+async fn setup(url: &str) -> Setup {
+    setup_with(
+        url,
+        Arc::new(MemoryAuditSink::new()),
+        Arc::new(MemoryOutbox::new()),
+    )
+    .await
+}
+
+async fn setup_with(url: &str, inner: Arc<MemoryAuditSink>, outbox: Arc<MemoryOutbox>) -> Setup {
+    let clock = Arc::new(ManualClock::new(examples::now()));
+    let sink = WebhookAuditSink::new(inner.clone(), outbox.clone(), config(url), clock.clone())
+        .await
+        .expect("sink");
+    Setup {
+        inner,
+        outbox,
+        clock,
+        sink,
+    }
+}
+
+fn event(n: u32) -> AuditEvent {
+    AuditEvent {
+        at: examples::now(),
+        kind: AuditKind::OrderFailed {
+            attempt_id: AttemptId::new(format!("att_{n}")).expect("id"),
+            reason: format!("reason {n}"),
+        },
+    }
+}
+
+async fn append(sink: &WebhookAuditSink, n: u32) -> u64 {
+    sink.append(&event(n)).await.expect("appended").seq
+}
+
+fn tolerance() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// Every delivery verifies under the secret at the clock's time; the bodies are the inner
+/// chain, in order, and verify as a chain.
+#[tokio::test]
+async fn signatures_verify_and_the_chain_arrives_in_order() {
+    let (url, r) = receiver().await;
+    let s = setup(&url).await;
+    for n in 1..=3 {
+        append(&s.sink, n).await;
+    }
+    let d = s.sink.deliver_pending().await.expect("delivered");
+    assert_eq!(d.delivered, 3);
+    assert_eq!(r.seqs(), vec![1, 2, 3]);
+    let secret = Secret::new(SECRET);
+    let mut delivered = Vec::new();
+    for g in r.got() {
+        verify_signature(&secret, &g.signature, &g.body, s.clock.now(), tolerance())
+            .expect("signature verifies");
+        let e: ChainedEvent = serde_json::from_slice(&g.body).expect("a chained event");
+        assert_eq!(e.seq.to_string(), g.seq);
+        assert_eq!(e.hash.to_string(), g.hash);
+        delivered.push(e);
+    }
+    assert_eq!(delivered, s.inner.events(), "exactly the chain of record");
+    verify_chain(&delivered, 1, AuditHash::GENESIS).expect("the delivered chain verifies");
+    assert!(s.outbox.pending(10).await.expect("pending").is_empty());
+    // The sink reads, heads and verifies through the inner sink.
+    assert_eq!(
+        s.sink.verify().await.expect("verify").map(|h| h.seq),
+        Some(3)
+    );
+    assert_eq!(
+        s.sink.read(2, 10).await.expect("read"),
+        s.inner.events()[1..]
+    );
+}
+
+/// A tampered body, a wrong secret, a stale timestamp, a malformed header: each fails with
+/// its own error.
+#[tokio::test]
+async fn tampered_body_fails_verification() {
+    let (url, r) = receiver().await;
+    let s = setup(&url).await;
+    append(&s.sink, 1).await;
+    s.sink.deliver_pending().await.expect("delivered");
+    let g = r.got().remove(0);
+    let secret = Secret::new(SECRET);
+    let now = s.clock.now();
+    let mut tampered = g.body.to_vec();
+    let at = tampered
+        .windows(8)
+        .position(|w| w == b"reason 1")
+        .expect("the reason is in the body");
+    tampered[at + 7] = b'9';
+    assert_eq!(
+        verify_signature(&secret, &g.signature, &tampered, now, tolerance()),
+        Err(SignatureError::Mismatch)
+    );
+    assert_eq!(
+        verify_signature(
+            &Secret::new("whsec_other"),
+            &g.signature,
+            &g.body,
+            now,
+            tolerance()
+        ),
+        Err(SignatureError::Mismatch)
+    );
+    let later = now + chrono::Duration::seconds(301);
+    assert!(matches!(
+        verify_signature(&secret, &g.signature, &g.body, later, tolerance()),
+        Err(SignatureError::Stale { .. })
+    ));
+    assert!(matches!(
+        verify_signature(&secret, "v1=abcd", &g.body, now, tolerance()),
+        Err(SignatureError::Malformed { field: "t" })
+    ));
+}
+
+/// The receiver is down (nothing listens), events wait in the outbox; it comes up; nothing is
+/// lost and the order holds.
+#[tokio::test]
+async fn receiver_down_then_up_loses_nothing() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let s = setup(&url).await;
+    for n in 1..=3 {
+        append(&s.sink, n).await;
+    }
+    match s.sink.deliver_pending().await {
+        Err(DeliveryError::Unreachable { seq: 1, .. }) => {}
+        other => panic!("expected the receiver unreachable, got {other:?}"),
+    }
+    assert!(s.sink.flush(2).await.is_err());
+    assert_eq!(s.outbox.pending(10).await.expect("pending").len(), 3);
+
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("the port again");
+    let r = Receiver::default();
+    serve(listener, r.clone());
+    append(&s.sink, 4).await;
+    let d = s.sink.flush(5).await.expect("delivered");
+    assert_eq!(d.delivered, 4);
+    assert_eq!(r.seqs(), vec![1, 2, 3, 4]);
+    assert!(s.outbox.pending(10).await.expect("pending").is_empty());
+}
+
+/// The background loop: the receiver refuses the first deliveries; the loop backs off and
+/// retries until every event is delivered, in order.
+#[tokio::test]
+async fn the_delivery_loop_retries_with_backoff_until_delivered() {
+    let (url, r) = receiver().await;
+    r.refuse.store(4, Ordering::SeqCst);
+    let s = setup(&url).await;
+    let delivery = s.sink.spawn_delivery();
+    for n in 1..=5 {
+        append(&s.sink, n).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !s.outbox.pending(10).await.expect("pending").is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not delivered in 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(delivery);
+    assert_eq!(r.seqs(), vec![1, 2, 3, 4, 5]);
+    assert_eq!(r.refuse.load(Ordering::SeqCst), 0, "the refusals happened");
+}
+
+/// The receiver keeps an event but its acknowledgement is lost (500): the event is delivered
+/// again with the same sequence number and the same bytes; deduplicating on the seq gives the
+/// chain exactly once.
+#[tokio::test]
+async fn redeliveries_carry_the_same_sequence_number() {
+    let (url, r) = receiver().await;
+    r.keep_then_fail.store(1, Ordering::SeqCst);
+    let s = setup(&url).await;
+    append(&s.sink, 1).await;
+    append(&s.sink, 2).await;
+    match s.sink.deliver_pending().await {
+        Err(DeliveryError::Rejected {
+            seq: 1,
+            status: 500,
+        }) => {}
+        other => panic!("expected a 500 on seq 1, got {other:?}"),
+    }
+    s.sink.deliver_pending().await.expect("delivered");
+    let got = r.got();
+    assert_eq!(r.seqs(), vec![1, 1, 2]);
+    assert_eq!(got[0].body, got[1].body, "same event, same bytes");
+    assert_eq!(got[0].hash, got[1].hash);
+    let unique: BTreeSet<u64> = r.seqs().into_iter().collect();
+    assert_eq!(unique.into_iter().collect::<Vec<_>>(), vec![1, 2]);
+}
+
+/// A crash between the inner append and the enqueue: events in the chain of record but not
+/// in the outbox are enqueued when the sink is built again (and only those).
+#[tokio::test]
+async fn a_crash_between_append_and_enqueue_is_recovered() {
+    let (url, r) = receiver().await;
+    let inner = Arc::new(MemoryAuditSink::new());
+    let outbox = Arc::new(MemoryOutbox::new());
+    {
+        let s = setup_with(&url, inner.clone(), outbox.clone()).await;
+        append(&s.sink, 1).await;
+        s.sink.deliver_pending().await.expect("delivered");
+    }
+    // Appended to the record, never enqueued (the process died in between).
+    inner.append(&event(2)).await.expect("appended");
+    inner.append(&event(3)).await.expect("appended");
+    assert_eq!(outbox.last_enqueued().await.expect("last"), Some(1));
+
+    let s = setup_with(&url, inner.clone(), outbox.clone()).await;
+    assert_eq!(
+        s.outbox
+            .pending(10)
+            .await
+            .expect("pending")
+            .iter()
+            .map(|e| e.seq)
+            .collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+    s.sink.deliver_pending().await.expect("delivered");
+    assert_eq!(r.seqs(), vec![1, 2, 3]);
+    assert_eq!(s.sink.recover().await.expect("recover"), 0, "nothing left");
+}
+
+/// The webhook sink is an audit sink: it passes the audit conformance suite.
+#[tokio::test]
+async fn audit_sink_conformance_suite() {
+    let (url, r) = receiver().await;
+    let s = setup(&url).await;
+    let _delivery = s.sink.spawn_delivery();
+    audit_sink_conformance(&*s.sink).await;
+    s.sink.flush(5).await.expect("delivered");
+    let head = s.inner.head().await.expect("head").map_or(0, |h| h.seq);
+    let unique: BTreeSet<u64> = r.seqs().into_iter().collect();
+    assert_eq!(unique.len() as u64, head, "every event delivered");
+}
+
+/// I10: the secret never shows in Debug or errors.
+#[tokio::test]
+async fn the_secret_never_shows() {
+    let url = "http://127.0.0.1:9/hook";
+    let s = setup(url).await;
+    append(&s.sink, 1).await;
+    let e = s.sink.deliver_pending().await.expect_err("unreachable");
+    for text in [
+        format!("{:?}", config(url)),
+        format!("{:?}", s.sink),
+        format!("{e:?} {e}"),
+    ] {
+        assert!(!text.contains(SECRET), "{text}");
+    }
+}
