@@ -68,11 +68,17 @@ enum Paid {
     Yes,
     /// Refused at the cap: the budget is full.
     Full,
+    /// The backend gave up waiting for a lock (SQLite's busy timeout, a retryable
+    /// `Unavailable`): nothing was paid; the same payment is tried again.
+    Busy,
+    /// The engine failed (counted with the busy ones); the next payment is tried.
+    Failed,
 }
 
 /// Counters shared by the workers of one run.
 struct Shared {
     paid: AtomicU64,
+    busy: AtomicU64,
     stop: AtomicBool,
 }
 
@@ -88,16 +94,20 @@ struct Cell {
     tx_per_payment: Option<f64>,
     /// Payments of the whole run, warm-up included.
     paid: u64,
+    /// Payments that failed on a lock timeout and were tried again (or, for the engine,
+    /// failed), whole run.
+    busy: u64,
 }
 
 /// Runs `workers` threads, each calling `pay(worker, i)` until told to stop, for `warmup +
 /// secs`; returns (payments/s over the measured part, all payments counted).
-fn drive<W>(workers: usize, warmup: Duration, secs: Duration, make: W) -> (f64, u64)
+fn drive<W>(workers: usize, warmup: Duration, secs: Duration, make: W) -> (f64, u64, u64)
 where
     W: Fn(usize, Arc<Shared>) -> Box<dyn FnOnce() + Send> + Sync,
 {
     let shared = Arc::new(Shared {
         paid: AtomicU64::new(0),
+        busy: AtomicU64::new(0),
         stop: AtomicBool::new(false),
     });
     let handles: Vec<_> = (0..workers)
@@ -125,7 +135,8 @@ where
         h.join().expect("worker panicked");
     }
     let total = shared.paid.load(Ordering::SeqCst);
-    ((c1 - c0) as f64 / (t1 - t0).as_secs_f64(), total)
+    let busy = shared.busy.load(Ordering::SeqCst);
+    ((c1 - c0) as f64 / (t1 - t0).as_secs_f64(), total, busy)
 }
 
 /// The worker loop: pays until stopped (measured runs) or refused (cap check).
@@ -137,6 +148,13 @@ fn work(shared: &Shared, mut pay: impl FnMut(u64) -> Paid) {
                 shared.paid.fetch_add(1, Ordering::Relaxed);
             }
             Paid::Full => return,
+            Paid::Busy => {
+                shared.busy.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            Paid::Failed => {
+                shared.busy.fetch_add(1, Ordering::Relaxed);
+            }
         }
         i += 1;
     }
@@ -154,6 +172,13 @@ where
                 shared.paid.fetch_add(1, Ordering::Relaxed);
             }
             Paid::Full => return,
+            Paid::Busy => {
+                shared.busy.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            Paid::Failed => {
+                shared.busy.fetch_add(1, Ordering::Relaxed);
+            }
         }
         i += 1;
     }
@@ -259,10 +284,16 @@ fn engine_on(
 
 /// One engine payment; `Yes` when the attempt ended captured.
 async fn engine_pay(engine: &Engine, card: &CredentialRef, w: usize, i: u64) -> Paid {
-    let out = engine
+    let out = match engine
         .execute_payment(&execute_command(card, format!("pay-w{w}-{i}")))
         .await
-        .expect("execute");
+    {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("engine payment pay-w{w}-{i} failed: {e}");
+            return Paid::Failed;
+        }
+    };
     match out.attempt().map(|a| a.status) {
         Some(AttemptStatus::Captured) => Paid::Yes,
         None => Paid::Full,
@@ -271,7 +302,14 @@ async fn engine_pay(engine: &Engine, card: &CredentialRef, w: usize, i: u64) -> 
 }
 
 /// Checks the budget through the port after a run: (overspend, consistent with `paid`).
-async fn check_usage(store: &dyn Store, mandate: &Mandate, paid: u64, each: i64) -> (i128, bool) {
+/// `failed`: engine payments that failed part way (each may have left a hold or spend).
+async fn check_usage(
+    store: &dyn Store,
+    mandate: &Mandate,
+    paid: u64,
+    failed: u64,
+    each: i64,
+) -> (i128, bool) {
     let chain = store.chain(mandate.id()).await.expect("chain");
     let usage = store.usage(&chain, examples::now()).await.expect("usage");
     let root = &usage[0];
@@ -285,7 +323,12 @@ async fn check_usage(store: &dyn Store, mandate: &Mandate, paid: u64, each: i64)
             .minor_units(),
     );
     let over = (used - cap).max(0);
-    let consistent = root.held.is_zero() && used == i128::from(paid) * i128::from(each);
+    let exact = i128::from(paid) * i128::from(each);
+    let consistent = if failed == 0 {
+        root.held.is_zero() && used == exact
+    } else {
+        (exact..=exact + i128::from(failed) * i128::from(each)).contains(&used)
+    };
     (over, consistent)
 }
 
@@ -329,23 +372,32 @@ fn sqlite_raw_setup(path: &Path, sync: Synchronous, cap: i64) {
 
 /// One raw payment: one `BEGIN IMMEDIATE` transaction, the conditional update, the ledger row.
 fn sqlite_raw_pay(conn: &mut Connection, w: usize, i: u64) -> Paid {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .expect("begin");
-    let n = tx
-        .prepare_cached("UPDATE budget SET spent = spent + ?1 WHERE id = ?2 AND spent + ?1 <= cap")
-        .and_then(|mut s| s.execute(params![AMOUNT_MINOR, 1]))
-        .expect("update");
-    if n == 1 {
-        tx.prepare_cached("INSERT INTO ledger (payment_id, budget_id, amount) VALUES (?1, ?2, ?3)")
-            .and_then(|mut s| s.execute(params![format!("w{w}-{i}"), 1, AMOUNT_MINOR]))
-            .expect("insert");
-    }
-    tx.commit().expect("commit");
-    if n == 1 {
-        Paid::Yes
-    } else {
-        Paid::Full
+    let run = |conn: &mut Connection| -> rusqlite::Result<usize> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx
+            .prepare_cached(
+                "UPDATE budget SET spent = spent + ?1 WHERE id = ?2 AND spent + ?1 <= cap",
+            )?
+            .execute(params![AMOUNT_MINOR, 1])?;
+        if n == 1 {
+            tx.prepare_cached(
+                "INSERT INTO ledger (payment_id, budget_id, amount) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![format!("w{w}-{i}"), 1, AMOUNT_MINOR])?;
+        }
+        tx.commit()?;
+        Ok(n)
+    };
+    match run(conn) {
+        Ok(1) => Paid::Yes,
+        Ok(_) => Paid::Full,
+        // The busy timeout, as the adapter's `Unavailable`: rolled back, try again.
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+        {
+            Paid::Busy
+        }
+        Err(e) => panic!("raw payment: {e}"),
     }
 }
 
@@ -373,7 +425,7 @@ fn sqlite_raw_check(path: &Path, sync: Synchronous, paid: u64) -> (i128, bool) {
 
 fn sqlite_raw_run(path: &Path, sync: Synchronous, workers: usize, cap: i64, t: &Timing) -> Cell {
     sqlite_raw_setup(path, sync, cap);
-    let (per_sec, paid) = drive(workers, t.warmup, t.secs, |w, shared| {
+    let (per_sec, paid, busy) = drive(workers, t.warmup, t.secs, |w, shared| {
         let path = path.to_path_buf();
         Box::new(move || {
             let mut conn = sqlite_raw_connection(&path, sync);
@@ -387,6 +439,7 @@ fn sqlite_raw_run(path: &Path, sync: Synchronous, workers: usize, cap: i64, t: &
         consistent,
         tx_per_payment: None,
         paid,
+        busy,
     }
 }
 
@@ -406,10 +459,19 @@ async fn adapter_pay(store: &dyn Store, chain: &[Mandate], w: usize, i: u64) -> 
     let hold = HoldRequest::on_chain(id.clone(), amount, examples::now(), chain);
     match store.place_hold(&hold).await {
         Ok(_) => {
-            store.commit_hold(&id, amount).await.expect("commit");
+            // A lock timeout on the commit leaves the hold held: commit it again.
+            let mut tries = 0;
+            loop {
+                match store.commit_hold(&id, amount).await {
+                    Ok(()) => break,
+                    Err(e) if e.is_retryable() && tries < 100 => tries += 1,
+                    Err(e) => panic!("commit_hold: {e}"),
+                }
+            }
             Paid::Yes
         }
         Err(HoldError::Refused { .. }) => Paid::Full,
+        Err(HoldError::Store(e)) if e.is_retryable() => Paid::Busy,
         Err(e) => panic!("place_hold: {e}"),
     }
 }
@@ -430,7 +492,7 @@ fn sqlite_adapter_run(
         rt.block_on(setup.store().chain(mandate.id()))
             .expect("chain"),
     );
-    let (per_sec, paid) = drive(workers, t.warmup, t.secs, |w, shared| {
+    let (per_sec, paid, busy) = drive(workers, t.warmup, t.secs, |w, shared| {
         let (path, chain) = (path.to_path_buf(), chain.clone());
         Box::new(move || {
             let store = sqlite_open(&path, sync).store();
@@ -438,13 +500,14 @@ fn sqlite_adapter_run(
         })
     });
     let (overspend, consistent) =
-        rt.block_on(check_usage(&setup.store(), &mandate, paid, AMOUNT_MINOR));
+        rt.block_on(check_usage(&setup.store(), &mandate, paid, 0, AMOUNT_MINOR));
     Cell {
         per_sec,
         overspend,
         consistent,
         tx_per_payment: None,
         paid,
+        busy,
     }
 }
 
@@ -467,7 +530,7 @@ fn sqlite_engine_run(path: &Path, sync: Synchronous, workers: usize, t: &Timing)
         .expect("mandate")
         .value;
     let each = examples::travel_backpack_snapshot().total().minor_units();
-    let (per_sec, paid) = drive(workers, t.warmup, t.secs, |w, shared| {
+    let (per_sec, paid, busy) = drive(workers, t.warmup, t.secs, |w, shared| {
         let (path, vault, psp, card) =
             (path.to_path_buf(), vault.clone(), psp.clone(), card.clone());
         Box::new(move || {
@@ -476,13 +539,15 @@ fn sqlite_engine_run(path: &Path, sync: Synchronous, workers: usize, t: &Timing)
             current_thread().block_on(work_async(&shared, |i| engine_pay(&engine, &card, w, i)));
         })
     });
-    let (overspend, consistent) = rt.block_on(check_usage(&setup.store(), &mandate, paid, each));
+    let (overspend, consistent) =
+        rt.block_on(check_usage(&setup.store(), &mandate, paid, busy, each));
     Cell {
         per_sec,
         overspend,
         consistent,
         tx_per_payment: None,
         paid,
+        busy,
     }
 }
 
@@ -575,14 +640,14 @@ impl Pg {
 
     /// Runs a measured cell and counts the server's commits per payment over it (the worker
     /// connections are closed before the count is read, so their statistics are flushed).
-    fn counted(&self, run: impl FnOnce() -> (f64, u64)) -> (f64, u64, Option<f64>) {
+    fn counted(&self, run: impl FnOnce() -> (f64, u64, u64)) -> (f64, u64, u64, Option<f64>) {
         let before = self.commits();
-        let (per_sec, paid) = run();
+        let (per_sec, paid, busy) = run();
         thread::sleep(Duration::from_millis(700));
         let after = self.commits();
         // Two of the commits are this connection's own statistics reads.
         let tx = (after - before - 2).max(0) as f64 / paid.max(1) as f64;
-        (per_sec, paid, Some(tx))
+        (per_sec, paid, busy, Some(tx))
     }
 }
 
@@ -594,7 +659,7 @@ fn pg_raw_run(pg: &Pg, schema: &str, workers: usize, cap: i64, t: &Timing) -> Ce
                                        amount BIGINT NOT NULL);
          INSERT INTO {schema}.budget (id, spent, cap) VALUES (1, 0, {cap});"
     ));
-    let (per_sec, paid, tx_per_payment) = pg.counted(|| {
+    let (per_sec, paid, busy, tx_per_payment) = pg.counted(|| {
         drive(workers, t.warmup, t.secs, |w, shared| {
             let config = pg_config(&pg.url, schema);
             Box::new(move || {
@@ -662,6 +727,7 @@ fn pg_raw_run(pg: &Pg, schema: &str, workers: usize, cap: i64, t: &Timing) -> Ce
         consistent,
         tx_per_payment,
         paid,
+        busy,
     }
 }
 
@@ -677,7 +743,7 @@ fn pg_adapter_run(pg: &Pg, schema: &str, workers: usize, cap: i64, t: &Timing) -
         .block_on(setup.insert_mandate(&mandate))
         .expect("mandate");
     let chain = Arc::new(pg.rt.block_on(setup.chain(mandate.id())).expect("chain"));
-    let (per_sec, paid, tx_per_payment) = pg.counted(|| {
+    let (per_sec, paid, busy, tx_per_payment) = pg.counted(|| {
         drive(workers, t.warmup, t.secs, |w, shared| {
             let (config, chain) = (config.clone(), chain.clone());
             Box::new(move || {
@@ -688,15 +754,16 @@ fn pg_adapter_run(pg: &Pg, schema: &str, workers: usize, cap: i64, t: &Timing) -
             })
         })
     });
-    let (overspend, consistent) = pg
-        .rt
-        .block_on(check_usage(&setup, &mandate, paid, AMOUNT_MINOR));
+    let (overspend, consistent) =
+        pg.rt
+            .block_on(check_usage(&setup, &mandate, paid, 0, AMOUNT_MINOR));
     Cell {
         per_sec,
         overspend,
         consistent,
         tx_per_payment,
         paid,
+        busy,
     }
 }
 
@@ -727,7 +794,7 @@ fn pg_engine_run(pg: &Pg, schema: &str, workers: usize, t: &Timing) -> Cell {
         (store, mandate)
     });
     let each = examples::travel_backpack_snapshot().total().minor_units();
-    let (per_sec, paid, tx_per_payment) = pg.counted(|| {
+    let (per_sec, paid, busy, tx_per_payment) = pg.counted(|| {
         drive(workers, t.warmup, t.secs, |w, shared| {
             let (config, vault, psp, card) =
                 (config.clone(), vault.clone(), psp.clone(), card.clone());
@@ -743,13 +810,16 @@ fn pg_engine_run(pg: &Pg, schema: &str, workers: usize, t: &Timing) -> Cell {
             })
         })
     });
-    let (overspend, consistent) = pg.rt.block_on(check_usage(&setup, &mandate, paid, each));
+    let (overspend, consistent) = pg
+        .rt
+        .block_on(check_usage(&setup, &mandate, paid, busy, each));
     Cell {
         per_sec,
         overspend,
         consistent,
         tx_per_payment,
         paid,
+        busy,
     }
 }
 
@@ -795,9 +865,10 @@ fn show(label: &str, cell: &Cell) {
         .map(|t| format!(", {t:.2} commits/payment"))
         .unwrap_or_default();
     eprintln!(
-        "{label:<28} {:>9.0} payments/s  ({} in all)  overspend {}  ledger {}{tx}",
+        "{label:<28} {:>9.0} payments/s  ({} in all, {} busy/failed)  overspend {}  ledger {}{tx}",
         cell.per_sec,
         cell.paid,
+        cell.busy,
         cell.overspend,
         if cell.consistent {
             "consistent"
@@ -982,9 +1053,10 @@ fn table(rows: &[Row]) -> String {
     let _ = writeln!(
         out,
         "\n| backend | settings | workers | raw payments/s | adapter payments/s | adapter / raw | \
-         engine payments/s | engine / raw | overspend | commits per payment (raw / adapter / engine) |"
+         engine payments/s | engine / raw | overspend | busy timeouts (raw / adapter / engine) | \
+         commits per payment (raw / adapter / engine) |"
     );
-    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|");
     let rate = |c: &Option<Cell>| c.map_or("-".to_string(), |c| format!("{:.0}", c.per_sec));
     let ratio = |a: &Option<Cell>, b: &Option<Cell>| match (a, b) {
         (Some(a), Some(b)) if b.per_sec > 0.0 => format!("{:.0}%", 100.0 * a.per_sec / b.per_sec),
@@ -998,13 +1070,14 @@ fn table(rows: &[Row]) -> String {
             .iter()
             .filter_map(|c| c.map(|c| c.overspend))
             .sum();
+        let busy = |c: &Option<Cell>| c.map_or("-".to_string(), |c| c.busy.to_string());
         let tx = |c: &Option<Cell>| {
             c.and_then(|c| c.tx_per_payment)
                 .map_or("-".to_string(), |t| format!("{t:.2}"))
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} / {} / {} |",
             r.backend,
             r.sync,
             r.workers,
@@ -1014,6 +1087,9 @@ fn table(rows: &[Row]) -> String {
             rate(&r.engine),
             ratio(&r.engine, &r.raw),
             over,
+            busy(&r.raw),
+            busy(&r.adapter),
+            busy(&r.engine),
             tx(&r.raw),
             tx(&r.adapter),
             tx(&r.engine),

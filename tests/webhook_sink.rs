@@ -382,3 +382,91 @@ async fn the_secret_never_shows() {
         assert!(!text.contains(SECRET), "{text}");
     }
 }
+
+/// The durable outbox: events appended while the receiver is down wait in the SQLite file; a
+/// new process (a new sink on the same file) delivers every one of them, once the receiver is
+/// up, in order, with signatures that verify.
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn the_sqlite_outbox_keeps_undelivered_events_across_a_restart() {
+    use agent_mandate::adapters::sqlite::{SqliteConfig, SqliteDatabase};
+    let dir = std::env::temp_dir().join(format!("am-outbox-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("state.db");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let clock = Arc::new(ManualClock::new(examples::now()));
+    {
+        let db = SqliteDatabase::open(SqliteConfig::file(&path)).expect("open");
+        let sink = WebhookAuditSink::new(
+            Arc::new(db.audit_sink()),
+            Arc::new(db.outbox()),
+            config(&url),
+            clock.clone(),
+        )
+        .await
+        .expect("sink");
+        for n in 1..=3 {
+            append(&sink, n).await;
+        }
+        assert!(sink.deliver_pending().await.is_err(), "nobody listens yet");
+        assert_eq!(sink.outbox().pending_count().await.expect("count"), 3);
+        // The process stops here: nothing was delivered.
+    }
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("the port again");
+    let r = Receiver::default();
+    serve(listener, r.clone());
+    let db = SqliteDatabase::open(SqliteConfig::file(&path)).expect("reopen");
+    let sink = WebhookAuditSink::new(
+        Arc::new(db.audit_sink()),
+        Arc::new(db.outbox()),
+        config(&url),
+        clock.clone(),
+    )
+    .await
+    .expect("sink after the restart");
+    append(&sink, 4).await;
+    let d = sink.flush(5).await.expect("delivered");
+    assert_eq!(d.delivered, 4);
+    assert_eq!(r.seqs(), vec![1, 2, 3, 4]);
+    for g in r.got() {
+        verify_signature(
+            &Secret::new(SECRET),
+            &g.signature,
+            &g.body,
+            clock.now(),
+            tolerance(),
+        )
+        .expect("the signature verifies");
+    }
+    assert_eq!(sink.outbox().pending_count().await.expect("count"), 0);
+    // Delivered events are not enqueued again by a later recovery.
+    drop(sink);
+    let again = WebhookAuditSink::new(
+        Arc::new(db.audit_sink()),
+        Arc::new(db.outbox()),
+        config(&url),
+        clock,
+    )
+    .await
+    .expect("third start");
+    assert_eq!(again.outbox().pending_count().await.expect("count"), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn outboxes_pass_the_outbox_suite() {
+    agent_mandate::testkit::outbox_conformance(&MemoryOutbox::new()).await;
+    #[cfg(feature = "sqlite")]
+    {
+        use agent_mandate::adapters::sqlite::{SqliteConfig, SqliteDatabase};
+        let db = SqliteDatabase::open(SqliteConfig::in_memory()).expect("open");
+        agent_mandate::testkit::outbox_conformance(&db.outbox()).await;
+    }
+}

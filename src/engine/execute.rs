@@ -178,13 +178,16 @@ impl Engine {
             &scope,
             "execute_payment",
             &fingerprint,
+            Some(StoredResult::Attempt(attempt_id.clone())),
             move |_, _| async move {
                 Ok(PaymentOutcome::Replayed {
                     attempt: self.load_attempt(id).await?,
                 })
             },
-            move |now| async move {
-                let outcome = self.execute_started(command, id.clone(), now).await?;
+            move |now, finish| async move {
+                let outcome = self
+                    .execute_started(command, id.clone(), now, finish.as_deref())
+                    .await?;
                 // A refusal changed nothing lasting: the key is freed and a retry decides
                 // again. After an error whatever happened is on the attempt record, which a
                 // retry with the key resumes.
@@ -216,6 +219,7 @@ impl Engine {
         command: &ExecutePayment,
         attempt_id: AttemptId,
         now: DateTime<Utc>,
+        finish: Option<&super::Finish>,
     ) -> Result<PaymentOutcome, EngineError> {
         let req = &command.request;
         let store = &self.ports.store;
@@ -400,11 +404,18 @@ impl Engine {
         let at = self.now();
         let done = match result {
             Ok(report) => {
-                self.absorb(&pending, report, Operation::Authorize, at, &mut events)
-                    .await?
+                self.absorb(
+                    &pending,
+                    report,
+                    Operation::Authorize,
+                    at,
+                    &mut events,
+                    finish,
+                )
+                .await?
             }
             Err(ProviderError::Invalid { .. }) => {
-                self.transition(&pending, &AttemptEvent::Reject, at, &mut events)
+                self.transition_finishing(&pending, &AttemptEvent::Reject, at, &mut events, finish)
                     .await?
             }
             Err(e @ ProviderError::Transient { .. }) => {
@@ -414,11 +425,12 @@ impl Engine {
                 return Err(EngineError::Provider(e));
             }
             Err(ProviderError::Ambiguous { .. }) => {
-                self.transition(
+                self.transition_finishing(
                     &pending,
                     &AttemptEvent::Lost(Operation::Authorize),
                     at,
                     &mut events,
+                    finish,
                 )
                 .await?
             }
@@ -439,15 +451,22 @@ impl Engine {
         operation: Operation,
         at: DateTime<Utc>,
         events: &mut Vec<AuditEvent>,
+        finish: Option<&super::Finish>,
     ) -> Result<PaymentAttempt, EngineError> {
         match attempt.apply(&AttemptEvent::Report(report), at) {
             Ok(next) => {
-                self.store_transition(attempt, next, "report", at, events)
+                self.store_transition_finishing(attempt, next, "report", at, events, finish)
                     .await
             }
             Err(_) => {
-                self.transition(attempt, &AttemptEvent::Lost(operation), at, events)
-                    .await
+                self.transition_finishing(
+                    attempt,
+                    &AttemptEvent::Lost(operation),
+                    at,
+                    events,
+                    finish,
+                )
+                .await
             }
         }
     }

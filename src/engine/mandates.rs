@@ -45,13 +45,14 @@ impl Engine {
             &scope,
             operation,
             &fingerprint,
+            None,
             |result, _| async move {
                 Ok(Recorded {
                     value: load.load(self, &result).await?,
                     replay: true,
                 })
             },
-            |now| async move {
+            |now, _| async move {
                 let (value, stored) = body(now).await?;
                 Ok((
                     Recorded {

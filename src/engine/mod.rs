@@ -28,6 +28,9 @@ mod mandates;
 mod order;
 mod settle;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use sha2::{Digest as _, Sha256};
 
@@ -41,7 +44,9 @@ use crate::domain::{
     ActorId, AttemptEvent, AttemptId, AuditEvent, AuditKind, ContentDigest, HoldAction, HoldEffect,
     IdempotencyKey, PaymentAttempt,
 };
-use crate::ports::{Begin, IdempotencyScope, Ports, StoredResult};
+use crate::ports::{
+    AttemptChange, Begin, Completion, HoldOp, IdempotencyScope, Ports, StoredResult,
+};
 
 /// The application service. Cheap to clone; share one per process.
 ///
@@ -137,18 +142,24 @@ impl Engine {
     /// again, as it is now). Otherwise `body(now)` runs; it returns its value and the result to
     /// record, or `None` when nothing lasting happened (a refusal, a transient failure), which
     /// frees the key like an error does.
+    ///
+    /// `finishes`: the result a successful run records, when it is known before the run (an
+    /// attempt command). The body then gets a [`Finish`] to hand to the transition that
+    /// finishes the command, which completes the record in the same store transaction; if no
+    /// transition used it, the record is completed after the body, as for other commands.
     async fn keyed<T, R, RF, B, BF>(
         &self,
         scope: &IdempotencyScope,
         operation: &'static str,
         fingerprint: &ContentDigest,
+        finishes: Option<StoredResult>,
         replay: R,
         body: B,
     ) -> Result<T, EngineError>
     where
         R: FnOnce(StoredResult, DateTime<Utc>) -> RF,
         RF: std::future::Future<Output = Result<T, EngineError>>,
-        B: FnOnce(DateTime<Utc>) -> BF,
+        B: FnOnce(DateTime<Utc>, Option<Arc<Finish>>) -> BF,
         BF: std::future::Future<Output = Result<(T, Option<StoredResult>), EngineError>>,
     {
         let now = self.now();
@@ -164,9 +175,26 @@ impl Engine {
             .await?;
             return replay(result, now).await;
         }
-        match body(now).await {
+        let retain =
+            chrono::Duration::from_std(self.config.retention).unwrap_or(chrono::Duration::days(1));
+        let finish = finishes.map(|result| {
+            Arc::new(Finish {
+                completion: Completion {
+                    scope: scope.clone(),
+                    result,
+                    retain_until: now + retain,
+                },
+                used: AtomicBool::new(false),
+            })
+        });
+        match body(now, finish.clone()).await {
             Ok((value, Some(stored))) => {
-                self.complete(scope, &stored, now).await?;
+                let done = finish
+                    .as_ref()
+                    .is_some_and(|f| f.is_used() && f.completion.result == stored);
+                if !done {
+                    self.complete(scope, &stored, now).await?;
+                }
                 Ok(value)
             }
             Ok((value, None)) => {
@@ -210,28 +238,69 @@ impl Engine {
         now: DateTime<Utc>,
         events: &mut Vec<AuditEvent>,
     ) -> Result<PaymentAttempt, EngineError> {
-        self.ports
-            .store
-            .update_attempt(&next, attempt.status)
-            .await?;
+        self.store_transition_finishing(attempt, next, event, now, events, None)
+            .await
+    }
+
+    /// [`Engine::transition`] for the change that finishes a command: its idempotency record
+    /// is completed in the same store transaction (when `finish` is still unused).
+    async fn transition_finishing(
+        &self,
+        attempt: &PaymentAttempt,
+        event: &AttemptEvent,
+        now: DateTime<Utc>,
+        events: &mut Vec<AuditEvent>,
+        finish: Option<&Finish>,
+    ) -> Result<PaymentAttempt, EngineError> {
+        let next = attempt.apply(event, now)?;
+        self.store_transition_finishing(attempt, next, event.as_str(), now, events, finish)
+            .await
+    }
+
+    /// Stores `next`, its hold effects and (if given) the command's completion as one
+    /// [`AttemptChange`]: all or nothing on a durable store.
+    async fn store_transition_finishing(
+        &self,
+        attempt: &PaymentAttempt,
+        next: PaymentAttempt,
+        event: &str,
+        now: DateTime<Utc>,
+        events: &mut Vec<AuditEvent>,
+        finish: Option<&Finish>,
+    ) -> Result<PaymentAttempt, EngineError> {
+        let policy = self.config.refund_policy;
+        let effects = attempt.hold_effects(&next);
+        let ops: Vec<HoldOp> = effects
+            .iter()
+            .map(|e| match *e {
+                HoldEffect::Commit(amount) => HoldOp::Commit(amount),
+                HoldEffect::Release => HoldOp::Release,
+                HoldEffect::Refund(amount) => HoldOp::Refund(amount, policy),
+            })
+            .collect();
+        let hold_id = attempt.hold_id();
+        let completion = finish.and_then(Finish::take);
+        let change = AttemptChange {
+            next: &next,
+            expected: attempt.status,
+            hold_id: &hold_id,
+            holds: &ops,
+            completion,
+        };
+        if let Err(e) = self.ports.store.change_attempt(&change).await {
+            if let Some(f) = finish {
+                if completion.is_some() {
+                    f.put_back();
+                }
+            }
+            return Err(e.into());
+        }
         events.push(transition_event(attempt, &next, event, now));
-        for effect in attempt.hold_effects(&next) {
-            let hold_id = attempt.hold_id();
+        for effect in effects {
             let (action, amount, policy) = match effect {
-                HoldEffect::Commit(amount) => {
-                    self.ports.store.commit_hold(&hold_id, amount).await?;
-                    (HoldAction::Committed, amount, None)
-                }
-                HoldEffect::Release => {
-                    self.ports.store.release_hold(&hold_id).await?;
-                    (HoldAction::Released, attempt.request.amount, None)
-                }
+                HoldEffect::Commit(amount) => (HoldAction::Committed, amount, None),
+                HoldEffect::Release => (HoldAction::Released, attempt.request.amount, None),
                 HoldEffect::Refund(amount) => {
-                    let policy = self.config.refund_policy;
-                    self.ports
-                        .store
-                        .refund_hold(&hold_id, amount, policy)
-                        .await?;
                     (HoldAction::Refunded, amount, Some(policy.name().to_owned()))
                 }
             };
@@ -247,6 +316,30 @@ impl Engine {
             });
         }
         Ok(next)
+    }
+}
+
+/// A command's idempotency completion, handed to the transition that finishes the command
+/// (used at most once: see [`Engine::keyed`]).
+#[derive(Debug)]
+pub(super) struct Finish {
+    completion: Completion,
+    used: AtomicBool,
+}
+
+impl Finish {
+    /// The completion, the first time only.
+    fn take(&self) -> Option<&Completion> {
+        (!self.used.swap(true, Ordering::SeqCst)).then_some(&self.completion)
+    }
+
+    /// The change that took it failed: nothing was written.
+    fn put_back(&self) {
+        self.used.store(false, Ordering::SeqCst);
+    }
+
+    fn is_used(&self) -> bool {
+        self.used.load(Ordering::SeqCst)
     }
 }
 

@@ -27,6 +27,7 @@ impl Engine {
             &scope,
             "commit_order",
             &fingerprint,
+            None,
             |_, _| async move {
                 match store.order_for(&command.attempt_id).await? {
                     Some(order) => Ok(OrderOutcome::Existing { order }),
@@ -35,7 +36,7 @@ impl Engine {
                     }),
                 }
             },
-            |now| async move {
+            |now, _| async move {
                 let outcome = self.commit_started(command, now).await?;
                 let stored = match &outcome {
                     OrderOutcome::Committed { order, .. } | OrderOutcome::Existing { order } => {
@@ -164,10 +165,15 @@ impl Engine {
         });
         self.audit(&events).await?;
         let (operation, result) = match attempt.status {
-            AttemptStatus::Authorized => (Operation::Void, self.void_now(&attempt, now).await),
+            AttemptStatus::Authorized => {
+                (Operation::Void, self.void_now(&attempt, now, None).await)
+            }
             AttemptStatus::PartiallyCaptured | AttemptStatus::Captured => {
                 let amount = attempt.net_captured();
-                (Operation::Refund, self.refund_now(&attempt, amount).await)
+                (
+                    Operation::Refund,
+                    self.refund_now(&attempt, amount, None).await,
+                )
             }
             AttemptStatus::NotStarted
             | AttemptStatus::AuthorityValidated

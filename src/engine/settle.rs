@@ -5,7 +5,9 @@ use chrono::{DateTime, Utc};
 use super::commands::{CapturePayment, PaymentOutcome, RefundPayment, VoidPayment};
 use super::error::EngineError;
 use super::execute::{decision_event, fingerprint_of};
-use super::{scope, Engine};
+use std::sync::Arc;
+
+use super::{scope, Engine, Finish};
 use crate::domain::{
     ActorKind, AttemptEvent, AttemptId, AttemptStatus, AuditEvent, AuthorityDecision,
     CheckoutState, Money, Operation, PaymentAction, PaymentAttempt, ProviderReport, ProviderStatus,
@@ -65,20 +67,21 @@ impl Engine {
         body: F,
     ) -> Result<PaymentOutcome, EngineError>
     where
-        F: FnOnce(DateTime<Utc>) -> Fut,
+        F: FnOnce(DateTime<Utc>, Option<Arc<Finish>>) -> Fut,
         Fut: std::future::Future<Output = Result<(PaymentOutcome, bool), EngineError>>,
     {
         self.keyed(
             &scope,
             operation,
             &fingerprint,
+            Some(StoredResult::Attempt(attempt_id.clone())),
             move |_, _| async move {
                 Ok(PaymentOutcome::Replayed {
                     attempt: self.load_attempt(attempt_id).await?,
                 })
             },
-            move |now| async move {
-                let (outcome, lasting) = body(now).await?;
+            move |now, finish| async move {
+                let (outcome, lasting) = body(now, finish).await?;
                 Ok((
                     outcome,
                     lasting.then(|| StoredResult::Attempt(attempt_id.clone())),
@@ -99,7 +102,7 @@ impl Engine {
             "capture_payment",
             fingerprint,
             &command.attempt_id,
-            |now| async move {
+            |now, finish| async move {
                 let attempt = self.load_attempt(&command.attempt_id).await?;
                 let amount = command.amount.unwrap_or(attempt.authorized);
                 attempt.apply(&AttemptEvent::Capture(amount), now)?;
@@ -137,6 +140,7 @@ impl Engine {
                         Operation::Capture,
                         at,
                         &mut events,
+                        finish.as_deref(),
                     )
                     .await;
                 self.audit(&events).await?;
@@ -163,7 +167,7 @@ impl Engine {
             "void_payment",
             fingerprint,
             &command.attempt_id,
-            |now| async move {
+            |now, finish| async move {
                 let attempt = self.load_attempt(&command.attempt_id).await?;
                 if command.actor != attempt.request.actor && command.actor.kind != ActorKind::Human
                 {
@@ -175,7 +179,7 @@ impl Engine {
                     });
                 }
                 attempt.apply(&AttemptEvent::Void, now)?;
-                let next = self.void_now(&attempt, now).await?;
+                let next = self.void_now(&attempt, now, finish.as_deref()).await?;
                 Ok((
                     PaymentOutcome::Done {
                         attempt: next,
@@ -193,6 +197,7 @@ impl Engine {
         &self,
         attempt: &PaymentAttempt,
         _now: DateTime<Utc>,
+        finish: Option<&Finish>,
     ) -> Result<PaymentAttempt, EngineError> {
         let reference = provider_ref(attempt)?;
         let call = VoidRequest {
@@ -211,6 +216,7 @@ impl Engine {
                 Operation::Void,
                 at,
                 &mut events,
+                finish,
             )
             .await;
         self.audit(&events).await?;
@@ -226,7 +232,7 @@ impl Engine {
             "refund_payment",
             fingerprint,
             &command.attempt_id,
-            |now| async move {
+            |now, finish| async move {
                 let attempt = self.load_attempt(&command.attempt_id).await?;
                 let amount = command.amount.unwrap_or_else(|| attempt.net_captured());
                 attempt.apply(&AttemptEvent::Refund(amount), now)?;
@@ -245,7 +251,7 @@ impl Engine {
                 if !decision.is_allowed() {
                     return Ok((PaymentOutcome::Refused(decision), false));
                 }
-                let next = self.refund_now(&attempt, amount).await?;
+                let next = self.refund_now(&attempt, amount, finish.as_deref()).await?;
                 Ok((
                     PaymentOutcome::Done {
                         attempt: next,
@@ -263,6 +269,7 @@ impl Engine {
         &self,
         attempt: &PaymentAttempt,
         amount: Money,
+        finish: Option<&Finish>,
     ) -> Result<PaymentAttempt, EngineError> {
         let reference = provider_ref(attempt)?;
         let call = RefundRequest {
@@ -282,6 +289,7 @@ impl Engine {
                 Operation::Refund,
                 at,
                 &mut events,
+                finish,
             )
             .await;
         self.audit(&events).await?;
@@ -289,6 +297,10 @@ impl Engine {
     }
 
     /// Records the PSP's answer to a capture, void or refund.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the finishing transition needs the command's completion too"
+    )]
     async fn follow_up_result(
         &self,
         attempt: &PaymentAttempt,
@@ -297,6 +309,7 @@ impl Engine {
         operation: Operation,
         at: DateTime<Utc>,
         events: &mut Vec<AuditEvent>,
+        finish: Option<&Finish>,
     ) -> Result<PaymentAttempt, EngineError> {
         match result {
             Ok(report) => {
@@ -308,7 +321,13 @@ impl Engine {
                         Ok(next) if report_status_matches(&report, next.status) => next,
                         _ => {
                             return self
-                                .transition(attempt, &AttemptEvent::Lost(operation), at, events)
+                                .transition_finishing(
+                                    attempt,
+                                    &AttemptEvent::Lost(operation),
+                                    at,
+                                    events,
+                                    finish,
+                                )
                                 .await
                         }
                     },
@@ -316,12 +335,25 @@ impl Engine {
                 if next.provider_ref.is_none() {
                     next.provider_ref = report.reference.clone();
                 }
-                self.store_transition(attempt, next, confirmed.as_str(), at, events)
-                    .await
+                self.store_transition_finishing(
+                    attempt,
+                    next,
+                    confirmed.as_str(),
+                    at,
+                    events,
+                    finish,
+                )
+                .await
             }
             Err(ProviderError::Ambiguous { .. }) => {
-                self.transition(attempt, &AttemptEvent::Lost(operation), at, events)
-                    .await
+                self.transition_finishing(
+                    attempt,
+                    &AttemptEvent::Lost(operation),
+                    at,
+                    events,
+                    finish,
+                )
+                .await
             }
             Err(e) => Err(EngineError::Provider(e)),
         }

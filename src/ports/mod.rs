@@ -29,8 +29,9 @@ pub use provider::{
     VoidRequest,
 };
 pub use store::{
-    Begin, BudgetLimits, HoldError, HoldLevel, HoldRecord, HoldRequest, HoldState,
-    IdempotencyScope, InsertOrder, RefundPolicy, Store, StoreError, StoredResult,
+    AttemptChange, Begin, BudgetLimits, Completion, HoldError, HoldLevel, HoldOp, HoldRecord,
+    HoldRequest, HoldState, IdempotencyScope, InsertOrder, RefundPolicy, Store, StoreError,
+    StoredResult,
 };
 pub use vault::{
     CredentialDisplay, CredentialKind, CredentialVault, FundingType, NewCredential,

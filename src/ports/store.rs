@@ -235,6 +235,46 @@ pub enum InsertOrder {
     Existing(Order),
 }
 
+/// What a change of an attempt does to its budget hold (see [`Store::change_attempt`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldOp {
+    /// [`Store::commit_hold`] of this amount.
+    Commit(Money),
+    /// [`Store::release_hold`].
+    Release,
+    /// [`Store::refund_hold`] of this amount under this policy.
+    Refund(Money, RefundPolicy),
+}
+
+/// An idempotency record completed by the change that finishes its command (see
+/// [`Store::complete_idempotent`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// The record.
+    pub scope: IdempotencyScope,
+    /// The command's result.
+    pub result: StoredResult,
+    /// Kept until then.
+    pub retain_until: DateTime<Utc>,
+}
+
+/// One change of a payment attempt with everything that must commit with it: the hold
+/// operations the transition implies and, when the change finishes a command, the completion
+/// of the command's idempotency record.
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptChange<'a> {
+    /// The attempt after the change.
+    pub next: &'a PaymentAttempt,
+    /// The status it must still have (compare and set).
+    pub expected: AttemptStatus,
+    /// The hold the operations apply to (the attempt's current submission).
+    pub hold_id: &'a AttemptId,
+    /// Hold operations, in order.
+    pub holds: &'a [HoldOp],
+    /// The idempotency record this change completes.
+    pub completion: Option<&'a Completion>,
+}
+
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -423,6 +463,33 @@ pub trait Store: Send + Sync + Debug {
         attempt: &PaymentAttempt,
         expected: AttemptStatus,
     ) -> Result<(), StoreError>;
+
+    /// Applies `change` all or nothing: the attempt is replaced (compare and set, as
+    /// [`Store::update_attempt`]), each hold operation applied (as [`Store::commit_hold`],
+    /// [`Store::release_hold`], [`Store::refund_hold`]) and the idempotency record completed
+    /// (as [`Store::complete_idempotent`]), or, on any error, none of them.
+    ///
+    /// The provided implementation makes the calls one after another: right for a store
+    /// that cannot crash half-way (memory). A durable store overrides it with one
+    /// transaction, so a crash never leaves an attempt captured with its hold still held, or a
+    /// command's effect stored without its idempotency record completed.
+    async fn change_attempt(&self, change: &AttemptChange<'_>) -> Result<(), StoreError> {
+        self.update_attempt(change.next, change.expected).await?;
+        for op in change.holds {
+            match *op {
+                HoldOp::Commit(amount) => self.commit_hold(change.hold_id, amount).await?,
+                HoldOp::Release => self.release_hold(change.hold_id).await?,
+                HoldOp::Refund(amount, policy) => {
+                    self.refund_hold(change.hold_id, amount, policy).await?
+                }
+            }
+        }
+        if let Some(c) = change.completion {
+            self.complete_idempotent(&c.scope, &c.result, c.retain_until)
+                .await?;
+        }
+        Ok(())
+    }
 
     /// Attempts in any of `statuses` (for reconciliation sweeps), oldest first, at most `limit`.
     async fn attempts_in(

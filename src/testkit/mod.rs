@@ -6,12 +6,16 @@
 
 mod audit_suite;
 mod fake_psp;
+#[cfg(feature = "http")]
+mod outbox_suite;
 mod provider_suite;
 mod store_suite;
 mod vault_suite;
 
 pub use audit_suite::*;
 pub use fake_psp::*;
+#[cfg(feature = "http")]
+pub use outbox_suite::*;
 pub use provider_suite::*;
 pub use store_suite::*;
 pub use vault_suite::*;

@@ -86,174 +86,13 @@ impl PostgresStore {
         attempt_id: &AttemptId,
         how: Resolve,
     ) -> Result<(), StoreError> {
-        let attempt = attempt_id.as_str();
-        let conflict = |message: String| {
-            Tx::Fail(StoreError::Conflict {
-                entity: "hold",
-                id: attempt.to_string(),
-                message,
-            })
-        };
         in_transaction!(
             &self.pool,
             self.retries,
             IsolationLevel::ReadCommitted,
             StoreError,
             |tx| {
-                // The hold's mandates never change: read them unlocked, lock their accounts
-                // (the global order), then lock the hold.
-                let row = tx
-                    .query_opt(
-                        "SELECT mandate_ids FROM holds WHERE attempt_id = $1",
-                        &[&attempt],
-                    )
-                    .await?;
-                let Some(row) = row else {
-                    return Err(Tx::Fail(StoreError::NotFound {
-                        entity: "hold",
-                        id: attempt.to_string(),
-                    }));
-                };
-                let at = At {
-                    table: "holds",
-                    key: attempt,
-                };
-                let ids: Vec<MandateId> = at
-                    .decode(&at.get::<String>(&row, "mandate_ids").map_err(Tx::Fail)?)
-                    .map_err(Tx::Fail)?;
-                let mut sorted: Vec<&str> = ids.iter().map(|m| m.as_str()).collect();
-                sorted.sort_unstable();
-                let st = tx.prepare_cached(LOCK_ACCOUNTS).await?;
-                let locked = accounts(&*tx, &st, &sorted).await?;
-                let row = tx
-                    .query_one(
-                        &format!(
-                            "SELECT {HOLD_COLUMNS} FROM holds WHERE attempt_id = $1 FOR UPDATE"
-                        ),
-                        &[&attempt],
-                    )
-                    .await?;
-                let stored = hold_of(&row).map_err(Tx::Fail)?;
-                let h = &stored.record;
-                if h.mandate_ids != ids {
-                    return Err(Tx::Fail(at.corrupt("the hold's mandates changed")));
-                }
-                let state = match h.state {
-                    HoldState::Held => "held",
-                    HoldState::Committed => "committed",
-                    HoldState::Released => "released",
-                };
-                let placed = h.amount.minor_units();
-                // (held, spent, uses) deltas of every account, and the hold's new columns.
-                let (held, spent, uses, new_state, committed, refunded, lifetime_back, window_back) =
-                    match how {
-                        Resolve::Commit(amount) => {
-                            if h.state != HoldState::Held {
-                                return Err(conflict(format!(
-                                    "cannot commit: the hold is {state}"
-                                )));
-                            }
-                            if amount.currency() != h.amount.currency() {
-                                return Err(conflict(format!(
-                                    "cannot commit {amount}: the hold is in {}",
-                                    h.amount.currency()
-                                )));
-                            }
-                            let c = amount.minor_units();
-                            if c > placed {
-                                return Err(conflict(format!(
-                                    "cannot commit {amount}: more than the {} held",
-                                    h.amount
-                                )));
-                            }
-                            let uses = if c == 0 { -1 } else { 0 };
-                            (-placed, c, uses, "committed", c, 0, 0, 0)
-                        }
-                        Resolve::Release => {
-                            if h.state != HoldState::Held {
-                                return Err(conflict(format!(
-                                    "cannot release: the hold is {state}"
-                                )));
-                            }
-                            (-placed, 0, -1, "released", 0, 0, 0, 0)
-                        }
-                        Resolve::Refund(amount, policy) => {
-                            if h.state != HoldState::Committed {
-                                return Err(conflict(format!(
-                                    "cannot refund: the hold is {state}"
-                                )));
-                            }
-                            if amount.currency() != h.amount.currency() {
-                                return Err(conflict(format!(
-                                    "cannot refund {amount}: the hold is in {}",
-                                    h.amount.currency()
-                                )));
-                            }
-                            let r = amount.minor_units();
-                            let total = h.refunded.minor_units().saturating_add(r);
-                            if total > h.committed.minor_units() {
-                                return Err(conflict(format!(
-                                    "cannot refund {amount}: refunds would reach {}, more than \
-                                     the {} committed",
-                                    minor_text(i128::from(total), h.amount.currency()),
-                                    h.committed
-                                )));
-                            }
-                            let back_l = if policy.restores_lifetime { r } else { 0 };
-                            let back_w = if policy.restores_windows { r } else { 0 };
-                            (
-                                0,
-                                -back_l,
-                                0,
-                                "committed",
-                                h.committed.minor_units(),
-                                total,
-                                stored.lifetime_back + back_l,
-                                stored.window_back + back_w,
-                            )
-                        }
-                    };
-                for id in &sorted {
-                    let a = locked
-                        .get(*id)
-                        .ok_or_else(|| Tx::Fail(missing_account(id)))?;
-                    let ok = a.held + i128::from(held) >= 0
-                        && a.spent + i128::from(spent) >= 0
-                        && a.uses + uses >= 0;
-                    if !ok {
-                        return Err(Tx::Fail(super::codec::corrupt(
-                            "accounts",
-                            id,
-                            format!("the counters do not cover hold {attempt}"),
-                        )));
-                    }
-                }
-                tx.execute(
-                    "UPDATE holds SET state = $2, committed = $3, refunded = $4, \
-                     lifetime_back = $5, window_back = $6 WHERE attempt_id = $1",
-                    &[
-                        &attempt,
-                        &new_state,
-                        &committed,
-                        &refunded,
-                        &lifetime_back,
-                        &window_back,
-                    ],
-                )
-                .await?;
-                if !sorted.is_empty() && (held != 0 || spent != 0 || uses != 0) {
-                    let st = tx
-                        .prepare_cached(
-                            "UPDATE accounts SET held = held + $2, spent = spent + $3, \
-                             uses = uses + $4 WHERE mandate_id = ANY($1)",
-                        )
-                        .await?;
-                    tx.execute(
-                        &st,
-                        &[&sorted, &Decimal::from(held), &Decimal::from(spent), &uses],
-                    )
-                    .await?;
-                }
+                resolve_in(&tx, attempt_id, how).await?;
             }
         )
     }
@@ -275,4 +114,169 @@ impl PostgresStore {
             None => Ok(None),
         }
     }
+}
+
+/// Resolves the hold of `attempt_id` (or records a refund) inside the caller's transaction:
+/// the accounts of its mandates are locked first (the global order), then the hold.
+pub(super) async fn resolve_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    attempt_id: &AttemptId,
+    how: Resolve,
+) -> Result<(), Tx<StoreError>> {
+    let attempt = attempt_id.as_str();
+    let conflict = |message: String| {
+        Tx::Fail(StoreError::Conflict {
+            entity: "hold",
+            id: attempt.to_string(),
+            message,
+        })
+    };
+
+    // The hold's mandates never change: read them unlocked, lock their accounts
+    // (the global order), then lock the hold.
+    let row = tx
+        .query_opt(
+            "SELECT mandate_ids FROM holds WHERE attempt_id = $1",
+            &[&attempt],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Err(Tx::Fail(StoreError::NotFound {
+            entity: "hold",
+            id: attempt.to_string(),
+        }));
+    };
+    let at = At {
+        table: "holds",
+        key: attempt,
+    };
+    let ids: Vec<MandateId> = at
+        .decode(&at.get::<String>(&row, "mandate_ids").map_err(Tx::Fail)?)
+        .map_err(Tx::Fail)?;
+    let mut sorted: Vec<&str> = ids.iter().map(|m| m.as_str()).collect();
+    sorted.sort_unstable();
+    let st = tx.prepare_cached(LOCK_ACCOUNTS).await?;
+    let locked = accounts(&**tx, &st, &sorted).await?;
+    let row = tx
+        .query_one(
+            &format!("SELECT {HOLD_COLUMNS} FROM holds WHERE attempt_id = $1 FOR UPDATE"),
+            &[&attempt],
+        )
+        .await?;
+    let stored = hold_of(&row).map_err(Tx::Fail)?;
+    let h = &stored.record;
+    if h.mandate_ids != ids {
+        return Err(Tx::Fail(at.corrupt("the hold's mandates changed")));
+    }
+    let state = match h.state {
+        HoldState::Held => "held",
+        HoldState::Committed => "committed",
+        HoldState::Released => "released",
+    };
+    let placed = h.amount.minor_units();
+    // (held, spent, uses) deltas of every account, and the hold's new columns.
+    let (held, spent, uses, new_state, committed, refunded, lifetime_back, window_back) = match how
+    {
+        Resolve::Commit(amount) => {
+            if h.state != HoldState::Held {
+                return Err(conflict(format!("cannot commit: the hold is {state}")));
+            }
+            if amount.currency() != h.amount.currency() {
+                return Err(conflict(format!(
+                    "cannot commit {amount}: the hold is in {}",
+                    h.amount.currency()
+                )));
+            }
+            let c = amount.minor_units();
+            if c > placed {
+                return Err(conflict(format!(
+                    "cannot commit {amount}: more than the {} held",
+                    h.amount
+                )));
+            }
+            let uses = if c == 0 { -1 } else { 0 };
+            (-placed, c, uses, "committed", c, 0, 0, 0)
+        }
+        Resolve::Release => {
+            if h.state != HoldState::Held {
+                return Err(conflict(format!("cannot release: the hold is {state}")));
+            }
+            (-placed, 0, -1, "released", 0, 0, 0, 0)
+        }
+        Resolve::Refund(amount, policy) => {
+            if h.state != HoldState::Committed {
+                return Err(conflict(format!("cannot refund: the hold is {state}")));
+            }
+            if amount.currency() != h.amount.currency() {
+                return Err(conflict(format!(
+                    "cannot refund {amount}: the hold is in {}",
+                    h.amount.currency()
+                )));
+            }
+            let r = amount.minor_units();
+            let total = h.refunded.minor_units().saturating_add(r);
+            if total > h.committed.minor_units() {
+                return Err(conflict(format!(
+                    "cannot refund {amount}: refunds would reach {}, more than \
+                                     the {} committed",
+                    minor_text(i128::from(total), h.amount.currency()),
+                    h.committed
+                )));
+            }
+            let back_l = if policy.restores_lifetime { r } else { 0 };
+            let back_w = if policy.restores_windows { r } else { 0 };
+            (
+                0,
+                -back_l,
+                0,
+                "committed",
+                h.committed.minor_units(),
+                total,
+                stored.lifetime_back + back_l,
+                stored.window_back + back_w,
+            )
+        }
+    };
+    for id in &sorted {
+        let a = locked
+            .get(*id)
+            .ok_or_else(|| Tx::Fail(missing_account(id)))?;
+        let ok = a.held + i128::from(held) >= 0
+            && a.spent + i128::from(spent) >= 0
+            && a.uses + uses >= 0;
+        if !ok {
+            return Err(Tx::Fail(super::codec::corrupt(
+                "accounts",
+                id,
+                format!("the counters do not cover hold {attempt}"),
+            )));
+        }
+    }
+    tx.execute(
+        "UPDATE holds SET state = $2, committed = $3, refunded = $4, \
+                     lifetime_back = $5, window_back = $6 WHERE attempt_id = $1",
+        &[
+            &attempt,
+            &new_state,
+            &committed,
+            &refunded,
+            &lifetime_back,
+            &window_back,
+        ],
+    )
+    .await?;
+    if !sorted.is_empty() && (held != 0 || spent != 0 || uses != 0) {
+        let st = tx
+            .prepare_cached(
+                "UPDATE accounts SET held = held + $2, spent = spent + $3, \
+                             uses = uses + $4 WHERE mandate_id = ANY($1)",
+            )
+            .await?;
+        tx.execute(
+            &st,
+            &[&sorted, &Decimal::from(held), &Decimal::from(spent), &uses],
+        )
+        .await?;
+    }
+    Ok(())
 }

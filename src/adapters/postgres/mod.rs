@@ -64,6 +64,7 @@
 //! [`deadpool_postgres::Pool`] with a TLS connector and use [`PostgresStore::from_pool`].
 
 mod audit;
+mod change;
 mod codec;
 mod config;
 mod holds;

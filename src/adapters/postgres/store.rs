@@ -15,8 +15,8 @@ use crate::domain::{
     MandateId, MandateStatus, Money, Order, Party, PaymentAttempt, SnapshotId, Suspensions, Usage,
 };
 use crate::ports::{
-    Begin, HoldError, HoldRecord, HoldRequest, IdempotencyScope, InsertOrder, RefundPolicy, Store,
-    StoreError, StoredResult,
+    AttemptChange, Begin, HoldError, HoldRecord, HoldRequest, IdempotencyScope, InsertOrder,
+    RefundPolicy, Store, StoreError, StoredResult,
 };
 
 /// The [`Store`] port on PostgreSQL: shared by any number of connections and processes.
@@ -204,6 +204,10 @@ impl Store for PostgresStore {
         expected: AttemptStatus,
     ) -> Result<(), StoreError> {
         self.update_attempt_row(attempt, expected).await
+    }
+
+    async fn change_attempt(&self, change: &AttemptChange<'_>) -> Result<(), StoreError> {
+        self.change_attempt_tx(change).await
     }
 
     async fn attempts_in(

@@ -55,6 +55,8 @@
 mod audit;
 mod codec;
 mod ledger;
+#[cfg(feature = "http")]
+mod outbox;
 mod schema;
 mod store;
 mod worker;
@@ -65,6 +67,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use audit::SqliteAuditSink;
+#[cfg(feature = "http")]
+pub use outbox::SqliteOutbox;
 pub use schema::SCHEMA_VERSION;
 pub use store::SqliteStore;
 
@@ -177,6 +181,13 @@ impl SqliteDatabase {
     /// The [`AuditSink`](crate::ports::AuditSink) on this database.
     pub fn audit_sink(&self) -> SqliteAuditSink {
         SqliteAuditSink::new(self.clone())
+    }
+
+    /// The durable webhook [`Outbox`](crate::adapters::http::Outbox) on this database
+    /// (features `sqlite` and `http`).
+    #[cfg(feature = "http")]
+    pub fn outbox(&self) -> SqliteOutbox {
+        SqliteOutbox::new(self.clone())
     }
 
     /// The file, if any.

@@ -97,6 +97,18 @@ const MIGRATIONS: &[&str] = &[
         body TEXT NOT NULL
     );
     "#,
+    // 2: the outbox of audit events waiting for webhook delivery (`SqliteOutbox`). A
+    // delivered row keeps its seq (so enqueueing it again is a no-op) and drops its body.
+    r#"
+    CREATE TABLE audit_outbox (
+        seq INTEGER PRIMARY KEY,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        body TEXT NOT NULL,
+        delivered INTEGER NOT NULL
+    );
+    CREATE INDEX audit_outbox_pending ON audit_outbox (delivered, seq);
+    "#,
 ];
 
 /// Applies the connection settings, then every migration the database lacks.

@@ -13,8 +13,8 @@ use crate::domain::{
     MandateId, MandateStatus, Money, Order, Party, PaymentAttempt, SnapshotId, Suspensions, Usage,
 };
 use crate::ports::{
-    Begin, HoldError, HoldRecord, HoldRequest, IdempotencyScope, InsertOrder, RefundPolicy, Store,
-    StoreError, StoredResult,
+    AttemptChange, Begin, HoldError, HoldOp, HoldRecord, HoldRequest, IdempotencyScope,
+    InsertOrder, RefundPolicy, Store, StoreError, StoredResult,
 };
 
 /// Longest chain [`Store::chain`] follows (as the memory store).
@@ -159,6 +159,72 @@ fn party(p: &Party) -> (&'static str, &str) {
         Party::Actor(a) => ("actor", a.as_str()),
         Party::Buyer(b) => ("buyer", b.as_str()),
     }
+}
+
+/// Replaces an attempt if its status is still `expected`.
+fn update_attempt_in(
+    conn: &Connection,
+    a: &PaymentAttempt,
+    expected: AttemptStatus,
+) -> Result<(), StoreError> {
+    let id = a.id.as_str();
+    let status: Option<String> = conn
+        .prepare_cached("SELECT status FROM attempts WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+        .map_err(|e| sql_error("attempts", id, e))?;
+    let Some(status) = status else {
+        return Err(StoreError::NotFound {
+            entity: "attempt",
+            id: id.to_string(),
+        });
+    };
+    if status != expected.as_str() {
+        return Err(StoreError::Conflict {
+            entity: "attempt",
+            id: id.to_string(),
+            message: format!("the status is {status}, not {expected}"),
+        });
+    }
+    let body = encode("attempts", id, a)?;
+    conn.prepare_cached("UPDATE attempts SET status = ?2, body = ?3 WHERE id = ?1")
+        .and_then(|mut s| s.execute(params![id, a.status.as_str(), body]))
+        .map_err(|e| sql_error("attempts", id, e))?;
+    Ok(())
+}
+
+/// Completes an idempotency record.
+fn complete_in(
+    conn: &Connection,
+    scope: &IdempotencyScope,
+    result: &StoredResult,
+    retain_until: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let key = scope_key(scope);
+    let body = encode("idempotency", &key, result)?;
+    let until = nanos(retain_until).unwrap_or(i64::MAX);
+    let n = conn
+        .prepare_cached(
+            "UPDATE idempotency SET state = 'completed', lease_until = NULL, \
+                                    result = ?4, retain_until = ?5 \
+             WHERE actor_id = ?1 AND operation = ?2 AND key = ?3",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                scope.actor_id.as_str(),
+                scope.operation,
+                scope.key.as_str(),
+                body,
+                until
+            ])
+        })
+        .map_err(|e| sql_error("idempotency", &key, e))?;
+    if n == 0 {
+        return Err(StoreError::NotFound {
+            entity: "idempotency record",
+            id: key,
+        });
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -512,28 +578,31 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let a = attempt.clone();
         self.write("attempts", move |conn| {
-            let id = a.id.as_str();
-            let status: Option<String> = conn
-                .prepare_cached("SELECT status FROM attempts WHERE id = ?1")
-                .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
-                .map_err(|e| sql_error("attempts", id, e))?;
-            let Some(status) = status else {
-                return Err(StoreError::NotFound {
-                    entity: "attempt",
-                    id: id.to_string(),
-                });
-            };
-            if status != expected.as_str() {
-                return Err(StoreError::Conflict {
-                    entity: "attempt",
-                    id: id.to_string(),
-                    message: format!("the status is {status}, not {expected}"),
-                });
+            update_attempt_in(conn, &a, expected)
+        })
+        .await
+    }
+
+    async fn change_attempt(&self, change: &AttemptChange<'_>) -> Result<(), StoreError> {
+        let next = change.next.clone();
+        let expected = change.expected;
+        let hold_id = change.hold_id.clone();
+        let ops = change.holds.to_vec();
+        let completion = change.completion.cloned();
+        self.write("attempts", move |conn| {
+            update_attempt_in(conn, &next, expected)?;
+            for op in ops {
+                match op {
+                    HoldOp::Commit(amount) => ledger::commit(conn, &hold_id, amount)?,
+                    HoldOp::Release => ledger::release(conn, &hold_id)?,
+                    HoldOp::Refund(amount, policy) => {
+                        ledger::refund(conn, &hold_id, amount, policy)?
+                    }
+                }
             }
-            let body = encode("attempts", id, &a)?;
-            conn.prepare_cached("UPDATE attempts SET status = ?2, body = ?3 WHERE id = ?1")
-                .and_then(|mut s| s.execute(params![id, a.status.as_str(), body]))
-                .map_err(|e| sql_error("attempts", id, e))?;
+            if let Some(c) = completion {
+                complete_in(conn, &c.scope, &c.result, c.retain_until)?;
+            }
             Ok(())
         })
         .await
@@ -671,32 +740,7 @@ impl Store for SqliteStore {
         let scope = scope.clone();
         let result = result.clone();
         self.write("idempotency", move |conn| {
-            let key = scope_key(&scope);
-            let body = encode("idempotency", &key, &result)?;
-            let until = nanos(retain_until).unwrap_or(i64::MAX);
-            let n = conn
-                .prepare_cached(
-                    "UPDATE idempotency SET state = 'completed', lease_until = NULL, \
-                                            result = ?4, retain_until = ?5 \
-                     WHERE actor_id = ?1 AND operation = ?2 AND key = ?3",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        scope.actor_id.as_str(),
-                        scope.operation,
-                        scope.key.as_str(),
-                        body,
-                        until
-                    ])
-                })
-                .map_err(|e| sql_error("idempotency", &key, e))?;
-            if n == 0 {
-                return Err(StoreError::NotFound {
-                    entity: "idempotency record",
-                    id: key,
-                });
-            }
-            Ok(())
+            complete_in(conn, &scope, &result, retain_until)
         })
         .await
     }
