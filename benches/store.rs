@@ -8,10 +8,13 @@
 //!   `UPDATE budget SET spent = spent + $amount WHERE id = $id AND spent + $amount <= cap` and,
 //!   if a row was updated, `INSERT INTO ledger (...)`, in bench tables of its own (a separate
 //!   SQLite file / PostgreSQL schema), with the same connection settings as the adapter.
-//! * **adapter**: the same hot budget through the `Store` port: `place_hold` on a one-level
-//!   chain (one mandate with a large lifetime cap) then `commit_hold`, two port calls, each
-//!   its own transaction; each worker with its own connection (its own `SqliteDatabase`, or
-//!   its own `PostgresStore` with a pool of 1).
+//! * **reserve**: the same hot budget through the `Store` port, one `place_hold` per payment
+//!   on a one-level chain (one mandate with a large lifetime cap): the conditional cap check
+//!   and the hold's ledger row in one transaction, the work the raw ceiling does; each worker
+//!   with its own connection (its own `SqliteDatabase`, or its own `PostgresStore` with a pool
+//!   of 1).
+//! * **hold + commit**: `place_hold` then `commit_hold`, two port calls, each its own
+//!   transaction (a payment's reservation and its settlement).
 //! * **engine** (1 and 8 workers): the full `Engine::execute_payment` with capture on
 //!   authorize on the same backend (store and audit sink on it, `FakePsp`, `MemoryVault`).
 //!
@@ -309,6 +312,7 @@ async fn check_usage(
     paid: u64,
     failed: u64,
     each: i64,
+    reserved: bool,
 ) -> (i128, bool) {
     let chain = store.chain(mandate.id()).await.expect("chain");
     let usage = store.usage(&chain, examples::now()).await.expect("usage");
@@ -325,7 +329,7 @@ async fn check_usage(
     let over = (used - cap).max(0);
     let exact = i128::from(paid) * i128::from(each);
     let consistent = if failed == 0 {
-        root.held.is_zero() && used == exact
+        (reserved || root.held.is_zero()) && used == exact
     } else {
         (exact..=exact + i128::from(failed) * i128::from(each)).contains(&used)
     };
@@ -452,12 +456,15 @@ fn sqlite_open(path: &Path, sync: Synchronous) -> SqliteDatabase {
     .expect("open")
 }
 
-/// One adapter payment: `place_hold` on the one-level chain, then `commit_hold`.
-async fn adapter_pay(store: &dyn Store, chain: &[Mandate], w: usize, i: u64) -> Paid {
+/// One adapter payment: `place_hold` on the one-level chain, then (when `commit`)
+/// `commit_hold`. Without the commit it is the reservation alone: the conditional cap check
+/// and its ledger row in one transaction, the work the raw ceiling does.
+async fn adapter_pay(store: &dyn Store, chain: &[Mandate], w: usize, i: u64, commit: bool) -> Paid {
     let id = attempt(w, i);
     let amount = eur_minor(AMOUNT_MINOR);
     let hold = HoldRequest::on_chain(id.clone(), amount, examples::now(), chain);
     match store.place_hold(&hold).await {
+        Ok(_) if !commit => Paid::Yes,
         Ok(_) => {
             // A lock timeout on the commit leaves the hold held: commit it again.
             let mut tries = 0;
@@ -482,6 +489,7 @@ fn sqlite_adapter_run(
     workers: usize,
     cap: i64,
     t: &Timing,
+    commit: bool,
 ) -> Cell {
     let rt = current_thread();
     let mandate = capped_mandate(cap);
@@ -496,11 +504,19 @@ fn sqlite_adapter_run(
         let (path, chain) = (path.to_path_buf(), chain.clone());
         Box::new(move || {
             let store = sqlite_open(&path, sync).store();
-            current_thread().block_on(work_async(&shared, |i| adapter_pay(&store, &chain, w, i)));
+            current_thread().block_on(work_async(&shared, |i| {
+                adapter_pay(&store, &chain, w, i, commit)
+            }));
         })
     });
-    let (overspend, consistent) =
-        rt.block_on(check_usage(&setup.store(), &mandate, paid, 0, AMOUNT_MINOR));
+    let (overspend, consistent) = rt.block_on(check_usage(
+        &setup.store(),
+        &mandate,
+        paid,
+        0,
+        AMOUNT_MINOR,
+        !commit,
+    ));
     Cell {
         per_sec,
         overspend,
@@ -539,8 +555,14 @@ fn sqlite_engine_run(path: &Path, sync: Synchronous, workers: usize, t: &Timing)
             current_thread().block_on(work_async(&shared, |i| engine_pay(&engine, &card, w, i)));
         })
     });
-    let (overspend, consistent) =
-        rt.block_on(check_usage(&setup.store(), &mandate, paid, busy, each));
+    let (overspend, consistent) = rt.block_on(check_usage(
+        &setup.store(),
+        &mandate,
+        paid,
+        busy,
+        each,
+        false,
+    ));
     Cell {
         per_sec,
         overspend,
@@ -731,7 +753,14 @@ fn pg_raw_run(pg: &Pg, schema: &str, workers: usize, cap: i64, t: &Timing) -> Ce
     }
 }
 
-fn pg_adapter_run(pg: &Pg, schema: &str, workers: usize, cap: i64, t: &Timing) -> Cell {
+fn pg_adapter_run(
+    pg: &Pg,
+    schema: &str,
+    workers: usize,
+    cap: i64,
+    t: &Timing,
+    commit: bool,
+) -> Cell {
     pg.fresh_schema(schema);
     let mandate = capped_mandate(cap);
     let config = pg_config(&pg.url, schema);
@@ -749,14 +778,19 @@ fn pg_adapter_run(pg: &Pg, schema: &str, workers: usize, cap: i64, t: &Timing) -
             Box::new(move || {
                 current_thread().block_on(async {
                     let store = PostgresStore::connect_with(&config).await.expect("store");
-                    work_async(&shared, |i| adapter_pay(&store, &chain, w, i)).await;
+                    work_async(&shared, |i| adapter_pay(&store, &chain, w, i, commit)).await;
                 });
             })
         })
     });
-    let (overspend, consistent) =
-        pg.rt
-            .block_on(check_usage(&setup, &mandate, paid, 0, AMOUNT_MINOR));
+    let (overspend, consistent) = pg.rt.block_on(check_usage(
+        &setup,
+        &mandate,
+        paid,
+        0,
+        AMOUNT_MINOR,
+        !commit,
+    ));
     Cell {
         per_sec,
         overspend,
@@ -812,7 +846,7 @@ fn pg_engine_run(pg: &Pg, schema: &str, workers: usize, t: &Timing) -> Cell {
     });
     let (overspend, consistent) = pg
         .rt
-        .block_on(check_usage(&setup, &mandate, paid, busy, each));
+        .block_on(check_usage(&setup, &mandate, paid, busy, each, false));
     Cell {
         per_sec,
         overspend,
@@ -836,6 +870,8 @@ struct Row {
     sync: String,
     workers: usize,
     raw: Option<Cell>,
+    /// The reservation alone (`place_hold`).
+    reserve: Option<Cell>,
     adapter: Option<Cell>,
     engine: Option<Cell>,
 }
@@ -935,6 +971,7 @@ fn main() {
                 sync: sync_label.clone(),
                 workers,
                 raw: None,
+                reserve: None,
                 adapter: None,
                 engine: None,
             };
@@ -946,6 +983,20 @@ fn main() {
                 show(&label, &cell);
                 row.raw = Some(cell);
             }
+            let label = format!("{tag} reserve w{workers}");
+            if filter.wants(&label) {
+                let dir = cell_dir(&root, &label.replace(' ', "-"));
+                let cell = sqlite_adapter_run(
+                    &dir.join("store.db"),
+                    sync,
+                    workers,
+                    BIG_CAP_MINOR,
+                    &timing,
+                    false,
+                );
+                show(&label, &cell);
+                row.reserve = Some(cell);
+            }
             let label = format!("{tag} adapter w{workers}");
             if filter.wants(&label) {
                 let dir = cell_dir(&root, &label.replace(' ', "-"));
@@ -955,6 +1006,7 @@ fn main() {
                     workers,
                     BIG_CAP_MINOR,
                     &timing,
+                    true,
                 );
                 show(&label, &cell);
                 row.adapter = Some(cell);
@@ -976,7 +1028,7 @@ fn main() {
             });
             cap_check(&format!("{tag} adapter"), |cap| {
                 let dir = cell_dir(&root, &format!("{tag}-cap-adapter"));
-                sqlite_adapter_run(&dir.join("store.db"), sync, 8, cap, &cap_timing)
+                sqlite_adapter_run(&dir.join("store.db"), sync, 8, cap, &cap_timing, true)
             });
         }
     }
@@ -1001,6 +1053,7 @@ fn main() {
                     sync: sync.clone(),
                     workers,
                     raw: None,
+                    reserve: None,
                     adapter: None,
                     engine: None,
                 };
@@ -1012,10 +1065,18 @@ fn main() {
                     show(&label, &cell);
                     row.raw = Some(cell);
                 }
+                let label = format!("postgres reserve w{workers}");
+                if filter.wants(&label) {
+                    let schema = format!("bench_reserve_w{workers}");
+                    let cell = pg_adapter_run(&pg, &schema, workers, BIG_CAP_MINOR, &timing, false);
+                    pg.drop_schema(&schema);
+                    show(&label, &cell);
+                    row.reserve = Some(cell);
+                }
                 let label = format!("postgres adapter w{workers}");
                 if filter.wants(&label) {
                     let schema = format!("bench_adapter_w{workers}");
-                    let cell = pg_adapter_run(&pg, &schema, workers, BIG_CAP_MINOR, &timing);
+                    let cell = pg_adapter_run(&pg, &schema, workers, BIG_CAP_MINOR, &timing, true);
                     pg.drop_schema(&schema);
                     show(&label, &cell);
                     row.adapter = Some(cell);
@@ -1037,7 +1098,7 @@ fn main() {
                     cell
                 });
                 cap_check("postgres adapter", |cap| {
-                    let cell = pg_adapter_run(&pg, "bench_cap_adapter", 8, cap, &cap_timing);
+                    let cell = pg_adapter_run(&pg, "bench_cap_adapter", 8, cap, &cap_timing, true);
                     pg.drop_schema("bench_cap_adapter");
                     cell
                 });
@@ -1052,45 +1113,45 @@ fn table(rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\n| backend | settings | workers | raw payments/s | adapter payments/s | adapter / raw | \
-         engine payments/s | engine / raw | overspend | busy timeouts (raw / adapter / engine) | \
-         commits per payment (raw / adapter / engine) |"
+        "\n| backend | settings | workers | raw payments/s | reserve (place_hold) /s | reserve / raw | \
+         hold + commit /s | hold + commit / raw | engine payments/s | engine / raw | overspend | \
+         commits per payment (raw / reserve / hold + commit / engine) |"
     );
-    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|");
+    let _ = writeln!(
+        out,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
     let rate = |c: &Option<Cell>| c.map_or("-".to_string(), |c| format!("{:.0}", c.per_sec));
     let ratio = |a: &Option<Cell>, b: &Option<Cell>| match (a, b) {
         (Some(a), Some(b)) if b.per_sec > 0.0 => format!("{:.0}%", 100.0 * a.per_sec / b.per_sec),
         _ => "-".to_string(),
     };
     for r in rows {
-        if r.raw.is_none() && r.adapter.is_none() && r.engine.is_none() {
+        let cells = [&r.raw, &r.reserve, &r.adapter, &r.engine];
+        if cells.iter().all(|c| c.is_none()) {
             continue;
         }
-        let over: i128 = [&r.raw, &r.adapter, &r.engine]
-            .iter()
-            .filter_map(|c| c.map(|c| c.overspend))
-            .sum();
-        let busy = |c: &Option<Cell>| c.map_or("-".to_string(), |c| c.busy.to_string());
+        let over: i128 = cells.iter().filter_map(|c| c.map(|c| c.overspend)).sum();
         let tx = |c: &Option<Cell>| {
             c.and_then(|c| c.tx_per_payment)
                 .map_or("-".to_string(), |t| format!("{t:.2}"))
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} / {} / {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} / {} |",
             r.backend,
             r.sync,
             r.workers,
             rate(&r.raw),
+            rate(&r.reserve),
+            ratio(&r.reserve, &r.raw),
             rate(&r.adapter),
             ratio(&r.adapter, &r.raw),
             rate(&r.engine),
             ratio(&r.engine, &r.raw),
             over,
-            busy(&r.raw),
-            busy(&r.adapter),
-            busy(&r.engine),
             tx(&r.raw),
+            tx(&r.reserve),
             tx(&r.adapter),
             tx(&r.engine),
         );

@@ -34,12 +34,12 @@ impl PostgresStore {
                 // The attempt row first (compare and set), then the hold (its accounts in the
                 // global order, then the hold row), then the idempotency record: every
                 // transaction that takes more than one of these locks takes them in this order.
-                let n = tx
-                    .execute(
+                let st = tx
+                    .prepare_cached(
                         "UPDATE attempts SET status = $3, body = $4 WHERE id = $1 AND status = $2",
-                        &[&id, &expected, &status, &body],
                     )
                     .await?;
+                let n = tx.execute(&st, &[&id, &expected, &status, &body]).await?;
                 if n != 1 {
                     let row = tx
                         .query_opt("SELECT status FROM attempts WHERE id = $1", &[&id])
@@ -74,11 +74,16 @@ impl PostgresStore {
                     resolve_in(&tx, change.hold_id, how).await?;
                 }
                 if let Some((c, result, retain)) = &completion {
-                    let n = tx
-                        .execute(
+                    let st = tx
+                        .prepare_cached(
                             "UPDATE idempotency SET state = 'completed', result = $4, \
                              retain_until_ns = $5, lease_until_ns = NULL \
                              WHERE actor_id = $1 AND operation = $2 AND key = $3",
+                        )
+                        .await?;
+                    let n = tx
+                        .execute(
+                            &st,
                             &[
                                 &c.scope.actor_id.as_str(),
                                 &c.scope.operation,

@@ -134,12 +134,10 @@ pub(super) async fn resolve_in(
 
     // The hold's mandates never change: read them unlocked, lock their accounts
     // (the global order), then lock the hold.
-    let row = tx
-        .query_opt(
-            "SELECT mandate_ids FROM holds WHERE attempt_id = $1",
-            &[&attempt],
-        )
+    let st = tx
+        .prepare_cached("SELECT mandate_ids FROM holds WHERE attempt_id = $1")
         .await?;
+    let row = tx.query_opt(&st, &[&attempt]).await?;
     let Some(row) = row else {
         return Err(Tx::Fail(StoreError::NotFound {
             entity: "hold",
@@ -157,12 +155,12 @@ pub(super) async fn resolve_in(
     sorted.sort_unstable();
     let st = tx.prepare_cached(LOCK_ACCOUNTS).await?;
     let locked = accounts(&**tx, &st, &sorted).await?;
-    let row = tx
-        .query_one(
-            &format!("SELECT {HOLD_COLUMNS} FROM holds WHERE attempt_id = $1 FOR UPDATE"),
-            &[&attempt],
-        )
+    let st = tx
+        .prepare_cached(&format!(
+            "SELECT {HOLD_COLUMNS} FROM holds WHERE attempt_id = $1 FOR UPDATE"
+        ))
         .await?;
+    let row = tx.query_one(&st, &[&attempt]).await?;
     let stored = hold_of(&row).map_err(Tx::Fail)?;
     let h = &stored.record;
     if h.mandate_ids != ids {
@@ -252,9 +250,14 @@ pub(super) async fn resolve_in(
             )));
         }
     }
+    let st = tx
+        .prepare_cached(
+            "UPDATE holds SET state = $2, committed = $3, refunded = $4, \
+             lifetime_back = $5, window_back = $6 WHERE attempt_id = $1",
+        )
+        .await?;
     tx.execute(
-        "UPDATE holds SET state = $2, committed = $3, refunded = $4, \
-                     lifetime_back = $5, window_back = $6 WHERE attempt_id = $1",
+        &st,
         &[
             &attempt,
             &new_state,

@@ -136,6 +136,7 @@ where
 /// The sums of `queries`, in order.
 async fn window_sums<C: GenericClient + Sync>(
     client: &C,
+    statement: &tokio_postgres::Statement,
     queries: &[WindowQuery],
 ) -> Result<Vec<Sums>, Tx<StoreError>> {
     if queries.is_empty() {
@@ -145,7 +146,7 @@ async fn window_sums<C: GenericClient + Sync>(
     let starts: Vec<Option<Decimal>> = queries.iter().map(|q| q.start).collect();
     let currencies: Vec<&str> = queries.iter().map(|q| q.currency).collect();
     let rows = client
-        .query(WINDOW_SUMS, &[&ids, &starts, &currencies])
+        .query(statement, &[&ids, &starts, &currencies])
         .await?;
     let mut out = Vec::with_capacity(rows.len());
     for (row, q) in rows.iter().zip(queries) {
@@ -406,7 +407,9 @@ impl PostgresStore {
                     }
                     plan.push(seconds);
                 }
-                let mut sums = window_sums(&*tx, &queries).await?.into_iter();
+                let mut sums = window_sums(&*tx, &tx.prepare_cached(WINDOW_SUMS).await?, &queries)
+                    .await?
+                    .into_iter();
                 let mut out = Vec::with_capacity(chain.len());
                 for (m, seconds) in chain.iter().zip(plan) {
                     let currency = m.currency();
@@ -473,9 +476,10 @@ impl PostgresStore {
             IsolationLevel::ReadCommitted,
             HoldError,
             |tx| {
-                let seen = tx
-                    .query_opt("SELECT 1 FROM holds WHERE attempt_id = $1", &[&attempt])
+                let st = tx
+                    .prepare_cached("SELECT 1 FROM holds WHERE attempt_id = $1")
                     .await?;
+                let seen = tx.query_opt(&st, &[&attempt]).await?;
                 if seen.is_some() {
                     return Err(duplicate());
                 }
@@ -510,7 +514,7 @@ impl PostgresStore {
                     }
                     levels.push((account, seconds));
                 }
-                let mut sums = window_sums(&*tx, &queries)
+                let mut sums = window_sums(&*tx, &tx.prepare_cached(WINDOW_SUMS).await?, &queries)
                     .await
                     .map_err(to_hold)?
                     .into_iter();
