@@ -236,7 +236,72 @@ fn account_or_create(
     })
 }
 
+/// Adds a hold of `minor` to the account of `id` (creating the account first if missing) and
+/// returns the account after the change. The caller checks the limits against it and rolls
+/// the transaction back if one is exceeded.
+fn bump(
+    conn: &Connection,
+    id: &MandateId,
+    limits: &crate::ports::BudgetLimits,
+    fallback: Currency,
+    minor: i64,
+) -> Result<Account, StoreError> {
+    let key = id.as_str();
+    for _ in 0..2 {
+        let row = conn
+            .prepare_cached(
+                "UPDATE accounts SET held = held + ?2, uses = uses + 1, attempts = attempts + 1 \
+                 WHERE mandate_id = ?1 RETURNING currency, held, spent, uses, attempts",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![key, minor], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, i64>(4)?,
+                    ))
+                })
+                .optional()
+            })
+            .map_err(|e| sql_error("accounts", key, e))?;
+        match row {
+            Some((code, held, spent, uses, attempts)) => {
+                if held < 0 || spent < 0 || uses < 0 || attempts < 0 {
+                    return Err(corrupt(
+                        "accounts",
+                        key,
+                        format!(
+                            "negative counter (held {held}, spent {spent}, uses {uses}, \
+                             attempts {attempts})"
+                        ),
+                    ));
+                }
+                return Ok(Account {
+                    currency: currency("accounts", key, &code)?,
+                    held,
+                    spent,
+                    uses,
+                    attempts,
+                });
+            }
+            None => {
+                account_or_create(conn, id, limits, fallback)?;
+            }
+        }
+    }
+    Err(other(format!(
+        "the account of mandate {id} cannot be created"
+    )))
+}
+
 /// Places `req` on every level or none; returns the usage of each level after the hold.
+///
+/// One transaction (the caller's): the hold row first (a second hold for the attempt is
+/// refused by the primary key), then per level, leaf first: the account's counters are raised
+/// and read back in one statement, the limits checked against them (a refusal returns an
+/// error and the caller's transaction rolls everything back), the window row written.
 pub(super) fn place(conn: &Connection, req: &HoldRequest) -> Result<Vec<Usage>, HoldError> {
     let id = req.attempt_id.as_str();
     if req.levels.len() > MAX_LEVELS {
@@ -251,54 +316,37 @@ pub(super) fn place(conn: &Connection, req: &HoldRequest) -> Result<Vec<Usage>, 
             return Err(other(format!("a hold lists mandate {} twice", l.mandate_id)).into());
         }
     }
-    let exists: Option<i64> = conn
-        .prepare_cached("SELECT 1 FROM holds WHERE attempt_id = ?1")
-        .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
-        .map_err(|e| sql_error("holds", id, e))?;
-    if exists.is_some() {
-        return Err(HoldError::Duplicate {
-            attempt_id: req.attempt_id.clone(),
-        });
-    }
     let cur = req.amount.currency();
     let minor = req.amount.minor_units();
     let at = nanos(req.at)?;
-    let mut accounts = Vec::with_capacity(req.levels.len());
-    for level in &req.levels {
-        let acc = account_or_create(conn, &level.mandate_id, &level.limits, cur)?;
-        check(conn, level, &acc, cur, minor, req.at)?;
-        accounts.push(acc);
-    }
-    // Every level accepts: apply.
     let ids: Vec<&str> = req.levels.iter().map(|l| l.mandate_id.as_str()).collect();
     let ids_json = encode("holds", id, &ids)?;
-    conn.prepare_cached(
-        "INSERT INTO holds (attempt_id, currency, amount, committed, refunded, lifetime_back, \
-                            window_back, at, state, mandate_ids) \
-         VALUES (?1, ?2, ?3, 0, 0, 0, 0, ?4, 'held', ?5)",
-    )
-    .and_then(|mut s| s.execute(params![id, cur.code(), minor, at, ids_json]))
-    .map_err(|e| sql_error("holds", id, e))?;
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO holds (attempt_id, currency, amount, committed, refunded, lifetime_back, \
+                                window_back, at, state, mandate_ids) \
+             VALUES (?1, ?2, ?3, 0, 0, 0, 0, ?4, 'held', ?5)",
+        )
+        .and_then(|mut s| s.execute(params![id, cur.code(), minor, at, ids_json]));
+    match inserted {
+        Ok(_) => {}
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) => {
+            return Err(HoldError::Duplicate {
+                attempt_id: req.attempt_id.clone(),
+            })
+        }
+        Err(e) => return Err(sql_error("holds", id, e).into()),
+    }
     let mut out = Vec::with_capacity(req.levels.len());
-    for (level, acc) in req.levels.iter().zip(accounts) {
+    for level in &req.levels {
+        let after = bump(conn, &level.mandate_id, &level.limits, cur, minor)?;
+        check(conn, level, &after, cur, minor, req.at)?;
         let key = level.mandate_id.as_str();
         conn.prepare_cached(
             "INSERT INTO hold_levels (mandate_id, at, attempt_id) VALUES (?1, ?2, ?3)",
         )
         .and_then(|mut s| s.execute(params![key, at, id]))
         .map_err(|e| sql_error("hold_levels", key, e))?;
-        conn.prepare_cached(
-            "UPDATE accounts SET held = held + ?2, uses = uses + 1, attempts = attempts + 1 \
-             WHERE mandate_id = ?1",
-        )
-        .and_then(|mut s| s.execute(params![key, minor]))
-        .map_err(|e| sql_error("accounts", key, e))?;
-        let after = Account {
-            held: acc.held.saturating_add(minor),
-            uses: acc.uses + 1,
-            attempts: acc.attempts + 1,
-            ..acc
-        };
         out.push(report(
             conn,
             &level.mandate_id,
@@ -311,8 +359,9 @@ pub(super) fn place(conn: &Connection, req: &HoldRequest) -> Result<Vec<Usage>, 
     Ok(out)
 }
 
-/// Checks one level. Order: currency, lifetime, windows in the order of the limits (amount,
-/// then count), uses, attempts.
+/// Checks one level against its account AFTER the hold was added (`acc`) and its windows
+/// before the hold's window row is written. Order: currency, lifetime, windows in the order of
+/// the limits (amount, then count), uses, attempts.
 fn check(
     conn: &Connection,
     level: &crate::ports::HoldLevel,
@@ -338,7 +387,7 @@ fn check(
     }
     let amount = i128::from(minor);
     if let Some(cap) = &limits.lifetime {
-        let would_be = i128::from(acc.spent) + i128::from(acc.held) + amount;
+        let would_be = i128::from(acc.spent) + i128::from(acc.held);
         if would_be > i128::from(cap.minor_units()) {
             return Err(refused(
                 id,
@@ -387,12 +436,12 @@ fn check(
         ("attempts", acc.attempts, limits.max_attempts),
     ] {
         if let Some(cap) = cap {
-            if used + 1 > i64::from(cap) {
+            if used > i64::from(cap) {
                 return Err(refused(
                     id,
                     None,
                     Some(name),
-                    (used + 1).to_string(),
+                    used.to_string(),
                     cap.to_string(),
                 ));
             }

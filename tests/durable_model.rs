@@ -1,16 +1,20 @@
-//! The PostgreSQL ledger against the naive reference model of `tests/conformance_store.rs`
-//! (every sum a linear scan over the holds): random sequences of holds, commits, releases,
-//! refunds and reads on a three-level chain with small caps and two windows (I2, I5).
+//! The durable ledgers (SQLite, PostgreSQL) against the naive reference model of
+//! `tests/conformance_store.rs` (every sum a linear scan over the holds): random sequences of
+//! holds, commits, releases, refunds and reads on a three-level chain with small caps and two
+//! windows (I2, I5).
 //!
-//! Needs `DATABASE_URL` (see `scripts/with-postgres.sh`); without it, it says SKIPPED and
-//! passes. Each case uses mandates and attempts of its own in the schema `am_model_test`.
-//! `PROPTEST_CASES` raises the case count (default 24: each case is a few hundred queries).
-#![cfg(all(feature = "postgres", feature = "testkit"))]
+//! SQLite runs each case on a fresh in-memory database. PostgreSQL needs `DATABASE_URL` (see
+//! `scripts/with-postgres.sh`); without it, it says SKIPPED and passes. Each PostgreSQL case
+//! uses mandates and attempts of its own in the schema `am_model_test`. `PROPTEST_CASES`
+//! raises the case count (default 24 for PostgreSQL, 64 for SQLite).
+#![cfg(all(feature = "sqlite", feature = "testkit"))]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
+#[cfg(feature = "postgres")]
 use agent_mandate::adapters::postgres::{PostgresConfig, PostgresStore};
+use agent_mandate::adapters::sqlite::{SqliteConfig, SqliteDatabase};
 use agent_mandate::domain::{
     examples, AttemptId, Currency, LimitKind, Mandate, MandateId, Money, Usage, WindowLimit,
 };
@@ -40,6 +44,7 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 }
 
 /// The database and schema of this run: `None` (and SKIPPED) without `DATABASE_URL`.
+#[cfg(feature = "postgres")]
 fn database() -> Option<&'static PostgresConfig> {
     static CONFIG: OnceLock<Option<PostgresConfig>> = OnceLock::new();
     CONFIG
@@ -322,7 +327,7 @@ fn is_conflict(r: &Result<(), StoreError>) -> bool {
 
 /// Compares every usage field of every level with the model at `now`, and checks I2.
 async fn compare_usage(
-    store: &PostgresStore,
+    store: &dyn Store,
     model: &Model,
     chain: &[Mandate],
     now: DateTime<Utc>,
@@ -364,7 +369,7 @@ async fn compare_usage(
 
 /// Compares the stored record of hold `i` with the model.
 async fn compare_hold(
-    store: &PostgresStore,
+    store: &dyn Store,
     model: &Model,
     chain: &[Mandate],
     i: usize,
@@ -389,8 +394,7 @@ async fn compare_hold(
     Ok(())
 }
 
-async fn run(config: &PostgresConfig, caps: [Caps; 3], ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let store = PostgresStore::connect_with(config).await.unwrap();
+async fn run(store: &dyn Store, caps: [Caps; 3], ops: Vec<Op>) -> Result<(), TestCaseError> {
     let tag = case_tag();
     let attempt = |n: usize| AttemptId::new(format!("{tag}_attempt_{n}")).unwrap();
     let chain = three_levels(&tag, &caps);
@@ -470,7 +474,7 @@ async fn run(config: &PostgresConfig, caps: [Caps; 3], ops: Vec<Op>) -> Result<(
                 } else {
                     prop_assert!(is_conflict(&result), "{:?}", result);
                 }
-                compare_hold(&store, &model, &chain, i).await?;
+                compare_hold(store, &model, &chain, i).await?;
             }
             Op::Release { pick } => {
                 if model.holds.is_empty() {
@@ -485,7 +489,7 @@ async fn run(config: &PostgresConfig, caps: [Caps; 3], ops: Vec<Op>) -> Result<(
                 } else {
                     prop_assert!(is_conflict(&result), "{:?}", result);
                 }
-                compare_hold(&store, &model, &chain, i).await?;
+                compare_hold(store, &model, &chain, i).await?;
             }
             Op::Refund {
                 pick,
@@ -511,18 +515,19 @@ async fn run(config: &PostgresConfig, caps: [Caps; 3], ops: Vec<Op>) -> Result<(
                 } else {
                     prop_assert!(is_conflict(&result), "{:?}", result);
                 }
-                compare_hold(&store, &model, &chain, i).await?;
+                compare_hold(store, &model, &chain, i).await?;
             }
             Op::Usage { dt } => {
                 now += Duration::seconds(dt);
-                compare_usage(&store, &model, &chain, now).await?;
+                compare_usage(store, &model, &chain, now).await?;
             }
         }
     }
     now += Duration::seconds(1);
-    compare_usage(&store, &model, &chain, now).await
+    compare_usage(store, &model, &chain, now).await
 }
 
+#[cfg(feature = "postgres")]
 proptest! {
     #![proptest_config(config(24))]
 
@@ -541,6 +546,25 @@ proptest! {
             );
             return Ok(());
         };
-        block_on(run(config, caps, ops))?;
+        block_on(async {
+            let store = PostgresStore::connect_with(config).await.unwrap();
+            run(&store, caps, ops).await
+        })?;
+    }
+}
+
+proptest! {
+    #![proptest_config(config(64))]
+
+    /// I2, I5: the SQLite ledger agrees with the same reference model.
+    #[test]
+    fn sqlite_ledger_agrees_with_a_linear_scan_model(
+        caps in [caps(), caps(), caps()],
+        ops in prop::collection::vec(op(), 1..60),
+    ) {
+        block_on(async {
+            let db = SqliteDatabase::open(SqliteConfig::in_memory()).unwrap();
+            run(&db.store(), caps, ops).await
+        })?;
     }
 }
