@@ -476,11 +476,24 @@ impl PostgresStore {
             IsolationLevel::ReadCommitted,
             HoldError,
             |tx| {
+                // The hold row first: the primary key refuses a second hold for the attempt
+                // (a concurrent one waits for this transaction's outcome). Nobody else locks a
+                // hold row that is not yet visible, so taking it before the accounts cannot
+                // deadlock with a commit or release (accounts, then an existing hold).
                 let st = tx
-                    .prepare_cached("SELECT 1 FROM holds WHERE attempt_id = $1")
+                    .prepare_cached(
+                        "INSERT INTO holds (attempt_id, currency, amount, at_ns, state, \
+                         mandate_ids) VALUES ($1, $2, $3, $4, 'held', $5) \
+                         ON CONFLICT (attempt_id) DO NOTHING",
+                    )
                     .await?;
-                let seen = tx.query_opt(&st, &[&attempt]).await?;
-                if seen.is_some() {
+                let n = tx
+                    .execute(
+                        &st,
+                        &[&attempt, &currency.code(), &minor, &at, &mandate_ids],
+                    )
+                    .await?;
+                if n == 0 {
                     return Err(duplicate());
                 }
                 if !ids.is_empty() {
@@ -532,38 +545,21 @@ impl PostgresStore {
                     check_level(&level.mandate_id, &level.limits, account, windows, amount)
                         .map_err(Tx::Fail)?;
                 }
-                // Every level accepts: write.
-                let st = tx
-                    .prepare_cached(
-                        "INSERT INTO holds (attempt_id, currency, amount, at_ns, state, \
-                         mandate_ids) VALUES ($1, $2, $3, $4, 'held', $5) \
-                         ON CONFLICT (attempt_id) DO NOTHING",
-                    )
-                    .await?;
-                let n = tx
-                    .execute(
-                        &st,
-                        &[&attempt, &currency.code(), &minor, &at, &mandate_ids],
-                    )
-                    .await?;
-                if n == 0 {
-                    return Err(duplicate());
-                }
+                // Every level accepts: write the window rows and the counters (one statement;
+                // a refusal above returned an error and the transaction rolls back, the hold
+                // row with it).
                 if !ids.is_empty() {
                     let st = tx
                         .prepare_cached(
-                            "INSERT INTO hold_levels (mandate_id, at_ns, attempt_id) \
-                             SELECT unnest($1::text[]), $2, $3",
-                        )
-                        .await?;
-                    tx.execute(&st, &[&ids, &at, &attempt]).await?;
-                    let st = tx
-                        .prepare_cached(
-                            "UPDATE accounts SET held = held + $2, uses = uses + 1, \
+                            "WITH levels AS ( \
+                               INSERT INTO hold_levels (mandate_id, at_ns, attempt_id) \
+                               SELECT unnest($1::text[]), $3, $4) \
+                             UPDATE accounts SET held = held + $2, uses = uses + 1, \
                              attempts = attempts + 1 WHERE mandate_id = ANY($1)",
                         )
                         .await?;
-                    tx.execute(&st, &[&ids, &Decimal::from(minor)]).await?;
+                    tx.execute(&st, &[&ids, &Decimal::from(minor), &at, &attempt])
+                        .await?;
                 }
                 let delta = i128::from(minor);
                 hold.levels
