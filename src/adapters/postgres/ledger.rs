@@ -496,9 +496,14 @@ impl PostgresStore {
                 if n == 0 {
                     return Err(duplicate());
                 }
-                if !ids.is_empty() {
-                    // Missing accounts, created in mandate id order (see the module docs).
-                    let st = tx
+                // Lock the chain's accounts in the global order. On a chain's first hold some
+                // are missing: create them (in mandate id order, see the module docs) and lock
+                // again. A transaction creates accounts only after it holds every existing one
+                // it needs, so the creation cannot close a lock cycle.
+                let st = tx.prepare_cached(LOCK_ACCOUNTS).await?;
+                let mut locked = accounts(&*tx, &st, &sorted).await.map_err(to_hold)?;
+                if locked.len() < sorted.len() {
+                    let create = tx
                         .prepare_cached(
                             "INSERT INTO accounts (mandate_id, currency) \
                              SELECT u.id, COALESCE(m.currency, u.currency) \
@@ -507,10 +512,9 @@ impl PostgresStore {
                              ORDER BY u.id ON CONFLICT (mandate_id) DO NOTHING",
                         )
                         .await?;
-                    tx.execute(&st, &[&ids, &fallback]).await?;
+                    tx.execute(&create, &[&ids, &fallback]).await?;
+                    locked = accounts(&*tx, &st, &sorted).await.map_err(to_hold)?;
                 }
-                let st = tx.prepare_cached(LOCK_ACCOUNTS).await?;
-                let locked = accounts(&*tx, &st, &sorted).await.map_err(to_hold)?;
                 let mut levels = Vec::with_capacity(hold.levels.len());
                 let mut queries = Vec::new();
                 for (level, id) in hold.levels.iter().zip(&ids) {
