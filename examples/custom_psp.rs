@@ -18,9 +18,14 @@
 //!
 //!    | what happened | error | the engine |
 //!    |---|---|---|
-//!    | 400, 402 without a payment, 404, 409, 422: malformed or impossible | `Invalid` | gives up (definitive) |
-//!    | connection refused, 429, 503: nothing was processed | `Transient` | retries with the same key |
+//!    | 400, 402 without a payment, 404, 422: malformed or impossible | `Invalid` | gives up (definitive) |
+//!    | connection refused, 409 (same key in flight), 429, 503: nothing was processed | `Transient` | retries with the same key |
 //!    | timeout after sending, connection lost, 500: maybe processed | `Ambiguous` | keeps the hold and reconciles with `lookup` |
+//!
+//!    A PSP that deduplicates retries by idempotency key (Stripe keeps keys 24 hours) makes
+//!    every 5xx safe to retry with the same key: the Stripe adapter (`adapters::http`,
+//!    feature `http`) classifies 5xx as `Transient`. This imitation promises no such thing
+//!    for a 500, so it says `Ambiguous`: when in doubt, ambiguous is the safe side.
 //!    | vault: unknown or unusable credential | `Invalid` | gives up |
 //!    | vault unavailable (nothing sent) | `Transient` | retries |
 //!
@@ -225,7 +230,7 @@ fn report(pi: WireIntent) -> Result<ProviderReport, ProviderError> {
 fn classify(error: WireError) -> ProviderError {
     match error {
         WireError::Http { status, message } => match status {
-            429 | 503 => ProviderError::Transient {
+            409 | 429 | 503 => ProviderError::Transient {
                 message,
                 retry_after: None,
             },

@@ -415,4 +415,42 @@ mod tests {
             }
         }
     }
+
+    proptest::proptest! {
+        /// I12: any status, any body, any `Retry-After`: a classification, never a panic, and
+        /// the redacted payment method never in the error; a body that parses as a
+        /// PaymentIntent gives a report or a typed refusal, never a panic.
+        #[test]
+        fn any_answer_is_classified_without_panic(
+            status in 100u16..600,
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+            retry in proptest::option::of("[ -~]{0,12}"),
+            call in proptest::sample::select(vec![
+                StripeCall::Authorize,
+                StripeCall::Capture,
+                StripeCall::Void,
+                StripeCall::Refund,
+                StripeCall::Lookup,
+            ]),
+        ) {
+            let mut with_secret = body.clone();
+            with_secret.extend_from_slice(b"{\"error\":{\"message\":\"pm_secret leaked\"}}");
+            for b in [&body, &with_secret] {
+                match classify(call, status, retry.as_deref(), b, Some("pm_secret")) {
+                    Answer::Success(raw) => {
+                        if let Ok(pi) =
+                            serde_json::from_slice::<crate::adapters::http::stripe_wire::PaymentIntentJson>(raw)
+                        {
+                            let _ = crate::adapters::http::stripe_wire::report_of(&pi);
+                        }
+                    }
+                    Answer::Failed(e) => {
+                        let text = format!("{e} {e:?}");
+                        proptest::prop_assert!(!text.contains("pm_secret"), "{}", text);
+                    }
+                    Answer::Card(_) | Answer::NotFound(_) => {}
+                }
+            }
+        }
+    }
 }
