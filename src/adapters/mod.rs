@@ -9,6 +9,8 @@
 //!
 //! [`crate::ports::SystemClock`] needs no feature.
 
+#[cfg(any(feature = "memory", feature = "sqlite", feature = "postgres"))]
+mod hold_rules;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "memory")]

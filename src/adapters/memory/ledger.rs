@@ -32,10 +32,10 @@ use std::sync::{Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 
+use crate::adapters::hold_rules::{self, Figures};
 use crate::domain::{AttemptId, Currency, LimitKind, MandateId, Money};
 use crate::ports::{
-    BudgetLimits, HoldError, HoldLevel, HoldRecord, HoldRequest, HoldState, RefundPolicy,
-    StoreError,
+    BudgetLimits, HoldError, HoldLevel, HoldOp, HoldRecord, HoldRequest, HoldState, StoreError,
 };
 
 /// Longest list of levels a hold may have (the store's chains stop at the same depth).
@@ -404,22 +404,6 @@ impl std::error::Error for LedgerError {}
 
 fn other(message: String) -> StoreError {
     StoreError::Other(Box::new(LedgerError(message)))
-}
-
-fn conflict(attempt_id: &AttemptId, message: impl Into<String>) -> StoreError {
-    StoreError::Conflict {
-        entity: "hold",
-        id: attempt_id.to_string(),
-        message: message.into(),
-    }
-}
-
-fn state_name(state: HoldState) -> &'static str {
-    match state {
-        HoldState::Held => "held",
-        HoldState::Committed => "committed",
-        HoldState::Released => "released",
-    }
 }
 
 /// `minor` units of `currency` as text, like `Money`'s `Display` (`"100.01 EUR"`).
@@ -860,137 +844,42 @@ impl Ledger {
         }
     }
 
-    /// Commits `amount` of a held hold; the rest is released. Zero commits like a release.
-    pub(super) fn commit(
+    /// Commits, releases or refunds the hold at `index` by the shared rules
+    /// ([`crate::adapters::hold_rules::resolve`]), then moves the chain's counters and every
+    /// window that still contains the hold.
+    pub(super) fn resolve_hold(
         &mut self,
         index: u32,
         attempt_id: &AttemptId,
-        amount: Money,
+        op: HoldOp,
     ) -> Result<(), StoreError> {
         let (index, hold) = self.find(index, attempt_id)?;
-        if hold.state != HoldState::Held {
-            return Err(conflict(
-                attempt_id,
-                format!("cannot commit: the hold is {}", state_name(hold.state)),
-            ));
-        }
-        if amount.currency() != hold.currency {
-            return Err(conflict(
-                attempt_id,
-                format!("cannot commit {amount}: the hold is in {}", hold.currency),
-            ));
-        }
-        let c = amount.minor_units();
-        if c > hold.amount {
-            return Err(conflict(
-                attempt_id,
-                format!(
-                    "cannot commit {amount}: more than the {} held",
-                    minor_text(i128::from(hold.amount), hold.currency)
-                ),
-            ));
-        }
-        let placed = i128::from(hold.amount);
-        let zero = c == 0;
+        let figures = Figures {
+            state: hold.state,
+            currency: hold.currency,
+            amount: hold.amount,
+            committed: hold.committed,
+            refunded: hold.refunded,
+            // Lifetime refunds live in the accounts' `spent` only.
+            lifetime_back: 0,
+            window_back: hold.window_restored,
+        };
+        let r = hold_rules::resolve(attempt_id, &figures, op)?;
         self.adjust(
             index,
             Deltas {
-                held: -placed,
-                spent: i128::from(c),
-                uses: if zero { -1 } else { 0 },
-                window_amount: i128::from(c) - placed,
-                window_count: if zero { -1 } else { 0 },
+                held: i128::from(r.held),
+                spent: i128::from(r.spent),
+                uses: r.uses,
+                window_amount: i128::from(r.window_amount),
+                window_count: r.window_count,
             },
         );
         if let Some(h) = self.holds.get_mut(index) {
-            h.state = HoldState::Committed;
-            h.committed = c;
-        }
-        Ok(())
-    }
-
-    /// Releases a held hold.
-    pub(super) fn release(&mut self, index: u32, attempt_id: &AttemptId) -> Result<(), StoreError> {
-        let (index, hold) = self.find(index, attempt_id)?;
-        if hold.state != HoldState::Held {
-            return Err(conflict(
-                attempt_id,
-                format!("cannot release: the hold is {}", state_name(hold.state)),
-            ));
-        }
-        let placed = i128::from(hold.amount);
-        self.adjust(
-            index,
-            Deltas {
-                held: -placed,
-                spent: 0,
-                uses: -1,
-                window_amount: -placed,
-                window_count: -1,
-            },
-        );
-        if let Some(h) = self.holds.get_mut(index) {
-            h.state = HoldState::Released;
-        }
-        Ok(())
-    }
-
-    /// Records a refund against a committed hold.
-    pub(super) fn refund(
-        &mut self,
-        index: u32,
-        attempt_id: &AttemptId,
-        amount: Money,
-        policy: RefundPolicy,
-    ) -> Result<(), StoreError> {
-        let (index, hold) = self.find(index, attempt_id)?;
-        if hold.state != HoldState::Committed {
-            return Err(conflict(
-                attempt_id,
-                format!("cannot refund: the hold is {}", state_name(hold.state)),
-            ));
-        }
-        if amount.currency() != hold.currency {
-            return Err(conflict(
-                attempt_id,
-                format!("cannot refund {amount}: the hold is in {}", hold.currency),
-            ));
-        }
-        let r = amount.minor_units();
-        let total = hold.refunded.saturating_add(r);
-        if total > hold.committed {
-            return Err(conflict(
-                attempt_id,
-                format!(
-                    "cannot refund {amount}: refunds would reach {}, more than the {} committed",
-                    minor_text(i128::from(total), hold.currency),
-                    minor_text(i128::from(hold.committed), hold.currency)
-                ),
-            ));
-        }
-        self.adjust(
-            index,
-            Deltas {
-                held: 0,
-                spent: if policy.restores_lifetime {
-                    -i128::from(r)
-                } else {
-                    0
-                },
-                uses: 0,
-                window_amount: if policy.restores_windows {
-                    -i128::from(r)
-                } else {
-                    0
-                },
-                window_count: 0,
-            },
-        );
-        if let Some(h) = self.holds.get_mut(index) {
-            h.refunded = total;
-            if policy.restores_windows {
-                h.window_restored += r;
-            }
+            h.state = r.next.state;
+            h.committed = r.next.committed;
+            h.refunded = r.next.refunded;
+            h.window_restored = r.next.window_back;
         }
         Ok(())
     }

@@ -17,8 +17,8 @@ use crate::domain::{
     PaymentAttempt, SnapshotId, Suspensions, Usage, WindowUsage,
 };
 use crate::ports::{
-    Begin, HoldError, HoldRecord, HoldRequest, IdempotencyScope, InsertOrder, RefundPolicy, Store,
-    StoreError, StoredResult,
+    Begin, HoldError, HoldOp, HoldRecord, HoldRequest, IdempotencyScope, InsertOrder, RefundPolicy,
+    Store, StoreError, StoredResult,
 };
 
 use ledger::{count, money, AttemptIndex, Ledger, RawOut, MAX_LEVELS};
@@ -479,12 +479,14 @@ impl Store for MemoryStore {
 
     async fn commit_hold(&self, attempt_id: &AttemptId, amount: Money) -> Result<(), StoreError> {
         let index = self.hold_index(attempt_id)?;
-        self.ledger().commit(index, attempt_id, amount)
+        self.ledger()
+            .resolve_hold(index, attempt_id, HoldOp::Commit(amount))
     }
 
     async fn release_hold(&self, attempt_id: &AttemptId) -> Result<(), StoreError> {
         let index = self.hold_index(attempt_id)?;
-        self.ledger().release(index, attempt_id)
+        self.ledger()
+            .resolve_hold(index, attempt_id, HoldOp::Release)
     }
 
     async fn refund_hold(
@@ -494,7 +496,8 @@ impl Store for MemoryStore {
         policy: RefundPolicy,
     ) -> Result<(), StoreError> {
         let index = self.hold_index(attempt_id)?;
-        self.ledger().refund(index, attempt_id, amount, policy)
+        self.ledger()
+            .resolve_hold(index, attempt_id, HoldOp::Refund(amount, policy))
     }
 
     async fn hold(&self, attempt_id: &AttemptId) -> Result<Option<HoldRecord>, StoreError> {

@@ -5,11 +5,11 @@
 use tokio_postgres::IsolationLevel;
 
 use super::codec::{encode, time_param, At};
-use super::holds::{resolve_in, Resolve};
+use super::holds::resolve_in;
 use super::store::PostgresStore;
 use super::tx::{in_transaction, Tx};
 use crate::domain::AttemptStatus;
-use crate::ports::{AttemptChange, HoldOp, StoreError};
+use crate::ports::{AttemptChange, StoreError};
 
 impl PostgresStore {
     pub(super) async fn change_attempt_tx(
@@ -66,12 +66,7 @@ impl PostgresStore {
                     }));
                 }
                 for op in change.holds {
-                    let how = match *op {
-                        HoldOp::Commit(amount) => Resolve::Commit(amount),
-                        HoldOp::Release => Resolve::Release,
-                        HoldOp::Refund(amount, policy) => Resolve::Refund(amount, policy),
-                    };
-                    resolve_in(&tx, change.hold_id, how).await?;
+                    resolve_in(&tx, change.hold_id, *op).await?;
                 }
                 if let Some((c, result, retain)) = &completion {
                     let st = tx

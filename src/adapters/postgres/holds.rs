@@ -6,19 +6,12 @@ use rust_decimal::Decimal;
 use tokio_postgres::{IsolationLevel, Row};
 
 use super::codec::At;
-use super::ledger::{accounts, minor_text, missing_account, LOCK_ACCOUNTS};
+use super::ledger::{accounts, missing_account, LOCK_ACCOUNTS};
 use super::store::PostgresStore;
 use super::tx::{in_transaction, Tx};
-use crate::domain::{AttemptId, MandateId, Money};
-use crate::ports::{HoldRecord, HoldState, RefundPolicy, StoreError};
-
-/// How a held hold is resolved, or a refund recorded.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Resolve {
-    Commit(Money),
-    Release,
-    Refund(Money, RefundPolicy),
-}
+use crate::adapters::hold_rules::{self, Figures};
+use crate::domain::{AttemptId, MandateId};
+use crate::ports::{HoldOp, HoldRecord, HoldState, StoreError};
 
 const HOLD_COLUMNS: &str = "attempt_id, currency, amount, committed, refunded, lifetime_back, \
      window_back, at_ns, state, mandate_ids";
@@ -84,7 +77,7 @@ impl PostgresStore {
     pub(super) async fn ledger_resolve(
         &self,
         attempt_id: &AttemptId,
-        how: Resolve,
+        how: HoldOp,
     ) -> Result<(), StoreError> {
         in_transaction!(
             &self.pool,
@@ -121,17 +114,9 @@ impl PostgresStore {
 pub(super) async fn resolve_in(
     tx: &deadpool_postgres::Transaction<'_>,
     attempt_id: &AttemptId,
-    how: Resolve,
+    how: HoldOp,
 ) -> Result<(), Tx<StoreError>> {
     let attempt = attempt_id.as_str();
-    let conflict = |message: String| {
-        Tx::Fail(StoreError::Conflict {
-            entity: "hold",
-            id: attempt.to_string(),
-            message,
-        })
-    };
-
     // The hold's mandates never change: read them unlocked, lock their accounts
     // (the global order), then lock the hold.
     let st = tx
@@ -166,75 +151,24 @@ pub(super) async fn resolve_in(
     if h.mandate_ids != ids {
         return Err(Tx::Fail(at.corrupt("the hold's mandates changed")));
     }
-    let state = match h.state {
-        HoldState::Held => "held",
-        HoldState::Committed => "committed",
-        HoldState::Released => "released",
+    let figures = Figures {
+        state: h.state,
+        currency: h.amount.currency(),
+        amount: h.amount.minor_units(),
+        committed: h.committed.minor_units(),
+        refunded: h.refunded.minor_units(),
+        lifetime_back: stored.lifetime_back,
+        window_back: stored.window_back,
     };
-    let placed = h.amount.minor_units();
-    // (held, spent, uses) deltas of every account, and the hold's new columns.
-    let (held, spent, uses, new_state, committed, refunded, lifetime_back, window_back) = match how
-    {
-        Resolve::Commit(amount) => {
-            if h.state != HoldState::Held {
-                return Err(conflict(format!("cannot commit: the hold is {state}")));
-            }
-            if amount.currency() != h.amount.currency() {
-                return Err(conflict(format!(
-                    "cannot commit {amount}: the hold is in {}",
-                    h.amount.currency()
-                )));
-            }
-            let c = amount.minor_units();
-            if c > placed {
-                return Err(conflict(format!(
-                    "cannot commit {amount}: more than the {} held",
-                    h.amount
-                )));
-            }
-            let uses = if c == 0 { -1 } else { 0 };
-            (-placed, c, uses, "committed", c, 0, 0, 0)
-        }
-        Resolve::Release => {
-            if h.state != HoldState::Held {
-                return Err(conflict(format!("cannot release: the hold is {state}")));
-            }
-            (-placed, 0, -1, "released", 0, 0, 0, 0)
-        }
-        Resolve::Refund(amount, policy) => {
-            if h.state != HoldState::Committed {
-                return Err(conflict(format!("cannot refund: the hold is {state}")));
-            }
-            if amount.currency() != h.amount.currency() {
-                return Err(conflict(format!(
-                    "cannot refund {amount}: the hold is in {}",
-                    h.amount.currency()
-                )));
-            }
-            let r = amount.minor_units();
-            let total = h.refunded.minor_units().saturating_add(r);
-            if total > h.committed.minor_units() {
-                return Err(conflict(format!(
-                    "cannot refund {amount}: refunds would reach {}, more than \
-                                     the {} committed",
-                    minor_text(i128::from(total), h.amount.currency()),
-                    h.committed
-                )));
-            }
-            let back_l = if policy.restores_lifetime { r } else { 0 };
-            let back_w = if policy.restores_windows { r } else { 0 };
-            (
-                0,
-                -back_l,
-                0,
-                "committed",
-                h.committed.minor_units(),
-                total,
-                stored.lifetime_back + back_l,
-                stored.window_back + back_w,
-            )
-        }
-    };
+    let r = hold_rules::resolve(attempt_id, &figures, how).map_err(Tx::Fail)?;
+    let (held, spent, uses) = (r.held, r.spent, r.uses);
+    let new_state = hold_rules::state_name(r.next.state);
+    let (committed, refunded, lifetime_back, window_back) = (
+        r.next.committed,
+        r.next.refunded,
+        r.next.lifetime_back,
+        r.next.window_back,
+    );
     for id in &sorted {
         let a = locked
             .get(*id)

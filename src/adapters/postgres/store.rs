@@ -15,8 +15,8 @@ use crate::domain::{
     MandateId, MandateStatus, Money, Order, Party, PaymentAttempt, SnapshotId, Suspensions, Usage,
 };
 use crate::ports::{
-    AttemptChange, Begin, HoldError, HoldRecord, HoldRequest, IdempotencyScope, InsertOrder,
-    RefundPolicy, Store, StoreError, StoredResult,
+    AttemptChange, Begin, HoldError, HoldOp, HoldRecord, HoldRequest, IdempotencyScope,
+    InsertOrder, RefundPolicy, Store, StoreError, StoredResult,
 };
 
 /// The [`Store`] port on PostgreSQL: shared by any number of connections and processes.
@@ -167,13 +167,12 @@ impl Store for PostgresStore {
     }
 
     async fn commit_hold(&self, attempt_id: &AttemptId, amount: Money) -> Result<(), StoreError> {
-        self.ledger_resolve(attempt_id, super::holds::Resolve::Commit(amount))
+        self.ledger_resolve(attempt_id, HoldOp::Commit(amount))
             .await
     }
 
     async fn release_hold(&self, attempt_id: &AttemptId) -> Result<(), StoreError> {
-        self.ledger_resolve(attempt_id, super::holds::Resolve::Release)
-            .await
+        self.ledger_resolve(attempt_id, HoldOp::Release).await
     }
 
     async fn refund_hold(
@@ -182,7 +181,7 @@ impl Store for PostgresStore {
         amount: Money,
         policy: RefundPolicy,
     ) -> Result<(), StoreError> {
-        self.ledger_resolve(attempt_id, super::holds::Resolve::Refund(amount, policy))
+        self.ledger_resolve(attempt_id, HoldOp::Refund(amount, policy))
             .await
     }
 

@@ -14,10 +14,11 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::codec::{amount, corrupt, currency, decode, encode, nanos, sql_error, time};
+use crate::adapters::hold_rules::{self, Figures};
 use crate::domain::{
     AttemptId, Currency, LimitKind, Mandate, MandateId, Money, Usage, WindowLimit, WindowUsage,
 };
-use crate::ports::{HoldError, HoldRecord, HoldRequest, HoldState, RefundPolicy, StoreError};
+use crate::ports::{HoldError, HoldOp, HoldRecord, HoldRequest, HoldState, StoreError};
 
 /// Longest list of levels a hold may have (as the memory store).
 const MAX_LEVELS: usize = 64;
@@ -450,14 +451,10 @@ fn check(
     Ok(())
 }
 
-/// A hold row.
+/// A hold row: its figures (what the shared rules read) and the mandates it counts against.
 struct Hold {
-    currency: Currency,
-    amount: i64,
-    committed: i64,
-    refunded: i64,
+    figures: Figures,
     at: i64,
-    state: HoldState,
     mandate_ids: Vec<MandateId>,
 }
 
@@ -514,156 +511,61 @@ fn load(conn: &Connection, attempt_id: &AttemptId) -> Result<Option<Hold>, Store
         other => return Err(corrupt("holds", key, format!("unknown state {other:?}"))),
     };
     Ok(Some(Hold {
-        currency: currency("holds", key, &code)?,
-        amount,
-        committed,
-        refunded,
+        figures: Figures {
+            state,
+            currency: currency("holds", key, &code)?,
+            amount,
+            committed,
+            refunded,
+            lifetime_back,
+            window_back,
+        },
         at,
-        state,
         mandate_ids: decode("holds", key, &ids)?,
     }))
 }
 
-fn found(conn: &Connection, attempt_id: &AttemptId) -> Result<Hold, StoreError> {
-    load(conn, attempt_id)?.ok_or_else(|| StoreError::NotFound {
-        entity: "hold",
-        id: attempt_id.to_string(),
-    })
-}
-
-fn conflict(attempt_id: &AttemptId, message: String) -> StoreError {
-    StoreError::Conflict {
-        entity: "hold",
-        id: attempt_id.to_string(),
-        message,
-    }
-}
-
-fn state_name(state: HoldState) -> &'static str {
-    match state {
-        HoldState::Held => "held",
-        HoldState::Committed => "committed",
-        HoldState::Released => "released",
-    }
-}
-
-/// Adds the deltas to the accounts of every level of a hold.
-fn adjust(
-    conn: &Connection,
-    hold: &Hold,
-    held: i64,
-    spent: i64,
-    uses: i64,
-) -> Result<(), StoreError> {
-    for m in &hold.mandate_ids {
-        let key = m.as_str();
-        conn.prepare_cached(
-            "UPDATE accounts SET held = held + ?2, spent = spent + ?3, uses = uses + ?4 \
-             WHERE mandate_id = ?1",
-        )
-        .and_then(|mut s| s.execute(params![key, held, spent, uses]))
-        .map_err(|e| sql_error("accounts", key, e))?;
-    }
-    Ok(())
-}
-
-/// Commits `amount` of a held hold; the rest is released.
-pub(super) fn commit(
+/// Commits, releases or refunds the hold of `attempt_id` by the shared rules
+/// ([`crate::adapters::hold_rules::resolve`]): the accounts of its chain and the hold row.
+pub(super) fn resolve(
     conn: &Connection,
     attempt_id: &AttemptId,
-    amount: Money,
+    op: HoldOp,
 ) -> Result<(), StoreError> {
-    let hold = found(conn, attempt_id)?;
-    if hold.state != HoldState::Held {
-        return Err(conflict(
-            attempt_id,
-            format!("cannot commit: the hold is {}", state_name(hold.state)),
-        ));
+    let hold = load(conn, attempt_id)?.ok_or_else(|| StoreError::NotFound {
+        entity: "hold",
+        id: attempt_id.to_string(),
+    })?;
+    let r = hold_rules::resolve(attempt_id, &hold.figures, op)?;
+    if r.held != 0 || r.spent != 0 || r.uses != 0 {
+        for m in &hold.mandate_ids {
+            let key = m.as_str();
+            conn.prepare_cached(
+                "UPDATE accounts SET held = held + ?2, spent = spent + ?3, uses = uses + ?4 \
+                 WHERE mandate_id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![key, r.held, r.spent, r.uses]))
+            .map_err(|e| sql_error("accounts", key, e))?;
+        }
     }
-    if amount.currency() != hold.currency {
-        return Err(conflict(
-            attempt_id,
-            format!("cannot commit {amount}: the hold is in {}", hold.currency),
-        ));
-    }
-    let c = amount.minor_units();
-    if c > hold.amount {
-        return Err(conflict(
-            attempt_id,
-            format!(
-                "cannot commit {amount}: more than the {} held",
-                hold.currency.format_minor(i128::from(hold.amount))
-            ),
-        ));
-    }
-    adjust(conn, &hold, -hold.amount, c, if c == 0 { -1 } else { 0 })?;
-    set(conn, attempt_id, "committed = ?2, state = 'committed'", c)
-}
-
-/// Releases a held hold.
-pub(super) fn release(conn: &Connection, attempt_id: &AttemptId) -> Result<(), StoreError> {
-    let hold = found(conn, attempt_id)?;
-    if hold.state != HoldState::Held {
-        return Err(conflict(
-            attempt_id,
-            format!("cannot release: the hold is {}", state_name(hold.state)),
-        ));
-    }
-    adjust(conn, &hold, -hold.amount, 0, -1)?;
-    set(conn, attempt_id, "state = 'released', committed = ?2", 0)
-}
-
-/// Records a refund against a committed hold.
-pub(super) fn refund(
-    conn: &Connection,
-    attempt_id: &AttemptId,
-    amount: Money,
-    policy: RefundPolicy,
-) -> Result<(), StoreError> {
-    let hold = found(conn, attempt_id)?;
-    if hold.state != HoldState::Committed {
-        return Err(conflict(
-            attempt_id,
-            format!("cannot refund: the hold is {}", state_name(hold.state)),
-        ));
-    }
-    if amount.currency() != hold.currency {
-        return Err(conflict(
-            attempt_id,
-            format!("cannot refund {amount}: the hold is in {}", hold.currency),
-        ));
-    }
-    let r = amount.minor_units();
-    let total = hold.refunded.saturating_add(r);
-    if total > hold.committed {
-        return Err(conflict(
-            attempt_id,
-            format!(
-                "cannot refund {amount}: refunds would reach {}, more than the {} committed",
-                hold.currency.format_minor(i128::from(total)),
-                hold.currency.format_minor(i128::from(hold.committed))
-            ),
-        ));
-    }
-    let lifetime = if policy.restores_lifetime { r } else { 0 };
-    let windows = if policy.restores_windows { r } else { 0 };
-    adjust(conn, &hold, 0, -lifetime, 0)?;
+    let n = r.next;
     let key = attempt_id.as_str();
     conn.prepare_cached(
-        "UPDATE holds SET refunded = refunded + ?2, lifetime_back = lifetime_back + ?3, \
-                          window_back = window_back + ?4 \
+        "UPDATE holds SET state = ?2, committed = ?3, refunded = ?4, lifetime_back = ?5, \
+                          window_back = ?6 \
          WHERE attempt_id = ?1",
     )
-    .and_then(|mut s| s.execute(params![key, r, lifetime, windows]))
+    .and_then(|mut s| {
+        s.execute(params![
+            key,
+            hold_rules::state_name(n.state),
+            n.committed,
+            n.refunded,
+            n.lifetime_back,
+            n.window_back
+        ])
+    })
     .map_err(|e| sql_error("holds", key, e))?;
-    Ok(())
-}
-
-fn set(conn: &Connection, attempt_id: &AttemptId, assign: &str, v: i64) -> Result<(), StoreError> {
-    let key = attempt_id.as_str();
-    conn.prepare_cached(&format!("UPDATE holds SET {assign} WHERE attempt_id = ?1"))
-        .and_then(|mut s| s.execute(params![key, v]))
-        .map_err(|e| sql_error("holds", key, e))?;
     Ok(())
 }
 
@@ -676,13 +578,14 @@ pub(super) fn record(
         return Ok(None);
     };
     let key = attempt_id.as_str();
+    let f = h.figures;
     Ok(Some(HoldRecord {
         attempt_id: attempt_id.clone(),
         mandate_ids: h.mandate_ids,
-        amount: amount("holds", key, h.amount, h.currency)?,
-        committed: amount("holds", key, h.committed, h.currency)?,
-        refunded: amount("holds", key, h.refunded, h.currency)?,
+        amount: amount("holds", key, f.amount, f.currency)?,
+        committed: amount("holds", key, f.committed, f.currency)?,
+        refunded: amount("holds", key, f.refunded, f.currency)?,
         at: time(h.at),
-        state: h.state,
+        state: f.state,
     }))
 }

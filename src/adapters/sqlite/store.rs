@@ -510,14 +510,18 @@ impl Store for SqliteStore {
 
     async fn commit_hold(&self, attempt_id: &AttemptId, amount: Money) -> Result<(), StoreError> {
         let id = attempt_id.clone();
-        self.write("holds", move |conn| ledger::commit(conn, &id, amount))
-            .await
+        self.write("holds", move |conn| {
+            ledger::resolve(conn, &id, HoldOp::Commit(amount))
+        })
+        .await
     }
 
     async fn release_hold(&self, attempt_id: &AttemptId) -> Result<(), StoreError> {
         let id = attempt_id.clone();
-        self.write("holds", move |conn| ledger::release(conn, &id))
-            .await
+        self.write("holds", move |conn| {
+            ledger::resolve(conn, &id, HoldOp::Release)
+        })
+        .await
     }
 
     async fn refund_hold(
@@ -528,7 +532,7 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let id = attempt_id.clone();
         self.write("holds", move |conn| {
-            ledger::refund(conn, &id, amount, policy)
+            ledger::resolve(conn, &id, HoldOp::Refund(amount, policy))
         })
         .await
     }
@@ -592,13 +596,7 @@ impl Store for SqliteStore {
         self.write("attempts", move |conn| {
             update_attempt_in(conn, &next, expected)?;
             for op in ops {
-                match op {
-                    HoldOp::Commit(amount) => ledger::commit(conn, &hold_id, amount)?,
-                    HoldOp::Release => ledger::release(conn, &hold_id)?,
-                    HoldOp::Refund(amount, policy) => {
-                        ledger::refund(conn, &hold_id, amount, policy)?
-                    }
-                }
+                ledger::resolve(conn, &hold_id, op)?;
             }
             if let Some(c) = completion {
                 complete_in(conn, &c.scope, &c.result, c.retain_until)?;
