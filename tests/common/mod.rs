@@ -12,6 +12,7 @@ pub mod backends;
 pub mod durable_psp;
 #[cfg(feature = "testkit")]
 pub mod engine;
+pub mod ledger_model;
 
 use std::str::FromStr;
 
