@@ -26,13 +26,13 @@ use std::time::Duration;
 use agent_mandate::adapters::memory::{ManualClock, MemoryVault};
 use agent_mandate::domain::{examples, AttemptId, AttemptStatus, Mandate, Money, Operation};
 use agent_mandate::engine::{
-    CapturePayment, CommitOrder, CreateMandate, Engine, EngineConfig, EngineError, ExecutePayment,
-    OrderOutcome, PaymentOutcome, VoidPayment,
+    CommitOrder, CreateMandate, Engine, EngineConfig, EngineError, ExecutePayment, OrderOutcome,
+    PaymentOutcome,
 };
 use agent_mandate::ports::{CredentialVault, Ports};
 use agent_mandate::testkit::{FakePsp, Op};
 use common::backends::Backend;
-use common::engine::{admin, backpack_spec, card, key};
+use common::engine::{admin, agent_capture, agent_void, backpack_spec, card, key};
 
 const WORKERS: usize = 8;
 const PER_WORKER: usize = 500;
@@ -122,21 +122,12 @@ async fn worker(
         shared.attempts.lock().unwrap().push(attempt.id.clone());
         if i % 2 == 0 {
             let _ = engine
-                .void(&VoidPayment {
-                    key: key(&format!("{k}-void")),
-                    actor: examples::agent(),
-                    attempt_id: attempt.id.clone(),
-                })
+                .void(&agent_void(&format!("{k}-void"), &attempt.id))
                 .await;
             continue;
         }
         let captured = engine
-            .capture(&CapturePayment {
-                key: key(&format!("{k}-capture")),
-                actor: examples::agent(),
-                attempt_id: attempt.id.clone(),
-                amount: None,
-            })
+            .capture(&agent_capture(&format!("{k}-capture"), &attempt.id, None))
             .await;
         if !matches!(
             &captured,

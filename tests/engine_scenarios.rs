@@ -11,13 +11,15 @@ use agent_mandate::domain::{
     LifecycleEvent, MandateStatus, Outcome, Party, PaymentAction,
 };
 use agent_mandate::engine::{
-    CapturePayment, ChangeMandate, CommitOrder, DeriveMandate, DisputeVerdict, EngineConfig,
-    EngineError, Evaluate, OrderOutcome, PaymentOutcome, RecordConfirmation, RefundPayment,
-    SetSuspension, VoidPayment,
+    ChangeMandate, CommitOrder, DeriveMandate, DisputeVerdict, EngineConfig, EngineError, Evaluate,
+    OrderOutcome, PaymentOutcome, RecordConfirmation, SetSuspension, VoidPayment,
 };
 use agent_mandate::ports::{AuditSink as _, RefundPolicy};
 use agent_mandate::testkit::{Fault, Op};
-use common::engine::{admin, backpack_spec, key, roomy_world, world, world_with, World};
+use common::engine::{
+    admin, agent_capture, agent_refund, agent_void, backpack_spec, key, roomy_world, world,
+    world_with, World,
+};
 use common::{eur, id};
 
 fn attempt(outcome: &PaymentOutcome) -> agent_mandate::domain::PaymentAttempt {
@@ -51,12 +53,7 @@ async fn the_story_authorize_capture_commit_and_dispute_evidence() {
 
     let cap = w
         .engine
-        .capture(&CapturePayment {
-            key: key("cap-1"),
-            actor: examples::agent(),
-            attempt_id: a.id.clone(),
-            amount: None,
-        })
+        .capture(&agent_capture("cap-1", &a.id, None))
         .await
         .unwrap();
     assert_eq!(attempt(&cap).status, AttemptStatus::Captured);
@@ -655,25 +652,12 @@ async fn the_transaction_count_window_blocks_the_sixth_payment() {
 async fn capture_after_void_and_over_refund_are_refused_before_any_psp_call() {
     let w = world().await;
     let a = attempt(&w.engine.execute_payment(&w.execute("pay-1")).await.unwrap());
-    let voided = w
-        .engine
-        .void(&VoidPayment {
-            key: key("void-1"),
-            actor: examples::agent(),
-            attempt_id: a.id.clone(),
-        })
-        .await
-        .unwrap();
+    let voided = w.engine.void(&agent_void("void-1", &a.id)).await.unwrap();
     assert_eq!(attempt(&voided).status, AttemptStatus::Cancelled);
     assert_eq!(w.usage().await.held, eur("0.00"));
     let err = w
         .engine
-        .capture(&CapturePayment {
-            key: key("cap-1"),
-            actor: examples::agent(),
-            attempt_id: a.id.clone(),
-            amount: None,
-        })
+        .capture(&agent_capture("cap-1", &a.id, None))
         .await
         .unwrap_err();
     assert!(matches!(err, EngineError::Transition(_)), "{err}");
@@ -685,23 +669,13 @@ async fn capture_after_void_and_over_refund_are_refused_before_any_psp_call() {
     let a = attempt(&w.engine.execute_payment(&cmd).await.unwrap());
     let r = w
         .engine
-        .refund(&RefundPayment {
-            key: key("r-1"),
-            actor: examples::agent(),
-            attempt_id: a.id.clone(),
-            amount: Some(eur("100.00")),
-        })
+        .refund(&agent_refund("r-1", &a.id, Some(eur("100.00"))))
         .await
         .unwrap();
     assert_eq!(attempt(&r).status, AttemptStatus::PartiallyRefunded);
     let err = w
         .engine
-        .refund(&RefundPayment {
-            key: key("r-2"),
-            actor: examples::agent(),
-            attempt_id: a.id.clone(),
-            amount: Some(eur("44.01")),
-        })
+        .refund(&agent_refund("r-2", &a.id, Some(eur("44.01"))))
         .await
         .unwrap_err();
     assert!(matches!(err, EngineError::Transition(_)), "{err}");
@@ -714,12 +688,7 @@ async fn partial_capture_needs_the_mandate_to_allow_it() {
     let a = attempt(&w.engine.execute_payment(&w.execute("pay-1")).await.unwrap());
     let out = w
         .engine
-        .capture(&CapturePayment {
-            key: key("cap-1"),
-            actor: examples::agent(),
-            attempt_id: a.id.clone(),
-            amount: Some(eur("100.00")),
-        })
+        .capture(&agent_capture("cap-1", &a.id, Some(eur("100.00"))))
         .await
         .unwrap();
     let PaymentOutcome::Refused(d) = out else {
@@ -742,12 +711,7 @@ async fn partial_capture_commits_part_and_releases_the_rest() {
     let a = attempt(&w.engine.execute_payment(&w.execute("pay-1")).await.unwrap());
     let cap = w
         .engine
-        .capture(&CapturePayment {
-            key: key("cap-1"),
-            actor: examples::agent(),
-            attempt_id: a.id.clone(),
-            amount: Some(eur("100.00")),
-        })
+        .capture(&agent_capture("cap-1", &a.id, Some(eur("100.00"))))
         .await
         .unwrap();
     assert_eq!(attempt(&cap).status, AttemptStatus::PartiallyCaptured);
@@ -763,12 +727,7 @@ async fn capture_needs_the_capture_action_in_the_mandate() {
     let a = attempt(&w.engine.execute_payment(&w.execute("pay-1")).await.unwrap());
     let out = w
         .engine
-        .capture(&CapturePayment {
-            key: key("cap-1"),
-            actor: examples::agent(),
-            attempt_id: a.id.clone(),
-            amount: None,
-        })
+        .capture(&agent_capture("cap-1", &a.id, None))
         .await
         .unwrap();
     let PaymentOutcome::Refused(d) = out else {
@@ -793,12 +752,7 @@ async fn refund_policy_decides_whether_headroom_comes_back() {
         cmd.capture = true;
         let a = attempt(&w.engine.execute_payment(&cmd).await.unwrap());
         w.engine
-            .refund(&RefundPayment {
-                key: key("r-1"),
-                actor: examples::agent(),
-                attempt_id: a.id.clone(),
-                amount: None,
-            })
+            .refund(&agent_refund("r-1", &a.id, None))
             .await
             .unwrap();
         assert_eq!(w.usage().await.spent, eur(spent_after), "{policy:?}");
@@ -1189,12 +1143,7 @@ async fn after_the_snapshot_expires_capture_settles_but_no_order_is_committed() 
         .set(w.snapshot.expires_at() + chrono::Duration::minutes(5));
     let cap = w
         .engine
-        .capture(&CapturePayment {
-            key: key("cap-1"),
-            actor: examples::agent(),
-            attempt_id: a.id.clone(),
-            amount: None,
-        })
+        .capture(&agent_capture("cap-1", &a.id, None))
         .await
         .unwrap();
     assert_eq!(attempt(&cap).status, AttemptStatus::Captured);

@@ -25,13 +25,13 @@ use agent_mandate::domain::{
     examples, AttemptId, AttemptStatus, BuyerId, Currency, MerchantId, Money, Operation,
     ProviderKey, ProviderRef, SnapshotId,
 };
-use agent_mandate::engine::{CapturePayment, EngineError, RefundPayment};
+use agent_mandate::engine::EngineError;
 use agent_mandate::ports::{
     AuthorizeRequest, CaptureRequest, CredentialVault, Lookup, PaymentProvider, ProviderError,
     RefundRequest, VoidRequest,
 };
 
-use common::engine::{card, key};
+use common::engine::{agent_capture, agent_refund, card};
 use common::eur;
 use fault_proxy::{respond, Fault, FaultProxy};
 use localstripe::{localstripe_url, run_prefix, stripe_world, StripeWorld};
@@ -109,12 +109,7 @@ async fn authorize_answer_dropped_then_reconciled_by_key() {
     // And the payment goes on normally.
     let captured = w
         .engine
-        .capture(&CapturePayment {
-            key: key(&format!("{p}-cap")),
-            actor: examples::agent(),
-            attempt_id: a.id.clone(),
-            amount: None,
-        })
+        .capture(&agent_capture(&format!("{p}-cap"), &a.id, None))
         .await
         .expect("captured");
     assert_eq!(
@@ -142,12 +137,7 @@ async fn capture_answer_delayed_past_timeout_then_reconciled() {
     proxy.inject("/capture", Fault::Delay(Duration::from_millis(1500)));
     let outcome = w
         .engine
-        .capture(&CapturePayment {
-            key: key(&format!("{p}-cap")),
-            actor: examples::agent(),
-            attempt_id: a.id.clone(),
-            amount: None,
-        })
+        .capture(&agent_capture(&format!("{p}-cap"), &a.id, None))
         .await
         .expect("the command completes");
     let a = outcome.attempt().expect("attempt").clone();
@@ -181,12 +171,11 @@ async fn refund_answer_dropped_then_reconciled() {
     proxy.inject("POST /v1/refunds", Fault::DropResponse);
     let outcome = w
         .engine
-        .refund(&RefundPayment {
-            key: key(&format!("{p}-ref")),
-            actor: examples::agent(),
-            attempt_id: a.id.clone(),
-            amount: Some(eur("10.00")),
-        })
+        .refund(&agent_refund(
+            &format!("{p}-ref"),
+            &a.id,
+            Some(eur("10.00")),
+        ))
         .await
         .expect("the command completes");
     let a = outcome.attempt().expect("attempt").clone();
@@ -284,12 +273,7 @@ async fn capture_garbage_200_is_ambiguous_and_reconciles_to_the_truth() {
     proxy.inject("/capture", respond(200, &[], "{\"id\": 12, \"status\""));
     let outcome = w
         .engine
-        .capture(&CapturePayment {
-            key: key(&format!("{p}-cap")),
-            actor: examples::agent(),
-            attempt_id: a.id.clone(),
-            amount: None,
-        })
+        .capture(&agent_capture(&format!("{p}-cap"), &a.id, None))
         .await
         .expect("completes");
     assert_eq!(

@@ -16,13 +16,13 @@ mod localstripe;
 
 use agent_mandate::adapters::http::StripeProvider;
 use agent_mandate::domain::{
-    examples, AttemptStatus, BuyerId, Currency, MerchantId, Money, ProviderStatus, SnapshotId,
+    AttemptStatus, BuyerId, Currency, MerchantId, Money, ProviderStatus, SnapshotId,
 };
-use agent_mandate::engine::{CapturePayment, EngineError, RefundPayment, VoidPayment};
+use agent_mandate::engine::EngineError;
 use agent_mandate::ports::{Lookup, PaymentProvider};
 use agent_mandate::testkit::{payment_provider_conformance, ProviderCapabilities, ProviderFixture};
 
-use common::engine::key;
+use common::engine::{agent_capture, agent_refund, agent_void};
 use common::eur;
 use fault_proxy::FaultProxy;
 use localstripe::{localstripe_url, run_prefix, stripe_world, StripeWorld};
@@ -103,12 +103,7 @@ async fn engine_flow_authorize_partial_capture_refund() {
     let part = eur("100.00");
     let captured = w
         .engine
-        .capture(&CapturePayment {
-            key: key(&format!("{p}-cap")),
-            actor: examples::agent(),
-            attempt_id: a.id.clone(),
-            amount: Some(part),
-        })
+        .capture(&agent_capture(&format!("{p}-cap"), &a.id, Some(part)))
         .await
         .expect("captured");
     let a = captured.attempt().expect("attempt").clone();
@@ -122,12 +117,11 @@ async fn engine_flow_authorize_partial_capture_refund() {
 
     let refunded = w
         .engine
-        .refund(&RefundPayment {
-            key: key(&format!("{p}-ref-1")),
-            actor: examples::agent(),
-            attempt_id: a.id.clone(),
-            amount: Some(eur("40.00")),
-        })
+        .refund(&agent_refund(
+            &format!("{p}-ref-1"),
+            &a.id,
+            Some(eur("40.00")),
+        ))
         .await
         .expect("refunded");
     let a = refunded.attempt().expect("attempt").clone();
@@ -135,12 +129,7 @@ async fn engine_flow_authorize_partial_capture_refund() {
     assert_eq!(a.refunded, eur("40.00"));
     let refunded = w
         .engine
-        .refund(&RefundPayment {
-            key: key(&format!("{p}-ref-2")),
-            actor: examples::agent(),
-            attempt_id: a.id.clone(),
-            amount: None,
-        })
+        .refund(&agent_refund(&format!("{p}-ref-2"), &a.id, None))
         .await
         .expect("refunded");
     let a = refunded.attempt().expect("attempt").clone();
@@ -164,11 +153,7 @@ async fn engine_flow_void_releases_the_hold() {
     let a = authorized(&w, &p).await;
     let voided = w
         .engine
-        .void(&VoidPayment {
-            key: key(&format!("{p}-void")),
-            actor: examples::agent(),
-            attempt_id: a.id.clone(),
-        })
+        .void(&agent_void(&format!("{p}-void"), &a.id))
         .await
         .expect("voided");
     let a = voided.attempt().expect("attempt").clone();
@@ -226,11 +211,7 @@ async fn engine_flow_three_ds_requires_buyer_action() {
     assert_eq!(again.status, AttemptStatus::RequiresBuyerAction);
     let voided = w
         .engine
-        .void(&VoidPayment {
-            key: key(&format!("{p}-void")),
-            actor: examples::agent(),
-            attempt_id: a.id.clone(),
-        })
+        .void(&agent_void(&format!("{p}-void"), &a.id))
         .await
         .expect("voided");
     assert_eq!(
@@ -254,22 +235,13 @@ async fn engine_refuses_capture_after_void_before_any_http_call() {
     let p = run_prefix("capvoid");
     let a = authorized(&w, &p).await;
     w.engine
-        .void(&VoidPayment {
-            key: key(&format!("{p}-void")),
-            actor: examples::agent(),
-            attempt_id: a.id.clone(),
-        })
+        .void(&agent_void(&format!("{p}-void"), &a.id))
         .await
         .expect("voided");
     let before = proxy.count();
     let refused = w
         .engine
-        .capture(&CapturePayment {
-            key: key(&format!("{p}-cap")),
-            actor: examples::agent(),
-            attempt_id: a.id.clone(),
-            amount: None,
-        })
+        .capture(&agent_capture(&format!("{p}-cap"), &a.id, None))
         .await;
     assert!(
         matches!(refused, Err(EngineError::Transition(_))),
@@ -300,24 +272,14 @@ async fn engine_refuses_double_refund_before_any_http_call() {
     let above = a.captured.checked_add(&eur("0.01")).expect("amount");
     let refused = w
         .engine
-        .refund(&RefundPayment {
-            key: key(&format!("{p}-ref-above")),
-            actor: examples::agent(),
-            attempt_id: a.id.clone(),
-            amount: Some(above),
-        })
+        .refund(&agent_refund(&format!("{p}-ref-above"), &a.id, Some(above)))
         .await;
     assert!(refused.is_err(), "{refused:?}");
     assert_eq!(proxy.since(before), Vec::<String>::new(), "no HTTP call");
 
     let full = w
         .engine
-        .refund(&RefundPayment {
-            key: key(&format!("{p}-ref-1")),
-            actor: examples::agent(),
-            attempt_id: a.id.clone(),
-            amount: None,
-        })
+        .refund(&agent_refund(&format!("{p}-ref-1"), &a.id, None))
         .await
         .expect("refunded");
     assert_eq!(
@@ -327,12 +289,11 @@ async fn engine_refuses_double_refund_before_any_http_call() {
     let before = proxy.count();
     let refused = w
         .engine
-        .refund(&RefundPayment {
-            key: key(&format!("{p}-ref-2")),
-            actor: examples::agent(),
-            attempt_id: a.id.clone(),
-            amount: Some(eur("1.00")),
-        })
+        .refund(&agent_refund(
+            &format!("{p}-ref-2"),
+            &a.id,
+            Some(eur("1.00")),
+        ))
         .await;
     assert!(
         matches!(refused, Err(EngineError::Transition(_))),

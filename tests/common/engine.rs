@@ -4,11 +4,14 @@ use std::sync::Arc;
 
 use agent_mandate::adapters::memory::MemoryPorts;
 use agent_mandate::domain::examples;
+use agent_mandate::domain::AttemptId;
 use agent_mandate::domain::{
     Actor, ActorId, ActorKind, CartSnapshot, CredentialRef, IdempotencyKey, Mandate, MandateSpec,
     Money, Usage,
 };
-use agent_mandate::engine::{CreateMandate, Engine, EngineConfig, ExecutePayment};
+use agent_mandate::engine::{
+    CapturePayment, CreateMandate, Engine, EngineConfig, ExecutePayment, RefundPayment, VoidPayment,
+};
 use agent_mandate::ports::{CredentialDisplay, CredentialKind, FundingType, NewCredential, Secret};
 use agent_mandate::testkit::FakePsp;
 
@@ -24,6 +27,35 @@ pub struct World {
 
 pub fn key(s: &str) -> IdempotencyKey {
     s.parse().expect("test key")
+}
+
+/// The agent's capture of `attempt` under key `k` (`None`: all that was authorized).
+pub fn agent_capture(k: &str, attempt: &AttemptId, amount: Option<Money>) -> CapturePayment {
+    CapturePayment {
+        key: key(k),
+        actor: examples::agent(),
+        attempt_id: attempt.clone(),
+        amount,
+    }
+}
+
+/// The agent's refund of `attempt` under key `k` (`None`: all that is not refunded yet).
+pub fn agent_refund(k: &str, attempt: &AttemptId, amount: Option<Money>) -> RefundPayment {
+    RefundPayment {
+        key: key(k),
+        actor: examples::agent(),
+        attempt_id: attempt.clone(),
+        amount,
+    }
+}
+
+/// The agent's void of `attempt` under key `k`.
+pub fn agent_void(k: &str, attempt: &AttemptId) -> VoidPayment {
+    VoidPayment {
+        key: key(k),
+        actor: examples::agent(),
+        attempt_id: attempt.clone(),
+    }
 }
 
 /// A human who administers the platform (creates root mandates, confirms, suspends).
