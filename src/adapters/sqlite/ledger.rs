@@ -110,7 +110,11 @@ fn count(v: i64) -> u32 {
     u32::try_from(v.max(0)).unwrap_or(u32::MAX)
 }
 
-/// The usage of `mandate_id` from its account, with `windows` evaluated at `now`.
+/// Window sums: (length in seconds, (amount, count)).
+type WindowSums = Vec<(u64, (i128, i64))>;
+
+/// The usage of `mandate_id` from its account, with `windows` evaluated at `now` (those in
+/// `known` are not summed again).
 fn report(
     conn: &Connection,
     mandate_id: &MandateId,
@@ -118,6 +122,7 @@ fn report(
     currency: Currency,
     windows: &[WindowLimit],
     now: DateTime<Utc>,
+    known: &[(u64, (i128, i64))],
 ) -> Result<Usage, StoreError> {
     let mut out = Usage::zero(mandate_id.clone(), currency);
     if let Some(acc) = acc {
@@ -127,9 +132,11 @@ fn report(
         out.attempts = count(acc.attempts);
     }
     for w in windows {
-        let (sum, n) = match acc {
-            Some(_) => window(conn, mandate_id, w.window_seconds, now)?,
-            None => (0, 0),
+        let seen = known.iter().find(|(s, _)| *s == w.window_seconds);
+        let (sum, n) = match (seen, acc) {
+            (Some(&(_, sums)), _) => sums,
+            (None, Some(_)) => window(conn, mandate_id, w.window_seconds, now)?,
+            (None, None) => (0, 0),
         };
         out.windows.push(WindowUsage {
             window_seconds: w.window_seconds,
@@ -168,6 +175,7 @@ pub(super) fn usage(
             m.currency(),
             &m.scope().budgets.windows,
             now,
+            &[],
         )?);
     }
     Ok(out)
@@ -341,7 +349,12 @@ pub(super) fn place(conn: &Connection, req: &HoldRequest) -> Result<Vec<Usage>, 
     let mut out = Vec::with_capacity(req.levels.len());
     for level in &req.levels {
         let after = bump(conn, &level.mandate_id, &level.limits, cur, minor)?;
-        check(conn, level, &after, cur, minor, req.at)?;
+        // The window sums the check read, with this hold added (it is inside every window
+        // that ends at its own time): the usage after the hold needs no second scan.
+        let known: WindowSums = check(conn, level, &after, cur, minor, req.at)?
+            .into_iter()
+            .map(|(s, (sum, n))| (s, (sum + i128::from(minor), n + 1)))
+            .collect();
         let key = level.mandate_id.as_str();
         conn.prepare_cached(
             "INSERT INTO hold_levels (mandate_id, at, attempt_id) VALUES (?1, ?2, ?3)",
@@ -355,6 +368,7 @@ pub(super) fn place(conn: &Connection, req: &HoldRequest) -> Result<Vec<Usage>, 
             cur,
             &level.limits.windows,
             req.at,
+            &known,
         )?);
     }
     Ok(out)
@@ -362,7 +376,8 @@ pub(super) fn place(conn: &Connection, req: &HoldRequest) -> Result<Vec<Usage>, 
 
 /// Checks one level against its account AFTER the hold was added (`acc`) and its windows
 /// before the hold's window row is written. Order: currency, lifetime, windows in the order of
-/// the limits (amount, then count), uses, attempts.
+/// the limits (amount, then count), uses, attempts. Returns the window sums it read (before
+/// the hold).
 fn check(
     conn: &Connection,
     level: &crate::ports::HoldLevel,
@@ -370,7 +385,7 @@ fn check(
     cur: Currency,
     minor: i64,
     at: DateTime<Utc>,
-) -> Result<(), HoldError> {
+) -> Result<WindowSums, HoldError> {
     let limits = &level.limits;
     let id = &level.mandate_id;
     let wrong = |m: &Money| m.currency() != cur;
@@ -399,11 +414,13 @@ fn check(
             ));
         }
     }
+    let mut sums = Vec::with_capacity(limits.windows.len());
     for limit in &limits.windows {
         if limit.max_amount.is_none() && limit.max_count.is_none() {
             continue;
         }
         let (sum, n) = window(conn, id, limit.window_seconds, at)?;
+        sums.push((limit.window_seconds, (sum, n)));
         if let Some(cap) = &limit.max_amount {
             let would_be = sum + amount;
             if would_be > i128::from(cap.minor_units()) {
@@ -448,7 +465,7 @@ fn check(
             }
         }
     }
-    Ok(())
+    Ok(sums)
 }
 
 /// A hold row: its figures (what the shared rules read) and the mandates it counts against.
