@@ -59,7 +59,7 @@ impl SqliteAuditSink {
 }
 
 /// Maps a store failure of the connection to the audit port's errors.
-fn audit_error(e: StoreError) -> AuditError {
+pub(super) fn audit_error(e: StoreError) -> AuditError {
     match e {
         StoreError::Unavailable { message } => AuditError::Unavailable { message },
         other => AuditError::Other(Box::new(other)),
@@ -91,7 +91,7 @@ fn seq_of(seq: i64) -> Result<u64, AuditError> {
         })
 }
 
-fn parse_hash(seq: u64, hex_text: &str) -> Result<AuditHash, AuditError> {
+pub(super) fn parse_hash(seq: u64, hex_text: &str) -> Result<AuditHash, AuditError> {
     let mut out = [0u8; 32];
     hex::decode_to_slice(hex_text, &mut out).map_err(|_| AuditError::Corrupt {
         seq,

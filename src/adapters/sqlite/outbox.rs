@@ -4,11 +4,12 @@
 use async_trait::async_trait;
 use rusqlite::params;
 
+use super::audit::{audit_error, parse_hash};
 use super::codec::sql_error;
 use super::SqliteDatabase;
 use crate::adapters::http::Outbox;
-use crate::domain::{AuditHash, ChainedEvent};
-use crate::ports::{AuditError, StoreError};
+use crate::domain::ChainedEvent;
+use crate::ports::AuditError;
 
 /// A durable [`Outbox`] for [`WebhookAuditSink`](crate::adapters::http::WebhookAuditSink):
 /// events wait in the `audit_outbox` table of a [`SqliteDatabase`] until the receiver
@@ -40,27 +41,11 @@ impl SqliteOutbox {
     }
 }
 
-fn audit_error(e: StoreError) -> AuditError {
-    match e {
-        StoreError::Unavailable { message } => AuditError::Unavailable { message },
-        other => AuditError::Other(Box::new(other)),
-    }
-}
-
 fn seq_param(seq: u64) -> Result<i64, AuditError> {
     i64::try_from(seq).map_err(|_| AuditError::Corrupt {
         seq,
         message: "the sequence number does not fit SQLite's integers".into(),
     })
-}
-
-fn hash(seq: u64, text: &str) -> Result<AuditHash, AuditError> {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(text, &mut out).map_err(|_| AuditError::Corrupt {
-        seq,
-        message: "a stored hash in the outbox is not 64 hex digits".into(),
-    })?;
-    Ok(AuditHash(out))
 }
 
 #[async_trait]
@@ -120,8 +105,8 @@ impl Outbox for SqliteOutbox {
                 })?;
                 Ok(ChainedEvent {
                     seq,
-                    prev_hash: hash(seq, &prev)?,
-                    hash: hash(seq, &h)?,
+                    prev_hash: parse_hash(seq, &prev)?,
+                    hash: parse_hash(seq, &h)?,
                     body,
                 })
             })
