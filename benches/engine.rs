@@ -49,7 +49,7 @@ fn world() -> (Engine, ExecutePayment) {
     let config = EngineConfig::default()
         .with_threshold_percent(None)
         .expect("config");
-    let engine = Engine::new(memory.ports.clone(), config);
+    let engine = Engine::new(memory.ports.clone(), config).expect("engine configuration");
     let mut spec = examples::travel_backpack_mandate().spec().clone();
     spec.scope.max_uses = None;
     spec.scope.amount.max_payment_attempts = None;

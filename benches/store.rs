@@ -282,7 +282,7 @@ fn engine_on(
     let config = EngineConfig::default()
         .with_threshold_percent(None)
         .expect("config");
-    Engine::new(ports, config)
+    Engine::new(ports, config).expect("engine configuration")
 }
 
 /// One engine payment; `Yes` when the attempt ended captured.

@@ -260,6 +260,13 @@ impl MyPsp {
 
 #[async_trait]
 impl PaymentProvider for MyPsp {
+    /// The hard deadline of every call: a real adapter sets its HTTP client's timeout (or
+    /// wraps each call in one) no longer than this, and reports a timeout on a mutating call
+    /// as `Ambiguous`. The engine's lease must outlast it.
+    fn deadline(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(10)
+    }
+
     async fn authorize(&self, r: &AuthorizeRequest) -> Result<ProviderReport, ProviderError> {
         // Step 1: resolve the credential here, and only here.
         let card = self
@@ -315,7 +322,9 @@ impl PaymentProvider for MyPsp {
             let backend = self.backend.lock().unwrap_or_else(|e| e.into_inner());
             let id = match lookup {
                 Lookup::Reference(r) => Some(r.as_str().to_owned()),
-                Lookup::Key(k) => backend.by_key.get(k.as_str()).cloned(),
+                Lookup::Key(k) | Lookup::KeySubmitted { key: k, .. } => {
+                    backend.by_key.get(k.as_str()).cloned()
+                }
             };
             // A 404 on lookup is "no such payment": Ok(None), not an error.
             id.and_then(|id| backend.intents.get(&id).cloned())

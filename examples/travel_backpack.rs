@@ -114,7 +114,7 @@ async fn pay(doc: EvaluationDocument) -> Result<(), Box<dyn std::error::Error>> 
         audit: audit.clone(),
         clock: Arc::new(ManualClock::new(examples::now())),
     };
-    let engine = Engine::new(ports, EngineConfig::default());
+    let engine = Engine::new(ports, EngineConfig::default())?;
     let buyer = Actor {
         id: "human_buyer_456".parse()?,
         kind: ActorKind::Human,

@@ -105,6 +105,10 @@ struct PlannedFaults {
 
 #[async_trait::async_trait]
 impl PaymentProvider for PlannedFaults {
+    fn deadline(&self) -> Duration {
+        Duration::from_secs(10)
+    }
+
     async fn authorize(&self, request: &AuthorizeRequest) -> Result<ProviderReport, ProviderError> {
         let _serial = self.gate.lock().await;
         let first = {
@@ -187,7 +191,7 @@ async fn setup() -> Setup {
         .with_auto_suspend_after(None)
         .expect("config")
         .with_refund_policy(RefundPolicy::RESTORE_ALL);
-    let engine = Engine::new(mem.ports.clone(), config);
+    let engine = Engine::new(mem.ports.clone(), config).expect("engine configuration");
 
     let mut root = tight(backpack_spec(true));
     root.id = id("mandate_root");
@@ -662,7 +666,26 @@ async fn check_after_the_run(s: &Setup, total: &Tally, shared: &SharedLog) -> us
         );
     }
 
-    // What is still unknown is resolved by evidence (I5); then the books must agree.
+    // What is still unknown keeps its hold until the submissions' deadline (I13): a sweep
+    // before it resolves only what the PSP knows.
+    s.engine
+        .reconcile_pending(100_000)
+        .await
+        .expect("reconcile");
+    let lost = store
+        .attempts_in(&[AttemptStatus::Ambiguous], 100_000)
+        .await
+        .expect("attempts");
+    for a in &lost {
+        let hold = store.hold(&a.hold_id()).await.expect("hold").expect("held");
+        assert_eq!(
+            hold.state,
+            agent_mandate::ports::HoldState::Held,
+            "I5/I13: an ambiguous attempt keeps its hold before its deadline"
+        );
+    }
+    // Past the deadline, "not found" is final; then the books must agree.
+    s.mem.clock.advance(chrono::Duration::minutes(2));
     s.engine
         .reconcile_pending(100_000)
         .await

@@ -14,7 +14,7 @@ use agent_mandate::domain::{examples, AttemptId, Currency, MandateId, Money, Usa
 use agent_mandate::ports::{
     BudgetLimits, HoldError, HoldLevel, HoldRequest, HoldState, Store, StoreError,
 };
-use agent_mandate::testkit::store_conformance;
+use agent_mandate::testkit::{store_conformance, store_conformance_exclusive};
 use chrono::{DateTime, Duration, Utc};
 use common::ledger_model::{block_on, caps, cents, config, mandate, op, run, three_levels, Caps};
 use proptest::prelude::*;
@@ -28,7 +28,9 @@ fn attempt(n: impl std::fmt::Display) -> AttemptId {
 
 #[tokio::test]
 async fn memory_store_passes_the_store_suite() {
-    store_conformance(&MemoryStore::new()).await;
+    let store = MemoryStore::new();
+    store_conformance(&store).await;
+    store_conformance_exclusive(&store).await;
 }
 
 #[tokio::test]
@@ -213,6 +215,7 @@ async fn a_window_seen_late_is_built_from_history() {
         .enumerate()
     {
         let request = HoldRequest {
+            fence: None,
             attempt_id: attempt(i),
             amount: cents(amount),
             at: t0 + Duration::seconds(secs),
@@ -282,6 +285,7 @@ async fn odd_hold_requests_are_refused_or_harmless() {
     let store = MemoryStore::new();
     let at = examples::now();
     let twice = HoldRequest {
+        fence: None,
         attempt_id: attempt(1),
         amount: cents(100),
         at,
@@ -293,6 +297,7 @@ async fn odd_hold_requests_are_refused_or_harmless() {
     ));
     assert!(store.hold(&attempt(1)).await.unwrap().is_none());
     let deep = HoldRequest {
+        fence: None,
         attempt_id: attempt(2),
         amount: cents(100),
         at,
@@ -303,6 +308,7 @@ async fn odd_hold_requests_are_refused_or_harmless() {
     assert!(store.place_hold(&deep).await.is_err());
     // No levels: a hold on nothing.
     let none = HoldRequest {
+        fence: None,
         attempt_id: attempt(3),
         amount: cents(100),
         at,
@@ -324,6 +330,7 @@ async fn odd_hold_requests_are_refused_or_harmless() {
     let max = Money::parse("1000000000000000", Currency::EUR).unwrap();
     for i in 10..14 {
         let request = HoldRequest {
+            fence: None,
             attempt_id: attempt(i),
             amount: max,
             at: DateTime::<Utc>::MAX_UTC,

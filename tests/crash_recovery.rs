@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 
 use agent_mandate::adapters::memory::{ManualClock, MemoryVault};
 use agent_mandate::domain::{
-    examples, ActorId, AttemptId, AttemptStatus, BuyerId, CartSnapshot, Confirmation,
+    examples, ActorId, AttemptId, AttemptStatus, AuditEvent, BuyerId, CartSnapshot, Confirmation,
     ContentDigest, Mandate, MandateId, MandateStatus, Money, Order, Party, PaymentAttempt,
     ProviderReport, ProviderStatus, SnapshotId, Suspensions, Usage,
 };
@@ -28,9 +28,10 @@ use agent_mandate::engine::{
     attempt_id_for, CapturePayment, CommitOrder, CreateMandate, Engine, EngineConfig, OrderOutcome,
 };
 use agent_mandate::ports::{
-    AuditSink, AuthorizeRequest, Begin, CaptureRequest, CredentialVault, HoldError, HoldRecord,
-    HoldRequest, HoldState, IdempotencyScope, InsertOrder, Lookup, PaymentProvider, Ports,
-    ProviderError, RefundPolicy, RefundRequest, Store, StoreError, StoredResult, VoidRequest,
+    AttemptChange, AuditSink, AuthorizeRequest, Begin, CaptureRequest, CredentialVault, Fence,
+    HoldError, HoldRecord, HoldRequest, HoldState, IdempotencyScope, InsertOrder, Lookup,
+    PaymentProvider, Ports, ProviderError, RefundPolicy, RefundRequest, StagedEvent, Store,
+    StoreError, StoredResult, VoidRequest, Write, Written,
 };
 use common::backends::Backend;
 use common::durable_psp::JournalPsp;
@@ -179,14 +180,42 @@ impl Store for CrashingStore {
     }
     async fn complete_idempotent(
         &self,
-        s: &IdempotencyScope,
+        f: &Fence,
         r: &StoredResult,
         until: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.inner.complete_idempotent(s, r, until).await
+        self.inner.complete_idempotent(f, r, until).await
     }
-    async fn abandon_idempotent(&self, s: &IdempotencyScope) -> Result<(), StoreError> {
-        self.inner.abandon_idempotent(s).await
+    async fn abandon_idempotent(&self, f: &Fence) -> Result<(), StoreError> {
+        self.inner.abandon_idempotent(f).await
+    }
+    async fn check_fence(&self, f: &Fence) -> Result<(), StoreError> {
+        self.inner.check_fence(f).await
+    }
+    async fn purge_idempotent(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.inner.purge_idempotent(now).await
+    }
+    async fn change_attempt(&self, c: &AttemptChange<'_>) -> Result<(), StoreError> {
+        self.inner.change_attempt(c).await
+    }
+    async fn write_audited(
+        &self,
+        w: Write<'_>,
+        events: &[AuditEvent],
+    ) -> Result<Written, StoreError> {
+        if matches!(w, Write::InsertOrder(_)) {
+            self.wire.hit("before_order");
+        }
+        self.inner.write_audited(w, events).await
+    }
+    async fn stage_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        self.inner.stage_audit(events).await
+    }
+    async fn staged_audit(&self, limit: usize) -> Result<Vec<StagedEvent>, StoreError> {
+        self.inner.staged_audit(limit).await
+    }
+    async fn ack_audit(&self, through: u64) -> Result<(), StoreError> {
+        self.inner.ack_audit(through).await
     }
     async fn insert_order(&self, o: &Order) -> Result<InsertOrder, StoreError> {
         self.wire.hit("before_order");
@@ -211,6 +240,10 @@ struct CrashingPsp {
 
 #[async_trait]
 impl PaymentProvider for CrashingPsp {
+    fn deadline(&self) -> Duration {
+        Duration::from_secs(10)
+    }
+
     async fn authorize(&self, r: &AuthorizeRequest) -> Result<ProviderReport, ProviderError> {
         let out = self.inner.authorize(r).await;
         self.wire.hit("after_authorize");
@@ -303,7 +336,11 @@ async fn engine_on(
         audit: audit.clone(),
         clock: Arc::new(ManualClock::new(now)),
     };
-    (Engine::new(ports, EngineConfig::default()), audit, psp)
+    (
+        Engine::new(ports, EngineConfig::default()).expect("engine configuration"),
+        audit,
+        psp,
+    )
 }
 
 fn execute(k: &str) -> agent_mandate::engine::ExecutePayment {

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent_mandate::domain::{
-    examples, AttemptEvent, AttemptStatus, ContentDigest, Currency, Money, PaymentAttempt,
-    ProviderReport, ProviderStatus,
+    examples, AttemptEvent, AttemptStatus, AuditEvent, AuditKind, ContentDigest, Currency,
+    HoldAction, Money, PaymentAttempt, ProviderReport, ProviderStatus,
 };
 use agent_mandate::engine::attempt_id_for;
 use agent_mandate::ports::{
-    AttemptChange, Begin, Completion, HoldOp, HoldRequest, HoldState, IdempotencyScope, Store,
-    StoreError, StoredResult,
+    AttemptChange, Begin, Completion, Fence, HoldOp, HoldRequest, HoldState, IdempotencyScope,
+    Store, StoreError, StoredResult,
 };
 use common::backends::Backend;
 use common::engine::key;
@@ -25,10 +25,7 @@ fn eur(a: &str) -> Money {
 }
 
 /// An authorized attempt with its hold, and the in-flight record of its command.
-async fn authorized(
-    store: &Arc<dyn Store>,
-    tag: &str,
-) -> (PaymentAttempt, IdempotencyScope, ContentDigest) {
+async fn authorized(store: &Arc<dyn Store>, tag: &str) -> (PaymentAttempt, Fence, ContentDigest) {
     let mut spec = examples::travel_backpack_mandate().spec().clone();
     spec.id = format!("mandate_{tag}").parse().expect("id");
     let mandate = agent_mandate::domain::Mandate::new(spec).expect("mandate");
@@ -41,13 +38,13 @@ async fn authorized(
         key: k.clone(),
     };
     let fp = ContentDigest::parse(&format!("sha256:{}", "ab".repeat(32))).expect("digest");
-    assert_eq!(
-        store
-            .begin_idempotent(&scope, &fp, now, Duration::from_secs(30))
-            .await
-            .expect("begin"),
-        Begin::Started
-    );
+    let Begin::Started(fence) = store
+        .begin_idempotent(&scope, &fp, now, Duration::from_secs(30))
+        .await
+        .expect("begin")
+    else {
+        panic!("a new key starts")
+    };
     let snapshot = examples::travel_backpack_snapshot();
     let mut request = examples::authorize_request(&snapshot);
     request.mandate_id = mandate.id().clone();
@@ -90,7 +87,33 @@ async fn authorized(
         .update_attempt(&authorized, pending.status)
         .await
         .expect("authorized");
-    (authorized, scope, fp)
+    (authorized, fence, fp)
+}
+
+/// The test's own staged events (the marker is in the attempt id of a hold event).
+async fn staged_for(store: &std::sync::Arc<dyn Store>, attempt: &PaymentAttempt) -> usize {
+    store
+        .staged_audit(10_000)
+        .await
+        .expect("staged")
+        .iter()
+        .filter(|e| {
+            matches!(&e.event.kind, AuditKind::Hold { attempt_id, .. } if *attempt_id == attempt.id)
+        })
+        .count()
+}
+
+fn hold_event(attempt: &PaymentAttempt) -> AuditEvent {
+    AuditEvent {
+        at: examples::now(),
+        kind: AuditKind::Hold {
+            attempt_id: attempt.id.clone(),
+            action: HoldAction::Committed,
+            amount: eur("144.00"),
+            mandate_ids: Vec::new(),
+            policy: None,
+        },
+    }
 }
 
 async fn all_or_nothing(backend: Backend, dir: &std::path::Path) {
@@ -99,13 +122,14 @@ async fn all_or_nothing(backend: Backend, dir: &std::path::Path) {
 
     // A change whose hold operation fails (the hold was released behind its back): nothing
     // of it commits, neither the attempt nor the completion.
-    let (a, scope, fp) = authorized(&store, "fails").await;
+    let (a, fence, fp) = authorized(&store, "fails").await;
+    let scope = fence.scope.clone();
     store.release_hold(&a.hold_id()).await.expect("release");
     let captured = a
         .apply(&AttemptEvent::Capture(eur("144.00")), now)
         .expect("capture");
     let completion = Completion {
-        scope: scope.clone(),
+        fence: fence.clone(),
         result: StoredResult::Attempt(a.id.clone()),
         retain_until: now + chrono::Duration::days(1),
     };
@@ -116,10 +140,17 @@ async fn all_or_nothing(backend: Backend, dir: &std::path::Path) {
             expected: a.status,
             hold_id: &hold_id,
             holds: &[HoldOp::Commit(eur("144.00"))],
+            fence: Some(&fence),
             completion: Some(&completion),
+            events: &[hold_event(&a)],
         })
         .await
         .expect_err("the hold is released");
+    assert_eq!(
+        staged_for(&store, &a).await,
+        0,
+        "I15: the events of a change that rolled back are not staged"
+    );
     assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
     let stored = store.attempt(&a.id).await.expect("read").expect("attempt");
     assert_eq!(
@@ -139,12 +170,13 @@ async fn all_or_nothing(backend: Backend, dir: &std::path::Path) {
     );
 
     // The same change on a hold that is held: all of it commits.
-    let (a, scope, fp) = authorized(&store, "commits").await;
+    let (a, fence, fp) = authorized(&store, "commits").await;
+    let scope = fence.scope.clone();
     let captured = a
         .apply(&AttemptEvent::Capture(eur("144.00")), now)
         .expect("capture");
     let completion = Completion {
-        scope: scope.clone(),
+        fence: fence.clone(),
         result: StoredResult::Attempt(a.id.clone()),
         retain_until: now + chrono::Duration::days(1),
     };
@@ -155,10 +187,17 @@ async fn all_or_nothing(backend: Backend, dir: &std::path::Path) {
             expected: a.status,
             hold_id: &hold_id,
             holds: &[HoldOp::Commit(eur("144.00"))],
+            fence: Some(&fence),
             completion: Some(&completion),
+            events: &[hold_event(&a)],
         })
         .await
         .expect("the change commits");
+    assert_eq!(
+        staged_for(&store, &a).await,
+        1,
+        "I15: the events of a change commit with it"
+    );
     let stored = store.attempt(&a.id).await.expect("read").expect("attempt");
     assert_eq!(stored.status, AttemptStatus::Captured);
     let hold = store.hold(&hold_id).await.expect("read").expect("hold");
@@ -180,7 +219,9 @@ async fn all_or_nothing(backend: Backend, dir: &std::path::Path) {
             expected: AttemptStatus::Authorized,
             hold_id: &hold_id,
             holds: &[HoldOp::Release],
+            fence: None,
             completion: None,
+            events: &[],
         })
         .await;
     assert!(

@@ -68,6 +68,7 @@ async fn engine_for(backend: &Backend, path: &Path, shared: &Shared) -> Engine {
         },
         config,
     )
+    .expect("engine configuration")
 }
 
 fn execute(k: &str, credential: &agent_mandate::domain::CredentialRef) -> ExecutePayment {

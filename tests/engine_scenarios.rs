@@ -152,6 +152,12 @@ async fn provider_timeout_before_the_effect_reconciles_to_failed_and_releases() 
     let a = attempt(&w.engine.execute_payment(&w.execute("pay-1")).await.unwrap());
     assert_eq!(a.status, AttemptStatus::Ambiguous);
     assert_eq!(w.usage().await.held, eur("144.00"));
+    // I13: before the submission's deadline "not found" proves nothing (the request may still
+    // be on its way): the attempt stays ambiguous and keeps its hold.
+    let r = w.engine.reconcile(&a.id).await.unwrap();
+    assert_eq!(r.status, AttemptStatus::Ambiguous, "no outcome is presumed");
+    assert_eq!(w.usage().await.held, eur("144.00"));
+    w.mem.clock.advance(chrono::Duration::seconds(21));
     let r = w.engine.reconcile(&a.id).await.unwrap();
     assert_eq!(r.status, AttemptStatus::Failed, "the PSP never saw it");
     assert_eq!(w.usage().await.held, eur("0.00"));
@@ -245,7 +251,7 @@ async fn same_key_while_in_flight_is_refused_with_a_retry_hint() {
         )
         .await
         .unwrap();
-    assert_eq!(begun, agent_mandate::ports::Begin::Started);
+    assert!(matches!(begun, agent_mandate::ports::Begin::Started(_)));
     let err = w.engine.execute_payment(&cmd).await.unwrap_err();
     let EngineError::IdempotencyInFlight { retry_after, .. } = err else {
         panic!("{err}")

@@ -85,6 +85,10 @@ const SNAPS: [(&str, &str, i64); 6] = [
 const WINDOW_SECONDS: i64 = 86_400;
 /// `EngineConfig::default()`: lease 30 s, retention 24 h, auto-suspension after 3 blocks.
 const LEASE_SECONDS: i64 = 30;
+/// The engine's deadline margin; with the fake PSP's 10 s deadline, a PSP "not found" is final
+/// 20 s after the submission (I13).
+const MARGIN_SECONDS: i64 = 10;
+const SETTLE_SECONDS: i64 = 10 + MARGIN_SECONDS;
 const RETAIN_HOURS: i64 = 24;
 const AUTO_SUSPEND_AFTER: u32 = 3;
 
@@ -260,6 +264,10 @@ impl Guard {
 
 #[async_trait]
 impl PaymentProvider for Guard {
+    fn deadline(&self) -> std::time::Duration {
+        self.inner.deadline()
+    }
+
     async fn authorize(&self, request: &AuthorizeRequest) -> Result<ProviderReport, ProviderError> {
         let id = &request.attempt_id;
         self.decided_now(id, "execute_payment", "an authorization");
@@ -378,8 +386,14 @@ impl World {
         } else {
             RefundPolicy::RETAIN
         };
-        let config = EngineConfig::default().with_refund_policy(policy);
-        let engine = Engine::new(mem.ports.clone(), config);
+        let config = EngineConfig::default()
+            .with_refund_policy(policy)
+            .with_lease(
+                std::time::Duration::from_secs(LEASE_SECONDS as u64),
+                std::time::Duration::from_secs(MARGIN_SECONDS as u64),
+            )
+            .expect("lease");
+        let engine = Engine::new(mem.ports.clone(), config).expect("engine configuration");
         let mut cards = Vec::new();
         for i in 0..AGENTS.len() {
             let stored = engine
@@ -760,6 +774,8 @@ struct MAttempt {
     request: PaymentRequest,
     credential: CredentialRef,
     created_at: DateTime<Utc>,
+    /// When the authorization was last submitted.
+    submitted_at: DateTime<Utc>,
     st: St,
     holds: Vec<MHold>,
     /// The PSP payment (index into `Model::pays`) once the PSP created one.
@@ -1393,7 +1409,16 @@ impl Model {
                 | AttemptStatus::Captured
                 | AttemptStatus::PartiallyRefunded
         ) && a.st.has_ref;
-        if !is_unknown(a.st.status) && !open {
+        // Sent back after a transient failure: looked up, never changed (the fake PSP never
+        // processes a transient call, so it has no payment for it).
+        let returned = a.st.status == AttemptStatus::AuthorityValidated && a.st.submissions > 0;
+        if !is_unknown(a.st.status) && !open && !returned {
+            return Ok(());
+        }
+        // I13: "not found" is final only past the submission's deadline; before it a pending
+        // attempt is left to its command without a lookup.
+        let settled = self.now >= a.submitted_at + Duration::seconds(SETTLE_SECONDS);
+        if a.st.status == AttemptStatus::PendingProviderResponse && !settled {
             return Ok(());
         }
         let fault = self.psp_call(Op::Lookup);
@@ -1417,6 +1442,9 @@ impl Model {
                 current.unwrap_or_else(not_found)
             }
         };
+        if returned || (report.status == ProviderStatus::NotFound && !settled) {
+            return Ok(());
+        }
         let next = absorb(&a.st, a.amount, &report).ok_or(ErrKind::Transition)?;
         let same = next.status == a.st.status
             && next.authorized == a.st.authorized
@@ -1882,6 +1910,7 @@ impl Model {
                     request: cmd.request.clone(),
                     credential: cmd.credential.clone(),
                     created_at: self.now,
+                    submitted_at: self.now,
                     st: St {
                         status: AttemptStatus::AuthorityValidated,
                         authorized: 0,
@@ -1905,6 +1934,7 @@ impl Model {
         let now = self.now;
         let a = &mut self.attempts[ai];
         a.st.submissions += 1;
+        a.submitted_at = now;
         a.st.status = AttemptStatus::PendingProviderResponse;
         let hold_id = if a.st.submissions <= 1 {
             a.id.clone()
@@ -1944,18 +1974,45 @@ impl Model {
         }
     }
 
+    /// The sweep visits every submitted, non-terminal attempt: unknown ones first, then those
+    /// sent back after a transient failure (looked up, never changed), then the settled ones
+    /// that can still move; each group oldest first, all chosen before any is reconciled.
     fn predict_sweep(&mut self) -> Out {
-        let mut unknown: Vec<usize> = (0..self.attempts.len())
-            .filter(|&i| is_unknown(self.attempts[i].st.status))
-            .collect();
-        unknown.sort_by(|&x, &y| {
-            let (a, b) = (&self.attempts[x], &self.attempts[y]);
-            a.created_at
-                .cmp(&b.created_at)
-                .then_with(|| a.id.cmp(&b.id))
+        let group = |m: &Model, pick: &dyn Fn(&MAttempt) -> bool| {
+            let mut v: Vec<usize> = (0..m.attempts.len())
+                .filter(|&i| pick(&m.attempts[i]))
+                .collect();
+            v.sort_by(|&x, &y| {
+                let (a, b) = (&m.attempts[x], &m.attempts[y]);
+                a.created_at
+                    .cmp(&b.created_at)
+                    .then_with(|| a.id.cmp(&b.id))
+            });
+            v
+        };
+        let unknown = group(self, &|a| is_unknown(a.st.status));
+        let returned = group(self, &|a| {
+            a.st.status == AttemptStatus::AuthorityValidated && a.st.submissions > 0
+        });
+        let settled = group(self, &|a| {
+            matches!(
+                a.st.status,
+                AttemptStatus::Authorized
+                    | AttemptStatus::PartiallyCaptured
+                    | AttemptStatus::Captured
+                    | AttemptStatus::PartiallyRefunded
+            ) && a.st.submissions > 0
         });
         let mut out = Vec::new();
         for ai in unknown {
+            let _ = self.reconcile(ai);
+            out.push(self.attempts[ai].st.status);
+        }
+        for ai in returned {
+            let _ = self.psp_call(Op::Lookup);
+            out.push(self.attempts[ai].st.status);
+        }
+        for ai in settled {
             let _ = self.reconcile(ai);
             out.push(self.attempts[ai].st.status);
         }

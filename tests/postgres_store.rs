@@ -23,7 +23,9 @@ use agent_mandate::domain::{
 use agent_mandate::ports::{
     AuditError, AuditSink, HoldError, HoldRequest, HoldState, IdempotencyScope, Store, StoreError,
 };
-use agent_mandate::testkit::{audit_sink_conformance, store_conformance};
+use agent_mandate::testkit::{
+    audit_sink_conformance, store_conformance, store_conformance_exclusive,
+};
 use chrono::{DateTime, Duration, Utc};
 
 // ------------------------------------------------------------------------------------------
@@ -161,6 +163,7 @@ async fn store_suite_passes_and_runs_again() {
     let store = db.store().await;
     store_conformance(&store).await;
     store_conformance(&store).await;
+    store_conformance_exclusive(&store).await;
     db.drop_schema(&store).await;
 }
 

@@ -3,12 +3,15 @@
 #![cfg(all(feature = "sqlite", feature = "testkit"))]
 
 use agent_mandate::adapters::sqlite::{SqliteConfig, SqliteDatabase};
-use agent_mandate::testkit::{audit_sink_conformance, store_conformance};
+use agent_mandate::testkit::{
+    audit_sink_conformance, store_conformance, store_conformance_exclusive,
+};
 
 #[tokio::test]
 async fn in_memory_database_passes_the_store_suite() {
     let db = SqliteDatabase::open(SqliteConfig::in_memory()).unwrap();
     store_conformance(&db.store()).await;
+    store_conformance_exclusive(&db.store()).await;
 }
 
 #[tokio::test]

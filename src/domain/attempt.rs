@@ -323,6 +323,11 @@ pub struct PaymentAttempt {
     /// The operation whose outcome is unknown, while ambiguous.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<Operation>,
+    /// When the authorization was last submitted to the PSP (the clock read at `submit`).
+    /// A PSP lookup answering "not found" fails the attempt only once the submission's
+    /// deadline (this time plus the PSP's deadline and a margin) has passed (I13).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_at: Option<DateTime<Utc>>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Last change.
@@ -355,6 +360,7 @@ impl PaymentAttempt {
             submissions: 0,
             decline_code: None,
             pending: None,
+            submitted_at: None,
             created_at: now,
             updated_at: now,
         }
@@ -379,6 +385,18 @@ impl PaymentAttempt {
         } else {
             AttemptId::derived(format!("{}.{}", self.id, self.submissions))
         }
+    }
+
+    /// Whether a PSP answer of "not found" for this attempt's authorization is final at
+    /// `now`: only once the submission's deadline (`submitted_at + deadline`) has passed.
+    /// Before it, the request may still be on its way to the PSP or being processed, so the
+    /// attempt keeps its state and its hold (I13). An attempt with no recorded submission
+    /// time (stored by an older version) counts from its last change.
+    pub fn not_found_is_final(&self, deadline: chrono::Duration, now: DateTime<Utc>) -> bool {
+        let since = self.submitted_at.unwrap_or(self.updated_at);
+        since
+            .checked_add_signed(deadline)
+            .is_some_and(|end| now >= end)
     }
 
     /// Captured less refunded: what the buyer has paid and not got back.
@@ -428,6 +446,7 @@ impl PaymentAttempt {
             (S::AuthorityValidated, E::Submit) => {
                 next.status = S::PendingProviderResponse;
                 next.submissions = self.submissions.saturating_add(1);
+                next.submitted_at = Some(now);
             }
             (S::PendingProviderResponse, E::Retryable) => next.status = S::AuthorityValidated,
             (S::PendingProviderResponse, E::Reject) => next.status = S::Failed,

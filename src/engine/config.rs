@@ -26,8 +26,12 @@ pub struct EngineConfig {
     /// How long completed idempotency records are kept (at least [`MIN_RETENTION`]).
     pub retention: Duration,
     /// How long a command holds its idempotency key before another caller may take it over
-    /// (after a crash).
+    /// (after a crash). Must exceed the PSP's deadline by at least `deadline_margin`.
     pub lease: Duration,
+    /// The least time between the PSP's deadline and the end of a lease; also added to the
+    /// PSP's deadline before a "not found" lookup may fail a submission (clock skew, a
+    /// request still in the PSP's queue).
+    pub deadline_margin: Duration,
     /// Whether refunds give budget headroom back (default: they do not).
     pub refund_policy: RefundPolicy,
     /// How often a refused hold is decided again with fresh usage before giving up.
@@ -40,7 +44,8 @@ impl Default for EngineConfig {
             auto_suspend_after: Some(3),
             threshold_percent: Some(80),
             retention: MIN_RETENTION,
-            lease: Duration::from_secs(30),
+            lease: Duration::from_secs(60),
+            deadline_margin: Duration::from_secs(10),
             refund_policy: RefundPolicy::RETAIN,
             hold_retries: 3,
         }
@@ -92,6 +97,45 @@ impl EngineConfig {
         }
         self.auto_suspend_after = after;
         Ok(self)
+    }
+
+    /// Sets the idempotency lease and the deadline margin; the PSP's deadline is checked
+    /// against them when the engine is built ([`crate::engine::Engine::new`]).
+    pub fn with_lease(mut self, lease: Duration, margin: Duration) -> Result<Self, ConfigError> {
+        if lease.is_zero() {
+            return Err(ConfigError {
+                field: "lease",
+                message: "must be more than zero",
+            });
+        }
+        if margin >= lease {
+            return Err(ConfigError {
+                field: "deadline_margin",
+                message: "must be shorter than the lease",
+            });
+        }
+        self.lease = lease;
+        self.deadline_margin = margin;
+        Ok(self)
+    }
+
+    /// `Ok` when a PSP call with `deadline` ends (answer or timeout) at least
+    /// `deadline_margin` before the lease of its command lapses (I13).
+    pub fn check_deadline(&self, deadline: Duration) -> Result<(), ConfigError> {
+        match deadline.checked_add(self.deadline_margin) {
+            Some(end) if end < self.lease => Ok(()),
+            _ => Err(ConfigError {
+                field: "lease",
+                message: "must exceed the PSP's deadline plus the deadline margin",
+            }),
+        }
+    }
+
+    /// How long after a submission a PSP "not found" is final: the PSP's deadline plus the
+    /// margin.
+    pub fn settle_after(&self, deadline: Duration) -> chrono::Duration {
+        chrono::Duration::from_std(deadline.saturating_add(self.deadline_margin))
+            .unwrap_or(chrono::Duration::MAX)
     }
 
     /// Sets the refund policy.

@@ -10,10 +10,11 @@ use crate::domain::{
     AttemptStatus, AuditEvent, AuditKind, AuthorityDecision, Blocker, BlockerCode, CartSnapshot,
     CheckoutState, Confirmation, CredentialRef, CredentialStatus, EvaluationInput, HoldAction,
     LimitKind, Mandate, Money, Operation, Outcome, PaymentAction, PaymentAttempt, PaymentRequest,
-    ProviderReport, Suspensions, Usage,
+    ProviderReport, ProviderStatus, Suspensions, Usage,
 };
 use crate::ports::{
-    AuthorizeRequest, HoldError, HoldLevel, HoldRequest, ProviderError, StoredResult, VaultError,
+    AttemptChange, AuthorizeRequest, HoldError, HoldLevel, HoldOp, HoldRequest, Lookup,
+    ProviderError, StoreError, StoredResult, VaultError, VoidRequest, Write,
 };
 
 /// What a decision reads from the ports.
@@ -240,23 +241,46 @@ impl Engine {
             }
             match a.status {
                 AttemptStatus::NotStarted | AttemptStatus::AuthorityValidated => {
-                    // A crash may have left the hold of the next submission in place.
+                    // A crash may have left the hold of the next submission in place: release
+                    // it and skip its id, fenced by this command's lease.
                     let mut next = a.clone();
                     next.submissions = a.submissions.saturating_add(1);
                     if let Some(h) = store.hold(&next.hold_id()).await? {
-                        if h.state == crate::ports::HoldState::Held {
-                            store.release_hold(&h.attempt_id).await?;
-                        }
-                        // Skip the burnt hold id.
                         next.updated_at = now;
-                        store.update_attempt(&next, a.status).await?;
+                        let held = h.state == crate::ports::HoldState::Held;
+                        let hold_id = next.hold_id();
+                        let mut events = Vec::new();
+                        if held {
+                            events.push(AuditEvent {
+                                at: now,
+                                kind: AuditKind::Hold {
+                                    attempt_id: a.id.clone(),
+                                    action: HoldAction::Released,
+                                    amount: h.amount,
+                                    mandate_ids: h.mandate_ids.clone(),
+                                    policy: None,
+                                },
+                            });
+                        }
+                        let ops: &[HoldOp] = if held { &[HoldOp::Release] } else { &[] };
+                        store
+                            .change_attempt(&AttemptChange {
+                                next: &next,
+                                expected: a.status,
+                                hold_id: &hold_id,
+                                holds: ops,
+                                fence: finish.map(super::Finish::fence),
+                                completion: None,
+                                events: &events,
+                            })
+                            .await?;
                         existing = Some(next);
                     }
                 }
                 AttemptStatus::PendingProviderResponse
                 | AttemptStatus::Ambiguous
                 | AttemptStatus::RequiresBuyerAction => {
-                    let attempt = self.reconcile_attempt(a.clone(), true).await?;
+                    let attempt = self.reconcile_attempt(a.clone(), finish).await?;
                     return Ok(PaymentOutcome::Done {
                         attempt,
                         decision: None,
@@ -308,19 +332,21 @@ impl Engine {
                         now,
                     );
                     let validated = fresh.apply(&AttemptEvent::Validate, now)?;
-                    store.insert_attempt(&validated).await?;
                     events.push(super::transition_event(&fresh, &validated, "validate", now));
+                    self.write(Write::InsertAttempt(&validated), &mut events)
+                        .await?;
                     validated
                 }
             };
             let attempt = if attempt.status == AttemptStatus::NotStarted {
-                self.transition(&attempt, &AttemptEvent::Validate, now, &mut events)
+                self.transition(&attempt, &AttemptEvent::Validate, now, &mut events, finish)
                     .await?
             } else {
                 attempt
             };
             let submitted = attempt.apply(&AttemptEvent::Submit, now)?;
-            let hold = HoldRequest::on_chain(submitted.hold_id(), req.amount, now, &ctx.chain);
+            let mut hold = HoldRequest::on_chain(submitted.hold_id(), req.amount, now, &ctx.chain);
+            hold.fence = finish.map(|f| f.fence().clone());
             match store.place_hold(&hold).await {
                 Ok(usage_after) => break (decision, hold.levels, usage_after, attempt),
                 Err(HoldError::Refused { .. }) if tries < self.config.hold_retries => {
@@ -383,12 +409,12 @@ impl Engine {
             },
         });
         self.threshold_events(&chain_levels, &usage_after, &req.amount, now, &mut events);
+        // The decision, the hold and the submission are staged in one store change before
+        // money can move (I15), and delivered to the audit sink now.
         let pending = self
-            .transition(&validated, &AttemptEvent::Submit, now, &mut events)
+            .transition(&validated, &AttemptEvent::Submit, now, &mut events, finish)
             .await?;
-        // The decision and the hold are on record before money can move.
-        self.audit(&events).await?;
-        events.clear();
+        self.audit(&[]).await?;
 
         let auth = AuthorizeRequest {
             key: pending.provider_key(Operation::Authorize),
@@ -404,24 +430,40 @@ impl Engine {
         let at = self.now();
         let done = match result {
             Ok(report) => {
-                self.absorb(
-                    &pending,
-                    report,
-                    Operation::Authorize,
-                    at,
-                    &mut events,
-                    finish,
-                )
-                .await?
+                let moved = report_moves_money(&report);
+                match self
+                    .absorb(
+                        &pending,
+                        report,
+                        Operation::Authorize,
+                        at,
+                        &mut events,
+                        finish,
+                    )
+                    .await
+                {
+                    Ok(done) => done,
+                    Err(EngineError::Store(StoreError::Fenced { key })) if moved => {
+                        // This command lost its lease while the PSP answered: another caller
+                        // owns the attempt now. If it already gave the attempt up (failed,
+                        // hold released), the money this answer reports has no hold: void it.
+                        self.compensate_late_authorization(&pending.id).await?;
+                        return Err(EngineError::Store(StoreError::Fenced { key }));
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             Err(ProviderError::Invalid { .. }) => {
                 self.transition_finishing(&pending, &AttemptEvent::Reject, at, &mut events, finish)
                     .await?
             }
             Err(e @ ProviderError::Transient { .. }) => {
-                self.transition(&pending, &AttemptEvent::Retryable, at, &mut events)
+                // Provably not processed (the adapter's classification): the hold is
+                // released and the key freed; a retry holds and sends again, with the same
+                // PSP key.
+                self.transition(&pending, &AttemptEvent::Retryable, at, &mut events, finish)
                     .await?;
-                self.audit(&events).await?;
+                self.audit(&[]).await?;
                 return Err(EngineError::Provider(e));
             }
             Err(ProviderError::Ambiguous { .. }) => {
@@ -440,6 +482,55 @@ impl Engine {
             attempt: done,
             decision: Some(decision),
         })
+    }
+
+    /// An authorization answered after its command lost the lease: when the attempt was
+    /// failed meanwhile (its hold released), the authorization the PSP made has no budget
+    /// behind it, so it is voided at the PSP and the recovery audited. Otherwise the current
+    /// owner, or the sweep, records the PSP's answer by lookup.
+    async fn compensate_late_authorization(&self, id: &AttemptId) -> Result<(), EngineError> {
+        let Some(current) = self.ports.store.attempt(id).await? else {
+            return Ok(());
+        };
+        if current.status != AttemptStatus::Failed {
+            return Ok(());
+        }
+        let Some(found) = self
+            .ports
+            .provider
+            .lookup(&Lookup::Key(current.provider_key(Operation::Authorize)))
+            .await?
+        else {
+            return Ok(());
+        };
+        let (Some(reference), true) = (found.reference.clone(), report_moves_money(&found)) else {
+            return Ok(());
+        };
+        let now = self.now();
+        let void = VoidRequest {
+            key: current.provider_key(Operation::Void),
+            reference,
+            attempt_id: current.id.clone(),
+        };
+        let reason = match self.ports.provider.void(&void).await {
+            Ok(r) => format!(
+                "an authorization answered after its command lost the lease, for an attempt failed meanwhile; the PSP reports it {:?} after the void",
+                r.status
+            ),
+            Err(e) => format!(
+                "an authorization answered after its command lost the lease, for an attempt failed meanwhile; the void failed: {e}"
+            ),
+        };
+        self.audit(&[AuditEvent {
+            at: now,
+            kind: AuditKind::Recovery {
+                attempt_id: current.id.clone(),
+                operation: Operation::Void,
+                status: current.status,
+                reason,
+            },
+        }])
+        .await
     }
 
     /// Applies a PSP report; a report the state machine refuses (inconsistent amounts, an
@@ -483,7 +574,6 @@ impl Engine {
             let count = self.ports.store.record_block(&req.actor.id).await?;
             if self.config.auto_suspend_after == Some(count) {
                 let party = crate::domain::Party::Actor(req.actor.id.clone());
-                self.ports.store.set_suspended(&party, true).await?;
                 events.push(AuditEvent {
                     at: now,
                     kind: AuditKind::AutoSuspended {
@@ -491,6 +581,14 @@ impl Engine {
                         consecutive_blocks: count,
                     },
                 });
+                self.write(
+                    Write::Suspend {
+                        party: &party,
+                        suspended: true,
+                    },
+                    &mut events,
+                )
+                .await?;
             }
         }
         self.audit(&events).await?;
@@ -569,6 +667,17 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+/// Whether a PSP report says money is (or may be) held or taken at the PSP.
+fn report_moves_money(report: &ProviderReport) -> bool {
+    match report.status {
+        ProviderStatus::Authorized | ProviderStatus::Captured | ProviderStatus::RequiresAction => {
+            true
+        }
+        ProviderStatus::Declined | ProviderStatus::Cancelled | ProviderStatus::NotFound => false,
+        ProviderStatus::Unknown(_) => true,
     }
 }
 

@@ -13,7 +13,7 @@ use crate::domain::{
     Actor, ActorId, ActorKind, AuditEvent, AuditKind, Confirmation, LifecycleEvent, Mandate,
     MandateStatus,
 };
-use crate::ports::{IdempotencyScope, NewCredential, StoredCredential, StoredResult};
+use crate::ports::{IdempotencyScope, NewCredential, StoredCredential, StoredResult, Write};
 
 /// A command's result, and whether it was answered from its idempotency record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,9 +115,12 @@ impl Engine {
                     });
                 }
                 let mandate = Mandate::new(spec).map_err(|e| EngineError::invalid("spec", &e))?;
-                self.ports.store.insert_mandate(&mandate).await?;
-                self.audit(&[created_event(&mandate, &command.by, now)])
-                    .await?;
+                self.write(
+                    Write::InsertMandate(&mandate),
+                    &mut vec![created_event(&mandate, &command.by, now)],
+                )
+                .await?;
+                self.audit(&[]).await?;
                 let id = mandate.id().clone();
                 Ok((mandate, StoredResult::Mandate(id)))
             },
@@ -149,8 +152,12 @@ impl Engine {
                 });
             }
             let child = parent.derive(command.spec.clone())?;
-            self.ports.store.insert_mandate(&child).await?;
-            self.audit(&[created_event(&child, &command.by, now)]).await?;
+            self.write(
+                Write::InsertMandate(&child),
+                &mut vec![created_event(&child, &command.by, now)],
+            )
+            .await?;
+            self.audit(&[]).await?;
             let id = child.id().clone();
             Ok((child, StoredResult::Mandate(id)))
         })
@@ -174,10 +181,6 @@ impl Engine {
                 self.check_change_permission(&command.by, &mandate, &command.event)
                     .await?;
                 let next = mandate.apply(&command.event, now)?;
-                self.ports
-                    .store
-                    .update_mandate(&next, mandate.status())
-                    .await?;
                 let reason = match &command.event {
                     LifecycleEvent::Reject { reason } | LifecycleEvent::Revoke { reason } => {
                         Some(reason.to_string())
@@ -186,18 +189,25 @@ impl Engine {
                         None
                     }
                 };
-                self.audit(&[AuditEvent {
-                    at: now,
-                    kind: AuditKind::MandateTransition {
-                        mandate_id: next.id().clone(),
-                        from: mandate.status(),
-                        to: next.status(),
-                        event: command.event.as_str().to_owned(),
-                        by: command.by.id.clone(),
-                        reason,
+                self.write(
+                    Write::UpdateMandate {
+                        mandate: &next,
+                        expected: mandate.status(),
                     },
-                }])
+                    &mut vec![AuditEvent {
+                        at: now,
+                        kind: AuditKind::MandateTransition {
+                            mandate_id: next.id().clone(),
+                            from: mandate.status(),
+                            to: next.status(),
+                            event: command.event.as_str().to_owned(),
+                            by: command.by.id.clone(),
+                            reason,
+                        },
+                    }],
+                )
                 .await?;
+                self.audit(&[]).await?;
                 let id = next.id().clone();
                 Ok((next, StoredResult::Mandate(id)))
             },
@@ -254,25 +264,28 @@ impl Engine {
                         reason: format!("agent {} cannot operate the kill switch", command.by.id),
                     });
                 }
-                self.ports
-                    .store
-                    .set_suspended(&command.party, command.suspended)
-                    .await?;
+                self.write(
+                    Write::Suspend {
+                        party: &command.party,
+                        suspended: command.suspended,
+                    },
+                    &mut vec![AuditEvent {
+                        at: now,
+                        kind: AuditKind::Suspension {
+                            party: command.party.clone(),
+                            suspended: command.suspended,
+                            by: command.by.id.clone(),
+                            reason: command.reason.to_string(),
+                        },
+                    }],
+                )
+                .await?;
                 if !command.suspended {
                     if let crate::domain::Party::Actor(a) = &command.party {
                         self.ports.store.reset_blocks(a).await?;
                     }
                 }
-                self.audit(&[AuditEvent {
-                    at: now,
-                    kind: AuditKind::Suspension {
-                        party: command.party.clone(),
-                        suspended: command.suspended,
-                        by: command.by.id.clone(),
-                        reason: command.reason.to_string(),
-                    },
-                }])
-                .await?;
+                self.audit(&[]).await?;
                 Ok(((), StoredResult::Done))
             },
         )
@@ -318,17 +331,20 @@ impl Engine {
                         message: "must be after confirmed_at".into(),
                     });
                 }
-                self.ports.store.insert_confirmation(c).await?;
-                self.audit(&[AuditEvent {
-                    at: now,
-                    kind: AuditKind::ConfirmationRecorded {
-                        confirmation_id: c.id.clone(),
-                        buyer_id: c.buyer_id.clone(),
-                        snapshot_id: c.snapshot_id,
-                        mandate_id: c.scope.mandate_id.clone(),
-                    },
-                }])
+                self.write(
+                    Write::InsertConfirmation(c),
+                    &mut vec![AuditEvent {
+                        at: now,
+                        kind: AuditKind::ConfirmationRecorded {
+                            confirmation_id: c.id.clone(),
+                            buyer_id: c.buyer_id.clone(),
+                            snapshot_id: c.snapshot_id,
+                            mandate_id: c.scope.mandate_id.clone(),
+                        },
+                    }],
+                )
                 .await?;
+                self.audit(&[]).await?;
                 Ok((c.clone(), StoredResult::Confirmation(c.id.clone())))
             },
         )

@@ -27,6 +27,7 @@ mod execute;
 mod mandates;
 mod order;
 mod settle;
+mod trail;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -39,13 +40,15 @@ pub use config::{ConfigError, EngineConfig, MIN_RETENTION};
 pub use dispute::{DisputeCheck, DisputeEvidence, DisputeVerdict, RecordedDecision};
 pub use error::EngineError;
 pub use mandates::Recorded;
+pub use trail::{MissingEvent, TrailReport, TRAIL_CHECK_LIMIT};
 
 use crate::domain::{
     ActorId, AttemptEvent, AttemptId, AuditEvent, AuditKind, ContentDigest, HoldAction, HoldEffect,
     IdempotencyKey, PaymentAttempt,
 };
 use crate::ports::{
-    AttemptChange, Begin, Completion, HoldOp, IdempotencyScope, Ports, StoredResult,
+    AttemptChange, Begin, Completion, Fence, HoldOp, IdempotencyScope, Ports, StoredResult, Write,
+    Written,
 };
 
 /// The application service. Cheap to clone; share one per process.
@@ -59,7 +62,7 @@ use crate::ports::{
 /// let memory = MemoryPorts::new(agent_mandate::domain::examples::now(), |vault, _| {
 ///     Arc::new(FakePsp::with_vault(vault))
 /// });
-/// let engine = Engine::new(memory.ports.clone(), EngineConfig::default());
+/// let engine = Engine::new(memory.ports.clone(), EngineConfig::default()).unwrap();
 /// # let _ = engine;
 /// # }
 /// ```
@@ -67,12 +70,41 @@ use crate::ports::{
 pub struct Engine {
     ports: Ports,
     config: EngineConfig,
+    flush: Arc<AuditFlush>,
+}
+
+/// How many staged events one flush step moves.
+const FLUSH_BATCH: usize = 256;
+
+/// The state of the audit outbox's flusher: one flush at a time, and a flag that a flush
+/// asked for while another runs is carried out by the running one.
+#[derive(Debug, Default)]
+struct AuditFlush {
+    busy: AtomicBool,
+    dirty: AtomicBool,
+}
+
+/// Clears the busy flag when the flush ends, also when its future is dropped half-way.
+struct Busy<'a>(&'a AtomicBool);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
 }
 
 impl Engine {
-    /// An engine over `ports`.
-    pub fn new(ports: Ports, config: EngineConfig) -> Engine {
-        Engine { ports, config }
+    /// An engine over `ports`. Refuses a configuration whose idempotency lease does not
+    /// outlast the PSP's declared deadline by at least [`EngineConfig::deadline_margin`]
+    /// (I13): a command must finish or give up its PSP call before another caller can take
+    /// its key over.
+    pub fn new(ports: Ports, config: EngineConfig) -> Result<Engine, ConfigError> {
+        config.check_deadline(ports.provider.deadline())?;
+        Ok(Engine {
+            ports,
+            config,
+            flush: Arc::new(AuditFlush::default()),
+        })
     }
 
     /// The ports.
@@ -89,22 +121,23 @@ impl Engine {
         self.ports.clock.now()
     }
 
-    /// Starts an idempotent command: `Ok(None)` to run it, `Ok(Some(result))` to replay.
+    /// Starts an idempotent command: `Ok(Err(fence))` to run it under the lease `fence`,
+    /// `Ok(Ok(result))` to replay.
     async fn begin(
         &self,
         scope: &IdempotencyScope,
         operation: &'static str,
         fingerprint: &ContentDigest,
         now: DateTime<Utc>,
-    ) -> Result<Option<StoredResult>, EngineError> {
+    ) -> Result<Result<StoredResult, Fence>, EngineError> {
         match self
             .ports
             .store
             .begin_idempotent(scope, fingerprint, now, self.config.lease)
             .await?
         {
-            Begin::Started => Ok(None),
-            Begin::Replay(result) => Ok(Some(result)),
+            Begin::Started(fence) => Ok(Err(fence)),
+            Begin::Replay(result) => Ok(Ok(result)),
             Begin::Conflict { .. } => Err(EngineError::IdempotencyConflict {
                 key: scope.key.clone(),
                 operation,
@@ -118,7 +151,7 @@ impl Engine {
 
     async fn complete(
         &self,
-        scope: &IdempotencyScope,
+        fence: &Fence,
         result: &StoredResult,
         now: DateTime<Utc>,
     ) -> Result<(), EngineError> {
@@ -126,15 +159,15 @@ impl Engine {
             chrono::Duration::from_std(self.config.retention).unwrap_or(chrono::Duration::days(1));
         self.ports
             .store
-            .complete_idempotent(scope, result, now + retain)
+            .complete_idempotent(fence, result, now + retain)
             .await?;
         Ok(())
     }
 
     /// Abandons the key after a command that changed nothing lasting; a failure to abandon
-    /// only delays reuse of the key until the lease lapses.
-    async fn abandon(&self, scope: &IdempotencyScope) {
-        let _ = self.ports.store.abandon_idempotent(scope).await;
+    /// (the lease was lost: another caller owns the key now) only delays reuse of the key.
+    async fn abandon(&self, fence: &Fence) {
+        let _ = self.ports.store.abandon_idempotent(fence).await;
     }
 
     /// Runs a command under its idempotency record: the one mechanism every keyed command
@@ -163,73 +196,140 @@ impl Engine {
         BF: std::future::Future<Output = Result<(T, Option<StoredResult>), EngineError>>,
     {
         let now = self.now();
-        if let Some(result) = self.begin(scope, operation, fingerprint, now).await? {
-            self.audit(&[AuditEvent {
-                at: now,
-                kind: AuditKind::Replay {
-                    command: operation.to_owned(),
-                    actor_id: scope.actor_id.clone(),
-                    key: scope.key.clone(),
-                },
-            }])
-            .await?;
-            return replay(result, now).await;
-        }
+        let fence = match self.begin(scope, operation, fingerprint, now).await? {
+            Err(fence) => fence,
+            Ok(result) => {
+                self.audit(&[AuditEvent {
+                    at: now,
+                    kind: AuditKind::Replay {
+                        command: operation.to_owned(),
+                        actor_id: scope.actor_id.clone(),
+                        key: scope.key.clone(),
+                    },
+                }])
+                .await?;
+                return replay(result, now).await;
+            }
+        };
         let retain =
             chrono::Duration::from_std(self.config.retention).unwrap_or(chrono::Duration::days(1));
-        let finish = finishes.map(|result| {
-            Arc::new(Finish {
-                completion: Completion {
-                    scope: scope.clone(),
-                    result,
-                    retain_until: now + retain,
-                },
-                used: AtomicBool::new(false),
-            })
+        let finish = Arc::new(Finish {
+            completion: finishes.map(|result| Completion {
+                fence: fence.clone(),
+                result,
+                retain_until: now + retain,
+            }),
+            fence,
+            used: AtomicBool::new(false),
         });
-        match body(now, finish.clone()).await {
+        match body(now, Some(finish.clone())).await {
             Ok((value, Some(stored))) => {
-                let done = finish
-                    .as_ref()
-                    .is_some_and(|f| f.is_used() && f.completion.result == stored);
+                let done = finish.is_used()
+                    && finish
+                        .completion
+                        .as_ref()
+                        .is_some_and(|c| c.result == stored);
                 if !done {
-                    self.complete(scope, &stored, now).await?;
+                    self.complete(&finish.fence, &stored, now).await?;
                 }
                 Ok(value)
             }
             Ok((value, None)) => {
-                self.abandon(scope).await;
+                self.abandon(&finish.fence).await;
                 Ok(value)
             }
             Err(e) => {
-                self.abandon(scope).await;
+                self.abandon(&finish.fence).await;
                 Err(e)
             }
         }
     }
 
+    /// Stages `events` in the store's audit outbox (on their own: events that go with a
+    /// state change are staged in the change's transaction instead), then delivers whatever
+    /// is staged to the audit sink. A sink that is down fails nothing: the events wait in
+    /// the outbox for the next flush ([`Engine::flush_audit`] reports the error).
     async fn audit(&self, events: &[AuditEvent]) -> Result<(), EngineError> {
         if !events.is_empty() {
-            self.ports.audit.append_all(events).await?;
+            self.ports
+                .store
+                .write_audited(Write::Events, events)
+                .await?;
         }
+        let _ = self.flush_audit().await;
         Ok(())
     }
 
-    /// Applies `event` to `attempt`, stores it (compare and set), applies its hold effects and
-    /// collects the audit events. Returns the new attempt.
+    /// Stages `write` with the events not yet staged (`events`, drained on success) in one
+    /// store transaction (I15).
+    async fn write(
+        &self,
+        write: Write<'_>,
+        events: &mut Vec<AuditEvent>,
+    ) -> Result<Written, EngineError> {
+        let written = self.ports.store.write_audited(write, events).await?;
+        events.clear();
+        Ok(written)
+    }
+
+    /// Delivers the events staged in the store's outbox to the audit sink, oldest first, and
+    /// acknowledges them; returns how many were delivered. Every command calls it; call it
+    /// after a sink outage, or periodically, to deliver what waited. One flush runs at a time
+    /// per engine; a flush asked for while another runs is carried out by that one.
+    ///
+    /// Delivery is at least once: a crash between the sink's append and the acknowledgement
+    /// appends those events again on the next flush (the trail then shows them twice;
+    /// [`Engine::verify_trail`] counts such repeats).
+    pub async fn flush_audit(&self) -> Result<usize, EngineError> {
+        let flush = &self.flush;
+        flush.dirty.store(true, Ordering::SeqCst);
+        let mut delivered = 0usize;
+        loop {
+            if flush
+                .busy
+                .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                // The running flush sees `dirty` and goes round again.
+                return Ok(delivered);
+            }
+            let busy = Busy(&flush.busy);
+            while flush.dirty.swap(false, Ordering::SeqCst) {
+                loop {
+                    let batch = self.ports.store.staged_audit(FLUSH_BATCH).await?;
+                    let Some(last) = batch.last().map(|e| e.id) else {
+                        break;
+                    };
+                    let events: Vec<AuditEvent> = batch.into_iter().map(|e| e.event).collect();
+                    self.ports.audit.append_all(&events).await?;
+                    self.ports.store.ack_audit(last).await?;
+                    delivered += events.len();
+                }
+            }
+            drop(busy);
+            if !flush.dirty.load(Ordering::SeqCst) {
+                return Ok(delivered);
+            }
+        }
+    }
+
+    /// Applies `event` to `attempt`, stores it (compare and set, fenced by the command's
+    /// `lease` when given), applies its hold effects and stages the audit events (`events`,
+    /// drained) in the same store change. Returns the new attempt.
     async fn transition(
         &self,
         attempt: &PaymentAttempt,
         event: &AttemptEvent,
         now: DateTime<Utc>,
         events: &mut Vec<AuditEvent>,
+        lease: Option<&Finish>,
     ) -> Result<PaymentAttempt, EngineError> {
         let next = attempt.apply(event, now)?;
-        self.store_transition(attempt, next, event.as_str(), now, events)
+        self.change(attempt, next, event.as_str(), now, events, lease, false)
             .await
     }
 
-    /// Stores an already computed `next` and applies the hold effects.
+    /// Stores an already computed `next` (see [`Engine::transition`]).
     async fn store_transition(
         &self,
         attempt: &PaymentAttempt,
@@ -237,8 +337,9 @@ impl Engine {
         event: &str,
         now: DateTime<Utc>,
         events: &mut Vec<AuditEvent>,
+        lease: Option<&Finish>,
     ) -> Result<PaymentAttempt, EngineError> {
-        self.store_transition_finishing(attempt, next, event, now, events, None)
+        self.change(attempt, next, event, now, events, lease, false)
             .await
     }
 
@@ -253,12 +354,11 @@ impl Engine {
         finish: Option<&Finish>,
     ) -> Result<PaymentAttempt, EngineError> {
         let next = attempt.apply(event, now)?;
-        self.store_transition_finishing(attempt, next, event.as_str(), now, events, finish)
+        self.change(attempt, next, event.as_str(), now, events, finish, true)
             .await
     }
 
-    /// Stores `next`, its hold effects and (if given) the command's completion as one
-    /// [`AttemptChange`]: all or nothing on a durable store.
+    /// [`Engine::store_transition`] for the change that finishes a command.
     async fn store_transition_finishing(
         &self,
         attempt: &PaymentAttempt,
@@ -267,6 +367,28 @@ impl Engine {
         now: DateTime<Utc>,
         events: &mut Vec<AuditEvent>,
         finish: Option<&Finish>,
+    ) -> Result<PaymentAttempt, EngineError> {
+        self.change(attempt, next, event, now, events, finish, true)
+            .await
+    }
+
+    /// Stores `next`, its hold effects, its audit events and (when `finishing`) the
+    /// command's completion as one [`AttemptChange`], fenced by the command's lease: all or
+    /// nothing on a durable store. On success `events` is empty (staged); on failure it
+    /// keeps what it had (the new events described a change that did not happen).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one change carries the transition, its events and the command's lease"
+    )]
+    async fn change(
+        &self,
+        attempt: &PaymentAttempt,
+        next: PaymentAttempt,
+        event: &str,
+        now: DateTime<Utc>,
+        events: &mut Vec<AuditEvent>,
+        lease: Option<&Finish>,
+        finishing: bool,
     ) -> Result<PaymentAttempt, EngineError> {
         let policy = self.config.refund_policy;
         let effects = attempt.hold_effects(&next);
@@ -278,23 +400,7 @@ impl Engine {
                 HoldEffect::Refund(amount) => HoldOp::Refund(amount, policy),
             })
             .collect();
-        let hold_id = attempt.hold_id();
-        let completion = finish.and_then(Finish::take);
-        let change = AttemptChange {
-            next: &next,
-            expected: attempt.status,
-            hold_id: &hold_id,
-            holds: &ops,
-            completion,
-        };
-        if let Err(e) = self.ports.store.change_attempt(&change).await {
-            if let Some(f) = finish {
-                if completion.is_some() {
-                    f.put_back();
-                }
-            }
-            return Err(e.into());
-        }
+        let before = events.len();
         events.push(transition_event(attempt, &next, event, now));
         for effect in effects {
             let (action, amount, policy) = match effect {
@@ -315,22 +421,49 @@ impl Engine {
                 },
             });
         }
+        let hold_id = attempt.hold_id();
+        let completion = if finishing {
+            lease.and_then(Finish::take)
+        } else {
+            None
+        };
+        let change = AttemptChange {
+            next: &next,
+            expected: attempt.status,
+            hold_id: &hold_id,
+            holds: &ops,
+            fence: lease.map(|l| &l.fence),
+            completion,
+            events,
+        };
+        if let Err(e) = self.ports.store.change_attempt(&change).await {
+            if let Some(f) = lease {
+                if completion.is_some() {
+                    f.put_back();
+                }
+            }
+            events.truncate(before);
+            return Err(e.into());
+        }
+        events.clear();
         Ok(next)
     }
 }
 
-/// A command's idempotency completion, handed to the transition that finishes the command
-/// (used at most once: see [`Engine::keyed`]).
+/// A command's lease on its idempotency record, and the completion handed to the transition
+/// that finishes the command (used at most once: see [`Engine::keyed`]).
 #[derive(Debug)]
 pub(super) struct Finish {
-    completion: Completion,
+    fence: Fence,
+    completion: Option<Completion>,
     used: AtomicBool,
 }
 
 impl Finish {
     /// The completion, the first time only.
     fn take(&self) -> Option<&Completion> {
-        (!self.used.swap(true, Ordering::SeqCst)).then_some(&self.completion)
+        let completion = self.completion.as_ref()?;
+        (!self.used.swap(true, Ordering::SeqCst)).then_some(completion)
     }
 
     /// The change that took it failed: nothing was written.
@@ -340,6 +473,11 @@ impl Finish {
 
     fn is_used(&self) -> bool {
         self.used.load(Ordering::SeqCst)
+    }
+
+    /// The command's lease.
+    pub(super) fn fence(&self) -> &Fence {
+        &self.fence
     }
 }
 

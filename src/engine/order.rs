@@ -9,7 +9,7 @@ use crate::domain::{
     ActorKind, AttemptStatus, AuditEvent, AuditKind, AuthorityDecision, Operation, Order, OrderId,
     PaymentAction, PaymentAttempt,
 };
-use crate::ports::{InsertOrder, StoredResult};
+use crate::ports::{InsertOrder, StoredResult, Write, Written};
 
 impl Engine {
     /// Commits the order of a paid attempt, for its actor or a human. Allowed only from `authorized`,
@@ -90,7 +90,7 @@ impl Engine {
         request.actor = command.actor.clone();
         let ctx = self.context(&request, None, now).await?;
         let decision = ctx.decide(&request, &snapshot, &command.checkout, now);
-        let mut events = vec![decision_event(
+        let events = vec![decision_event(
             "commit_order",
             &request,
             &decision,
@@ -116,23 +116,29 @@ impl Engine {
             },
             committed_at: now,
         };
-        match store.insert_order(&order).await {
-            Ok(InsertOrder::Inserted) => {
-                events.push(AuditEvent {
-                    at: now,
-                    kind: AuditKind::OrderCommitted {
-                        order_id: order.id.clone(),
-                        attempt_id: attempt.id.clone(),
-                        snapshot_id: order.snapshot_id,
-                        amount: order.amount,
-                    },
-                });
-                self.audit(&events).await?;
-                Ok(OrderOutcome::Committed { order, decision })
-            }
-            Ok(InsertOrder::Existing(order)) => {
+        let mut with_commit = events.clone();
+        with_commit.push(AuditEvent {
+            at: now,
+            kind: AuditKind::OrderCommitted {
+                order_id: order.id.clone(),
+                attempt_id: attempt.id.clone(),
+                snapshot_id: order.snapshot_id,
+                amount: order.amount,
+            },
+        });
+        match self
+            .ports
+            .store
+            .write_audited(Write::InsertOrder(&order), &with_commit)
+            .await
+        {
+            Ok(Written::Order(InsertOrder::Existing(order))) => {
                 self.audit(&events).await?;
                 Ok(OrderOutcome::Existing { order })
+            }
+            Ok(_) => {
+                self.audit(&[]).await?;
+                Ok(OrderOutcome::Committed { order, decision })
             }
             Err(e) if e.is_retryable() => {
                 // Nothing was written; the caller may retry the commitment itself.

@@ -365,21 +365,29 @@ impl Engine {
     /// capture or refund the PSP made but a crash kept from being stored), never backwards: a
     /// PSP report showing less than recorded is an error. Terminal attempts are returned as
     /// they are. Moves no money.
+    ///
+    /// No outcome is presumed (I13): a PSP answer of "not found" fails a submission only
+    /// once its deadline (the submission time plus the PSP's deadline and the configured
+    /// margin) has passed; before that the attempt keeps its state and its hold. A pending
+    /// attempt whose command may still be waiting for the PSP is left to that command until
+    /// the deadline.
     pub async fn reconcile(&self, attempt_id: &AttemptId) -> Result<PaymentAttempt, EngineError> {
         let attempt = self.load_attempt(attempt_id).await?;
-        self.reconcile_attempt(attempt, false).await
+        self.reconcile_attempt(attempt, None).await
     }
 
-    /// Reconciles up to `limit` attempts whose outcome is unknown (a sweep to run after a
-    /// restart and periodically). Returns the attempts after reconciliation; an attempt
-    /// that could not be reconciled now is returned unchanged.
+    /// Reconciles up to `limit` attempts (a sweep to run after a restart and periodically):
+    /// every attempt that was ever submitted and is not terminal, those whose outcome is
+    /// unknown (pending, ambiguous, waiting for the buyer) first, then those sent back after
+    /// a transient failure, then the settled ones that can still move (authorized, captured,
+    /// partly refunded). Returns the attempts after reconciliation; an attempt that could
+    /// not be reconciled now is returned unchanged.
     pub async fn reconcile_pending(
         &self,
         limit: usize,
     ) -> Result<Vec<PaymentAttempt>, EngineError> {
-        let pending = self
-            .ports
-            .store
+        let store = &self.ports.store;
+        let mut todo = store
             .attempts_in(
                 &[
                     AttemptStatus::PendingProviderResponse,
@@ -389,9 +397,24 @@ impl Engine {
                 limit,
             )
             .await?;
-        let mut out = Vec::with_capacity(pending.len());
-        for a in pending {
-            match self.reconcile_attempt(a.clone(), false).await {
+        for statuses in [
+            &[AttemptStatus::AuthorityValidated][..],
+            &[
+                AttemptStatus::Authorized,
+                AttemptStatus::PartiallyCaptured,
+                AttemptStatus::Captured,
+                AttemptStatus::PartiallyRefunded,
+            ][..],
+        ] {
+            if todo.len() >= limit {
+                break;
+            }
+            let more = store.attempts_in(statuses, limit - todo.len()).await?;
+            todo.extend(more.into_iter().filter(|a| a.submissions > 0));
+        }
+        let mut out = Vec::with_capacity(todo.len());
+        for a in todo {
+            match self.reconcile_attempt(a.clone(), None).await {
                 Ok(next) => out.push(next),
                 Err(_) => out.push(a),
             }
@@ -399,20 +422,26 @@ impl Engine {
         Ok(out)
     }
 
-    /// `owned`: the caller holds the attempt's idempotency key (no live command can be
-    /// sending it), so a pending attempt may be looked up at once.
+    /// `lease`: the caller holds the attempt's idempotency key (no live command can be
+    /// sending it), so a pending attempt may be looked up at once; its changes are fenced.
     pub(super) async fn reconcile_attempt(
         &self,
         attempt: PaymentAttempt,
-        owned: bool,
+        lease: Option<&Finish>,
     ) -> Result<PaymentAttempt, EngineError> {
         let now = self.now();
+        let settle_after = self.config.settle_after(self.ports.provider.deadline());
         let unknown = matches!(
             attempt.status,
             AttemptStatus::PendingProviderResponse
                 | AttemptStatus::Ambiguous
                 | AttemptStatus::RequiresBuyerAction
         );
+        // Sent back after a transient failure (nothing processed, hold released): a report
+        // of money at the PSP would contradict the classification; it is looked at, and
+        // reported as an error, never folded in without a hold.
+        let returned =
+            attempt.status == AttemptStatus::AuthorityValidated && attempt.submissions > 0;
         // A settled attempt that can still move (a capture or refund whose answer a crash
         // lost before it was stored): the PSP's report may move it forward, never back.
         let open = matches!(
@@ -422,41 +451,65 @@ impl Engine {
                 | AttemptStatus::Captured
                 | AttemptStatus::PartiallyRefunded
         ) && attempt.provider_ref.is_some();
-        if !unknown && !open {
+        if !unknown && !open && !returned {
             return Ok(attempt);
         }
-        if attempt.status == AttemptStatus::PendingProviderResponse && !owned {
-            // A live command may still be waiting for the PSP: leave it to the command until
-            // its lease lapses.
-            let lease = chrono::Duration::from_std(self.config.lease)
-                .unwrap_or(chrono::Duration::seconds(30));
-            if now < attempt.updated_at + lease {
-                return Ok(attempt);
-            }
+        let final_not_found = attempt.not_found_is_final(settle_after, now);
+        if attempt.status == AttemptStatus::PendingProviderResponse
+            && lease.is_none()
+            && !final_not_found
+        {
+            // A live command may still be waiting for the PSP: leave it to the command
+            // until the submission's deadline.
+            return Ok(attempt);
         }
-        let lookup = match &attempt.provider_ref {
-            Some(r) => Lookup::Reference(r.clone()),
-            None => Lookup::Key(attempt.provider_key(Operation::Authorize)),
+        let lookup = match (&attempt.provider_ref, attempt.submitted_at) {
+            (Some(r), _) => Lookup::Reference(r.clone()),
+            (None, Some(at)) => Lookup::KeySubmitted {
+                key: attempt.provider_key(Operation::Authorize),
+                submitted_at: at,
+            },
+            (None, None) => Lookup::Key(attempt.provider_key(Operation::Authorize)),
         };
         let report = self.ports.provider.lookup(&lookup).await?;
+        if returned {
+            return match report {
+                Some(r) if r.status != ProviderStatus::NotFound => Err(EngineError::Provider(
+                    ProviderError::Ambiguous {
+                        message: format!(
+                            "attempt {} was sent back after a transient PSP failure, but the PSP reports it {:?}: the adapter classified a processed request as transient",
+                            attempt.id, r.status
+                        ),
+                    },
+                )),
+                _ => Ok(attempt),
+            };
+        }
         let zero = Money::zero(attempt.request.currency());
-        let report = report.unwrap_or(ProviderReport {
-            reference: None,
-            status: ProviderStatus::NotFound,
-            authorized: zero,
-            captured: zero,
-            refunded: zero,
-            decline_code: None,
-        });
+        let report = match report {
+            Some(r) => r,
+            None if !final_not_found => return Ok(attempt),
+            None => ProviderReport {
+                reference: None,
+                status: ProviderStatus::NotFound,
+                authorized: zero,
+                captured: zero,
+                refunded: zero,
+                decline_code: None,
+            },
+        };
+        if report.status == ProviderStatus::NotFound && !final_not_found {
+            return Ok(attempt);
+        }
         let next = attempt.apply(&AttemptEvent::Report(report.clone()), now)?;
         if same_state(&attempt, &next) {
             return Ok(attempt);
         }
         let mut events = Vec::new();
         let next = self
-            .store_transition(&attempt, next, "report", now, &mut events)
+            .store_transition(&attempt, next, "report", now, &mut events, lease)
             .await?;
-        self.audit(&events).await?;
+        self.audit(&[]).await?;
         Ok(next)
     }
 }

@@ -77,6 +77,15 @@ pub enum Lookup {
     Reference(ProviderRef),
     /// By the idempotency key of its authorization (when the response was lost).
     Key(ProviderKey),
+    /// By the idempotency key of its authorization and the time it was submitted, so an
+    /// adapter can bound its search to payments created around then. Adapters without such
+    /// an index may treat it as [`Lookup::Key`].
+    KeySubmitted {
+        /// The authorization's key.
+        key: ProviderKey,
+        /// When the engine submitted it (its clock).
+        submitted_at: chrono::DateTime<chrono::Utc>,
+    },
 }
 
 /// A PSP call that did not produce a report. A decline is not an error: it is an `Ok` report
@@ -128,6 +137,13 @@ impl ProviderError {
 /// status is reported as `Unknown`, never mapped to a terminal one.
 #[async_trait]
 pub trait PaymentProvider: Send + Sync + Debug {
+    /// The hard deadline of every call: the adapter answers (a report or an error) within
+    /// this time of the call, whatever the network does (a timeout becomes `Ambiguous` for a
+    /// mutating call). The engine refuses a configuration whose idempotency lease is not
+    /// longer than this plus a margin (I13), and a PSP "not found" fails a submission only
+    /// after this time (plus the margin) has passed since it was sent.
+    fn deadline(&self) -> Duration;
+
     /// Authorizes (and captures, if asked). Retry semantics: `Transient` -> same request,
     /// same key; `Ambiguous` -> `lookup(Lookup::Key(key))` before anything else.
     async fn authorize(&self, request: &AuthorizeRequest) -> Result<ProviderReport, ProviderError>;

@@ -33,9 +33,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    ActorId, AttemptId, AttemptStatus, BuyerId, CartSnapshot, Confirmation, ConfirmationId,
-    ContentDigest, IdempotencyKey, LimitKind, Mandate, MandateId, MandateStatus, Money, Order,
-    OrderId, Party, PaymentAttempt, SnapshotId, Suspensions, Usage, WindowLimit,
+    ActorId, AttemptId, AttemptStatus, AuditEvent, BuyerId, CartSnapshot, Confirmation,
+    ConfirmationId, ContentDigest, IdempotencyKey, LimitKind, Mandate, MandateId, MandateStatus,
+    Money, Order, OrderId, Party, PaymentAttempt, SnapshotId, Suspensions, Usage, WindowLimit,
 };
 
 /// The cumulative limits of one mandate, as the ledger enforces them.
@@ -84,6 +84,8 @@ pub struct HoldRequest {
     pub at: DateTime<Utc>,
     /// The leaf mandate first, then each ancestor up to the root.
     pub levels: Vec<HoldLevel>,
+    /// The lease of the command placing it (see [`Fence`]); `None` outside a command.
+    pub fence: Option<Fence>,
 }
 
 impl HoldRequest {
@@ -107,6 +109,7 @@ impl HoldRequest {
                     limits: BudgetLimits::of(m),
                 })
                 .collect(),
+            fence: None,
         }
     }
 }
@@ -206,12 +209,29 @@ pub enum StoredResult {
     Done,
 }
 
+/// A caller's lease on an idempotency record (I13): the record's scope and the token the
+/// store gave this caller when it started or took over the record.
+///
+/// Every later write of the command (completing or abandoning the record, changing the
+/// attempt, placing or resolving its hold) carries the fence; the store refuses it with
+/// [`StoreError::Fenced`] once the record was taken over by another caller (the lease
+/// lapsed), completed, abandoned or purged. A stale holder can therefore change nothing.
+/// Tokens are never reused by a store, so a record started again after an abandon does not
+/// accept an old holder's fence.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Fence {
+    /// The record.
+    pub scope: IdempotencyScope,
+    /// The token of this holder's lease.
+    pub token: u64,
+}
+
 /// The answer of [`Store::begin_idempotent`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Begin {
     /// The caller owns the key now (a new record, or one taken over after its lease lapsed
-    /// or its retention ended): run the command.
-    Started,
+    /// or its retention ended): run the command, carrying the fence.
+    Started(Fence),
     /// Completed before with the same fingerprint: answer from the record.
     Replay(StoredResult),
     /// The key was used with another fingerprint: execute nothing.
@@ -250,8 +270,8 @@ pub enum HoldOp {
 /// [`Store::complete_idempotent`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion {
-    /// The record.
-    pub scope: IdempotencyScope,
+    /// The record, and the lease of the caller completing it.
+    pub fence: Fence,
     /// The command's result.
     pub result: StoredResult,
     /// Kept until then.
@@ -271,8 +291,68 @@ pub struct AttemptChange<'a> {
     pub hold_id: &'a AttemptId,
     /// Hold operations, in order.
     pub holds: &'a [HoldOp],
+    /// The lease of the command making the change: the change is refused with
+    /// [`StoreError::Fenced`] unless the record is still in flight under this token.
+    /// `None` for changes no command owns (reconciliation sweeps), which rely on the
+    /// compare and set alone.
+    pub fence: Option<&'a Fence>,
     /// The idempotency record this change completes.
     pub completion: Option<&'a Completion>,
+    /// The audit events of the change (its transition, hold operations, and any earlier
+    /// event of the command not yet staged), staged in the store's audit outbox with it
+    /// (I15).
+    pub events: &'a [AuditEvent],
+}
+
+/// A write of the engine other than an attempt change, applied with its audit events by
+/// [`Store::write_audited`].
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum Write<'a> {
+    /// [`Store::insert_mandate`].
+    InsertMandate(&'a Mandate),
+    /// [`Store::update_mandate`] (compare and set on `expected`).
+    UpdateMandate {
+        /// The mandate after the change.
+        mandate: &'a Mandate,
+        /// The status it must still have.
+        expected: MandateStatus,
+    },
+    /// [`Store::set_suspended`].
+    Suspend {
+        /// Who.
+        party: &'a Party,
+        /// On or off.
+        suspended: bool,
+    },
+    /// [`Store::insert_confirmation`].
+    InsertConfirmation(&'a Confirmation),
+    /// [`Store::insert_attempt`].
+    InsertAttempt(&'a PaymentAttempt),
+    /// [`Store::insert_order`]. When the attempt already has an order, nothing is written
+    /// and the events are not staged (they describe a commitment that did not happen).
+    InsertOrder(&'a Order),
+    /// No state change: only the events (a refused decision, a replay, a reconciliation).
+    Events,
+}
+
+/// What [`Store::write_audited`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Written {
+    /// The write is done.
+    Done,
+    /// The answer of [`Store::insert_order`].
+    Order(InsertOrder),
+}
+
+/// An audit event waiting in the store's outbox (see [`Store::staged_audit`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedEvent {
+    /// Its position in the outbox (increasing in staging order).
+    pub id: u64,
+    /// The event.
+    pub event: AuditEvent,
 }
 
 /// A store failure.
@@ -308,6 +388,14 @@ pub enum StoreError {
         key: String,
         /// What is wrong.
         message: String,
+    },
+    /// The caller's lease on the idempotency record is gone (another caller took the record
+    /// over after the lease lapsed, or it was completed, abandoned or purged): nothing was
+    /// written (I13). Not retryable by this caller; a new call with the key starts over.
+    #[error("idempotency record {key}: the lease of this caller was lost; nothing was written")]
+    Fenced {
+        /// The record (`actor/operation/key`).
+        key: String,
     },
     /// The backend cannot be reached or timed out; nothing was written. Retryable.
     #[error("store unavailable: {message}")]
@@ -474,6 +562,13 @@ pub trait Store: Send + Sync + Debug {
     /// transaction, so a crash never leaves an attempt captured with its hold still held, or a
     /// command's effect stored without its idempotency record completed.
     async fn change_attempt(&self, change: &AttemptChange<'_>) -> Result<(), StoreError> {
+        for fence in change
+            .fence
+            .into_iter()
+            .chain(change.completion.map(|c| &c.fence))
+        {
+            self.check_fence(fence).await?;
+        }
         self.update_attempt(change.next, change.expected).await?;
         for op in change.holds {
             match *op {
@@ -485,11 +580,58 @@ pub trait Store: Send + Sync + Debug {
             }
         }
         if let Some(c) = change.completion {
-            self.complete_idempotent(&c.scope, &c.result, c.retain_until)
+            self.complete_idempotent(&c.fence, &c.result, c.retain_until)
                 .await?;
         }
-        Ok(())
+        self.stage_audit(change.events).await
     }
+
+    /// Applies `write` and stages `events` in the audit outbox, all or nothing (I15).
+    ///
+    /// The provided implementation makes the write, then stages the events: right for a
+    /// store that cannot crash half-way (memory). A durable store overrides it with one
+    /// transaction.
+    async fn write_audited(
+        &self,
+        write: Write<'_>,
+        events: &[AuditEvent],
+    ) -> Result<Written, StoreError> {
+        let written = match write {
+            Write::InsertMandate(m) => self.insert_mandate(m).await.map(|()| Written::Done),
+            Write::UpdateMandate { mandate, expected } => self
+                .update_mandate(mandate, expected)
+                .await
+                .map(|()| Written::Done),
+            Write::Suspend { party, suspended } => self
+                .set_suspended(party, suspended)
+                .await
+                .map(|()| Written::Done),
+            Write::InsertConfirmation(c) => {
+                self.insert_confirmation(c).await.map(|()| Written::Done)
+            }
+            Write::InsertAttempt(a) => self.insert_attempt(a).await.map(|()| Written::Done),
+            Write::InsertOrder(o) => self.insert_order(o).await.map(Written::Order),
+            Write::Events => Ok(Written::Done),
+        }?;
+        if !matches!(written, Written::Order(InsertOrder::Existing(_))) {
+            self.stage_audit(events).await?;
+        }
+        Ok(written)
+    }
+
+    // ----- the audit outbox (I15) -----
+
+    /// Appends `events`, in order, to the store's audit outbox. The engine drains the outbox
+    /// into the [`crate::ports::AuditSink`] ([`Store::staged_audit`], then
+    /// [`Store::ack_audit`]); events stay until acknowledged, so a sink that is down loses
+    /// nothing.
+    async fn stage_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
+
+    /// The oldest staged events, in staging order, at most `limit`.
+    async fn staged_audit(&self, limit: usize) -> Result<Vec<StagedEvent>, StoreError>;
+
+    /// Drops the staged events whose id is at most `through` (they are in the audit sink).
+    async fn ack_audit(&self, through: u64) -> Result<(), StoreError>;
 
     /// Attempts in any of `statuses` (for reconciliation sweeps), oldest first, at most `limit`.
     async fn attempts_in(
@@ -501,7 +643,8 @@ pub trait Store: Send + Sync + Debug {
     // ----- idempotency -----
 
     /// Looks up or creates the record for `scope` (see the module docs). A new or taken-over
-    /// record is in flight until `now + lease`.
+    /// record is in flight until `now + lease`, under a token never given out before
+    /// ([`Begin::Started`] carries it).
     async fn begin_idempotent(
         &self,
         scope: &IdempotencyScope,
@@ -511,16 +654,29 @@ pub trait Store: Send + Sync + Debug {
     ) -> Result<Begin, StoreError>;
 
     /// Completes the record with the command's result, kept until `retain_until`.
+    /// [`StoreError::Fenced`] unless the record is in flight under `fence`'s token.
     async fn complete_idempotent(
         &self,
-        scope: &IdempotencyScope,
+        fence: &Fence,
         result: &StoredResult,
         retain_until: DateTime<Utc>,
     ) -> Result<(), StoreError>;
 
     /// Drops an in-flight record (the command had no lasting effect: a transient failure or a
-    /// refusal), so the key may be used again.
-    async fn abandon_idempotent(&self, scope: &IdempotencyScope) -> Result<(), StoreError>;
+    /// refusal), so the key may be used again. [`StoreError::Fenced`] unless the record is
+    /// in flight under `fence`'s token (a stale holder never frees a key it lost).
+    async fn abandon_idempotent(&self, fence: &Fence) -> Result<(), StoreError>;
+
+    /// `Ok(())` while the record is in flight under `fence`'s token, else
+    /// [`StoreError::Fenced`]. Used by the provided [`Store::change_attempt`]; a durable store
+    /// checks the fence inside the transaction of the write it guards instead.
+    async fn check_fence(&self, fence: &Fence) -> Result<(), StoreError>;
+
+    /// Deletes the idempotency records that have ended by `now`: completed records past their
+    /// retention and in-flight records whose lease lapsed (their holders are fenced out
+    /// already). Returns how many were deleted. A key whose record is gone starts afresh; an
+    /// attempt it made is found again by its derived id, so nothing is executed twice.
+    async fn purge_idempotent(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
 
     // ----- orders -----
 

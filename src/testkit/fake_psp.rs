@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use crate::adapters::memory::hash::FastMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -170,7 +171,7 @@ impl State {
     fn find(&self, lookup: &Lookup) -> Option<ProviderReport> {
         let idx = match lookup {
             Lookup::Reference(r) => self.by_ref.get(r),
-            Lookup::Key(k) => self.by_auth_key.get(k),
+            Lookup::Key(k) | Lookup::KeySubmitted { key: k, .. } => self.by_auth_key.get(k),
         };
         idx.and_then(|&i| self.payments.get(i)).map(Payment::report)
     }
@@ -675,8 +676,15 @@ fn refund_once(state: &mut State, req: &RefundRequest) -> Result<ProviderReport,
     Ok(report)
 }
 
+/// The deadline the fake PSP declares: it answers at once, so any short time is honest.
+pub const FAKE_PSP_DEADLINE: Duration = Duration::from_secs(10);
+
 #[async_trait]
 impl PaymentProvider for FakePsp {
+    fn deadline(&self) -> Duration {
+        FAKE_PSP_DEADLINE
+    }
+
     async fn authorize(&self, request: &AuthorizeRequest) -> Result<ProviderReport, ProviderError> {
         let fault = self.begin(Op::Authorize);
         let unknown = |s: String| {

@@ -125,6 +125,10 @@ fn invalid(message: &str) -> ProviderError {
 
 #[async_trait]
 impl PaymentProvider for JournalPsp {
+    fn deadline(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(10)
+    }
+
     async fn authorize(&self, req: &AuthorizeRequest) -> Result<ProviderReport, ProviderError> {
         let mut s = self.state.lock().unwrap();
         if let Some(r) = s.by_key.get(req.key.as_str()) {
@@ -199,7 +203,9 @@ impl PaymentProvider for JournalPsp {
         let s = self.state.lock().unwrap();
         let reference = match lookup {
             Lookup::Reference(r) => Some(r.as_str().to_string()),
-            Lookup::Key(k) => s.by_key.get(k.as_str()).cloned(),
+            Lookup::Key(k) | Lookup::KeySubmitted { key: k, .. } => {
+                s.by_key.get(k.as_str()).cloned()
+            }
         };
         Ok(reference
             .and_then(|r| s.payments.get(&r))

@@ -113,7 +113,7 @@ pub async fn world_with(config: EngineConfig, spec: MandateSpec) -> World {
         psp
     });
     let psp = slot.expect("psp built");
-    let engine = Engine::new(mem.ports.clone(), config);
+    let engine = Engine::new(mem.ports.clone(), config).expect("engine configuration");
     let mandate = engine
         .create_mandate(&CreateMandate {
             key: key("create-mandate-001"),

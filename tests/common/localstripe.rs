@@ -139,7 +139,8 @@ impl StripeWorld {
 
 pub async fn stripe_world(url: &str, config: StripeConfig) -> StripeWorld {
     let (mem, psp) = ports(config);
-    let engine = Engine::new(mem.ports.clone(), EngineConfig::default());
+    let engine =
+        Engine::new(mem.ports.clone(), EngineConfig::default()).expect("engine configuration");
     let mut spec = backpack_spec(true);
     spec.scope.amount.allow_partial_capture = true;
     let mandate = engine

@@ -116,7 +116,7 @@ impl StripeConfig {
             base_url: url,
             api_key,
             connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(20),
             max_idle_per_host: 8,
             lookup_pages: 10,
             api_version: Some(STRIPE_API_VERSION.to_owned()),
@@ -530,6 +530,12 @@ fn vault_error(call: StripeCall, e: VaultError) -> StripeError {
 
 #[async_trait]
 impl PaymentProvider for StripeProvider {
+    fn deadline(&self) -> Duration {
+        self.config
+            .connect_timeout
+            .saturating_add(self.config.request_timeout)
+    }
+
     async fn authorize(&self, req: &AuthorizeRequest) -> Result<ProviderReport, ProviderError> {
         let call = StripeCall::Authorize;
         let (amount, currency) = stripe_amount(call, &req.amount)?;
@@ -679,7 +685,7 @@ impl PaymentProvider for StripeProvider {
     async fn lookup(&self, lookup: &Lookup) -> Result<Option<ProviderReport>, ProviderError> {
         let pi = match lookup {
             Lookup::Reference(r) => self.retrieve(r.as_str()).await?,
-            Lookup::Key(k) => self.find_by_key(k).await?,
+            Lookup::Key(k) | Lookup::KeySubmitted { key: k, .. } => self.find_by_key(k).await?,
         };
         let Some((status, pi)) = pi else {
             return Ok(None);

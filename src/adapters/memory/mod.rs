@@ -28,7 +28,7 @@ use crate::ports::{PaymentProvider, Ports};
 /// use agent_mandate::domain::examples;
 /// use agent_mandate::testkit::FakePsp;
 /// let memory = MemoryPorts::new(examples::now(), |vault, _clock| Arc::new(FakePsp::with_vault(vault)));
-/// let engine = agent_mandate::engine::Engine::new(memory.ports.clone(), Default::default());
+/// let engine = agent_mandate::engine::Engine::new(memory.ports.clone(), Default::default()).unwrap();
 /// # let _ = engine;
 /// # }
 /// ```

@@ -11,14 +11,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 
+use crate::domain::AuditEvent;
 use crate::domain::{
     ActorId, AttemptId, AttemptStatus, BuyerId, CartSnapshot, Confirmation, ConfirmationId,
     ContentDigest, Currency, Mandate, MandateId, MandateStatus, Money, Order, OrderId, Party,
     PaymentAttempt, SnapshotId, Suspensions, Usage, WindowUsage,
 };
 use crate::ports::{
-    Begin, HoldError, HoldOp, HoldRecord, HoldRequest, IdempotencyScope, InsertOrder, RefundPolicy,
-    Store, StoreError, StoredResult,
+    Begin, Fence, HoldError, HoldOp, HoldRecord, HoldRequest, IdempotencyScope, InsertOrder,
+    RefundPolicy, StagedEvent, Store, StoreError, StoredResult,
 };
 
 use ledger::{count, money, AttemptIndex, Ledger, RawOut, MAX_LEVELS};
@@ -97,6 +98,16 @@ impl MemoryStore {
         lock(&self.tables)
     }
 
+    /// `Ok` while `fence` holds its record (the tables' lock is held by the caller).
+    fn fenced(t: &Tables, fence: &Fence) -> Result<(), StoreError> {
+        match t.idempotency.get(&fence.scope) {
+            Some(Idempotency::InFlight { token, .. }) if *token == fence.token => Ok(()),
+            _ => Err(StoreError::Fenced {
+                key: scope_key(&fence.scope),
+            }),
+        }
+    }
+
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
         lock(&self.ledger)
     }
@@ -114,6 +125,7 @@ enum Idempotency {
     InFlight {
         fingerprint: ContentDigest,
         lease_until: DateTime<Utc>,
+        token: u64,
     },
     Completed {
         fingerprint: ContentDigest,
@@ -136,6 +148,11 @@ struct Tables {
     orders: Map<AttemptId, Order>,
     order_ids: Map<OrderId, AttemptId>,
     blocks: Map<ActorId, u32>,
+    /// The last lease token given out (tokens are never reused).
+    last_token: u64,
+    /// The audit outbox: staged events, oldest first, and the last id given out.
+    staged: std::collections::VecDeque<StagedEvent>,
+    last_staged: u64,
 }
 
 impl fmt::Debug for Tables {
@@ -450,6 +467,9 @@ impl Store for MemoryStore {
             s.out.windows.reserve(windows);
             s.levels.reserve(levels);
             let id = &hold.attempt_id;
+            if let Some(fence) = &hold.fence {
+                Self::fenced(&self.tables(), fence)?;
+            }
             let placed = self.holds.insert_with(id, || {
                 let mut ledger = self.ledger();
                 // Lock order: attempt shard, ledger, then tables (only to learn a new
@@ -595,6 +615,7 @@ impl Store for MemoryStore {
             Some(Idempotency::InFlight {
                 fingerprint: recorded,
                 lease_until,
+                ..
             }) => Some(if recorded == fingerprint {
                 Begin::InFlight {
                     retry_after: (*lease_until - now).to_std().unwrap_or(Duration::ZERO),
@@ -612,30 +633,35 @@ impl Store for MemoryStore {
             .ok()
             .and_then(|d| now.checked_add_signed(d))
             .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        t.last_token = t.last_token.saturating_add(1);
+        let token = t.last_token;
         t.idempotency.insert(
             scope.clone(),
             Idempotency::InFlight {
                 fingerprint: *fingerprint,
                 lease_until,
+                token,
             },
         );
-        Ok(Begin::Started)
+        Ok(Begin::Started(Fence {
+            scope: scope.clone(),
+            token,
+        }))
     }
 
     async fn complete_idempotent(
         &self,
-        scope: &IdempotencyScope,
+        fence: &Fence,
         result: &StoredResult,
         retain_until: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let mut t = self.tables();
-        let record = t
-            .idempotency
-            .get_mut(scope)
-            .ok_or_else(|| StoreError::NotFound {
-                entity: "idempotency record",
-                id: scope_key(scope),
-            })?;
+        Self::fenced(&t, fence)?;
+        let Some(record) = t.idempotency.get_mut(&fence.scope) else {
+            return Err(StoreError::Fenced {
+                key: scope_key(&fence.scope),
+            });
+        };
         let fingerprint = match record {
             Idempotency::InFlight { fingerprint, .. }
             | Idempotency::Completed { fingerprint, .. } => *fingerprint,
@@ -648,12 +674,53 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn abandon_idempotent(&self, scope: &IdempotencyScope) -> Result<(), StoreError> {
+    async fn abandon_idempotent(&self, fence: &Fence) -> Result<(), StoreError> {
         let mut t = self.tables();
-        if matches!(t.idempotency.get(scope), Some(Idempotency::InFlight { .. })) {
-            t.idempotency.remove(scope);
+        Self::fenced(&t, fence)?;
+        t.idempotency.remove(&fence.scope);
+        Ok(())
+    }
+
+    async fn check_fence(&self, fence: &Fence) -> Result<(), StoreError> {
+        Self::fenced(&self.tables(), fence)
+    }
+
+    async fn stage_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut t = self.tables();
+        for event in events {
+            t.last_staged = t.last_staged.saturating_add(1);
+            let id = t.last_staged;
+            t.staged.push_back(StagedEvent {
+                id,
+                event: event.clone(),
+            });
         }
         Ok(())
+    }
+
+    async fn staged_audit(&self, limit: usize) -> Result<Vec<StagedEvent>, StoreError> {
+        Ok(self.tables().staged.iter().take(limit).cloned().collect())
+    }
+
+    async fn ack_audit(&self, through: u64) -> Result<(), StoreError> {
+        let mut t = self.tables();
+        while t.staged.front().is_some_and(|e| e.id <= through) {
+            t.staged.pop_front();
+        }
+        Ok(())
+    }
+
+    async fn purge_idempotent(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut t = self.tables();
+        let before = t.idempotency.len();
+        t.idempotency.retain(|_, record| match record {
+            Idempotency::InFlight { lease_until, .. } => now < *lease_until,
+            Idempotency::Completed { retain_until, .. } => now < *retain_until,
+        });
+        Ok((before - t.idempotency.len()) as u64)
     }
 
     async fn insert_order(&self, order: &Order) -> Result<InsertOrder, StoreError> {

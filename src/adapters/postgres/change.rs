@@ -1,103 +1,134 @@
-//! [`Store::change_attempt`](crate::ports::Store::change_attempt) in one transaction: the
-//! attempt's compare-and-set update, its hold operations and the completion of the command's
-//! idempotency record commit together or not at all.
+//! The writes that commit with everything they imply, each in one transaction:
+//!
+//! * [`Store::change_attempt`](crate::ports::Store::change_attempt): the fences checked, the
+//!   attempt's compare-and-set update, its hold operations, the completion of the command's
+//!   idempotency record and the staging of its audit events;
+//! * [`Store::write_audited`](crate::ports::Store::write_audited): any other write of the
+//!   engine and the staging of its audit events (I15).
+//!
+//! Lock order, shared by every transaction that takes more than one of these: idempotency
+//! records (by scope), the attempt row, the chain's accounts (by mandate id), the hold row, and
+//! last the outbox table (see [`super::outbox`]).
 
 use tokio_postgres::IsolationLevel;
 
-use super::codec::{encode, time_param, At};
+use super::codec::{encode, time_param};
 use super::holds::resolve_in;
+use super::idempotency::{check_fence_in, complete_in, FenceLock};
+use super::outbox::stage_in;
+use super::records::{
+    insert_attempt_in, insert_confirmation_in, insert_mandate_in, insert_order_in,
+    set_suspended_in, update_attempt_in, update_mandate_in,
+};
 use super::store::PostgresStore;
-use super::tx::{in_transaction, Tx};
-use crate::domain::AttemptStatus;
-use crate::ports::{AttemptChange, StoreError};
+use super::tx::in_transaction;
+use crate::domain::AuditEvent;
+use crate::ports::{AttemptChange, Fence, StoreError, Write, Written};
+
+/// The fences a change checks, each once, in the lock order (by scope); `true` for the one
+/// whose record the change completes (locked for update).
+fn fences_of<'a>(change: &AttemptChange<'a>) -> Vec<(&'a Fence, bool)> {
+    let completes = change.completion.map(|c| &c.fence);
+    let mut out: Vec<(&'a Fence, bool)> = Vec::with_capacity(2);
+    for fence in change.fence.into_iter().chain(completes) {
+        let exclusive = completes == Some(fence);
+        match out.iter_mut().find(|(f, _)| *f == fence) {
+            Some(seen) => seen.1 |= exclusive,
+            None => out.push((fence, exclusive)),
+        }
+    }
+    let key = |f: &'a Fence| {
+        (
+            f.scope.actor_id.as_str(),
+            f.scope.operation.as_str(),
+            f.scope.key.as_str(),
+            f.token,
+        )
+    };
+    out.sort_by(|(a, _), (b, _)| key(a).cmp(&key(b)));
+    out
+}
 
 impl PostgresStore {
     pub(super) async fn change_attempt_tx(
         &self,
         change: &AttemptChange<'_>,
     ) -> Result<(), StoreError> {
-        let next = change.next;
-        let id = next.id.as_str();
-        let body = encode("attempt", next)?;
-        let expected = change.expected.as_str();
-        let status = next.status.as_str();
         let completion = match change.completion {
             Some(c) => Some((c, encode("result", &c.result)?, time_param(c.retain_until)?)),
             None => None,
         };
+        let fences = fences_of(change);
         in_transaction!(
             &self.pool,
             self.retries,
             IsolationLevel::ReadCommitted,
             StoreError,
             |tx| {
-                // The attempt row first (compare and set), then the hold (its accounts in the
-                // global order, then the hold row), then the idempotency record: every
-                // transaction that takes more than one of these locks takes them in this order.
-                let st = tx
-                    .prepare_cached(
-                        "UPDATE attempts SET status = $3, body = $4 WHERE id = $1 AND status = $2",
-                    )
-                    .await?;
-                let n = tx.execute(&st, &[&id, &expected, &status, &body]).await?;
-                if n != 1 {
-                    let row = tx
-                        .query_opt("SELECT status FROM attempts WHERE id = $1", &[&id])
-                        .await?;
-                    let Some(row) = row else {
-                        return Err(Tx::Fail(StoreError::NotFound {
-                            entity: "attempt",
-                            id: id.to_string(),
-                        }));
+                // The fences first (a stale holder changes nothing, whatever else would
+                // fail), keeping the records locked until the commit; then the attempt row
+                // (compare and set), the hold (its accounts in the global order, then the hold
+                // row), the completion, the events.
+                for (fence, exclusive) in &fences {
+                    let lock = if *exclusive {
+                        FenceLock::Update
+                    } else {
+                        FenceLock::Share
                     };
-                    let at = At {
-                        table: "attempts",
-                        key: id,
-                    };
-                    let text: String = at.get(&row, "status").map_err(Tx::Fail)?;
-                    let known = AttemptStatus::ALL.into_iter().find(|s| s.as_str() == text);
-                    let Some(current) = known else {
-                        return Err(Tx::Fail(at.corrupt(format!("unknown status {text:?}"))));
-                    };
-                    return Err(Tx::Fail(StoreError::Conflict {
-                        entity: "attempt",
-                        id: id.to_string(),
-                        message: format!("the status is {current}, not {}", change.expected),
-                    }));
+                    check_fence_in(&tx, fence, lock).await?;
                 }
+                update_attempt_in(&tx, change.next, change.expected).await?;
                 for op in change.holds {
                     resolve_in(&tx, change.hold_id, *op).await?;
                 }
                 if let Some((c, result, retain)) = &completion {
-                    let st = tx
-                        .prepare_cached(
-                            "UPDATE idempotency SET state = 'completed', result = $4, \
-                             retain_until_ns = $5, lease_until_ns = NULL \
-                             WHERE actor_id = $1 AND operation = $2 AND key = $3",
-                        )
-                        .await?;
-                    let n = tx
-                        .execute(
-                            &st,
-                            &[
-                                &c.scope.actor_id.as_str(),
-                                &c.scope.operation,
-                                &c.scope.key.as_str(),
-                                result,
-                                retain,
-                            ],
-                        )
-                        .await?;
-                    if n == 0 {
-                        return Err(Tx::Fail(StoreError::NotFound {
-                            entity: "idempotency record",
-                            id: format!(
-                                "{}/{}/{}",
-                                c.scope.actor_id, c.scope.operation, c.scope.key
-                            ),
-                        }));
-                    }
+                    complete_in(&tx, &c.fence, result, retain).await?;
                 }
+                stage_in(&tx, change.events).await?;
+            }
+        )
+    }
+
+    pub(super) async fn write_audited_tx(
+        &self,
+        write: Write<'_>,
+        events: &[AuditEvent],
+    ) -> Result<Written, StoreError> {
+        if matches!(write, Write::Events) && events.is_empty() {
+            return Ok(Written::Done);
+        }
+        in_transaction!(
+            &self.pool,
+            self.retries,
+            IsolationLevel::ReadCommitted,
+            StoreError,
+            |tx| {
+                let written = match write {
+                    Write::InsertMandate(m) => {
+                        insert_mandate_in(&tx, m).await?;
+                        Written::Done
+                    }
+                    Write::UpdateMandate { mandate, expected } => {
+                        update_mandate_in(&tx, mandate, expected).await?;
+                        Written::Done
+                    }
+                    Write::Suspend { party, suspended } => {
+                        set_suspended_in(&tx, party, suspended).await?;
+                        Written::Done
+                    }
+                    Write::InsertConfirmation(c) => {
+                        insert_confirmation_in(&tx, c).await?;
+                        Written::Done
+                    }
+                    Write::InsertAttempt(a) => {
+                        insert_attempt_in(&tx, a).await?;
+                        Written::Done
+                    }
+                    Write::InsertOrder(o) => Written::Order(insert_order_in(&tx, o).await?),
+                    Write::Events => Written::Done,
+                };
+                stage_in(&tx, events).await?;
+                written
             }
         )
     }

@@ -1,23 +1,146 @@
-//! Idempotency records of [`PostgresStore`] (I3): one row per (actor, operation, key).
+//! Idempotency records of [`PostgresStore`] (I3) and the fencing of their leases (I13): one
+//! row per (actor, operation, key).
 //!
 //! `begin_idempotent` inserts the record, or locks the existing one and decides, in one
 //! transaction: of two callers racing for one new key, exactly one inserts it (the other waits
 //! on the key's unique index, then sees the record and answers `InFlight` or `Conflict`).
 //! A lapsed lease or an ended retention is taken over in the same locked transaction.
+//!
+//! Every start or takeover stores a new token from the sequence `lease_tokens` (a sequence
+//! never hands out a value twice, even when the transaction that drew it rolls back), and the
+//! caller's [`Fence`] carries it. A write guarded by a fence checks, in its own transaction,
+//! that the record is still in flight under that token, and keeps the row locked until it
+//! commits: a takeover, completion, abandon or purge of the record waits for it, and one that
+//! committed first makes the check fail with [`StoreError::Fenced`].
 
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use deadpool_postgres::GenericClient;
+use rust_decimal::Decimal;
 use tokio_postgres::{IsolationLevel, Row};
 
 use super::codec::{encode, time_param, At};
 use super::store::PostgresStore;
-use super::tx::{classify, in_transaction, Tx};
+use super::tx::{in_transaction, once, Tx};
 use crate::domain::ContentDigest;
-use crate::ports::{Begin, IdempotencyScope, StoreError, StoredResult};
+use crate::ports::{Begin, Fence, IdempotencyScope, StoreError, StoredResult};
 
-fn scope_key(scope: &IdempotencyScope) -> String {
+pub(super) fn scope_key(scope: &IdempotencyScope) -> String {
     format!("{}/{}/{}", scope.actor_id, scope.operation, scope.key)
+}
+
+fn fenced(fence: &Fence) -> StoreError {
+    StoreError::Fenced {
+        key: scope_key(&fence.scope),
+    }
+}
+
+/// The token as stored (`BIGINT`); a token no sequence of ours can have given out holds no
+/// record.
+fn token_param(fence: &Fence) -> Result<i64, StoreError> {
+    i64::try_from(fence.token).map_err(|_| fenced(fence))
+}
+
+/// How [`check_fence_in`] locks the record it checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FenceLock {
+    /// Reads it (nothing is written under the fence).
+    Read,
+    /// `FOR SHARE`: no takeover, completion, abandon or purge until the caller commits.
+    Share,
+    /// `FOR UPDATE`: as `Share`, for a transaction that completes the record later (so two
+    /// such transactions queue instead of deadlocking on the upgrade).
+    Update,
+}
+
+/// `Ok` while `fence`'s record is in flight under its token, else [`StoreError::Fenced`];
+/// with a lock, the record stays as checked until the caller's transaction ends.
+pub(super) async fn check_fence_in<C: GenericClient>(
+    client: &C,
+    fence: &Fence,
+    lock: FenceLock,
+) -> Result<(), Tx<StoreError>> {
+    let token = token_param(fence).map_err(Tx::Fail)?;
+    let sql = match lock {
+        FenceLock::Read => {
+            "SELECT 1 FROM idempotency WHERE actor_id = $1 AND operation = $2 AND key = $3 \
+             AND state = 'in_flight' AND token = $4"
+        }
+        FenceLock::Share => {
+            "SELECT 1 FROM idempotency WHERE actor_id = $1 AND operation = $2 AND key = $3 \
+             AND state = 'in_flight' AND token = $4 FOR SHARE"
+        }
+        FenceLock::Update => {
+            "SELECT 1 FROM idempotency WHERE actor_id = $1 AND operation = $2 AND key = $3 \
+             AND state = 'in_flight' AND token = $4 FOR UPDATE"
+        }
+    };
+    let scope = &fence.scope;
+    let st = client.prepare_cached(sql).await?;
+    let row = client
+        .query_opt(
+            &st,
+            &[
+                &scope.actor_id.as_str(),
+                &scope.operation,
+                &scope.key.as_str(),
+                &token,
+            ],
+        )
+        .await?;
+    match row {
+        Some(_) => Ok(()),
+        None => Err(Tx::Fail(fenced(fence))),
+    }
+}
+
+/// Completes `fence`'s record with `result` (encoded), kept until `retain` (a time
+/// parameter), in one statement that checks the fence: [`StoreError::Fenced`] unless the
+/// record is in flight under the fence's token.
+pub(super) async fn complete_in<C: GenericClient>(
+    client: &C,
+    fence: &Fence,
+    result: &str,
+    retain: &Decimal,
+) -> Result<(), Tx<StoreError>> {
+    let token = token_param(fence).map_err(Tx::Fail)?;
+    let scope = &fence.scope;
+    let st = client
+        .prepare_cached(
+            "UPDATE idempotency SET state = 'completed', result = $4, retain_until_ns = $5, \
+             lease_until_ns = NULL WHERE actor_id = $1 AND operation = $2 AND key = $3 \
+             AND state = 'in_flight' AND token = $6",
+        )
+        .await?;
+    let n = client
+        .execute(
+            &st,
+            &[
+                &scope.actor_id.as_str(),
+                &scope.operation,
+                &scope.key.as_str(),
+                &result,
+                retain,
+                &token,
+            ],
+        )
+        .await?;
+    if n == 0 {
+        return Err(Tx::Fail(fenced(fence)));
+    }
+    Ok(())
+}
+
+/// A token read back from the database.
+fn token_of(key: &str, token: i64) -> Result<u64, StoreError> {
+    u64::try_from(token).map_err(|_| {
+        super::codec::corrupt(
+            "idempotency",
+            key,
+            format!("lease token {token} is negative"),
+        )
+    })
 }
 
 impl PostgresStore {
@@ -40,37 +163,46 @@ impl PostgresStore {
             scope.operation.as_str(),
             scope.key.as_str(),
         );
+        let started = |token: i64| -> Result<Begin, Tx<StoreError>> {
+            Ok(Begin::Started(Fence {
+                scope: scope.clone(),
+                token: token_of(&key, token).map_err(Tx::Fail)?,
+            }))
+        };
         in_transaction!(
             &self.pool,
             self.retries,
             IsolationLevel::ReadCommitted,
             StoreError,
             |tx| {
-                // The record may be deleted (abandoned) between our conflicting insert and
-                // the read that follows: then insert again (each statement of a READ
+                // The record may be deleted (abandoned, purged) between our conflicting insert
+                // and the read that follows: then insert again (each statement of a READ
                 // COMMITTED transaction sees what committed before it).
                 let mut attempts = 0u32;
                 loop {
                     attempts += 1;
-                    let inserted = tx
-                        .execute(
+                    let st = tx
+                        .prepare_cached(
                             "INSERT INTO idempotency (actor_id, operation, key, fingerprint, \
-                             state, lease_until_ns) VALUES ($1, $2, $3, $4, 'in_flight', $5) \
-                             ON CONFLICT DO NOTHING",
-                            &[&pk.0, &pk.1, &pk.2, &fp, &lease_param],
+                             state, lease_until_ns, token) \
+                             VALUES ($1, $2, $3, $4, 'in_flight', $5, nextval('lease_tokens')) \
+                             ON CONFLICT DO NOTHING RETURNING token",
                         )
                         .await?;
-                    if inserted == 1 {
-                        break Begin::Started;
+                    let inserted = tx
+                        .query_opt(&st, &[&pk.0, &pk.1, &pk.2, &fp, &lease_param])
+                        .await?;
+                    if let Some(row) = inserted {
+                        break started(row.try_get(0)?)?;
                     }
-                    let row = tx
-                        .query_opt(
+                    let st = tx
+                        .prepare_cached(
                             "SELECT fingerprint, state, lease_until_ns, result, retain_until_ns \
                              FROM idempotency WHERE actor_id = $1 AND operation = $2 \
                              AND key = $3 FOR UPDATE",
-                            &[&pk.0, &pk.1, &pk.2],
                         )
                         .await?;
+                    let row = tx.query_opt(&st, &[&pk.0, &pk.1, &pk.2]).await?;
                     let Some(row) = row else {
                         if attempts >= 8 {
                             return Err(Tx::Fail(StoreError::Unavailable {
@@ -85,14 +217,21 @@ impl PostgresStore {
                     if let Some(answer) = answer {
                         break answer;
                     }
-                    tx.execute(
-                        "UPDATE idempotency SET fingerprint = $4, state = 'in_flight', \
-                         lease_until_ns = $5, result = NULL, retain_until_ns = NULL \
-                         WHERE actor_id = $1 AND operation = $2 AND key = $3",
-                        &[&pk.0, &pk.1, &pk.2, &fp, &lease_param],
-                    )
-                    .await?;
-                    break Begin::Started;
+                    // Taken over: a new token, so the previous holder's fence no longer
+                    // matches.
+                    let st = tx
+                        .prepare_cached(
+                            "UPDATE idempotency SET fingerprint = $4, state = 'in_flight', \
+                             lease_until_ns = $5, result = NULL, retain_until_ns = NULL, \
+                             token = nextval('lease_tokens') \
+                             WHERE actor_id = $1 AND operation = $2 AND key = $3 \
+                             RETURNING token",
+                        )
+                        .await?;
+                    let row = tx
+                        .query_one(&st, &[&pk.0, &pk.1, &pk.2, &fp, &lease_param])
+                        .await?;
+                    break started(row.try_get(0)?)?;
                 }
             }
         )
@@ -100,54 +239,75 @@ impl PostgresStore {
 
     pub(super) async fn complete_idempotent_row(
         &self,
-        scope: &IdempotencyScope,
+        fence: &Fence,
         result: &StoredResult,
         retain_until: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let result = encode("result", result)?;
         let retain = time_param(retain_until)?;
         let client = self.client().await?;
-        let n = client
-            .execute(
-                "UPDATE idempotency SET state = 'completed', result = $4, retain_until_ns = $5, \
-                 lease_until_ns = NULL WHERE actor_id = $1 AND operation = $2 AND key = $3",
-                &[
-                    &scope.actor_id.as_str(),
-                    &scope.operation,
-                    &scope.key.as_str(),
-                    &result,
-                    &retain,
-                ],
-            )
-            .await
-            .map_err(classify::<StoreError>)?;
-        if n == 0 {
-            return Err(StoreError::NotFound {
-                entity: "idempotency record",
-                id: scope_key(scope),
-            });
-        }
-        Ok(())
+        once(complete_in(&client, fence, &result, &retain).await)
     }
 
-    pub(super) async fn abandon_idempotent_row(
-        &self,
-        scope: &IdempotencyScope,
-    ) -> Result<(), StoreError> {
+    pub(super) async fn abandon_idempotent_row(&self, fence: &Fence) -> Result<(), StoreError> {
+        let token = token_param(fence)?;
+        let scope = &fence.scope;
         let client = self.client().await?;
-        client
-            .execute(
-                "DELETE FROM idempotency WHERE actor_id = $1 AND operation = $2 AND key = $3 \
-                 AND state = 'in_flight'",
-                &[
-                    &scope.actor_id.as_str(),
-                    &scope.operation,
-                    &scope.key.as_str(),
-                ],
-            )
-            .await
-            .map_err(classify::<StoreError>)?;
-        Ok(())
+        // One statement: the record goes only if it is still in flight under the fence.
+        let outcome: Result<u64, Tx<StoreError>> = async {
+            let st = client
+                .prepare_cached(
+                    "DELETE FROM idempotency WHERE actor_id = $1 AND operation = $2 \
+                     AND key = $3 AND state = 'in_flight' AND token = $4",
+                )
+                .await?;
+            Ok(client
+                .execute(
+                    &st,
+                    &[
+                        &scope.actor_id.as_str(),
+                        &scope.operation,
+                        &scope.key.as_str(),
+                        &token,
+                    ],
+                )
+                .await?)
+        }
+        .await;
+        match once(outcome)? {
+            0 => Err(fenced(fence)),
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) async fn check_fence_row(&self, fence: &Fence) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        once(check_fence_in(&client, fence, FenceLock::Read).await)
+    }
+
+    pub(super) async fn purge_idempotent_rows(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let now = time_param(now)?;
+        in_transaction!(
+            &self.pool,
+            self.retries,
+            IsolationLevel::ReadCommitted,
+            StoreError,
+            |tx| {
+                // A record locked by a fenced write is deleted after that write commits (or
+                // not at all, if it completed the record with a later retention).
+                let st = tx
+                    .prepare_cached(
+                        "DELETE FROM idempotency WHERE \
+                           (state = 'completed' AND retain_until_ns <= $1) OR \
+                           (state = 'in_flight' AND lease_until_ns <= $1)",
+                    )
+                    .await?;
+                tx.execute(&st, &[&now]).await?
+            }
+        )
     }
 }
 

@@ -36,6 +36,7 @@ use tokio_postgres::ToStatement;
 use tokio_postgres::{GenericClient, IsolationLevel, Row};
 
 use super::codec::{encode, report, report_count, time_param, window_start, At};
+use super::idempotency::{check_fence_in, FenceLock};
 use super::store::PostgresStore;
 use super::tx::{in_transaction, Tx};
 use crate::domain::{
@@ -476,6 +477,14 @@ impl PostgresStore {
             IsolationLevel::ReadCommitted,
             HoldError,
             |tx| {
+                // The fence before anything else: a stale holder places nothing. The record
+                // stays locked (`FOR SHARE`) until the commit, so it cannot be taken over in
+                // between (idempotency records come first in the lock order).
+                if let Some(fence) = &hold.fence {
+                    check_fence_in(&tx, fence, FenceLock::Share)
+                        .await
+                        .map_err(to_hold)?;
+                }
                 // The hold row first: the primary key refuses a second hold for the attempt
                 // (a concurrent one waits for this transaction's outcome). Nobody else locks a
                 // hold row that is not yet visible, so taking it before the accounts cannot

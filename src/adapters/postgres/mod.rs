@@ -39,13 +39,23 @@
 //! It is a range scan over `hold_levels (mandate_id, at_ns, ..)`, so its cost grows with the
 //! holds inside the window, not with the history.
 //!
-//! # Idempotency
+//! # Idempotency and fencing (I3, I13)
 //!
-//! Each port call is one transaction. The port's `begin_idempotent` / `complete_idempotent` /
-//! `abandon_idempotent` are separate calls, so the idempotency record and the state change it
-//! guards are separate transactions here too: a crash in between leaves the record in flight
-//! until its lease lapses, and the next caller takes it over and reconciles (as the engine
-//! does). See `PostgresStore` for the details.
+//! Each port call is one transaction. `begin_idempotent` gives every start or takeover of a
+//! record a new token from the sequence `lease_tokens`; the caller's fence carries it. A write
+//! that carries a fence (`complete_idempotent`, `abandon_idempotent`, `change_attempt`,
+//! `place_hold`) checks it in its own transaction and keeps the record locked until it commits,
+//! so a caller whose lease was taken over, or whose record was completed, abandoned or purged,
+//! gets `Fenced` and writes nothing. `purge_idempotent` deletes ended records. See
+//! `PostgresStore` for the details.
+//!
+//! # The audit outbox (I15)
+//!
+//! `change_attempt` and `write_audited` stage their audit events in `audit_pending` in the
+//! transaction of the write they describe; the engine drains them to the audit sink
+//! (`staged_audit`, `ack_audit`). Staging transactions take their ids one at a time (a table
+//! lock held to the commit), so ids follow commit order and acknowledging through an id never
+//! drops an event nobody read.
 //!
 //! # Connecting
 //!
@@ -70,6 +80,7 @@ mod config;
 mod holds;
 mod idempotency;
 mod ledger;
+mod outbox;
 mod records;
 mod schema;
 mod store;

@@ -1,11 +1,14 @@
 //! The record tables of [`PostgresStore`]: mandates, suspensions, confirmations, snapshots,
-//! attempts, orders and block counters.
+//! attempts, orders and block counters. Each write is a function on a connection or a
+//! transaction (`*_in`), run alone by its port method and with its audit events by
+//! `write_audited`.
 
+use deadpool_postgres::GenericClient;
 use tokio_postgres::{IsolationLevel, Row};
 
 use super::codec::{encode, time_param, At};
 use super::store::PostgresStore;
-use super::tx::{classify, in_transaction, Tx};
+use super::tx::{classify, in_transaction, once, Tx};
 use crate::domain::{
     ActorId, AttemptId, AttemptStatus, BuyerId, CartSnapshot, Confirmation, Mandate, MandateId,
     MandateStatus, Order, Party, PaymentAttempt, SnapshotId, Suspensions,
@@ -85,30 +88,8 @@ fn conflict(entity: &'static str, id: &str, message: impl Into<String>) -> Store
 
 impl PostgresStore {
     pub(super) async fn insert_mandate_row(&self, mandate: &Mandate) -> Result<(), StoreError> {
-        let body = encode("mandate", mandate)?;
         let client = self.client().await?;
-        let n = client
-            .execute(
-                "INSERT INTO mandates (id, parent_id, status, currency, body) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
-                &[
-                    &mandate.id().as_str(),
-                    &mandate.parent_id().map(|p| p.as_str()),
-                    &mandate.status().as_str(),
-                    &mandate.currency().code(),
-                    &body,
-                ],
-            )
-            .await
-            .map_err(classify::<StoreError>)?;
-        if n == 0 {
-            return Err(conflict(
-                "mandate",
-                mandate.id().as_str(),
-                "the id is taken",
-            ));
-        }
-        Ok(())
+        once(insert_mandate_in(&client, mandate).await)
     }
 
     pub(super) async fn mandate_row(&self, id: &MandateId) -> Result<Option<Mandate>, StoreError> {
@@ -128,44 +109,13 @@ impl PostgresStore {
         mandate: &Mandate,
         expected: MandateStatus,
     ) -> Result<(), StoreError> {
-        let id = mandate.id().as_str();
         in_transaction!(
             &self.pool,
             self.retries,
             IsolationLevel::ReadCommitted,
             StoreError,
             |tx| {
-                let row = tx
-                    .query_opt(
-                        "SELECT id, status, body FROM mandates WHERE id = $1 FOR UPDATE",
-                        &[&id],
-                    )
-                    .await?;
-                let Some(row) = row else {
-                    return Err(Tx::Fail(StoreError::NotFound {
-                        entity: "mandate",
-                        id: id.to_string(),
-                    }));
-                };
-                let stored = mandate_of(&row).map_err(Tx::Fail)?;
-                if stored.status() != expected {
-                    return Err(Tx::Fail(conflict(
-                        "mandate",
-                        id,
-                        format!("the status is {}, not {expected}", stored.status()),
-                    )));
-                }
-                // Only the lifecycle changes: the stored scope stays.
-                let mut spec = stored.spec().clone();
-                spec.lifecycle = mandate.lifecycle().clone();
-                let next = Mandate::new(spec)
-                    .map_err(|e| Tx::Fail(conflict("mandate", id, e.to_string())))?;
-                let body = encode("mandate", &next).map_err(Tx::Fail)?;
-                tx.execute(
-                    "UPDATE mandates SET status = $2, body = $3 WHERE id = $1",
-                    &[&id, &next.status().as_str(), &body],
-                )
-                .await?;
+                update_mandate_in(&tx, mandate, expected).await?;
             }
         )
     }
@@ -224,21 +174,8 @@ impl PostgresStore {
         party: &Party,
         suspended: bool,
     ) -> Result<(), StoreError> {
-        let (kind, id) = match party {
-            Party::Actor(a) => ("actor", a.as_str()),
-            Party::Buyer(b) => ("buyer", b.as_str()),
-        };
-        let sql = if suspended {
-            "INSERT INTO suspensions (kind, party_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
-        } else {
-            "DELETE FROM suspensions WHERE kind = $1 AND party_id = $2"
-        };
         let client = self.client().await?;
-        client
-            .execute(sql, &[&kind, &id])
-            .await
-            .map_err(classify::<StoreError>)?;
-        Ok(())
+        once(set_suspended_in(&client, party, suspended).await)
     }
 
     pub(super) async fn suspension_rows(
@@ -283,45 +220,8 @@ impl PostgresStore {
         &self,
         confirmation: &Confirmation,
     ) -> Result<(), StoreError> {
-        let body = encode("confirmation", confirmation)?;
-        let id = confirmation.id.as_str();
         let client = self.client().await?;
-        let n = client
-            .execute(
-                "INSERT INTO confirmations (id, buyer_id, snapshot_id, body) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
-                &[
-                    &id,
-                    &confirmation.buyer_id.as_str(),
-                    &confirmation.snapshot_id.to_string(),
-                    &body,
-                ],
-            )
-            .await
-            .map_err(classify::<StoreError>)?;
-        if n == 1 {
-            return Ok(());
-        }
-        let row = client
-            .query_opt("SELECT body FROM confirmations WHERE id = $1", &[&id])
-            .await
-            .map_err(classify::<StoreError>)?;
-        let at = At {
-            table: "confirmations",
-            key: id,
-        };
-        let stored: Option<Confirmation> = match &row {
-            Some(row) => Some(at.decode(&at.get::<String>(row, "body")?)?),
-            None => None,
-        };
-        match stored {
-            Some(stored) if stored == *confirmation => Ok(()),
-            _ => Err(conflict(
-                "confirmation",
-                id,
-                "another confirmation has this id",
-            )),
-        }
+        once(insert_confirmation_in(&client, confirmation).await)
     }
 
     pub(super) async fn confirmation_rows(
@@ -401,26 +301,8 @@ impl PostgresStore {
         &self,
         attempt: &PaymentAttempt,
     ) -> Result<(), StoreError> {
-        let body = encode("attempt", attempt)?;
-        let created = time_param(attempt.created_at)?;
         let client = self.client().await?;
-        let n = client
-            .execute(
-                "INSERT INTO attempts (id, status, created_at_ns, body) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (id) DO NOTHING",
-                &[
-                    &attempt.id.as_str(),
-                    &attempt.status.as_str(),
-                    &created,
-                    &body,
-                ],
-            )
-            .await
-            .map_err(classify::<StoreError>)?;
-        if n == 0 {
-            return Err(conflict("attempt", attempt.id.as_str(), "the id is taken"));
-        }
-        Ok(())
+        once(insert_attempt_in(&client, attempt).await)
     }
 
     pub(super) async fn attempt_row(
@@ -443,42 +325,8 @@ impl PostgresStore {
         attempt: &PaymentAttempt,
         expected: AttemptStatus,
     ) -> Result<(), StoreError> {
-        let body = encode("attempt", attempt)?;
-        let id = attempt.id.as_str();
         let client = self.client().await?;
-        // Compare and set in one statement.
-        let n = client
-            .execute(
-                "UPDATE attempts SET status = $3, body = $4 WHERE id = $1 AND status = $2",
-                &[&id, &expected.as_str(), &attempt.status.as_str(), &body],
-            )
-            .await
-            .map_err(classify::<StoreError>)?;
-        if n == 1 {
-            return Ok(());
-        }
-        let row = client
-            .query_opt("SELECT status FROM attempts WHERE id = $1", &[&id])
-            .await
-            .map_err(classify::<StoreError>)?;
-        match row {
-            None => Err(StoreError::NotFound {
-                entity: "attempt",
-                id: id.to_string(),
-            }),
-            Some(row) => {
-                let at = At {
-                    table: "attempts",
-                    key: id,
-                };
-                let status = attempt_status(&at, &at.get::<String>(&row, "status")?)?;
-                Err(conflict(
-                    "attempt",
-                    id,
-                    format!("the status is {status}, not {expected}"),
-                ))
-            }
-        }
+        once(update_attempt_in(&client, attempt, expected).await)
     }
 
     pub(super) async fn attempt_rows_in(
@@ -504,62 +352,12 @@ impl PostgresStore {
     }
 
     pub(super) async fn insert_order_row(&self, order: &Order) -> Result<InsertOrder, StoreError> {
-        let body = encode("order", order)?;
-        let attempt = order.attempt_id.as_str();
         in_transaction!(
             &self.pool,
             self.retries,
             IsolationLevel::ReadCommitted,
             StoreError,
-            |tx| {
-                let n = tx
-                    .execute(
-                        "INSERT INTO orders (attempt_id, order_id, body) VALUES ($1, $2, $3) \
-                         ON CONFLICT DO NOTHING",
-                        &[&attempt, &order.id.as_str(), &body],
-                    )
-                    .await?;
-                if n == 1 {
-                    InsertOrder::Inserted
-                } else {
-                    let row = tx
-                        .query_opt("SELECT body FROM orders WHERE attempt_id = $1", &[&attempt])
-                        .await?;
-                    if let Some(row) = row {
-                        let at = At {
-                            table: "orders",
-                            key: attempt,
-                        };
-                        let body: String = at.get(&row, "body").map_err(Tx::Fail)?;
-                        let existing: Order = at.decode(&body).map_err(Tx::Fail)?;
-                        if existing.attempt_id != order.attempt_id {
-                            return Err(Tx::Fail(
-                                at.corrupt("the body is another attempt's order"),
-                            ));
-                        }
-                        InsertOrder::Existing(existing)
-                    } else {
-                        let other = tx
-                            .query_opt(
-                                "SELECT attempt_id FROM orders WHERE order_id = $1",
-                                &[&order.id.as_str()],
-                            )
-                            .await?;
-                        let other: Option<String> = match other {
-                            Some(row) => row.try_get(0)?,
-                            None => None,
-                        };
-                        return Err(Tx::Fail(conflict(
-                            "order",
-                            order.id.as_str(),
-                            format!(
-                                "the id is taken by the order of attempt {}",
-                                other.as_deref().unwrap_or("(gone)")
-                            ),
-                        )));
-                    }
-                }
-            }
+            |tx| { insert_order_in(&tx, order).await? }
         )
     }
 
@@ -616,4 +414,285 @@ impl PostgresStore {
             .map_err(classify::<StoreError>)?;
         Ok(())
     }
+}
+
+// ------------------------------------------------------------------------------------------
+// The writes, on a connection or inside the caller's transaction: the port's methods run
+// them alone, `write_audited` with the staging of their audit events.
+
+/// Inserts a new mandate; `Conflict` if the id is taken.
+pub(super) async fn insert_mandate_in<C: GenericClient>(
+    client: &C,
+    mandate: &Mandate,
+) -> Result<(), Tx<StoreError>> {
+    let body = encode("mandate", mandate).map_err(Tx::Fail)?;
+    let st = client
+        .prepare_cached(
+            "INSERT INTO mandates (id, parent_id, status, currency, body) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+        )
+        .await?;
+    let n = client
+        .execute(
+            &st,
+            &[
+                &mandate.id().as_str(),
+                &mandate.parent_id().map(|p| p.as_str()),
+                &mandate.status().as_str(),
+                &mandate.currency().code(),
+                &body,
+            ],
+        )
+        .await?;
+    if n == 0 {
+        return Err(Tx::Fail(conflict(
+            "mandate",
+            mandate.id().as_str(),
+            "the id is taken",
+        )));
+    }
+    Ok(())
+}
+
+/// Replaces a mandate's lifecycle if its status is still `expected`. Locks the row (`FOR
+/// UPDATE`), so `client` must be a transaction for the compare and set to hold.
+pub(super) async fn update_mandate_in<C: GenericClient>(
+    client: &C,
+    mandate: &Mandate,
+    expected: MandateStatus,
+) -> Result<(), Tx<StoreError>> {
+    let id = mandate.id().as_str();
+    let st = client
+        .prepare_cached("SELECT id, status, body FROM mandates WHERE id = $1 FOR UPDATE")
+        .await?;
+    let row = client.query_opt(&st, &[&id]).await?;
+    let Some(row) = row else {
+        return Err(Tx::Fail(StoreError::NotFound {
+            entity: "mandate",
+            id: id.to_string(),
+        }));
+    };
+    let stored = mandate_of(&row).map_err(Tx::Fail)?;
+    if stored.status() != expected {
+        return Err(Tx::Fail(conflict(
+            "mandate",
+            id,
+            format!("the status is {}, not {expected}", stored.status()),
+        )));
+    }
+    // Only the lifecycle changes: the stored scope stays.
+    let mut spec = stored.spec().clone();
+    spec.lifecycle = mandate.lifecycle().clone();
+    let next = Mandate::new(spec).map_err(|e| Tx::Fail(conflict("mandate", id, e.to_string())))?;
+    let body = encode("mandate", &next).map_err(Tx::Fail)?;
+    let st = client
+        .prepare_cached("UPDATE mandates SET status = $2, body = $3 WHERE id = $1")
+        .await?;
+    client
+        .execute(&st, &[&id, &next.status().as_str(), &body])
+        .await?;
+    Ok(())
+}
+
+/// Turns the kill switch of `party` on or off.
+pub(super) async fn set_suspended_in<C: GenericClient>(
+    client: &C,
+    party: &Party,
+    suspended: bool,
+) -> Result<(), Tx<StoreError>> {
+    let (kind, id) = match party {
+        Party::Actor(a) => ("actor", a.as_str()),
+        Party::Buyer(b) => ("buyer", b.as_str()),
+    };
+    let sql = if suspended {
+        "INSERT INTO suspensions (kind, party_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+    } else {
+        "DELETE FROM suspensions WHERE kind = $1 AND party_id = $2"
+    };
+    let st = client.prepare_cached(sql).await?;
+    client.execute(&st, &[&kind, &id]).await?;
+    Ok(())
+}
+
+/// Records a confirmation: the same one twice is a no-op, another with its id a `Conflict`.
+pub(super) async fn insert_confirmation_in<C: GenericClient>(
+    client: &C,
+    confirmation: &Confirmation,
+) -> Result<(), Tx<StoreError>> {
+    let body = encode("confirmation", confirmation).map_err(Tx::Fail)?;
+    let id = confirmation.id.as_str();
+    let st = client
+        .prepare_cached(
+            "INSERT INTO confirmations (id, buyer_id, snapshot_id, body) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
+        )
+        .await?;
+    let n = client
+        .execute(
+            &st,
+            &[
+                &id,
+                &confirmation.buyer_id.as_str(),
+                &confirmation.snapshot_id.to_string(),
+                &body,
+            ],
+        )
+        .await?;
+    if n == 1 {
+        return Ok(());
+    }
+    let st = client
+        .prepare_cached("SELECT body FROM confirmations WHERE id = $1")
+        .await?;
+    let row = client.query_opt(&st, &[&id]).await?;
+    let at = At {
+        table: "confirmations",
+        key: id,
+    };
+    let stored: Option<Confirmation> = match &row {
+        Some(row) => Some(
+            at.decode(&at.get::<String>(row, "body").map_err(Tx::Fail)?)
+                .map_err(Tx::Fail)?,
+        ),
+        None => None,
+    };
+    match stored {
+        Some(stored) if stored == *confirmation => Ok(()),
+        _ => Err(Tx::Fail(conflict(
+            "confirmation",
+            id,
+            "another confirmation has this id",
+        ))),
+    }
+}
+
+/// Inserts a new attempt; `Conflict` if the id is taken.
+pub(super) async fn insert_attempt_in<C: GenericClient>(
+    client: &C,
+    attempt: &PaymentAttempt,
+) -> Result<(), Tx<StoreError>> {
+    let body = encode("attempt", attempt).map_err(Tx::Fail)?;
+    let created = time_param(attempt.created_at).map_err(Tx::Fail)?;
+    let st = client
+        .prepare_cached(
+            "INSERT INTO attempts (id, status, created_at_ns, body) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .await?;
+    let n = client
+        .execute(
+            &st,
+            &[
+                &attempt.id.as_str(),
+                &attempt.status.as_str(),
+                &created,
+                &body,
+            ],
+        )
+        .await?;
+    if n == 0 {
+        return Err(Tx::Fail(conflict(
+            "attempt",
+            attempt.id.as_str(),
+            "the id is taken",
+        )));
+    }
+    Ok(())
+}
+
+/// Replaces an attempt if its status is still `expected` (compare and set in one statement);
+/// `NotFound` or `Conflict` (naming the current status) otherwise.
+pub(super) async fn update_attempt_in<C: GenericClient>(
+    client: &C,
+    attempt: &PaymentAttempt,
+    expected: AttemptStatus,
+) -> Result<(), Tx<StoreError>> {
+    let body = encode("attempt", attempt).map_err(Tx::Fail)?;
+    let id = attempt.id.as_str();
+    let st = client
+        .prepare_cached("UPDATE attempts SET status = $3, body = $4 WHERE id = $1 AND status = $2")
+        .await?;
+    let n = client
+        .execute(
+            &st,
+            &[&id, &expected.as_str(), &attempt.status.as_str(), &body],
+        )
+        .await?;
+    if n == 1 {
+        return Ok(());
+    }
+    let st = client
+        .prepare_cached("SELECT status FROM attempts WHERE id = $1")
+        .await?;
+    let row = client.query_opt(&st, &[&id]).await?;
+    let Some(row) = row else {
+        return Err(Tx::Fail(StoreError::NotFound {
+            entity: "attempt",
+            id: id.to_string(),
+        }));
+    };
+    let at = At {
+        table: "attempts",
+        key: id,
+    };
+    let status = at
+        .get::<String>(&row, "status")
+        .and_then(|text| attempt_status(&at, &text))
+        .map_err(Tx::Fail)?;
+    Err(Tx::Fail(conflict(
+        "attempt",
+        id,
+        format!("the status is {status}, not {expected}"),
+    )))
+}
+
+/// Commits an order unless the attempt has one (I4).
+pub(super) async fn insert_order_in<C: GenericClient>(
+    client: &C,
+    order: &Order,
+) -> Result<InsertOrder, Tx<StoreError>> {
+    let body = encode("order", order).map_err(Tx::Fail)?;
+    let attempt = order.attempt_id.as_str();
+    let st = client
+        .prepare_cached(
+            "INSERT INTO orders (attempt_id, order_id, body) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .await?;
+    let n = client
+        .execute(&st, &[&attempt, &order.id.as_str(), &body])
+        .await?;
+    if n == 1 {
+        return Ok(InsertOrder::Inserted);
+    }
+    let st = client
+        .prepare_cached("SELECT body FROM orders WHERE attempt_id = $1")
+        .await?;
+    if let Some(row) = client.query_opt(&st, &[&attempt]).await? {
+        let at = At {
+            table: "orders",
+            key: attempt,
+        };
+        let body: String = at.get(&row, "body").map_err(Tx::Fail)?;
+        let existing: Order = at.decode(&body).map_err(Tx::Fail)?;
+        if existing.attempt_id != order.attempt_id {
+            return Err(Tx::Fail(at.corrupt("the body is another attempt's order")));
+        }
+        return Ok(InsertOrder::Existing(existing));
+    }
+    let st = client
+        .prepare_cached("SELECT attempt_id FROM orders WHERE order_id = $1")
+        .await?;
+    let other: Option<String> = match client.query_opt(&st, &[&order.id.as_str()]).await? {
+        Some(row) => row.try_get(0)?,
+        None => None,
+    };
+    Err(Tx::Fail(conflict(
+        "order",
+        order.id.as_str(),
+        format!(
+            "the id is taken by the order of attempt {}",
+            other.as_deref().unwrap_or("(gone)")
+        ),
+    )))
 }

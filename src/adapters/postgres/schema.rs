@@ -21,10 +21,12 @@ use super::tx::in_transaction;
 use crate::ports::StoreError;
 
 /// The schema version this code writes and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Migration `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: [&str; 1] = [r#"
+const MIGRATIONS: [&str; 2] = [
+    // 1: the tables of the store and the audit sink.
+    r#"
 CREATE TABLE mandates (
     id          TEXT PRIMARY KEY,
     parent_id   TEXT,
@@ -129,7 +131,21 @@ CREATE TABLE audit_head (
 );
 INSERT INTO audit_head (id, seq, hash)
     VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
-"#];
+"#,
+    // 2: fencing of idempotency leases (I13): each lease gets a token from a sequence, which
+    // never gives a value twice (not even after a rollback); and the store's outbox of audit
+    // events (I15), written in the transaction of the state change they describe and drained
+    // to the audit sink in id order.
+    r#"
+CREATE SEQUENCE lease_tokens;
+ALTER TABLE idempotency ADD COLUMN token BIGINT;
+
+CREATE TABLE audit_pending (
+    id          BIGSERIAL PRIMARY KEY,
+    body        TEXT NOT NULL
+);
+"#,
+];
 
 /// Key of the advisory lock that serialises migrations (any fixed number; `am` in ASCII).
 const MIGRATION_LOCK: i64 = 0x616d_5f6d_6967_7261;

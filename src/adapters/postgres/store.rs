@@ -11,12 +11,13 @@ use super::config::PostgresConfig;
 use super::schema::migrate;
 use super::tx::client;
 use crate::domain::{
-    ActorId, AttemptId, AttemptStatus, BuyerId, CartSnapshot, Confirmation, ContentDigest, Mandate,
-    MandateId, MandateStatus, Money, Order, Party, PaymentAttempt, SnapshotId, Suspensions, Usage,
+    ActorId, AttemptId, AttemptStatus, AuditEvent, BuyerId, CartSnapshot, Confirmation,
+    ContentDigest, Mandate, MandateId, MandateStatus, Money, Order, Party, PaymentAttempt,
+    SnapshotId, Suspensions, Usage,
 };
 use crate::ports::{
-    AttemptChange, Begin, HoldError, HoldOp, HoldRecord, HoldRequest, IdempotencyScope,
-    InsertOrder, RefundPolicy, Store, StoreError, StoredResult,
+    AttemptChange, Begin, Fence, HoldError, HoldOp, HoldRecord, HoldRequest, IdempotencyScope,
+    InsertOrder, RefundPolicy, StagedEvent, Store, StoreError, StoredResult, Write, Written,
 };
 
 /// The [`Store`] port on PostgreSQL: shared by any number of connections and processes.
@@ -25,15 +26,22 @@ use crate::ports::{
 /// windows are evaluated. Every method is one transaction (or one statement) on a connection
 /// of the pool; no lock of this process is held across an `await`.
 ///
-/// **Idempotency.** The port's idempotency methods map to transactions as follows:
-/// `begin_idempotent` inserts the record or locks the existing one (`SELECT .. FOR UPDATE`) and
-/// decides (new, replay, conflict, in flight, lease lapsed or retention ended: taken over) in
-/// one transaction, so two callers racing for one key get exactly one `Started`;
-/// `complete_idempotent` and `abandon_idempotent` are one statement each. The record and the
-/// state change it guards (an attempt, a hold) are written by separate calls of the port, so
-/// they commit separately: a crash between them leaves the record in flight until its lease
-/// lapses, and the caller that takes it over finds the state already written (an attempt id
-/// derived from the key, a `Duplicate` hold) and continues from there.
+/// **Idempotency.** `begin_idempotent` inserts the record or locks the existing one
+/// (`SELECT .. FOR UPDATE`) and decides (new, replay, conflict, in flight, lease lapsed or
+/// retention ended: taken over) in one transaction, so two callers racing for one key get
+/// exactly one `Started`; a start or takeover stores a new token from the sequence
+/// `lease_tokens`, which the returned fence carries. `complete_idempotent` and
+/// `abandon_idempotent` are one statement each, matching the record only while it is in
+/// flight under the fence's token (else `Fenced`). `change_attempt` and `place_hold` check
+/// their fences first in their own transaction and keep the records locked (`FOR SHARE`, or
+/// `FOR UPDATE` for the record the change completes) until they commit, so a takeover,
+/// completion, abandon or purge either waits for them or, having committed first, fences them
+/// out. A change that finishes a command completes its record in the same transaction as the
+/// attempt, its hold operations and its audit events.
+///
+/// **Audit outbox.** `write_audited` runs any write of the engine and stages its events in one
+/// transaction (the port's single writes share the same code, run alone); see the
+/// [module documentation](super) for how ids follow commit order.
 ///
 /// `confirmations` come back in id order, `attempts_in` by creation time then id.
 ///
@@ -209,6 +217,26 @@ impl Store for PostgresStore {
         self.change_attempt_tx(change).await
     }
 
+    async fn write_audited(
+        &self,
+        write: Write<'_>,
+        events: &[AuditEvent],
+    ) -> Result<Written, StoreError> {
+        self.write_audited_tx(write, events).await
+    }
+
+    async fn stage_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        self.stage_audit_rows(events).await
+    }
+
+    async fn staged_audit(&self, limit: usize) -> Result<Vec<StagedEvent>, StoreError> {
+        self.staged_audit_rows(limit).await
+    }
+
+    async fn ack_audit(&self, through: u64) -> Result<(), StoreError> {
+        self.ack_audit_rows(through).await
+    }
+
     async fn attempts_in(
         &self,
         statuses: &[AttemptStatus],
@@ -230,16 +258,24 @@ impl Store for PostgresStore {
 
     async fn complete_idempotent(
         &self,
-        scope: &IdempotencyScope,
+        fence: &Fence,
         result: &StoredResult,
         retain_until: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.complete_idempotent_row(scope, result, retain_until)
+        self.complete_idempotent_row(fence, result, retain_until)
             .await
     }
 
-    async fn abandon_idempotent(&self, scope: &IdempotencyScope) -> Result<(), StoreError> {
-        self.abandon_idempotent_row(scope).await
+    async fn abandon_idempotent(&self, fence: &Fence) -> Result<(), StoreError> {
+        self.abandon_idempotent_row(fence).await
+    }
+
+    async fn check_fence(&self, fence: &Fence) -> Result<(), StoreError> {
+        self.check_fence_row(fence).await
+    }
+
+    async fn purge_idempotent(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.purge_idempotent_rows(now).await
     }
 
     async fn insert_order(&self, order: &Order) -> Result<InsertOrder, StoreError> {

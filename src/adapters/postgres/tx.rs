@@ -160,6 +160,17 @@ pub(crate) fn settle<T, E: PortError>(
     }
 }
 
+/// The outcome of statements run on a connection outside an explicit transaction (each
+/// statement commits on its own): nothing to retry, a database error is classified as a
+/// single statement's is.
+pub(crate) fn once<T, E: PortError>(outcome: Result<T, Tx<E>>) -> Result<T, E> {
+    match outcome {
+        Ok(v) => Ok(v),
+        Err(Tx::Fail(e)) => Err(e),
+        Err(Tx::Pg(e)) | Err(Tx::CommitUnknown(e)) => Err(classify(e)),
+    }
+}
+
 /// Runs `$body` (a block that uses the transaction `$tx` and `?`) in a transaction of
 /// `$isolation` on a connection of `$pool`; commits when the block returns a value, rolls
 /// back on `Err`. A run that lost a deadlock or serialization race is repeated, at most

@@ -312,6 +312,9 @@ fn bump(
 /// and read back in one statement, the limits checked against them (a refusal returns an
 /// error and the caller's transaction rolls everything back), the window row written.
 pub(super) fn place(conn: &Connection, req: &HoldRequest) -> Result<Vec<Usage>, HoldError> {
+    if let Some(fence) = &req.fence {
+        super::store::check_fence_in(conn, fence)?;
+    }
     let id = req.attempt_id.as_str();
     if req.levels.len() > MAX_LEVELS {
         return Err(other(format!(

@@ -109,6 +109,20 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX audit_outbox_pending ON audit_outbox (delivered, seq);
     "#,
+    // 3: fencing of idempotency leases (a token per lease, from a counter that never goes
+    // back) and the store's outbox of audit events, written in the transaction of the state
+    // change they describe and drained to the audit sink.
+    r#"
+    ALTER TABLE idempotency ADD COLUMN token INTEGER;
+    CREATE TABLE counters (
+        name TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    );
+    CREATE TABLE audit_pending (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        body TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// Applies the connection settings, then every migration the database lacks.

@@ -9,12 +9,13 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use super::codec::{corrupt, decode, encode, nanos, sql_error, time};
 use super::{ledger, SqliteDatabase};
 use crate::domain::{
-    ActorId, AttemptId, AttemptStatus, BuyerId, CartSnapshot, Confirmation, ContentDigest, Mandate,
-    MandateId, MandateStatus, Money, Order, Party, PaymentAttempt, SnapshotId, Suspensions, Usage,
+    ActorId, AttemptId, AttemptStatus, AuditEvent, BuyerId, CartSnapshot, Confirmation,
+    ContentDigest, Mandate, MandateId, MandateStatus, Money, Order, Party, PaymentAttempt,
+    SnapshotId, Suspensions, Usage,
 };
 use crate::ports::{
-    AttemptChange, Begin, HoldError, HoldOp, HoldRecord, HoldRequest, IdempotencyScope,
-    InsertOrder, RefundPolicy, Store, StoreError, StoredResult,
+    AttemptChange, Begin, Fence, HoldError, HoldOp, HoldRecord, HoldRequest, IdempotencyScope,
+    InsertOrder, RefundPolicy, StagedEvent, Store, StoreError, StoredResult, Write, Written,
 };
 
 /// Longest chain [`Store::chain`] follows (as the memory store).
@@ -193,12 +194,43 @@ fn update_attempt_in(
 }
 
 /// Completes an idempotency record.
+/// `Ok` while `fence` holds its record (in the caller's transaction).
+pub(super) fn check_fence_in(conn: &Connection, fence: &Fence) -> Result<(), StoreError> {
+    let scope = &fence.scope;
+    let key = scope_key(scope);
+    let token = i64::try_from(fence.token).map_err(|_| StoreError::Fenced { key: key.clone() })?;
+    let held: Option<i64> = conn
+        .prepare_cached(
+            "SELECT 1 FROM idempotency WHERE actor_id = ?1 AND operation = ?2 AND key = ?3 \
+             AND state = 'in_flight' AND token = ?4",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                params![
+                    scope.actor_id.as_str(),
+                    scope.operation,
+                    scope.key.as_str(),
+                    token
+                ],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .map_err(|e| sql_error("idempotency", &key, e))?;
+    match held {
+        Some(_) => Ok(()),
+        None => Err(StoreError::Fenced { key }),
+    }
+}
+
 fn complete_in(
     conn: &Connection,
-    scope: &IdempotencyScope,
+    fence: &Fence,
     result: &StoredResult,
     retain_until: DateTime<Utc>,
 ) -> Result<(), StoreError> {
+    check_fence_in(conn, fence)?;
+    let scope = &fence.scope;
     let key = scope_key(scope);
     let body = encode("idempotency", &key, result)?;
     let until = nanos(retain_until).unwrap_or(i64::MAX);
@@ -227,41 +259,187 @@ fn complete_in(
     Ok(())
 }
 
+fn insert_mandate_in(conn: &Connection, m: &Mandate) -> Result<(), StoreError> {
+    let id = m.id().as_str();
+    let body = encode("mandates", id, &m)?;
+    let parent = m.parent_id().map(|p| p.as_str().to_string());
+    conn.prepare_cached(
+        "INSERT INTO mandates (id, parent_id, status, currency, body) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            id,
+            parent,
+            m.status().as_str(),
+            m.currency().code(),
+            body
+        ])
+    })
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            StoreError::Conflict {
+                entity: "mandate",
+                id: id.to_string(),
+                message: "the id is taken".into(),
+            }
+        } else {
+            sql_error("mandates", id, e)
+        }
+    })?;
+    Ok(())
+}
+
+fn update_mandate_in(
+    conn: &Connection,
+    m: &Mandate,
+    expected: MandateStatus,
+) -> Result<(), StoreError> {
+    let id = m.id().as_str();
+    let stored = mandate_row(conn, id)?.ok_or_else(|| StoreError::NotFound {
+        entity: "mandate",
+        id: id.to_string(),
+    })?;
+    let conflict = |message: String| StoreError::Conflict {
+        entity: "mandate",
+        id: id.to_string(),
+        message,
+    };
+    if stored.status() != expected {
+        return Err(conflict(format!(
+            "the status is {}, not {expected}",
+            stored.status()
+        )));
+    }
+    // Only the lifecycle changes: the stored scope stays.
+    let mut spec = stored.spec().clone();
+    spec.lifecycle = m.lifecycle().clone();
+    let next = Mandate::new(spec).map_err(|e| conflict(e.to_string()))?;
+    let body = encode("mandates", id, &next)?;
+    conn.prepare_cached("UPDATE mandates SET status = ?2, body = ?3 WHERE id = ?1 AND status = ?4")
+        .and_then(|mut s| s.execute(params![id, next.status().as_str(), body, expected.as_str()]))
+        .map_err(|e| sql_error("mandates", id, e))?;
+    Ok(())
+}
+
+fn insert_confirmation_in(conn: &Connection, c: &Confirmation) -> Result<(), StoreError> {
+    let id = c.id.as_str();
+    let stored: Option<String> = conn
+        .prepare_cached("SELECT body FROM confirmations WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+        .map_err(|e| sql_error("confirmations", id, e))?;
+    if let Some(body) = stored {
+        let stored: Confirmation = decode("confirmations", id, &body)?;
+        if stored == *c {
+            return Ok(());
+        }
+        return Err(StoreError::Conflict {
+            entity: "confirmation",
+            id: id.to_string(),
+            message: "another confirmation has this id".into(),
+        });
+    }
+    let body = encode("confirmations", id, &c)?;
+    conn.prepare_cached(
+        "INSERT INTO confirmations (id, buyer_id, snapshot_id, body) \
+             VALUES (?1, ?2, ?3, ?4)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            id,
+            c.buyer_id.as_str(),
+            c.snapshot_id.to_string(),
+            body
+        ])
+    })
+    .map_err(|e| sql_error("confirmations", id, e))?;
+    Ok(())
+}
+
+fn insert_attempt_in(conn: &Connection, a: &PaymentAttempt) -> Result<(), StoreError> {
+    let id = a.id.as_str();
+    let body = encode("attempts", id, &a)?;
+    let created = nanos(a.created_at)?;
+    conn.prepare_cached(
+        "INSERT INTO attempts (id, status, created_at, body) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .and_then(|mut s| s.execute(params![id, a.status.as_str(), created, body]))
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            StoreError::Conflict {
+                entity: "attempt",
+                id: id.to_string(),
+                message: "the id is taken".into(),
+            }
+        } else {
+            sql_error("attempts", id, e)
+        }
+    })?;
+    Ok(())
+}
+
+fn insert_order_in(conn: &Connection, o: &Order) -> Result<InsertOrder, StoreError> {
+    let attempt = o.attempt_id.as_str();
+    if let Some(existing) = order_row(conn, attempt)? {
+        return Ok(InsertOrder::Existing(existing));
+    }
+    let other: Option<String> = conn
+        .prepare_cached("SELECT attempt_id FROM orders WHERE order_id = ?1")
+        .and_then(|mut s| s.query_row([o.id.as_str()], |r| r.get(0)).optional())
+        .map_err(|e| sql_error("orders", o.id.as_str(), e))?;
+    if let Some(other) = other {
+        return Err(StoreError::Conflict {
+            entity: "order",
+            id: o.id.to_string(),
+            message: format!("the id is taken by the order of attempt {other}"),
+        });
+    }
+    let body = encode("orders", attempt, &o)?;
+    conn.prepare_cached("INSERT INTO orders (attempt_id, order_id, body) VALUES (?1, ?2, ?3)")
+        .and_then(|mut s| s.execute(params![attempt, o.id.as_str(), body]))
+        .map_err(|e| sql_error("orders", attempt, e))?;
+    Ok(InsertOrder::Inserted)
+}
+
+fn set_suspended_in(
+    conn: &Connection,
+    kind: &str,
+    id: &str,
+    suspended: bool,
+) -> Result<(), StoreError> {
+    let sql = if suspended {
+        "INSERT OR IGNORE INTO suspensions (kind, party_id) VALUES (?1, ?2)"
+    } else {
+        "DELETE FROM suspensions WHERE kind = ?1 AND party_id = ?2"
+    };
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute(params![kind, id]))
+        .map_err(|e| sql_error("suspensions", id, e))?;
+    Ok(())
+}
+
+/// Appends `events` to the audit outbox (in the caller's transaction).
+fn stage_in(conn: &Connection, events: &[AuditEvent]) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = conn
+        .prepare_cached("INSERT INTO audit_pending (body) VALUES (?1)")
+        .map_err(|e| sql_error("audit_pending", "insert", e))?;
+    for event in events {
+        let body = encode("audit_pending", "event", event)?;
+        stmt.execute([body])
+            .map_err(|e| sql_error("audit_pending", "insert", e))?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn insert_mandate(&self, mandate: &Mandate) -> Result<(), StoreError> {
         let m = mandate.clone();
-        self.write("mandates", move |conn| {
-            let id = m.id().as_str();
-            let body = encode("mandates", id, &m)?;
-            let parent = m.parent_id().map(|p| p.as_str().to_string());
-            conn.prepare_cached(
-                "INSERT INTO mandates (id, parent_id, status, currency, body) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    id,
-                    parent,
-                    m.status().as_str(),
-                    m.currency().code(),
-                    body
-                ])
-            })
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::Conflict {
-                        entity: "mandate",
-                        id: id.to_string(),
-                        message: "the id is taken".into(),
-                    }
-                } else {
-                    sql_error("mandates", id, e)
-                }
-            })?;
-            Ok(())
-        })
-        .await
+        self.write("mandates", move |conn| insert_mandate_in(conn, &m))
+            .await
     }
 
     async fn mandate(&self, id: &MandateId) -> Result<Option<Mandate>, StoreError> {
@@ -277,35 +455,7 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let m = mandate.clone();
         self.write("mandates", move |conn| {
-            let id = m.id().as_str();
-            let stored = mandate_row(conn, id)?.ok_or_else(|| StoreError::NotFound {
-                entity: "mandate",
-                id: id.to_string(),
-            })?;
-            let conflict = |message: String| StoreError::Conflict {
-                entity: "mandate",
-                id: id.to_string(),
-                message,
-            };
-            if stored.status() != expected {
-                return Err(conflict(format!(
-                    "the status is {}, not {expected}",
-                    stored.status()
-                )));
-            }
-            // Only the lifecycle changes: the stored scope stays.
-            let mut spec = stored.spec().clone();
-            spec.lifecycle = m.lifecycle().clone();
-            let next = Mandate::new(spec).map_err(|e| conflict(e.to_string()))?;
-            let body = encode("mandates", id, &next)?;
-            conn.prepare_cached(
-                "UPDATE mandates SET status = ?2, body = ?3 WHERE id = ?1 AND status = ?4",
-            )
-            .and_then(|mut s| {
-                s.execute(params![id, next.status().as_str(), body, expected.as_str()])
-            })
-            .map_err(|e| sql_error("mandates", id, e))?;
-            Ok(())
+            update_mandate_in(conn, &m, expected)
         })
         .await
     }
@@ -348,15 +498,7 @@ impl Store for SqliteStore {
         let (kind, id) = party(party_);
         let id = id.to_string();
         self.write("suspensions", move |conn| {
-            let sql = if suspended {
-                "INSERT OR IGNORE INTO suspensions (kind, party_id) VALUES (?1, ?2)"
-            } else {
-                "DELETE FROM suspensions WHERE kind = ?1 AND party_id = ?2"
-            };
-            conn.prepare_cached(sql)
-                .and_then(|mut s| s.execute(params![kind, id]))
-                .map_err(|e| sql_error("suspensions", &id, e))?;
-            Ok(())
+            set_suspended_in(conn, kind, &id, suspended)
         })
         .await
     }
@@ -400,37 +542,7 @@ impl Store for SqliteStore {
     async fn insert_confirmation(&self, confirmation: &Confirmation) -> Result<(), StoreError> {
         let c = confirmation.clone();
         self.write("confirmations", move |conn| {
-            let id = c.id.as_str();
-            let stored: Option<String> = conn
-                .prepare_cached("SELECT body FROM confirmations WHERE id = ?1")
-                .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
-                .map_err(|e| sql_error("confirmations", id, e))?;
-            if let Some(body) = stored {
-                let stored: Confirmation = decode("confirmations", id, &body)?;
-                if stored == c {
-                    return Ok(());
-                }
-                return Err(StoreError::Conflict {
-                    entity: "confirmation",
-                    id: id.to_string(),
-                    message: "another confirmation has this id".into(),
-                });
-            }
-            let body = encode("confirmations", id, &c)?;
-            conn.prepare_cached(
-                "INSERT INTO confirmations (id, buyer_id, snapshot_id, body) \
-                 VALUES (?1, ?2, ?3, ?4)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    id,
-                    c.buyer_id.as_str(),
-                    c.snapshot_id.to_string(),
-                    body
-                ])
-            })
-            .map_err(|e| sql_error("confirmations", id, e))?;
-            Ok(())
+            insert_confirmation_in(conn, &c)
         })
         .await
     }
@@ -545,28 +657,8 @@ impl Store for SqliteStore {
 
     async fn insert_attempt(&self, attempt: &PaymentAttempt) -> Result<(), StoreError> {
         let a = attempt.clone();
-        self.write("attempts", move |conn| {
-            let id = a.id.as_str();
-            let body = encode("attempts", id, &a)?;
-            let created = nanos(a.created_at)?;
-            conn.prepare_cached(
-                "INSERT INTO attempts (id, status, created_at, body) VALUES (?1, ?2, ?3, ?4)",
-            )
-            .and_then(|mut s| s.execute(params![id, a.status.as_str(), created, body]))
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::Conflict {
-                        entity: "attempt",
-                        id: id.to_string(),
-                        message: "the id is taken".into(),
-                    }
-                } else {
-                    sql_error("attempts", id, e)
-                }
-            })?;
-            Ok(())
-        })
-        .await
+        self.write("attempts", move |conn| insert_attempt_in(conn, &a))
+            .await
     }
 
     async fn attempt(&self, id: &AttemptId) -> Result<Option<PaymentAttempt>, StoreError> {
@@ -593,15 +685,20 @@ impl Store for SqliteStore {
         let hold_id = change.hold_id.clone();
         let ops = change.holds.to_vec();
         let completion = change.completion.cloned();
+        let fence = change.fence.cloned();
+        let events = change.events.to_vec();
         self.write("attempts", move |conn| {
+            if let Some(f) = &fence {
+                check_fence_in(conn, f)?;
+            }
             update_attempt_in(conn, &next, expected)?;
             for op in ops {
                 ledger::resolve(conn, &hold_id, op)?;
             }
             if let Some(c) = completion {
-                complete_in(conn, &c.scope, &c.result, c.retain_until)?;
+                complete_in(conn, &c.fence, &c.result, c.retain_until)?;
             }
-            Ok(())
+            stage_in(conn, &events)
         })
         .await
     }
@@ -706,13 +803,21 @@ impl Store for SqliteStore {
                 .and_then(|d| now.checked_add_signed(d))
                 .and_then(|t| t.timestamp_nanos_opt())
                 .unwrap_or(i64::MAX);
+            let token: i64 = conn
+                .prepare_cached(
+                    "INSERT INTO counters (name, value) VALUES ('lease_token', 1) \
+                     ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value",
+                )
+                .and_then(|mut s| s.query_row([], |r| r.get(0)))
+                .map_err(|e| sql_error("counters", "lease_token", e))?;
             conn.prepare_cached(
                 "INSERT INTO idempotency (actor_id, operation, key, fingerprint, state, \
-                                          lease_until, result, retain_until) \
-                 VALUES (?1, ?2, ?3, ?4, 'in_flight', ?5, NULL, NULL) \
+                                          lease_until, result, retain_until, token) \
+                 VALUES (?1, ?2, ?3, ?4, 'in_flight', ?5, NULL, NULL, ?6) \
                  ON CONFLICT (actor_id, operation, key) DO UPDATE SET \
                    fingerprint = excluded.fingerprint, state = 'in_flight', \
-                   lease_until = excluded.lease_until, result = NULL, retain_until = NULL",
+                   lease_until = excluded.lease_until, result = NULL, retain_until = NULL, \
+                   token = excluded.token",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -720,32 +825,37 @@ impl Store for SqliteStore {
                     scope.operation,
                     scope.key.as_str(),
                     fingerprint.to_string(),
-                    lease_until
+                    lease_until,
+                    token
                 ])
             })
             .map_err(|e| sql_error("idempotency", &key, e))?;
-            Ok(Begin::Started)
+            let token = u64::try_from(token)
+                .map_err(|_| corrupt("counters", "lease_token", format!("value {token}")))?;
+            Ok(Begin::Started(Fence { scope, token }))
         })
         .await
     }
 
     async fn complete_idempotent(
         &self,
-        scope: &IdempotencyScope,
+        fence: &Fence,
         result: &StoredResult,
         retain_until: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let scope = scope.clone();
+        let fence = fence.clone();
         let result = result.clone();
         self.write("idempotency", move |conn| {
-            complete_in(conn, &scope, &result, retain_until)
+            complete_in(conn, &fence, &result, retain_until)
         })
         .await
     }
 
-    async fn abandon_idempotent(&self, scope: &IdempotencyScope) -> Result<(), StoreError> {
-        let scope = scope.clone();
+    async fn abandon_idempotent(&self, fence: &Fence) -> Result<(), StoreError> {
+        let fence = fence.clone();
         self.write("idempotency", move |conn| {
+            check_fence_in(conn, &fence)?;
+            let scope = &fence.scope;
             conn.prepare_cached(
                 "DELETE FROM idempotency \
                  WHERE actor_id = ?1 AND operation = ?2 AND key = ?3 AND state = 'in_flight'",
@@ -757,39 +867,140 @@ impl Store for SqliteStore {
                     scope.key.as_str()
                 ])
             })
-            .map_err(|e| sql_error("idempotency", &scope_key(&scope), e))?;
+            .map_err(|e| sql_error("idempotency", &scope_key(scope), e))?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn write_audited(
+        &self,
+        write: Write<'_>,
+        events: &[AuditEvent],
+    ) -> Result<Written, StoreError> {
+        /// An owned copy of a [`Write`], for the connection thread.
+        enum Owned {
+            InsertMandate(Mandate),
+            UpdateMandate(Mandate, MandateStatus),
+            Suspend(&'static str, String, bool),
+            InsertConfirmation(Confirmation),
+            InsertAttempt(PaymentAttempt),
+            InsertOrder(Order),
+            Events,
+        }
+        let owned = match write {
+            Write::InsertMandate(m) => Owned::InsertMandate(m.clone()),
+            Write::UpdateMandate { mandate, expected } => {
+                Owned::UpdateMandate(mandate.clone(), expected)
+            }
+            Write::Suspend {
+                party: p,
+                suspended,
+            } => {
+                let (kind, id) = party(p);
+                Owned::Suspend(kind, id.to_string(), suspended)
+            }
+            Write::InsertConfirmation(c) => Owned::InsertConfirmation(c.clone()),
+            Write::InsertAttempt(a) => Owned::InsertAttempt(a.clone()),
+            Write::InsertOrder(o) => Owned::InsertOrder(o.clone()),
+            Write::Events => Owned::Events,
+        };
+        let events = events.to_vec();
+        self.write("audited write", move |conn| {
+            let written = match &owned {
+                Owned::InsertMandate(m) => insert_mandate_in(conn, m).map(|()| Written::Done),
+                Owned::UpdateMandate(m, expected) => {
+                    update_mandate_in(conn, m, *expected).map(|()| Written::Done)
+                }
+                Owned::Suspend(kind, id, on) => {
+                    set_suspended_in(conn, kind, id, *on).map(|()| Written::Done)
+                }
+                Owned::InsertConfirmation(c) => {
+                    insert_confirmation_in(conn, c).map(|()| Written::Done)
+                }
+                Owned::InsertAttempt(a) => insert_attempt_in(conn, a).map(|()| Written::Done),
+                Owned::InsertOrder(o) => insert_order_in(conn, o).map(Written::Order),
+                Owned::Events => Ok(Written::Done),
+            }?;
+            if !matches!(written, Written::Order(InsertOrder::Existing(_))) {
+                stage_in(conn, &events)?;
+            }
+            Ok(written)
+        })
+        .await
+    }
+
+    async fn stage_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let events = events.to_vec();
+        self.write("audit_pending", move |conn| stage_in(conn, &events))
+            .await
+    }
+
+    async fn staged_audit(&self, limit: usize) -> Result<Vec<StagedEvent>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read("audit_pending", move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT id, body FROM audit_pending ORDER BY id LIMIT ?1")
+                .map_err(|e| sql_error("audit_pending", "select", e))?;
+            let rows = stmt
+                .query_map([limit], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| sql_error("audit_pending", "select", e))?;
+            rows.into_iter()
+                .map(|(id, body)| {
+                    let key = id.to_string();
+                    let event: AuditEvent = decode("audit_pending", &key, &body)?;
+                    let id = u64::try_from(id)
+                        .map_err(|_| corrupt("audit_pending", &key, "negative id"))?;
+                    Ok(StagedEvent { id, event })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn ack_audit(&self, through: u64) -> Result<(), StoreError> {
+        let through = i64::try_from(through).unwrap_or(i64::MAX);
+        self.write("audit_pending", move |conn| {
+            conn.prepare_cached("DELETE FROM audit_pending WHERE id <= ?1")
+                .and_then(|mut s| s.execute([through]))
+                .map_err(|e| sql_error("audit_pending", "ack", e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn check_fence(&self, fence: &Fence) -> Result<(), StoreError> {
+        let fence = fence.clone();
+        self.read("idempotency", move |conn| check_fence_in(conn, &fence))
+            .await
+    }
+
+    async fn purge_idempotent(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let now_n = nanos(now)?;
+        self.write("idempotency", move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "DELETE FROM idempotency WHERE \
+                       (state = 'completed' AND retain_until <= ?1) OR \
+                       (state = 'in_flight' AND lease_until <= ?1)",
+                )
+                .and_then(|mut s| s.execute([now_n]))
+                .map_err(|e| sql_error("idempotency", "purge", e))?;
+            Ok(n as u64)
         })
         .await
     }
 
     async fn insert_order(&self, order: &Order) -> Result<InsertOrder, StoreError> {
         let o = order.clone();
-        self.write("orders", move |conn| {
-            let attempt = o.attempt_id.as_str();
-            if let Some(existing) = order_row(conn, attempt)? {
-                return Ok(InsertOrder::Existing(existing));
-            }
-            let other: Option<String> = conn
-                .prepare_cached("SELECT attempt_id FROM orders WHERE order_id = ?1")
-                .and_then(|mut s| s.query_row([o.id.as_str()], |r| r.get(0)).optional())
-                .map_err(|e| sql_error("orders", o.id.as_str(), e))?;
-            if let Some(other) = other {
-                return Err(StoreError::Conflict {
-                    entity: "order",
-                    id: o.id.to_string(),
-                    message: format!("the id is taken by the order of attempt {other}"),
-                });
-            }
-            let body = encode("orders", attempt, &o)?;
-            conn.prepare_cached(
-                "INSERT INTO orders (attempt_id, order_id, body) VALUES (?1, ?2, ?3)",
-            )
-            .and_then(|mut s| s.execute(params![attempt, o.id.as_str(), body]))
-            .map_err(|e| sql_error("orders", attempt, e))?;
-            Ok(InsertOrder::Inserted)
-        })
-        .await
+        self.write("orders", move |conn| insert_order_in(conn, &o))
+            .await
     }
 
     async fn order_for(&self, attempt_id: &AttemptId) -> Result<Option<Order>, StoreError> {

@@ -122,12 +122,13 @@ pub async fn store_attempts(store: &dyn Store) {
     );
 }
 
-/// Idempotency records (I3): `Started` for a new key; `InFlight` with the lease's remainder
-/// for the same fingerprint while the lease runs; `Conflict` naming the recorded fingerprint
-/// for another; a lapsed lease is taken over; a completed record is replayed until its
-/// retention ends, then treated as absent; `abandon` frees an in-flight key (and is a no-op
-/// otherwise); `complete` of an unknown key is `NotFound`; keys are scoped by actor and
-/// operation.
+/// Idempotency records (I3, I13): `Started` with a fence for a new key; `InFlight` with the
+/// lease's remainder for the same fingerprint while the lease runs; `Conflict` naming the
+/// recorded fingerprint for another; a lapsed lease is taken over under a new token and the
+/// old holder is fenced out of completing, abandoning or checking; a completed record is
+/// replayed until its retention ends, then treated as absent; `abandon` frees an in-flight
+/// key and refuses a fence that does not hold it; keys are scoped by actor and operation;
+/// tokens are never reused, also after an abandon.
 pub async fn store_idempotency(store: &dyn Store) {
     let tag = tag();
     let scope = |actor: &str, operation: &str| IdempotencyScope {
@@ -148,12 +149,28 @@ pub async fn store_idempotency(store: &dyn Store) {
                 .unwrap_or_else(|e| panic!("store rule begin_idempotent: {e}"))
         }
     };
+    let started = |b: Begin, rule: &str| -> Fence {
+        match b {
+            Begin::Started(fence) => fence,
+            other => panic!("store rule idempotency: {rule}: started, got {other:?}"),
+        }
+    };
+    let fenced = |r: Result<(), StoreError>, rule: &str| {
+        assert!(
+            matches!(r, Err(StoreError::Fenced { .. })),
+            "store rule fencing: {rule}: Fenced, got {r:?}"
+        );
+    };
 
+    let first = started(begin(&s, fp1, 0).await, "a new key");
     assert_eq!(
-        begin(&s, fp1, 0).await,
-        Begin::Started,
-        "store rule idempotency: a new key"
+        first.scope, s,
+        "store rule idempotency: the fence names its record"
     );
+    store
+        .check_fence(&first)
+        .await
+        .unwrap_or_else(|e| panic!("store rule fencing: the holder's fence holds: {e}"));
     match begin(&s, fp1, 10).await {
         Begin::InFlight { retry_after } => assert!(
             retry_after > StdDuration::from_secs(19) && retry_after <= StdDuration::from_secs(20),
@@ -166,27 +183,49 @@ pub async fn store_idempotency(store: &dyn Store) {
         Begin::Conflict { recorded: fp1 },
         "store rule idempotency: another fingerprint while in flight"
     );
-    assert_eq!(
+    let other_actor = started(
         begin(&scope("other-agent", "execute_payment"), fp2, 10).await,
-        Begin::Started,
-        "store rule idempotency: keys are scoped by actor"
+        "keys are scoped by actor",
     );
-    assert_eq!(
+    let other_op = started(
         begin(&scope("agent", "revoke_mandate"), fp2, 10).await,
-        Begin::Started,
-        "store rule idempotency: keys are scoped by operation"
+        "keys are scoped by operation",
     );
-    assert_eq!(
-        begin(&s, fp1, 30).await,
-        Begin::Started,
-        "store rule idempotency: a lapsed lease is taken over"
+    let second = started(begin(&s, fp1, 30).await, "a lapsed lease is taken over");
+    assert_ne!(
+        second.token, first.token,
+        "store rule fencing: a takeover gets a new token"
+    );
+    let result = StoredResult::Attempt(parse(&format!("{tag}-attempt")));
+    fenced(
+        store.check_fence(&first).await,
+        "the old holder after a takeover",
+    );
+    fenced(
+        store.complete_idempotent(&first, &result, t(3600)).await,
+        "the old holder cannot complete",
+    );
+    fenced(
+        store.abandon_idempotent(&first).await,
+        "the old holder cannot abandon",
+    );
+    let wrong_scope = Fence {
+        scope: scope("other-agent", "execute_payment"),
+        token: second.token,
+    };
+    fenced(
+        store.check_fence(&wrong_scope).await,
+        "a token holds only its own record",
     );
 
-    let result = StoredResult::Attempt(parse(&format!("{tag}-attempt")));
     store
-        .complete_idempotent(&s, &result, t(3600))
+        .complete_idempotent(&second, &result, t(3600))
         .await
         .unwrap_or_else(|e| panic!("store rule complete_idempotent: {e}"));
+    fenced(
+        store.check_fence(&second).await,
+        "a completed record holds no lease",
+    );
     assert_eq!(
         begin(&s, fp1, 40).await,
         Begin::Replay(result.clone()),
@@ -197,46 +236,239 @@ pub async fn store_idempotency(store: &dyn Store) {
         Begin::Conflict { recorded: fp1 },
         "store rule idempotency: another fingerprint after completion"
     );
-    store
-        .abandon_idempotent(&s)
-        .await
-        .unwrap_or_else(|e| panic!("store rule abandon_idempotent: {e}"));
+    fenced(
+        store.abandon_idempotent(&second).await,
+        "a completed record is not abandoned",
+    );
     assert_eq!(
         begin(&s, fp1, 3599).await,
         Begin::Replay(result),
         "store rule idempotency: kept until its retention ends (abandon only drops in-flight \
          records)"
     );
-    assert_eq!(
+    let third = started(
         begin(&s, fp2, 3600).await,
-        Begin::Started,
-        "store rule idempotency: absent once the retention ended"
+        "absent once the retention ended",
     );
     store
-        .abandon_idempotent(&s)
+        .abandon_idempotent(&third)
         .await
         .unwrap_or_else(|e| panic!("store rule abandon_idempotent: {e}"));
-    assert_eq!(
-        begin(&s, fp1, 3601).await,
-        Begin::Started,
-        "store rule idempotency: an abandoned key is free"
-    );
-    for _ in 0..2 {
-        store
-            .abandon_idempotent(&scope("nobody", "execute_payment"))
-            .await
-            .unwrap_or_else(|e| panic!("store rule abandon_idempotent: an unknown key: {e}"));
+    fenced(store.check_fence(&third).await, "an abandoned record");
+    let fourth = started(begin(&s, fp1, 3601).await, "an abandoned key is free");
+    for old in [&first, &second, &third] {
+        assert_ne!(
+            fourth.token, old.token,
+            "store rule fencing: tokens are never reused"
+        );
     }
-    not_found(
-        "complete_idempotent: an unknown key",
+    fenced(
+        store.abandon_idempotent(&third).await,
+        "the fence of an abandoned lease does not hold the key started again",
+    );
+    store
+        .check_fence(&fourth)
+        .await
+        .unwrap_or_else(|e| panic!("store rule fencing: the new holder: {e}"));
+    fenced(
+        store
+            .abandon_idempotent(&Fence {
+                scope: scope("nobody", "execute_payment"),
+                token: 1,
+            })
+            .await,
+        "an unknown key",
+    );
+    fenced(
         store
             .complete_idempotent(
-                &scope("nobody", "execute_payment"),
+                &Fence {
+                    scope: scope("nobody", "execute_payment"),
+                    token: 1,
+                },
                 &StoredResult::Done,
                 t(0),
             )
             .await,
+        "complete_idempotent: an unknown key",
     );
+    for f in [other_actor, other_op, fourth] {
+        store
+            .abandon_idempotent(&f)
+            .await
+            .unwrap_or_else(|e| panic!("store rule abandon_idempotent: {e}"));
+    }
+}
+
+/// Purge (I3): records whose lease lapsed or whose retention ended by `now` are deleted and
+/// counted; records still in force stay, and their holders' fences still hold.
+pub async fn store_purge(store: &dyn Store) {
+    let tag = tag();
+    let scope = |name: &str| IdempotencyScope {
+        actor_id: parse(&format!("{tag}-agent")),
+        operation: "execute_payment".to_string(),
+        key: parse::<IdempotencyKey>(&format!("{tag}-{name}")),
+    };
+    let fp = ContentDigest::from_bytes([7; 32]);
+    let lease = StdDuration::from_secs(30);
+    let begin = |name: &str, at: i64| {
+        let s = scope(name);
+        async move {
+            match store.begin_idempotent(&s, &fp, t(at), lease).await {
+                Ok(Begin::Started(fence)) => fence,
+                other => panic!("store rule purge: begin: {other:?}"),
+            }
+        }
+    };
+    let lapsed = begin("lapsed", 0).await;
+    let live = begin("live", 100).await;
+    let done = begin("done", 0).await;
+    let kept = begin("kept", 0).await;
+    store
+        .complete_idempotent(&done, &StoredResult::Done, t(50))
+        .await
+        .unwrap_or_else(|e| panic!("store rule purge: complete: {e}"));
+    store
+        .complete_idempotent(&kept, &StoredResult::Done, t(500))
+        .await
+        .unwrap_or_else(|e| panic!("store rule purge: complete: {e}"));
+    let purged = store
+        .purge_idempotent(t(110))
+        .await
+        .unwrap_or_else(|e| panic!("store rule purge: {e}"));
+    assert!(
+        purged >= 2,
+        "store rule purge: the lapsed and the retained-out records are deleted, got {purged}"
+    );
+    assert!(
+        matches!(
+            store.check_fence(&lapsed).await,
+            Err(StoreError::Fenced { .. })
+        ),
+        "store rule purge: a purged lease holds nothing"
+    );
+    store
+        .check_fence(&live)
+        .await
+        .unwrap_or_else(|e| panic!("store rule purge: a live lease survives: {e}"));
+    assert_eq!(
+        store
+            .begin_idempotent(&scope("kept"), &fp, t(110), lease)
+            .await
+            .ok(),
+        Some(Begin::Replay(StoredResult::Done)),
+        "store rule purge: a record within its retention is kept"
+    );
+    assert!(
+        matches!(
+            store
+                .begin_idempotent(&scope("done"), &fp, t(110), lease)
+                .await,
+            Ok(Begin::Started(_))
+        ),
+        "store rule purge: a purged key starts afresh"
+    );
+    let _ = store.abandon_idempotent(&live).await;
+}
+
+/// The audit outbox (I15): staged events come back in staging order with increasing ids; an
+/// acknowledgement drops exactly the events up to its id; an attempt change and an audited
+/// write stage their events with them, and a refused change stages nothing.
+pub async fn store_audit_outbox(store: &dyn Store) {
+    let tag = tag();
+    // Drain whatever earlier suites left.
+    loop {
+        let old = store
+            .staged_audit(1000)
+            .await
+            .unwrap_or_else(|e| panic!("store rule outbox: staged: {e}"));
+        let Some(last) = old.last() else { break };
+        store
+            .ack_audit(last.id)
+            .await
+            .unwrap_or_else(|e| panic!("store rule outbox: ack: {e}"));
+    }
+    let event = |n: u32| AuditEvent {
+        at: t(i64::from(n)),
+        kind: AuditKind::Suspension {
+            party: Party::Actor(parse(&format!("{tag}-agent-{n}"))),
+            suspended: true,
+            by: parse(&format!("{tag}-operator")),
+            reason: format!("outbox check {n}"),
+        },
+    };
+    store
+        .stage_audit(&[event(1), event(2)])
+        .await
+        .unwrap_or_else(|e| panic!("store rule outbox: stage: {e}"));
+    store
+        .stage_audit(&[event(3)])
+        .await
+        .unwrap_or_else(|e| panic!("store rule outbox: stage: {e}"));
+    let staged = store
+        .staged_audit(10)
+        .await
+        .unwrap_or_else(|e| panic!("store rule outbox: staged: {e}"));
+    assert_eq!(
+        staged.iter().map(|e| e.event.clone()).collect::<Vec<_>>(),
+        vec![event(1), event(2), event(3)],
+        "store rule outbox: staging order"
+    );
+    assert!(
+        staged.windows(2).all(|w| w[0].id < w[1].id),
+        "store rule outbox: ids increase"
+    );
+    assert_eq!(
+        store.staged_audit(1).await.ok().map(|v| v.len()),
+        Some(1),
+        "store rule outbox: the limit"
+    );
+    store
+        .ack_audit(staged[1].id)
+        .await
+        .unwrap_or_else(|e| panic!("store rule outbox: ack: {e}"));
+    let rest = store
+        .staged_audit(10)
+        .await
+        .unwrap_or_else(|e| panic!("store rule outbox: staged: {e}"));
+    assert_eq!(
+        rest.iter().map(|e| e.event.clone()).collect::<Vec<_>>(),
+        vec![event(3)],
+        "store rule outbox: an ack drops exactly the events up to its id"
+    );
+    store
+        .ack_audit(rest[0].id)
+        .await
+        .unwrap_or_else(|e| panic!("store rule outbox: ack: {e}"));
+
+    // An audited write stages its events; a refused one stages nothing.
+    let m = root(&format!("{tag}-mandate"), &Caps::default());
+    store
+        .write_audited(Write::InsertMandate(&m), &[event(4)])
+        .await
+        .unwrap_or_else(|e| panic!("store rule outbox: audited insert: {e}"));
+    assert!(
+        store
+            .write_audited(Write::InsertMandate(&m), &[event(5)])
+            .await
+            .is_err(),
+        "store rule outbox: a duplicate mandate is refused"
+    );
+    let staged = store
+        .staged_audit(10)
+        .await
+        .unwrap_or_else(|e| panic!("store rule outbox: staged: {e}"));
+    assert_eq!(
+        staged.iter().map(|e| e.event.clone()).collect::<Vec<_>>(),
+        vec![event(4)],
+        "store rule outbox: the events of a refused write are not staged"
+    );
+    if let Some(last) = staged.last() {
+        store
+            .ack_audit(last.id)
+            .await
+            .unwrap_or_else(|e| panic!("store rule outbox: ack: {e}"));
+    }
 }
 
 /// Orders (I4): one per attempt; a second insert for the attempt answers `Existing` with the

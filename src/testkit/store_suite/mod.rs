@@ -11,14 +11,14 @@ use std::time::Duration as StdDuration;
 use chrono::{DateTime, Duration, Utc};
 
 use crate::domain::{
-    examples, ActorId, AttemptEvent, AttemptId, AttemptStatus, BuyerId, CheckoutId, Confirmation,
-    ConfirmationId, ConfirmationScope, ContentDigest, CredentialRef, Currency, IdempotencyKey,
-    LifecycleEvent, LimitKind, Mandate, MandateId, MandateSpec, MandateStatus, Money, Order,
-    OrderId, Party, PaymentAction, PaymentAttempt, Usage, WindowLimit,
+    examples, ActorId, AttemptEvent, AttemptId, AttemptStatus, AuditEvent, AuditKind, BuyerId,
+    CheckoutId, Confirmation, ConfirmationId, ConfirmationScope, ContentDigest, CredentialRef,
+    Currency, IdempotencyKey, LifecycleEvent, LimitKind, Mandate, MandateId, MandateSpec,
+    MandateStatus, Money, Order, OrderId, Party, PaymentAction, PaymentAttempt, Usage, WindowLimit,
 };
 use crate::ports::{
-    Begin, HoldError, HoldRequest, HoldState, IdempotencyScope, InsertOrder, RefundPolicy, Store,
-    StoreError, StoredResult,
+    Begin, Fence, HoldError, HoldRequest, HoldState, IdempotencyScope, InsertOrder, RefundPolicy,
+    Store, StoreError, StoredResult, Write,
 };
 
 static STORE_RUN: AtomicU64 = AtomicU64::new(1);
@@ -324,6 +324,14 @@ pub async fn store_conformance(store: &dyn Store) {
     store_idempotency(store).await;
     store_orders(store).await;
     store_controls(store).await;
+}
+
+/// The checks that need a store no one else uses while they run (they purge records by time
+/// and drain the audit outbox): [`store_purge`] and [`store_audit_outbox`]. Run after, not
+/// beside, [`store_conformance`].
+pub async fn store_conformance_exclusive(store: &dyn Store) {
+    store_purge(store).await;
+    store_audit_outbox(store).await;
 }
 
 mod attempts;
