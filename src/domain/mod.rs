@@ -15,6 +15,7 @@ mod evaluate;
 pub mod examples;
 mod ids;
 mod intent;
+pub mod limits;
 mod mandate;
 mod money;
 mod request;
@@ -45,6 +46,10 @@ pub use ids::{
     ProviderRef, Region, SellerId, Sku, TaskId, Text, UpstreamCode, MAX_ID_LEN, MAX_TEXT_LEN,
 };
 pub use intent::{IntentLine, PurchaseIntent, PurchaseIntentSpec, MAX_INTENT_LINES};
+pub use limits::{
+    MAX_CHAIN_LEN, MAX_CONFIRMATIONS, MAX_EVENT_BODY_BYTES, MAX_SUSPENDED, MAX_UPSTREAM_BLOCKERS,
+    MAX_UPSTREAM_MESSAGE_LEN, MAX_WINDOWS,
+};
 pub use mandate::{
     Actor, ActorKind, Lifecycle, LifecycleError, LifecycleEvent, Mandate, MandateSpec,
     MandateStatus, MAX_LIST, MAX_WINDOW_SECONDS,
