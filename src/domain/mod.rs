@@ -12,6 +12,7 @@ mod decision;
 mod delegation;
 mod error;
 mod evaluate;
+mod event_body;
 pub mod examples;
 mod ids;
 mod intent;
@@ -40,6 +41,7 @@ pub use decision::{
 pub use delegation::{check_attenuation, widenings, DelegationError, Dimension, Widening};
 pub use error::{ValidationError, ValidationKind};
 pub use evaluate::evaluate;
+pub use event_body::{Cut, Truncation};
 pub use ids::{
     ActorId, AttemptId, BuyerId, CartId, ChannelRef, CheckoutId, ConfirmationId, CredentialRef,
     EvidenceRef, IdempotencyKey, MandateId, MarketplaceId, Mcc, MerchantId, OrderId, ProviderKey,
