@@ -14,7 +14,9 @@ use agent_mandate::domain::examples;
 use agent_mandate::domain::{
     evaluate, AuthorityDecision, CartSnapshot, CheckoutState, Confirmation, Currency,
     EvaluationDocument, LifecycleEvent, Mandate, Mcc, Money, PaymentRequest, PurchaseIntent,
-    PurchaseIntentSpec, SnapshotId, Usage,
+    PurchaseIntentSpec, SnapshotId, Usage, MAX_CHAIN_LEN, MAX_CONFIRMATIONS, MAX_INTENT_LINES,
+    MAX_ITEMS, MAX_LIST, MAX_REFS, MAX_SUSPENDED, MAX_UPSTREAM_BLOCKERS, MAX_UPSTREAM_MESSAGE_LEN,
+    MAX_WINDOWS,
 };
 use agent_mandate::json::{from_json, InputError, InputErrorKind as K};
 use serde::de::DeserializeOwned;
@@ -1070,6 +1072,156 @@ fn cases() -> Vec<Case> {
             "valid.checkout_id",
             K::MissingField,
         ),
+        // --- Limits (domain::limits): one row per limit, each naming its field.
+        case::<CheckoutState>(
+            "65 upstream blockers",
+            invalid_checkout(MAX_UPSTREAM_BLOCKERS + 1, 8),
+            "invalid.blockers",
+            K::Invalid,
+        ),
+        case::<CheckoutState>(
+            "upstream message of 257 bytes",
+            invalid_checkout(1, MAX_UPSTREAM_MESSAGE_LEN + 1),
+            "invalid.blockers[0].message",
+            K::Invalid,
+        ),
+        case::<CheckoutState>(
+            "upstream blocker with nested causes",
+            r#"{"invalid": {"checkout_id": "c_1", "blockers": [{"code": "X", "message": "x",
+                "causes": [{"code": "Y", "message": "y"}]}]}}"#,
+            "invalid.blockers[0].causes",
+            K::UnknownField,
+        ),
+        case::<EvaluationDocument>(
+            "document with 65 upstream blockers",
+            bend(&doc, |v| {
+                v["checkout"] = serde_json::from_str(&invalid_checkout(65, 8)).unwrap();
+            }),
+            "checkout.invalid.blockers",
+            K::Invalid,
+        ),
+        case::<EvaluationDocument>(
+            "chain of 17 mandates",
+            bend(&doc, |v| {
+                v["chain"] = Value::Array(vec![md.clone(); MAX_CHAIN_LEN + 1]);
+            }),
+            "chain",
+            K::Invalid,
+        ),
+        case::<EvaluationDocument>(
+            "17 usage entries",
+            bend(&doc, |v| {
+                v["usage"] = Value::Array(vec![us.clone(); MAX_CHAIN_LEN + 1]);
+            }),
+            "usage",
+            K::Invalid,
+        ),
+        case::<EvaluationDocument>(
+            "65 confirmations",
+            bend(&doc, |v| {
+                v["confirmations"] = Value::Array(vec![cf.clone(); MAX_CONFIRMATIONS + 1]);
+            }),
+            "confirmations",
+            K::Invalid,
+        ),
+        case::<EvaluationDocument>(
+            "1,001 suspended actors",
+            bend(&doc, |v| {
+                v["suspensions"]["actors"] = json!((0..=MAX_SUSPENDED)
+                    .map(|i| format!("agent_{i}"))
+                    .collect::<Vec<_>>());
+            }),
+            "suspensions.actors",
+            K::Invalid,
+        ),
+        case::<EvaluationDocument>(
+            "1,001 suspended buyers",
+            bend(&doc, |v| {
+                v["suspensions"]["buyers"] = json!((0..=MAX_SUSPENDED)
+                    .map(|i| format!("buyer_{i}"))
+                    .collect::<Vec<_>>());
+            }),
+            "suspensions.buyers",
+            K::Invalid,
+        ),
+        case::<EvaluationDocument>(
+            "document with 501 items",
+            bend(&doc, |v| {
+                let item = v["snapshot"]["items"][0].clone();
+                v["snapshot"]["items"] = Value::Array(vec![item; MAX_ITEMS + 1]);
+            }),
+            "snapshot.items",
+            K::Invalid,
+        ),
+        case::<CartSnapshot>(
+            "201 policy refs",
+            bend(&s, |v| {
+                v["policy_refs"] = json!((0..=MAX_REFS)
+                    .map(|i| format!("policy:{i}"))
+                    .collect::<Vec<_>>())
+            }),
+            "policy_refs",
+            K::Invalid,
+        ),
+        case::<Mandate>(
+            "17 budget windows",
+            bend(&md, |v| {
+                v["scope"]["budgets"]["windows"] = json!((1..=MAX_WINDOWS + 1)
+                    .map(|i| json!({"window_seconds": i * 3600, "max_count": 3}))
+                    .collect::<Vec<_>>());
+            }),
+            "scope.budgets.windows",
+            K::Invalid,
+        ),
+        case::<Usage>(
+            "17 usage windows",
+            bend(&us, |v| {
+                v["windows"] = json!((1..=MAX_WINDOWS + 1)
+                    .map(|i| json!({"window_seconds": i * 3600,
+                                    "amount": m("0.00", "EUR"), "count": 0}))
+                    .collect::<Vec<_>>());
+            }),
+            "windows",
+            K::Invalid,
+        ),
+        case::<Mandate>(
+            "1,001 allowed merchants",
+            bend(&md, |v| {
+                v["scope"]["merchants"] = json!({"allowlist": {"merchant_ids":
+                    (0..=MAX_LIST).map(|i| format!("merchant_{i}")).collect::<Vec<_>>()}});
+            }),
+            "scope.merchants.merchant_ids",
+            K::Invalid,
+        ),
+        case::<Mandate>(
+            "1,001 allowed MCCs",
+            bend(&md, |v| {
+                v["scope"]["mccs"] = json!((0..=MAX_LIST)
+                    .map(|i| format!("{i:04}"))
+                    .collect::<Vec<_>>());
+            }),
+            "scope.mccs",
+            K::Invalid,
+        ),
+        case::<Mandate>(
+            "1,001 evidence refs",
+            bend(&md, |v| {
+                v["evidence_refs"] = json!((0..=MAX_LIST)
+                    .map(|i| format!("ev:{i}"))
+                    .collect::<Vec<_>>());
+            }),
+            "evidence_refs",
+            K::Invalid,
+        ),
+        case::<PurchaseIntent>(
+            "51 intent lines",
+            bend(&it, |v| {
+                let line = v["line_items"][0].clone();
+                v["line_items"] = Value::Array(vec![line; MAX_INTENT_LINES + 1]);
+            }),
+            "line_items",
+            K::Invalid,
+        ),
     ]
 }
 
@@ -1125,6 +1277,14 @@ fn tagged_enum_cases() -> Vec<Case> {
             K::Invalid,
         ),
     ]
+}
+
+/// An invalid checkout state with `n` upstream blockers whose messages are `len` bytes.
+fn invalid_checkout(n: usize, len: usize) -> String {
+    let blockers: Vec<Value> = (0..n)
+        .map(|i| json!({"code": format!("UPSTREAM_{i}"), "message": long(len)}))
+        .collect();
+    json!({"invalid": {"checkout_id": "c_1", "blockers": blockers}}).to_string()
 }
 
 /// Every row that does not fail with its expected field path and kind.
@@ -1350,4 +1510,24 @@ fn invalid_intents_are_refused_by_the_constructor() {
             }
         }
     }
+}
+
+/// I11: an invalid checkout with thousands of upstream blockers (a 3 MB document whose
+/// decision event was 3 MB) is refused at deserialisation, naming the field, so nothing is
+/// evaluated, held or written for it.
+#[test]
+fn oversized_upstream_blockers_are_refused() {
+    let mut doc = document();
+    doc["checkout"] =
+        serde_json::from_str(&invalid_checkout(11_000, MAX_UPSTREAM_MESSAGE_LEN)).unwrap();
+    let text = doc.to_string();
+    assert!(text.len() > 3_000_000, "{} bytes", text.len());
+    let err = from_json::<EvaluationDocument>(&text).unwrap_err();
+    assert_eq!(err.field(), "checkout.invalid.blockers", "{err}");
+    assert_eq!(err.kind(), K::Invalid);
+    assert!(
+        err.message().contains("11000 entries, at most 64 allowed"),
+        "{err}"
+    );
+    assert!(serde_json::from_str::<EvaluationDocument>(&text).is_err());
 }

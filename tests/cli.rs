@@ -77,6 +77,33 @@ fn invalid_snapshot_names_the_field_and_exits_1() {
     assert!(stdout(&out).is_empty());
 }
 
+/// I11: inputs over a limit exit with the input-rejected code and name the field.
+#[test]
+fn oversized_inputs_name_the_field_and_exit_1() {
+    let doc = serde_json::to_value(examples::travel_backpack_document()).expect("json");
+    let blocker = serde_json::json!({"code": "INVENTORY_STALE", "message": "stale"});
+    let mut upstream = doc;
+    upstream["checkout"] = serde_json::json!({"invalid": {"checkout_id": "checkout_789",
+        "blockers": vec![blocker; 5000]}});
+    let mut snapshot = serde_json::to_value(examples::travel_backpack_snapshot()).expect("json");
+    snapshot["items"] = serde_json::Value::Array(vec![snapshot["items"][0].clone(); 501]);
+    for (args, input, field) in [
+        (
+            &["evaluate", "-"][..],
+            upstream.to_string(),
+            "checkout.invalid.blockers",
+        ),
+        (&["snapshot-id", "-"][..], snapshot.to_string(), "items"),
+    ] {
+        let out = run(args, Some(&input));
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.starts_with(&format!("error: {field}: ")), "{err}");
+        assert!(err.contains("at most"), "{err}");
+        assert!(stdout(&out).is_empty());
+    }
+}
+
 #[test]
 fn malformed_json_exits_1_without_panicking() {
     for input in ["", "{", "[1,2", "null", "\"text\"", "{\"merchant\": 5}"] {

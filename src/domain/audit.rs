@@ -278,7 +278,9 @@ pub enum AuditKind {
 }
 
 /// One audit event before it is chained. Its body is `{"at": <RFC 3339>, "event": {"type": ..,
-/// ..}}`.
+/// ..}}`, at most [`MAX_EVENT_BODY_BYTES`](super::MAX_EVENT_BODY_BYTES) (64 KiB) long: a
+/// larger event is written cut to fit, with a `truncated` marker in its event object
+/// ([`Truncation`](super::Truncation)), never dropped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditEvent {
@@ -291,14 +293,15 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
-    /// The event's JSON body (what the chain hashes).
+    /// The event's JSON body (what the chain hashes), bounded by
+    /// [`MAX_EVENT_BODY_BYTES`](super::MAX_EVENT_BODY_BYTES).
     pub fn to_body(&self) -> String {
         // Serialising these types cannot fail: no map with non-string keys, no failing
         // Serialize impl. Fall back to a marker rather than panic.
         let mut buf = Vec::with_capacity(768);
         match serde_json::to_writer(&mut buf, self) {
             // serde_json writes UTF-8 only.
-            Ok(()) => String::from_utf8(buf).unwrap_or_default(),
+            Ok(()) => super::event_body::bounded(String::from_utf8(buf).unwrap_or_default()),
             Err(_) => String::from("{\"event\":{\"type\":\"unserializable\"}}"),
         }
     }

@@ -8,8 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::{err, ValidationError, ValidationKind};
 
-/// Longest identifier accepted, in bytes.
-pub const MAX_ID_LEN: usize = 128;
+pub use super::limits::MAX_ID_LEN;
 
 fn check_id(text: &str) -> Result<(), ValidationKind> {
     if text.is_empty() {
@@ -252,8 +251,7 @@ impl<'de> Deserialize<'de> for Mcc {
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Text(Arc<str>);
 
-/// Longest free text accepted, in bytes.
-pub const MAX_TEXT_LEN: usize = 1024;
+pub use super::limits::MAX_TEXT_LEN;
 
 impl Text {
     /// Validates and wraps `text`.

@@ -10,8 +10,7 @@ use super::money::Money;
 use super::scope::Urgency;
 use super::snapshot::MAX_QUANTITY;
 
-/// Most lines of an intent.
-pub const MAX_INTENT_LINES: usize = 50;
+pub use super::limits::MAX_INTENT_LINES;
 
 /// One line of an intent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,10 +10,7 @@ use super::ids::{ActorId, BuyerId, EvidenceRef, MandateId, Text};
 use super::money::{Currency, Money, MoneyError};
 use super::scope::{CartBinding, ConfirmationCondition, MandateScope, MerchantScope};
 
-/// Most entries of any list in a mandate (merchants, sellers, MCCs, SKUs, windows, evidence).
-pub const MAX_LIST: usize = 1000;
-/// Longest rolling window, in seconds (ten years).
-pub const MAX_WINDOW_SECONDS: u64 = 10 * 366 * 24 * 3600;
+pub use super::limits::{MAX_LIST, MAX_WINDOWS, MAX_WINDOW_SECONDS};
 
 /// What kind of party an actor is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -216,9 +213,9 @@ pub struct MandateSpec {
 /// A validated mandate.
 ///
 /// Rules: every amount of the scope is in the scope's currency; `expires_at` after
-/// `not_before`; at least one action; lists at most 1,000 long and free of duplicates; window
-/// lengths 1 s to 10 years, each window limiting something; a mandate is not its own parent; the
-/// lifecycle timestamps match the status.
+/// `not_before`; at least one action; lists at most 1,000 long and free of duplicates; at most
+/// 16 windows ([`MAX_WINDOWS`]), each 1 s to 10 years long and limiting something; a mandate is
+/// not its own parent; the lifecycle timestamps match the status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "MandateSpec", into = "MandateSpec")]
 pub struct Mandate {
@@ -434,7 +431,7 @@ fn validate(spec: &MandateSpec) -> Result<(), ValidationError> {
     if let Some(m) = &scope.budgets.lifetime {
         same_currency("scope.budgets.lifetime", m, currency)?;
     }
-    check_len("scope.budgets.windows", &scope.budgets.windows, MAX_LIST)?;
+    check_len("scope.budgets.windows", &scope.budgets.windows, MAX_WINDOWS)?;
     for (i, w) in scope.budgets.windows.iter().enumerate() {
         let field = format!("scope.budgets.windows[{i}]");
         if w.window_seconds == 0 || w.window_seconds > MAX_WINDOW_SECONDS {

@@ -12,9 +12,11 @@ mod decision;
 mod delegation;
 mod error;
 mod evaluate;
+mod event_body;
 pub mod examples;
 mod ids;
 mod intent;
+pub mod limits;
 mod mandate;
 mod money;
 mod request;
@@ -39,12 +41,17 @@ pub use decision::{
 pub use delegation::{check_attenuation, widenings, DelegationError, Dimension, Widening};
 pub use error::{ValidationError, ValidationKind};
 pub use evaluate::evaluate;
+pub use event_body::{Cut, Truncation};
 pub use ids::{
     ActorId, AttemptId, BuyerId, CartId, ChannelRef, CheckoutId, ConfirmationId, CredentialRef,
     EvidenceRef, IdempotencyKey, MandateId, MarketplaceId, Mcc, MerchantId, OrderId, ProviderKey,
     ProviderRef, Region, SellerId, Sku, TaskId, Text, UpstreamCode, MAX_ID_LEN, MAX_TEXT_LEN,
 };
 pub use intent::{IntentLine, PurchaseIntent, PurchaseIntentSpec, MAX_INTENT_LINES};
+pub use limits::{
+    MAX_CHAIN_LEN, MAX_CONFIRMATIONS, MAX_EVENT_BODY_BYTES, MAX_SUSPENDED, MAX_UPSTREAM_BLOCKERS,
+    MAX_UPSTREAM_MESSAGE_LEN, MAX_WINDOWS,
+};
 pub use mandate::{
     Actor, ActorKind, Lifecycle, LifecycleError, LifecycleEvent, Mandate, MandateSpec,
     MandateStatus, MAX_LIST, MAX_WINDOW_SECONDS,

@@ -7,6 +7,7 @@ use super::canonical::{canonical_sha256, Canonical, Jcs, RequestDigest, Sink, Sn
 use super::checkout::CheckoutState;
 use super::confirmation::Confirmation;
 use super::ids::{ActorId, BuyerId, MandateId, MerchantId};
+use super::limits::{bounded, MAX_CHAIN_LEN, MAX_CONFIRMATIONS, MAX_SUSPENDED};
 use super::mandate::{Actor, ActorKind, Mandate};
 use super::money::{Currency, Money};
 use super::scope::{PaymentAction, Urgency};
@@ -96,11 +97,13 @@ pub enum CredentialStatus {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Suspensions {
-    /// Suspended actors: every mandate they hold or delegated from is blocked.
-    #[serde(default)]
+    /// Suspended actors: every mandate they hold or delegated from is blocked. At most
+    /// [`MAX_SUSPENDED`] when deserialised.
+    #[serde(default, deserialize_with = "bounded::<_, _, MAX_SUSPENDED>")]
     pub actors: Vec<ActorId>,
-    /// Suspended buyers: every mandate of theirs is blocked.
-    #[serde(default)]
+    /// Suspended buyers: every mandate of theirs is blocked. At most [`MAX_SUSPENDED`] when
+    /// deserialised.
+    #[serde(default, deserialize_with = "bounded::<_, _, MAX_SUSPENDED>")]
     pub buyers: Vec<BuyerId>,
 }
 
@@ -140,23 +143,28 @@ pub struct EvaluationInput<'a> {
 }
 
 /// The same inputs, owned: the JSON document of `agent-mandate evaluate`.
+///
+/// Deserialising refuses a document above the limits of [`limits`](super::limits): at most
+/// [`MAX_CHAIN_LEN`] mandates in `chain` and entries in `usage`, [`MAX_CONFIRMATIONS`]
+/// confirmations, [`MAX_SUSPENDED`] suspended actors and buyers, and the limits of every value
+/// inside (the checkout's upstream blockers, the snapshot's items).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluationDocument {
     /// See [`EvaluationInput::request`].
     pub request: PaymentRequest,
     /// See [`EvaluationInput::chain`].
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded::<_, _, MAX_CHAIN_LEN>")]
     pub chain: Vec<Mandate>,
     /// See [`EvaluationInput::snapshot`].
     pub snapshot: CartSnapshot,
     /// See [`EvaluationInput::checkout`].
     pub checkout: CheckoutState,
     /// See [`EvaluationInput::usage`].
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded::<_, _, MAX_CHAIN_LEN>")]
     pub usage: Vec<Usage>,
     /// See [`EvaluationInput::confirmations`].
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded::<_, _, MAX_CONFIRMATIONS>")]
     pub confirmations: Vec<Confirmation>,
     /// See [`EvaluationInput::suspensions`].
     #[serde(default)]

@@ -10,12 +10,7 @@ use super::ids::{
 };
 use super::money::{Currency, Money};
 
-/// Most line items a snapshot may hold.
-pub const MAX_ITEMS: usize = 500;
-/// Most fact or policy references a snapshot may hold (each list).
-pub const MAX_REFS: usize = 200;
-/// Largest quantity of one line.
-pub const MAX_QUANTITY: u32 = 1_000_000;
+pub use super::limits::{MAX_ITEMS, MAX_QUANTITY, MAX_REFS};
 
 /// The merchant of a checkout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{check_len, ValidationError};
 use super::ids::MandateId;
-use super::mandate::{Mandate, MAX_LIST};
+use super::limits::MAX_WINDOWS;
+use super::mandate::Mandate;
 use super::money::{Currency, Money};
 
 /// Held + spent and the number of payments inside one rolling window, evaluated at `now`.
@@ -121,7 +122,7 @@ impl TryFrom<UsageSpec> for Usage {
     type Error = ValidationError;
     fn try_from(s: UsageSpec) -> Result<Self, Self::Error> {
         let currency = s.spent.currency();
-        check_len("windows", &s.windows, MAX_LIST)?;
+        check_len("windows", &s.windows, MAX_WINDOWS)?;
         let mismatch = |field: String, m: &Money| {
             (m.currency() != currency).then(|| {
                 super::error::err(
