@@ -1,8 +1,9 @@
 //! Faults between the Stripe adapter and the PSP, injected by a proxy on 127.0.0.1
 //! (`common/fault_proxy.rs`): the answer delayed past the timeout or dropped after the PSP
 //! processed the request (ambiguous: reconcile via lookup finds what happened, nothing lost,
-//! nothing charged twice; I5), 500 and 429 (transient: the retry sends the same
-//! `Idempotency-Key`; I3), garbage bodies (typed errors, never a panic; I12), connection
+//! nothing charged twice; I5), a gateway's 5xx after the PSP authorized (ambiguous: the hold
+//! and the caps hold; I2, I13), 429 (transient: the retry sends the same `Idempotency-Key`;
+//! I3), garbage bodies (typed errors, never a panic; I12), connection
 //! refused (transient).
 //!
 //! Tests marked `localstripe` need `LOCALSTRIPE_URL` (`scripts/with-localstripe.sh`) and are
@@ -186,23 +187,20 @@ async fn refund_answer_dropped_then_reconciled() {
     assert_eq!(a.refunded, eur("10.00"));
 }
 
-/// localstripe: 500 then 429 before the PSP sees the authorization: transient, the attempt
-/// goes back with its hold released; each retry of the command sends the same
-/// `Idempotency-Key`; the third goes through: one PaymentIntent.
+/// localstripe: 429 twice before the PSP sees the authorization (Stripe documents a
+/// rate-limited request as not processed): transient, the attempt goes back with its hold
+/// released; each retry of the command sends the same `Idempotency-Key`; the third goes
+/// through: one PaymentIntent (I3).
 #[tokio::test]
-async fn authorize_500_and_429_retry_with_the_same_key() {
-    let Some(url) = localstripe_url("authorize_500_and_429_retry_with_the_same_key") else {
+async fn authorize_429_retries_with_the_same_key() {
+    let Some(url) = localstripe_url("authorize_429_retries_with_the_same_key") else {
         return;
     };
     let (proxy, w) = proxied(&url, Duration::from_secs(10)).await;
     let p = run_prefix("retry");
     proxy.inject(
         "POST /v1/payment_intents",
-        respond(
-            500,
-            &[],
-            r#"{"error":{"type":"api_error","message":"boom"}}"#,
-        ),
+        respond(429, &[], r#"{"error":{"type":"rate_limit_error"}}"#),
     );
     proxy.inject(
         "POST /v1/payment_intents",
@@ -252,6 +250,108 @@ async fn authorize_500_and_429_retry_with_the_same_key() {
         "only the last reached the PSP"
     );
     assert_eq!(intents_for(&url, &a.id).await, 1, "charged once");
+}
+
+/// A 502 body a gateway (not the PSP) sends.
+const BAD_GATEWAY: &[u8] = b"<html><body><h1>502 Bad Gateway</h1></body></html>";
+
+/// localstripe, adapter only (I5, I13): the PSP authorizes, a gateway in front of it
+/// answers 502. The adapter must say `Ambiguous` (the old classification said `Transient`:
+/// "nothing was processed"), and a lookup by key finds the authorization.
+#[tokio::test]
+async fn gateway_502_after_the_psp_authorized_is_ambiguous() {
+    let Some(url) = localstripe_url("gateway_502_after_the_psp_authorized_is_ambiguous") else {
+        return;
+    };
+    let proxy = FaultProxy::start(&url).await;
+    let (psp, mut request) = bare(&proxy.url).await;
+    request.key = ProviderKey::new(format!("{}-auth", run_prefix("gw502"))).expect("key");
+    proxy.inject(
+        "POST /v1/payment_intents",
+        Fault::ReplaceResponse {
+            status: 502,
+            body: BAD_GATEWAY.to_vec(),
+        },
+    );
+    let r = psp.authorize(&request).await;
+    assert!(matches!(r, Err(ProviderError::Ambiguous { .. })), "{r:?}");
+    assert!(proxy.seen()[0].forwarded, "the PSP did receive it");
+    let found = psp
+        .lookup(&Lookup::Key(request.key.clone()))
+        .await
+        .expect("lookup answers")
+        .expect("the authorization exists");
+    assert_eq!(
+        found.status,
+        agent_mandate::domain::ProviderStatus::Authorized
+    );
+    assert_eq!(found.authorized, request.amount);
+}
+
+/// localstripe, through the engine (I2, I5, I13): a mandate with a 150.00 EUR lifetime cap;
+/// the first payment of 144.00 is authorized at the PSP but a gateway answers 502. The
+/// attempt must stay `ambiguous` with its hold, so a second payment of 144.00 (which would
+/// make 288.00 authorized on a 150.00 cap) is refused for the lifetime limit and never
+/// reaches the PSP; reconcile then finds the first authorized. With the old classification
+/// the 502 released the hold and the second payment was authorized too.
+#[tokio::test]
+async fn gateway_502_after_authorization_keeps_the_hold_and_the_lifetime_cap() {
+    let Some(url) =
+        localstripe_url("gateway_502_after_authorization_keeps_the_hold_and_the_lifetime_cap")
+    else {
+        return;
+    };
+    let proxy = FaultProxy::start(&url).await;
+    let config = localstripe::config(&proxy.url)
+        .with_timeouts(Duration::from_secs(2), Duration::from_secs(10))
+        .with_max_idle_per_host(0);
+    let mut spec = common::engine::backpack_spec(false);
+    spec.scope.max_uses = None;
+    spec.scope.amount.max_payment_attempts = None;
+    spec.scope.budgets.windows[0].max_count = None;
+    assert_eq!(spec.scope.budgets.lifetime, Some(eur("150.00")));
+    let w = localstripe::stripe_world_with(&url, config, spec).await;
+    let p = run_prefix("cap502");
+    proxy.inject(
+        "POST /v1/payment_intents",
+        Fault::ReplaceResponse {
+            status: 502,
+            body: BAD_GATEWAY.to_vec(),
+        },
+    );
+    let first = w
+        .engine
+        .execute_payment(&w.execute(&format!("{p}-first"), &w.good, false))
+        .await
+        .expect("the command completes");
+    let a = first.attempt().expect("attempt").clone();
+    assert_eq!(a.status, AttemptStatus::Ambiguous, "I13: 502 is not proof");
+    assert_eq!(a.pending, Some(Operation::Authorize));
+    assert_eq!(a.request.amount, eur("144.00"));
+    assert_eq!(w.usage().await.held, eur("144.00"), "I5: the hold stays");
+
+    let posts_before = proxy.count();
+    let second = w
+        .engine
+        .execute_payment(&w.execute(&format!("{p}-second"), &w.good, false))
+        .await
+        .expect("the command completes");
+    match &second {
+        agent_mandate::engine::PaymentOutcome::Refused(decision) => assert!(
+            decision
+                .codes()
+                .contains(&agent_mandate::domain::BlockerCode::LifetimeLimitExceeded),
+            "{decision:#?}"
+        ),
+        other => panic!("I2: the second payment must be refused, got {other:#?}"),
+    }
+    assert_eq!(proxy.count(), posts_before, "I1: nothing sent for it");
+
+    let a = w.engine.reconcile(&a.id).await.expect("reconciled");
+    assert_eq!(a.status, AttemptStatus::Authorized);
+    assert_eq!(a.authorized, eur("144.00"));
+    assert_eq!(intents_for(&url, &a.id).await, 1, "charged once");
+    assert_eq!(w.usage().await.held, eur("144.00"));
 }
 
 /// localstripe: a 200 with an unreadable body on capture (answered by the proxy, so the PSP
@@ -326,6 +426,60 @@ async fn connection_refused_is_transient() {
     let r = psp
         .lookup(&Lookup::Key(ProviderKey::new("k").expect("key")))
         .await;
+    assert!(matches!(r, Err(ProviderError::Transient { .. })), "{r:?}");
+}
+
+/// No localstripe (I5, I13): a gateway's 500, 502, 503, 504 and a 409 on every call that can
+/// move money are `Ambiguous`; a 429 is `Transient`; a lookup's 502 is `Transient`.
+#[tokio::test]
+async fn gateway_errors_on_money_calls_are_ambiguous_and_429_transient() {
+    let proxy = FaultProxy::start("http://127.0.0.1:9").await;
+    let (psp, request) = bare(&proxy.url).await;
+    let reference = ProviderRef::new("pi_1").expect("ref");
+    let key = ProviderKey::new("k").expect("key");
+    for status in [500u16, 502, 503, 504, 409, 429] {
+        for _ in 0..4 {
+            proxy.inject("", respond(status, &[], "<html>gateway</html>"));
+        }
+        let results = [
+            psp.authorize(&request).await,
+            psp.capture(&CaptureRequest {
+                key: key.clone(),
+                reference: reference.clone(),
+                attempt_id: request.attempt_id.clone(),
+                amount: request.amount,
+            })
+            .await,
+            psp.void(&VoidRequest {
+                key: key.clone(),
+                reference: reference.clone(),
+                attempt_id: request.attempt_id.clone(),
+            })
+            .await,
+            psp.refund(&RefundRequest {
+                key: key.clone(),
+                reference: reference.clone(),
+                attempt_id: request.attempt_id.clone(),
+                amount: request.amount,
+            })
+            .await,
+        ];
+        for r in results {
+            if status == 429 {
+                assert!(
+                    matches!(r, Err(ProviderError::Transient { .. })),
+                    "{status}: {r:?}"
+                );
+            } else {
+                assert!(
+                    matches!(r, Err(ProviderError::Ambiguous { .. })),
+                    "{status}: {r:?}"
+                );
+            }
+        }
+    }
+    proxy.inject("", respond(502, &[], "<html>gateway</html>"));
+    let r = psp.lookup(&Lookup::Reference(reference)).await;
     assert!(matches!(r, Err(ProviderError::Transient { .. })), "{r:?}");
 }
 

@@ -91,8 +91,11 @@ pub enum ProviderError {
         /// The PSP's explanation (never a credential).
         message: String,
     },
-    /// The PSP did not process the request (connection refused before sending, 429, 5xx with
-    /// a guarantee of no effect). Safe to retry with the same key, after `retry_after` if given.
+    /// The PSP provably did not process the request: it was never sent (connection refused,
+    /// DNS failure, connect timeout), or the PSP documents the answer as "not processed" (a
+    /// 429 rate limit). The engine releases the hold on it, so never return it for an answer
+    /// that came after the request may have reached the PSP (a 5xx from a gateway, a 409):
+    /// that is `Ambiguous`. Safe to retry with the same key, after `retry_after` if given.
     #[error("the PSP is unavailable: {message}")]
     Transient {
         /// Why.
@@ -101,7 +104,8 @@ pub enum ProviderError {
         retry_after: Option<Duration>,
     },
     /// The request may or may not have taken effect (timeout after sending, connection lost
-    /// before the response). Money may have moved: never retry blindly, reconcile with
+    /// before the response, a 5xx or 409 answer, anything unexpected: the default whenever
+    /// "not processed" is not proven). Money may have moved: never retry blindly, reconcile with
     /// [`PaymentProvider::lookup`]. The engine keeps the hold (I5).
     #[error("the PSP outcome is unknown: {message}")]
     Ambiguous {
