@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agent_mandate::adapters::http::{
-    verify_signature, DeliveryError, MemoryOutbox, Outbox, SignatureError, WebhookAuditSink,
-    WebhookConfig, EVENT_HASH_HEADER, SEQ_HEADER, SIGNATURE_HEADER,
+    verify_signature, DeliveryError, DeliveryHeaders, MemoryOutbox, Outbox, SignatureError,
+    WebhookAuditSink, WebhookConfig, WebhookConfigError, EVENT_HASH_HEADER, SEQ_HEADER,
+    SIGNATURE_HEADER,
 };
 use agent_mandate::adapters::memory::{ManualClock, MemoryAuditSink};
 use agent_mandate::domain::{
@@ -42,6 +43,17 @@ struct Receiver {
     refuse: Arc<AtomicUsize>,
     /// Keep the event, then answer 500 (as if the ack was lost), this many times.
     keep_then_fail: Arc<AtomicUsize>,
+}
+
+impl Got {
+    /// The delivery's headers, as a receiver passes them to `verify_signature`.
+    fn headers(&self) -> DeliveryHeaders<'_> {
+        DeliveryHeaders {
+            signature: &self.signature,
+            seq: &self.seq,
+            event_hash: &self.hash,
+        }
+    }
 }
 
 impl Receiver {
@@ -176,8 +188,9 @@ async fn signatures_verify_and_the_chain_arrives_in_order() {
     let secret = Secret::new(SECRET);
     let mut delivered = Vec::new();
     for g in r.got() {
-        verify_signature(&secret, &g.signature, &g.body, s.clock.now(), tolerance())
+        let verified = verify_signature(&secret, &g.headers(), &g.body, s.clock.now(), tolerance())
             .expect("signature verifies");
+        assert_eq!(verified.seq.to_string(), g.seq);
         let e: ChainedEvent = serde_json::from_slice(&g.body).expect("a chained event");
         assert_eq!(e.seq.to_string(), g.seq);
         assert_eq!(e.hash.to_string(), g.hash);
@@ -215,13 +228,13 @@ async fn tampered_body_fails_verification() {
         .expect("the reason is in the body");
     tampered[at + 7] = b'9';
     assert_eq!(
-        verify_signature(&secret, &g.signature, &tampered, now, tolerance()),
+        verify_signature(&secret, &g.headers(), &tampered, now, tolerance()),
         Err(SignatureError::Mismatch)
     );
     assert_eq!(
         verify_signature(
-            &Secret::new("whsec_other"),
-            &g.signature,
+            &Secret::new("whsec_other_secret_0123"),
+            &g.headers(),
             &g.body,
             now,
             tolerance()
@@ -230,13 +243,89 @@ async fn tampered_body_fails_verification() {
     );
     let later = now + chrono::Duration::seconds(301);
     assert!(matches!(
-        verify_signature(&secret, &g.signature, &g.body, later, tolerance()),
+        verify_signature(&secret, &g.headers(), &g.body, later, tolerance()),
         Err(SignatureError::Stale { .. })
     ));
     assert!(matches!(
-        verify_signature(&secret, "v1=abcd", &g.body, now, tolerance()),
+        verify_signature(
+            &secret,
+            &DeliveryHeaders {
+                signature: "v1=abcd",
+                ..g.headers()
+            },
+            &g.body,
+            now,
+            tolerance()
+        ),
         Err(SignatureError::Malformed { field: "t" })
     ));
+}
+
+/// I9, I15: a captured delivery (event 1) replayed with a later `Agent-Mandate-Seq` (2) does
+/// not verify, so a receiver that deduplicates on the seq cannot be made to drop the real
+/// event 2. Under the former scheme the seq was not signed and the replay verified.
+#[tokio::test]
+async fn replayed_delivery_with_a_later_seq_does_not_verify() {
+    let (url, r) = receiver().await;
+    let s = setup(&url).await;
+    append(&s.sink, 1).await;
+    append(&s.sink, 2).await;
+    s.sink.deliver_pending().await.expect("delivered");
+    let got = r.got();
+    let (first, second) = (&got[0], &got[1]);
+    let secret = Secret::new(SECRET);
+    let now = s.clock.now();
+    let replay = DeliveryHeaders {
+        seq: &second.seq,
+        ..first.headers()
+    };
+    assert_eq!(
+        verify_signature(&secret, &replay, &first.body, now, tolerance()),
+        Err(SignatureError::Mismatch)
+    );
+    let replay = DeliveryHeaders {
+        seq: &second.seq,
+        event_hash: &second.hash,
+        ..first.headers()
+    };
+    assert_eq!(
+        verify_signature(&secret, &replay, &first.body, now, tolerance()),
+        Err(SignatureError::Mismatch)
+    );
+    // The real deliveries verify, each under its own seq.
+    for g in [first, second] {
+        let v =
+            verify_signature(&secret, &g.headers(), &g.body, now, tolerance()).expect("verifies");
+        assert_eq!(v.seq.to_string(), g.seq);
+    }
+}
+
+/// I10: the sink refuses an empty or short secret at construction, and the receiver's check
+/// refuses it too (anyone could sign with an empty key).
+#[tokio::test]
+async fn empty_or_short_secret_is_refused_by_the_sink_and_the_receiver() {
+    for weak in ["", "whsec_short"] {
+        assert_eq!(
+            WebhookConfig::new("http://127.0.0.1:9/hook", Secret::new(weak)).err(),
+            Some(WebhookConfigError::WeakSecret { min_bytes: 16 }),
+            "{weak:?}"
+        );
+        let headers = DeliveryHeaders {
+            signature: "t=1,v2=00",
+            seq: "1",
+            event_hash: &AuditHash::GENESIS.to_hex(),
+        };
+        assert_eq!(
+            verify_signature(
+                &Secret::new(weak),
+                &headers,
+                b"{}",
+                examples::now(),
+                tolerance()
+            ),
+            Err(SignatureError::WeakSecret { min_bytes: 16 })
+        );
+    }
 }
 
 /// The receiver is down (nothing listens), events wait in the outbox; it comes up; nothing is
@@ -438,7 +527,7 @@ async fn the_sqlite_outbox_keeps_undelivered_events_across_a_restart() {
     for g in r.got() {
         verify_signature(
             &Secret::new(SECRET),
-            &g.signature,
+            &g.headers(),
             &g.body,
             clock.now(),
             tolerance(),

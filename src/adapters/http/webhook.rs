@@ -11,18 +11,25 @@ use crate::domain::{AuditEvent, ChainedEvent};
 use crate::ports::{AuditError, AuditReceipt, AuditSink, Clock, Secret};
 
 use super::outbox::Outbox;
-use super::signature::{sign, EVENT_HASH_HEADER, SEQ_HEADER, SIGNATURE_HEADER};
+use super::signature::{sign, EVENT_HASH_HEADER, MIN_SECRET_BYTES, SEQ_HEADER, SIGNATURE_HEADER};
 
 /// Where and how to deliver. The secret is a [`Secret`]: never in `Debug`, errors or logs.
 ///
 /// ```
 /// use agent_mandate::adapters::http::WebhookConfig;
 /// use agent_mandate::ports::Secret;
-/// let config = WebhookConfig::new("https://audit.example/hooks", Secret::new("whsec_123")).unwrap();
-/// assert!(!format!("{config:?}").contains("whsec_123"));
-/// let with_token = WebhookConfig::new("https://audit.example/h?token=t0k", Secret::new("s")).unwrap();
+/// let secret = || Secret::new("whsec_0123456789abcdef");
+/// let config = WebhookConfig::new("https://audit.example/hooks", secret()).unwrap();
+/// assert!(!format!("{config:?}").contains("whsec_0123456789abcdef"));
+/// let with_token = WebhookConfig::new("https://audit.example/h?token=t0k", secret()).unwrap();
 /// assert!(!format!("{with_token:?}").contains("t0k"));
-/// assert!(WebhookConfig::new("not a url", Secret::new("s")).is_err());
+/// assert!(WebhookConfig::new("not a url", secret()).is_err());
+/// // An empty or short secret is refused.
+/// use agent_mandate::adapters::http::WebhookConfigError;
+/// assert_eq!(
+///     WebhookConfig::new("https://audit.example/hooks", Secret::new("whsec_123")).unwrap_err(),
+///     WebhookConfigError::WeakSecret { min_bytes: 16 }
+/// );
 /// ```
 #[derive(Clone)]
 pub struct WebhookConfig {
@@ -68,6 +75,13 @@ pub enum WebhookConfigError {
         /// Why.
         message: String,
     },
+    /// The secret is empty or shorter than
+    /// [`MIN_SECRET_BYTES`](super::signature::MIN_SECRET_BYTES).
+    #[error("invalid webhook configuration: secret: must be at least {min_bytes} bytes")]
+    WeakSecret {
+        /// The minimum length, in bytes.
+        min_bytes: usize,
+    },
     /// The HTTP client cannot be built.
     #[error("cannot build the HTTP client: {message}")]
     Client {
@@ -77,8 +91,9 @@ pub enum WebhookConfigError {
 }
 
 impl WebhookConfig {
-    /// Delivers to `url` (http or https) signed with `secret` (at least 16 bytes is
-    /// advisable; empty is refused). Defaults: timeout 10 s, backoff from 200 ms doubling up
+    /// Delivers to `url` (http or https) signed with `secret` (at least
+    /// [`MIN_SECRET_BYTES`](super::signature::MIN_SECRET_BYTES) bytes: an empty or shorter
+    /// secret is [`WebhookConfigError::WeakSecret`]). Defaults: timeout 10 s, backoff from 200 ms doubling up
     /// to 60 s, batches of 100, an idle check every 5 s.
     pub fn new(url: &str, secret: Secret) -> Result<WebhookConfig, WebhookConfigError> {
         let invalid = |field, message: String| WebhookConfigError::Invalid { field, message };
@@ -87,8 +102,10 @@ impl WebhookConfig {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(invalid("url", "must be http or https".into()));
         }
-        if secret.is_empty() {
-            return Err(invalid("secret", "must not be empty".into()));
+        if secret.expose().len() < MIN_SECRET_BYTES {
+            return Err(WebhookConfigError::WeakSecret {
+                min_bytes: MIN_SECRET_BYTES,
+            });
         }
         Ok(WebhookConfig {
             url,
@@ -381,7 +398,15 @@ impl WebhookAuditSink {
             message: e.to_string(),
         })?;
         let timestamp = self.clock.now().timestamp();
-        let signature = sign(&self.config.secret, timestamp, &body);
+        // The configuration refused a short secret, so signing cannot fail; a failure would
+        // still be typed, never a panic.
+        let signature =
+            sign(&self.config.secret, timestamp, seq, &event.hash, &body).map_err(|e| {
+                DeliveryError::Encode {
+                    seq,
+                    message: e.to_string(),
+                }
+            })?;
         let result = self
             .client
             .post(self.config.url.clone())
