@@ -31,6 +31,6 @@ pub use signature::{
 };
 pub use stripe::{StripeConfig, StripeConfigError, StripeProvider, STRIPE_API_VERSION};
 pub use webhook::{
-    Delivered, DeliveryError, DeliveryLoop, WebhookAuditSink, WebhookConfig, WebhookConfigError,
-    WebhookError,
+    is_permanent_refusal, DeadLetter, Delivered, DeliveryError, DeliveryLoop, WebhookAuditSink,
+    WebhookConfig, WebhookConfigError, WebhookError,
 };
