@@ -317,7 +317,10 @@ impl PaymentProvider for MyPsp {
             let backend = self.backend.lock().unwrap_or_else(|e| e.into_inner());
             let id = match lookup {
                 Lookup::Reference(r) => Some(r.as_str().to_owned()),
-                Lookup::Key(k) => backend.by_key.get(k.as_str()).cloned(),
+                // This PSP finds a payment by key directly: the submission time is not needed.
+                Lookup::Key(k) | Lookup::KeySubmitted { key: k, .. } => {
+                    backend.by_key.get(k.as_str()).cloned()
+                }
             };
             // A 404 on lookup is "no such payment": Ok(None), not an error.
             id.and_then(|id| backend.intents.get(&id).cloned())

@@ -580,8 +580,9 @@ async fn garbage_answers_never_panic() {
 }
 
 /// `lookup(Key)` claims absence only after reading the whole list: a list longer than the
-/// configured pages is `Transient`, a complete one without the key `Ok(None)`, a match is
-/// retrieved by its id.
+/// configured pages is the typed `LookupExhausted` (`Invalid`, never a `Transient` retried
+/// for ever), a complete one without the key `Ok(None)`, a match is retrieved by its id. The
+/// server has no Search API (404): asked once, remembered.
 #[tokio::test]
 async fn lookup_by_key_never_claims_an_absence_it_did_not_check() {
     let proxy = FaultProxy::start("http://127.0.0.1:9").await;
@@ -592,6 +593,10 @@ async fn lookup_by_key_never_claims_an_absence_it_did_not_check() {
         .with_lookup_pages(2);
     let psp = StripeProvider::new(config, vault, clock).expect("provider");
     let key = ProviderKey::new("wanted").expect("key");
+    proxy.inject(
+        "GET /v1/payment_intents/search",
+        respond(404, &[], r#"{"error":{"message":"Not Found"}}"#),
+    );
     let page = |has_more: bool, id: &str, k: &str| {
         respond(
             200,
@@ -604,7 +609,20 @@ async fn lookup_by_key_never_claims_an_absence_it_did_not_check() {
     proxy.inject("GET /v1/payment_intents", page(true, "pi_a", "other"));
     proxy.inject("GET /v1/payment_intents", page(true, "pi_b", "other"));
     let r = psp.lookup(&Lookup::Key(key.clone())).await;
-    assert!(matches!(r, Err(ProviderError::Transient { .. })), "{r:?}");
+    match &r {
+        Err(ProviderError::Invalid { message }) => {
+            assert!(message.contains("absence not proven"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        proxy
+            .since(0)
+            .iter()
+            .filter(|l| l.contains("/search"))
+            .count(),
+        1
+    );
 
     proxy.inject("GET /v1/payment_intents", page(true, "pi_a", "other"));
     proxy.inject("GET /v1/payment_intents", page(false, "pi_b", "other"));
@@ -635,5 +653,231 @@ async fn lookup_by_key_never_claims_an_absence_it_did_not_check() {
     assert_eq!(
         found.authorized,
         Money::from_minor(1000, Currency::EUR).expect("m")
+    );
+}
+
+// ---- Lookup by key against a small Stripe-like server (axum): search, window, bound. ----
+
+mod lookup_server {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    use axum::extract::{Path, State};
+    use axum::http::{StatusCode, Uri};
+    use serde_json::json;
+
+    /// A JSON answer (axum's `Json` is not enabled here).
+    fn answer(status: StatusCode, v: serde_json::Value) -> (StatusCode, String) {
+        (status, v.to_string())
+    }
+
+    /// The query string's pairs, percent-decoded.
+    fn query(uri: &Uri) -> HashMap<String, String> {
+        reqwest::Url::parse(&format!("http://x{uri}"))
+            .map(|u| u.query_pairs().into_owned().collect())
+            .unwrap_or_default()
+    }
+
+    /// What the server does: whether it has a Search API and the `created` filter, how many
+    /// PaymentIntents it holds (`pi_0` newest .. , each created one second before the
+    /// previous, from `newest`), and which one carries the wanted key.
+    #[derive(Clone)]
+    pub struct Server {
+        pub search: bool,
+        pub created_filter: bool,
+        pub count: i64,
+        pub newest: i64,
+        pub wanted_at: Option<i64>,
+        pub seen: Arc<Mutex<Vec<String>>>,
+    }
+
+    fn pi(s: &Server, i: i64) -> serde_json::Value {
+        let key = if Some(i) == s.wanted_at {
+            "wanted"
+        } else {
+            "other"
+        };
+        json!({"id": format!("pi_{i}"), "created": s.newest - i, "status": "requires_capture",
+               "amount": 1000, "currency": "eur", "metadata": {"agent_mandate_key": key}})
+    }
+
+    async fn search(State(s): State<Server>, uri: Uri) -> (StatusCode, String) {
+        s.seen.lock().expect("lock").push(uri.to_string());
+        if !s.search {
+            return answer(
+                StatusCode::NOT_FOUND,
+                json!({"error": {"message": "Not Found"}}),
+            );
+        }
+        let data: Vec<_> = s.wanted_at.map(|i| pi(&s, i)).into_iter().collect();
+        answer(
+            StatusCode::OK,
+            json!({"object": "search_result", "data": data, "has_more": false}),
+        )
+    }
+
+    async fn list(State(s): State<Server>, uri: Uri) -> (StatusCode, String) {
+        s.seen.lock().expect("lock").push(uri.to_string());
+        let q = query(&uri);
+        let gte = q.get("created[gte]").and_then(|v| v.parse::<i64>().ok());
+        let lte = q.get("created[lte]").and_then(|v| v.parse::<i64>().ok());
+        if (gte.is_some() || lte.is_some()) && !s.created_filter {
+            return answer(
+                StatusCode::BAD_REQUEST,
+                json!({"error": {"type": "invalid_request_error", "message": "Unexpected created"}}),
+            );
+        }
+        let start = q
+            .get("starting_after")
+            .and_then(|a| a.trim_start_matches("pi_").parse::<i64>().ok())
+            .map_or(0, |i| i + 1);
+        let all: Vec<i64> = (0..s.count)
+            .filter(|i| gte.is_none_or(|g| s.newest - i >= g))
+            .filter(|i| lte.is_none_or(|l| s.newest - i <= l))
+            .filter(|i| *i >= start)
+            .collect();
+        let data: Vec<_> = all.iter().take(100).map(|i| pi(&s, *i)).collect();
+        answer(
+            StatusCode::OK,
+            json!({"object": "list", "data": data, "has_more": all.len() > 100}),
+        )
+    }
+
+    async fn retrieve(State(s): State<Server>, Path(id): Path<String>) -> (StatusCode, String) {
+        let i = id.trim_start_matches("pi_").parse::<i64>().unwrap_or(-1);
+        answer(StatusCode::OK, pi(&s, i))
+    }
+
+    pub async fn start(s: Server) -> String {
+        let app = axum::Router::new()
+            .route("/v1/payment_intents/search", axum::routing::get(search))
+            .route("/v1/payment_intents", axum::routing::get(list))
+            .route("/v1/payment_intents/{id}", axum::routing::get(retrieve))
+            .with_state(s);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        url
+    }
+}
+
+fn lookup_psp(url: &str, pages: u32) -> StripeProvider {
+    let config = localstripe::config(url)
+        .with_lookup_pages(pages)
+        .with_lookup_skew(Duration::from_secs(60));
+    StripeProvider::new(
+        config,
+        Arc::new(MemoryVault::new()),
+        Arc::new(ManualClock::new(examples::now())),
+    )
+    .expect("provider")
+}
+
+fn server(
+    search: bool,
+    created_filter: bool,
+    count: i64,
+    wanted_at: Option<i64>,
+) -> lookup_server::Server {
+    lookup_server::Server {
+        search,
+        created_filter,
+        count,
+        newest: examples::now().timestamp(),
+        wanted_at,
+        seen: Arc::default(),
+    }
+}
+
+/// I5, I13: 1,500 PaymentIntents newer than ours (one a second), a bound of 2 pages. A lookup
+/// by key alone reads the bound and gives up with the typed `LookupExhausted` (`Invalid`),
+/// never an endless `Transient`; with the submission time the list is windowed
+/// (`created[gte]`/`created[lte]` around it, skew 60 s, request timeout 10 s) and finds it in
+/// one page; the Search API, where the server has it, finds it without any list.
+#[tokio::test]
+async fn lookup_by_key_is_windowed_around_the_submission_and_bounded() {
+    let submitted_at = examples::now() - chrono::Duration::seconds(1_500);
+    let key = ProviderKey::new("wanted").expect("key");
+    let by_time = Lookup::KeySubmitted {
+        key: key.clone(),
+        submitted_at,
+    };
+
+    // No Search API (asked once), but the `created` filter.
+    let s = server(false, true, 2_000, Some(1_500));
+    let seen = s.seen.clone();
+    let psp = lookup_psp(&lookup_server::start(s).await, 2);
+    let r = psp.lookup(&Lookup::Key(key.clone())).await;
+    assert!(
+        matches!(&r, Err(ProviderError::Invalid { message }) if message.contains("absence not proven")),
+        "{r:?}"
+    );
+    let found = psp.lookup(&by_time).await.expect("answers").expect("found");
+    assert_eq!(
+        found.reference.as_ref().map(|r| r.as_str()),
+        Some("pi_1500")
+    );
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(
+        seen.iter().filter(|u| u.contains("/search")).count(),
+        1,
+        "{seen:?}"
+    );
+    let windowed = seen.last().expect("the windowed list");
+    let (at, lo, hi) = (
+        submitted_at.timestamp(),
+        submitted_at.timestamp() - 60,
+        submitted_at.timestamp() + 71,
+    );
+    assert!(
+        windowed.contains(&format!("created%5Bgte%5D={lo}"))
+            && windowed.contains(&format!("created%5Blte%5D={hi}")),
+        "window around {at}: {windowed}"
+    );
+    // Absent within the window: `Ok(None)`, read in one page.
+    let elsewhere = Lookup::KeySubmitted {
+        key: ProviderKey::new("missing").expect("key"),
+        submitted_at,
+    };
+    assert_eq!(psp.lookup(&elsewhere).await, Ok(None));
+
+    // A server without the `created` filter (400, remembered): unfiltered, so bounded.
+    let s = server(false, false, 2_000, Some(1_500));
+    let seen = s.seen.clone();
+    let psp = lookup_psp(&lookup_server::start(s).await, 2);
+    let r = psp.lookup(&by_time).await;
+    assert!(matches!(r, Err(ProviderError::Invalid { .. })), "{r:?}");
+    let r = psp.lookup(&by_time).await;
+    assert!(matches!(r, Err(ProviderError::Invalid { .. })), "{r:?}");
+    let filtered = seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|u| u.contains("created"))
+        .count();
+    assert_eq!(filtered, 1, "the refused filter is not sent again");
+
+    // With the Search API: found without listing.
+    let s = server(true, true, 2_000, Some(1_500));
+    let seen = s.seen.clone();
+    let psp = lookup_psp(&lookup_server::start(s).await, 1);
+    let found = psp
+        .lookup(&Lookup::Key(key))
+        .await
+        .expect("answers")
+        .expect("found");
+    assert_eq!(
+        found.reference.as_ref().map(|r| r.as_str()),
+        Some("pi_1500")
+    );
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(
+        seen[0].contains("query=metadata%5B%27agent_mandate_key%27%5D%3A%27wanted%27"),
+        "{seen:?}"
     );
 }

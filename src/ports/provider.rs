@@ -4,6 +4,7 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
@@ -77,6 +78,27 @@ pub enum Lookup {
     Reference(ProviderRef),
     /// By the idempotency key of its authorization (when the response was lost).
     Key(ProviderKey),
+    /// By the idempotency key of its authorization, with the time the authorization with
+    /// this key was last sent (by the caller's clock). An adapter whose PSP cannot find a
+    /// payment by key directly may use the time to bound its search (the Stripe adapter lists
+    /// only the PaymentIntents created in a window around it); any adapter may treat it
+    /// exactly like [`Lookup::Key`].
+    KeySubmitted {
+        /// The authorization's idempotency key.
+        key: ProviderKey,
+        /// When the authorization with this key was last sent.
+        submitted_at: DateTime<Utc>,
+    },
+}
+
+impl Lookup {
+    /// The authorization key, for the two lookups by key.
+    pub fn key(&self) -> Option<&ProviderKey> {
+        match self {
+            Lookup::Reference(_) => None,
+            Lookup::Key(key) | Lookup::KeySubmitted { key, .. } => Some(key),
+        }
+    }
 }
 
 /// A PSP call that did not produce a report. A decline is not an error: it is an `Ok` report

@@ -170,7 +170,7 @@ impl State {
     fn find(&self, lookup: &Lookup) -> Option<ProviderReport> {
         let idx = match lookup {
             Lookup::Reference(r) => self.by_ref.get(r),
-            Lookup::Key(k) => self.by_auth_key.get(k),
+            Lookup::Key(k) | Lookup::KeySubmitted { key: k, .. } => self.by_auth_key.get(k),
         };
         idx.and_then(|&i| self.payments.get(i)).map(Payment::report)
     }

@@ -199,7 +199,9 @@ impl PaymentProvider for JournalPsp {
         let s = self.state.lock().unwrap();
         let reference = match lookup {
             Lookup::Reference(r) => Some(r.as_str().to_string()),
-            Lookup::Key(k) => s.by_key.get(k.as_str()).cloned(),
+            Lookup::Key(k) | Lookup::KeySubmitted { key: k, .. } => {
+                s.by_key.get(k.as_str()).cloned()
+            }
         };
         Ok(reference
             .and_then(|r| s.payments.get(&r))

@@ -21,6 +21,7 @@
 //! | 1xx / 3xx (not followed), any other status | `Ambiguous` | `Transient` |
 //! | connection refused, DNS failure, connect timeout (nothing sent) | `Transient` | `Transient` |
 //! | timeout or connection lost after the request was sent | `Ambiguous` | `Transient` |
+//! | a lookup by key that reads its page bound without an answer | - | `Invalid` ([`StripeError::LookupExhausted`]) |
 //! | 2xx with an unreadable body, a body over 1 MiB | `Ambiguous` ([`StripeError::MalformedBody`] with the status) | `Transient` |
 //!
 //! An `idempotency_error` (Stripe: the key was already used with other parameters) says a
@@ -167,6 +168,18 @@ pub enum StripeError {
         /// Why.
         message: String,
     },
+    /// A lookup by key read its page bound ([`super::StripeConfig::with_lookup_pages`])
+    /// without finding the key or the end of the list: neither presence nor absence is
+    /// proven, and asking again reads the same pages. `Invalid` (so the engine does not
+    /// retry for ever; the attempt stays `ambiguous` with its hold until an operator resolves
+    /// it, by reference or with a larger bound or narrower window).
+    #[error("lookup by key: not found in {pages} pages of 100 PaymentIntents{}, and the list goes on; absence not proven", window.map(|(gte, lte)| format!(" created {gte}..={lte}")).unwrap_or_default())]
+    LookupExhausted {
+        /// The page bound.
+        pages: u32,
+        /// The `created` window listed (unix seconds, inclusive), if the list was windowed.
+        window: Option<(i64, i64)>,
+    },
     /// The vault could not be reached to resolve the credential. Nothing was sent:
     /// `Transient`.
     #[error("{call}: the vault is unavailable: {message}")]
@@ -182,9 +195,9 @@ impl From<StripeError> for ProviderError {
     fn from(e: StripeError) -> ProviderError {
         let message = e.to_string();
         match e {
-            StripeError::Refused { .. } | StripeError::Request { .. } => {
-                ProviderError::Invalid { message }
-            }
+            StripeError::Refused { .. }
+            | StripeError::Request { .. }
+            | StripeError::LookupExhausted { .. } => ProviderError::Invalid { message },
             StripeError::Unavailable { retry_after, .. } => ProviderError::Transient {
                 message,
                 retry_after,
