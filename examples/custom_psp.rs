@@ -19,15 +19,14 @@
 //!    | what happened | error | the engine |
 //!    |---|---|---|
 //!    | 400, 402 without a payment, 404, 422: malformed or impossible | `Invalid` | gives up (definitive) |
-//!    | connection refused, 409 (same key in flight), 429, 503: nothing was processed | `Transient` | retries with the same key |
-//!    | timeout after sending, connection lost, 500: maybe processed | `Ambiguous` | keeps the hold and reconciles with `lookup` |
-//!
-//!    A PSP that deduplicates retries by idempotency key (Stripe keeps keys 24 hours) makes
-//!    every 5xx safe to retry with the same key: the Stripe adapter (`adapters::http`,
-//!    feature `http`) classifies 5xx as `Transient`. This imitation promises no such thing
-//!    for a 500, so it says `Ambiguous`: when in doubt, ambiguous is the safe side.
+//!    | connection refused (nothing sent), 429 (documented as not processed) | `Transient` | releases the hold; retries with the same key |
+//!    | any 5xx (a gateway may answer 502 after the PSP authorized), 409 (same key in flight), timeout after sending, connection lost, anything unexpected: maybe processed | `Ambiguous` | keeps the hold and reconciles with `lookup` |
 //!    | vault: unknown or unusable credential | `Invalid` | gives up |
 //!    | vault unavailable (nothing sent) | `Transient` | retries |
+//!
+//!    Ambiguous is the default. `Transient` makes the engine release the budget hold, so a
+//!    second payment may spend it: say `Transient` only when nothing can have been processed
+//!    (the same rule as the Stripe adapter, `adapters::http::classify`, feature `http`).
 //!
 //! 6. **Run `payment_provider_conformance`** against it (here against an in-process imitation of
 //!    a PSP; in CI, against the PSP's sandbox with a `key_prefix` unique to the run), with
@@ -230,12 +229,15 @@ fn report(pi: WireIntent) -> Result<ProviderReport, ProviderError> {
 fn classify(error: WireError) -> ProviderError {
     match error {
         WireError::Http { status, message } => match status {
-            409 | 429 | 503 => ProviderError::Transient {
+            // Documented by the PSP as not processed.
+            429 => ProviderError::Transient {
                 message,
                 retry_after: None,
             },
-            500..=599 => ProviderError::Ambiguous { message },
-            _ => ProviderError::Invalid { message },
+            // Refused before processing: malformed or impossible.
+            400..=499 if status != 408 && status != 409 => ProviderError::Invalid { message },
+            // 5xx, 408, 409 and anything unexpected: maybe processed.
+            _ => ProviderError::Ambiguous { message },
         },
         WireError::TimedOutAfterSending => ProviderError::Ambiguous {
             message: "timed out after sending".into(),
@@ -322,6 +324,7 @@ impl PaymentProvider for MyPsp {
             let backend = self.backend.lock().unwrap_or_else(|e| e.into_inner());
             let id = match lookup {
                 Lookup::Reference(r) => Some(r.as_str().to_owned()),
+                // This PSP finds a payment by key directly: the submission time is not needed.
                 Lookup::Key(k) | Lookup::KeySubmitted { key: k, .. } => {
                     backend.by_key.get(k.as_str()).cloned()
                 }
@@ -392,6 +395,8 @@ fn main() {
             http(400, "payment_intent_unexpected_state"),
             http(429, "rate_limited"),
             http(500, "api_error"),
+            http(502, "bad_gateway"),
+            http(409, "idempotency_key_in_use"),
             WireError::TimedOutAfterSending,
         ] {
             let shown = format!("{error:?}");

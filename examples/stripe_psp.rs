@@ -41,7 +41,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let api_key = Secret::new(key.clone().unwrap_or_else(|| "sk_test_localstripe".into()));
 
     // 1. Configuration: base URL, key, timeouts. A connect failure is Transient (nothing was
-    //    sent); past the request timeout the outcome is Ambiguous (reconcile with lookup).
+    //    sent); past the request timeout, and on any 5xx or 409 of a call that can move
+    //    money, the outcome is Ambiguous (the hold is kept; reconcile with lookup). Only a
+    //    429 (documented as not processed) is Transient among the PSP's answers.
     let config = StripeConfig::new(&base, api_key)?
         .with_timeouts(Duration::from_secs(3), Duration::from_secs(30));
     println!("config: {config:?}");

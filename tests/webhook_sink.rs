@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agent_mandate::adapters::http::{
-    verify_signature, DeliveryError, MemoryOutbox, Outbox, SignatureError, WebhookAuditSink,
-    WebhookConfig, EVENT_HASH_HEADER, SEQ_HEADER, SIGNATURE_HEADER,
+    verify_signature, DeliveryError, DeliveryHeaders, MemoryOutbox, Outbox, SignatureError,
+    WebhookAuditSink, WebhookConfig, WebhookConfigError, EVENT_HASH_HEADER, SEQ_HEADER,
+    SIGNATURE_HEADER,
 };
 use agent_mandate::adapters::memory::{ManualClock, MemoryAuditSink};
 use agent_mandate::domain::{
@@ -42,6 +43,21 @@ struct Receiver {
     refuse: Arc<AtomicUsize>,
     /// Keep the event, then answer 500 (as if the ack was lost), this many times.
     keep_then_fail: Arc<AtomicUsize>,
+    /// Answer this status, forever, to the event with this seq (without keeping it).
+    refuse_seq: Arc<Mutex<Option<(String, StatusCode)>>>,
+    /// How many times `refuse_seq` was answered.
+    refused: Arc<AtomicUsize>,
+}
+
+impl Got {
+    /// The delivery's headers, as a receiver passes them to `verify_signature`.
+    fn headers(&self) -> DeliveryHeaders<'_> {
+        DeliveryHeaders {
+            signature: &self.signature,
+            seq: &self.seq,
+            event_hash: &self.hash,
+        }
+    }
 }
 
 impl Receiver {
@@ -66,6 +82,13 @@ fn take(counter: &AtomicUsize) -> bool {
 async fn hook(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
     if take(&r.refuse) {
         return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    let refuse = r.refuse_seq.lock().expect("lock").clone();
+    if let Some((seq, status)) = refuse {
+        if headers.get(SEQ_HEADER).and_then(|v| v.to_str().ok()) == Some(seq.as_str()) {
+            r.refused.fetch_add(1, Ordering::SeqCst);
+            return status;
+        }
     }
     let header = |name: &str| {
         headers
@@ -176,8 +199,9 @@ async fn signatures_verify_and_the_chain_arrives_in_order() {
     let secret = Secret::new(SECRET);
     let mut delivered = Vec::new();
     for g in r.got() {
-        verify_signature(&secret, &g.signature, &g.body, s.clock.now(), tolerance())
+        let verified = verify_signature(&secret, &g.headers(), &g.body, s.clock.now(), tolerance())
             .expect("signature verifies");
+        assert_eq!(verified.seq.to_string(), g.seq);
         let e: ChainedEvent = serde_json::from_slice(&g.body).expect("a chained event");
         assert_eq!(e.seq.to_string(), g.seq);
         assert_eq!(e.hash.to_string(), g.hash);
@@ -215,13 +239,13 @@ async fn tampered_body_fails_verification() {
         .expect("the reason is in the body");
     tampered[at + 7] = b'9';
     assert_eq!(
-        verify_signature(&secret, &g.signature, &tampered, now, tolerance()),
+        verify_signature(&secret, &g.headers(), &tampered, now, tolerance()),
         Err(SignatureError::Mismatch)
     );
     assert_eq!(
         verify_signature(
-            &Secret::new("whsec_other"),
-            &g.signature,
+            &Secret::new("whsec_other_secret_0123"),
+            &g.headers(),
             &g.body,
             now,
             tolerance()
@@ -230,13 +254,89 @@ async fn tampered_body_fails_verification() {
     );
     let later = now + chrono::Duration::seconds(301);
     assert!(matches!(
-        verify_signature(&secret, &g.signature, &g.body, later, tolerance()),
+        verify_signature(&secret, &g.headers(), &g.body, later, tolerance()),
         Err(SignatureError::Stale { .. })
     ));
     assert!(matches!(
-        verify_signature(&secret, "v1=abcd", &g.body, now, tolerance()),
+        verify_signature(
+            &secret,
+            &DeliveryHeaders {
+                signature: "v1=abcd",
+                ..g.headers()
+            },
+            &g.body,
+            now,
+            tolerance()
+        ),
         Err(SignatureError::Malformed { field: "t" })
     ));
+}
+
+/// I9, I15: a captured delivery (event 1) replayed with a later `Agent-Mandate-Seq` (2) does
+/// not verify, so a receiver that deduplicates on the seq cannot be made to drop the real
+/// event 2. Under the former scheme the seq was not signed and the replay verified.
+#[tokio::test]
+async fn replayed_delivery_with_a_later_seq_does_not_verify() {
+    let (url, r) = receiver().await;
+    let s = setup(&url).await;
+    append(&s.sink, 1).await;
+    append(&s.sink, 2).await;
+    s.sink.deliver_pending().await.expect("delivered");
+    let got = r.got();
+    let (first, second) = (&got[0], &got[1]);
+    let secret = Secret::new(SECRET);
+    let now = s.clock.now();
+    let replay = DeliveryHeaders {
+        seq: &second.seq,
+        ..first.headers()
+    };
+    assert_eq!(
+        verify_signature(&secret, &replay, &first.body, now, tolerance()),
+        Err(SignatureError::Mismatch)
+    );
+    let replay = DeliveryHeaders {
+        seq: &second.seq,
+        event_hash: &second.hash,
+        ..first.headers()
+    };
+    assert_eq!(
+        verify_signature(&secret, &replay, &first.body, now, tolerance()),
+        Err(SignatureError::Mismatch)
+    );
+    // The real deliveries verify, each under its own seq.
+    for g in [first, second] {
+        let v =
+            verify_signature(&secret, &g.headers(), &g.body, now, tolerance()).expect("verifies");
+        assert_eq!(v.seq.to_string(), g.seq);
+    }
+}
+
+/// I10: the sink refuses an empty or short secret at construction, and the receiver's check
+/// refuses it too (anyone could sign with an empty key).
+#[tokio::test]
+async fn empty_or_short_secret_is_refused_by_the_sink_and_the_receiver() {
+    for weak in ["", "whsec_short"] {
+        assert_eq!(
+            WebhookConfig::new("http://127.0.0.1:9/hook", Secret::new(weak)).err(),
+            Some(WebhookConfigError::WeakSecret { min_bytes: 16 }),
+            "{weak:?}"
+        );
+        let headers = DeliveryHeaders {
+            signature: "t=1,v2=00",
+            seq: "1",
+            event_hash: &AuditHash::GENESIS.to_hex(),
+        };
+        assert_eq!(
+            verify_signature(
+                &Secret::new(weak),
+                &headers,
+                b"{}",
+                examples::now(),
+                tolerance()
+            ),
+            Err(SignatureError::WeakSecret { min_bytes: 16 })
+        );
+    }
 }
 
 /// The receiver is down (nothing listens), events wait in the outbox; it comes up; nothing is
@@ -438,7 +538,7 @@ async fn the_sqlite_outbox_keeps_undelivered_events_across_a_restart() {
     for g in r.got() {
         verify_signature(
             &Secret::new(SECRET),
-            &g.signature,
+            &g.headers(),
             &g.body,
             clock.now(),
             tolerance(),
@@ -469,4 +569,132 @@ async fn outboxes_pass_the_outbox_suite() {
         let db = SqliteDatabase::open(SqliteConfig::in_memory()).expect("open");
         agent_mandate::testkit::outbox_conformance(&db.outbox()).await;
     }
+}
+
+/// I15, I9: the receiver answers 413 (too large) to event 2, forever. Before, delivery in
+/// strict order held every later event back behind it, forever. Now, after the configured
+/// number of permanent refusals, event 2 is dead-lettered: a `webhook_dead_lettered` marker
+/// naming it is appended to the trail (and delivered), events 3 and 4 are delivered, the
+/// outbox keeps event 2 among its dead letters, the sink reports it, and the chain of record
+/// (with the marker) verifies.
+async fn refused_event_is_dead_lettered_and_later_events_are_delivered(outbox: Arc<dyn Outbox>) {
+    let (url, r) = receiver().await;
+    *r.refuse_seq.lock().expect("lock") = Some(("2".into(), StatusCode::PAYLOAD_TOO_LARGE));
+    let inner = Arc::new(MemoryAuditSink::new());
+    let clock = Arc::new(ManualClock::new(examples::now()));
+    let sink = WebhookAuditSink::new(
+        inner.clone(),
+        outbox.clone(),
+        config(&url).with_dead_letter_after(3),
+        clock.clone(),
+    )
+    .await
+    .expect("sink");
+    for n in 1..=4 {
+        append(&sink, n).await;
+    }
+    let done = sink.flush(10).await.expect("flushed");
+    assert_eq!(done.dead_lettered, 1);
+    assert_eq!(
+        r.refused.load(Ordering::SeqCst),
+        3,
+        "refused 3 times, then given up"
+    );
+    assert_eq!(
+        r.seqs(),
+        vec![1, 3, 4, 5],
+        "the later events and the marker arrive"
+    );
+    let marker = inner.events().pop().expect("the marker");
+    assert_eq!(marker.seq, 5);
+    let dead = inner.events()[1].clone();
+    assert_eq!(dead.seq, 2);
+    assert_eq!(
+        marker.event().expect("an audit event").kind,
+        AuditKind::WebhookDeadLettered {
+            seq: 2,
+            event_hash: dead.hash,
+            status: 413,
+            refusals: 3,
+        }
+    );
+    assert!(
+        marker.body.contains("\"type\":\"webhook_dead_lettered\""),
+        "{}",
+        marker.body
+    );
+    assert!(!marker.body.contains(SECRET) && !marker.body.contains(&url));
+    assert_eq!(
+        outbox.dead_lettered(10).await.expect("dead letters"),
+        vec![dead.clone()],
+        "the outbox keeps the dead-lettered event"
+    );
+    assert!(outbox.pending(10).await.expect("pending").is_empty());
+    let reported = sink.dead_letters();
+    assert_eq!(reported.len(), 1);
+    assert_eq!(
+        (
+            reported[0].seq,
+            reported[0].status,
+            reported[0].refusals,
+            reported[0].marker_seq
+        ),
+        (2, 413, 3, 5)
+    );
+    assert_eq!(sink.verify().await.expect("verify").map(|h| h.seq), Some(5));
+    verify_chain(&inner.events(), 1, AuditHash::GENESIS).expect("the chain verifies");
+    // A later recovery does not bring the dead letter back.
+    assert_eq!(sink.recover().await.expect("recover"), 0);
+    assert!(outbox.pending(10).await.expect("pending").is_empty());
+}
+
+#[tokio::test]
+async fn refused_event_is_dead_lettered_and_later_events_are_delivered_memory() {
+    refused_event_is_dead_lettered_and_later_events_are_delivered(Arc::new(MemoryOutbox::new()))
+        .await;
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn refused_event_is_dead_lettered_and_later_events_are_delivered_sqlite() {
+    use agent_mandate::adapters::sqlite::{SqliteConfig, SqliteDatabase};
+    let db = SqliteDatabase::open(SqliteConfig::in_memory()).expect("open");
+    refused_event_is_dead_lettered_and_later_events_are_delivered(Arc::new(db.outbox())).await;
+}
+
+/// 408, 429, 5xx and the endpoint's own errors (401, 403, 404) are not permanent: the event
+/// waits (and every later one behind it) however often it is refused.
+#[tokio::test]
+async fn only_permanent_refusals_dead_letter() {
+    use agent_mandate::adapters::http::is_permanent_refusal;
+    for status in [401, 403, 404, 408, 429, 500, 502, 503] {
+        assert!(!is_permanent_refusal(status), "{status}");
+    }
+    for status in [400, 409, 413, 415, 422] {
+        assert!(is_permanent_refusal(status), "{status}");
+    }
+    let (url, r) = receiver().await;
+    *r.refuse_seq.lock().expect("lock") = Some(("1".into(), StatusCode::TOO_MANY_REQUESTS));
+    let inner = Arc::new(MemoryAuditSink::new());
+    let clock = Arc::new(ManualClock::new(examples::now()));
+    let sink = WebhookAuditSink::new(
+        inner.clone(),
+        Arc::new(MemoryOutbox::new()),
+        config(&url).with_dead_letter_after(1),
+        clock,
+    )
+    .await
+    .expect("sink");
+    append(&sink, 1).await;
+    append(&sink, 2).await;
+    assert!(matches!(
+        sink.flush(4).await,
+        Err(DeliveryError::Rejected {
+            seq: 1,
+            status: 429
+        })
+    ));
+    assert!(r.seqs().is_empty());
+    assert!(sink.dead_letters().is_empty());
+    assert_eq!(inner.events().len(), 2, "no marker");
 }

@@ -266,6 +266,20 @@ pub enum AuditKind {
         /// How many.
         count: u32,
     },
+    /// The webhook delivery gave up on an event the receiver refused permanently (a 4xx
+    /// that says the event itself is unacceptable, such as 413), so the events after it are
+    /// delivered. The event stays in the trail of record and in the outbox's dead letters;
+    /// this marker is delivered like any other event. Carries no URL and no secret.
+    WebhookDeadLettered {
+        /// The sequence number of the event that was not delivered.
+        seq: u64,
+        /// Its chain hash.
+        event_hash: AuditHash,
+        /// The receiver's last HTTP status for it.
+        status: u16,
+        /// How many permanent refusals it got.
+        refusals: u32,
+    },
     /// A command was answered from its idempotency record.
     Replay {
         /// The command.

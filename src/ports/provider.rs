@@ -4,6 +4,7 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
@@ -77,15 +78,27 @@ pub enum Lookup {
     Reference(ProviderRef),
     /// By the idempotency key of its authorization (when the response was lost).
     Key(ProviderKey),
-    /// By the idempotency key of its authorization and the time it was submitted, so an
-    /// adapter can bound its search to payments created around then. Adapters without such
-    /// an index may treat it as [`Lookup::Key`].
+    /// By the idempotency key of its authorization, with the time the authorization with
+    /// this key was last sent (by the caller's clock). An adapter whose PSP cannot find a
+    /// payment by key directly may use the time to bound its search (the Stripe adapter lists
+    /// only the PaymentIntents created in a window around it); any adapter may treat it
+    /// exactly like [`Lookup::Key`].
     KeySubmitted {
-        /// The authorization's key.
+        /// The authorization's idempotency key.
         key: ProviderKey,
-        /// When the engine submitted it (its clock).
-        submitted_at: chrono::DateTime<chrono::Utc>,
+        /// When the authorization with this key was last sent.
+        submitted_at: DateTime<Utc>,
     },
+}
+
+impl Lookup {
+    /// The authorization key, for the two lookups by key.
+    pub fn key(&self) -> Option<&ProviderKey> {
+        match self {
+            Lookup::Reference(_) => None,
+            Lookup::Key(key) | Lookup::KeySubmitted { key, .. } => Some(key),
+        }
+    }
 }
 
 /// A PSP call that did not produce a report. A decline is not an error: it is an `Ok` report
@@ -100,8 +113,11 @@ pub enum ProviderError {
         /// The PSP's explanation (never a credential).
         message: String,
     },
-    /// The PSP did not process the request (connection refused before sending, 429, 5xx with
-    /// a guarantee of no effect). Safe to retry with the same key, after `retry_after` if given.
+    /// The PSP provably did not process the request: it was never sent (connection refused,
+    /// DNS failure, connect timeout), or the PSP documents the answer as "not processed" (a
+    /// 429 rate limit). The engine releases the hold on it, so never return it for an answer
+    /// that came after the request may have reached the PSP (a 5xx from a gateway, a 409):
+    /// that is `Ambiguous`. Safe to retry with the same key, after `retry_after` if given.
     #[error("the PSP is unavailable: {message}")]
     Transient {
         /// Why.
@@ -110,7 +126,8 @@ pub enum ProviderError {
         retry_after: Option<Duration>,
     },
     /// The request may or may not have taken effect (timeout after sending, connection lost
-    /// before the response). Money may have moved: never retry blindly, reconcile with
+    /// before the response, a 5xx or 409 answer, anything unexpected: the default whenever
+    /// "not processed" is not proven). Money may have moved: never retry blindly, reconcile with
     /// [`PaymentProvider::lookup`]. The engine keeps the hold (I5).
     #[error("the PSP outcome is unknown: {message}")]
     Ambiguous {

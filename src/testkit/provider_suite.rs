@@ -349,6 +349,18 @@ pub async fn psp_authorize_manual(
             Some(&r),
             "PSP rule {rule}: lookup by the authorization key must equal the authorization"
         );
+        // Sent a moment ago (the wall clock: a real PSP stamps its payments with it).
+        let submitted = Lookup::KeySubmitted {
+            key: request.key.clone(),
+            submitted_at: crate::ports::Clock::now(&crate::ports::SystemClock),
+        };
+        let by_key = ok(rule, psp.lookup(&submitted).await);
+        assert_eq!(
+            by_key.as_ref(),
+            Some(&r),
+            "PSP rule {rule}: lookup by the authorization key and its submission time must \
+             equal the authorization"
+        );
     }
     true
 }
@@ -368,6 +380,15 @@ pub async fn psp_lookup_unknown(
     if caps.lookup_by_key {
         let r = ok(rule, psp.lookup(&Lookup::Key(keys.key("authorize"))).await);
         assert_eq!(r, None, "PSP rule {rule}: an unknown key is Ok(None)");
+        let submitted = Lookup::KeySubmitted {
+            key: keys.key("authorize"),
+            submitted_at: crate::ports::Clock::now(&crate::ports::SystemClock),
+        };
+        let r = ok(rule, psp.lookup(&submitted).await);
+        assert_eq!(
+            r, None,
+            "PSP rule {rule}: an unknown key with its submission time is Ok(None)"
+        );
     }
     true
 }

@@ -29,6 +29,10 @@ pub enum Fault {
     DropResponse,
     /// Forward it, then hold the answer this long before sending it.
     Delay(Duration),
+    /// Forward it, wait for the PSP's answer (the effect happened), then answer the client
+    /// with this status and body instead, as a gateway in front of the PSP may (a 502 after
+    /// the PSP authorized).
+    ReplaceResponse { status: u16, body: Vec<u8> },
     /// Do not forward; answer with this status, headers and body.
     Respond {
         status: u16,
@@ -216,6 +220,15 @@ async fn serve(
             // The PSP answered: the effect happened. The client hears nothing.
             drop(client);
             Ok(())
+        }
+        Fault::ReplaceResponse { status, body } => {
+            let out = format!(
+                "HTTP/1.1 {status} Replaced\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            client.write_all(out.as_bytes()).await?;
+            client.write_all(&body).await?;
+            client.flush().await
         }
         Fault::Delay(d) => {
             tokio::time::sleep(d).await;

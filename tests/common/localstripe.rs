@@ -138,11 +138,20 @@ impl StripeWorld {
 }
 
 pub async fn stripe_world(url: &str, config: StripeConfig) -> StripeWorld {
+    let mut spec = backpack_spec(true);
+    spec.scope.amount.allow_partial_capture = true;
+    stripe_world_with(url, config, spec).await
+}
+
+/// [`stripe_world`] with the mandate `spec`.
+pub async fn stripe_world_with(
+    url: &str,
+    config: StripeConfig,
+    spec: agent_mandate::domain::MandateSpec,
+) -> StripeWorld {
     let (mem, psp) = ports(config);
     let engine =
         Engine::new(mem.ports.clone(), EngineConfig::default()).expect("engine configuration");
-    let mut spec = backpack_spec(true);
-    spec.scope.amount.allow_partial_capture = true;
     let mandate = engine
         .create_mandate(&CreateMandate {
             key: key("create-mandate-001"),

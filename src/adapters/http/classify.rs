@@ -1,21 +1,33 @@
 //! How a Stripe-compatible PSP's answer (or its absence) is classified.
 //!
+//! The rule for the calls that can move money (authorize, capture, void, refund) is
+//! *ambiguous by default*: any answer that comes after the request may have reached the PSP
+//! is `Ambiguous` (the engine keeps the hold and reconciles with a lookup, I5, I13), unless
+//! it proves that nothing was processed. A gateway or load balancer in front of the PSP can
+//! answer 500, 502 or 504 after the PSP authorized; a 409 means another request with the same
+//! key is (or was) being processed. Only two things prove "not processed": the request never
+//! left (connection refused, DNS failure, connect timeout), or the PSP documents the answer
+//! as not processed (Stripe: 429 rate limiting).
+//!
 //! | what happened | mutating call (authorize, capture, void, refund) | lookup |
 //! |---|---|---|
 //! | 2xx with a readable body | the report | the report |
 //! | 402, or an error of type `card_error`, on authorize | `Ok` report `Declined` with the decline code | - |
 //! | 402 / `card_error` on capture, void, refund | `Invalid` (naming the code) | `Invalid` |
 //! | 404 | `Invalid` | `Ok(None)` |
-//! | 409 (idempotency key in use), 429 (rate limited), 5xx | `Transient` (with `Retry-After`) | `Transient` |
+//! | 429 (rate limited: documented as not processed) | `Transient` (with `Retry-After`) | `Transient` |
+//! | 5xx (from the PSP or a gateway before it), 408, 409, an error of type `idempotency_error` | `Ambiguous` ([`StripeError::Indeterminate`]) | `Transient` |
 //! | other 4xx (400, 401, 403, 422, ...) | `Invalid` | `Invalid` |
-//! | 1xx / 3xx (not followed) | `Ambiguous` | `Transient` |
+//! | 1xx / 3xx (not followed), any other status | `Ambiguous` | `Transient` |
 //! | connection refused, DNS failure, connect timeout (nothing sent) | `Transient` | `Transient` |
 //! | timeout or connection lost after the request was sent | `Ambiguous` | `Transient` |
-//! | 2xx with an unreadable body | `Ambiguous` ([`StripeError::MalformedBody`] with the status) | `Transient` |
+//! | a lookup by key that reads its page bound without an answer | - | `Invalid` ([`StripeError::LookupExhausted`]) |
+//! | 2xx with an unreadable body, a body over 1 MiB | `Ambiguous` ([`StripeError::MalformedBody`] with the status) | `Transient` |
 //!
-//! A 5xx is `Transient` because every mutating call carries the attempt's `Idempotency-Key`: a
-//! PSP that honours it (Stripe does, for 24 hours) answers the retry with the first
-//! request's result and moves no money twice.
+//! An `idempotency_error` (Stripe: the key was already used with other parameters) says a
+//! request with this key was processed before: the money may have moved, so it is never a
+//! definitive refusal. A lookup moves no money, so its failures are `Transient` (except a
+//! definitive 4xx refusal).
 
 use std::time::Duration;
 
@@ -73,8 +85,8 @@ impl std::fmt::Display for StripeCall {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StripeError {
-    /// The PSP refused the request (4xx other than 404 on a lookup, 409 and 429).
-    /// Definitive: `Invalid`.
+    /// The PSP refused the request (4xx other than 404 on a lookup, 408, 409 and 429, and
+    /// not an `idempotency_error`). Definitive: `Invalid`.
     #[error("{call}: the PSP refused the request (HTTP {status}, code {code:?}): {message}")]
     Refused {
         /// The call.
@@ -86,8 +98,8 @@ pub enum StripeError {
         /// The PSP's message.
         message: String,
     },
-    /// The PSP did not process the request (409, 429, 5xx). Retry with the same key:
-    /// `Transient`.
+    /// The PSP did not process the request (429: Stripe documents a rate-limited request as
+    /// not processed). Retry with the same key: `Transient`.
     #[error("{call}: the PSP is unavailable (HTTP {status}): {message}")]
     Unavailable {
         /// The call.
@@ -97,6 +109,22 @@ pub enum StripeError {
         /// The PSP's message.
         message: String,
         /// The `Retry-After` the PSP sent.
+        retry_after: Option<Duration>,
+    },
+    /// The PSP, or a gateway in front of it, answered with an error that does not prove the
+    /// request was not processed (5xx, 408, 409, `idempotency_error`): `Ambiguous` for a
+    /// mutating call (money may have moved; reconcile with a lookup), `Transient` for a lookup.
+    #[error("{call}: the outcome is unknown (HTTP {status}, code {code:?}): {message}")]
+    Indeterminate {
+        /// The call.
+        call: StripeCall,
+        /// The HTTP status.
+        status: u16,
+        /// The PSP's error code or type, if any.
+        code: Option<String>,
+        /// The PSP's message.
+        message: String,
+        /// The `Retry-After` the answer carried (used for a lookup's retry).
         retry_after: Option<Duration>,
     },
     /// The request never reached the PSP (connection refused, DNS, connect timeout):
@@ -140,6 +168,18 @@ pub enum StripeError {
         /// Why.
         message: String,
     },
+    /// A lookup by key read its page bound ([`super::StripeConfig::with_lookup_pages`])
+    /// without finding the key or the end of the list: neither presence nor absence is
+    /// proven, and asking again reads the same pages. `Invalid` (so the engine does not
+    /// retry for ever; the attempt stays `ambiguous` with its hold until an operator resolves
+    /// it, by reference or with a larger bound or narrower window).
+    #[error("lookup by key: not found in {pages} pages of 100 PaymentIntents{}, and the list goes on; absence not proven", window.map(|(gte, lte)| format!(" created {gte}..={lte}")).unwrap_or_default())]
+    LookupExhausted {
+        /// The page bound.
+        pages: u32,
+        /// The `created` window listed (unix seconds, inclusive), if the list was windowed.
+        window: Option<(i64, i64)>,
+    },
     /// The vault could not be reached to resolve the credential. Nothing was sent:
     /// `Transient`.
     #[error("{call}: the vault is unavailable: {message}")]
@@ -155,9 +195,9 @@ impl From<StripeError> for ProviderError {
     fn from(e: StripeError) -> ProviderError {
         let message = e.to_string();
         match e {
-            StripeError::Refused { .. } | StripeError::Request { .. } => {
-                ProviderError::Invalid { message }
-            }
+            StripeError::Refused { .. }
+            | StripeError::Request { .. }
+            | StripeError::LookupExhausted { .. } => ProviderError::Invalid { message },
             StripeError::Unavailable { retry_after, .. } => ProviderError::Transient {
                 message,
                 retry_after,
@@ -166,6 +206,18 @@ impl From<StripeError> for ProviderError {
                 ProviderError::Transient {
                     message,
                     retry_after: None,
+                }
+            }
+            StripeError::Indeterminate {
+                call, retry_after, ..
+            } => {
+                if call.mutates() {
+                    ProviderError::Ambiguous { message }
+                } else {
+                    ProviderError::Transient {
+                        message,
+                        retry_after,
+                    }
                 }
             }
             StripeError::NoAnswer { call, .. } => {
@@ -179,11 +231,11 @@ impl From<StripeError> for ProviderError {
                 }
             }
             StripeError::MalformedBody { call, status, .. } => match status {
-                400..=499 if status != 409 && status != 429 => ProviderError::Invalid { message },
-                409 | 429 | 500..=599 => ProviderError::Transient {
+                429 => ProviderError::Transient {
                     message,
                     retry_after: None,
                 },
+                400..=499 if status != 408 && status != 409 => ProviderError::Invalid { message },
                 _ if call.mutates() => ProviderError::Ambiguous { message },
                 _ => ProviderError::Transient {
                     message,
@@ -228,13 +280,32 @@ pub(crate) fn classify<'a>(
     if status == 402 || error.kind.as_deref() == Some("card_error") {
         return Answer::Card(Box::new(error));
     }
+    let retry_after = retry_after.and_then(parse_retry_after);
+    if error.kind.as_deref() == Some("idempotency_error") {
+        // A request with this key was processed before (with other parameters, or still in
+        // flight): never a definitive refusal.
+        return Answer::Failed(StripeError::Indeterminate {
+            call,
+            status,
+            code: Some("idempotency_error".into()),
+            message,
+            retry_after,
+        });
+    }
     match status {
         404 => Answer::NotFound(Box::new(error)),
-        409 | 429 | 500..=599 => Answer::Failed(StripeError::Unavailable {
+        429 => Answer::Failed(StripeError::Unavailable {
             call,
             status,
             message,
-            retry_after: retry_after.and_then(parse_retry_after),
+            retry_after,
+        }),
+        408 | 409 | 500..=599 => Answer::Failed(StripeError::Indeterminate {
+            call,
+            status,
+            code: error.code.clone().or_else(|| error.kind.clone()),
+            message,
+            retry_after,
         }),
         400..=499 => Answer::Failed(StripeError::Refused {
             call,
@@ -333,15 +404,19 @@ mod tests {
             class(Authorize, 401, b"<html>"),
             Err(ProviderError::Invalid { .. })
         ));
-        for status in [409, 429, 500, 502, 503, 599] {
+        for status in [408, 409, 429, 500, 502, 503, 599] {
             assert!(
                 matches!(
-                    class(Refund, status, b"\xff\xfe"),
+                    class(Lookup, status, b"\xff\xfe"),
                     Err(ProviderError::Transient { .. })
                 ),
-                "{status}"
+                "a lookup moves no money: {status}"
             );
         }
+        assert!(matches!(
+            class(Refund, 429, b"\xff\xfe"),
+            Err(ProviderError::Transient { .. })
+        ));
         match class(Authorize, 429, b"{}") {
             Err(ProviderError::Transient { retry_after, .. }) => {
                 assert_eq!(retry_after, Some(Duration::from_secs(7)))
@@ -390,8 +465,94 @@ mod tests {
         ));
         assert!(matches!(
             err(StripeCall::Capture, 503),
+            ProviderError::Ambiguous { .. }
+        ));
+        assert!(matches!(
+            err(StripeCall::Capture, 429),
             ProviderError::Transient { .. }
         ));
+        assert!(matches!(
+            err(StripeCall::Lookup, 503),
+            ProviderError::Transient { .. }
+        ));
+    }
+
+    const MUTATING: [StripeCall; 4] = [
+        StripeCall::Authorize,
+        StripeCall::Capture,
+        StripeCall::Void,
+        StripeCall::Refund,
+    ];
+
+    /// I5, I13, I2: a gateway in front of the PSP answers 500, 502, 503 or 504 (or the PSP
+    /// answers 409: a request with this key is in flight) after the PSP may have authorized.
+    /// Classified `Transient`, the engine released the hold and let a second payment past
+    /// the cap; every such answer on a call that can move money must be `Ambiguous`.
+    #[test]
+    fn gateway_5xx_and_409_after_sending_are_ambiguous_on_every_mutating_call() {
+        let bodies: [&[u8]; 3] = [
+            b"",
+            b"<html>Bad Gateway</html>",
+            br#"{"error":{"type":"api_error","message":"boom"}}"#,
+        ];
+        for call in MUTATING {
+            for status in [500, 502, 503, 504, 409, 408] {
+                for body in bodies {
+                    let class = class(call, status, body);
+                    assert!(
+                        matches!(class, Err(ProviderError::Ambiguous { .. })),
+                        "{call} HTTP {status} {body:?}: {class:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// I5, I13: an `idempotency_error` says a request with this key was processed before; a
+    /// definitive refusal would fail an attempt whose money may have moved.
+    #[test]
+    fn idempotency_error_is_ambiguous_never_a_refusal() {
+        let body = br#"{"error":{"type":"idempotency_error","message":"Keys for idempotent requests can only be used with the same parameters"}}"#;
+        for call in MUTATING {
+            for status in [400, 409] {
+                assert!(
+                    matches!(
+                        class(call, status, body),
+                        Err(ProviderError::Ambiguous { .. })
+                    ),
+                    "{call} {status}"
+                );
+            }
+        }
+    }
+
+    /// I13: `Transient` only where nothing was processed: a rate limit the PSP documents as
+    /// not processed (with its `Retry-After`), a request that was never sent.
+    #[test]
+    fn only_provably_unprocessed_answers_are_transient() {
+        for call in MUTATING {
+            match class(call, 429, br#"{"error":{"type":"rate_limit_error"}}"#) {
+                Err(ProviderError::Transient { retry_after, .. }) => {
+                    assert_eq!(retry_after, Some(Duration::from_secs(7)), "{call}")
+                }
+                other => panic!("{call}: {other:?}"),
+            }
+            let not_sent: ProviderError = StripeError::NotSent {
+                call,
+                message: "connect: connection refused".into(),
+            }
+            .into();
+            assert!(
+                matches!(not_sent, ProviderError::Transient { .. }),
+                "{call}"
+            );
+            let lost: ProviderError = StripeError::NoAnswer {
+                call,
+                message: "connection reset".into(),
+            }
+            .into();
+            assert!(matches!(lost, ProviderError::Ambiguous { .. }), "{call}");
+        }
     }
 
     #[test]

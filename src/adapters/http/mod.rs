@@ -26,10 +26,11 @@ mod webhook;
 pub use classify::{StripeCall, StripeError};
 pub use outbox::{MemoryOutbox, Outbox};
 pub use signature::{
-    sign, verify_signature, SignatureError, EVENT_HASH_HEADER, SEQ_HEADER, SIGNATURE_HEADER,
+    sign, verify_signature, DeliveryHeaders, SignatureError, Verified, EVENT_HASH_HEADER,
+    MIN_SECRET_BYTES, SEQ_HEADER, SIGNATURE_HEADER, SIGNATURE_VERSION,
 };
 pub use stripe::{StripeConfig, StripeConfigError, StripeProvider, STRIPE_API_VERSION};
 pub use webhook::{
-    Delivered, DeliveryError, DeliveryLoop, WebhookAuditSink, WebhookConfig, WebhookConfigError,
-    WebhookError,
+    is_permanent_refusal, DeadLetter, Delivered, DeliveryError, DeliveryLoop, WebhookAuditSink,
+    WebhookConfig, WebhookConfigError, WebhookError,
 };

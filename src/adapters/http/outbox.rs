@@ -14,9 +14,11 @@ use crate::ports::AuditError;
 /// audit sink is the durable record and [`super::WebhookAuditSink::recover`] re-enqueues from
 /// it.
 ///
-/// Contract: `enqueue` of a seq already enqueued (delivered or not) changes nothing;
-/// `pending` returns undelivered events lowest seq first; `mark_delivered` is idempotent;
-/// `last_enqueued` is the highest seq ever enqueued.
+/// Contract: `enqueue` of a seq already enqueued (delivered, dead-lettered or not) changes
+/// nothing; `pending` returns undelivered events lowest seq first; `mark_delivered` is
+/// idempotent; `mark_dead_lettered` moves a pending event to the dead letters, where it is
+/// kept (never pending again, listed by `dead_lettered`), and is idempotent; `last_enqueued`
+/// is the highest seq ever enqueued.
 #[async_trait]
 pub trait Outbox: Send + Sync + Debug {
     /// Keeps `event` for delivery; enqueueing the same seq twice is a no-op.
@@ -25,6 +27,13 @@ pub trait Outbox: Send + Sync + Debug {
     async fn pending(&self, limit: usize) -> Result<Vec<ChainedEvent>, AuditError>;
     /// Marks `seq` delivered (after a 2xx). Idempotent.
     async fn mark_delivered(&self, seq: u64) -> Result<(), AuditError>;
+    /// Moves the pending event `seq` to the dead letters (the receiver refused it
+    /// permanently): it is kept, never returned by `pending` again, and enqueueing it again
+    /// changes nothing. A seq that is not pending (delivered, already dead-lettered, never
+    /// enqueued) is left as it is. Idempotent.
+    async fn mark_dead_lettered(&self, seq: u64) -> Result<(), AuditError>;
+    /// Up to `limit` dead-lettered events, lowest seq first, exactly as enqueued.
+    async fn dead_lettered(&self, limit: usize) -> Result<Vec<ChainedEvent>, AuditError>;
     /// The highest seq ever enqueued (None when empty), for recovery.
     async fn last_enqueued(&self) -> Result<Option<u64>, AuditError>;
 
@@ -34,8 +43,9 @@ pub trait Outbox: Send + Sync + Debug {
     }
 }
 
-/// An [`Outbox`] in memory: undelivered events in a map by seq, plus the set of delivered
-/// seqs as a watermark (every seq up to it is delivered) and the few above it.
+/// An [`Outbox`] in memory: undelivered events in a map by seq, dead-lettered events in
+/// another, plus the set of delivered seqs as a watermark (every seq up to it is delivered)
+/// and the few above it.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
@@ -59,6 +69,8 @@ pub struct MemoryOutbox {
 #[derive(Debug, Default)]
 struct State {
     pending: BTreeMap<u64, ChainedEvent>,
+    /// Dead-lettered events (kept; never pending again).
+    dead: BTreeMap<u64, ChainedEvent>,
     /// Every seq `<= watermark` is delivered.
     watermark: u64,
     /// Delivered seqs above the watermark.
@@ -89,7 +101,10 @@ impl MemoryOutbox {
 impl Outbox for MemoryOutbox {
     async fn enqueue(&self, event: &ChainedEvent) -> Result<(), AuditError> {
         let mut s = self.lock();
-        if s.delivered(event.seq) || s.pending.contains_key(&event.seq) {
+        if s.delivered(event.seq)
+            || s.pending.contains_key(&event.seq)
+            || s.dead.contains_key(&event.seq)
+        {
             return Ok(());
         }
         s.pending.insert(event.seq, event.clone());
@@ -115,6 +130,18 @@ impl Outbox for MemoryOutbox {
             s.watermark = next;
         }
         Ok(())
+    }
+
+    async fn mark_dead_lettered(&self, seq: u64) -> Result<(), AuditError> {
+        let mut s = self.lock();
+        if let Some(event) = s.pending.remove(&seq) {
+            s.dead.insert(seq, event);
+        }
+        Ok(())
+    }
+
+    async fn dead_lettered(&self, limit: usize) -> Result<Vec<ChainedEvent>, AuditError> {
+        Ok(self.lock().dead.values().take(limit).cloned().collect())
     }
 
     async fn last_enqueued(&self) -> Result<Option<u64>, AuditError> {

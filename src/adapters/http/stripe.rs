@@ -1,8 +1,11 @@
 //! A Stripe-compatible [`PaymentProvider`]: PaymentIntents with manual capture.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use async_trait::async_trait;
 
@@ -45,6 +48,7 @@ pub struct StripeConfig {
     request_timeout: Duration,
     max_idle_per_host: usize,
     lookup_pages: u32,
+    lookup_skew: Duration,
     api_version: Option<String>,
 }
 
@@ -57,6 +61,7 @@ impl fmt::Debug for StripeConfig {
             .field("request_timeout", &self.request_timeout)
             .field("max_idle_per_host", &self.max_idle_per_host)
             .field("lookup_pages", &self.lookup_pages)
+            .field("lookup_skew", &self.lookup_skew)
             .field("api_version", &self.api_version)
             .finish()
     }
@@ -85,7 +90,8 @@ pub enum StripeConfigError {
 impl StripeConfig {
     /// `base_url`: `https://api.stripe.com` or a Stripe-compatible endpoint (`http` is
     /// accepted for a local test server). Defaults: connect timeout 5 s, request timeout
-    /// 30 s, `Stripe-Version` [`STRIPE_API_VERSION`], key lookups scan up to 10 pages of 100.
+    /// 30 s, `Stripe-Version` [`STRIPE_API_VERSION`], key lookups read up to 10 pages of 100
+    /// in a window of 10 minutes either side of the submission.
     pub fn new(base_url: &str, api_key: Secret) -> Result<StripeConfig, StripeConfigError> {
         let invalid = |field, message: String| StripeConfigError::Invalid { field, message };
         let mut url = reqwest::Url::parse(base_url)
@@ -119,6 +125,7 @@ impl StripeConfig {
             request_timeout: Duration::from_secs(20),
             max_idle_per_host: 8,
             lookup_pages: 10,
+            lookup_skew: Duration::from_secs(600),
             api_version: Some(STRIPE_API_VERSION.to_owned()),
         })
     }
@@ -137,10 +144,19 @@ impl StripeConfig {
         self
     }
 
-    /// How many pages of 100 PaymentIntents `lookup(Lookup::Key(..))` scans before it
-    /// answers `Transient` (it never claims absence it has not checked). At least 1.
+    /// How many pages of 100 PaymentIntents a lookup by key lists before it gives up with
+    /// [`StripeError::LookupExhausted`] (`Invalid`: it never claims an absence it has not
+    /// checked, and never answers `Transient` for ever). At least 1.
     pub fn with_lookup_pages(mut self, pages: u32) -> StripeConfig {
         self.lookup_pages = pages.max(1);
+        self
+    }
+
+    /// The clock skew allowed between this host and the PSP for
+    /// [`Lookup::KeySubmitted`]: the list is bounded to PaymentIntents created from
+    /// `submitted_at - skew` to `submitted_at + request timeout + skew`.
+    pub fn with_lookup_skew(mut self, skew: Duration) -> StripeConfig {
+        self.lookup_skew = skew;
         self
     }
 
@@ -166,7 +182,12 @@ impl StripeConfig {
 /// | `void` | `POST /v1/payment_intents/{id}/cancel` |
 /// | `refund` | `POST /v1/refunds` with `payment_intent` and `amount`, then the PaymentIntent |
 /// | `lookup(Reference)` | `GET /v1/payment_intents/{id}` (404: `None`) |
-/// | `lookup(Key)` | `GET /v1/payment_intents` pages, matching metadata `agent_mandate_key` |
+/// | `lookup(Key)`, `lookup(KeySubmitted)` | `GET /v1/payment_intents/search?query=metadata['agent_mandate_key']:'<key>'`; on a miss (the search index lags) or where search is not supported (404 or 400, remembered), `GET /v1/payment_intents` pages matching metadata `agent_mandate_key`, bounded by `created[gte]`/`created[lte]` around `submitted_at` for `KeySubmitted` (where the server refuses the filter, 400, remembered: unfiltered) and by [`StripeConfig::with_lookup_pages`] |
+///
+/// A lookup by key answers `Ok(None)` only after reading the whole (windowed) list; when the
+/// page bound is reached first it is [`StripeError::LookupExhausted`], an `Invalid` error:
+/// the engine keeps the attempt `ambiguous` with its hold (I5) and stops retrying, and an
+/// operator resolves it (by reference, or with a larger bound or a narrower window).
 ///
 /// Every mutating call sends the request's key as `Idempotency-Key`. Amounts are minor units
 /// of the currency's ISO 4217 exponent; a three-decimal amount must end in 0 (Stripe's rule),
@@ -178,6 +199,10 @@ pub struct StripeProvider {
     config: StripeConfig,
     vault: Arc<dyn CredentialVault>,
     clock: Arc<dyn Clock>,
+    /// The server answered the Search API with 404 or 400: do not ask again.
+    search_unsupported: AtomicBool,
+    /// The server refused the `created` filter of the list (400): do not send it again.
+    created_filter_unsupported: AtomicBool,
 }
 
 impl fmt::Debug for StripeProvider {
@@ -213,6 +238,8 @@ impl StripeProvider {
             config,
             vault,
             clock,
+            search_unsupported: AtomicBool::new(false),
+            created_filter_unsupported: AtomicBool::new(false),
         })
     }
 
@@ -334,7 +361,7 @@ impl StripeProvider {
             }
         }
         if found.is_none() {
-            if let Ok(Some((_, pi))) = self.find_by_key(key).await {
+            if let Ok(Some((_, pi))) = self.find_by_key(key, None).await {
                 found = Some(pi);
             }
         }
@@ -416,18 +443,100 @@ impl StripeProvider {
         }
     }
 
-    /// Scans `GET /v1/payment_intents` for the one whose metadata carries `key`. `Ok(None)`
-    /// only after the whole list was read; a list longer than the configured pages is
-    /// `Transient` (absence not proven).
+    /// Finds the PaymentIntent whose metadata carries `key`: the Search API first (a hit is
+    /// retrieved; a miss proves nothing, the index lags), then the list, windowed around
+    /// `submitted_at` when given. `Ok(None)` only after the whole (windowed) list was read.
     async fn find_by_key(
         &self,
         key: &ProviderKey,
+        submitted_at: Option<DateTime<Utc>>,
+    ) -> Result<Option<(u16, PaymentIntentJson)>, StripeError> {
+        if !self.search_unsupported.load(Ordering::Relaxed) {
+            if let Some(id) = self.search_by_key(key).await? {
+                return self.retrieve(&id).await;
+            }
+        }
+        let window = submitted_at.map(|at| self.window(at));
+        let filtered = window.filter(|_| !self.created_filter_unsupported.load(Ordering::Relaxed));
+        match self.list_by_key(key, filtered).await {
+            Err(StripeError::Refused { status: 400, .. }) if filtered.is_some() => {
+                // The server does not take the `created` filter (localstripe): list unfiltered.
+                // Remembered unless the unfiltered list is refused alike (then the 400 was
+                // about something else).
+                let found = self.list_by_key(key, None).await;
+                if !matches!(found, Err(StripeError::Refused { status: 400, .. })) {
+                    self.created_filter_unsupported
+                        .store(true, Ordering::Relaxed);
+                }
+                found
+            }
+            other => other,
+        }
+    }
+
+    /// `[submitted_at - skew, submitted_at + request timeout + skew]`, in unix seconds.
+    fn window(&self, submitted_at: DateTime<Utc>) -> (i64, i64) {
+        let skew = i64::try_from(self.config.lookup_skew.as_secs()).unwrap_or(i64::MAX);
+        let timeout = i64::try_from(self.config.request_timeout.as_secs()).unwrap_or(i64::MAX);
+        let at = submitted_at.timestamp();
+        (
+            at.saturating_sub(skew),
+            at.saturating_add(timeout)
+                .saturating_add(skew)
+                .saturating_add(1),
+        )
+    }
+
+    /// `GET /v1/payment_intents/search`: the id of a PaymentIntent carrying `key`, if the
+    /// index has one. A 404 or 400 means the server has no Search API: remembered, `None`.
+    async fn search_by_key(&self, key: &ProviderKey) -> Result<Option<String>, StripeError> {
+        let call = StripeCall::Lookup;
+        let escaped = key.as_str().replace('\\', "\\\\").replace('\'', "\\'");
+        let mut url = self.url(&["v1", "payment_intents", "search"])?;
+        url.query_pairs_mut()
+            .append_pair(
+                "query",
+                &format!("metadata['{}']:'{escaped}'", wire::META_KEY),
+            )
+            .append_pair("limit", "100");
+        let (status, value) = match self.get_json(url).await {
+            Ok(Some(found)) => found,
+            Ok(None) | Err(StripeError::Refused { status: 400, .. }) => {
+                self.search_unsupported.store(true, Ordering::Relaxed);
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let page: ListJson<PaymentIntentSummary> =
+            serde_json::from_value(value).map_err(|e| StripeError::MalformedBody {
+                call,
+                status,
+                detail: format!("PaymentIntent search result: {e}"),
+            })?;
+        Ok(page
+            .data
+            .iter()
+            .find(|pi| wire::has_key(pi.metadata.as_ref(), key.as_str()))
+            .map(|pi| pi.id.clone()))
+    }
+
+    /// Lists `GET /v1/payment_intents` (created in `window`, when given) for the one whose
+    /// metadata carries `key`, at most the configured pages.
+    async fn list_by_key(
+        &self,
+        key: &ProviderKey,
+        window: Option<(i64, i64)>,
     ) -> Result<Option<(u16, PaymentIntentJson)>, StripeError> {
         let call = StripeCall::Lookup;
         let mut after: Option<String> = None;
         for _ in 0..self.config.lookup_pages {
             let mut url = self.url(&["v1", "payment_intents"])?;
             url.query_pairs_mut().append_pair("limit", "100");
+            if let Some((gte, lte)) = window {
+                url.query_pairs_mut()
+                    .append_pair("created[gte]", &gte.to_string())
+                    .append_pair("created[lte]", &lte.to_string());
+            }
             if let Some(a) = &after {
                 url.query_pairs_mut().append_pair("starting_after", a);
             }
@@ -456,14 +565,9 @@ impl StripeProvider {
                 _ => return Ok(None),
             }
         }
-        Err(StripeError::Unavailable {
-            call,
-            status: 200,
-            message: format!(
-                "no PaymentIntent with this key in the {} most recent pages; absence not proven",
-                self.config.lookup_pages
-            ),
-            retry_after: None,
+        Err(StripeError::LookupExhausted {
+            pages: self.config.lookup_pages,
+            window,
         })
     }
 }
@@ -528,15 +632,12 @@ fn vault_error(call: StripeCall, e: VaultError) -> StripeError {
     }
 }
 
-#[async_trait]
-impl PaymentProvider for StripeProvider {
-    fn deadline(&self) -> Duration {
-        self.config
-            .connect_timeout
-            .saturating_add(self.config.request_timeout)
-    }
-
-    async fn authorize(&self, req: &AuthorizeRequest) -> Result<ProviderReport, ProviderError> {
+/// The calls themselves; the [`PaymentProvider`] methods run them under the hard deadline.
+impl StripeProvider {
+    async fn authorize_call(
+        &self,
+        req: &AuthorizeRequest,
+    ) -> Result<ProviderReport, ProviderError> {
         let call = StripeCall::Authorize;
         let (amount, currency) = stripe_amount(call, &req.amount)?;
         let credential = self
@@ -595,7 +696,7 @@ impl PaymentProvider for StripeProvider {
         Ok(report)
     }
 
-    async fn capture(&self, req: &CaptureRequest) -> Result<ProviderReport, ProviderError> {
+    async fn capture_call(&self, req: &CaptureRequest) -> Result<ProviderReport, ProviderError> {
         let call = StripeCall::Capture;
         let (amount, _) = stripe_amount(call, &req.amount)?;
         let form: Form = vec![("amount_to_capture".into(), amount.to_string())];
@@ -612,7 +713,7 @@ impl PaymentProvider for StripeProvider {
             .await?)
     }
 
-    async fn void(&self, req: &VoidRequest) -> Result<ProviderReport, ProviderError> {
+    async fn void_call(&self, req: &VoidRequest) -> Result<ProviderReport, ProviderError> {
         let call = StripeCall::Void;
         let id = req.reference.as_str();
         Ok(self
@@ -627,7 +728,7 @@ impl PaymentProvider for StripeProvider {
             .await?)
     }
 
-    async fn refund(&self, req: &RefundRequest) -> Result<ProviderReport, ProviderError> {
+    async fn refund_call(&self, req: &RefundRequest) -> Result<ProviderReport, ProviderError> {
         let call = StripeCall::Refund;
         let (amount, _) = stripe_amount(call, &req.amount)?;
         let form: Form = vec![
@@ -682,10 +783,13 @@ impl PaymentProvider for StripeProvider {
         })
     }
 
-    async fn lookup(&self, lookup: &Lookup) -> Result<Option<ProviderReport>, ProviderError> {
+    async fn lookup_call(&self, lookup: &Lookup) -> Result<Option<ProviderReport>, ProviderError> {
         let pi = match lookup {
             Lookup::Reference(r) => self.retrieve(r.as_str()).await?,
-            Lookup::Key(k) | Lookup::KeySubmitted { key: k, .. } => self.find_by_key(k).await?,
+            Lookup::Key(k) => self.find_by_key(k, None).await?,
+            Lookup::KeySubmitted { key, submitted_at } => {
+                self.find_by_key(key, Some(*submitted_at)).await?
+            }
         };
         let Some((status, pi)) = pi else {
             return Ok(None);
@@ -696,6 +800,74 @@ impl PaymentProvider for StripeProvider {
             detail,
         })?;
         Ok(Some(report))
+    }
+}
+
+/// The hard deadline of a call: it answers within [`PaymentProvider::deadline`] whatever the
+/// network does (a key lookup that pages, a retry inside a call). Past it a call that can move
+/// money is `Ambiguous` (the request may have been sent) and a lookup `Transient`.
+async fn within<T>(
+    deadline: Duration,
+    call: StripeCall,
+    f: impl std::future::Future<Output = Result<T, ProviderError>>,
+) -> Result<T, ProviderError> {
+    match tokio::time::timeout(deadline, f).await {
+        Ok(result) => result,
+        Err(_) => {
+            let message = format!(
+                "stripe {call:?}: no answer within the adapter's deadline of {} s",
+                deadline.as_secs()
+            );
+            Err(if call.mutates() {
+                ProviderError::Ambiguous { message }
+            } else {
+                ProviderError::Transient {
+                    message,
+                    retry_after: None,
+                }
+            })
+        }
+    }
+}
+
+#[async_trait]
+impl PaymentProvider for StripeProvider {
+    /// The connect timeout plus twice the request timeout (a call makes at most two requests
+    /// in a row), enforced as a hard deadline around each call.
+    fn deadline(&self) -> Duration {
+        self.config
+            .connect_timeout
+            .saturating_add(self.config.request_timeout.saturating_mul(2))
+    }
+
+    async fn authorize(&self, req: &AuthorizeRequest) -> Result<ProviderReport, ProviderError> {
+        within(
+            self.deadline(),
+            StripeCall::Authorize,
+            self.authorize_call(req),
+        )
+        .await
+    }
+
+    async fn capture(&self, req: &CaptureRequest) -> Result<ProviderReport, ProviderError> {
+        within(self.deadline(), StripeCall::Capture, self.capture_call(req)).await
+    }
+
+    async fn void(&self, req: &VoidRequest) -> Result<ProviderReport, ProviderError> {
+        within(self.deadline(), StripeCall::Void, self.void_call(req)).await
+    }
+
+    async fn refund(&self, req: &RefundRequest) -> Result<ProviderReport, ProviderError> {
+        within(self.deadline(), StripeCall::Refund, self.refund_call(req)).await
+    }
+
+    async fn lookup(&self, lookup: &Lookup) -> Result<Option<ProviderReport>, ProviderError> {
+        within(
+            self.deadline(),
+            StripeCall::Lookup,
+            self.lookup_call(lookup),
+        )
+        .await
     }
 }
 

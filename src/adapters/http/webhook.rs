@@ -7,22 +7,29 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::domain::{AuditEvent, ChainedEvent};
+use crate::domain::{AuditEvent, AuditHash, AuditKind, ChainedEvent};
 use crate::ports::{AuditError, AuditReceipt, AuditSink, Clock, Secret};
 
 use super::outbox::Outbox;
-use super::signature::{sign, EVENT_HASH_HEADER, SEQ_HEADER, SIGNATURE_HEADER};
+use super::signature::{sign, EVENT_HASH_HEADER, MIN_SECRET_BYTES, SEQ_HEADER, SIGNATURE_HEADER};
 
 /// Where and how to deliver. The secret is a [`Secret`]: never in `Debug`, errors or logs.
 ///
 /// ```
 /// use agent_mandate::adapters::http::WebhookConfig;
 /// use agent_mandate::ports::Secret;
-/// let config = WebhookConfig::new("https://audit.example/hooks", Secret::new("whsec_123")).unwrap();
-/// assert!(!format!("{config:?}").contains("whsec_123"));
-/// let with_token = WebhookConfig::new("https://audit.example/h?token=t0k", Secret::new("s")).unwrap();
+/// let secret = || Secret::new("whsec_0123456789abcdef");
+/// let config = WebhookConfig::new("https://audit.example/hooks", secret()).unwrap();
+/// assert!(!format!("{config:?}").contains("whsec_0123456789abcdef"));
+/// let with_token = WebhookConfig::new("https://audit.example/h?token=t0k", secret()).unwrap();
 /// assert!(!format!("{with_token:?}").contains("t0k"));
-/// assert!(WebhookConfig::new("not a url", Secret::new("s")).is_err());
+/// assert!(WebhookConfig::new("not a url", secret()).is_err());
+/// // An empty or short secret is refused.
+/// use agent_mandate::adapters::http::WebhookConfigError;
+/// assert_eq!(
+///     WebhookConfig::new("https://audit.example/hooks", Secret::new("whsec_123")).unwrap_err(),
+///     WebhookConfigError::WeakSecret { min_bytes: 16 }
+/// );
 /// ```
 #[derive(Clone)]
 pub struct WebhookConfig {
@@ -33,6 +40,7 @@ pub struct WebhookConfig {
     max_backoff: Duration,
     batch: usize,
     idle_poll: Duration,
+    dead_letter_after: Option<u32>,
 }
 
 impl fmt::Debug for WebhookConfig {
@@ -52,6 +60,7 @@ impl fmt::Debug for WebhookConfig {
             .field("max_backoff", &self.max_backoff)
             .field("batch", &self.batch)
             .field("idle_poll", &self.idle_poll)
+            .field("dead_letter_after", &self.dead_letter_after)
             .finish()
     }
 }
@@ -68,6 +77,13 @@ pub enum WebhookConfigError {
         /// Why.
         message: String,
     },
+    /// The secret is empty or shorter than
+    /// [`MIN_SECRET_BYTES`](super::signature::MIN_SECRET_BYTES).
+    #[error("invalid webhook configuration: secret: must be at least {min_bytes} bytes")]
+    WeakSecret {
+        /// The minimum length, in bytes.
+        min_bytes: usize,
+    },
     /// The HTTP client cannot be built.
     #[error("cannot build the HTTP client: {message}")]
     Client {
@@ -77,9 +93,11 @@ pub enum WebhookConfigError {
 }
 
 impl WebhookConfig {
-    /// Delivers to `url` (http or https) signed with `secret` (at least 16 bytes is
-    /// advisable; empty is refused). Defaults: timeout 10 s, backoff from 200 ms doubling up
-    /// to 60 s, batches of 100, an idle check every 5 s.
+    /// Delivers to `url` (http or https) signed with `secret` (at least
+    /// [`MIN_SECRET_BYTES`](super::signature::MIN_SECRET_BYTES) bytes: an empty or shorter
+    /// secret is [`WebhookConfigError::WeakSecret`]). Defaults: timeout 10 s, backoff from
+    /// 200 ms doubling up to 60 s, batches of 100, an idle check every 5 s, an event
+    /// dead-lettered after 5 permanent refusals.
     pub fn new(url: &str, secret: Secret) -> Result<WebhookConfig, WebhookConfigError> {
         let invalid = |field, message: String| WebhookConfigError::Invalid { field, message };
         let url =
@@ -87,8 +105,10 @@ impl WebhookConfig {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(invalid("url", "must be http or https".into()));
         }
-        if secret.is_empty() {
-            return Err(invalid("secret", "must not be empty".into()));
+        if secret.expose().len() < MIN_SECRET_BYTES {
+            return Err(WebhookConfigError::WeakSecret {
+                min_bytes: MIN_SECRET_BYTES,
+            });
         }
         Ok(WebhookConfig {
             url,
@@ -98,6 +118,7 @@ impl WebhookConfig {
             max_backoff: Duration::from_secs(60),
             batch: 100,
             idle_poll: Duration::from_secs(5),
+            dead_letter_after: Some(5),
         })
     }
 
@@ -111,6 +132,20 @@ impl WebhookConfig {
     pub fn with_backoff(mut self, initial: Duration, max: Duration) -> WebhookConfig {
         self.initial_backoff = initial;
         self.max_backoff = max.max(initial);
+        self
+    }
+
+    /// Dead-letters an event after `refusals` permanent refusals by the receiver (see
+    /// [`is_permanent_refusal`]; at least 1), so the events after it are delivered.
+    pub fn with_dead_letter_after(mut self, refusals: u32) -> WebhookConfig {
+        self.dead_letter_after = Some(refusals.max(1));
+        self
+    }
+
+    /// Never dead-letters: an event the receiver refuses waits, and every later event waits
+    /// behind it, until the receiver accepts it.
+    pub fn without_dead_letter(mut self) -> WebhookConfig {
+        self.dead_letter_after = None;
         self
     }
 
@@ -128,6 +163,30 @@ impl WebhookConfig {
             .unwrap_or(self.max_backoff)
             .min(self.max_backoff)
     }
+}
+
+/// Whether the receiver's `status` refuses the event itself, for good: a 4xx other than 401,
+/// 403 and 404 (they say the endpoint or its credentials are wrong, which would refuse every
+/// event alike), 408 (timeout) and 429 (rate limit). 413 (too large), 400 and 422 are
+/// permanent. A 5xx is never permanent.
+pub fn is_permanent_refusal(status: u16) -> bool {
+    (400..500).contains(&status) && !matches!(status, 401 | 403 | 404 | 408 | 429)
+}
+
+/// An event the sink gave up on (see [`WebhookAuditSink::dead_letters`]). Carries no body,
+/// URL or secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The event's sequence number.
+    pub seq: u64,
+    /// Its chain hash.
+    pub event_hash: AuditHash,
+    /// The receiver's last status for it.
+    pub status: u16,
+    /// How many permanent refusals it got.
+    pub refusals: u32,
+    /// The sequence number of the [`AuditKind::WebhookDeadLettered`] marker in the trail.
+    pub marker_seq: u64,
 }
 
 /// Why a delivery pass stopped. Never carries the secret.
@@ -169,7 +228,20 @@ pub enum DeliveryError {
 ///
 /// `append` appends to the inner sink first, then enqueues the chained event in the
 /// [`Outbox`], then wakes the delivery loop. An event is marked delivered only after a 2xx;
-/// a failed delivery is retried with exponential backoff, forever: nothing is lost. A crash
+/// a failed delivery is retried with exponential backoff: nothing is lost.
+///
+/// Dead letters: delivery is in sequence order, so one event the receiver can never accept
+/// (a 413 for a body over its limit) would hold back every later event. After
+/// [`WebhookConfig::with_dead_letter_after`] permanent refusals of the same event
+/// ([`is_permanent_refusal`]: a 4xx other than 401, 403, 404, 408 and 429; default 5) the
+/// sink appends an [`AuditKind::WebhookDeadLettered`] marker naming its seq, hash, status and
+/// refusal count to the trail (so it is in the chain of record and delivered to the receiver
+/// like any other event), moves the event to the outbox's dead letters
+/// ([`Outbox::dead_lettered`] keeps it), reports it in [`WebhookAuditSink::dead_letters`] and
+/// [`Delivered::dead_lettered`], and goes on with the next event. A marker that is itself
+/// refused for good is dead-lettered without a marker of its own (no loop). Refusals are
+/// counted in memory: a restart counts again from zero (the marker is appended before the
+/// event leaves the queue, so a crash in between may repeat the marker, never lose it). A crash
 /// between the append and the enqueue is covered by [`WebhookAuditSink::recover`] (run by
 /// [`WebhookAuditSink::new`]), which enqueues every inner event above the outbox's last seq.
 /// `read`, `head` and `verify` are the inner sink's.
@@ -189,6 +261,10 @@ pub struct WebhookAuditSink {
     appending: tokio::sync::Mutex<()>,
     /// One delivery pass at a time (keeps the receiver's view in seq order).
     delivering: tokio::sync::Mutex<()>,
+    /// The event at the head of the queue and its permanent refusals so far.
+    refusals: std::sync::Mutex<Option<(u64, u32)>>,
+    /// The events dead-lettered since the sink was built.
+    dead_letters: std::sync::Mutex<Vec<DeadLetter>>,
 }
 
 impl fmt::Debug for WebhookAuditSink {
@@ -206,6 +282,8 @@ impl fmt::Debug for WebhookAuditSink {
 pub struct Delivered {
     /// Events acknowledged with a 2xx in this pass.
     pub delivered: usize,
+    /// Events dead-lettered in this pass (see [`WebhookAuditSink::dead_letters`]).
+    pub dead_lettered: usize,
 }
 
 impl WebhookAuditSink {
@@ -237,6 +315,8 @@ impl WebhookAuditSink {
             wake: tokio::sync::Notify::new(),
             appending: tokio::sync::Mutex::new(()),
             delivering: tokio::sync::Mutex::new(()),
+            refusals: std::sync::Mutex::new(None),
+            dead_letters: std::sync::Mutex::new(Vec::new()),
         });
         sink.recover().await?;
         Ok(sink)
@@ -303,7 +383,9 @@ impl WebhookAuditSink {
     }
 
     /// One delivery pass: posts pending events lowest seq first, marking each delivered on a
-    /// 2xx; stops at the first failure (the event stays pending, later ones wait behind it).
+    /// 2xx; stops at the first failure (the event stays pending, later ones wait behind it),
+    /// except that an event refused for good often enough is dead-lettered and the pass goes
+    /// on (see the type's docs).
     pub async fn deliver_pending(&self) -> Result<Delivered, DeliveryError> {
         let _guard = self.delivering.lock().await;
         if self.needs_recovery.load(Ordering::SeqCst) {
@@ -316,11 +398,89 @@ impl WebhookAuditSink {
                 return Ok(done);
             }
             for event in &batch {
-                self.post(event).await?;
-                self.outbox.mark_delivered(event.seq).await?;
-                done.delivered = done.delivered.saturating_add(1);
+                match self.post(event).await {
+                    Ok(()) => {
+                        self.outbox.mark_delivered(event.seq).await?;
+                        done.delivered = done.delivered.saturating_add(1);
+                    }
+                    Err(DeliveryError::Rejected { seq, status })
+                        if is_permanent_refusal(status) =>
+                    {
+                        let refusals = self.count_refusal(seq);
+                        match self.config.dead_letter_after {
+                            Some(limit) if refusals >= limit => {
+                                self.dead_letter(event, status, refusals).await?;
+                                done.dead_lettered = done.dead_lettered.saturating_add(1);
+                            }
+                            _ => return Err(DeliveryError::Rejected { seq, status }),
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
+    }
+
+    /// Counts one more permanent refusal of `seq` (the count restarts for another seq).
+    fn count_refusal(&self, seq: u64) -> u32 {
+        // A poisoned lock still holds a consistent pair.
+        let mut r = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        let n = match *r {
+            Some((s, n)) if s == seq => n.saturating_add(1),
+            _ => 1,
+        };
+        *r = Some((seq, n));
+        n
+    }
+
+    /// Appends the marker (unless `event` is itself a marker), then moves `event` to the
+    /// outbox's dead letters and reports it.
+    async fn dead_letter(
+        &self,
+        event: &ChainedEvent,
+        status: u16,
+        refusals: u32,
+    ) -> Result<(), DeliveryError> {
+        let is_marker = matches!(
+            event.event().map(|e| e.kind),
+            Ok(AuditKind::WebhookDeadLettered { .. })
+        );
+        let marker_seq = if is_marker {
+            0
+        } else {
+            let marker = AuditEvent {
+                at: self.clock.now(),
+                kind: AuditKind::WebhookDeadLettered {
+                    seq: event.seq,
+                    event_hash: event.hash,
+                    status,
+                    refusals,
+                },
+            };
+            self.append(&marker).await?.seq
+        };
+        self.outbox.mark_dead_lettered(event.seq).await?;
+        *self.refusals.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.dead_letters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(DeadLetter {
+                seq: event.seq,
+                event_hash: event.hash,
+                status,
+                refusals,
+                marker_seq,
+            });
+        Ok(())
+    }
+
+    /// The events dead-lettered since this sink was built, oldest first (the durable list is
+    /// the outbox's [`Outbox::dead_lettered`]; the trail holds a marker for each).
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.dead_letters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Delivery passes with exponential backoff until the outbox is empty or `attempts`
@@ -332,6 +492,7 @@ impl WebhookAuditSink {
             match self.deliver_pending().await {
                 Ok(d) => {
                     total.delivered = total.delivered.saturating_add(d.delivered);
+                    total.dead_lettered = total.dead_lettered.saturating_add(d.dead_lettered);
                     return Ok(total);
                 }
                 Err(e) => {
@@ -381,7 +542,15 @@ impl WebhookAuditSink {
             message: e.to_string(),
         })?;
         let timestamp = self.clock.now().timestamp();
-        let signature = sign(&self.config.secret, timestamp, &body);
+        // The configuration refused a short secret, so signing cannot fail; a failure would
+        // still be typed, never a panic.
+        let signature =
+            sign(&self.config.secret, timestamp, seq, &event.hash, &body).map_err(|e| {
+                DeliveryError::Encode {
+                    seq,
+                    message: e.to_string(),
+                }
+            })?;
         let result = self
             .client
             .post(self.config.url.clone())
