@@ -14,8 +14,9 @@
 //!
 //! Variables: `SIM_SEED` (one seed), `SIM_SEEDS` (`a..b`), `SIM_STEPS` (total steps, over
 //! consecutive seeds; prints steps/second), `SIM_FAULTS` (`all`, `none`, or a list of
-//! `slow,late,gateway,drop,transient,crash,audit`), `SIM_BACKEND` (`memory`, `sqlite`),
-//! `SIM_KEEP_GOING=1` (report every failing seed, then fail).
+//! `slow,late,gateway,drop,transient,stall,crash,audit`), `SIM_BACKEND` (`memory`, `sqlite`),
+//! `SIM_KEEP_GOING=1` (report every failing seed, then fail), `SIM_TRACE` (steps of trace
+//! kept, 40), `SIM_VERBOSE=1` (print the trace of passing seeds too).
 #![cfg(all(feature = "testkit", feature = "sqlite"))]
 
 mod common;
@@ -48,6 +49,11 @@ fn run_seed(seed: u64, faults: Faults, backend: &Backend, steps: u64) -> Result<
             sim.step()?;
         }
         sim.quiesce()?;
+        if env("SIM_VERBOSE").is_some() {
+            for t in sim.trace() {
+                println!("  {t}");
+            }
+        }
         Ok(sim.step)
     })();
     drop(sim);

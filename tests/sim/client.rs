@@ -33,6 +33,8 @@ pub enum Cmd {
 pub struct Done {
     /// An order this command committed (for I4).
     pub order: Option<(AttemptId, OrderId)>,
+    /// The attempt a payment command answered with (the client now knows it).
+    pub attempt: Option<AttemptId>,
     pub text: String,
 }
 
@@ -72,10 +74,19 @@ impl Cmd {
                     format!("replayed {}", attempt.status.as_str())
                 }
             };
-            let done = |text: String| Done { order: None, text };
+            let done = |text: String| Done {
+                order: None,
+                attempt: None,
+                text,
+            };
+            let paid = |o: PaymentOutcome| Done {
+                order: None,
+                attempt: o.attempt().map(|a| a.id.clone()),
+                text: text(&o),
+            };
             match self {
                 Cmd::Execute(c) => match engine.execute_payment(&c).await {
-                    Ok(o) => done(text(&o)),
+                    Ok(o) => paid(o),
                     Err(e) => done(format!("error: {e}")),
                 },
                 Cmd::Capture(c) => match engine.capture(&c).await {
@@ -93,6 +104,7 @@ impl Cmd {
                 Cmd::Commit(c) => match engine.commit_order(&c).await {
                     Ok(OrderOutcome::Committed { order, .. }) => Done {
                         order: Some((order.attempt_id.clone(), order.id.clone())),
+                        attempt: None,
                         text: format!("order committed {}", order.id),
                     },
                     Ok(OrderOutcome::Existing { order }) => {
@@ -124,6 +136,8 @@ pub struct Clients {
     /// Every attempt a command may have made, with the level of its agent's mandate.
     pub attempts: HashMap<AttemptId, usize>,
     attempt_list: Vec<(AttemptId, usize, usize)>,
+    /// The agent and snapshot of each attempt a command may have made.
+    snapshot_of: HashMap<AttemptId, (usize, usize)>,
     /// Commands a crash or an in-flight answer interrupted: retried first.
     pub retry: Vec<Cmd>,
     next_key: u64,
@@ -151,9 +165,8 @@ impl Clients {
             urgency: None,
         };
         let id = attempt_id_for(&a.actor.id, &k);
-        if self.attempts.insert(id.clone(), a.level).is_none() {
-            self.attempt_list.push((id, agent, snapshot));
-        }
+        self.attempts.insert(id.clone(), a.level);
+        self.snapshot_of.insert(id, (agent, snapshot));
         Cmd::Execute(Box::new(ExecutePayment {
             key: k,
             request,
@@ -162,6 +175,15 @@ impl Clients {
             credential: a.card.clone(),
             capture,
         }))
+    }
+
+    /// A payment command answered with `attempt`: follow-ups may name it now.
+    pub fn learned(&mut self, attempt: &AttemptId) {
+        if let Some(&(agent, snapshot)) = self.snapshot_of.get(attempt) {
+            if !self.attempt_list.iter().any(|(a, _, _)| a == attempt) {
+                self.attempt_list.push((attempt.clone(), agent, snapshot));
+            }
+        }
     }
 
     /// The next command, from the RNG.

@@ -48,8 +48,8 @@ impl Rng {
     }
 }
 
-/// The fault classes (`SIM_FAULTS=slow,late,gateway,drop,transient,crash,audit`, or `all`,
-/// or `none`).
+/// The fault classes (`SIM_FAULTS=slow,late,gateway,drop,transient,stall,crash,audit`, or
+/// `all`, or `none`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Faults {
     /// The PSP answers after the engine's idempotency lease (its effect lands within the
@@ -63,6 +63,9 @@ pub struct Faults {
     pub drop: bool,
     /// The PSP processes nothing and says so (`Transient`).
     pub transient: bool,
+    /// The process stalls: virtual time jumps (past the lease, past a window) while commands
+    /// are between two awaits. Without it, time only moves while no command can run.
+    pub stall: bool,
     /// The process dies between two awaits; a new engine takes over the same state.
     pub crash: bool,
     /// The audit sink refuses an append (`Unavailable`).
@@ -87,6 +90,7 @@ impl Faults {
             gateway: true,
             drop: true,
             transient: true,
+            stall: true,
             crash: true,
             audit: true,
         }
@@ -103,6 +107,7 @@ impl Faults {
                 "gateway" => f.gateway = true,
                 "drop" => f.drop = true,
                 "transient" => f.transient = true,
+                "stall" => f.stall = true,
                 "crash" => f.crash = true,
                 "audit" => f.audit = true,
                 other => panic!(
@@ -121,6 +126,7 @@ impl Faults {
             self.gateway,
             self.drop,
             self.transient,
+            self.stall,
             self.crash,
             self.audit,
         ];

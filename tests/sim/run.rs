@@ -17,8 +17,13 @@ use super::{Ctx, Faults, Rng};
 const SECOND: i64 = 1_000_000;
 /// Commands in flight at most.
 const MAX_IN_FLIGHT: usize = 5;
-/// Steps of the trace printed with a failure.
-const TRACE: usize = 40;
+/// Steps of the trace printed with a failure (`SIM_TRACE` to change).
+fn trace_len() -> usize {
+    std::env::var("SIM_TRACE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40)
+}
 
 /// A broken invariant, with where and how.
 #[derive(Debug)]
@@ -53,6 +58,7 @@ pub struct Sim {
     clients: Clients,
     checker: Checker,
     trace: VecDeque<String>,
+    trace_len: usize,
     next_task: u64,
     pub step: u64,
 }
@@ -70,14 +76,15 @@ impl Sim {
             cmds: std::collections::HashMap::new(),
             clients: Clients::default(),
             checker: Checker::default(),
-            trace: VecDeque::with_capacity(TRACE),
+            trace: VecDeque::new(),
+            trace_len: trace_len(),
             next_task: 0,
             step: 0,
         }
     }
 
     fn note(&mut self, what: String) {
-        if self.trace.len() == TRACE {
+        if self.trace.len() >= self.trace_len {
             self.trace.pop_front();
         }
         let t = (self.world.ctx.now_micros() - examples::now().timestamp_micros()) / SECOND;
@@ -123,6 +130,9 @@ impl Sim {
                 let task = self.tasks.swap_remove(i);
                 self.note(format!("end #{} {} -> {}", task.id, task.label, done.text));
                 let cmd = self.cmds.remove(&task.id);
+                if let Some(a) = &done.attempt {
+                    self.clients.learned(a);
+                }
                 if done.text.contains("in flight") {
                     if let Some(cmd) = cmd {
                         self.clients.retry.push(cmd);
@@ -179,27 +189,29 @@ impl Sim {
         let runnable: Vec<usize> = (0..self.tasks.len())
             .filter(|&i| self.tasks[i].runnable(now))
             .collect();
+        // Time moves while commands could run only when the process may stall.
+        let time = faults.stall || runnable.is_empty();
         let result = match roll {
             0..=9 if faults.crash => {
                 self.crash();
                 Ok(())
             }
-            10..=59 => {
+            10..=59 if time => {
                 let by = self.world.ctx.rng().between(1, 5) as i64 * SECOND;
                 self.advance(by, "small");
                 Ok(())
             }
-            60..=79 => {
+            60..=79 if time => {
                 let by = self.world.ctx.rng().between(31, 90) as i64 * SECOND;
                 self.advance(by, "past the lease");
                 Ok(())
             }
-            80..=83 => {
+            80..=99 if time => {
                 let by = self.world.ctx.rng().between(3600, 5400) as i64 * SECOND;
                 self.advance(by, "past the window");
                 Ok(())
             }
-            84..=399 if self.tasks.len() < MAX_IN_FLIGHT => {
+            100..=399 if self.tasks.len() < MAX_IN_FLIGHT => {
                 let mut rng = Rng::new(self.world.ctx.rng().next_u64());
                 let cmd = self.clients.next(&self.world, &mut rng);
                 self.start(cmd);
@@ -226,6 +238,11 @@ impl Sim {
                     .every_step(&self.world, &self.clients.attempts, self.tasks.is_empty())
             })
             .map_err(|v| self.failure(v))
+    }
+
+    /// The last steps, oldest first.
+    pub fn trace(&self) -> impl Iterator<Item = &String> {
+        self.trace.iter()
     }
 
     /// Runs every in-flight task to its end (no new commands, no faults, no crash).

@@ -91,9 +91,9 @@ fn open(backend: &Backend) -> (Arc<dyn Store>, Arc<dyn AuditSink>) {
 fn spec(level: usize, actor: &Actor) -> MandateSpec {
     let mut s = examples::travel_backpack_mandate().spec().clone();
     let (id, lifetime, window) = [
-        ("mandate_root", "1200.00", "450.00"),
-        ("mandate_child", "800.00", "350.00"),
-        ("mandate_leaf", "450.00", "300.00"),
+        ("mandate_root", "900.00", "600.00"),
+        ("mandate_child", "600.00", "450.00"),
+        ("mandate_leaf", "300.00", "300.00"),
     ][level];
     s.id = id.parse::<MandateId>().expect("id");
     s.actor = actor.clone();
