@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use agent_mandate::domain::{
-    AttemptId, AttemptStatus, AuditHash, AuditKind, OrderId, PaymentAttempt,
+    AttemptId, AttemptStatus, AuditHash, AuditKind, Operation, OrderId, PaymentAttempt,
 };
 use agent_mandate::ports::{Clock as _, HoldState};
 
@@ -97,7 +97,9 @@ impl Checker {
         let attempts = Self::attempts(w);
         let now = w.ctx.clock.now();
 
-        // I5: an attempt whose PSP outcome is unknown keeps its hold.
+        // I5: an attempt whose PSP outcome is unknown keeps its hold: held while the
+        // authorization is unknown; not released while a later operation (capture, void,
+        // refund) is unknown (a captured payment's hold is committed).
         for a in &attempts {
             if matches!(
                 a.status,
@@ -106,7 +108,15 @@ impl Checker {
                     | AttemptStatus::RequiresBuyerAction
             ) {
                 let hold = block_on(w.store.hold(&a.hold_id())).expect("hold");
-                if hold.as_ref().map(|h| h.state) != Some(HoldState::Held) {
+                let state = hold.as_ref().map(|h| h.state);
+                let later = a.status == AttemptStatus::Ambiguous
+                    && a.pending.is_some_and(|op| op != Operation::Authorize);
+                let kept = match state {
+                    Some(HoldState::Held) => true,
+                    Some(HoldState::Committed) => later,
+                    _ => false,
+                };
+                if !kept {
                     return fail(
                         "I5 unknown outcome keeps its hold",
                         format!(

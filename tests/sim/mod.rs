@@ -73,12 +73,13 @@ pub struct Faults {
 }
 
 impl Faults {
-    pub const NAMES: [&'static str; 7] = [
+    pub const NAMES: [&'static str; 8] = [
         "slow",
         "late",
         "gateway",
         "drop",
         "transient",
+        "stall",
         "crash",
         "audit",
     ];

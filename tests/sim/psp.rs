@@ -215,22 +215,26 @@ enum Fault {
 pub struct PspModel {
     ctx: Arc<Ctx>,
     ledger: Mutex<Ledger>,
-    /// The engine's lease and the per-call deadline, in microseconds.
+    /// The engine's lease, the per-call deadline (if declared) and the slowest answer past
+    /// the lease, in microseconds.
     lease: i64,
-    deadline: i64,
+    deadline: Option<i64>,
+    slowest: i64,
 }
 
 impl PspModel {
     pub fn new(
         ctx: Arc<Ctx>,
         lease: std::time::Duration,
-        deadline: std::time::Duration,
+        deadline: Option<std::time::Duration>,
+        slowest: std::time::Duration,
     ) -> PspModel {
         PspModel {
             ctx,
             ledger: Mutex::new(Ledger::default()),
             lease: lease.as_micros() as i64,
-            deadline: deadline.as_micros() as i64,
+            deadline: deadline.map(|d| d.as_micros() as i64),
+            slowest: slowest.as_micros() as i64,
         }
     }
 
@@ -306,11 +310,14 @@ impl PspModel {
                 Err(ambiguous("simulated: connection lost, answer dropped"))
             }
             Fault::Slow => {
+                // The answer comes after the lease; the effect within the deadline, or any
+                // time before the answer when none is declared.
                 let (effect_at, answer_at) = {
                     let mut rng = self.ctx.rng();
-                    let e = now + rng.below(self.deadline as u64) as i64;
-                    let a = now + self.lease + rng.between(1, 60) as i64 * SECOND;
-                    (e, a)
+                    let a =
+                        now + self.lease + rng.between(SECOND as u64, self.slowest as u64) as i64;
+                    let by = self.deadline.unwrap_or(a - now);
+                    (now + rng.below(by as u64) as i64, a)
                 };
                 self.ledger()
                     .scheduled
@@ -320,7 +327,8 @@ impl PspModel {
                 self.ledger().apply(key, &effect, false)
             }
             Fault::Late => {
-                let at = now + self.ctx.rng().between(SECOND as u64, self.deadline as u64) as i64;
+                let by = self.deadline.unwrap_or(self.lease + self.slowest);
+                let at = now + self.ctx.rng().between(SECOND as u64, by as u64) as i64;
                 self.ledger().scheduled.push((at, key.clone(), effect));
                 Err(ambiguous(
                     "simulated timeout: the PSP processes the request later",

@@ -11,7 +11,7 @@ use agent_mandate::domain::examples;
 use super::check::{Checker, Violation};
 use super::client::{Clients, Cmd, Done};
 use super::exec::{Park, Polled, Task};
-use super::world::{config, Backend, World, PSP_DEADLINE};
+use super::world::{config, Backend, World, PSP_DEADLINE, PSP_SLOWEST};
 use super::{Ctx, Faults, Rng};
 
 const SECOND: i64 = 1_000_000;
@@ -274,7 +274,8 @@ impl Sim {
         self.world.ctx.set_quiet(true);
         let r = (|| {
             self.drain()?;
-            let past = (config().lease + PSP_DEADLINE).as_micros() as i64 + SECOND;
+            let past =
+                (config().lease + PSP_DEADLINE.unwrap_or(PSP_SLOWEST)).as_micros() as i64 + SECOND;
             self.advance(past, "quiesce: past every lease and deadline");
             self.world.psp.apply_due();
             self.run_alone(Cmd::Sweep)?;

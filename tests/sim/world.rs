@@ -21,9 +21,16 @@ use super::psp::PspModel;
 use super::Ctx;
 use crate::common::engine::{admin, card, key};
 
-/// The hard deadline of every PSP call in the model: its effect lands within it. Shorter
-/// than the lease, as I13 asks of every adapter.
-pub const PSP_DEADLINE: Duration = Duration::from_secs(20);
+/// The hard deadline the PSP model declares for every call: its effect lands within it
+/// (shorter than the lease, as I13 asks of every adapter). `None` today: the engine's API has
+/// no way yet to learn an adapter's deadline, so the model's effects may land any time before
+/// its (slow) answer. Once `PaymentProvider::deadline` exists, set `Some(20 s)` and return it
+/// from `PspModel::deadline`.
+pub const PSP_DEADLINE: Option<Duration> = None;
+
+/// How far past the lease a slow answer or a late effect may come when no deadline is
+/// declared.
+pub const PSP_SLOWEST: Duration = Duration::from_secs(60);
 
 /// The one place engines are built: adapt here when `Engine::new` or `EngineConfig` change.
 /// Auto-suspension is off (refusals at the caps are the normal case here).
@@ -126,7 +133,12 @@ fn snapshot(shipping: &str, tax: &str) -> CartSnapshot {
 
 impl World {
     pub fn new(ctx: Arc<Ctx>, backend: Backend) -> World {
-        let psp = Arc::new(PspModel::new(ctx.clone(), config().lease, PSP_DEADLINE));
+        let psp = Arc::new(PspModel::new(
+            ctx.clone(),
+            config().lease,
+            PSP_DEADLINE,
+            PSP_SLOWEST,
+        ));
         let vault = Arc::new(MemoryVault::new());
         let (store, audit) = open(&backend);
         let engine = Self::engine(&ctx, &psp, &vault, &store, &audit);
