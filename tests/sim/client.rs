@@ -47,8 +47,9 @@ impl Cmd {
     pub fn label(&self) -> String {
         match self {
             Cmd::Execute(c) => format!(
-                "execute key={} actor={} amount={}",
+                "execute key={} {} actor={} amount={}",
                 c.key.as_str(),
+                short(&attempt_id_for(&c.request.actor.id, &c.key)),
                 c.request.actor.id,
                 c.request.amount
             ),

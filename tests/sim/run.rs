@@ -279,13 +279,16 @@ impl Sim {
             self.advance(past, "quiesce: past every lease and deadline");
             self.world.psp.apply_due();
             self.run_alone(Cmd::Sweep)?;
-            let unfinished: Vec<Cmd> = self
-                .clients
-                .sent
-                .iter()
-                .filter(|c| matches!(c, Cmd::Execute(_)))
-                .cloned()
-                .collect();
+            // Clients retry what a crash or an in-flight answer interrupted, then every
+            // payment, with the same keys.
+            let mut unfinished: Vec<Cmd> = std::mem::take(&mut self.clients.retry);
+            unfinished.extend(
+                self.clients
+                    .sent
+                    .iter()
+                    .filter(|c| matches!(c, Cmd::Execute(_)))
+                    .cloned(),
+            );
             for cmd in unfinished {
                 self.run_alone(cmd)?;
             }
