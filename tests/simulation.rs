@@ -31,8 +31,8 @@ use sim::Faults;
 /// Steps per seed before quiescence.
 const STEPS_PER_SEED: u64 = 400;
 /// The seeds CI runs on the memory backend, and on SQLite.
-const CI_SEEDS_MEMORY: std::ops::Range<u64> = 0..48;
-const CI_SEEDS_SQLITE: std::ops::Range<u64> = 0..3;
+const CI_SEEDS_MEMORY: std::ops::Range<u64> = 0..100;
+const CI_SEEDS_SQLITE: std::ops::Range<u64> = 0..4;
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
