@@ -29,6 +29,15 @@ pub enum EngineError {
         /// When to retry.
         retry_after: Duration,
     },
+    /// The command ran so long that a PSP call could outlive its idempotency lease (or start
+    /// after its submission could be taken as lost), so nothing was sent to the PSP (I13).
+    /// Whatever the command stored stays (an attempt keeps its hold); retry with the same key:
+    /// it resumes the attempt.
+    #[error("idempotency key {key}: too late in the lease for a PSP call; nothing was sent")]
+    LeaseExpired {
+        /// The key.
+        key: IdempotencyKey,
+    },
     /// Bad input, named by field (I11). Nothing was persisted.
     #[error("invalid {field}: {message}")]
     Invalid {
@@ -84,7 +93,7 @@ impl EngineError {
     /// Whether the same command, with the same key, may be sent again.
     pub fn is_retryable(&self) -> bool {
         match self {
-            EngineError::IdempotencyInFlight { .. } => true,
+            EngineError::IdempotencyInFlight { .. } | EngineError::LeaseExpired { .. } => true,
             EngineError::Provider(e) => e.is_retryable(),
             EngineError::Store(e) => e.is_retryable(),
             EngineError::Audit(AuditError::Unavailable { .. }) => true,

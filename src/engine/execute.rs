@@ -9,8 +9,8 @@ use crate::domain::{
     evaluate, execution_fingerprint, json_fingerprint, ActorId, AttemptEvent, AttemptId,
     AttemptStatus, AuditEvent, AuditKind, AuthorityDecision, Blocker, BlockerCode, CartSnapshot,
     CheckoutState, Confirmation, CredentialRef, CredentialStatus, EvaluationInput, HoldAction,
-    LimitKind, Mandate, Money, Operation, Outcome, PaymentAction, PaymentAttempt, PaymentRequest,
-    ProviderReport, ProviderStatus, Suspensions, Usage,
+    IdempotencyKey, LimitKind, Mandate, Money, Operation, Outcome, PaymentAction, PaymentAttempt,
+    PaymentRequest, ProviderReport, ProviderStatus, Suspensions, Usage,
 };
 use crate::ports::{
     AttemptChange, AuthorizeRequest, HoldError, HoldLevel, HoldOp, HoldRequest, Lookup,
@@ -410,11 +410,19 @@ impl Engine {
         });
         self.threshold_events(&chain_levels, &usage_after, &req.amount, now, &mut events);
         // The decision, the hold and the submission are staged in one store change before
-        // money can move (I15), and delivered to the audit sink now.
+        // money can move (I15). The submission time is read now, and the PSP is called right
+        // after, only while the call can end inside this command's lease (I13).
+        let submit_at = self.now();
         let pending = self
-            .transition(&validated, &AttemptEvent::Submit, now, &mut events, finish)
+            .transition(
+                &validated,
+                &AttemptEvent::Submit,
+                submit_at,
+                &mut events,
+                finish,
+            )
             .await?;
-        self.audit(&[]).await?;
+        self.may_call_psp(&command.key, now, submit_at)?;
 
         let auth = AuthorizeRequest {
             key: pending.provider_key(Operation::Authorize),
@@ -428,43 +436,36 @@ impl Engine {
         };
         let result = self.ports.provider.authorize(&auth).await;
         let at = self.now();
-        let done = match result {
+        let outcome = match result {
             Ok(report) => {
-                let moved = report_moves_money(&report);
-                match self
-                    .absorb(
-                        &pending,
-                        report,
-                        Operation::Authorize,
-                        at,
-                        &mut events,
-                        finish,
-                    )
-                    .await
-                {
-                    Ok(done) => done,
-                    Err(EngineError::Store(StoreError::Fenced { key })) if moved => {
-                        // This command lost its lease while the PSP answered: another caller
-                        // owns the attempt now. If it already gave the attempt up (failed,
-                        // hold released), the money this answer reports has no hold: void it.
-                        self.compensate_late_authorization(&pending.id).await?;
-                        return Err(EngineError::Store(StoreError::Fenced { key }));
-                    }
-                    Err(e) => return Err(e),
-                }
+                self.absorb(
+                    &pending,
+                    report,
+                    Operation::Authorize,
+                    at,
+                    &mut events,
+                    finish,
+                )
+                .await
             }
             Err(ProviderError::Invalid { .. }) => {
                 self.transition_finishing(&pending, &AttemptEvent::Reject, at, &mut events, finish)
-                    .await?
+                    .await
             }
             Err(e @ ProviderError::Transient { .. }) => {
                 // Provably not processed (the adapter's classification): the hold is
                 // released and the key freed; a retry holds and sends again, with the same
                 // PSP key.
-                self.transition(&pending, &AttemptEvent::Retryable, at, &mut events, finish)
-                    .await?;
-                self.audit(&[]).await?;
-                return Err(EngineError::Provider(e));
+                match self
+                    .transition(&pending, &AttemptEvent::Retryable, at, &mut events, finish)
+                    .await
+                {
+                    Ok(_) => {
+                        self.audit(&[]).await?;
+                        return Err(EngineError::Provider(e));
+                    }
+                    Err(other) => Err(other),
+                }
             }
             Err(ProviderError::Ambiguous { .. }) => {
                 self.transition_finishing(
@@ -474,14 +475,60 @@ impl Engine {
                     &mut events,
                     finish,
                 )
-                .await?
+                .await
             }
+        };
+        let done = match outcome {
+            Ok(done) => done,
+            Err(EngineError::Store(StoreError::Fenced { key })) => {
+                // This command lost its lease while the PSP answered (a peer slower than its
+                // deadline): another caller owns the attempt now. If that caller already gave
+                // the attempt up (failed, hold released), money the PSP holds for it has no
+                // budget behind it: void it.
+                self.compensate_late_authorization(&pending.id).await?;
+                return Err(EngineError::Store(StoreError::Fenced { key }));
+            }
+            Err(e) => return Err(e),
         };
         self.audit(&events).await?;
         Ok(PaymentOutcome::Done {
             attempt: done,
             decision: Some(decision),
         })
+    }
+
+    /// `Ok` when a PSP call started at `at` ends (by the PSP's deadline) at least the margin
+    /// before the lease of a command started at `started` lapses, and the submission was
+    /// stored at most the margin ago: a call that may outlive the lease, or that starts after
+    /// its submission's "not found" could be taken as final, is not sent (I13). Nothing was
+    /// sent; the attempt keeps its hold and a retry with the key (or the sweep) resolves it.
+    pub(super) fn may_call_psp(
+        &self,
+        key: &IdempotencyKey,
+        started: DateTime<Utc>,
+        submitted: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        let at = self.now();
+        let deadline = self.ports.provider.deadline();
+        let margin = chrono::Duration::from_std(self.config.deadline_margin)
+            .unwrap_or(chrono::Duration::MAX);
+        let budget = self
+            .config
+            .lease
+            .checked_sub(deadline)
+            .and_then(|d| d.checked_sub(self.config.deadline_margin))
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .unwrap_or(chrono::Duration::zero());
+        let late_for_lease = started
+            .checked_add_signed(budget)
+            .is_none_or(|end| at > end);
+        let late_for_submission = submitted
+            .checked_add_signed(margin)
+            .is_none_or(|end| at > end);
+        if late_for_lease || late_for_submission {
+            return Err(EngineError::LeaseExpired { key: key.clone() });
+        }
+        Ok(())
     }
 
     /// An authorization answered after its command lost the lease: when the attempt was

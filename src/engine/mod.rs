@@ -76,6 +76,9 @@ pub struct Engine {
 /// How many staged events one flush step moves.
 const FLUSH_BATCH: usize = 256;
 
+/// How many rounds one flush makes at most (a round drains what was staged when it began).
+const FLUSH_ROUNDS: u32 = 2;
+
 /// The state of the audit outbox's flusher: one flush at a time, and a flag that a flush
 /// asked for while another runs is carried out by the running one.
 #[derive(Debug, Default)]
@@ -294,7 +297,11 @@ impl Engine {
                 return Ok(delivered);
             }
             let busy = Busy(&flush.busy);
-            while flush.dirty.swap(false, Ordering::SeqCst) {
+            // A bounded number of rounds: a command is never kept flushing for others; what
+            // is staged meanwhile goes with the next flush.
+            let mut rounds = 0;
+            while rounds < FLUSH_ROUNDS && flush.dirty.swap(false, Ordering::SeqCst) {
+                rounds += 1;
                 loop {
                     let batch = self.ports.store.staged_audit(FLUSH_BATCH).await?;
                     let Some(last) = batch.last().map(|e| e.id) else {
@@ -304,10 +311,14 @@ impl Engine {
                     self.ports.audit.append_all(&events).await?;
                     self.ports.store.ack_audit(last).await?;
                     delivered += events.len();
+                    if events.len() < FLUSH_BATCH {
+                        // Drained what was there; newer events mark the flush dirty.
+                        break;
+                    }
                 }
             }
             drop(busy);
-            if !flush.dirty.load(Ordering::SeqCst) {
+            if rounds >= FLUSH_ROUNDS || !flush.dirty.load(Ordering::SeqCst) {
                 return Ok(delivered);
             }
         }

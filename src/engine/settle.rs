@@ -124,6 +124,7 @@ impl Engine {
                 }
                 self.audit(&events).await?;
                 events.clear();
+                self.may_call_psp(&command.key, now, self.now())?;
                 let call = CaptureRequest {
                     key: attempt.provider_key(Operation::Capture),
                     reference,
@@ -179,6 +180,7 @@ impl Engine {
                     });
                 }
                 attempt.apply(&AttemptEvent::Void, now)?;
+                self.may_call_psp(&command.key, now, self.now())?;
                 let next = self.void_now(&attempt, now, finish.as_deref()).await?;
                 Ok((
                     PaymentOutcome::Done {
@@ -251,6 +253,7 @@ impl Engine {
                 if !decision.is_allowed() {
                     return Ok((PaymentOutcome::Refused(decision), false));
                 }
+                self.may_call_psp(&command.key, now, self.now())?;
                 let next = self.refund_now(&attempt, amount, finish.as_deref()).await?;
                 Ok((
                     PaymentOutcome::Done {
@@ -381,7 +384,7 @@ impl Engine {
     /// unknown (pending, ambiguous, waiting for the buyer) first, then those sent back after
     /// a transient failure, then the settled ones that can still move (authorized, captured,
     /// partly refunded). Returns the attempts after reconciliation; an attempt that could
-    /// not be reconciled now is returned unchanged.
+    /// not be reconciled now is returned unchanged. Ends with a flush of the audit outbox.
     pub async fn reconcile_pending(
         &self,
         limit: usize,
@@ -419,6 +422,8 @@ impl Engine {
                 Err(_) => out.push(a),
             }
         }
+        // The sweep also delivers what a sink outage left in the audit outbox.
+        let _ = self.flush_audit().await;
         Ok(out)
     }
 

@@ -13,9 +13,10 @@ use agent_mandate::domain::{
     MandateStatus, Money, Order, Party, PaymentAttempt, SnapshotId, Suspensions, Usage,
 };
 use agent_mandate::ports::{
-    AttemptChange, AuditError, AuditReceipt, AuditSink, Begin, CredentialVault, HoldError,
+    AttemptChange, AuditError, AuditReceipt, AuditSink, Begin, CredentialVault, Fence, HoldError,
     HoldRecord, HoldRequest, IdempotencyScope, InsertOrder, NewCredential, RefundPolicy,
-    ResolvedCredential, Store, StoreError, StoredCredential, StoredResult, VaultError,
+    ResolvedCredential, StagedEvent, Store, StoreError, StoredCredential, StoredResult, VaultError,
+    Write, Written,
 };
 
 use super::exec::yield_point;
@@ -136,16 +137,44 @@ impl Store for YieldingStore {
     }
     async fn complete_idempotent(
         &self,
-        s: &IdempotencyScope,
+        f: &Fence,
         r: &StoredResult,
         until: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         yield_point("store.complete_idempotent").await;
-        self.0.complete_idempotent(s, r, until).await
+        self.0.complete_idempotent(f, r, until).await
     }
-    async fn abandon_idempotent(&self, s: &IdempotencyScope) -> Result<(), StoreError> {
+    async fn abandon_idempotent(&self, f: &Fence) -> Result<(), StoreError> {
         yield_point("store.abandon_idempotent").await;
-        self.0.abandon_idempotent(s).await
+        self.0.abandon_idempotent(f).await
+    }
+    async fn check_fence(&self, f: &Fence) -> Result<(), StoreError> {
+        yield_point("store.check_fence").await;
+        self.0.check_fence(f).await
+    }
+    async fn purge_idempotent(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        yield_point("store.purge_idempotent").await;
+        self.0.purge_idempotent(now).await
+    }
+    async fn write_audited(
+        &self,
+        w: Write<'_>,
+        events: &[AuditEvent],
+    ) -> Result<Written, StoreError> {
+        yield_point("store.write_audited").await;
+        self.0.write_audited(w, events).await
+    }
+    async fn stage_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        yield_point("store.stage_audit").await;
+        self.0.stage_audit(events).await
+    }
+    async fn staged_audit(&self, limit: usize) -> Result<Vec<StagedEvent>, StoreError> {
+        yield_point("store.staged_audit").await;
+        self.0.staged_audit(limit).await
+    }
+    async fn ack_audit(&self, through: u64) -> Result<(), StoreError> {
+        yield_point("store.ack_audit").await;
+        self.0.ack_audit(through).await
     }
     async fn insert_order(&self, o: &Order) -> Result<InsertOrder, StoreError> {
         yield_point("store.insert_order").await;

@@ -340,6 +340,10 @@ impl PspModel {
 
 #[async_trait]
 impl PaymentProvider for PspModel {
+    fn deadline(&self) -> std::time::Duration {
+        super::world::PSP_DEADLINE.unwrap_or(std::time::Duration::from_secs(20))
+    }
+
     async fn authorize(&self, r: &AuthorizeRequest) -> Result<ProviderReport, ProviderError> {
         self.ledger().calls += 1;
         self.call("psp.authorize", &r.key, Effect::Authorize(r.clone()))
@@ -368,7 +372,7 @@ impl PaymentProvider for PspModel {
         let l = self.ledger();
         let i = match lookup {
             Lookup::Reference(r) => l.by_ref.get(r),
-            Lookup::Key(k) => l.by_auth_key.get(k),
+            Lookup::Key(k) | Lookup::KeySubmitted { key: k, .. } => l.by_auth_key.get(k),
         };
         Ok(i.map(|&i| l.payments[i].report()))
     }

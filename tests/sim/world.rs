@@ -21,12 +21,10 @@ use super::psp::PspModel;
 use super::Ctx;
 use crate::common::engine::{admin, card, key};
 
-/// The hard deadline the PSP model declares for every call: its effect lands within it
-/// (shorter than the lease, as I13 asks of every adapter). `None` today: the engine's API has
-/// no way yet to learn an adapter's deadline, so the model's effects may land any time before
-/// its (slow) answer. Once `PaymentProvider::deadline` exists, set `Some(20 s)` and return it
-/// from `PspModel::deadline`.
-pub const PSP_DEADLINE: Option<Duration> = None;
+/// The hard deadline the PSP model declares for every call (`PaymentProvider::deadline`): its
+/// effect lands within it (shorter than the lease, as I13 asks of every adapter), while a
+/// slow answer may still come after the lease (a peer that lies about its deadline).
+pub const PSP_DEADLINE: Option<Duration> = Some(Duration::from_secs(20));
 
 /// How far past the lease a slow answer or a late effect may come when no deadline is
 /// declared.
@@ -35,7 +33,7 @@ pub const PSP_SLOWEST: Duration = Duration::from_secs(60);
 /// The one place engines are built: adapt here when `Engine::new` or `EngineConfig` change.
 /// Auto-suspension is off (refusals at the caps are the normal case here).
 pub fn engine_for(ports: Ports) -> Engine {
-    Engine::new(ports, config())
+    Engine::new(ports, config()).expect("the lease outlasts the PSP's deadline")
 }
 
 pub fn config() -> EngineConfig {
