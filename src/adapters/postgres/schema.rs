@@ -21,10 +21,13 @@ use super::tx::in_transaction;
 use crate::ports::StoreError;
 
 /// The schema version this code writes and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-/// Migration `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: [&str; 1] = [r#"
+/// Migration `i` brings the schema from version `i` to `i + 1`. Never edit one that has
+/// shipped: add the next.
+const MIGRATIONS: &[&str] = &[
+    // 1: every table of the Store and AuditSink ports.
+    r#"
 CREATE TABLE mandates (
     id          TEXT PRIMARY KEY,
     parent_id   TEXT,
@@ -129,7 +132,32 @@ CREATE TABLE audit_head (
 );
 INSERT INTO audit_head (id, seq, hash)
     VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
-"#];
+"#,
+    // 2: the credential vault (`PostgresVault`). The secret and the CVC are only in
+    // `ciphertext`, sealed under a data key stored wrapped (`wrapped_key`) under the keyring's
+    // key `key_id`; `fingerprint` is a keyed MAC of the content, to answer a retried store.
+    // Rows are never deleted, so a reference is never handed out twice.
+    r#"
+CREATE TABLE vault_credentials (
+    reference       TEXT PRIMARY KEY,
+    owner           TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    fingerprint     BYTEA NOT NULL,
+    kind            TEXT NOT NULL,
+    buyer_id        TEXT NOT NULL,
+    brand           TEXT NOT NULL,
+    last4           TEXT NOT NULL,
+    exp_month       SMALLINT NOT NULL,
+    exp_year        INTEGER NOT NULL,
+    funding         TEXT NOT NULL,
+    key_id          TEXT NOT NULL,
+    wrapped_key     BYTEA NOT NULL,
+    ciphertext      BYTEA NOT NULL,
+    revoked         BOOLEAN NOT NULL DEFAULT FALSE,
+    UNIQUE (owner, idempotency_key)
+);
+"#,
+];
 
 /// Key of the advisory lock that serialises migrations (any fixed number; `am` in ASCII).
 const MIGRATION_LOCK: i64 = 0x616d_5f6d_6967_7261;

@@ -17,8 +17,8 @@ use crate::adapters::vault_rules::{
 };
 use crate::domain::{ActorId, BuyerId, CredentialRef, CredentialStatus, IdempotencyKey};
 use crate::ports::{
-    CredentialDisplay, CredentialVault, NewCredential, ResolvedCredential, StoreOutcome,
-    StoredCredential, VaultError,
+    CredentialDisplay, CredentialVault, NewCredential, ResolvedCredential, StoreError,
+    StoreOutcome, StoredCredential, VaultError,
 };
 
 const TABLE: &str = "vault_credentials";
@@ -228,7 +228,11 @@ fn read(conn: &Connection, reference: &CredentialRef) -> Result<Row, VaultError>
             "SELECT {COLUMNS} FROM {TABLE} WHERE reference = ?1"
         ))
         .and_then(|mut s| s.query_row([key], raw).optional())
-        .map_err(|e| fail(key, e))?
+        .map_err(|e| match sql_error(TABLE, key, e) {
+            // A column of the wrong type or NULL: this row is unreadable.
+            StoreError::Corrupt { message, .. } => corrupt(reference, message),
+            other => from_store(other),
+        })?
         .ok_or_else(|| not_found(reference))?;
     row_of(raw)
 }
