@@ -640,3 +640,64 @@ mod postgres {
         drop_schema(&vault, &schema).await;
     }
 }
+
+/// The engine's store: a retried request with the same key answers the same credential, is
+/// audited as a replay (not a second `CredentialStored`), and another card under the key is a
+/// conflict.
+#[tokio::test]
+async fn engine_store_credential_replays_a_retried_request() {
+    use agent_mandate::adapters::memory::MemoryPorts;
+    use agent_mandate::domain::{examples, AuditKind};
+    use agent_mandate::engine::{Engine, EngineConfig, EngineError};
+    use agent_mandate::ports::AuditSink;
+    use agent_mandate::testkit::FakePsp;
+    use std::sync::Arc;
+
+    let memory = MemoryPorts::new(examples::now(), |vault, _| {
+        Arc::new(FakePsp::with_vault(vault))
+    });
+    let engine = Engine::new(memory.ports.clone(), EngineConfig::default());
+    let (pan, cvc) = &pans("1")[0];
+    let first = engine
+        .store_credential(&key("k"), card("agent_a", "buyer_a", pan, cvc))
+        .await
+        .unwrap();
+    let retried = engine
+        .store_credential(&key("k"), card("agent_a", "buyer_a", pan, cvc))
+        .await
+        .unwrap();
+    assert!(!first.replay && retried.replay);
+    assert_eq!(first.value, retried.value);
+    let err = engine
+        .store_credential(&key("k"), card("agent_a", "buyer_a", &pans("2")[0].0, cvc))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EngineError::Vault(VaultError::IdempotencyConflict { .. })
+        ),
+        "{err:?}"
+    );
+    let kinds: Vec<AuditKind> = memory
+        .audit
+        .read(1, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            serde_json::from_str::<agent_mandate::domain::AuditEvent>(&e.body)
+                .unwrap()
+                .kind
+        })
+        .collect();
+    let stored = kinds
+        .iter()
+        .filter(|k| matches!(k, AuditKind::CredentialStored { .. }))
+        .count();
+    let replays = kinds
+        .iter()
+        .filter(|k| matches!(k, AuditKind::Replay { command, .. } if command == "store_credential"))
+        .count();
+    assert_eq!((stored, replays), (1, 1), "{kinds:?}");
+}
