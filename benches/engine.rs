@@ -66,21 +66,25 @@ fn world() -> (Engine, ExecutePayment) {
         spec,
     }))
     .expect("mandate");
-    let card = ready(engine.store_credential(NewCredential {
-        kind: CredentialKind::PaymentMethod,
-        owner: examples::agent().id,
-        buyer_id: examples::buyer(),
-        secret: Secret::new("pm_card_visa"),
-        cvc: None,
-        display: CredentialDisplay {
-            brand: "visa".into(),
-            last4: "4242".into(),
-            exp_month: 12,
-            exp_year: 2030,
-            funding: FundingType::Credit,
+    let card = ready(engine.store_credential(
+        &"card".parse().expect("key"),
+        NewCredential {
+            kind: CredentialKind::PaymentMethod,
+            owner: examples::agent().id,
+            buyer_id: examples::buyer(),
+            secret: Secret::new("pm_card_visa"),
+            cvc: None,
+            display: CredentialDisplay {
+                brand: "visa".into(),
+                last4: "4242".into(),
+                exp_month: 12,
+                exp_year: 2030,
+                funding: FundingType::Credit,
+            },
         },
-    }))
+    ))
     .expect("card")
+    .value
     .reference;
     let snapshot = examples::travel_backpack_snapshot();
     let template = ExecutePayment {

@@ -259,7 +259,11 @@ fn psp_and_vault(
     rt: &tokio::runtime::Runtime,
 ) -> (Arc<dyn CredentialVault>, Arc<FakePsp>, CredentialRef) {
     let vault: Arc<dyn CredentialVault> = Arc::new(MemoryVault::new());
-    let card = rt.block_on(vault.store(card())).expect("card").reference;
+    let card = rt
+        .block_on(vault.store(&"card".parse().expect("key"), card()))
+        .expect("card")
+        .credential
+        .reference;
     let psp = Arc::new(FakePsp::with_vault(vault.clone()));
     (vault, psp, card)
 }

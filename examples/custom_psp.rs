@@ -37,8 +37,8 @@ use std::sync::{Arc, Mutex};
 
 use agent_mandate::adapters::memory::MemoryVault;
 use agent_mandate::domain::{
-    ActorId, BuyerId, Currency, MerchantId, Money, ProviderKey, ProviderRef, ProviderReport,
-    ProviderStatus, SnapshotId,
+    ActorId, BuyerId, Currency, IdempotencyKey, MerchantId, Money, ProviderKey, ProviderRef,
+    ProviderReport, ProviderStatus, SnapshotId,
 };
 use agent_mandate::ports::{
     AuthorizeRequest, CaptureRequest, Clock, CredentialDisplay, CredentialKind, CredentialVault,
@@ -361,7 +361,13 @@ fn main() {
                     funding: FundingType::Credit,
                 },
             };
-            vault.store(credential).await.expect("stored").reference
+            let key = IdempotencyKey::new(format!("store-{card}")).expect("valid key");
+            vault
+                .store(&key, credential)
+                .await
+                .expect("stored")
+                .credential
+                .reference
         };
         let fixture = ProviderFixture {
             good: store("card_ok").await,

@@ -55,21 +55,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 2. The vault keeps the payment method; the adapter resolves it at call time.
     let vault = Arc::new(MemoryVault::new());
     let card = vault
-        .store(NewCredential {
-            kind: CredentialKind::PaymentMethod,
-            owner: ActorId::new("agent_example")?,
-            buyer_id: BuyerId::new("buyer_example")?,
-            secret: Secret::new("pm_card_visa"),
-            cvc: None,
-            display: CredentialDisplay {
-                brand: "visa".into(),
-                last4: "4242".into(),
-                exp_month: 12,
-                exp_year: 2034,
-                funding: FundingType::Credit,
+        .store(
+            &"store-card-1".parse()?,
+            NewCredential {
+                kind: CredentialKind::PaymentMethod,
+                owner: ActorId::new("agent_example")?,
+                buyer_id: BuyerId::new("buyer_example")?,
+                secret: Secret::new("pm_card_visa"),
+                cvc: None,
+                display: CredentialDisplay {
+                    brand: "visa".into(),
+                    last4: "4242".into(),
+                    exp_month: 12,
+                    exp_year: 2034,
+                    funding: FundingType::Credit,
+                },
             },
-        })
-        .await?;
+        )
+        .await?
+        .credential;
     let psp = StripeProvider::new(config, vault, Arc::new(SystemClock))?;
 
     // 3. Authorize (manual capture), capture part, look it up. The engine does this for you;

@@ -5,17 +5,25 @@
 //! agent holds a payment credential. Watch the decision change as the facts change; then the
 //! engine carries the allowed request through: budget hold, PSP authorization, capture, order,
 //! a verified audit chain and the dispute evidence. State is kept in a SQLite file (a new one
-//! under the temp dir, or the path given as the first argument); the PSP is the testkit's fake.
+//! under the temp dir, or the path given as the first argument), the card too: in the file's
+//! credential vault, its number sealed with AES-256-GCM under a key-encryption key. The PSP is
+//! the testkit's fake.
+//!
+//! The vault key comes from `AGENT_MANDATE_VAULT_KEY` (64 hex digits, for example from
+//! `openssl rand -hex 32`); without it the demo generates a key for this run only. The key is
+//! never printed.
 //!
 //! Run: `cargo run --example travel_backpack --features testkit,sqlite [-- PATH.db]`
 //!
-//! Run it twice with the same path: the second run finds the mandate, the payment, the capture
-//! and the order in the file, answers every command from its idempotency record (no second
-//! authorization) and verifies the audit chain the first run wrote.
+//! Run it twice with the same path and the same `AGENT_MANDATE_VAULT_KEY`: the second run finds
+//! the mandate, the card, the payment, the capture and the order in the file, answers every
+//! command from its idempotency record (no second card, no second authorization) and verifies
+//! the audit chain the first run wrote.
 
 use std::sync::Arc;
 
-use agent_mandate::adapters::memory::{ManualClock, MemoryVault};
+use agent_mandate::adapters::keyring::{VaultKey, VaultKeyring};
+use agent_mandate::adapters::memory::ManualClock;
 use agent_mandate::adapters::sqlite::{SqliteConfig, SqliteDatabase};
 use agent_mandate::domain::{
     evaluate, examples, Actor, ActorKind, Currency, EvaluationDocument, Outcome,
@@ -105,7 +113,7 @@ async fn pay(doc: EvaluationDocument) -> Result<(), Box<dyn std::error::Error>> 
         "== 5. The engine, with its state in {} (WAL, synchronous=FULL)",
         path.display()
     );
-    let vault = Arc::new(MemoryVault::new());
+    let vault = Arc::new(db.vault(VaultKeyring::new(vault_key()?)));
     let audit = Arc::new(db.audit_sink());
     let ports = Ports {
         store: Arc::new(db.store()),
@@ -127,25 +135,36 @@ async fn pay(doc: EvaluationDocument) -> Result<(), Box<dyn std::error::Error>> 
         })
         .await?;
     let card = engine
-        .store_credential(NewCredential {
-            kind: CredentialKind::PaymentMethod,
-            owner: examples::agent().id,
-            buyer_id: examples::buyer(),
-            secret: Secret::new("pm_card_visa"),
-            cvc: None,
-            display: CredentialDisplay {
-                brand: "visa".into(),
-                last4: "4242".into(),
-                exp_month: 12,
-                exp_year: 2030,
-                funding: FundingType::Credit,
+        .store_credential(
+            &"agent-123-card-1".parse()?,
+            NewCredential {
+                kind: CredentialKind::PaymentMethod,
+                owner: examples::agent().id,
+                buyer_id: examples::buyer(),
+                secret: Secret::new("pm_card_visa"),
+                cvc: None,
+                display: CredentialDisplay {
+                    brand: "visa".into(),
+                    last4: "4242".into(),
+                    exp_month: 12,
+                    exp_year: 2030,
+                    funding: FundingType::Credit,
+                },
             },
-        })
+        )
         .await?;
     println!(
-        "   card:      {} ({} ending {}), the secret stays in the vault",
-        card.reference, card.display.brand, card.display.last4
+        "   card:      {} ({} ending {}), {}; the secret stays in the vault, encrypted",
+        card.value.reference,
+        card.value.display.brand,
+        card.value.display.last4,
+        if card.replay {
+            "stored by an earlier run (same key: the same card)"
+        } else {
+            "stored now"
+        }
     );
+    let card = card.value;
 
     let outcome = engine
         .execute_payment(&ExecutePayment {
@@ -230,4 +249,24 @@ async fn pay(doc: EvaluationDocument) -> Result<(), Box<dyn std::error::Error>> 
         return Err("the dispute evidence is inconsistent".into());
     }
     Ok(())
+}
+
+/// The vault's key-encryption key: `AGENT_MANDATE_VAULT_KEY` (64 hex digits) if set, else a key
+/// generated for this run (a card stored under it cannot be read by a later run). Never
+/// printed: its `Debug` shows the id only.
+fn vault_key() -> Result<VaultKey, Box<dyn std::error::Error>> {
+    match std::env::var("AGENT_MANDATE_VAULT_KEY") {
+        Ok(hex) => {
+            println!("   vault key: from AGENT_MANDATE_VAULT_KEY (id \"env-1\")");
+            Ok(VaultKey::from_hex("env-1", &Secret::new(hex))?)
+        }
+        Err(_) => {
+            let id = format!("demo-{}", std::process::id());
+            println!(
+                "   vault key: generated for this demo run (id {id:?}); set \
+                 AGENT_MANDATE_VAULT_KEY to keep one across runs"
+            );
+            Ok(VaultKey::generate(id)?)
+        }
+    }
 }

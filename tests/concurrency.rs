@@ -237,9 +237,10 @@ async fn setup() -> Setup {
     let chain = mem.ports.store.chain(grandchild.id()).await.expect("chain");
     assert_eq!(chain.len(), 3);
     let credential = engine
-        .store_credential(card(&leaf.id, "pm_card_visa"))
+        .store_credential(&key("leaf-card"), card(&leaf.id, "pm_card_visa"))
         .await
         .expect("leaf card")
+        .value
         .reference;
     // EUR 130.00, 134.00, 139.00 and 144.00.
     let snapshots = ["1.00", "5.00", "10.00", "15.00"]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use agent_mandate::adapters::memory::{ManualClock, MemoryAuditSink, MemoryVault};
 use agent_mandate::domain::{
     ActorId, AttemptId, AuditEvent, AuditKind, BuyerId, ChainFault, CredentialRef, Currency,
-    MerchantId, Money, ProviderKey, ProviderRef, ProviderStatus, SnapshotId,
+    IdempotencyKey, MerchantId, Money, ProviderKey, ProviderRef, ProviderStatus, SnapshotId,
 };
 use agent_mandate::ports::{
     AuditError, AuditSink, AuthorizeRequest, CaptureRequest, Clock, CredentialDisplay,
@@ -175,6 +175,10 @@ async fn vault_suite_passes_on_memory_vault() {
     credential_vault_conformance(&vault, t(2026, 12, 31)).await;
 }
 
+fn store_key(name: &str) -> IdempotencyKey {
+    IdempotencyKey::new(format!("store-{name}")).unwrap()
+}
+
 fn credential(owner: &str, secret: &str) -> NewCredential {
     NewCredential {
         kind: CredentialKind::PaymentMethod,
@@ -196,17 +200,24 @@ fn credential(owner: &str, secret: &str) -> NewCredential {
 async fn memory_vault_references_are_opaque_and_debug_is_redacted() {
     let vault = MemoryVault::new();
     let a = vault
-        .store(credential("agent_1", "pm_secret_value_1"))
+        .store(&store_key("1"), credential("agent_1", "pm_secret_value_1"))
         .await
-        .unwrap();
+        .unwrap()
+        .credential;
     let b = vault
-        .store(credential("agent_1", "pm_secret_value_2"))
+        .store(&store_key("2"), credential("agent_1", "pm_secret_value_2"))
         .await
-        .unwrap();
-    assert_eq!(
-        (a.reference.as_str(), b.reference.as_str()),
-        ("cred_1", "cred_2")
-    );
+        .unwrap()
+        .credential;
+    // Random: `cred_` and 128 bits as hex, nothing sequential.
+    for r in [&a.reference, &b.reference] {
+        let hex = r.as_str().strip_prefix("cred_").unwrap();
+        assert!(
+            hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{r}"
+        );
+    }
+    assert_ne!(a.reference, b.reference);
     let debug = format!(
         "{vault:?} {a:?} {:?}",
         vault.resolve(&a.reference, t(2026, 1, 1)).await
@@ -215,7 +226,7 @@ async fn memory_vault_references_are_opaque_and_debug_is_redacted() {
     let mut cvc = credential("agent_1", "pm_x");
     cvc.cvc = Some(Secret::new(""));
     assert!(matches!(
-        vault.store(cvc).await,
+        vault.store(&store_key("3"), cvc).await,
         Err(agent_mandate::ports::VaultError::Invalid { field: "cvc" })
     ));
 }
@@ -282,9 +293,10 @@ async fn provider_suite_passes_on_fake_psp_with_vault() {
         let vault = Arc::clone(&vault);
         async move {
             vault
-                .store(credential("agent_1", secret))
+                .store(&store_key(secret), credential("agent_1", secret))
                 .await
                 .unwrap()
+                .credential
                 .reference
         }
     };
@@ -474,9 +486,10 @@ async fn i3_duplicate_delivery_has_one_effect() {
 async fn i3_concurrent_same_key_authorizes_once() {
     let vault = Arc::new(MemoryVault::new());
     let cred = vault
-        .store(credential("agent_1", "tok_visa"))
+        .store(&store_key("visa"), credential("agent_1", "tok_visa"))
         .await
         .unwrap()
+        .credential
         .reference;
     let psp = Arc::new(FakePsp::with_vault(vault));
     psp.set_plan(vec![Fault::DuplicateDelivery; 8]);
@@ -727,9 +740,10 @@ async fn vault_backed_psp_refuses_unusable_credentials() {
     let clock = Arc::new(ManualClock::new(t(2026, 6, 28)));
     let psp = FakePsp::with_vault_and_clock(vault.clone(), clock.clone());
     let good = vault
-        .store(credential("agent_1", "tok_visa"))
+        .store(&store_key("visa"), credential("agent_1", "tok_visa"))
         .await
         .unwrap()
+        .credential
         .reference;
     let invalid = |r: Result<_, ProviderError>| matches!(r, Err(ProviderError::Invalid { .. }));
     assert!(invalid(
@@ -755,9 +769,10 @@ async fn vault_backed_psp_refuses_unusable_credentials() {
         ("pm_card_visa", ProviderStatus::Authorized),
     ] {
         let cred = vault
-            .store(credential("agent_2", secret))
+            .store(&store_key(secret), credential("agent_2", secret))
             .await
             .unwrap()
+            .credential
             .reference;
         let r = psp
             .authorize(&authorize_request(

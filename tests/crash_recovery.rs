@@ -18,11 +18,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use agent_mandate::adapters::memory::{ManualClock, MemoryVault};
+use agent_mandate::adapters::keyring::{VaultKey, VaultKeyring};
+use agent_mandate::adapters::memory::ManualClock;
+use agent_mandate::adapters::sqlite::{SqliteConfig, SqliteDatabase};
 use agent_mandate::domain::{
     examples, ActorId, AttemptId, AttemptStatus, AuditEvent, BuyerId, CartSnapshot, Confirmation,
-    ContentDigest, Mandate, MandateId, MandateStatus, Money, Order, Party, PaymentAttempt,
-    ProviderReport, ProviderStatus, SnapshotId, Suspensions, Usage,
+    ContentDigest, CredentialRef, Mandate, MandateId, MandateStatus, Money, Order, Party,
+    PaymentAttempt, ProviderReport, ProviderStatus, SnapshotId, Suspensions, Usage,
 };
 use agent_mandate::engine::{
     attempt_id_for, CapturePayment, CommitOrder, CreateMandate, Engine, EngineConfig, OrderOutcome,
@@ -322,13 +324,15 @@ async fn engine_on(
         ),
         None => (store, psp.clone()),
     };
-    let vault = Arc::new(MemoryVault::new());
-    // The vault is not what this test is about: every process stores the same card first and
-    // gets the same reference (`cred_1`).
-    vault
-        .store(card(&examples::agent().id, "pm_card_visa"))
-        .await
-        .expect("card");
+    // The vault is not what this test is about: every process opens the run's vault file and
+    // stores the card under the same key, which answers the reference stored first.
+    let keyring = VaultKeyring::new(VaultKey::new("test", [7; 32]).expect("key"));
+    let vault = Arc::new(
+        SqliteDatabase::open(SqliteConfig::file(run.dir.join("vault.db")))
+            .expect("vault db")
+            .vault(keyring),
+    );
+    the_card(vault.as_ref()).await;
     let ports = Ports {
         store,
         provider,
@@ -343,14 +347,24 @@ async fn engine_on(
     )
 }
 
-fn execute(k: &str) -> agent_mandate::engine::ExecutePayment {
+/// The agent's card: stored under one key, so every process gets the same reference.
+async fn the_card(vault: &dyn CredentialVault) -> CredentialRef {
+    vault
+        .store(&key("card"), card(&examples::agent().id, "pm_card_visa"))
+        .await
+        .expect("card")
+        .credential
+        .reference
+}
+
+fn execute(k: &str, credential: CredentialRef) -> agent_mandate::engine::ExecutePayment {
     let snapshot = examples::travel_backpack_snapshot();
     agent_mandate::engine::ExecutePayment {
         key: key(k),
         request: examples::authorize_request(&snapshot),
         checkout: examples::valid_checkout(snapshot.id()),
         snapshot,
-        credential: "cred_1".parse().expect("ref"),
+        credential,
         capture: false,
     }
 }
@@ -376,7 +390,10 @@ fn commit(k: &str, attempt: &AttemptId) -> CommitOrder {
 /// One payment as a client runs it: execute, capture, commit the order.
 async fn pay(engine: &Engine, n: u32) -> AttemptId {
     let out = engine
-        .execute_payment(&execute(&format!("pay-{n}")))
+        .execute_payment(&execute(
+            &format!("pay-{n}"),
+            the_card(engine.ports().vault.as_ref()).await,
+        ))
         .await
         .expect("execute");
     let attempt = out.attempt().expect("allowed").clone();

@@ -168,9 +168,10 @@ async fn run(backend: Backend, dir: PathBuf) {
     });
     let credential = shared
         .vault
-        .store(card(&examples::agent().id, "pm_card_visa"))
+        .store(&key("card"), card(&examples::agent().id, "pm_card_visa"))
         .await
         .expect("card")
+        .credential
         .reference;
     let setup = engine_for(&backend, &path, &shared).await;
     let mut spec = backpack_spec(true);

@@ -485,9 +485,13 @@ async fn a_credential_of_another_actor_or_revoked_is_not_usable() {
     let w = world().await;
     let other = w
         .engine
-        .store_credential(common::engine::card(&id("agent_other"), "pm_card_visa"))
+        .store_credential(
+            &common::engine::key("card-other"),
+            common::engine::card(&id("agent_other"), "pm_card_visa"),
+        )
         .await
-        .unwrap();
+        .unwrap()
+        .value;
     let mut cmd = w.execute("pay-1");
     cmd.credential = other.reference;
     let PaymentOutcome::Refused(d) = w.engine.execute_payment(&cmd).await.unwrap() else {
@@ -897,12 +901,13 @@ async fn revoking_a_parent_blocks_the_child_at_evaluation_time() {
     );
     let sub_card = w
         .engine
-        .store_credential(common::engine::card(
-            &common::sub_agent().id,
-            "pm_card_visa",
-        ))
+        .store_credential(
+            &common::engine::key("card-sub"),
+            common::engine::card(&common::sub_agent().id, "pm_card_visa"),
+        )
         .await
-        .unwrap();
+        .unwrap()
+        .value;
     let mut cmd = w.execute("sub-1");
     cmd.request.actor = common::sub_agent();
     cmd.request.mandate_id = id("mandate_child");

@@ -397,9 +397,13 @@ impl World {
         let mut cards = Vec::new();
         for i in 0..AGENTS.len() {
             let stored = engine
-                .store_credential(card(&agent(i).id, "pm_card_visa"))
+                .store_credential(
+                    &key(&format!("card-{i}")),
+                    card(&agent(i).id, "pm_card_visa"),
+                )
                 .await
-                .expect("card stored");
+                .expect("card stored")
+                .value;
             cards.push(stored.reference);
         }
         World {
@@ -2486,12 +2490,13 @@ impl Model {
                 }
             }
             Action::Cards(actor, false) => {
+                let issued = key(&format!("card-{actor}-{}", self.cards[*actor].len()));
                 match engine
-                    .store_credential(card(&agent(*actor).id, "pm_card_visa"))
+                    .store_credential(&issued, card(&agent(*actor).id, "pm_card_visa"))
                     .await
                 {
                     Ok(stored) => {
-                        self.cards[*actor].push((stored.reference, false));
+                        self.cards[*actor].push((stored.value.reference, false));
                         Out::Issued
                     }
                     Err(e) => Out::Err(err_kind(&e)),

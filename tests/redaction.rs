@@ -317,11 +317,18 @@ async fn run_case(input: &Input) -> Watch {
     // Store: the input, the stored public part, and the malformed ones.
     let new = new_credential(input, &input.secret);
     case.watch.debug("new credential", &new);
-    let stored: StoredCredential = engine.store_credential(new).await.expect("stored");
+    let stored: StoredCredential = engine
+        .store_credential(&key("card-input"), new)
+        .await
+        .expect("stored")
+        .value;
     case.watch.data("stored credential", &stored);
     let mut bad = new_credential(input, &input.other_secret);
     bad.display.last4 = "42x4".into();
-    let err = engine.store_credential(bad).await.expect_err("bad last4");
+    let err = engine
+        .store_credential(&key("card-bad-last4"), bad)
+        .await
+        .expect_err("bad last4");
     assert!(
         matches!(
             err,
@@ -334,7 +341,10 @@ async fn run_case(input: &Input) -> Watch {
     case.watch.error("invalid display", &err);
     let mut bad = new_credential(input, &input.other_secret);
     bad.cvc = Some(Secret::new(""));
-    let err = engine.store_credential(bad).await.expect_err("empty cvc");
+    let err = engine
+        .store_credential(&key("card-empty-cvc"), bad)
+        .await
+        .expect_err("empty cvc");
     assert!(
         matches!(
             err,
@@ -457,9 +467,13 @@ async fn run_case(input: &Input) -> Watch {
 
     // A revoked credential (alone), then every credential of the actor.
     let other = engine
-        .store_credential(new_credential(input, &input.other_secret))
+        .store_credential(
+            &key("card-other"),
+            new_credential(input, &input.other_secret),
+        )
         .await
-        .expect("stored");
+        .expect("stored")
+        .value;
     case.watch.data("other credential", &other);
     assert!(w.mem.vault.revoke(&other.reference).await.expect("revoke"));
     case.refused(&case.command("pay-8", &other.reference, false))

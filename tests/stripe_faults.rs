@@ -392,9 +392,13 @@ async fn bare(url: &str) -> (StripeProvider, AuthorizeRequest) {
     let vault = Arc::new(MemoryVault::new());
     let clock = Arc::new(ManualClock::new(examples::now()));
     let credential = vault
-        .store(card(&examples::agent().id, "pm_card_visa"))
+        .store(
+            &"card".parse().expect("key"),
+            card(&examples::agent().id, "pm_card_visa"),
+        )
         .await
         .expect("stored")
+        .credential
         .reference;
     let config = localstripe::config(url)
         .with_timeouts(Duration::from_millis(500), Duration::from_millis(800))

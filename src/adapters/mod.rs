@@ -3,8 +3,9 @@
 //! | feature | module | ports |
 //! |---|---|---|
 //! | `memory` | [`memory`] | every port, in memory and thread-safe, plus a manual clock |
-//! | `sqlite` | [`sqlite`] | [`Store`](crate::ports::Store) and [`AuditSink`](crate::ports::AuditSink) in one SQLite file (the durable default) |
-//! | `postgres` | [`postgres`] | [`Store`](crate::ports::Store) and [`AuditSink`](crate::ports::AuditSink) on PostgreSQL (tokio-postgres, deadpool), shared by many processes |
+//! | `sqlite` | [`sqlite`] | [`Store`](crate::ports::Store), [`AuditSink`](crate::ports::AuditSink) and an encrypted [`CredentialVault`](crate::ports::CredentialVault) in one SQLite file (the durable default) |
+//! | `postgres` | [`postgres`] | [`Store`](crate::ports::Store), [`AuditSink`](crate::ports::AuditSink) and an encrypted [`CredentialVault`](crate::ports::CredentialVault) on PostgreSQL (tokio-postgres, deadpool), shared by many processes |
+//! | `sqlite` or `postgres` | [`keyring`] | the keys of the durable vaults and their envelope encryption |
 //! | `http` | [`http`] | a Stripe-compatible [`crate::ports::PaymentProvider`], a signed-webhook [`crate::ports::AuditSink`] with an outbox |
 //!
 //! [`crate::ports::SystemClock`] needs no feature.
@@ -13,8 +14,12 @@
 mod hold_rules;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod keyring;
 #[cfg(feature = "memory")]
 pub mod memory;
+#[cfg(any(feature = "memory", feature = "sqlite", feature = "postgres"))]
+mod vault_rules;
 
 #[cfg(feature = "sqlite")]
 pub mod sqlite;

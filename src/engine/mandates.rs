@@ -351,24 +351,40 @@ impl Engine {
         .await
     }
 
-    /// Stores a credential in the vault and records its public part (never the secret).
+    /// Stores a credential in the vault under `key` (scoped to the credential's owner) and
+    /// records its public part (never the secret).
+    ///
+    /// Idempotent through the vault: the same key with the same credential answers the
+    /// credential stored the first time (`replay: true`, audited as a replay, nothing stored),
+    /// the same key with another credential is [`EngineError::Vault`] with
+    /// [`crate::ports::VaultError::IdempotencyConflict`].
     pub async fn store_credential(
         &self,
+        key: &crate::domain::IdempotencyKey,
         credential: NewCredential,
-    ) -> Result<StoredCredential, EngineError> {
+    ) -> Result<Recorded<StoredCredential>, EngineError> {
         let now = self.now();
-        let stored = self.ports.vault.store(credential).await?;
-        self.audit(&[AuditEvent {
-            at: now,
-            kind: AuditKind::CredentialStored {
+        let outcome = self.ports.vault.store(key, credential).await?;
+        let stored = outcome.credential;
+        let kind = if outcome.replay {
+            AuditKind::Replay {
+                command: "store_credential".to_owned(),
+                actor_id: stored.owner.clone(),
+                key: key.clone(),
+            }
+        } else {
+            AuditKind::CredentialStored {
                 credential_ref: stored.reference.clone(),
                 actor_id: stored.owner.clone(),
                 brand: stored.display.brand.clone(),
                 last4: stored.display.last4.clone(),
-            },
-        }])
-        .await?;
-        Ok(stored)
+            }
+        };
+        self.audit(&[AuditEvent { at: now, kind }]).await?;
+        Ok(Recorded {
+            value: stored,
+            replay: outcome.replay,
+        })
     }
 
     /// Revokes every credential an actor holds (one call for everything an agent holds).

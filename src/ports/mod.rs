@@ -35,7 +35,7 @@ pub use store::{
 };
 pub use vault::{
     CredentialDisplay, CredentialKind, CredentialVault, FundingType, NewCredential,
-    ResolvedCredential, Secret, StoredCredential, VaultError,
+    ResolvedCredential, Secret, StoreOutcome, StoredCredential, VaultError,
 };
 
 /// Everything an engine needs, in one value (the rustls `CryptoProvider` pattern).

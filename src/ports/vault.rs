@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Datelike, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{ActorId, BuyerId, CredentialRef, CredentialStatus};
+use crate::domain::{ActorId, BuyerId, CredentialRef, CredentialStatus, IdempotencyKey};
 
 /// A secret value (token, PAN, CVC, API key). It never shows itself: `Debug` and `Display`
 /// print `[REDACTED]`, it has no `Serialize`, and it is compared in constant time. Only
@@ -167,6 +167,32 @@ pub struct NewCredential {
     pub display: CredentialDisplay,
 }
 
+impl NewCredential {
+    /// Validates what a vault checks before storing (I11): every display field (see
+    /// [`CredentialDisplay::validate`]), a non-empty secret, and a CVC that is absent or not
+    /// empty. The error names the field (`display.last4`, `secret`, `cvc`).
+    pub fn validate(&self) -> Result<(), VaultError> {
+        self.display
+            .validate()
+            .map_err(|field| VaultError::Invalid {
+                field: match field {
+                    "brand" => "display.brand",
+                    "last4" => "display.last4",
+                    "exp_month" => "display.exp_month",
+                    "exp_year" => "display.exp_year",
+                    _ => "display",
+                },
+            })?;
+        if self.secret.is_empty() {
+            return Err(VaultError::Invalid { field: "secret" });
+        }
+        if self.cvc.as_ref().is_some_and(Secret::is_empty) {
+            return Err(VaultError::Invalid { field: "cvc" });
+        }
+        Ok(())
+    }
+}
+
 /// A stored credential: the reference and what may be shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredCredential {
@@ -180,6 +206,16 @@ pub struct StoredCredential {
     pub buyer_id: BuyerId,
     /// What may be shown.
     pub display: CredentialDisplay,
+}
+
+/// What [`CredentialVault::store`] answers: the stored credential, and whether the idempotency
+/// key had already stored it (a replay: nothing new was stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreOutcome {
+    /// The credential the key stored (the first time, or now).
+    pub credential: StoredCredential,
+    /// Whether the key had stored it before this call.
+    pub replay: bool,
 }
 
 /// A credential resolved for a PSP call. Its secrets redact themselves.
@@ -217,6 +253,42 @@ pub enum VaultError {
         /// The field (`display.last4`, `secret`).
         field: &'static str,
     },
+    /// The idempotency key was used by this owner to store a different credential (another
+    /// secret, CVC, kind, buyer or display). Nothing was stored; not retryable (use a new key
+    /// for a new credential). ACP answers 422.
+    #[error("idempotency key {key} of {owner} was used to store a different credential")]
+    IdempotencyConflict {
+        /// The owner the key is scoped to.
+        owner: ActorId,
+        /// The key.
+        key: IdempotencyKey,
+    },
+    /// A stored credential was sealed under a key the vault's keyring does not hold (a key
+    /// retired too early, or the wrong keyring). Not retryable until the key is added back.
+    #[error("no key {key_id} in the vault's keyring (for {reference})")]
+    KeyUnavailable {
+        /// The id of the missing key (never the key).
+        key_id: String,
+        /// The credential that needs it.
+        reference: CredentialRef,
+    },
+    /// A stored credential fails authentication: the key with its id is not the key that
+    /// sealed it, or the row was altered or moved to another reference or owner. Nothing is
+    /// returned from it. Not retryable.
+    #[error("credential {reference} fails authentication: wrong key or altered record")]
+    Integrity {
+        /// The credential.
+        reference: CredentialRef,
+    },
+    /// A stored record cannot be read back (a column that is not what the vault writes). Not
+    /// retryable.
+    #[error("credential {reference} is unreadable: {message}")]
+    Corrupt {
+        /// The credential.
+        reference: CredentialRef,
+        /// What is wrong (never a secret).
+        message: String,
+    },
     /// The vault cannot be reached now; retry later.
     #[error("vault unavailable: {message}")]
     Unavailable {
@@ -231,13 +303,21 @@ pub enum VaultError {
 /// Keeps payment credentials and hands out opaque references.
 ///
 /// Contract (checked by `testkit::credential_vault_conformance`): `store` validates and
-/// returns a fresh reference; `status` is `Usable` until the credential is revoked (alone or
+/// returns a fresh, unguessable reference that was never handed out before (not even by an
+/// earlier run of the vault on the same storage); `store` is idempotent per (owner, key): the
+/// same key with the same content answers the credential it stored (`replay: true`, whatever
+/// its status now), the same key with other content is [`VaultError::IdempotencyConflict`],
+/// and a refused (invalid) credential does not use the key; `status` is `Usable` until the credential is revoked (alone or
 /// with every credential of its owner) or its expiry month has passed; `resolve` returns the
 /// secret only for a usable credential; revocation is permanent and idempotent.
 #[async_trait]
 pub trait CredentialVault: Send + Sync + fmt::Debug {
-    /// Stores a credential.
-    async fn store(&self, credential: NewCredential) -> Result<StoredCredential, VaultError>;
+    /// Stores a credential under an idempotency key scoped to `credential.owner`.
+    async fn store(
+        &self,
+        key: &IdempotencyKey,
+        credential: NewCredential,
+    ) -> Result<StoreOutcome, VaultError>;
 
     /// The public part of a credential.
     async fn describe(&self, reference: &CredentialRef) -> Result<StoredCredential, VaultError>;

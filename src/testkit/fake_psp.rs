@@ -514,6 +514,10 @@ impl FakePsp {
                 VaultError::NotFound { .. }
                 | VaultError::NotUsable { .. }
                 | VaultError::Invalid { .. }
+                | VaultError::IdempotencyConflict { .. }
+                | VaultError::KeyUnavailable { .. }
+                | VaultError::Integrity { .. }
+                | VaultError::Corrupt { .. }
                 | VaultError::Other(_) => invalid(format!("credential refused: {e}")),
                 VaultError::Unavailable { .. } => transient("credential vault unavailable"),
             })?;

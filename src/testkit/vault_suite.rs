@@ -1,14 +1,15 @@
 //! The conformance suite for [`CredentialVault`] adapters (I10, I11).
 
+use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Datelike, Duration, Utc};
 
-use crate::domain::{ActorId, BuyerId, CredentialRef, CredentialStatus};
+use crate::domain::{ActorId, BuyerId, CredentialRef, CredentialStatus, IdempotencyKey};
 use crate::ports::{
     CredentialDisplay, CredentialKind, CredentialVault, FundingType, NewCredential, Secret,
-    StoredCredential, VaultError,
+    StoreOutcome, StoredCredential, VaultError,
 };
 
 static VAULT_RUN: AtomicU64 = AtomicU64::new(1);
@@ -18,13 +19,18 @@ static VAULT_RUN: AtomicU64 = AtomicU64::new(1);
 /// The vault may hold other credentials: the suite uses owners and secrets of its own (unique
 /// per call, derived from `now` and a counter). `now` must lie between February 2000 and
 /// November 2199 (card expiry years are 2000 to 2199). It checks: `store` returns a fresh
-/// reference and the public part as given; `describe`, `status` (`Usable`) and `resolve` (the
+/// reference and the public part as given; references are distinct, at least 22 characters
+/// (room for 128 random bits) and show neither the owner, the key nor the secret; `store` with
+/// a key already used by the owner answers the same credential as a replay when the content
+/// is the same (also once it is revoked), and `IdempotencyConflict` when the secret, CVC,
+/// kind, buyer or display differ; the key is scoped to the owner; a refused (invalid) store
+/// does not use the key; `describe`, `status` (`Usable`) and `resolve` (the
 /// secret and CVC) of it; a card in its expiry month is usable, the month after it is `Expired`
 /// and `resolve` refuses it; `revoke` returns `true` then `false` and the credential stays
 /// `Revoked`; `revoke_owner` counts only the credentials it revoked and spares other owners;
 /// every bad display field and an empty secret are `Invalid` naming the field, and nothing is
 /// stored for them; an unknown reference is `NotFound` everywhere; and no returned value or
-/// error shows a secret in `Debug` or `Display` (I10).
+/// error shows a secret in `Debug`, `Display` or its serde JSON (I10).
 pub async fn credential_vault_conformance(vault: &dyn CredentialVault, now: DateTime<Utc>) {
     let run = VAULT_RUN.fetch_add(1, Ordering::Relaxed);
     let tag = format!("{}-{run}", now.timestamp_micros());
@@ -45,6 +51,26 @@ pub async fn credential_vault_conformance(vault: &dyn CredentialVault, now: Date
             !leaks(&text),
             "vault rule {rule}: a secret appears in Debug output: {text}"
         );
+    };
+    let error_shown = |rule: &str, e: &VaultError| {
+        shown(rule, e);
+        let text = e.to_string();
+        assert!(
+            !leaks(&text),
+            "vault rule {rule}: a secret appears in an error's Display: {text}"
+        );
+    };
+    let json_shown = |rule: &str, value: &StoreOutcome| {
+        let text = serde_json::to_string(value)
+            .unwrap_or_else(|e| panic!("vault rule {rule}: the outcome serialises: {e}"));
+        assert!(
+            !leaks(&text),
+            "vault rule {rule}: a secret appears in serde JSON: {text}"
+        );
+    };
+    let key = |name: &str| {
+        IdempotencyKey::new(format!("vault-suite-{tag}-{name}"))
+            .unwrap_or_else(|e| panic!("vault rule fixture: {e}"))
     };
 
     let (year, month) = (now.year(), now.month());
@@ -68,14 +94,23 @@ pub async fn credential_vault_conformance(vault: &dyn CredentialVault, now: Date
 
     // store, describe, status, resolve.
     let input = new(&owner, &secrets[0], &this_month, Some(&cvc));
-    let a = store(vault, input.clone(), "store").await;
+    let first = store_outcome(vault, &key("a"), input.clone(), "store").await;
+    json_shown("store", &first);
+    assert!(!first.replay, "vault rule store: a new key is not a replay");
+    let a = first.credential;
     shown("store", &a);
     assert_eq!(
         (&a.owner, &a.buyer_id, a.kind, &a.display),
         (&owner, &buyer, input.kind, &this_month),
         "vault rule store: returns the public part as given"
     );
-    let b = store(vault, new(&owner, &secrets[1], &this_month, None), "store").await;
+    let b = store(
+        vault,
+        &key("b"),
+        new(&owner, &secrets[1], &this_month, None),
+        "store",
+    )
+    .await;
     assert_ne!(
         a.reference, b.reference,
         "vault rule store: every credential gets a fresh reference"
@@ -119,6 +154,7 @@ pub async fn credential_vault_conformance(vault: &dyn CredentialVault, now: Date
     );
     let expired = store(
         vault,
+        &key("expired"),
         new(&other_owner, &secrets[2], &last_month, None),
         "store",
     )
@@ -177,9 +213,16 @@ pub async fn credential_vault_conformance(vault: &dyn CredentialVault, now: Date
     );
 
     // revoke_owner: counts what it revoked now, spares other owners.
-    let c = store(vault, new(&owner, &secrets[3], &this_month, None), "store").await;
+    let c = store(
+        vault,
+        &key("c"),
+        new(&owner, &secrets[3], &this_month, None),
+        "store",
+    )
+    .await;
     let spared = store(
         vault,
+        &key("spared"),
         new(&other_owner, &secrets[4], &this_month, None),
         "store",
     )
@@ -223,7 +266,7 @@ pub async fn credential_vault_conformance(vault: &dyn CredentialVault, now: Date
     cases.push((bad(&|d| d.exp_year = 1999), "display.exp_year"));
     cases.push((new(&bad_owner, "", &this_month, None), "secret"));
     for (input, field) in cases {
-        match vault.store(input).await {
+        match vault.store(&key("bad"), input).await {
             Err(e @ VaultError::Invalid { field: got }) => {
                 assert_eq!(got, field, "vault rule invalid: names the bad field");
                 shown("invalid", &e);
@@ -235,6 +278,126 @@ pub async fn credential_vault_conformance(vault: &dyn CredentialVault, now: Date
         revoke_owner(vault, &bad_owner).await,
         0,
         "vault rule invalid: nothing is stored for a refused credential"
+    );
+
+    // idempotency: same key and content is a replay (also once revoked), other content a
+    // conflict, the key is scoped to the owner, and a refused store does not use its key.
+    let again = store_outcome(vault, &key("a"), input.clone(), "idempotency").await;
+    json_shown("idempotency", &again);
+    assert!(
+        again.replay && again.credential == a,
+        "vault rule idempotency: the same key and content answer the stored credential as a \
+         replay (here revoked since), got {again:?}"
+    );
+    let mut conflicts: Vec<(NewCredential, &str)> = vec![
+        (new(&owner, &secrets[5], &this_month, Some(&cvc)), "secret"),
+        (new(&owner, &secrets[0], &this_month, None), "no cvc"),
+        (
+            new(&owner, &secrets[0], &this_month, Some(&format!("{cvc}9"))),
+            "cvc",
+        ),
+        (new(&owner, &secrets[0], &last_month, Some(&cvc)), "display"),
+    ];
+    let mut other_kind = input.clone();
+    other_kind.kind = CredentialKind::VirtualCard;
+    conflicts.push((other_kind, "kind"));
+    let mut other_buyer = input.clone();
+    other_buyer.buyer_id = BuyerId::new(format!("vault-suite-buyer-{tag}-2"))
+        .unwrap_or_else(|e| panic!("vault rule fixture: {e}"));
+    conflicts.push((other_buyer, "buyer"));
+    for (changed, what) in conflicts {
+        match vault.store(&key("a"), changed).await {
+            Err(e @ VaultError::IdempotencyConflict { .. }) => {
+                error_shown("idempotency", &e);
+                match &e {
+                    VaultError::IdempotencyConflict {
+                        owner: got_owner,
+                        key: got_key,
+                    } => assert_eq!(
+                        (got_owner, got_key),
+                        (&owner, &key("a")),
+                        "vault rule idempotency: the conflict names the owner and the key"
+                    ),
+                    other => panic!("vault rule idempotency: {other:?}"),
+                }
+            }
+            other => panic!(
+                "vault rule idempotency: the same key with another {what} is \
+                 IdempotencyConflict, got {other:?}"
+            ),
+        }
+    }
+    let idem_owner = actor(&format!("vault-suite-{tag}-idem"));
+    let mut elsewhere = input.clone();
+    elsewhere.owner = idem_owner.clone();
+    let scoped = store_outcome(vault, &key("a"), elsewhere.clone(), "idempotency").await;
+    assert!(
+        !scoped.replay && scoped.credential.reference != a.reference,
+        "vault rule idempotency: a key is scoped to its owner (another owner's key `a` stores \
+         anew), got {scoped:?}"
+    );
+    let mut refused = elsewhere.clone();
+    refused.display.last4 = "x".into();
+    assert!(
+        matches!(
+            vault.store(&key("fresh"), refused).await,
+            Err(VaultError::Invalid { .. })
+        ),
+        "vault rule idempotency: an invalid credential is refused"
+    );
+    let after_refusal = store_outcome(vault, &key("fresh"), elsewhere, "idempotency").await;
+    assert!(
+        !after_refusal.replay,
+        "vault rule idempotency: a refused store does not use its key"
+    );
+
+    // references: distinct, long enough for 128 random bits, and telling nothing.
+    let mut references: BTreeSet<CredentialRef> = [
+        &a,
+        &b,
+        &c,
+        &expired,
+        &spared,
+        &scoped.credential,
+        &after_refusal.credential,
+    ]
+    .into_iter()
+    .map(|s| s.reference.clone())
+    .collect();
+    assert_eq!(
+        references.len(),
+        7,
+        "vault rule references: every credential has its own reference"
+    );
+    for i in 0..16 {
+        let more = store(
+            vault,
+            &key(&format!("many-{i}")),
+            new(&idem_owner, &secrets[i % secrets.len()], &this_month, None),
+            "references",
+        )
+        .await;
+        assert!(
+            references.insert(more.reference.clone()),
+            "vault rule references: {} was handed out twice",
+            more.reference
+        );
+    }
+    for r in &references {
+        let text = r.as_str();
+        assert!(
+            text.len() >= 22,
+            "vault rule references: {text} is too short to hold 128 random bits"
+        );
+        assert!(
+            !leaks(text) && !text.contains(&tag) && !text.contains("vault-suite"),
+            "vault rule references: {text} shows the owner, the key or the secret"
+        );
+    }
+    assert_eq!(
+        revoke_owner(vault, &idem_owner).await,
+        18,
+        "vault rule idempotency: the owner holds the credentials its keys stored, once each"
     );
 
     // unknown references.
@@ -273,11 +436,30 @@ fn display(year: i32, month: u32) -> CredentialDisplay {
     }
 }
 
-async fn store(vault: &dyn CredentialVault, c: NewCredential, rule: &str) -> StoredCredential {
+async fn store_outcome(
+    vault: &dyn CredentialVault,
+    key: &IdempotencyKey,
+    c: NewCredential,
+    rule: &str,
+) -> StoreOutcome {
     vault
-        .store(c)
+        .store(key, c)
         .await
         .unwrap_or_else(|e| panic!("vault rule {rule}: a valid credential is stored: {e:?}"))
+}
+
+async fn store(
+    vault: &dyn CredentialVault,
+    key: &IdempotencyKey,
+    c: NewCredential,
+    rule: &str,
+) -> StoredCredential {
+    let outcome = store_outcome(vault, key, c, rule).await;
+    assert!(
+        !outcome.replay,
+        "vault rule {rule}: a new key stores a new credential"
+    );
+    outcome.credential
 }
 
 async fn status(

@@ -124,9 +124,10 @@ pub async fn world_with(config: EngineConfig, spec: MandateSpec) -> World {
         .expect("mandate created")
         .value;
     let card = engine
-        .store_credential(card(&examples::agent().id, "pm_card_visa"))
+        .store_credential(&key("card"), card(&examples::agent().id, "pm_card_visa"))
         .await
         .expect("card stored")
+        .value
         .reference;
     World {
         mem,

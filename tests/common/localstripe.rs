@@ -166,9 +166,10 @@ pub async fn stripe_world_with(
     for pm in [PM_GOOD, PM_DECLINE, three_ds_pm.as_str()] {
         refs.push(
             engine
-                .store_credential(card(&examples::agent().id, pm))
+                .store_credential(&key(pm), card(&examples::agent().id, pm))
                 .await
                 .expect("card stored")
+                .value
                 .reference,
         );
     }

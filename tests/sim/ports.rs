@@ -9,14 +9,14 @@ use chrono::{DateTime, Utc};
 
 use agent_mandate::domain::{
     ActorId, AttemptId, AttemptStatus, AuditEvent, BuyerId, CartSnapshot, ChainedEvent,
-    Confirmation, ContentDigest, CredentialRef, CredentialStatus, Mandate, MandateId,
-    MandateStatus, Money, Order, Party, PaymentAttempt, SnapshotId, Suspensions, Usage,
+    Confirmation, ContentDigest, CredentialRef, CredentialStatus, IdempotencyKey, Mandate,
+    MandateId, MandateStatus, Money, Order, Party, PaymentAttempt, SnapshotId, Suspensions, Usage,
 };
 use agent_mandate::ports::{
     AttemptChange, AuditError, AuditReceipt, AuditSink, Begin, CredentialVault, Fence, HoldError,
     HoldRecord, HoldRequest, IdempotencyScope, InsertOrder, NewCredential, RefundPolicy,
-    ResolvedCredential, StagedEvent, Store, StoreError, StoredCredential, StoredResult, VaultError,
-    Write, Written,
+    ResolvedCredential, StagedEvent, Store, StoreError, StoreOutcome, StoredCredential,
+    StoredResult, VaultError, Write, Written,
 };
 
 use super::exec::yield_point;
@@ -245,9 +245,13 @@ pub struct YieldingVault(pub Arc<dyn CredentialVault>);
 
 #[async_trait]
 impl CredentialVault for YieldingVault {
-    async fn store(&self, c: NewCredential) -> Result<StoredCredential, VaultError> {
+    async fn store(
+        &self,
+        k: &IdempotencyKey,
+        c: NewCredential,
+    ) -> Result<StoreOutcome, VaultError> {
         yield_point("vault.store").await;
-        self.0.store(c).await
+        self.0.store(k, c).await
     }
     async fn describe(&self, r: &CredentialRef) -> Result<StoredCredential, VaultError> {
         yield_point("vault.describe").await;

@@ -166,9 +166,11 @@ impl World {
             .expect("setup mandate")
             .value;
             chain.push(m);
-            let card = block_on(engine.store_credential(card(&actor.id, "pm_card_visa")))
-                .expect("card")
-                .reference;
+            let card =
+                block_on(engine.store_credential(&key("card"), card(&actor.id, "pm_card_visa")))
+                    .expect("card")
+                    .value
+                    .reference;
             agents.push(Agent {
                 actor: actor.clone(),
                 level,

@@ -1,23 +1,35 @@
 //! The credential vault in memory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{ActorId, CredentialRef, CredentialStatus};
+use crate::adapters::vault_rules::{
+    new_reference, no_fresh_reference, not_found, status_of, usable, REFERENCE_TRIES,
+};
+use crate::domain::{ActorId, CredentialRef, CredentialStatus, IdempotencyKey};
 use crate::ports::{
-    CredentialVault, NewCredential, ResolvedCredential, Secret, StoredCredential, VaultError,
+    CredentialVault, NewCredential, ResolvedCredential, Secret, StoreOutcome, StoredCredential,
+    VaultError,
 };
 
 /// A [`CredentialVault`] in memory.
 ///
-/// References are opaque and deterministic: `cred_1`, `cred_2`, ... in order of storing, per
-/// vault. Secrets never leave it except through [`CredentialVault::resolve`]; its `Debug`
-/// shows only how many credentials it holds. Revocation is remembered for ever; expiry
+/// References are opaque and random: `cred_` and 128 bits from the operating system's random
+/// number generator, checked against every reference the vault holds, so they say nothing about
+/// the credential or the order of storing and are never handed out twice (a vault started
+/// again does not hand out the references of an earlier one). `store` is idempotent per
+/// (owner, key): the same content answers the stored credential as a replay, other content is
+/// [`VaultError::IdempotencyConflict`] (the content is compared field by field, the secrets in
+/// constant time). Secrets never leave it except through [`CredentialVault::resolve`]; its
+/// `Debug` shows only how many credentials it holds. Revocation is remembered for ever; expiry
 /// follows [`crate::ports::CredentialDisplay::expired_at`].
+///
+/// Nothing survives the value: use the SQLite or PostgreSQL vault for credentials that must
+/// outlive the process.
 #[derive(Default)]
 pub struct MemoryVault {
     state: Mutex<VaultState>,
@@ -25,8 +37,8 @@ pub struct MemoryVault {
 
 #[derive(Default)]
 struct VaultState {
-    next: u64,
     credentials: BTreeMap<CredentialRef, Entry>,
+    keys: HashMap<(ActorId, IdempotencyKey), CredentialRef>,
 }
 
 struct Entry {
@@ -38,13 +50,19 @@ struct Entry {
 
 impl Entry {
     fn status(&self, now: DateTime<Utc>) -> CredentialStatus {
-        if self.revoked {
-            CredentialStatus::Revoked
-        } else if self.stored.display.expired_at(now) {
-            CredentialStatus::Expired
-        } else {
-            CredentialStatus::Usable
-        }
+        status_of(self.revoked, &self.stored.display, now)
+    }
+
+    /// Whether `c` is the content this entry was stored with.
+    fn same_content(&self, c: &NewCredential) -> bool {
+        let s = &self.stored;
+        // Evaluate every comparison (no early exit on the secrets).
+        let secrets = (self.secret == c.secret) & (self.cvc == c.cvc);
+        secrets
+            && s.kind == c.kind
+            && s.owner == c.owner
+            && s.buyer_id == c.buyer_id
+            && s.display == c.display
     }
 }
 
@@ -68,42 +86,42 @@ impl fmt::Debug for MemoryVault {
     }
 }
 
-/// The `VaultError::Invalid` field name for a bad display field.
-fn display_field(field: &'static str) -> &'static str {
-    match field {
-        "brand" => "display.brand",
-        "last4" => "display.last4",
-        "exp_month" => "display.exp_month",
-        "exp_year" => "display.exp_year",
-        _ => "display",
-    }
-}
-
-fn not_found(reference: &CredentialRef) -> VaultError {
-    VaultError::NotFound {
-        reference: reference.clone(),
-    }
-}
-
 #[async_trait]
 impl CredentialVault for MemoryVault {
-    async fn store(&self, credential: NewCredential) -> Result<StoredCredential, VaultError> {
-        credential
-            .display
-            .validate()
-            .map_err(|field| VaultError::Invalid {
-                field: display_field(field),
-            })?;
-        if credential.secret.is_empty() {
-            return Err(VaultError::Invalid { field: "secret" });
-        }
-        if credential.cvc.as_ref().is_some_and(Secret::is_empty) {
-            return Err(VaultError::Invalid { field: "cvc" });
-        }
+    async fn store(
+        &self,
+        key: &IdempotencyKey,
+        credential: NewCredential,
+    ) -> Result<StoreOutcome, VaultError> {
+        credential.validate()?;
         let mut state = self.lock();
-        state.next = state.next.saturating_add(1);
-        let reference = CredentialRef::new(format!("cred_{}", state.next))
-            .map_err(|e| VaultError::Other(Box::new(e)))?;
+        let scope = (credential.owner.clone(), key.clone());
+        if let Some(reference) = state.keys.get(&scope) {
+            let entry = state
+                .credentials
+                .get(reference)
+                .ok_or_else(|| not_found(reference))?;
+            return if entry.same_content(&credential) {
+                Ok(StoreOutcome {
+                    credential: entry.stored.clone(),
+                    replay: true,
+                })
+            } else {
+                Err(VaultError::IdempotencyConflict {
+                    owner: credential.owner,
+                    key: key.clone(),
+                })
+            };
+        }
+        let mut reference = None;
+        for _ in 0..REFERENCE_TRIES {
+            let fresh = new_reference()?;
+            if !state.credentials.contains_key(&fresh) {
+                reference = Some(fresh);
+                break;
+            }
+        }
+        let reference = reference.ok_or_else(no_fresh_reference)?;
         let stored = StoredCredential {
             reference: reference.clone(),
             kind: credential.kind,
@@ -111,6 +129,7 @@ impl CredentialVault for MemoryVault {
             buyer_id: credential.buyer_id,
             display: credential.display,
         };
+        state.keys.insert(scope, reference.clone());
         state.credentials.insert(
             reference,
             Entry {
@@ -120,7 +139,10 @@ impl CredentialVault for MemoryVault {
                 revoked: false,
             },
         );
-        Ok(stored)
+        Ok(StoreOutcome {
+            credential: stored,
+            replay: false,
+        })
     }
 
     async fn describe(&self, reference: &CredentialRef) -> Result<StoredCredential, VaultError> {
@@ -141,19 +163,12 @@ impl CredentialVault for MemoryVault {
             .credentials
             .get(reference)
             .ok_or_else(|| not_found(reference))?;
-        match entry.status(now) {
-            CredentialStatus::Usable => Ok(ResolvedCredential {
-                stored: entry.stored.clone(),
-                secret: entry.secret.clone(),
-                cvc: entry.cvc.clone(),
-            }),
-            status @ (CredentialStatus::Revoked
-            | CredentialStatus::Expired
-            | CredentialStatus::Suspended) => Err(VaultError::NotUsable {
-                reference: reference.clone(),
-                status,
-            }),
-        }
+        usable(reference, entry.status(now))?;
+        Ok(ResolvedCredential {
+            stored: entry.stored.clone(),
+            secret: entry.secret.clone(),
+            cvc: entry.cvc.clone(),
+        })
     }
 
     async fn status(

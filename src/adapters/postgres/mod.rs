@@ -1,10 +1,12 @@
-//! The [`Store`](crate::ports::Store) and [`AuditSink`](crate::ports::AuditSink) ports on
-//! PostgreSQL (feature `postgres`), for many service instances sharing one database.
+//! The [`Store`](crate::ports::Store), [`AuditSink`](crate::ports::AuditSink) and
+//! [`CredentialVault`](crate::ports::CredentialVault) ports on PostgreSQL (feature `postgres`), for many service instances sharing one database.
 //!
 //! * [`PostgresStore`]: every table of the store, with the budget ledger kept as counters per
 //!   mandate (`accounts`) plus one row per hold and per (mandate, hold) for rolling windows.
 //! * [`PostgresAuditSink`]: the hash-chained audit trail, appends serialised across
 //!   connections and processes.
+//! * [`PostgresVault`]: the credential vault, secrets sealed with envelope encryption under a
+//!   [`VaultKeyring`](crate::adapters::keyring::VaultKeyring).
 //! * [`PostgresConfig`]: the connection string (never printed), an optional schema, the pool
 //!   size and the retry bound.
 //!
@@ -85,11 +87,13 @@ mod records;
 mod schema;
 mod store;
 mod tx;
+mod vault;
 
 pub use audit::PostgresAuditSink;
 pub use config::PostgresConfig;
 pub use schema::SCHEMA_VERSION;
 pub use store::PostgresStore;
+pub use vault::PostgresVault;
 
 /// The connection pool type the adapters share.
 pub use deadpool_postgres::Pool;

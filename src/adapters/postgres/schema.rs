@@ -21,11 +21,12 @@ use super::tx::in_transaction;
 use crate::ports::StoreError;
 
 /// The schema version this code writes and reads.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-/// Migration `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: [&str; 2] = [
-    // 1: the tables of the store and the audit sink.
+/// Migration `i` brings the schema from version `i` to `i + 1`. Never edit one that has
+/// shipped: add the next.
+const MIGRATIONS: &[&str] = &[
+    // 1: every table of the Store and AuditSink ports.
     r#"
 CREATE TABLE mandates (
     id          TEXT PRIMARY KEY,
@@ -143,6 +144,30 @@ ALTER TABLE idempotency ADD COLUMN token BIGINT;
 CREATE TABLE audit_pending (
     id          BIGSERIAL PRIMARY KEY,
     body        TEXT NOT NULL
+);
+"#,
+    // 3: the credential vault (`PostgresVault`). The secret and the CVC are only in
+    // `ciphertext`, sealed under a data key stored wrapped (`wrapped_key`) under the keyring's
+    // key `key_id`; `fingerprint` is a keyed MAC of the content, to answer a retried store.
+    // Rows are never deleted, so a reference is never handed out twice.
+    r#"
+CREATE TABLE vault_credentials (
+    reference       TEXT PRIMARY KEY,
+    owner           TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    fingerprint     BYTEA NOT NULL,
+    kind            TEXT NOT NULL,
+    buyer_id        TEXT NOT NULL,
+    brand           TEXT NOT NULL,
+    last4           TEXT NOT NULL,
+    exp_month       SMALLINT NOT NULL,
+    exp_year        INTEGER NOT NULL,
+    funding         TEXT NOT NULL,
+    key_id          TEXT NOT NULL,
+    wrapped_key     BYTEA NOT NULL,
+    ciphertext      BYTEA NOT NULL,
+    revoked         BOOLEAN NOT NULL DEFAULT FALSE,
+    UNIQUE (owner, idempotency_key)
 );
 "#,
 ];

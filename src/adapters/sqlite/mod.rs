@@ -59,6 +59,7 @@ mod ledger;
 mod outbox;
 mod schema;
 mod store;
+mod vault;
 mod worker;
 
 use std::fmt;
@@ -71,6 +72,7 @@ pub use audit::SqliteAuditSink;
 pub use outbox::SqliteOutbox;
 pub use schema::SCHEMA_VERSION;
 pub use store::SqliteStore;
+pub use vault::SqliteVault;
 
 use crate::ports::StoreError;
 use worker::Worker;
@@ -181,6 +183,13 @@ impl SqliteDatabase {
     /// The [`AuditSink`](crate::ports::AuditSink) on this database.
     pub fn audit_sink(&self) -> SqliteAuditSink {
         SqliteAuditSink::new(self.clone())
+    }
+
+    /// The [`CredentialVault`](crate::ports::CredentialVault) on this database, sealing
+    /// secrets under `keyring` (see [`crate::adapters::keyring`]). Open it with a keyring that
+    /// holds every key its rows were sealed under.
+    pub fn vault(&self, keyring: crate::adapters::keyring::VaultKeyring) -> SqliteVault {
+        SqliteVault::new(self.clone(), keyring)
     }
 
     /// The durable webhook [`Outbox`](crate::adapters::http::Outbox) on this database

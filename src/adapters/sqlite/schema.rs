@@ -123,6 +123,30 @@ const MIGRATIONS: &[&str] = &[
         body TEXT NOT NULL
     );
     "#,
+    // 4: the credential vault (`SqliteVault`). The secret and the CVC are only in
+    // `ciphertext`, sealed under a data key that is itself stored wrapped (`wrapped_key`) under
+    // the keyring's key `key_id`; `fingerprint` is a keyed MAC of the content, to answer a
+    // retried store. Rows are never deleted, so a reference is never handed out twice.
+    r#"
+    CREATE TABLE vault_credentials (
+        reference TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        fingerprint BLOB NOT NULL,
+        kind TEXT NOT NULL,
+        buyer_id TEXT NOT NULL,
+        brand TEXT NOT NULL,
+        last4 TEXT NOT NULL,
+        exp_month INTEGER NOT NULL,
+        exp_year INTEGER NOT NULL,
+        funding TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        wrapped_key BLOB NOT NULL,
+        ciphertext BLOB NOT NULL,
+        revoked INTEGER NOT NULL,
+        UNIQUE (owner, idempotency_key)
+    );
+    "#,
 ];
 
 /// Applies the connection settings, then every migration the database lacks.
