@@ -222,11 +222,21 @@ impl Guard {
         let Some(audit) = self.audit.get() else {
             return Vec::new();
         };
+        // Events committed with their change wait in the store's outbox until the command's
+        // flush: on record all the same (I15).
+        let staged = self
+            .store
+            .get()
+            .map(|s| s.staged_events())
+            .unwrap_or_default();
         audit
             .events()
             .iter()
-            .rev()
             .filter_map(|e| e.event().ok())
+            .chain(staged)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
             .filter(|e| match &e.kind {
                 AuditKind::Decision { attempt_id, .. } => attempt_id.as_ref() == Some(attempt),
                 AuditKind::Hold { attempt_id, .. } | AuditKind::OrderFailed { attempt_id, .. } => {

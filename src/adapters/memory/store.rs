@@ -98,6 +98,16 @@ impl MemoryStore {
         lock(&self.tables)
     }
 
+    /// The events waiting in the audit outbox, oldest first (a synchronous view for tests and
+    /// tools; the port's [`Store::staged_audit`] is the same).
+    pub fn staged_events(&self) -> Vec<AuditEvent> {
+        self.tables()
+            .staged
+            .iter()
+            .map(|e| e.event.clone())
+            .collect()
+    }
+
     /// `Ok` while `fence` holds its record (the tables' lock is held by the caller).
     fn fenced(t: &Tables, fence: &Fence) -> Result<(), StoreError> {
         match t.idempotency.get(&fence.scope) {

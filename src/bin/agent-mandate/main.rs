@@ -4,11 +4,13 @@
 //! ```text
 //! agent-mandate snapshot-id [FILE|-]
 //! agent-mandate evaluate [FILE|-] [--format json|text]
+//! agent-mandate verify-trail --sqlite FILE     (feature `sqlite`)
+//! agent-mandate purge --sqlite FILE            (feature `sqlite`)
 //! ```
 //!
 //! Exit codes: 0 when an id or a decision was produced (whatever the decision's outcome),
-//! 1 when the input was rejected (the typed error, naming the field, goes to stderr),
-//! 2 for a usage error or an unreadable file.
+//! 1 when the input was rejected (the typed error, naming the field, goes to stderr) or the
+//! trail check found a state without its event, 2 for a usage error or an unreadable file.
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -16,14 +18,20 @@ use std::process::ExitCode;
 use agent_mandate::domain::{evaluate, CartSnapshot, EvaluationDocument};
 use agent_mandate::json::from_json;
 
+#[cfg(feature = "sqlite")]
+mod store;
+
 const USAGE: &str = "\
 usage:
   agent-mandate snapshot-id [FILE|-]                      print the id of a cart snapshot
   agent-mandate evaluate [FILE|-] [--format json|text]    print the authority decision
+  agent-mandate verify-trail --sqlite FILE                check that every stored state has its audit event
+  agent-mandate purge --sqlite FILE                       delete idempotency records past their retention
   agent-mandate --help | --version
 
 Input is JSON read from FILE, or from standard input when FILE is '-' or absent.
-Exit codes: 0 result printed, 1 input rejected (error names the field), 2 usage or IO error.";
+Exit codes: 0 result printed, 1 input rejected (error names the field) or events missing,
+2 usage or IO error. verify-trail and purge need the `sqlite` feature.";
 
 enum Format {
     Json,
@@ -51,9 +59,14 @@ fn run(args: &[String]) -> Result<String, (u8, String)> {
     };
     let mut file: Option<&str> = None;
     let mut format = Format::Json;
+    let mut sqlite: Option<&str> = None;
     let mut rest = args[1..].iter();
     while let Some(arg) = rest.next() {
         match arg.as_str() {
+            "--sqlite" => match rest.next() {
+                Some(path) => sqlite = Some(path.as_str()),
+                None => return Err(usage("--sqlite takes a database file")),
+            },
             "--format" => match rest.next().map(String::as_str) {
                 Some("json") => format = Format::Json,
                 Some("text") => format = Format::Text,
@@ -85,6 +98,15 @@ fn run(args: &[String]) -> Result<String, (u8, String)> {
                     .map_err(|e| (2, format!("error: cannot write the decision: {e}"))),
             }
         }
+        "verify-trail" | "purge" => match sqlite {
+            #[cfg(feature = "sqlite")]
+            Some(path) => store::run(command, path),
+            #[cfg(not(feature = "sqlite"))]
+            Some(_) => Err(usage(&format!(
+                "{command} needs the sqlite feature (cargo install with --features sqlite)"
+            ))),
+            None => Err(usage(&format!("{command} takes --sqlite FILE"))),
+        },
         other => Err(usage(&format!("unknown command {other}"))),
     }
 }
