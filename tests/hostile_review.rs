@@ -369,12 +369,12 @@ async fn capture_answer_in_another_currency_is_not_taken_as_confirmation() {
     );
 }
 
-/// FINDING (I2, I13). The PSP answers a partial capture of 100.00 EUR with "captured 200.00 of
-/// 200.00" (more than was ever authorized or held). The report is refused by the state
-/// machine (it exceeds the request), and `follow_up_result` records the capture *as asked*:
-/// partially captured 100.00, 100.00 committed, the rest released. The ledger then shows
-/// less spend than the PSP says it took; the evidence should leave the attempt ambiguous
-/// with its hold.
+/// FINDING (I2, I13). The PSP answers the capture of the 144.00 EUR authorization with
+/// "captured 200.00 of 200.00" (more than was ever authorized or held). The report is refused
+/// by the state machine (it exceeds the request), and `follow_up_result` records the capture
+/// *as asked*: captured 144.00, 144.00 committed. The ledger shows less spend than the PSP
+/// says it took; the evidence should leave the attempt ambiguous (and be reported), not be
+/// replaced by the request.
 #[tokio::test]
 async fn capture_answer_for_more_than_authorized_is_not_recorded_as_asked() {
     let (w, after) = authorized_then_lying_capture(
@@ -383,7 +383,7 @@ async fn capture_answer_for_more_than_authorized_is_not_recorded_as_asked() {
             r.captured = eur("200.00");
             r
         },
-        Some(eur("100.00")),
+        None,
     )
     .await;
     let usage = w.usage().await;
