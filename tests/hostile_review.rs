@@ -643,3 +643,62 @@ async fn a_report_delivered_twice_moves_the_ledger_once() {
     assert_eq!(two, one);
     assert_eq!(w.usage().await.held, eur("144.00"));
 }
+
+/// GUARD (I9, I15). One engine's flusher racing itself (two commands flushing at once over a
+/// slow sink) appends each staged event once: the second flush defers to the running one.
+#[tokio::test]
+async fn one_engine_flushing_twice_at_once_appends_each_event_once() {
+    let w = capped_world().await;
+    let sink = Arc::new(SlowSink {
+        inner: w.mem.audit.clone(),
+        down: AtomicBool::new(true),
+    });
+    let ports = Ports {
+        audit: sink.clone(),
+        ..w.mem.ports.clone()
+    };
+    let engine = Engine::new(ports, EngineConfig::default()).expect("engine");
+    engine
+        .execute_payment(&w.execute("pay-1"))
+        .await
+        .expect("pay while the sink is down");
+    sink.down.store(false, Ordering::SeqCst);
+    let (one, two) = tokio::join!(engine.flush_audit(), engine.flush_audit());
+    let _ = engine.flush_audit().await;
+    let report = engine.verify_trail(TRAIL_CHECK_LIMIT).await.expect("check");
+    assert_eq!(report.staged_events, 0, "{report:?} ({one:?}, {two:?})");
+    assert_eq!(report.repeated_events, 0, "{report:?}");
+    assert!(report.is_complete(), "{:?}", report.missing);
+    w.mem.audit.verify().await.expect("I9: the chain verifies");
+}
+
+/// GUARD (I5, I13). The clock jumps backwards (an NTP step) after an ambiguous submission:
+/// the sweep's "not found" is not final before the submission's deadline by the new clock,
+/// so the attempt and its hold stay; and a second payment still sees the hold.
+#[tokio::test]
+async fn a_clock_jumping_backwards_does_not_settle_an_ambiguous_submission() {
+    let w = capped_world().await;
+    w.psp.inject(
+        Some(Op::Authorize),
+        agent_mandate::testkit::Fault::TimeoutBeforeEffect,
+    );
+    let a = w
+        .engine
+        .execute_payment(&w.execute("pay-1"))
+        .await
+        .expect("execute")
+        .attempt()
+        .expect("attempt")
+        .clone();
+    assert_eq!(a.status, AttemptStatus::Ambiguous);
+    w.mem.clock.advance(chrono::Duration::hours(-1));
+    let swept = w.engine.reconcile_pending(10).await.expect("sweep");
+    assert_eq!(swept[0].status, AttemptStatus::Ambiguous);
+    assert_eq!(w.usage().await.held, eur("144.00"), "I5");
+    let other = w
+        .engine
+        .execute_payment(&w.execute("pay-2"))
+        .await
+        .expect("second");
+    assert!(matches!(other, PaymentOutcome::Refused(_)), "I2: {other:?}");
+}
