@@ -2030,6 +2030,18 @@ impl Model {
             let _ = self.reconcile(ai);
             out.push(self.attempts[ai].st.status);
         }
+        // Submissions failed without a PSP reference are looked up again for a day (a PSP
+        // processing past its deadline is voided); the fake PSP never has money for them.
+        let now = self.now;
+        let failed = group(self, &|a| {
+            a.st.status == AttemptStatus::Failed
+                && !a.st.has_ref
+                && a.st.submissions > 0
+                && now < a.submitted_at + Duration::hours(24)
+        });
+        for _ in failed {
+            let _ = self.psp_call(Op::Lookup);
+        }
         Out::Swept(out)
     }
 

@@ -100,6 +100,19 @@ pub(crate) fn resolve(
                 window_count: if zero { -1 } else { 0 },
             })
         }
+        HoldOp::Verify => {
+            if h.state != HoldState::Held {
+                return Err(wrong_state("submit against it"));
+            }
+            Ok(Resolution {
+                next: *h,
+                held: 0,
+                spent: 0,
+                uses: 0,
+                window_amount: 0,
+                window_count: 0,
+            })
+        }
         HoldOp::Release => {
             if h.state != HoldState::Held {
                 return Err(wrong_state("release"));

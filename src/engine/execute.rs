@@ -480,13 +480,16 @@ impl Engine {
         };
         let done = match outcome {
             Ok(done) => done,
-            Err(EngineError::Store(StoreError::Fenced { key })) => {
+            Err(EngineError::Store(
+                e @ (StoreError::Fenced { .. } | StoreError::Conflict { .. }),
+            )) => {
                 // This command lost its lease while the PSP answered (a peer slower than its
                 // deadline): another caller owns the attempt now. If that caller already gave
                 // the attempt up (failed, hold released), money the PSP holds for it has no
                 // budget behind it: void it.
+                // The same when another caller (the sweep) changed the attempt under us.
                 self.compensate_late_authorization(&pending.id).await?;
-                return Err(EngineError::Store(StoreError::Fenced { key }));
+                return Err(EngineError::Store(e));
             }
             Err(e) => return Err(e),
         };
@@ -535,7 +538,10 @@ impl Engine {
     /// failed meanwhile (its hold released), the authorization the PSP made has no budget
     /// behind it, so it is voided at the PSP and the recovery audited. Otherwise the current
     /// owner, or the sweep, records the PSP's answer by lookup.
-    async fn compensate_late_authorization(&self, id: &AttemptId) -> Result<(), EngineError> {
+    pub(super) async fn compensate_late_authorization(
+        &self,
+        id: &AttemptId,
+    ) -> Result<(), EngineError> {
         let Some(current) = self.ports.store.attempt(id).await? else {
             return Ok(());
         };
@@ -591,7 +597,23 @@ impl Engine {
         events: &mut Vec<AuditEvent>,
         finish: Option<&super::Finish>,
     ) -> Result<PaymentAttempt, EngineError> {
-        match attempt.apply(&AttemptEvent::Report(report), at) {
+        // An answer to the call itself that says the PSP has no such payment contradicts the
+        // call: only a lookup after the deadline may fail a submission (I13).
+        let contradicts =
+            operation == Operation::Authorize && matches!(report.status, ProviderStatus::NotFound);
+        match attempt
+            .apply(&AttemptEvent::Report(report), at)
+            .map_err(EngineError::from)
+            .and_then(|next| {
+                if contradicts {
+                    Err(EngineError::Invalid {
+                        field: "report.status".into(),
+                        message: "not found in answer to the authorization".into(),
+                    })
+                } else {
+                    Ok(next)
+                }
+            }) {
             Ok(next) => {
                 self.store_transition_finishing(attempt, next, "report", at, events, finish)
                     .await

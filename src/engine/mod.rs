@@ -43,8 +43,8 @@ pub use mandates::Recorded;
 pub use trail::{MissingEvent, TrailReport, TRAIL_CHECK_LIMIT};
 
 use crate::domain::{
-    ActorId, AttemptEvent, AttemptId, AuditEvent, AuditKind, ContentDigest, HoldAction, HoldEffect,
-    IdempotencyKey, PaymentAttempt,
+    ActorId, AttemptEvent, AttemptId, AttemptStatus, AuditEvent, AuditKind, ContentDigest,
+    HoldAction, HoldEffect, IdempotencyKey, PaymentAttempt,
 };
 use crate::ports::{
     AttemptChange, Begin, Completion, Fence, HoldOp, IdempotencyScope, Ports, StoredResult, Write,
@@ -432,7 +432,15 @@ impl Engine {
                 },
             });
         }
-        let hold_id = attempt.hold_id();
+        // The submission checks, in its transaction, that the hold it goes with is still held
+        // (a sweep may have released it as an orphan after the command's lease lapsed).
+        let submitting = attempt.status == AttemptStatus::AuthorityValidated
+            && next.status == AttemptStatus::PendingProviderResponse;
+        let (hold_id, ops) = if submitting {
+            (next.hold_id(), vec![HoldOp::Verify])
+        } else {
+            (attempt.hold_id(), ops)
+        };
         let completion = if finishing {
             lease.and_then(Finish::take)
         } else {

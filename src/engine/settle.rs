@@ -9,12 +9,13 @@ use std::sync::Arc;
 
 use super::{scope, Engine, Finish};
 use crate::domain::{
-    ActorKind, AttemptEvent, AttemptId, AttemptStatus, AuditEvent, AuthorityDecision,
-    CheckoutState, Money, Operation, PaymentAction, PaymentAttempt, ProviderReport, ProviderStatus,
+    ActorKind, AttemptEvent, AttemptId, AttemptStatus, AuditEvent, AuditKind, AuthorityDecision,
+    CheckoutState, HoldAction, Money, Operation, PaymentAction, PaymentAttempt, ProviderReport,
+    ProviderStatus,
 };
 use crate::ports::{
-    CaptureRequest, IdempotencyScope, Lookup, ProviderError, RefundRequest, StoredResult,
-    VoidRequest,
+    AttemptChange, CaptureRequest, HoldOp, HoldState, IdempotencyScope, Lookup, ProviderError,
+    RefundRequest, StoredResult, VoidRequest,
 };
 
 impl Engine {
@@ -321,7 +322,12 @@ impl Engine {
                 let mut next = match attempt.apply(&AttemptEvent::Report(report.clone()), at) {
                     Ok(next) => next,
                     Err(_) => match attempt.apply(&confirmed, at) {
-                        Ok(next) if report_status_matches(&report, next.status) => next,
+                        Ok(next)
+                            if report_status_matches(&report, next.status)
+                                && report_within(&report, attempt) =>
+                        {
+                            next
+                        }
                         _ => {
                             return self
                                 .transition_finishing(
@@ -415,6 +421,14 @@ impl Engine {
             let more = store.attempts_in(statuses, limit - todo.len()).await?;
             todo.extend(more.into_iter().filter(|a| a.submissions > 0));
         }
+        // A crash between placing a hold and submitting leaves a validated attempt with the
+        // hold of its next submission held and nothing sent: released once the lease lapsed.
+        let validated = store
+            .attempts_in(&[AttemptStatus::AuthorityValidated], limit)
+            .await?;
+        for a in &validated {
+            let _ = self.release_orphan_hold(a).await;
+        }
         let mut out = Vec::with_capacity(todo.len());
         for a in todo {
             match self.reconcile_attempt(a.clone(), None).await {
@@ -422,9 +436,73 @@ impl Engine {
                 Err(_) => out.push(a),
             }
         }
+        // Submissions failed on a "not found" are looked at again for a day: a PSP that
+        // processes a request past its own deadline must not keep money without a hold.
+        if out.len() < limit {
+            let now = self.now();
+            let recheck =
+                chrono::Duration::from_std(RECHECK_FAILED).unwrap_or(chrono::Duration::MAX);
+            let failed = store
+                .attempts_in(&[AttemptStatus::Failed], limit - out.len())
+                .await?;
+            for a in failed.into_iter().filter(|a| {
+                a.provider_ref.is_none() && a.submissions > 0 && !a.not_found_is_final(recheck, now)
+            }) {
+                let _ = self.compensate_late_authorization(&a.id).await;
+            }
+        }
         // The sweep also delivers what a sink outage left in the audit outbox.
         let _ = self.flush_audit().await;
         Ok(out)
+    }
+
+    /// Releases the held hold of a validated attempt's next submission once the lease of the
+    /// command that placed it has lapsed (it crashed between the hold and the submission;
+    /// nothing was sent). The attempt skips that submission's hold id. A command still alive
+    /// past its lease then fails its submission: the submission checks that its hold is held.
+    async fn release_orphan_hold(&self, a: &PaymentAttempt) -> Result<(), EngineError> {
+        let now = self.now();
+        let lease = chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::MAX);
+        if a.status != AttemptStatus::AuthorityValidated
+            || a.updated_at
+                .checked_add_signed(lease)
+                .is_none_or(|end| now < end)
+        {
+            return Ok(());
+        }
+        let mut next = a.clone();
+        next.submissions = a.submissions.saturating_add(1);
+        next.updated_at = now;
+        let hold_id = next.hold_id();
+        let Some(hold) = self.ports.store.hold(&hold_id).await? else {
+            return Ok(());
+        };
+        if hold.state != HoldState::Held {
+            return Ok(());
+        }
+        let events = [AuditEvent {
+            at: now,
+            kind: AuditKind::Hold {
+                attempt_id: a.id.clone(),
+                action: HoldAction::Released,
+                amount: hold.amount,
+                mandate_ids: hold.mandate_ids.clone(),
+                policy: None,
+            },
+        }];
+        self.ports
+            .store
+            .change_attempt(&AttemptChange {
+                next: &next,
+                expected: a.status,
+                hold_id: &hold_id,
+                holds: &[HoldOp::Release],
+                fence: None,
+                completion: None,
+                events: &events,
+            })
+            .await?;
+        Ok(())
     }
 
     /// `lease`: the caller holds the attempt's idempotency key (no live command can be
@@ -460,13 +538,15 @@ impl Engine {
             return Ok(attempt);
         }
         let final_not_found = attempt.not_found_is_final(settle_after, now);
-        if attempt.status == AttemptStatus::PendingProviderResponse
-            && lease.is_none()
-            && !final_not_found
-        {
-            // A live command may still be waiting for the PSP: leave it to the command
-            // until the submission's deadline.
-            return Ok(attempt);
+        if attempt.status == AttemptStatus::PendingProviderResponse && lease.is_none() {
+            // A live command may still be waiting for the PSP: leave the attempt to it until
+            // its lease has lapsed too (the lease began before the submission), whatever
+            // deadline the PSP claims.
+            let lease_len =
+                chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::MAX);
+            if !final_not_found || !attempt.not_found_is_final(lease_len, now) {
+                return Ok(attempt);
+            }
         }
         let lookup = match (&attempt.provider_ref, attempt.submitted_at) {
             (Some(r), _) => Lookup::Reference(r.clone()),
@@ -519,12 +599,30 @@ impl Engine {
     }
 }
 
+/// How long a submission failed on a PSP "not found" is looked up again by the sweep.
+pub const RECHECK_FAILED: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 fn same_state(a: &PaymentAttempt, b: &PaymentAttempt) -> bool {
     a.status == b.status
         && a.authorized == b.authorized
         && a.captured == b.captured
         && a.refunded == b.refunded
         && a.provider_ref == b.provider_ref
+}
+
+/// Whether a report's amounts leave room for what was asked: in the attempt's currency, nothing
+/// authorized beyond the request, captured beyond authorized or refunded beyond captured. A
+/// report that contradicts the request is never read as its confirmation.
+fn report_within(report: &ProviderReport, attempt: &PaymentAttempt) -> bool {
+    let currency = attempt.request.currency();
+    report.authorized.currency() == currency
+        && report.captured.currency() == currency
+        && report.refunded.currency() == currency
+        && !report.authorized.exceeds(&attempt.request.amount)
+        && !report.captured.exceeds(&attempt.request.amount)
+        && !report.captured.exceeds(&attempt.authorized)
+        && !report.refunded.exceeds(&attempt.captured)
+        && !report.refunded.exceeds(&report.captured)
 }
 
 fn report_status_matches(report: &ProviderReport, status: AttemptStatus) -> bool {

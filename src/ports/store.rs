@@ -262,6 +262,9 @@ pub enum HoldOp {
     Commit(Money),
     /// [`Store::release_hold`].
     Release,
+    /// No change: the hold must still be held (the submission of an attempt checks that its
+    /// hold was not released behind it, by a sweep that found it orphaned).
+    Verify,
     /// [`Store::refund_hold`] of this amount under this policy.
     Refund(Money, RefundPolicy),
 }
@@ -574,6 +577,16 @@ pub trait Store: Send + Sync + Debug {
             match *op {
                 HoldOp::Commit(amount) => self.commit_hold(change.hold_id, amount).await?,
                 HoldOp::Release => self.release_hold(change.hold_id).await?,
+                HoldOp::Verify => match self.hold(change.hold_id).await? {
+                    Some(h) if h.state == HoldState::Held => {}
+                    _ => {
+                        return Err(StoreError::Conflict {
+                            entity: "hold",
+                            id: change.hold_id.to_string(),
+                            message: "cannot submit against it: the hold is not held".into(),
+                        })
+                    }
+                },
                 HoldOp::Refund(amount, policy) => {
                     self.refund_hold(change.hold_id, amount, policy).await?
                 }
