@@ -260,10 +260,13 @@ async fn crash_between_hold_and_submit_leaks_the_hold_past_every_sweep() {
     );
 }
 
+/// How a lying PSP rewrites its capture answer.
+type Rewrite = Box<dyn Fn(ProviderReport) -> ProviderReport + Send>;
+
 /// A PSP whose capture answers lie about what was captured.
 struct LyingCapture {
     inner: Arc<FakePsp>,
-    rewrite: Mutex<Option<Box<dyn Fn(ProviderReport) -> ProviderReport + Send>>>,
+    rewrite: Mutex<Option<Rewrite>>,
 }
 
 impl LyingCapture {
