@@ -572,24 +572,59 @@ pub trait Store: Send + Sync + Debug {
         {
             self.check_fence(fence).await?;
         }
+        // Everything that can refuse the change is checked before anything is written, and
+        // the attempt is put back if a hold operation still fails: the change is all or
+        // nothing for a store whose calls do not interleave with other writers' (memory).
+        let id = &change.next.id;
+        let before = self
+            .attempt(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                entity: "attempt",
+                id: id.to_string(),
+            })?;
+        if before.status != change.expected {
+            return Err(StoreError::Conflict {
+                entity: "attempt",
+                id: id.to_string(),
+                message: format!("the status is {}, not {}", before.status, change.expected),
+            });
+        }
+        if !change.holds.is_empty() {
+            let state = self.hold(change.hold_id).await?.map(|h| h.state);
+            let first_needs = match change.holds[0] {
+                HoldOp::Commit(_) | HoldOp::Release | HoldOp::Verify => HoldState::Held,
+                HoldOp::Refund(..) => HoldState::Committed,
+            };
+            if state != Some(first_needs) {
+                return Err(StoreError::Conflict {
+                    entity: "hold",
+                    id: change.hold_id.to_string(),
+                    message: format!(
+                        "cannot apply {:?}: the hold is {}",
+                        change.holds[0],
+                        state.map_or("absent", |s| match s {
+                            HoldState::Held => "held",
+                            HoldState::Committed => "committed",
+                            HoldState::Released => "released",
+                        })
+                    ),
+                });
+            }
+        }
         self.update_attempt(change.next, change.expected).await?;
         for op in change.holds {
-            match *op {
-                HoldOp::Commit(amount) => self.commit_hold(change.hold_id, amount).await?,
-                HoldOp::Release => self.release_hold(change.hold_id).await?,
-                HoldOp::Verify => match self.hold(change.hold_id).await? {
-                    Some(h) if h.state == HoldState::Held => {}
-                    _ => {
-                        return Err(StoreError::Conflict {
-                            entity: "hold",
-                            id: change.hold_id.to_string(),
-                            message: "cannot submit against it: the hold is not held".into(),
-                        })
-                    }
-                },
+            let applied = match *op {
+                HoldOp::Commit(amount) => self.commit_hold(change.hold_id, amount).await,
+                HoldOp::Release => self.release_hold(change.hold_id).await,
+                HoldOp::Verify => Ok(()),
                 HoldOp::Refund(amount, policy) => {
-                    self.refund_hold(change.hold_id, amount, policy).await?
+                    self.refund_hold(change.hold_id, amount, policy).await
                 }
+            };
+            if let Err(e) = applied {
+                let _ = self.update_attempt(&before, change.next.status).await;
+                return Err(e);
             }
         }
         if let Some(c) = change.completion {

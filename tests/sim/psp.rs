@@ -301,6 +301,14 @@ impl PspModel {
             }
             Fault::Gateway => {
                 let _ = self.ledger().apply(key, &effect, decline);
+                if std::env::var_os("SIM_UNSAFE_5XX").is_some() {
+                    // The classification this crate used to ship: a 5xx is "not processed".
+                    // Only for showing that the simulator catches it; runs with it fail.
+                    return Err(ProviderError::Transient {
+                        message: "simulated 502 after the effect, classified transient".into(),
+                        retry_after: None,
+                    });
+                }
                 Err(ambiguous("simulated 502 after the effect"))
             }
             Fault::Drop => {
