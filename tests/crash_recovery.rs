@@ -28,6 +28,7 @@ use agent_mandate::domain::{
 };
 use agent_mandate::engine::{
     attempt_id_for, CapturePayment, CommitOrder, CreateMandate, Engine, EngineConfig, OrderOutcome,
+    TRAIL_CHECK_LIMIT,
 };
 use agent_mandate::ports::{
     AttemptChange, AuditSink, AuthorizeRequest, Begin, CaptureRequest, CredentialVault, Fence,
@@ -40,9 +41,11 @@ use common::durable_psp::JournalPsp;
 use common::engine::{admin, backpack_spec, card, key};
 
 /// The persistence points of the payment path where the child is killed.
-const POINTS: [&str; 4] = [
+const POINTS: [&str; 5] = [
     // The budget hold is stored; the attempt is not yet marked submitted.
     "after_hold",
+    // The attempt is marked submitted (its events staged with it); nothing sent yet.
+    "after_submit",
     // The PSP authorized (durably); the engine has not stored the answer.
     "after_authorize",
     // The PSP captured (durably); the engine has not stored the answer.
@@ -198,7 +201,11 @@ impl Store for CrashingStore {
         self.inner.purge_idempotent(now).await
     }
     async fn change_attempt(&self, c: &AttemptChange<'_>) -> Result<(), StoreError> {
-        self.inner.change_attempt(c).await
+        let out = self.inner.change_attempt(c).await;
+        if out.is_ok() && c.next.status == AttemptStatus::PendingProviderResponse {
+            self.wire.hit("after_submit");
+        }
+        out
     }
     async fn write_audited(
         &self,
@@ -584,6 +591,25 @@ async fn assert_consistent(engine: &Engine, psp: &JournalPsp, point: &str) {
         held,
         "{point}: held (no hold lost)"
     );
+    // I15: every committed change has its events, delivered or waiting in the outbox; after
+    // a flush, all of them are in the trail.
+    let trail = engine
+        .verify_trail(TRAIL_CHECK_LIMIT)
+        .await
+        .unwrap_or_else(|e| panic!("{point}: trail check: {e}"));
+    assert!(trail.is_complete(), "{point}: I15: {:?}", trail.missing);
+    engine
+        .flush_audit()
+        .await
+        .unwrap_or_else(|e| panic!("{point}: flush: {e}"));
+    let trail = engine
+        .verify_trail(TRAIL_CHECK_LIMIT)
+        .await
+        .unwrap_or_else(|e| panic!("{point}: trail check: {e}"));
+    assert!(
+        trail.is_complete() && trail.staged_events == 0,
+        "{point}: I15 after a flush: {trail:?}"
+    );
 }
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -637,6 +663,17 @@ async fn crash_and_recover(run: &Run, point: &str) {
     let later = examples::now() + chrono::Duration::minutes(10);
     let (engine, audit, psp) = engine_on(run, later, None).await;
 
+    // Every change the killed process committed has its events (I15), before anything runs.
+    let trail = engine
+        .verify_trail(TRAIL_CHECK_LIMIT)
+        .await
+        .unwrap_or_else(|e| panic!("{point}: trail check: {e}"));
+    assert!(
+        trail.is_complete(),
+        "{point}: I15 after the crash: {:?}",
+        trail.missing
+    );
+
     // The audit chain survived the kill.
     audit
         .verify()
@@ -657,12 +694,24 @@ async fn crash_and_recover(run: &Run, point: &str) {
     eprintln!("{point}: after restart and reconcile, the crashed payment is {before:?}");
 
     // The client retries its commands with the same keys: the payment completes once.
-    let second = pay(&engine, 2).await;
-    assert_eq!(second, crashed);
+    let again = if point == "after_submit" {
+        // Nothing reached the PSP and the submission's deadline has passed: the attempt
+        // failed (I13, after its deadline only) and its hold was released; the client pays
+        // again under a new key.
+        let a = store.attempt(&crashed).await.unwrap().expect("attempt");
+        assert_eq!(a.status, AttemptStatus::Failed, "{point}");
+        assert_eq!(psp.effects("authorize", crashed.as_str()), 0, "{point}");
+        3
+    } else {
+        let second = pay(&engine, 2).await;
+        assert_eq!(second, crashed);
+        2
+    };
+    pay(&engine, again).await;
     // And a replay of everything changes nothing.
-    pay(&engine, 2).await;
+    pay(&engine, again).await;
     assert_consistent(&engine, &psp, point).await;
-    for n in [1u32, 2] {
+    for n in [1u32, again] {
         let id = attempt_id_for(&examples::agent().id, &key(&format!("pay-{n}")));
         let a = store.attempt(&id).await.unwrap().expect("attempt");
         assert_eq!(a.status, AttemptStatus::Captured, "{point}: payment {n}");

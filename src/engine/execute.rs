@@ -551,7 +551,13 @@ impl Engine {
         let Some(found) = self
             .ports
             .provider
-            .lookup(&Lookup::Key(current.provider_key(Operation::Authorize)))
+            .lookup(&match current.submitted_at {
+                Some(submitted_at) => Lookup::KeySubmitted {
+                    key: current.provider_key(Operation::Authorize),
+                    submitted_at,
+                },
+                None => Lookup::Key(current.provider_key(Operation::Authorize)),
+            })
             .await?
         else {
             return Ok(());

@@ -575,21 +575,28 @@ pub trait Store: Send + Sync + Debug {
         // Everything that can refuse the change is checked before anything is written, and
         // the attempt is put back if a hold operation still fails: the change is all or
         // nothing for a store whose calls do not interleave with other writers' (memory).
-        let id = &change.next.id;
-        let before = self
-            .attempt(id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                entity: "attempt",
-                id: id.to_string(),
-            })?;
-        if before.status != change.expected {
-            return Err(StoreError::Conflict {
-                entity: "attempt",
-                id: id.to_string(),
-                message: format!("the status is {}, not {}", before.status, change.expected),
-            });
-        }
+        // The attempt as it was, to put back, only when a hold operation writes.
+        let mutates = change.holds.iter().any(|op| !matches!(op, HoldOp::Verify));
+        let before = if mutates {
+            let id = &change.next.id;
+            let before = self
+                .attempt(id)
+                .await?
+                .ok_or_else(|| StoreError::NotFound {
+                    entity: "attempt",
+                    id: id.to_string(),
+                })?;
+            if before.status != change.expected {
+                return Err(StoreError::Conflict {
+                    entity: "attempt",
+                    id: id.to_string(),
+                    message: format!("the status is {}, not {}", before.status, change.expected),
+                });
+            }
+            Some(before)
+        } else {
+            None
+        };
         if !change.holds.is_empty() {
             let state = self.hold(change.hold_id).await?.map(|h| h.state);
             let first_needs = match change.holds[0] {
@@ -623,7 +630,9 @@ pub trait Store: Send + Sync + Debug {
                 }
             };
             if let Err(e) = applied {
-                let _ = self.update_attempt(&before, change.next.status).await;
+                if let Some(before) = &before {
+                    let _ = self.update_attempt(before, change.next.status).await;
+                }
                 return Err(e);
             }
         }
