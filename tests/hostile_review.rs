@@ -21,34 +21,7 @@ use agent_mandate::ports::{
     Lookup, PaymentProvider, Ports, ProviderError, RefundRequest, Store, VoidRequest,
 };
 use agent_mandate::testkit::{FakePsp, Op};
-use common::engine::{agent_capture, agent_void, backpack_spec, world_with, World};
-
-fn eur(a: &str) -> Money {
-    Money::parse(a, Currency::EUR).expect("amount")
-}
-
-/// The Travel Backpack mandate (lifetime cap 150.00 EUR) without the use and attempt counts,
-/// so only the lifetime cap stands between two 144.00 EUR payments.
-async fn capped_world() -> World {
-    let mut spec = backpack_spec(false);
-    spec.scope.max_uses = None;
-    spec.scope.amount.max_payment_attempts = None;
-    world_with(EngineConfig::default(), spec).await
-}
-
-/// Money the PSP holds or took: authorized and not voided, in minor units.
-fn psp_money(psp: &FakePsp) -> i64 {
-    psp.payments()
-        .iter()
-        .filter(|p| {
-            matches!(
-                p.status,
-                ProviderStatus::Authorized | ProviderStatus::Captured
-            )
-        })
-        .map(|p| p.authorized.minor_units())
-        .sum()
-}
+use common::engine::{agent_capture, agent_void, capped_world, eur, psp_money, World};
 
 /// A PSP that declares a 10 s deadline but keeps its first authorization in its queue until
 /// the test opens the gate. The request is processed by a task of the PSP's own, so it lands

@@ -11,10 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use agent_mandate::domain::{
-    AttemptStatus, AuditEvent, AuditKind, ChainedEvent, Currency, Money, ProviderReport,
-    ProviderStatus,
-};
+use agent_mandate::domain::{AttemptStatus, AuditEvent, AuditKind, ChainedEvent, ProviderReport};
 use agent_mandate::engine::{
     ConfigError, Engine, EngineConfig, EngineError, MissingEvent, PaymentOutcome, TRAIL_CHECK_LIMIT,
 };
@@ -23,20 +20,7 @@ use agent_mandate::ports::{
     Ports, ProviderError, RefundRequest, Store, StoreError, VoidRequest,
 };
 use agent_mandate::testkit::{FakePsp, Op};
-use common::engine::{backpack_spec, world_with, World};
-
-fn eur(a: &str) -> Money {
-    Money::parse(a, Currency::EUR).expect("amount")
-}
-
-/// The Travel Backpack mandate (lifetime cap 150.00 EUR) without the use and attempt counts,
-/// so only the lifetime cap stands between two 144.00 EUR payments.
-async fn capped_world() -> World {
-    let mut spec = backpack_spec(false);
-    spec.scope.max_uses = None;
-    spec.scope.amount.max_payment_attempts = None;
-    world_with(EngineConfig::default(), spec).await
-}
+use common::engine::{capped_world, eur, psp_money, World};
 
 /// A PSP that declares a 10 s deadline but holds its first authorization until the test opens
 /// the gate (a peer slower than every timeout, that lies about its deadline).
@@ -72,20 +56,6 @@ impl PaymentProvider for GatedPsp {
     async fn lookup(&self, l: &Lookup) -> Result<Option<ProviderReport>, ProviderError> {
         self.inner.lookup(l).await
     }
-}
-
-/// Money the PSP holds or took: authorized and not voided, in minor units.
-fn psp_money(psp: &FakePsp) -> i64 {
-    psp.payments()
-        .iter()
-        .filter(|p| {
-            matches!(
-                p.status,
-                ProviderStatus::Authorized | ProviderStatus::Captured
-            )
-        })
-        .map(|p| p.authorized.minor_units())
-        .sum()
 }
 
 /// I13: the engine refuses a lease that does not outlast the PSP's deadline plus the margin

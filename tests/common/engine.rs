@@ -97,6 +97,35 @@ pub fn backpack_spec(roomy: bool) -> MandateSpec {
     spec
 }
 
+/// Euros.
+pub fn eur(a: &str) -> Money {
+    Money::parse(a, agent_mandate::domain::Currency::EUR).expect("amount")
+}
+
+/// The Travel Backpack mandate (lifetime cap 150.00 EUR) without the use and attempt counts,
+/// so only the lifetime cap stands between two 144.00 EUR payments.
+pub async fn capped_world() -> World {
+    let mut spec = backpack_spec(false);
+    spec.scope.max_uses = None;
+    spec.scope.amount.max_payment_attempts = None;
+    world_with(EngineConfig::default(), spec).await
+}
+
+/// Money the fake PSP holds or took: authorized and not voided, in minor units.
+pub fn psp_money(psp: &FakePsp) -> i64 {
+    psp.payments()
+        .iter()
+        .filter(|p| {
+            matches!(
+                p.status,
+                agent_mandate::domain::ProviderStatus::Authorized
+                    | agent_mandate::domain::ProviderStatus::Captured
+            )
+        })
+        .map(|p| p.authorized.minor_units())
+        .sum()
+}
+
 pub async fn world() -> World {
     world_with(EngineConfig::default(), backpack_spec(false)).await
 }
