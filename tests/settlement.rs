@@ -410,3 +410,64 @@ async fn the_counted_blockers_are_configurable() {
     }
     assert!(auto_suspended(&w).await);
 }
+
+/// A child mandate's authorized payment, by the sub-agent.
+async fn child_payment(w: &World) -> PaymentAttempt {
+    let mut child = backpack_spec(true);
+    child.id = id("mandate_child");
+    child.parent_id = Some(id("mandate_001"));
+    child.actor = common::sub_agent();
+    w.engine
+        .derive_mandate(&agent_mandate::engine::DeriveMandate {
+            key: key("d-1"),
+            by: examples::agent(),
+            spec: child,
+        })
+        .await
+        .expect("derived");
+    let sub_card = w
+        .engine
+        .store_credential(
+            &key("card-sub"),
+            common::engine::card(&common::sub_agent().id, "pm_card_visa"),
+        )
+        .await
+        .expect("card")
+        .value;
+    let mut cmd = w.execute("sub-1");
+    cmd.request.actor = common::sub_agent();
+    cmd.request.mandate_id = id("mandate_child");
+    cmd.credential = sub_card.reference;
+    let a = attempt(&w.engine.execute_payment(&cmd).await.unwrap());
+    assert_eq!(a.status, AttemptStatus::Authorized);
+    a
+}
+
+#[tokio::test]
+async fn capture_after_the_whole_chain_expired() {
+    let w = world_with(EngineConfig::default(), backpack_spec(true)).await;
+    let a = child_payment(&w).await;
+    w.mem.clock.advance(chrono::Duration::days(2));
+    let c = w
+        .engine
+        .capture(&CapturePayment {
+            key: key("cap-child"),
+            actor: common::sub_agent(),
+            attempt_id: a.id.clone(),
+            amount: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(attempt(&c).status, AttemptStatus::Captured, "{c:?}");
+}
+
+#[tokio::test]
+async fn revoking_a_parent_voids_the_childs_open_authorization_when_configured() {
+    let config = EngineConfig::default().with_void_on_revoke(true);
+    let w = world_with(config, backpack_spec(true)).await;
+    let a = child_payment(&w).await;
+    revoke(&w).await;
+    let now = w.engine.reconcile(&a.id).await.unwrap();
+    assert_eq!(now.status, AttemptStatus::Cancelled);
+    assert_eq!(w.psp.calls(agent_mandate::testkit::Op::Void), 1);
+}
