@@ -10,7 +10,10 @@
 //!
 //! * I1: an authorization reaches the PSP only after an `allowed` execute decision for the
 //!   attempt, evaluated at that moment, and its hold (checked inside the PSP call, and again for
-//!   every authorization the PSP records); a capture only after an `allowed` capture decision;
+//!   every authorization the PSP records); a capture only after an `allowed` capture decision
+//!   (made for the attempt's actor, whoever asks);
+//! * I16: void and refund need no decision: the attempt's actor or a human may, after a
+//!   revocation or a suspension;
 //! * I2: for every mandate (so for every ancestor) spent + held stays within the lifetime cap,
 //!   the 24 h window within its amount and count, the uses within `max_uses`; the store's
 //!   usage equals the model's (held = the unresolved holds);
@@ -91,6 +94,33 @@ const MARGIN_SECONDS: i64 = 10;
 const SETTLE_SECONDS: i64 = 10 + MARGIN_SECONDS;
 const RETAIN_HOURS: i64 = 24;
 const AUTO_SUSPEND_AFTER: u32 = 3;
+/// The blockers that count toward auto-suspension by default (`EngineConfig::suspend_on`).
+const SUSPEND_ON: &[&str] = &[
+    "AUTHORITY_MISSING",
+    "CHAIN_INVALID",
+    "ACTOR_NOT_AUTHORIZED",
+    "BUYER_MISMATCH",
+    "CREDENTIAL_NOT_USABLE",
+    "CART_SNAPSHOT_MISMATCH",
+    "CART_OUTSIDE_INTENT",
+    "AMOUNT_MISMATCH",
+    "AMOUNT_EXCEEDS_MANDATE",
+    "LOWER_AMOUNT_NOT_ALLOWED",
+    "PARTIAL_CAPTURE_NOT_ALLOWED",
+    "CURRENCY_MISMATCH",
+    "MERCHANT_MISMATCH",
+    "SELLER_NOT_ALLOWED",
+    "MCC_NOT_ALLOWED",
+    "ACTION_NOT_ALLOWED",
+    "TRANSACTION_LIMIT_EXCEEDED",
+    "MANDATE_NOT_YET_VALID",
+    "MANDATE_EXPIRED",
+    "MANDATE_REVOKED",
+    "MANDATE_PENDING_CONFIRMATION",
+    "MANDATE_REJECTED",
+    "ANCESTOR_NOT_ACTIVE",
+    "CONFIRMATION_REQUIRED",
+];
 
 fn eur(minor: i64) -> Money {
     Money::from_minor(minor, Currency::EUR).expect("amount")
@@ -335,26 +365,9 @@ impl PaymentProvider for Guard {
     }
 
     async fn refund(&self, request: &RefundRequest) -> Result<ProviderReport, ProviderError> {
-        // A refund follows an allowed refund decision, or is the recovery of a failed order.
-        let now = self.clock.now();
-        let cause =
-            self.events_about(&request.attempt_id)
-                .into_iter()
-                .find_map(|(at, k)| match k {
-                    AuditKind::Decision {
-                        command, outcome, ..
-                    } if command == "refund_payment" => Some((at, Some(outcome))),
-                    AuditKind::OrderFailed { .. } => Some((at, None)),
-                    _ => None,
-                });
-        match cause {
-            Some((at, None | Some(Outcome::Allowed))) if at == now => {}
-            other => self.violation(format!(
-                "I1: refund of {} sent without an allowed refund decision or a failed order \
-                 now: {other:?}",
-                request.attempt_id
-            )),
-        }
+        // A refund reduces risk and needs no decision (I16): it follows a refund command by the
+        // attempt's actor or a human, or is the recovery of a failed order. The model predicts
+        // who may ask; the money check (never more than captured) is the PSP's own.
         self.inner.refund(request).await
     }
 
@@ -1710,6 +1723,9 @@ impl Model {
 
     fn fresh_capture(&mut self, c: &CapturePayment) -> Out {
         let ai = self.attempt_index(&c.attempt_id);
+        if self.stranger(&c.actor, &c.attempt_id) {
+            return Out::Err(ErrKind::NotPermitted);
+        }
         let st = self.attempts[ai].st.clone();
         let amount = c.amount.map_or(st.authorized, |m| m.minor_units());
         if st.status != AttemptStatus::Authorized || amount <= 0 || amount > st.authorized {
@@ -1718,7 +1734,8 @@ impl Model {
         if !st.has_ref {
             return Out::Err(ErrKind::Invalid);
         }
-        let actor = agent_index(&c.actor.id).expect("agent");
+        // Decided for the attempt's actor, whoever asks.
+        let actor = self.attempts[ai].actor;
         let codes = self.follow_up_codes(ai, actor, Some(amount));
         if !codes.is_empty() {
             return Out::Refused(Outcome::Blocked, codes);
@@ -1772,6 +1789,9 @@ impl Model {
 
     fn fresh_refund(&mut self, c: &RefundPayment) -> Out {
         let ai = self.attempt_index(&c.attempt_id);
+        if self.stranger(&c.actor, &c.attempt_id) {
+            return Out::Err(ErrKind::NotPermitted);
+        }
         let st = self.attempts[ai].st.clone();
         let amount = c
             .amount
@@ -1785,15 +1805,11 @@ impl Model {
         if !refundable || amount <= 0 || st.refunded + amount > st.captured {
             return Out::Err(ErrKind::Transition);
         }
-        let actor = agent_index(&c.actor.id).expect("agent");
-        let codes = self.follow_up_codes(ai, actor, None);
-        if !codes.is_empty() {
-            return Out::Refused(Outcome::Blocked, codes);
-        }
+        // No decision (I16): revocation and suspension do not stop a refund.
         match self.refund_now(ai, amount) {
             Ok(()) => Out::Done {
                 status: self.attempts[ai].st.status,
-                decided: true,
+                decided: false,
             },
             Err(k) => Out::Err(k),
         }
@@ -1814,7 +1830,8 @@ impl Model {
         if !matches!(status, S::Authorized | S::PartiallyCaptured | S::Captured) {
             return Out::Err(ErrKind::OrderNotAllowed(status));
         }
-        let actor = agent_index(&c.actor.id).expect("agent");
+        // Decided for the attempt's actor, whoever asks.
+        let actor = a.actor;
         let expired = self.now >= self.snap_expires[a.snap];
         let valid = matches!(&c.checkout, CheckoutState::Valid { .. });
         let codes = self.follow_up_codes(ai, actor, None);
@@ -1900,7 +1917,10 @@ impl Model {
         }
         let (outcome, codes) = self.decide_execute(cmd, actor, slot, snap);
         if outcome != Outcome::Allowed {
-            if outcome == Outcome::Blocked && !self.suspended[actor] {
+            // Only blockers showing the agent outside its authority count; budget usage
+            // (window, lifetime, uses), the checkout and the buyer's suspension do not.
+            let counted = codes.iter().any(|c| SUSPEND_ON.contains(&c.as_str()));
+            if outcome == Outcome::Blocked && !self.suspended[actor] && counted {
                 self.blocks[actor] += 1;
                 if self.blocks[actor] == AUTO_SUSPEND_AFTER {
                     self.suspended[actor] = true;

@@ -2,7 +2,45 @@
 
 use std::time::Duration;
 
+use crate::domain::BlockerCode;
 use crate::ports::RefundPolicy;
+
+/// The blockers that count toward auto-suspension by default: those that show the actor acting
+/// outside its authority (identity, scope, lifecycle, confirmation, credential). Not counted:
+/// budget usage (lifetime, window amount and count, uses, attempts: a well-behaved agent can
+/// lose a race for the last headroom), upstream facts (checkout, snapshot expiry, usage
+/// unavailable), the buyer's suspension, and the actor's own suspension (it is suspended
+/// already).
+pub const DEFAULT_SUSPEND_ON: &[BlockerCode] = &[
+    // identity
+    BlockerCode::AuthorityMissing,
+    BlockerCode::ChainInvalid,
+    BlockerCode::ActorNotAuthorized,
+    BlockerCode::BuyerMismatch,
+    BlockerCode::CredentialNotUsable,
+    // scope
+    BlockerCode::CartSnapshotMismatch,
+    BlockerCode::CartOutsideIntent,
+    BlockerCode::AmountMismatch,
+    BlockerCode::AmountExceedsMandate,
+    BlockerCode::LowerAmountNotAllowed,
+    BlockerCode::PartialCaptureNotAllowed,
+    BlockerCode::CurrencyMismatch,
+    BlockerCode::MerchantMismatch,
+    BlockerCode::SellerNotAllowed,
+    BlockerCode::MccNotAllowed,
+    BlockerCode::ActionNotAllowed,
+    BlockerCode::TransactionLimitExceeded,
+    // lifecycle
+    BlockerCode::MandateNotYetValid,
+    BlockerCode::MandateExpired,
+    BlockerCode::MandateRevoked,
+    BlockerCode::MandatePendingConfirmation,
+    BlockerCode::MandateRejected,
+    BlockerCode::AncestorNotActive,
+    // confirmation
+    BlockerCode::ConfirmationRequired,
+];
 
 /// The least time an idempotency record is kept (ACP: at least 24 hours).
 pub const MIN_RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -18,8 +56,17 @@ pub const MIN_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
-    /// Suspend an actor after this many blocked requests in a row (seed 000); `None`: never.
+    /// Suspend an actor after this many blocked requests in a row; `None`: never. Only
+    /// blocked decisions with at least one blocker in `suspend_on` count; a refusal of the
+    /// atomic budget hold (a race lost for the last headroom) never counts.
     pub auto_suspend_after: Option<u32>,
+    /// The blockers that count toward `auto_suspend_after` (default: [`DEFAULT_SUSPEND_ON`]).
+    pub suspend_on: Vec<BlockerCode>,
+    /// When a mandate is revoked, void the open authorizations (authorized, not captured) of
+    /// attempts under it or under a mandate derived from it (default: off; the host may call
+    /// [`crate::engine::Engine::void_open_authorizations`] itself). Captures of those
+    /// authorizations are refused after the revocation either way.
+    pub void_on_revoke: bool,
     /// Emit a threshold event when a payment makes usage cross this share (percent) of a
     /// lifetime or window limit; `None`: never.
     pub threshold_percent: Option<u8>,
@@ -42,6 +89,8 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             auto_suspend_after: Some(3),
+            suspend_on: DEFAULT_SUSPEND_ON.to_vec(),
+            void_on_revoke: false,
             threshold_percent: Some(80),
             retention: MIN_RETENTION,
             lease: Duration::from_secs(60),
@@ -136,6 +185,28 @@ impl EngineConfig {
     pub fn settle_after(&self, deadline: Duration) -> chrono::Duration {
         chrono::Duration::from_std(deadline.saturating_add(self.deadline_margin))
             .unwrap_or(chrono::Duration::MAX)
+    }
+
+    /// Sets the blockers that count toward auto-suspension.
+    pub fn with_suspend_on(mut self, codes: &[BlockerCode]) -> Self {
+        self.suspend_on = codes.to_vec();
+        self
+    }
+
+    /// Voids the open authorizations under a mandate when it is revoked (or not).
+    pub fn with_void_on_revoke(mut self, void: bool) -> Self {
+        self.void_on_revoke = void;
+        self
+    }
+
+    /// Whether a blocked decision counts toward auto-suspension.
+    pub fn counts_toward_suspension(&self, decision: &crate::domain::AuthorityDecision) -> bool {
+        decision.outcome == crate::domain::Outcome::Blocked
+            && !decision.has(BlockerCode::ActorSuspended)
+            && decision
+                .blockers
+                .iter()
+                .any(|b| self.suspend_on.contains(&b.code))
     }
 
     /// Sets the refund policy.

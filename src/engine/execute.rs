@@ -313,7 +313,7 @@ impl Engine {
                 Some(&attempt_id),
             ));
             if !decision.is_allowed() {
-                return self.refuse(req, decision, events, now).await;
+                return self.refuse(req, decision, events, now, true).await;
             }
             if tries == 0 {
                 store.reset_blocks(&req.actor.id).await?;
@@ -392,7 +392,8 @@ impl Engine {
                         &refused,
                         Some(&attempt_id),
                     ));
-                    return self.refuse(req, refused, events, now).await;
+                    // Lost a race at the atomic hold: never counted toward suspension.
+                    return self.refuse(req, refused, events, now, false).await;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -637,15 +638,18 @@ impl Engine {
         }
     }
 
-    /// Records a refusal: audit, the consecutive-block control, nothing held.
+    /// Records a refusal: audit, the consecutive-block control, nothing held. `counted`: the
+    /// refusal may count toward auto-suspension (a decision's, not a lost hold race); it
+    /// counts when one of its blockers is in the configured `suspend_on` set.
     async fn refuse(
         &self,
         req: &PaymentRequest,
         decision: AuthorityDecision,
         mut events: Vec<AuditEvent>,
         now: DateTime<Utc>,
+        counted: bool,
     ) -> Result<PaymentOutcome, EngineError> {
-        if decision.outcome == Outcome::Blocked && !decision.has(BlockerCode::ActorSuspended) {
+        if counted && self.config.counts_toward_suspension(&decision) {
             let count = self.ports.store.record_block(&req.actor.id).await?;
             if self.config.auto_suspend_after == Some(count) {
                 let party = crate::domain::Party::Actor(req.actor.id.clone());

@@ -165,8 +165,54 @@ impl Engine {
     }
 
     /// Confirms, rejects or revokes a mandate (or marks it used or expired). Revocation
-    /// blocks every descendant at evaluation time (`ANCESTOR_NOT_ACTIVE`).
+    /// blocks every descendant at evaluation time (`ANCESTOR_NOT_ACTIVE`) and refuses the
+    /// capture of authorizations under it; with [`super::EngineConfig::void_on_revoke`] the
+    /// open authorizations under it are voided at once (best effort: one that cannot be voided
+    /// now stays open for its actor, the buyer or an operator to void).
     pub async fn change_mandate(
+        &self,
+        command: &ChangeMandate,
+    ) -> Result<Recorded<Mandate>, EngineError> {
+        let recorded = self.change_mandate_keyed(command).await?;
+        if self.config.void_on_revoke && matches!(command.event, LifecycleEvent::Revoke { .. }) {
+            let _ = self.void_open_authorizations(&command.mandate_id).await;
+        }
+        Ok(recorded)
+    }
+
+    /// Voids every open authorization (authorized, or waiting for the buyer, with a PSP
+    /// reference) of attempts under `mandate_id` or under a mandate derived from it. Needs no
+    /// spending authority (I16). Returns the attempts as they are after their void; an attempt
+    /// whose void failed is left as it was and not returned.
+    pub async fn void_open_authorizations(
+        &self,
+        mandate_id: &crate::domain::MandateId,
+    ) -> Result<Vec<crate::domain::PaymentAttempt>, EngineError> {
+        let open = self
+            .ports
+            .store
+            .attempts_in(
+                &[
+                    crate::domain::AttemptStatus::Authorized,
+                    crate::domain::AttemptStatus::RequiresBuyerAction,
+                ],
+                OPEN_AUTHORIZATIONS,
+            )
+            .await?;
+        let mut voided = Vec::new();
+        for attempt in open.into_iter().filter(|a| a.provider_ref.is_some()) {
+            let chain = self.ports.store.chain(&attempt.request.mandate_id).await?;
+            if !chain.iter().any(|m| m.id() == mandate_id) {
+                continue;
+            }
+            if let Ok(next) = self.void_now(&attempt, self.now(), None).await {
+                voided.push(next);
+            }
+        }
+        Ok(voided)
+    }
+
+    async fn change_mandate_keyed(
         &self,
         command: &ChangeMandate,
     ) -> Result<Recorded<Mandate>, EngineError> {
@@ -449,3 +495,6 @@ impl AsyncLoad<Confirmation> for LoadConfirmation {
         Ok(self.0.clone())
     }
 }
+
+/// How many open authorizations one revocation looks at.
+const OPEN_AUTHORIZATIONS: usize = 10_000;

@@ -36,7 +36,7 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest as _, Sha256};
 
 pub use commands::*;
-pub use config::{ConfigError, EngineConfig, MIN_RETENTION};
+pub use config::{ConfigError, EngineConfig, DEFAULT_SUSPEND_ON, MIN_RETENTION};
 pub use dispute::{DisputeCheck, DisputeEvidence, DisputeVerdict, RecordedDecision};
 pub use error::EngineError;
 pub use mandates::Recorded;

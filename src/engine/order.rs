@@ -3,18 +3,21 @@
 
 use super::commands::{CommitOrder, OrderOutcome, Recovery};
 use super::error::EngineError;
-use super::execute::{decision_event, fingerprint_of};
+use super::execute::fingerprint_of;
+use super::settle::may_settle;
 use super::{scope, Engine};
 use crate::domain::{
-    ActorKind, AttemptStatus, AuditEvent, AuditKind, AuthorityDecision, Operation, Order, OrderId,
+    AttemptStatus, AuditEvent, AuditKind, AuthorityDecision, Operation, Order, OrderId,
     PaymentAction, PaymentAttempt,
 };
 use crate::ports::{InsertOrder, StoredResult, Write, Written};
 
 impl Engine {
-    /// Commits the order of a paid attempt, for its actor or a human. Allowed only from `authorized`,
-    /// `partially_captured` or `captured`; decides once more (action `commit_order`, the
-    /// stored snapshot, the checkout state given now, the current mandate chain). A second
+    /// Commits the order of a paid attempt, for its actor or a human (the one permission check,
+    /// shared with capture, void and refund). Allowed only from `authorized`,
+    /// `partially_captured` or `captured`; decides once more for the attempt's actor and
+    /// mandate, whoever asks (action `commit_order`, the stored snapshot, the checkout state
+    /// given now, the current mandate chain). A second
     /// commit for the attempt, under any key, returns the existing order. When the order
     /// cannot be committed after money moved, the recovery starts at once (void an
     /// authorization, refund a capture) and is recorded; [`OrderOutcome::Failed`] says how
@@ -60,16 +63,10 @@ impl Engine {
     ) -> Result<OrderOutcome, EngineError> {
         let store = &self.ports.store;
         let attempt = self.load_attempt(&command.attempt_id).await?;
-        // Only the attempt's actor or a human may commit its order: a refused commitment
-        // starts a void or refund, which nobody else may trigger.
-        if command.actor != attempt.request.actor && command.actor.kind != ActorKind::Human {
-            return Err(EngineError::NotPermitted {
-                reason: format!(
-                    "actor {} may not commit the order of attempt {}: only its actor or a human may",
-                    command.actor.id, attempt.id
-                ),
-            });
-        }
+        // Only whoever may settle the attempt may commit its order: a refused commitment
+        // starts a void or refund. A requester refused here gets `NotPermitted` and nothing
+        // starts; the decision below is for the attempt, never about the requester.
+        may_settle(&command.actor, &attempt, "commit the order of")?;
         if let Some(order) = store.order_for(&attempt.id).await? {
             return Ok(OrderOutcome::Existing { order });
         }
@@ -78,24 +75,18 @@ impl Engine {
                 status: attempt.status,
             });
         }
-        let snapshot = store
-            .snapshot(&attempt.request.snapshot_id)
-            .await?
-            .ok_or_else(|| EngineError::NotFound {
-                entity: "snapshot",
-                id: attempt.request.snapshot_id.to_string(),
-            })?;
-        let mut request = attempt.request.clone();
-        request.action = PaymentAction::CommitOrder;
-        request.actor = command.actor.clone();
-        let ctx = self.context(&request, None, now).await?;
-        let decision = ctx.decide(&request, &snapshot, &command.checkout, now);
-        let events = vec![decision_event(
-            "commit_order",
-            &request,
-            &decision,
-            Some(&attempt.id),
-        )];
+        let mut events = Vec::new();
+        let amount = attempt.request.amount;
+        let (_, decision) = self
+            .decide_follow_up(
+                &attempt,
+                PaymentAction::CommitOrder,
+                amount,
+                &command.checkout,
+                now,
+                &mut events,
+            )
+            .await?;
         if !decision.is_allowed() {
             let codes: Vec<&str> = decision.blockers.iter().map(|b| b.code.as_str()).collect();
             let reason = format!("the order was refused: {}", codes.join(", "));

@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use super::{scope, Engine, Finish};
 use crate::domain::{
-    ActorKind, AttemptEvent, AttemptId, AttemptStatus, AuditEvent, AuditKind, AuthorityDecision,
-    CheckoutState, HoldAction, Money, Operation, PaymentAction, PaymentAttempt, ProviderReport,
-    ProviderStatus,
+    Actor, ActorKind, AttemptEvent, AttemptId, AttemptStatus, AuditEvent, AuditKind,
+    AuthorityDecision, BlockerCode, CheckoutState, HoldAction, Money, Operation, Outcome,
+    PaymentAction, PaymentAttempt, PaymentRequest, ProviderReport, ProviderStatus,
 };
 use crate::ports::{
     AttemptChange, CaptureRequest, HoldOp, HoldState, IdempotencyScope, Lookup, ProviderError,
@@ -19,19 +19,24 @@ use crate::ports::{
 };
 
 impl Engine {
-    /// Decides a follow-up action (capture, refund) on an attempt's chain.
-    async fn decide_follow_up(
+    /// Decides a follow-up action (capture, order commitment) on an attempt's chain. The
+    /// decision is made for the attempt: its actor, its mandate, its buyer. Who asks is
+    /// checked before, by [`may_settle`]; a refusal here is never about the requester.
+    ///
+    /// A capture settles an authorization made while the mandate was valid (I1): the
+    /// mandate's expiry since then does not block it. A revocation, a suspension or anything
+    /// else still does.
+    pub(super) async fn decide_follow_up(
         &self,
         attempt: &PaymentAttempt,
-        actor: &crate::domain::Actor,
         action: PaymentAction,
         amount: Money,
+        checkout: &CheckoutState,
         now: DateTime<Utc>,
         events: &mut Vec<AuditEvent>,
-    ) -> Result<AuthorityDecision, EngineError> {
+    ) -> Result<(PaymentRequest, AuthorityDecision), EngineError> {
         let mut request = attempt.request.clone();
         request.action = action;
-        request.actor = actor.clone();
         request.amount = amount;
         let snapshot = self
             .ports
@@ -42,19 +47,18 @@ impl Engine {
                 entity: "snapshot",
                 id: attempt.request.snapshot_id.to_string(),
             })?;
-        let checkout = CheckoutState::Valid {
-            checkout_id: attempt.checkout_id.clone(),
-            snapshot_id: attempt.request.snapshot_id,
-        };
         let ctx = self.context(&request, None, now).await?;
-        let decision = ctx.decide(&request, &snapshot, &checkout, now);
+        let mut decision = ctx.decide(&request, &snapshot, checkout, now);
+        if action == PaymentAction::Capture && attempt.submitted_at.is_some() {
+            decision = without_expiry(decision);
+        }
         events.push(decision_event(
             action.as_str(),
             &request,
             &decision,
             Some(&attempt.id),
         ));
-        Ok(decision)
+        Ok((request, decision))
     }
 
     /// Runs a follow-up command on an attempt under its key: a replay answers with the attempt
@@ -105,16 +109,21 @@ impl Engine {
             &command.attempt_id,
             |now, finish| async move {
                 let attempt = self.load_attempt(&command.attempt_id).await?;
+                may_settle(&command.actor, &attempt, "capture")?;
                 let amount = command.amount.unwrap_or(attempt.authorized);
                 attempt.apply(&AttemptEvent::Capture(amount), now)?;
                 let reference = provider_ref(&attempt)?;
                 let mut events = Vec::new();
-                let decision = self
+                let checkout = CheckoutState::Valid {
+                    checkout_id: attempt.checkout_id.clone(),
+                    snapshot_id: attempt.request.snapshot_id,
+                };
+                let (_, decision) = self
                     .decide_follow_up(
                         &attempt,
-                        &command.actor,
                         PaymentAction::Capture,
                         amount,
+                        &checkout,
                         now,
                         &mut events,
                     )
@@ -159,8 +168,9 @@ impl Engine {
         .await
     }
 
-    /// Voids an authorized attempt (or one waiting for the buyer). Needs no decision: the
-    /// attempt's own actor or a human may cancel, even under a revoked mandate.
+    /// Voids an authorized attempt (or one waiting for the buyer). Needs no decision and no
+    /// spending authority (I16): whoever [`may_settle`] permits may cancel, even after the
+    /// mandate expired or was revoked, or the actor was suspended.
     pub async fn void(&self, command: &VoidPayment) -> Result<PaymentOutcome, EngineError> {
         let scope = scope(&command.actor.id, "void_payment", &command.key);
         let fingerprint = fingerprint_of(command)?;
@@ -171,15 +181,7 @@ impl Engine {
             &command.attempt_id,
             |now, finish| async move {
                 let attempt = self.load_attempt(&command.attempt_id).await?;
-                if command.actor != attempt.request.actor && command.actor.kind != ActorKind::Human
-                {
-                    return Err(EngineError::NotPermitted {
-                        reason: format!(
-                            "actor {} may not void attempt {}: only its actor or a human may",
-                            command.actor.id, attempt.id
-                        ),
-                    });
-                }
+                may_settle(&command.actor, &attempt, "void")?;
                 attempt.apply(&AttemptEvent::Void, now)?;
                 self.may_call_psp(&command.key, now, self.now())?;
                 let next = self.void_now(&attempt, now, finish.as_deref()).await?;
@@ -226,7 +228,11 @@ impl Engine {
         next
     }
 
-    /// Refunds a captured attempt (in full: everything not yet refunded, or in part).
+    /// Refunds a captured attempt (in full: everything not yet refunded, or in part). Like a
+    /// void, a refund reduces risk and needs no decision and no spending authority (I16):
+    /// whoever [`may_settle`] permits may refund after the mandate expired or was revoked, or
+    /// the actor was suspended. Still checked: the state machine, and the amount (more than
+    /// zero, in the captured currency, at most what is captured and not yet refunded).
     pub async fn refund(&self, command: &RefundPayment) -> Result<PaymentOutcome, EngineError> {
         let scope = scope(&command.actor.id, "refund_payment", &command.key);
         let fingerprint = fingerprint_of(command)?;
@@ -237,29 +243,15 @@ impl Engine {
             &command.attempt_id,
             |now, finish| async move {
                 let attempt = self.load_attempt(&command.attempt_id).await?;
+                may_settle(&command.actor, &attempt, "refund")?;
                 let amount = command.amount.unwrap_or_else(|| attempt.net_captured());
                 attempt.apply(&AttemptEvent::Refund(amount), now)?;
-                let mut events = Vec::new();
-                let decision = self
-                    .decide_follow_up(
-                        &attempt,
-                        &command.actor,
-                        PaymentAction::Refund,
-                        amount,
-                        now,
-                        &mut events,
-                    )
-                    .await?;
-                self.audit(&events).await?;
-                if !decision.is_allowed() {
-                    return Ok((PaymentOutcome::Refused(decision), false));
-                }
                 self.may_call_psp(&command.key, now, self.now())?;
                 let next = self.refund_now(&attempt, amount, finish.as_deref()).await?;
                 Ok((
                     PaymentOutcome::Done {
                         attempt: next,
-                        decision: Some(decision),
+                        decision: None,
                     },
                     true,
                 ))
@@ -597,6 +589,45 @@ impl Engine {
         self.audit(&[]).await?;
         Ok(next)
     }
+}
+
+/// Who may act on an attempt after its authorization (capture, void, refund, order
+/// commitment): the attempt's own actor, or a human (the buyer or an operator). The one place
+/// this permission is decided; the decision that follows (if any) is made for the attempt, not
+/// for the requester, so a refusal of the requester is always this error and never a decision
+/// (and never starts a recovery).
+pub(super) fn may_settle(
+    requester: &Actor,
+    attempt: &PaymentAttempt,
+    operation: &str,
+) -> Result<(), EngineError> {
+    if *requester == attempt.request.actor || requester.kind == ActorKind::Human {
+        return Ok(());
+    }
+    Err(EngineError::NotPermitted {
+        reason: format!(
+            "actor {} may not {operation} attempt {}: only its actor or a human may",
+            requester.id, attempt.id
+        ),
+    })
+}
+
+/// A capture's decision without the mandate expiry blockers (of the leaf, or of an ancestor
+/// that is not active only because it expired): the authorization it settles was made while
+/// the chain was valid.
+fn without_expiry(mut decision: AuthorityDecision) -> AuthorityDecision {
+    decision.blockers.retain(|b| match b.code {
+        BlockerCode::MandateExpired => false,
+        BlockerCode::AncestorNotActive => {
+            b.causes.is_empty()
+                || b.causes
+                    .iter()
+                    .any(|c| c.code != BlockerCode::MandateExpired.as_str())
+        }
+        _ => true,
+    });
+    decision.outcome = Outcome::from_blockers(&decision.blockers);
+    decision
 }
 
 /// How long a submission failed on a PSP "not found" is looked up again by the sweep.
