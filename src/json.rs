@@ -1,9 +1,14 @@
 //! Reading domain values from JSON with errors that name the offending field (I11).
 //!
 //! Every domain type validates itself when deserialised, so `serde_json::from_str` never builds
-//! an invalid value. This module adds what plain serde errors lack: the path of the field.
+//! an invalid value. This module adds what plain serde errors lack: the path of the field, and
+//! one meaning per input (I17): [`from_json`] also refuses a struct written as a JSON array
+//! (serde's positional form) and `null` for an optional field (omit the field instead), at any
+//! depth, which plain `serde_json::from_str` accepts. Read untrusted input with [`from_json`].
 
 use std::fmt;
+
+mod strict;
 
 use serde::de::DeserializeOwned;
 
@@ -67,7 +72,9 @@ impl fmt::Display for InputError {
 
 impl std::error::Error for InputError {}
 
-/// Parses `text` as a `T`, naming the field of any problem.
+/// Parses `text` as a `T`, naming the field of any problem. Refuses what another conforming
+/// reader could read differently (I17): duplicate keys, a struct in the positional (array) form,
+/// `null` for an optional field.
 ///
 /// ```
 /// use agent_mandate::domain::Money;
@@ -79,7 +86,7 @@ impl std::error::Error for InputError {}
 /// ```
 pub fn from_json<T: DeserializeOwned>(text: &str) -> Result<T, InputError> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let value = match serde_path_to_error::deserialize::<_, T>(&mut de) {
+    let value = match serde_path_to_error::deserialize::<_, T>(strict::Strict(&mut de)) {
         Ok(v) => v,
         Err(e) => {
             let path = e.path().to_string();
