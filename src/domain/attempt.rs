@@ -327,10 +327,13 @@ pub struct PaymentAttempt {
     /// A PSP lookup answering "not found" fails the attempt only once the submission's
     /// deadline (this time plus the PSP's deadline and a margin) has passed (I13).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "crate::domain::canonical::opt_time")]
     pub submitted_at: Option<DateTime<Utc>>,
     /// Creation time.
+    #[serde(deserialize_with = "crate::domain::canonical::time")]
     pub created_at: DateTime<Utc>,
     /// Last change.
+    #[serde(deserialize_with = "crate::domain::canonical::time")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -665,5 +668,6 @@ pub struct Order {
     /// The amount.
     pub amount: Money,
     /// When it was committed.
+    #[serde(deserialize_with = "crate::domain::canonical::time")]
     pub committed_at: DateTime<Utc>,
 }

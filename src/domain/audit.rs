@@ -300,6 +300,7 @@ pub enum AuditKind {
 pub struct AuditEvent {
     /// When it happened.
     #[serde(serialize_with = "super::canonical::serialize_time")]
+    #[serde(deserialize_with = "crate::domain::canonical::time")]
     pub at: DateTime<Utc>,
     /// What happened.
     #[serde(rename = "event")]

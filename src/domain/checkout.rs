@@ -71,6 +71,7 @@ pub enum CheckoutState {
         /// The checkout.
         checkout_id: CheckoutId,
         /// When it expired.
+        #[serde(deserialize_with = "crate::domain::canonical::time")]
         expired_at: DateTime<Utc>,
     },
 }

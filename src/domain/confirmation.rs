@@ -36,9 +36,11 @@ pub struct Confirmation {
     /// Who confirmed (must be a human).
     pub confirmed_by: Actor,
     /// When.
+    #[serde(deserialize_with = "crate::domain::canonical::time")]
     pub confirmed_at: DateTime<Utc>,
     /// Until when it counts; `None`: as long as the mandate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "crate::domain::canonical::opt_time")]
     pub expires_at: Option<DateTime<Utc>>,
     /// The snapshot confirmed.
     pub snapshot_id: SnapshotId,

@@ -366,6 +366,7 @@ struct DecisionWire {
     #[serde(default)]
     evidence: Vec<Evidence>,
     request_digest: RequestDigest,
+    #[serde(deserialize_with = "crate::domain::canonical::time")]
     evaluated_at: DateTime<Utc>,
 }
 

@@ -100,24 +100,30 @@ pub struct Lifecycle {
     /// Current status.
     pub status: MandateStatus,
     /// Creation time.
+    #[serde(deserialize_with = "crate::domain::canonical::time")]
     pub created_at: DateTime<Utc>,
     /// When the buyer confirmed it (became active).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "crate::domain::canonical::opt_time")]
     pub activated_at: Option<DateTime<Utc>>,
     /// When it was used up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "crate::domain::canonical::opt_time")]
     pub used_at: Option<DateTime<Utc>>,
     /// When it was marked expired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "crate::domain::canonical::opt_time")]
     pub expired_at: Option<DateTime<Utc>>,
     /// When it was revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "crate::domain::canonical::opt_time")]
     pub revoked_at: Option<DateTime<Utc>>,
     /// Why it was revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_reason: Option<Text>,
     /// When it was rejected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "crate::domain::canonical::opt_time")]
     pub rejected_at: Option<DateTime<Utc>>,
     /// Why it was rejected.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -173,6 +173,7 @@ pub struct EvaluationDocument {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<CredentialStatus>,
     /// See [`EvaluationInput::now`].
+    #[serde(deserialize_with = "crate::domain::canonical::time")]
     pub now: DateTime<Utc>,
 }
 

@@ -406,8 +406,10 @@ impl ConfirmationRule {
 #[serde(deny_unknown_fields)]
 pub struct Validity {
     /// First instant of use.
+    #[serde(deserialize_with = "crate::domain::canonical::time")]
     pub not_before: DateTime<Utc>,
     /// First instant it may no longer be used.
+    #[serde(deserialize_with = "crate::domain::canonical::time")]
     pub expires_at: DateTime<Utc>,
 }
 

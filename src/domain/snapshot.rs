@@ -211,8 +211,10 @@ pub struct CartContent {
     #[serde(default)]
     pub policy_refs: Vec<EvidenceRef>,
     /// When the snapshot was taken.
+    #[serde(deserialize_with = "crate::domain::canonical::time")]
     pub created_at: DateTime<Utc>,
     /// When it stops being usable.
+    #[serde(deserialize_with = "crate::domain::canonical::time")]
     pub expires_at: DateTime<Utc>,
 }
 
