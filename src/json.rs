@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-mod strict;
+pub(crate) mod strict;
 
 use serde::de::DeserializeOwned;
 
@@ -86,7 +86,7 @@ impl std::error::Error for InputError {}
 /// ```
 pub fn from_json<T: DeserializeOwned>(text: &str) -> Result<T, InputError> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let value = match serde_path_to_error::deserialize::<_, T>(strict::Strict(&mut de)) {
+    let value = match serde_path_to_error::deserialize::<_, T>(strict::Strict::<_, true>(&mut de)) {
         Ok(v) => v,
         Err(e) => {
             let path = e.path().to_string();
@@ -198,3 +198,26 @@ fn classify(path: String, e: serde_json::Error) -> InputError {
         }
     }
 }
+
+/// `Serialize` and `Deserialize` for domain types derived with `#[serde(remote = "Self")]`:
+/// serde's derived code, except that a struct (or an enum's struct variant) refuses the
+/// positional (array) form, so plain `serde_json::from_str` refuses it too (I17). `de` for a
+/// type that only derives `Deserialize`.
+macro_rules! object_only {
+    (de $t:ident) => {
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                $t::deserialize(crate::json::strict::Strict::<D, false>(d))
+            }
+        }
+    };
+    ($t:ident) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                $t::serialize(self, s)
+            }
+        }
+        $crate::json::object_only!(de $t);
+    };
+}
+pub(crate) use object_only;

@@ -178,6 +178,7 @@ pub enum ProviderStatus {
 
 /// A PSP's view of one payment: status and amounts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct ProviderReport {
     /// The PSP's reference, once it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -289,6 +290,7 @@ pub enum HoldEffect {
 
 /// One payment attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct PaymentAttempt {
     /// Its id.
@@ -653,6 +655,7 @@ impl PaymentAttempt {
 
 /// A committed order: at most one per attempt (I4).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Order {
     /// Its id (derived from the attempt).
@@ -671,3 +674,7 @@ pub struct Order {
     #[serde(deserialize_with = "crate::domain::canonical::time")]
     pub committed_at: DateTime<Utc>,
 }
+
+crate::json::object_only!(ProviderReport);
+crate::json::object_only!(PaymentAttempt);
+crate::json::object_only!(Order);

@@ -26,6 +26,7 @@ pub enum ActorKind {
 
 /// A party that requests payment actions.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Actor {
     /// Its id.
@@ -95,6 +96,7 @@ impl fmt::Display for MandateStatus {
 
 /// Status plus the timestamps and reasons of how it got there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Lifecycle {
     /// Current status.
@@ -149,6 +151,7 @@ impl Lifecycle {
 
 /// An event of the mandate lifecycle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum LifecycleEvent {
     /// The buyer confirmed the mandate.
@@ -196,6 +199,7 @@ pub struct LifecycleError {
 
 /// The plain data of a mandate, as given. [`Mandate::new`] validates it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct MandateSpec {
     /// The mandate's id.
@@ -521,3 +525,8 @@ fn validate_lifecycle(l: &Lifecycle) -> Result<(), ValidationError> {
         MandateStatus::Rejected => need(l.rejected_at.is_some(), "rejected_at"),
     }
 }
+
+crate::json::object_only!(Actor);
+crate::json::object_only!(Lifecycle);
+crate::json::object_only!(LifecycleEvent);
+crate::json::object_only!(MandateSpec);

@@ -27,28 +27,32 @@ enum Want {
 }
 
 /// A deserializer that refuses positional structs and `null` options (see the module doc).
-pub(crate) struct Strict<D>(pub(crate) D);
+/// With `DEEP`, every nested value is read through the wrapper too (what `from_json` uses);
+/// without, only the value itself: a struct refuses the positional form, an enum's struct
+/// variants too, and nothing else changes (what each domain type's `Deserialize` uses, see
+/// `json::object_only`).
+pub(crate) struct Strict<D, const DEEP: bool = true>(pub(crate) D);
 
 struct Seed<S>(S);
 
-struct Wrap<V> {
+struct Wrap<V, const DEEP: bool> {
     inner: V,
     want: Want,
 }
 
 struct Seq<A>(A);
 struct Map<A>(A);
-struct Enum<A>(A);
-struct Variant<A>(A);
+struct Enum<A, const DEEP: bool>(A);
+struct Variant<A, const DEEP: bool>(A);
 
 impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Seed<S> {
     type Value = S::Value;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<S::Value, D::Error> {
-        self.0.deserialize(Strict(d))
+        self.0.deserialize(Strict::<_, true>(d))
     }
 }
 
-fn any<V>(inner: V) -> Wrap<V> {
+fn any<V, const DEEP: bool>(inner: V) -> Wrap<V, DEEP> {
     Wrap {
         inner,
         want: Want::Any,
@@ -59,13 +63,13 @@ macro_rules! forward_de {
     ($($method:ident($($arg:ident: $ty:ty),*);)*) => {
         $(
             fn $method<V: Visitor<'de>>(self, $($arg: $ty,)* visitor: V) -> Result<V::Value, D::Error> {
-                self.0.$method($($arg,)* any(visitor))
+                self.0.$method($($arg,)* any::<V, DEEP>(visitor))
             }
         )*
     };
 }
 
-impl<'de, D: Deserializer<'de>> Deserializer<'de> for Strict<D> {
+impl<'de, D: Deserializer<'de>, const DEEP: bool> Deserializer<'de> for Strict<D, DEEP> {
     type Error = D::Error;
 
     forward_de! {
@@ -101,7 +105,10 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Strict<D> {
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-        self.0.deserialize_option(Wrap {
+        if !DEEP {
+            return self.0.deserialize_option(visitor);
+        }
+        self.0.deserialize_option(Wrap::<V, DEEP> {
             inner: visitor,
             want: Want::Option,
         })
@@ -116,7 +123,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Strict<D> {
         self.0.deserialize_struct(
             name,
             fields,
-            Wrap {
+            Wrap::<V, DEEP> {
                 inner: visitor,
                 want: Want::Struct,
             },
@@ -142,7 +149,7 @@ macro_rules! forward_visit {
 const NULL: &str = "an absent field (null is not accepted for an optional field: omit it)";
 const POSITIONAL: &str = "an object (the positional array form is not accepted)";
 
-impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<V> {
+impl<'de, V: Visitor<'de>, const DEEP: bool> Visitor<'de> for Wrap<V, DEEP> {
     type Value = V::Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -187,26 +194,38 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<V> {
     }
 
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
-        self.inner.visit_some(Strict(d))
+        if !DEEP {
+            return self.inner.visit_some(d);
+        }
+        self.inner.visit_some(Strict::<_, true>(d))
     }
 
     fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
-        self.inner.visit_newtype_struct(Strict(d))
+        if !DEEP {
+            return self.inner.visit_newtype_struct(d);
+        }
+        self.inner.visit_newtype_struct(Strict::<_, true>(d))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
         if self.want == Want::Struct {
             return Err(de::Error::invalid_type(Unexpected::Seq, &POSITIONAL));
         }
+        if !DEEP {
+            return self.inner.visit_seq(seq);
+        }
         self.inner.visit_seq(Seq(seq))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
+        if !DEEP {
+            return self.inner.visit_map(map);
+        }
         self.inner.visit_map(Map(map))
     }
 
     fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<V::Value, A::Error> {
-        self.inner.visit_enum(Enum(data))
+        self.inner.visit_enum(Enum::<A, DEEP>(data))
     }
 }
 
@@ -239,28 +258,35 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Map<A> {
     }
 }
 
-impl<'de, A: EnumAccess<'de>> EnumAccess<'de> for Enum<A> {
+impl<'de, A: EnumAccess<'de>, const DEEP: bool> EnumAccess<'de> for Enum<A, DEEP> {
     type Error = A::Error;
-    type Variant = Variant<A::Variant>;
+    type Variant = Variant<A::Variant, DEEP>;
     fn variant_seed<T: DeserializeSeed<'de>>(
         self,
         seed: T,
     ) -> Result<(T::Value, Self::Variant), A::Error> {
+        if !DEEP {
+            let (value, variant) = self.0.variant_seed(seed)?;
+            return Ok((value, Variant(variant)));
+        }
         let (value, variant) = self.0.variant_seed(Seed(seed))?;
         Ok((value, Variant(variant)))
     }
 }
 
-impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Variant<A> {
+impl<'de, A: VariantAccess<'de>, const DEEP: bool> VariantAccess<'de> for Variant<A, DEEP> {
     type Error = A::Error;
     fn unit_variant(self) -> Result<(), A::Error> {
         self.0.unit_variant()
     }
     fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, A::Error> {
+        if !DEEP {
+            return self.0.newtype_variant_seed(seed);
+        }
         self.0.newtype_variant_seed(Seed(seed))
     }
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, A::Error> {
-        self.0.tuple_variant(len, any(visitor))
+        self.0.tuple_variant(len, any::<V, DEEP>(visitor))
     }
     fn struct_variant<V: Visitor<'de>>(
         self,
@@ -269,7 +295,7 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Variant<A> {
     ) -> Result<V::Value, A::Error> {
         self.0.struct_variant(
             fields,
-            Wrap {
+            Wrap::<V, DEEP> {
                 inner: visitor,
                 want: Want::Struct,
             },
