@@ -1,10 +1,11 @@
 //! Reading domain values from JSON with errors that name the offending field (I11).
 //!
 //! Every domain type validates itself when deserialised, so `serde_json::from_str` never builds
-//! an invalid value. This module adds what plain serde errors lack: the path of the field, and
-//! one meaning per input (I17): [`from_json`] also refuses a struct written as a JSON array
-//! (serde's positional form) and `null` for an optional field (omit the field instead), at any
-//! depth, which plain `serde_json::from_str` accepts. Read untrusted input with [`from_json`].
+//! an invalid value, nor reads a domain struct from a JSON array (serde's positional form, I17).
+//! This module adds what plain serde errors lack: the path of the field, and the rest of one
+//! meaning per input (I17): [`from_json`] refuses the positional form at any depth of any type
+//! (engine commands included) and `null` for an optional field (omit the field instead), which
+//! plain `serde_json::from_str` reads as absent. Read untrusted input with [`from_json`].
 
 use std::fmt;
 
