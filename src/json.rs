@@ -1,9 +1,15 @@
 //! Reading domain values from JSON with errors that name the offending field (I11).
 //!
 //! Every domain type validates itself when deserialised, so `serde_json::from_str` never builds
-//! an invalid value. This module adds what plain serde errors lack: the path of the field.
+//! an invalid value, nor reads a domain struct from a JSON array (serde's positional form, I17).
+//! This module adds what plain serde errors lack: the path of the field, and the rest of one
+//! meaning per input (I17): [`from_json`] refuses the positional form at any depth of any type
+//! (engine commands included) and `null` for an optional field (omit the field instead), which
+//! plain `serde_json::from_str` reads as absent. Read untrusted input with [`from_json`].
 
 use std::fmt;
+
+pub(crate) mod strict;
 
 use serde::de::DeserializeOwned;
 
@@ -67,7 +73,9 @@ impl fmt::Display for InputError {
 
 impl std::error::Error for InputError {}
 
-/// Parses `text` as a `T`, naming the field of any problem.
+/// Parses `text` as a `T`, naming the field of any problem. Refuses what another conforming
+/// reader could read differently (I17): duplicate keys, a struct in the positional (array) form,
+/// `null` for an optional field.
 ///
 /// ```
 /// use agent_mandate::domain::Money;
@@ -79,7 +87,7 @@ impl std::error::Error for InputError {}
 /// ```
 pub fn from_json<T: DeserializeOwned>(text: &str) -> Result<T, InputError> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let value = match serde_path_to_error::deserialize::<_, T>(&mut de) {
+    let value = match serde_path_to_error::deserialize::<_, T>(strict::Strict::<_, true>(&mut de)) {
         Ok(v) => v,
         Err(e) => {
             let path = e.path().to_string();
@@ -191,3 +199,26 @@ fn classify(path: String, e: serde_json::Error) -> InputError {
         }
     }
 }
+
+/// `Serialize` and `Deserialize` for domain types derived with `#[serde(remote = "Self")]`:
+/// serde's derived code, except that a struct (or an enum's struct variant) refuses the
+/// positional (array) form, so plain `serde_json::from_str` refuses it too (I17). `de` for a
+/// type that only derives `Deserialize`.
+macro_rules! object_only {
+    (de $t:ident) => {
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                $t::deserialize(crate::json::strict::Strict::<D, false>(d))
+            }
+        }
+    };
+    ($t:ident) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                $t::serialize(self, s)
+            }
+        }
+        $crate::json::object_only!(de $t);
+    };
+}
+pub(crate) use object_only;

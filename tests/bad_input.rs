@@ -131,11 +131,17 @@ fn long(n: usize) -> String {
     "x".repeat(n)
 }
 
+fn cases() -> Vec<Case> {
+    let mut rows = table();
+    rows.extend(positional_cases());
+    rows
+}
+
 #[expect(
     clippy::too_many_lines,
     reason = "one table row per bad input is the point"
 )]
-fn cases() -> Vec<Case> {
+fn table() -> Vec<Case> {
     let s = snapshot();
     let md = mandate();
     let rq = request();
@@ -269,6 +275,25 @@ fn cases() -> Vec<Case> {
         case::<CartSnapshot>(
             "created_at not a time",
             bend(&s, |v| v["created_at"] = json!("yesterday")),
+            "created_at",
+            K::Invalid,
+        ),
+        // --- I17: times with one spelling per instant (RFC 3339, 4-digit year, no leap second).
+        case::<CartSnapshot>(
+            "created_at second 60",
+            bend(&s, |v| v["created_at"] = json!("2026-06-28T08:54:60Z")),
+            "created_at",
+            K::Invalid,
+        ),
+        case::<CartSnapshot>(
+            "created_at year 10000",
+            bend(&s, |v| v["created_at"] = json!("+10000-06-28T08:55:00Z")),
+            "created_at",
+            K::Invalid,
+        ),
+        case::<CartSnapshot>(
+            "created_at before year 0 in UTC",
+            bend(&s, |v| v["created_at"] = json!("0000-01-01T00:30:00+01:00")),
             "created_at",
             K::Invalid,
         ),
@@ -1435,17 +1460,143 @@ fn errors_carry_a_position() {
     assert!(e.to_string().starts_with("amount: "), "{e}");
 }
 
-/// serde's derived structs also accept the positional (array) form; it is read with the same
-/// validation as the object form, never with less.
+/// I17: a struct in serde's positional (array) form, which a generic JSON reader sees as
+/// another document, is refused at any depth, naming the field, by `from_json` and by plain
+/// `serde_json::from_str` on the domain types.
+fn positional_cases() -> Vec<Case> {
+    let s = snapshot();
+    let md = mandate();
+    let doc = document();
+    vec![
+        case::<Money>("money positional", r#"["1.00", "EUR"]"#, "", K::WrongType),
+        case::<CartSnapshot>(
+            "unit_price positional",
+            bend(&s, |v| {
+                v["items"][0]["unit_price"] = json!(["129.00", "EUR"])
+            }),
+            "items[0].unit_price",
+            K::WrongType,
+        ),
+        case::<Mandate>(
+            "validity positional",
+            bend(&md, |v| {
+                let validity = v["scope"]["validity"].clone();
+                v["scope"]["validity"] = json!([validity["not_before"], validity["expires_at"]]);
+            }),
+            "scope.validity",
+            K::WrongType,
+        ),
+        case::<EvaluationDocument>(
+            "snapshot positional in a document",
+            bend(&doc, |v| {
+                let items: Vec<Value> = v["snapshot"]
+                    .as_object()
+                    .unwrap()
+                    .values()
+                    .cloned()
+                    .collect();
+                v["snapshot"] = Value::Array(items);
+            }),
+            "snapshot",
+            K::WrongType,
+        ),
+        case::<LifecycleEvent>(
+            "struct variant positional",
+            r#"{"revoke": ["fraud"]}"#,
+            "revoke",
+            K::WrongType,
+        ),
+    ]
+}
+
+/// I17: `null` for an optional field is refused by `from_json`, at any depth, naming the field
+/// (absent is the one spelling). Plain `serde_json::from_str` still reads `null` as absent
+/// (serde's `Option`), so these rows are not in the table that plain serde must refuse.
+fn one_meaning_cases() -> Vec<Case> {
+    let s = snapshot();
+    let cf = confirmation();
+    vec![
+        case::<CartSnapshot>(
+            "snapshot id null",
+            bend(&s, |v| v["id"] = Value::Null),
+            "id",
+            K::WrongType,
+        ),
+        case::<Confirmation>(
+            "confirmation expires_at null",
+            bend(&cf, |v| v["expires_at"] = Value::Null),
+            "expires_at",
+            K::WrongType,
+        ),
+    ]
+}
+
 #[test]
-fn array_form_is_validated_like_the_object_form() {
+fn null_optional_fields_are_refused_naming_the_field() {
+    let cases = one_meaning_cases();
+    let failures = failing_rows(&cases);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    for c in &cases {
+        let e = (c.parse)(&c.json).unwrap_err();
+        assert!(e.message().contains("null"), "{}: {e}", c.name);
+    }
+}
+
+/// The positional form of a snapshot's line item used to give the snapshot the id of the object
+/// form, while a generic JCS verifier hashes another document: it is refused instead.
+#[test]
+fn positional_snapshot_gets_no_id() {
+    let mut s = snapshot();
+    s["items"][0]["unit_price"] = json!(["129.00", "EUR"]);
+    let e = from_json::<CartSnapshot>(&s.to_string()).unwrap_err();
+    assert_eq!((e.kind(), e.field()), (K::WrongType, "items[0].unit_price"));
+    assert!(serde_json::from_str::<CartSnapshot>(&s.to_string()).is_err());
+    assert!(serde_json::from_str::<Money>(r#"["1.00", "EUR"]"#).is_err());
+    // The object form and ordinary arrays (lists of items, of refs) are still read.
+    from_json::<CartSnapshot>(&snapshot().to_string()).unwrap();
     assert_eq!(
-        from_json::<Money>(r#"["1.00", "EUR"]"#).unwrap(),
-        eur("1.00")
+        from_json::<Vec<Money>>(r#"[{"amount": "1.00", "currency": "EUR"}]"#).unwrap(),
+        vec![eur("1.00")]
     );
-    let e = from_json::<Money>(r#"["1.001", "EUR"]"#).unwrap_err();
-    assert_eq!((e.kind(), e.field()), (K::Invalid, "amount"));
-    assert!(from_json::<Money>(r#"["1.00", "EUR", "extra"]"#).is_err());
+}
+
+/// Engine commands are read through the same mechanism: a command in the positional form is
+/// refused before any of its elements is read.
+#[test]
+fn positional_engine_command_is_refused() {
+    let e = from_json::<agent_mandate::engine::SetSuspension>(r#"["k"]"#).unwrap_err();
+    assert_eq!(e.kind(), K::WrongType);
+    assert!(e.message().contains("positional"), "{e}");
+}
+
+/// I17: a second 60 is refused (leap seconds are not accepted), so `08:54:60Z` and
+/// `08:55:00Z` cannot give two ids for one instant; years outside 0000-9999 are refused.
+#[test]
+fn one_spelling_per_instant() {
+    let mut s = snapshot();
+    s["created_at"] = json!("2026-06-28T08:55:00Z");
+    from_json::<CartSnapshot>(&s.to_string()).unwrap();
+    for bad in [
+        "2026-06-28T08:54:60Z",
+        "2026-06-28T23:59:60Z",
+        "2026-06-28T08:54:60.5Z",
+        "+10000-06-28T08:55:00Z",
+        "-0001-06-28T08:55:00Z",
+        "9999-12-31T23:30:00-01:00",
+        "26-06-28T08:55:00Z",
+    ] {
+        s["created_at"] = json!(bad);
+        let e = from_json::<CartSnapshot>(&s.to_string()).unwrap_err();
+        assert_eq!(
+            (e.kind(), e.field()),
+            (K::Invalid, "created_at"),
+            "{bad}: {e}"
+        );
+        assert!(
+            serde_json::from_str::<CartSnapshot>(&s.to_string()).is_err(),
+            "{bad}"
+        );
+    }
 }
 
 /// An intent the hash refuses (no lines, more than 50, a zero quantity, mixed currencies) is

@@ -179,3 +179,54 @@ fn usage_errors_exit_2() {
     assert!(help.status.success());
     assert!(stdout(&help).contains("snapshot-id"));
 }
+
+fn run_bytes(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agent-mandate"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let _ = child.stdin.take().expect("stdin").write_all(stdin);
+    child.wait_with_output().expect("binary finishes")
+}
+
+/// I17: input that is not UTF-8 is an input rejected (exit 1, naming the input), not a usage
+/// or I/O error (exit 2).
+#[test]
+fn invalid_utf8_exits_1_naming_the_input() {
+    let mut bytes = br#"{"merchant": ""#.to_vec();
+    bytes.extend_from_slice(&[0xff, 0xfe]);
+    bytes.extend_from_slice(br#""}"#);
+    for args in [&["snapshot-id", "-"][..], &["evaluate", "-"][..]] {
+        let out = run_bytes(args, &bytes);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.starts_with("error: standard input: "), "{err}");
+        assert!(err.contains("UTF-8"), "{err}");
+        assert!(stdout(&out).is_empty());
+    }
+    let path = std::env::temp_dir().join(format!("agent-mandate-bad-utf8-{}", std::process::id()));
+    std::fs::write(&path, &bytes).expect("temp file");
+    let p = path.to_str().expect("utf-8 path");
+    let out = run(&["snapshot-id", p], None);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains(p), "{}", stderr(&out));
+}
+
+/// I17: a snapshot with a struct in the positional (array) form gets no id; the error names the
+/// field.
+#[test]
+fn positional_snapshot_exits_1_naming_the_field() {
+    let mut value: serde_json::Value =
+        serde_json::to_value(examples::travel_backpack_snapshot()).expect("json");
+    value["items"][0]["unit_price"] = serde_json::json!(["129.00", "EUR"]);
+    let out = run(&["snapshot-id", "-"], Some(&value.to_string()));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.starts_with("error: items[0].unit_price: "), "{err}");
+    assert!(stdout(&out).is_empty());
+}

@@ -178,6 +178,7 @@ pub enum ProviderStatus {
 
 /// A PSP's view of one payment: status and amounts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct ProviderReport {
     /// The PSP's reference, once it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -289,6 +290,7 @@ pub enum HoldEffect {
 
 /// One payment attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct PaymentAttempt {
     /// Its id.
@@ -327,10 +329,13 @@ pub struct PaymentAttempt {
     /// A PSP lookup answering "not found" fails the attempt only once the submission's
     /// deadline (this time plus the PSP's deadline and a margin) has passed (I13).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "crate::domain::canonical::opt_time")]
     pub submitted_at: Option<DateTime<Utc>>,
     /// Creation time.
+    #[serde(deserialize_with = "crate::domain::canonical::time")]
     pub created_at: DateTime<Utc>,
     /// Last change.
+    #[serde(deserialize_with = "crate::domain::canonical::time")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -650,6 +655,7 @@ impl PaymentAttempt {
 
 /// A committed order: at most one per attempt (I4).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Order {
     /// Its id (derived from the attempt).
@@ -665,5 +671,10 @@ pub struct Order {
     /// The amount.
     pub amount: Money,
     /// When it was committed.
+    #[serde(deserialize_with = "crate::domain::canonical::time")]
     pub committed_at: DateTime<Utc>,
 }
+
+crate::json::object_only!(ProviderReport);
+crate::json::object_only!(PaymentAttempt);
+crate::json::object_only!(Order);

@@ -40,6 +40,7 @@ pub enum Party {
 
 /// The limit a threshold event is about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(rename_all = "snake_case")]
 pub enum LimitKind {
     /// The lifetime total.
@@ -72,6 +73,7 @@ pub enum HoldAction {
 
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum AuditKind {
@@ -296,10 +298,12 @@ pub enum AuditKind {
 /// larger event is written cut to fit, with a `truncated` marker in its event object
 /// ([`Truncation`](super::Truncation)), never dropped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct AuditEvent {
     /// When it happened.
     #[serde(serialize_with = "super::canonical::serialize_time")]
+    #[serde(deserialize_with = "crate::domain::canonical::time")]
     pub at: DateTime<Utc>,
     /// What happened.
     #[serde(rename = "event")]
@@ -366,6 +370,7 @@ impl<'de> Deserialize<'de> for AuditHash {
 /// An event in the chain: sequence number (from 1), link to the previous event, its own hash
 /// and its body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct ChainedEvent {
     /// Position in the chain, from 1.
     pub seq: u64,
@@ -438,6 +443,7 @@ pub enum ChainFault {
 
 /// The first event that fails verification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[error("audit chain broken at event {seq} (expected {expected_seq}): {fault:?}")]
 pub struct ChainBreak {
     /// The sequence number the bad event carries.
@@ -490,6 +496,12 @@ pub fn verify_chain(
     }
     Ok(prev)
 }
+
+crate::json::object_only!(LimitKind);
+crate::json::object_only!(AuditKind);
+crate::json::object_only!(AuditEvent);
+crate::json::object_only!(ChainedEvent);
+crate::json::object_only!(ChainBreak);
 
 #[cfg(test)]
 mod tests {

@@ -511,6 +511,34 @@ pub(crate) fn serialize_time<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S
     }
 }
 
+/// Reads a time (I17: one meaning per input): RFC 3339 with a 4-digit year, a second from 00
+/// to 59 (leap seconds are not accepted: `08:54:60Z` would name the instant of `08:55:00Z`
+/// with a second spelling), and a year from 0000 to 9999 once converted to UTC (the
+/// canonical form writes UTC with a 4-digit year).
+pub(crate) fn parse_time(text: &str) -> Result<DateTime<Utc>, &'static str> {
+    let t = DateTime::parse_from_rfc3339(text)
+        .map_err(|_| "not an RFC 3339 time with a 4-digit year (YYYY-MM-DDTHH:MM:SS[.f]Z)")?;
+    if t.nanosecond() >= 1_000_000_000 {
+        return Err("second 60 is not accepted (leap seconds are not accepted)");
+    }
+    let t = t.with_timezone(&Utc);
+    if !(0..=9999).contains(&t.year()) {
+        return Err("the year in UTC is outside 0000-9999");
+    }
+    Ok(t)
+}
+
+/// `#[serde(deserialize_with)]` for a time field (see [`parse_time`]).
+pub(crate) fn time<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    let text = std::borrow::Cow::<'de, str>::deserialize(d)?;
+    parse_time(&text).map_err(serde::de::Error::custom)
+}
+
+/// `#[serde(deserialize_with)]` for an optional time field (with `#[serde(default)]`).
+pub(crate) fn opt_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    time(d).map(Some)
+}
+
 /// Writes any JSON value in RFC 8785 form: object members sorted by the UTF-16 code units of
 /// their keys, strings escaped as JCS requires, integers in decimal. Values of this crate
 /// carry no floating-point numbers (amounts are strings); a float is written in the shortest

@@ -13,6 +13,7 @@ use super::limits::{bounded, MAX_UPSTREAM_BLOCKERS, MAX_UPSTREAM_MESSAGE_LEN};
 /// Its message is at most [`MAX_UPSTREAM_MESSAGE_LEN`] bytes (checked when deserialised, by
 /// [`UpstreamBlocker::new`] and by [`CheckoutState::validate`]); it has no causes of its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamBlocker {
     /// The upstream code.
@@ -49,6 +50,7 @@ fn upstream_message<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Text, D::E
 
 /// What the checkout service says about the checkout. Payment authority never overrides it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum CheckoutState {
     /// Valid for the given snapshot.
@@ -71,6 +73,7 @@ pub enum CheckoutState {
         /// The checkout.
         checkout_id: CheckoutId,
         /// When it expired.
+        #[serde(deserialize_with = "crate::domain::canonical::time")]
         expired_at: DateTime<Utc>,
     },
 }
@@ -161,3 +164,6 @@ impl super::canonical::Canonical for CheckoutState {
         o.end();
     }
 }
+
+crate::json::object_only!(UpstreamBlocker);
+crate::json::object_only!(CheckoutState);

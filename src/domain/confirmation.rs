@@ -11,6 +11,7 @@ use super::scope::ActionSet;
 
 /// What a confirmation approves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct ConfirmationScope {
     /// The mandate it was given under (any mandate of the request's chain).
@@ -27,6 +28,7 @@ pub struct ConfirmationScope {
 /// a human, it names the request's snapshot, its mandate is in the chain, it covers the action
 /// and the amount (same currency), it was given at or before `now`, and has not expired.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Confirmation {
     /// Its id.
@@ -36,9 +38,11 @@ pub struct Confirmation {
     /// Who confirmed (must be a human).
     pub confirmed_by: Actor,
     /// When.
+    #[serde(deserialize_with = "crate::domain::canonical::time")]
     pub confirmed_at: DateTime<Utc>,
     /// Until when it counts; `None`: as long as the mandate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "crate::domain::canonical::opt_time")]
     pub expires_at: Option<DateTime<Utc>>,
     /// The snapshot confirmed.
     pub snapshot_id: SnapshotId,
@@ -59,3 +63,6 @@ impl Confirmation {
         self.confirmed_at <= now && self.expires_at.is_none_or(|e| now < e)
     }
 }
+
+crate::json::object_only!(ConfirmationScope);
+crate::json::object_only!(Confirmation);

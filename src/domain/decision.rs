@@ -168,6 +168,7 @@ impl fmt::Display for BlockerCode {
 
 /// A nested cause of a blocker: an upstream blocker, or the status of an ancestor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Cause {
     /// Upstream or domain code (`INVENTORY_STALE`, `MANDATE_REVOKED`).
@@ -178,6 +179,7 @@ pub struct Cause {
 
 /// One reason a request is not simply allowed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Blocker {
     /// Stable code.
@@ -358,6 +360,7 @@ impl fmt::Display for AuthorityDecision {
 }
 
 #[derive(Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 struct DecisionWire {
     outcome: Outcome,
@@ -366,6 +369,7 @@ struct DecisionWire {
     #[serde(default)]
     evidence: Vec<Evidence>,
     request_digest: RequestDigest,
+    #[serde(deserialize_with = "crate::domain::canonical::time")]
     evaluated_at: DateTime<Utc>,
 }
 
@@ -389,3 +393,7 @@ impl TryFrom<DecisionWire> for AuthorityDecision {
         })
     }
 }
+
+crate::json::object_only!(Cause);
+crate::json::object_only!(Blocker);
+crate::json::object_only!(de DecisionWire);

@@ -61,6 +61,7 @@ pub enum Dimension {
 
 /// One way the child would be wider than the parent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct Widening {
     /// The dimension.
     pub dimension: Dimension,
@@ -509,3 +510,5 @@ pub fn check_attenuation(parent: &Mandate, child: &Mandate) -> Result<(), Delega
         })
     }
 }
+
+crate::json::object_only!(Widening);

@@ -24,6 +24,7 @@ const MAX_ROUNDS: usize = 512;
 
 /// One cut list or text of a truncated event body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Cut {
     /// Path of the list or text in the body (`event.blockers[0].causes`).
@@ -37,6 +38,7 @@ pub struct Cut {
 /// The marker of an audit event body cut to [`MAX_EVENT_BODY_BYTES`]: written as the member
 /// `truncated` of the body's `event` object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Truncation {
     /// Size of the full body, in bytes.
@@ -304,3 +306,6 @@ fn minimal(value: &Value, marker: &Truncation) -> String {
     };
     render(&top, &bare)
 }
+
+crate::json::object_only!(Cut);
+crate::json::object_only!(Truncation);

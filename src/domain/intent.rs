@@ -14,6 +14,7 @@ pub use super::limits::MAX_INTENT_LINES;
 
 /// One line of an intent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct IntentLine {
     /// What.
@@ -50,6 +51,7 @@ impl Canonical for IntentLine {
 /// assert!(intent.intent_hash().to_string().starts_with("sha256:"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct PurchaseIntentSpec {
     /// The agent.
@@ -149,3 +151,6 @@ impl Canonical for PurchaseIntent {
         o.end();
     }
 }
+
+crate::json::object_only!(IntentLine);
+crate::json::object_only!(PurchaseIntentSpec);

@@ -26,6 +26,7 @@ pub enum ActorKind {
 
 /// A party that requests payment actions.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Actor {
     /// Its id.
@@ -95,29 +96,36 @@ impl fmt::Display for MandateStatus {
 
 /// Status plus the timestamps and reasons of how it got there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Lifecycle {
     /// Current status.
     pub status: MandateStatus,
     /// Creation time.
+    #[serde(deserialize_with = "crate::domain::canonical::time")]
     pub created_at: DateTime<Utc>,
     /// When the buyer confirmed it (became active).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "crate::domain::canonical::opt_time")]
     pub activated_at: Option<DateTime<Utc>>,
     /// When it was used up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "crate::domain::canonical::opt_time")]
     pub used_at: Option<DateTime<Utc>>,
     /// When it was marked expired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "crate::domain::canonical::opt_time")]
     pub expired_at: Option<DateTime<Utc>>,
     /// When it was revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "crate::domain::canonical::opt_time")]
     pub revoked_at: Option<DateTime<Utc>>,
     /// Why it was revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_reason: Option<Text>,
     /// When it was rejected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "crate::domain::canonical::opt_time")]
     pub rejected_at: Option<DateTime<Utc>>,
     /// Why it was rejected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -143,6 +151,7 @@ impl Lifecycle {
 
 /// An event of the mandate lifecycle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum LifecycleEvent {
     /// The buyer confirmed the mandate.
@@ -190,6 +199,7 @@ pub struct LifecycleError {
 
 /// The plain data of a mandate, as given. [`Mandate::new`] validates it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct MandateSpec {
     /// The mandate's id.
@@ -515,3 +525,8 @@ fn validate_lifecycle(l: &Lifecycle) -> Result<(), ValidationError> {
         MandateStatus::Rejected => need(l.rejected_at.is_some(), "rejected_at"),
     }
 }
+
+crate::json::object_only!(Actor);
+crate::json::object_only!(Lifecycle);
+crate::json::object_only!(LifecycleEvent);
+crate::json::object_only!(MandateSpec);

@@ -443,7 +443,8 @@ impl Serialize for Money {
 
 impl<'de> Deserialize<'de> for Money {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let wire = MoneyWire::deserialize(d)?;
+        // The wire struct refuses the positional form (I17), as every domain struct does.
+        let wire = MoneyWire::deserialize(crate::json::strict::Strict::<D, false>(d))?;
         Money::parse(&wire.amount, wire.currency)
             .map_err(|e| serde::de::Error::custom(ValidationError::new("amount", e.into())))
     }

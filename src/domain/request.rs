@@ -17,6 +17,7 @@ use super::usage::Usage;
 /// "May this actor request this payment action, for this buyer, merchant, cart snapshot, amount,
 /// currency and time window, right now?": the request part of the question.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct PaymentRequest {
     /// Who asks.
@@ -95,6 +96,7 @@ pub enum CredentialStatus {
 
 /// Parties whose authority is switched off (the kill switch).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Suspensions {
     /// Suspended actors: every mandate they hold or delegated from is blocked. At most
@@ -149,6 +151,7 @@ pub struct EvaluationInput<'a> {
 /// confirmations, [`MAX_SUSPENDED`] suspended actors and buyers, and the limits of every value
 /// inside (the checkout's upstream blockers, the snapshot's items).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct EvaluationDocument {
     /// See [`EvaluationInput::request`].
@@ -173,6 +176,7 @@ pub struct EvaluationDocument {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<CredentialStatus>,
     /// See [`EvaluationInput::now`].
+    #[serde(deserialize_with = "crate::domain::canonical::time")]
     pub now: DateTime<Utc>,
 }
 
@@ -218,3 +222,7 @@ pub fn execution_fingerprint(
         request, checkout, credential, capture,
     )))
 }
+
+crate::json::object_only!(PaymentRequest);
+crate::json::object_only!(Suspensions);
+crate::json::object_only!(EvaluationDocument);

@@ -14,6 +14,7 @@ use super::snapshot::CartSnapshot;
 
 /// Which merchants a mandate covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum MerchantScope {
     /// Exactly one merchant of record.
@@ -38,6 +39,7 @@ pub enum MerchantScope {
 
 /// What a mandate is bound to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum CartBinding {
     /// Exactly one cart snapshot.
@@ -58,6 +60,7 @@ pub enum CartBinding {
 
 /// The amount limit and what it covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct AmountScope {
     /// The most that may be charged (in the scope's currency).
@@ -77,6 +80,7 @@ pub struct AmountScope {
 
 /// The currency of the authority.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct CurrencyScope {
     /// The currency.
@@ -90,6 +94,7 @@ pub struct CurrencyScope {
 
 /// A rolling window limit (`24 h: at most 500.00 and 10 payments`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct WindowLimit {
     /// Length of the window in seconds (1 s to 10 years).
@@ -104,6 +109,7 @@ pub struct WindowLimit {
 
 /// Spending controls.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Budgets {
     /// Most one payment may be for.
@@ -301,6 +307,7 @@ impl Urgency {
 /// One condition under which the buyer must confirm. A rule holds a list of them; any one that
 /// applies requires a confirmation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ConfirmationCondition {
     /// Every payment.
@@ -327,6 +334,7 @@ pub enum ConfirmationCondition {
 
 /// What the buyer saw when granting the mandate, for the `*_changed` conditions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Baseline {
     /// The snapshot seen.
@@ -370,6 +378,7 @@ impl Baseline {
 /// assert!(!rule.is_never());
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct ConfirmationRule {
     /// Conditions, any of which requires a confirmation.
@@ -403,11 +412,14 @@ impl ConfirmationRule {
 
 /// When a mandate may be used: `not_before <= now < expires_at`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Validity {
     /// First instant of use.
+    #[serde(deserialize_with = "crate::domain::canonical::time")]
     pub not_before: DateTime<Utc>,
     /// First instant it may no longer be used.
+    #[serde(deserialize_with = "crate::domain::canonical::time")]
     pub expires_at: DateTime<Utc>,
 }
 
@@ -420,6 +432,7 @@ impl Validity {
 
 /// Everything a mandate permits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct MandateScope {
     /// Which merchants.
@@ -447,3 +460,15 @@ pub struct MandateScope {
     /// When.
     pub validity: Validity,
 }
+
+crate::json::object_only!(MerchantScope);
+crate::json::object_only!(CartBinding);
+crate::json::object_only!(AmountScope);
+crate::json::object_only!(CurrencyScope);
+crate::json::object_only!(WindowLimit);
+crate::json::object_only!(Budgets);
+crate::json::object_only!(ConfirmationCondition);
+crate::json::object_only!(Baseline);
+crate::json::object_only!(ConfirmationRule);
+crate::json::object_only!(Validity);
+crate::json::object_only!(MandateScope);

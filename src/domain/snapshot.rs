@@ -14,6 +14,7 @@ pub use super::limits::{MAX_ITEMS, MAX_QUANTITY, MAX_REFS};
 
 /// The merchant of a checkout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Merchant {
     /// Merchant of record.
@@ -41,6 +42,7 @@ impl Canonical for Merchant {
 
 /// One line of a cart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct LineItem {
     /// Stock-keeping unit.
@@ -90,6 +92,7 @@ impl Canonical for LineItem {
 /// The totals of a cart. `total = subtotal + shipping + tax - discount`, and
 /// `subtotal = sum(quantity x unit_price)`, exactly.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Totals {
     /// Sum of the lines.
@@ -159,6 +162,7 @@ impl BuyerType {
 
 /// The commercial context a snapshot was evaluated in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct CheckoutContext {
     /// Shipping or tax region.
@@ -188,6 +192,7 @@ impl Canonical for CheckoutContext {
 /// `id`, when present, is a claim that is checked against the computed id and is not part of the
 /// hashed content. Fact and policy references are sets: they are sorted and de-duplicated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct CartContent {
     /// The claimed snapshot id (optional on input; always present on output).
@@ -211,8 +216,10 @@ pub struct CartContent {
     #[serde(default)]
     pub policy_refs: Vec<EvidenceRef>,
     /// When the snapshot was taken.
+    #[serde(deserialize_with = "crate::domain::canonical::time")]
     pub created_at: DateTime<Utc>,
     /// When it stops being usable.
+    #[serde(deserialize_with = "crate::domain::canonical::time")]
     pub expires_at: DateTime<Utc>,
 }
 
@@ -485,3 +492,9 @@ fn validate(c: &mut CartContent) -> Result<(), ValidationError> {
     }
     Ok(())
 }
+
+crate::json::object_only!(Merchant);
+crate::json::object_only!(LineItem);
+crate::json::object_only!(Totals);
+crate::json::object_only!(CheckoutContext);
+crate::json::object_only!(CartContent);

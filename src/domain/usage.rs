@@ -11,6 +11,7 @@ use super::money::{Currency, Money};
 
 /// Held + spent and the number of payments inside one rolling window, evaluated at `now`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct WindowUsage {
     /// Window length in seconds; matches a `WindowLimit` of the mandate.
@@ -49,6 +50,7 @@ pub struct Usage {
 
 /// The plain data of [`Usage`], as deserialised.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct UsageSpec {
     /// See [`Usage::mandate_id`].
@@ -178,3 +180,6 @@ impl From<Usage> for UsageSpec {
         }
     }
 }
+
+crate::json::object_only!(WindowUsage);
+crate::json::object_only!(UsageSpec);

@@ -112,16 +112,26 @@ fn run(args: &[String]) -> Result<String, (u8, String)> {
 }
 
 fn read_input(file: Option<&str>) -> Result<String, (u8, String)> {
-    let mut text = String::new();
-    match file {
-        None | Some("-") => std::io::stdin()
-            .read_to_string(&mut text)
-            .map_err(|e| (2, format!("error: cannot read standard input: {e}")))?,
+    let mut bytes = Vec::new();
+    let name = match file {
+        None | Some("-") => {
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .map_err(|e| (2, format!("error: cannot read standard input: {e}")))?;
+            "standard input".to_owned()
+        }
         Some(path) => {
-            text = std::fs::read_to_string(path)
-                .map_err(|e| (2, format!("error: cannot read {path}: {e}")))?;
-            0
+            bytes =
+                std::fs::read(path).map_err(|e| (2, format!("error: cannot read {path}: {e}")))?;
+            path.to_owned()
         }
     };
-    Ok(text)
+    // I17: text that is not UTF-8 is an input rejected (exit 1), not an I/O failure.
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        (
+            1,
+            format!("error: {name}: not valid UTF-8 (invalid byte at offset {at})"),
+        )
+    })
 }
