@@ -109,7 +109,7 @@ impl Engine {
             &command.attempt_id,
             |now, finish| async move {
                 let attempt = self.load_attempt(&command.attempt_id).await?;
-                may_settle(&command.actor, &attempt, "capture")?;
+                may_capture(&command.actor, &attempt)?;
                 let amount = command.amount.unwrap_or(attempt.authorized);
                 attempt.apply(&AttemptEvent::Capture(amount), now)?;
                 let reference = provider_ref(&attempt)?;
@@ -607,6 +607,21 @@ pub(super) fn may_settle(
     Err(EngineError::NotPermitted {
         reason: format!(
             "actor {} may not {operation} attempt {}: only its actor or a human may",
+            requester.id, attempt.id
+        ),
+    })
+}
+
+/// Who may capture: only the attempt's own actor. A capture takes money (it is not a step that
+/// reduces risk), and a caller's kind is only asserted until permissions compare authenticated
+/// principals, so a self-declared human may not capture an agent's authorization.
+fn may_capture(requester: &Actor, attempt: &PaymentAttempt) -> Result<(), EngineError> {
+    if *requester == attempt.request.actor {
+        return Ok(());
+    }
+    Err(EngineError::NotPermitted {
+        reason: format!(
+            "actor {} may not capture attempt {}: only its actor may",
             requester.id, attempt.id
         ),
     })
