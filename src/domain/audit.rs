@@ -157,14 +157,14 @@ pub enum AuditKind {
         /// Why.
         reason: String,
     },
-    /// An actor was suspended automatically after consecutive blocked requests (seed 000).
+    /// An actor was suspended automatically after consecutive blocked requests.
     AutoSuspended {
         /// The actor.
         actor_id: ActorId,
         /// How many requests in a row were blocked.
         consecutive_blocks: u32,
     },
-    /// Spend crossed a share of a limit (seed 000).
+    /// Spend crossed a share of a limit.
     Threshold {
         /// The mandate.
         mandate_id: MandateId,

@@ -434,7 +434,7 @@ digest_id!(
     SnapshotId
 );
 digest_id!(
-    /// The hash of a purchase intent (seed 000), same construction as [`SnapshotId`].
+    /// The hash of a purchase intent, same construction as [`SnapshotId`].
     IntentHash
 );
 digest_id!(

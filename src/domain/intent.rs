@@ -1,4 +1,4 @@
-//! Purchase intents (seed 000): the structured declaration an agent emits before buying, hashed
+//! Purchase intents: the structured declaration an agent emits before buying, hashed
 //! with the same JCS construction as snapshot ids so it can be bound to a payment.
 
 use serde::{Deserialize, Serialize};

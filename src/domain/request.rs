@@ -34,7 +34,7 @@ pub struct PaymentRequest {
     pub snapshot_id: SnapshotId,
     /// How much, in which currency.
     pub amount: Money,
-    /// The urgency the agent states, if any (seed 000).
+    /// The urgency the agent states, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub urgency: Option<Urgency>,
 }

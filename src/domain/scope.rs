@@ -281,7 +281,7 @@ impl<'de> Deserialize<'de> for ActionSet {
     }
 }
 
-/// How urgent the agent says a purchase is (seed 000).
+/// How urgent the agent says a purchase is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Urgency {
@@ -364,7 +364,7 @@ impl Baseline {
 
 /// When the buyer must confirm. Empty conditions: never.
 ///
-/// Seed 000's rule "confirm above 200.00 or when urgency is critical":
+/// The rule "confirm above 200.00 or when urgency is critical":
 ///
 /// ```
 /// use agent_mandate::domain::{ConfirmationCondition, ConfirmationRule, Currency, Money, Urgency};

@@ -1,4 +1,4 @@
-//! Dispute evidence (seed 000): the package a merchant or platform shows when a buyer says
+//! Dispute evidence: the package a merchant or platform shows when a buyer says
 //! "my agent was not allowed to buy this".
 
 use serde::Serialize;

@@ -674,7 +674,7 @@ impl Engine {
         Ok(PaymentOutcome::Refused(decision))
     }
 
-    /// Threshold events (seed 000): a level's lifetime or window usage crossed the configured
+    /// Threshold events: a level's lifetime or window usage crossed the configured
     /// share with this hold.
     fn threshold_events(
         &self,

@@ -743,7 +743,7 @@ pub trait Store: Send + Sync + Debug {
     /// The order of an attempt.
     async fn order_for(&self, attempt_id: &AttemptId) -> Result<Option<Order>, StoreError>;
 
-    // ----- controls (seed 000) -----
+    // ----- controls -----
 
     /// Counts one more blocked request of `actor` in a row; returns the count.
     async fn record_block(&self, actor: &ActorId) -> Result<u32, StoreError>;
