@@ -21,7 +21,7 @@ use crate::ports::{
 impl Engine {
     /// Decides a follow-up action (capture, order commitment) on an attempt's chain. The
     /// decision is made for the attempt: its actor, its mandate, its buyer. Who asks is
-    /// checked before, by [`may_settle`]; a refusal here is never about the requester.
+    /// checked before, by `may_settle`; a refusal here is never about the requester.
     ///
     /// A capture settles an authorization made while the mandate was valid (I1): the
     /// mandate's expiry since then does not block it. A revocation, a suspension or anything
@@ -169,7 +169,7 @@ impl Engine {
     }
 
     /// Voids an authorized attempt (or one waiting for the buyer). Needs no decision and no
-    /// spending authority (I16): whoever [`may_settle`] permits may cancel, even after the
+    /// spending authority (I16): the attempt's actor or a human may cancel, even after the
     /// mandate expired or was revoked, or the actor was suspended.
     pub async fn void(&self, command: &VoidPayment) -> Result<PaymentOutcome, EngineError> {
         let scope = scope(&command.actor.id, "void_payment", &command.key);
@@ -230,7 +230,7 @@ impl Engine {
 
     /// Refunds a captured attempt (in full: everything not yet refunded, or in part). Like a
     /// void, a refund reduces risk and needs no decision and no spending authority (I16):
-    /// whoever [`may_settle`] permits may refund after the mandate expired or was revoked, or
+    /// the attempt's actor or a human may refund after the mandate expired or was revoked, or
     /// the actor was suspended. Still checked: the state machine, and the amount (more than
     /// zero, in the captured currency, at most what is captured and not yet refunded).
     pub async fn refund(&self, command: &RefundPayment) -> Result<PaymentOutcome, EngineError> {
