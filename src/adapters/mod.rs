@@ -16,6 +16,8 @@ mod hold_rules;
 pub mod http;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod keyring;
+#[cfg(any(feature = "memory", feature = "sqlite", feature = "postgres"))]
+mod mandate_rules;
 #[cfg(feature = "memory")]
 pub mod memory;
 #[cfg(any(feature = "memory", feature = "sqlite", feature = "postgres"))]

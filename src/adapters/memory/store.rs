@@ -313,21 +313,7 @@ impl Store for MemoryStore {
             entity: "mandate",
             id: id.to_string(),
         })?;
-        let conflict = |message: String| StoreError::Conflict {
-            entity: "mandate",
-            id: id.to_string(),
-            message,
-        };
-        if stored.status() != expected {
-            return Err(conflict(format!(
-                "the status is {}, not {expected}",
-                stored.status()
-            )));
-        }
-        // Only the lifecycle changes: the stored scope stays.
-        let mut spec = stored.spec().clone();
-        spec.lifecycle = mandate.lifecycle().clone();
-        let next = Mandate::new(spec).map_err(|e| conflict(e.to_string()))?;
+        let next = crate::adapters::mandate_rules::relifecycle(stored, mandate, expected)?;
         t.mandates.insert(id.clone(), next);
         Ok(())
     }

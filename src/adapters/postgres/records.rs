@@ -473,17 +473,8 @@ pub(super) async fn update_mandate_in<C: GenericClient>(
         }));
     };
     let stored = mandate_of(&row).map_err(Tx::Fail)?;
-    if stored.status() != expected {
-        return Err(Tx::Fail(conflict(
-            "mandate",
-            id,
-            format!("the status is {}, not {expected}", stored.status()),
-        )));
-    }
-    // Only the lifecycle changes: the stored scope stays.
-    let mut spec = stored.spec().clone();
-    spec.lifecycle = mandate.lifecycle().clone();
-    let next = Mandate::new(spec).map_err(|e| Tx::Fail(conflict("mandate", id, e.to_string())))?;
+    let next = crate::adapters::mandate_rules::relifecycle(&stored, mandate, expected)
+        .map_err(Tx::Fail)?;
     let body = encode("mandate", &next).map_err(Tx::Fail)?;
     let st = client
         .prepare_cached("UPDATE mandates SET status = $2, body = $3 WHERE id = $1")

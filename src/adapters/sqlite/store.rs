@@ -300,21 +300,7 @@ fn update_mandate_in(
         entity: "mandate",
         id: id.to_string(),
     })?;
-    let conflict = |message: String| StoreError::Conflict {
-        entity: "mandate",
-        id: id.to_string(),
-        message,
-    };
-    if stored.status() != expected {
-        return Err(conflict(format!(
-            "the status is {}, not {expected}",
-            stored.status()
-        )));
-    }
-    // Only the lifecycle changes: the stored scope stays.
-    let mut spec = stored.spec().clone();
-    spec.lifecycle = m.lifecycle().clone();
-    let next = Mandate::new(spec).map_err(|e| conflict(e.to_string()))?;
+    let next = crate::adapters::mandate_rules::relifecycle(&stored, m, expected)?;
     let body = encode("mandates", id, &next)?;
     conn.prepare_cached("UPDATE mandates SET status = ?2, body = ?3 WHERE id = ?1 AND status = ?4")
         .and_then(|mut s| s.execute(params![id, next.status().as_str(), body, expected.as_str()]))
