@@ -3,6 +3,8 @@
 //! (exit 1), and `purge` deletes idempotency records past their retention (I15, I3).
 #![cfg(all(feature = "cli", feature = "sqlite", feature = "testkit"))]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -11,10 +13,9 @@ use agent_mandate::adapters::memory::{ManualClock, MemoryVault};
 use agent_mandate::adapters::sqlite::{SqliteConfig, SqliteDatabase};
 use agent_mandate::domain::examples;
 use agent_mandate::engine::{CreateMandate, Engine, EngineConfig, ExecutePayment};
-use agent_mandate::ports::{
-    CredentialDisplay, CredentialKind, FundingType, NewCredential, Ports, Secret,
-};
+use agent_mandate::ports::Ports;
 use agent_mandate::testkit::FakePsp;
+use common::engine::{admin, card};
 
 fn cli(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_agent-mandate"))
@@ -42,14 +43,10 @@ async fn pay_once(path: &Path) -> String {
         clock: Arc::new(ManualClock::new(examples::now())),
     };
     let engine = Engine::new(ports, EngineConfig::default()).expect("engine");
-    let buyer = agent_mandate::domain::Actor {
-        id: "human_buyer_456".parse().expect("id"),
-        kind: agent_mandate::domain::ActorKind::Human,
-    };
     engine
         .create_mandate(&CreateMandate {
             key: "create-1".parse().expect("key"),
-            by: buyer,
+            by: admin(),
             spec: examples::travel_backpack_mandate().spec().clone(),
         })
         .await
@@ -57,20 +54,7 @@ async fn pay_once(path: &Path) -> String {
     let card = engine
         .store_credential(
             &"card-1".parse().expect("key"),
-            NewCredential {
-                kind: CredentialKind::PaymentMethod,
-                owner: examples::agent().id,
-                buyer_id: examples::buyer(),
-                secret: Secret::new("pm_card_visa"),
-                cvc: None,
-                display: CredentialDisplay {
-                    brand: "visa".into(),
-                    last4: "4242".into(),
-                    exp_month: 12,
-                    exp_year: 2030,
-                    funding: FundingType::Credit,
-                },
-            },
+            card(&examples::agent().id, "pm_card_visa"),
         )
         .await
         .expect("card")
