@@ -38,7 +38,7 @@ use sha2::{Digest as _, Sha256};
 pub use commands::*;
 pub use config::{ConfigError, EngineConfig, DEFAULT_SUSPEND_ON, MIN_RETENTION};
 pub use dispute::{DisputeCheck, DisputeEvidence, DisputeVerdict, RecordedDecision};
-pub use error::EngineError;
+pub use error::{EngineError, ErrorType};
 pub use mandates::Recorded;
 pub use trail::{MissingEvent, TrailReport, TRAIL_CHECK_LIMIT};
 
