@@ -147,7 +147,7 @@ impl Engine {
             }),
             Begin::InFlight { retry_after } => Err(EngineError::IdempotencyInFlight {
                 key: scope.key.clone(),
-                retry_after,
+                retry_after: retry_after.min(self.config.in_flight_retry_after),
             }),
         }
     }
