@@ -26,6 +26,7 @@ mod error;
 mod execute;
 mod mandates;
 mod order;
+mod reads;
 mod settle;
 mod trail;
 
@@ -40,6 +41,7 @@ pub use config::{ConfigError, EngineConfig, DEFAULT_SUSPEND_ON, MIN_RETENTION};
 pub use dispute::{DisputeCheck, DisputeEvidence, DisputeVerdict, RecordedDecision};
 pub use error::{EngineError, ErrorType};
 pub use mandates::Recorded;
+pub use reads::{ChainUsage, MAX_AUDIT_SEGMENT, MAX_OPEN_ATTEMPTS};
 pub use trail::{MissingEvent, TrailReport, TRAIL_CHECK_LIMIT};
 
 use crate::domain::{
