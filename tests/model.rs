@@ -1769,7 +1769,8 @@ impl Model {
     }
 
     fn fresh_suspend(&mut self, by: &Principal, c: &SetSuspension) -> Out {
-        let own = matches!(&c.party, Party::Buyer(b) if by.is_buyer(b));
+        // A buyer turns their own switch on, never off (support may have turned it on).
+        let own = c.suspended && matches!(&c.party, Party::Buyer(b) if by.is_buyer(b));
         if !(own || by.is_operator() || by.is_system()) {
             return Out::Err(ErrKind::NotPermitted);
         }
