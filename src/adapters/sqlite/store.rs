@@ -60,29 +60,22 @@ impl SqliteStore {
         &self.db
     }
 
-    /// Runs `f` in a write transaction (`BEGIN IMMEDIATE`), committed if `f` succeeds.
+    /// Runs `f` in a write transaction (`BEGIN IMMEDIATE`), committed if `f` succeeds: the
+    /// next group commit of the connection's thread, in a savepoint of its own (an `Err`
+    /// rolls back `f`'s writes alone). Answers after the commit.
     async fn write<R, E>(
         &self,
-        what: &'static str,
+        _what: &'static str,
         f: impl FnOnce(&Connection) -> Result<R, E> + Send + 'static,
     ) -> Result<R, E>
     where
         R: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        self.db
-            .call(move |conn| {
-                let tx = conn
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(|e| sql_error(what, "begin", e))?;
-                let out = f(&tx)?;
-                tx.commit().map_err(|e| sql_error(what, "commit", e))?;
-                Ok(out)
-            })
-            .await?
+        self.db.write(f).await
     }
 
-    /// Runs `f` in a read transaction (one consistent snapshot).
+    /// Runs `f` in a read transaction (one consistent snapshot) on a read connection.
     async fn read<R>(
         &self,
         what: &'static str,
@@ -92,7 +85,7 @@ impl SqliteStore {
         R: Send + 'static,
     {
         self.db
-            .call(move |conn| {
+            .read(move |conn| {
                 let tx = conn
                     .transaction_with_behavior(TransactionBehavior::Deferred)
                     .map_err(|e| sql_error(what, "begin", e))?;
