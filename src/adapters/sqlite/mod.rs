@@ -62,6 +62,7 @@ mod codec;
 mod ledger;
 #[cfg(feature = "http")]
 mod outbox;
+mod payment;
 mod schema;
 mod store;
 mod vault;
