@@ -596,11 +596,13 @@ fn sqlite_engine_shared_run(path: &Path, sync: Synchronous, workers: usize, t: &
         psp.clone(),
     );
     let mandate = rt
-        .block_on(engine.create_mandate(&CreateMandate {
-            key: "create".parse().expect("key"),
-            by: admin(),
-            spec: capped_spec(BIG_CAP_MINOR),
-        }))
+        .block_on(engine.create_mandate(
+            &buyer_p(),
+            &CreateMandate {
+                key: "create".parse().expect("key"),
+                spec: capped_spec(BIG_CAP_MINOR),
+            },
+        ))
         .expect("mandate")
         .value;
     let before = batch_stats(&db);

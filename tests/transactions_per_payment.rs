@@ -15,7 +15,8 @@ use agent_mandate::domain::{examples, AttemptStatus};
 use agent_mandate::engine::{CreateMandate, Engine, EngineConfig, ExecutePayment};
 use agent_mandate::ports::{AuditSink, CredentialVault, PaymentProvider, Ports, Store};
 use agent_mandate::testkit::{CallCounter, CallCounts, CountingAuditSink, CountingStore, FakePsp};
-use common::engine::{admin, backpack_spec, card, key};
+use common::engine::{backpack_spec, card, key};
+use common::principals::{agent_p, buyer_p};
 
 /// Write transactions of one payment (execute with capture on authorize): the command's two
 /// (`open_payment` before the PSP call, `change_attempt` after it) and, with the default
@@ -45,15 +46,21 @@ async fn counted_payments(store: Arc<dyn Store>, audit: Arc<dyn AuditSink>) -> V
     spec.scope.max_uses = None;
     spec.scope.amount.max_payment_attempts = None;
     engine
-        .create_mandate(&CreateMandate {
-            key: key("create"),
-            by: admin(),
-            spec,
-        })
+        .create_mandate(
+            &buyer_p(),
+            &CreateMandate {
+                key: key("create"),
+                spec,
+            },
+        )
         .await
         .expect("mandate");
     let card = engine
-        .store_credential(&key("card"), card(&examples::agent().id, "pm_card_visa"))
+        .store_credential(
+            &buyer_p(),
+            &key("card"),
+            card(&examples::agent().id, "pm_card_visa"),
+        )
         .await
         .expect("card")
         .value
@@ -63,14 +70,17 @@ async fn counted_payments(store: Arc<dyn Store>, audit: Arc<dyn AuditSink>) -> V
     for i in 0..4 {
         counter.reset();
         let out = engine
-            .execute_payment(&ExecutePayment {
-                key: key(&format!("pay-{i}")),
-                request: examples::authorize_request(&snapshot),
-                checkout: examples::valid_checkout(snapshot.id()),
-                snapshot: snapshot.clone(),
-                credential: card.clone(),
-                capture: true,
-            })
+            .execute_payment(
+                &agent_p(),
+                &ExecutePayment {
+                    key: key(&format!("pay-{i}")),
+                    request: examples::authorize_request(&snapshot),
+                    checkout: examples::valid_checkout(snapshot.id()),
+                    snapshot: snapshot.clone(),
+                    credential: card.clone(),
+                    capture: true,
+                },
+            )
             .await
             .expect("payment");
         assert_eq!(

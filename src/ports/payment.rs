@@ -43,8 +43,7 @@ pub struct InputsQuery<'a> {
     pub confirmations: bool,
 }
 
-/// Everything a payment's decision reads from the store, read in one consistent snapshot by
-/// the durable stores.
+/// Everything a payment's decision reads from the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentInputs {
     /// The attempt, when it exists.

@@ -679,10 +679,12 @@ pub trait Store: Send + Sync + Debug {
 
     // ----- the payment's unit of work -----
 
-    /// Everything a payment's decision reads (see [`InputsQuery`]), in one consistent
-    /// snapshot on the durable stores. The provided implementation makes the single reads
-    /// one after another ([`Store::attempt`], [`Store::chain`], [`Store::usage`],
-    /// [`Store::confirmations`], [`Store::suspensions`]).
+    /// Everything a payment's decision reads (see [`InputsQuery`]), in as few round trips as
+    /// the store can (SQLite: one read transaction; PostgreSQL: two pipelined round trips).
+    /// The reads need not be one snapshot: the hold checks every limit again atomically. The
+    /// provided implementation makes the single reads one after another
+    /// ([`Store::attempt`], [`Store::chain`], [`Store::usage`], [`Store::confirmations`],
+    /// [`Store::suspensions`]).
     async fn payment_inputs(&self, query: &InputsQuery<'_>) -> Result<PaymentInputs, StoreError> {
         super::payment::inputs_one_by_one(self, query).await
     }
