@@ -8,6 +8,8 @@ pub mod domain;
 pub mod engine;
 pub mod json;
 pub mod ports;
+#[cfg(feature = "axum")]
+pub mod service;
 #[cfg(feature = "proptest")]
 pub mod strategies;
 #[cfg(feature = "testkit")]

@@ -83,6 +83,11 @@ pub struct EngineConfig {
     pub refund_policy: RefundPolicy,
     /// How often a refused hold is decided again with fresh usage before giving up.
     pub hold_retries: u8,
+    /// The longest retry hint of an in-flight key (`EngineError::IdempotencyInFlight`): the
+    /// hint is the shorter of this and what remains of the holder's lease. Most commands
+    /// finish in milliseconds, so a client told to wait out a 60 s lease would wait for
+    /// nothing; one that retries too early gets the same answer again. Default 1 s.
+    pub in_flight_retry_after: Duration,
 }
 
 impl Default for EngineConfig {
@@ -97,6 +102,7 @@ impl Default for EngineConfig {
             deadline_margin: Duration::from_secs(10),
             refund_policy: RefundPolicy::RETAIN,
             hold_retries: 3,
+            in_flight_retry_after: Duration::from_secs(1),
         }
     }
 }

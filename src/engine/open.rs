@@ -17,8 +17,8 @@ use super::error::EngineError;
 use super::execute::{decision_event, Context};
 use super::{transition_event, Engine, Finish};
 use crate::domain::{
-    AttemptEvent, AttemptId, AuditEvent, AuditKind, ContentDigest, HoldAction, PaymentAction,
-    PaymentAttempt,
+    ActorKind, AttemptEvent, AttemptId, AuditEvent, AuditKind, ContentDigest, HoldAction,
+    PaymentAction, PaymentAttempt, Principal,
 };
 use crate::ports::{
     Completion, HoldError, HoldRequest, IdempotencyScope, InputsQuery, OpenPayment, Opened,
@@ -30,6 +30,7 @@ impl Engine {
     /// the general path (nothing was written).
     pub(super) async fn execute_opened(
         &self,
+        by: &Principal,
         command: &ExecutePayment,
         scope: &IdempotencyScope,
         fingerprint: &ContentDigest,
@@ -57,6 +58,12 @@ impl Engine {
             .credential_status(&command.credential, req, now)
             .await?;
         let ctx = Context::of(inputs, credential);
+        // Only the mandate's actor pays under it: anyone else is refused by the general path,
+        // before anything is recorded.
+        match ctx.chain.last() {
+            Some(leaf) if by.acts_as(leaf.actor(), leaf.buyer_id()) => {}
+            _ => return Ok(None),
+        }
         let decision = ctx.decide(req, &command.snapshot, &command.checkout, now);
         if !decision.is_allowed() {
             return Ok(None);
@@ -102,7 +109,8 @@ impl Engine {
                 submitted: &pending,
                 hold: &hold,
                 snapshot: &command.snapshot,
-                reset_blocks: Some(&req.actor.id),
+                // Controls count agents only.
+                reset_blocks: (req.actor.kind == ActorKind::Agent).then_some(&req.actor.id),
                 created: &created,
                 submitted_events: &submitted_events,
             })
