@@ -59,7 +59,7 @@ const BIG_CAP_MINOR: i64 = 1_000_000_000_000;
 /// Payments the cap check allows.
 const CAP_CHECK_PAYMENTS: i64 = 50;
 const WORKER_COUNTS: [usize; 3] = [1, 2, 8];
-const ENGINE_WORKER_COUNTS: [usize; 2] = [1, 8];
+const ENGINE_WORKER_COUNTS: [usize; 3] = [1, 2, 8];
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 // ----- the measuring harness -----
@@ -99,6 +99,9 @@ struct Cell {
     /// Payments that failed on a lock timeout and were tried again (or, for the engine,
     /// failed), whole run.
     busy: u64,
+    /// SQLite group commit over the whole run, warm-up included: (write calls, write
+    /// transactions, largest batch).
+    batches: Option<(u64, u64, u64)>,
 }
 
 /// Runs `workers` threads, each calling `pay(worker, i)` until told to stop, for `warmup +
@@ -440,6 +443,7 @@ fn sqlite_raw_run(path: &Path, sync: Synchronous, workers: usize, cap: i64, t: &
         tx_per_payment: None,
         paid,
         busy,
+        batches: None,
     }
 }
 
@@ -520,6 +524,7 @@ fn sqlite_adapter_run(
         tx_per_payment: None,
         paid,
         busy,
+        batches: None,
     }
 }
 
@@ -568,6 +573,61 @@ fn sqlite_engine_run(path: &Path, sync: Synchronous, workers: usize, t: &Timing)
         tx_per_payment: None,
         paid,
         busy,
+        batches: None,
+    }
+}
+
+/// What the connection thread of `db` committed: (write calls, transactions, largest batch).
+fn batch_stats(db: &SqliteDatabase) -> Option<(u64, u64, u64)> {
+    let s = db.group_commit_stats();
+    Some((s.jobs, s.batches, s.largest))
+}
+
+/// The engine with every worker on one `SqliteDatabase` (one writer connection, as a service
+/// process holds it): concurrent payments' writes share group commits.
+fn sqlite_engine_shared_run(path: &Path, sync: Synchronous, workers: usize, t: &Timing) -> Cell {
+    let rt = current_thread();
+    let (vault, psp, card) = psp_and_vault(&rt);
+    let db = sqlite_open(path, sync);
+    let engine = engine_on(
+        Arc::new(db.store()),
+        Arc::new(db.audit_sink()),
+        vault.clone(),
+        psp.clone(),
+    );
+    let mandate = rt
+        .block_on(engine.create_mandate(
+            &buyer_p(),
+            &CreateMandate {
+                key: "create".parse().expect("key"),
+                spec: capped_spec(BIG_CAP_MINOR),
+            },
+        ))
+        .expect("mandate")
+        .value;
+    let before = batch_stats(&db);
+    let each = examples::travel_backpack_snapshot().total().minor_units();
+    let (per_sec, paid, busy) = drive(workers, t.warmup, t.secs, |w, shared| {
+        let (db, vault, psp, card) = (db.clone(), vault.clone(), psp.clone(), card.clone());
+        Box::new(move || {
+            let engine = engine_on(Arc::new(db.store()), Arc::new(db.audit_sink()), vault, psp);
+            current_thread().block_on(work_async(&shared, |i| engine_pay(&engine, &card, w, i)));
+        })
+    });
+    let batches = match (before, batch_stats(&db)) {
+        (Some(a), Some(b)) => Some((b.0 - a.0, b.1 - a.1, b.2)),
+        _ => None,
+    };
+    let (overspend, consistent) =
+        rt.block_on(check_usage(&db.store(), &mandate, paid, busy, each, false));
+    Cell {
+        per_sec,
+        overspend,
+        consistent,
+        tx_per_payment: batches.map(|(_, b, _)| b as f64 / paid.max(1) as f64),
+        paid,
+        busy,
+        batches,
     }
 }
 
@@ -748,6 +808,7 @@ fn pg_raw_run(pg: &Pg, schema: &str, workers: usize, cap: i64, t: &Timing) -> Ce
         tx_per_payment,
         paid,
         busy,
+        batches: None,
     }
 }
 
@@ -796,6 +857,7 @@ fn pg_adapter_run(
         tx_per_payment,
         paid,
         busy,
+        batches: None,
     }
 }
 
@@ -854,6 +916,7 @@ fn pg_engine_run(pg: &Pg, schema: &str, workers: usize, t: &Timing) -> Cell {
         tx_per_payment,
         paid,
         busy,
+        batches: None,
     }
 }
 
@@ -874,6 +937,8 @@ struct Row {
     reserve: Option<Cell>,
     adapter: Option<Cell>,
     engine: Option<Cell>,
+    /// The engine, every worker on one database (SQLite).
+    shared: Option<Cell>,
 }
 
 struct Filter(Vec<String>);
@@ -896,10 +961,16 @@ impl Filter {
 }
 
 fn show(label: &str, cell: &Cell) {
-    let tx = cell
+    let mut tx = cell
         .tx_per_payment
         .map(|t| format!(", {t:.2} commits/payment"))
         .unwrap_or_default();
+    if let Some((jobs, batches, largest)) = cell.batches {
+        tx.push_str(&format!(
+            ", {jobs} write calls in {batches} group commits (mean {:.2}, largest {largest})",
+            jobs as f64 / batches.max(1) as f64
+        ));
+    }
     eprintln!(
         "{label:<28} {:>9.0} payments/s  ({} in all, {} busy/failed)  overspend {}  ledger {}{tx}",
         cell.per_sec,
@@ -974,6 +1045,7 @@ fn main() {
                 reserve: None,
                 adapter: None,
                 engine: None,
+                shared: None,
             };
             let label = format!("{tag} raw w{workers}");
             if filter.wants(&label) {
@@ -1018,6 +1090,13 @@ fn main() {
                 show(&label, &cell);
                 row.engine = Some(cell);
             }
+            let label = format!("{tag} shared engine w{workers}");
+            if ENGINE_WORKER_COUNTS.contains(&workers) && filter.wants(&label) {
+                let dir = cell_dir(&root, &label.replace(' ', "-"));
+                let cell = sqlite_engine_shared_run(&dir.join("engine.db"), sync, workers, &timing);
+                show(&label, &cell);
+                row.shared = Some(cell);
+            }
             rows.push(row);
         }
         let label = format!("{tag} capcheck");
@@ -1056,6 +1135,7 @@ fn main() {
                     reserve: None,
                     adapter: None,
                     engine: None,
+                    shared: None,
                 };
                 let label = format!("postgres raw w{workers}");
                 if filter.wants(&label) {
@@ -1114,12 +1194,14 @@ fn table(rows: &[Row]) -> String {
     let _ = writeln!(
         out,
         "\n| backend | settings | workers | raw payments/s | reserve (place_hold) /s | reserve / raw | \
-         hold + commit /s | hold + commit / raw | engine payments/s | engine / raw | overspend | \
-         commits per payment (raw / reserve / hold + commit / engine) |"
+         hold + commit /s | hold + commit / raw | engine payments/s | engine / raw | \
+         engine, one database /s | engine, one database / raw | overspend | \
+         commits per payment (raw / reserve / hold + commit / engine / engine, one database) | \
+         group commit (write calls / transactions, mean batch, largest) |"
     );
     let _ = writeln!(
         out,
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
     );
     let rate = |c: &Option<Cell>| c.map_or("-".to_string(), |c| format!("{:.0}", c.per_sec));
     let ratio = |a: &Option<Cell>, b: &Option<Cell>| match (a, b) {
@@ -1127,7 +1209,7 @@ fn table(rows: &[Row]) -> String {
         _ => "-".to_string(),
     };
     for r in rows {
-        let cells = [&r.raw, &r.reserve, &r.adapter, &r.engine];
+        let cells = [&r.raw, &r.reserve, &r.adapter, &r.engine, &r.shared];
         if cells.iter().all(|c| c.is_none()) {
             continue;
         }
@@ -1138,7 +1220,7 @@ fn table(rows: &[Row]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} / {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} / {} / {} | {} |",
             r.backend,
             r.sync,
             r.workers,
@@ -1149,11 +1231,18 @@ fn table(rows: &[Row]) -> String {
             ratio(&r.adapter, &r.raw),
             rate(&r.engine),
             ratio(&r.engine, &r.raw),
+            rate(&r.shared),
+            ratio(&r.shared, &r.raw),
             over,
             tx(&r.raw),
             tx(&r.reserve),
             tx(&r.adapter),
             tx(&r.engine),
+            tx(&r.shared),
+            r.shared.and_then(|c| c.batches).map_or("-".to_string(), |(j, b, l)| format!(
+                "{j} / {b}, {:.2}, {l}",
+                j as f64 / b.max(1) as f64
+            )),
         );
     }
     out

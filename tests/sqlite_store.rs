@@ -20,6 +20,19 @@ async fn in_memory_database_passes_the_audit_suite() {
     audit_sink_conformance(&db.audit_sink()).await;
 }
 
+/// A file database: writes through the group commit of the connection's thread, reads on
+/// the WAL read connections.
+#[tokio::test]
+async fn file_database_with_readers_passes_the_store_and_audit_suites() {
+    let path = temp_db("suite-readers");
+    let db = SqliteDatabase::open(SqliteConfig::file(&path).readers(2)).unwrap();
+    store_conformance(&db.store()).await;
+    store_conformance_exclusive(&db.store()).await;
+    audit_sink_conformance(&db.audit_sink()).await;
+    let stats = db.group_commit_stats();
+    assert!(stats.batches > 0 && stats.jobs >= stats.batches);
+}
+
 // ------------------------------------------------------------------------------------------
 // Durability, bad data and tampering done directly in the file.
 

@@ -27,6 +27,20 @@ pub(super) struct Context {
 }
 
 impl Context {
+    /// The context of the inputs a store read in one go, with the credential's status.
+    pub(super) fn of(
+        inputs: crate::ports::PaymentInputs,
+        credential: Option<CredentialStatus>,
+    ) -> Context {
+        Context {
+            chain: inputs.chain,
+            usage: inputs.usage,
+            confirmations: inputs.confirmations,
+            suspensions: inputs.suspensions,
+            credential,
+        }
+    }
+
     pub(super) fn decide(
         &self,
         request: &PaymentRequest,
@@ -115,7 +129,7 @@ impl Engine {
 
     /// The status of a credential for this request: `None` (not presented) when the vault
     /// does not know it or it belongs to another actor or buyer.
-    async fn credential_status(
+    pub(super) async fn credential_status(
         &self,
         reference: &CredentialRef,
         request: &PaymentRequest,
@@ -219,6 +233,12 @@ impl Engine {
             command.capture,
         );
         let attempt_id = attempt_id_for(&owner, &command.key);
+        if let Some(outcome) = self
+            .execute_opened(by, command, &scope, &fingerprint, &attempt_id)
+            .await?
+        {
+            return Ok(outcome);
+        }
         let id = &attempt_id;
         self.keyed(
             &scope,
@@ -483,7 +503,21 @@ impl Engine {
             )
             .await?;
         self.may_call_psp(&command.key, now, submit_at)?;
+        self.authorize_pending(command, pending, decision, events, finish)
+            .await
+    }
 
+    /// Sends the authorization of a submitted attempt (`pending`, its submission stored) and
+    /// stores the answer; `events` are the command's events not yet staged.
+    pub(super) async fn authorize_pending(
+        &self,
+        command: &ExecutePayment,
+        pending: PaymentAttempt,
+        decision: AuthorityDecision,
+        mut events: Vec<AuditEvent>,
+        finish: Option<&super::Finish>,
+    ) -> Result<PaymentOutcome, EngineError> {
+        let req = &command.request;
         let auth = AuthorizeRequest {
             key: pending.provider_key(Operation::Authorize),
             attempt_id: pending.id.clone(),
@@ -740,7 +774,7 @@ impl Engine {
 
     /// Threshold events: a level's lifetime or window usage crossed the configured
     /// share with this hold.
-    fn threshold_events(
+    pub(super) fn threshold_events(
         &self,
         levels: &[HoldLevel],
         usage_after: &[Usage],

@@ -25,6 +25,7 @@ mod dispute;
 mod error;
 mod execute;
 mod mandates;
+mod open;
 mod order;
 mod reads;
 mod settle;

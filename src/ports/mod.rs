@@ -15,6 +15,7 @@
 
 mod audit;
 mod clock;
+mod payment;
 mod provider;
 mod store;
 mod vault;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 
 pub use audit::{AuditError, AuditReceipt, AuditSink};
 pub use clock::{Clock, SystemClock};
+pub use payment::{InputsQuery, OpenPayment, Opened, PaymentInputs};
 pub use provider::{
     AuthorizeRequest, CaptureRequest, Lookup, PaymentProvider, ProviderError, RefundRequest,
     VoidRequest,

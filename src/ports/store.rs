@@ -32,6 +32,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::payment::{InputsQuery, OpenPayment, Opened, PaymentInputs};
 use crate::domain::{
     ActorId, AttemptId, AttemptStatus, AuditEvent, BuyerId, CartSnapshot, Confirmation,
     ConfirmationId, ContentDigest, IdempotencyKey, LimitKind, Mandate, MandateId, MandateStatus,
@@ -674,6 +675,30 @@ pub trait Store: Send + Sync + Debug {
             self.stage_audit(events).await?;
         }
         Ok(written)
+    }
+
+    // ----- the payment's unit of work -----
+
+    /// Everything a payment's decision reads (see [`InputsQuery`]), in as few round trips as
+    /// the store can (SQLite: one read transaction; PostgreSQL: two pipelined round trips).
+    /// The reads need not be one snapshot: the hold checks every limit again atomically. The
+    /// provided implementation makes the single reads one after another
+    /// ([`Store::attempt`], [`Store::chain`], [`Store::usage`], [`Store::confirmations`],
+    /// [`Store::suspensions`]).
+    async fn payment_inputs(&self, query: &InputsQuery<'_>) -> Result<PaymentInputs, StoreError> {
+        super::payment::inputs_one_by_one(self, query).await
+    }
+
+    /// The first of a payment's two write transactions (see [`OpenPayment`]), all or
+    /// nothing: [`Opened::AttemptExists`] or [`Opened::Key`] write nothing, and a refused
+    /// hold ([`HoldError::Refused`]) or any error leaves no record, attempt, hold or event.
+    /// The second is [`Store::change_attempt`], fenced by the returned lease.
+    ///
+    /// The provided implementation makes the single writes one after another and undoes
+    /// them when a later one fails: right for a store that cannot crash half-way (memory).
+    /// A durable store overrides it with one transaction.
+    async fn open_payment(&self, open: &OpenPayment<'_>) -> Result<Opened, HoldError> {
+        super::payment::open_one_by_one(self, open).await
     }
 
     // ----- the audit outbox (I15) -----

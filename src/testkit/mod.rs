@@ -5,6 +5,7 @@
 //! functions against it (see `examples/custom_psp.rs`).
 
 mod audit_suite;
+mod counting;
 mod fake_psp;
 #[cfg(feature = "http")]
 mod outbox_suite;
@@ -13,6 +14,7 @@ mod store_suite;
 mod vault_suite;
 
 pub use audit_suite::*;
+pub use counting::*;
 pub use fake_psp::*;
 #[cfg(feature = "http")]
 pub use outbox_suite::*;

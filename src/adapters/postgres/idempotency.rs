@@ -151,89 +151,12 @@ impl PostgresStore {
         now: DateTime<Utc>,
         lease: Duration,
     ) -> Result<Begin, StoreError> {
-        let lease_until = TimeDelta::from_std(lease)
-            .ok()
-            .and_then(|d| now.checked_add_signed(d))
-            .unwrap_or(DateTime::<Utc>::MAX_UTC);
-        let lease_param = time_param(lease_until)?;
-        let fp = fingerprint.to_string();
-        let key = scope_key(scope);
-        let pk = (
-            scope.actor_id.as_str(),
-            scope.operation.as_str(),
-            scope.key.as_str(),
-        );
-        let started = |token: i64| -> Result<Begin, Tx<StoreError>> {
-            Ok(Begin::Started(Fence {
-                scope: scope.clone(),
-                token: token_of(&key, token).map_err(Tx::Fail)?,
-            }))
-        };
         in_transaction!(
             &self.pool,
             self.retries,
             IsolationLevel::ReadCommitted,
             StoreError,
-            |tx| {
-                // The record may be deleted (abandoned, purged) between our conflicting insert
-                // and the read that follows: then insert again (each statement of a READ
-                // COMMITTED transaction sees what committed before it).
-                let mut attempts = 0u32;
-                loop {
-                    attempts += 1;
-                    let st = tx
-                        .prepare_cached(
-                            "INSERT INTO idempotency (actor_id, operation, key, fingerprint, \
-                             state, lease_until_ns, token) \
-                             VALUES ($1, $2, $3, $4, 'in_flight', $5, nextval('lease_tokens')) \
-                             ON CONFLICT DO NOTHING RETURNING token",
-                        )
-                        .await?;
-                    let inserted = tx
-                        .query_opt(&st, &[&pk.0, &pk.1, &pk.2, &fp, &lease_param])
-                        .await?;
-                    if let Some(row) = inserted {
-                        break started(row.try_get(0)?)?;
-                    }
-                    let st = tx
-                        .prepare_cached(
-                            "SELECT fingerprint, state, lease_until_ns, result, retain_until_ns \
-                             FROM idempotency WHERE actor_id = $1 AND operation = $2 \
-                             AND key = $3 FOR UPDATE",
-                        )
-                        .await?;
-                    let row = tx.query_opt(&st, &[&pk.0, &pk.1, &pk.2]).await?;
-                    let Some(row) = row else {
-                        if attempts >= 8 {
-                            return Err(Tx::Fail(StoreError::Unavailable {
-                                message: format!(
-                                    "idempotency record {key} keeps being created and dropped"
-                                ),
-                            }));
-                        }
-                        continue;
-                    };
-                    let answer = decide(&row, &key, fingerprint, now).map_err(Tx::Fail)?;
-                    if let Some(answer) = answer {
-                        break answer;
-                    }
-                    // Taken over: a new token, so the previous holder's fence no longer
-                    // matches.
-                    let st = tx
-                        .prepare_cached(
-                            "UPDATE idempotency SET fingerprint = $4, state = 'in_flight', \
-                             lease_until_ns = $5, result = NULL, retain_until_ns = NULL, \
-                             token = nextval('lease_tokens') \
-                             WHERE actor_id = $1 AND operation = $2 AND key = $3 \
-                             RETURNING token",
-                        )
-                        .await?;
-                    let row = tx
-                        .query_one(&st, &[&pk.0, &pk.1, &pk.2, &fp, &lease_param])
-                        .await?;
-                    break started(row.try_get(0)?)?;
-                }
-            }
+            |tx| { begin_in(&tx, scope, fingerprint, now, lease).await? }
         )
     }
 
@@ -359,4 +282,90 @@ fn decide(
         }
         other => Err(at.corrupt(format!("unknown state {other:?}"))),
     }
+}
+
+/// Looks up or starts the record of `scope` inside the caller's transaction (READ
+/// COMMITTED): see [`PostgresStore::begin_idempotent_row`].
+pub(super) async fn begin_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    scope: &IdempotencyScope,
+    fingerprint: &ContentDigest,
+    now: DateTime<Utc>,
+    lease: Duration,
+) -> Result<Begin, Tx<StoreError>> {
+    let lease_until = TimeDelta::from_std(lease)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let lease_param = time_param(lease_until).map_err(Tx::Fail)?;
+    let fp = fingerprint.to_string();
+    let key = scope_key(scope);
+    let pk = (
+        scope.actor_id.as_str(),
+        scope.operation.as_str(),
+        scope.key.as_str(),
+    );
+    let started = |token: i64| -> Result<Begin, Tx<StoreError>> {
+        Ok(Begin::Started(Fence {
+            scope: scope.clone(),
+            token: token_of(&key, token).map_err(Tx::Fail)?,
+        }))
+    };
+    // The record may be deleted (abandoned, purged) between our conflicting insert
+    // and the read that follows: then insert again (each statement of a READ
+    // COMMITTED transaction sees what committed before it).
+    let mut attempts = 0u32;
+    let answer = loop {
+        attempts += 1;
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO idempotency (actor_id, operation, key, fingerprint, \
+                 state, lease_until_ns, token) \
+                 VALUES ($1, $2, $3, $4, 'in_flight', $5, nextval('lease_tokens')) \
+                 ON CONFLICT DO NOTHING RETURNING token",
+            )
+            .await?;
+        let inserted = tx
+            .query_opt(&st, &[&pk.0, &pk.1, &pk.2, &fp, &lease_param])
+            .await?;
+        if let Some(row) = inserted {
+            break started(row.try_get(0)?)?;
+        }
+        let st = tx
+            .prepare_cached(
+                "SELECT fingerprint, state, lease_until_ns, result, retain_until_ns \
+                 FROM idempotency WHERE actor_id = $1 AND operation = $2 \
+                 AND key = $3 FOR UPDATE",
+            )
+            .await?;
+        let row = tx.query_opt(&st, &[&pk.0, &pk.1, &pk.2]).await?;
+        let Some(row) = row else {
+            if attempts >= 8 {
+                return Err(Tx::Fail(StoreError::Unavailable {
+                    message: format!("idempotency record {key} keeps being created and dropped"),
+                }));
+            }
+            continue;
+        };
+        let answer = decide(&row, &key, fingerprint, now).map_err(Tx::Fail)?;
+        if let Some(answer) = answer {
+            break answer;
+        }
+        // Taken over: a new token, so the previous holder's fence no longer
+        // matches.
+        let st = tx
+            .prepare_cached(
+                "UPDATE idempotency SET fingerprint = $4, state = 'in_flight', \
+                 lease_until_ns = $5, result = NULL, retain_until_ns = NULL, \
+                 token = nextval('lease_tokens') \
+                 WHERE actor_id = $1 AND operation = $2 AND key = $3 \
+                 RETURNING token",
+            )
+            .await?;
+        let row = tx
+            .query_one(&st, &[&pk.0, &pk.1, &pk.2, &fp, &lease_param])
+            .await?;
+        break started(row.try_get(0)?)?;
+    };
+    Ok(answer)
 }

@@ -71,13 +71,13 @@ struct WindowQuery {
 pub(super) const LOCK_ACCOUNTS: &str = "SELECT mandate_id, currency, held, spent, uses, attempts \
      FROM accounts WHERE mandate_id = ANY($1) ORDER BY mandate_id FOR UPDATE";
 
-const READ_ACCOUNTS: &str = "SELECT mandate_id, currency, held, spent, uses, attempts \
+pub(super) const READ_ACCOUNTS: &str = "SELECT mandate_id, currency, held, spent, uses, attempts \
      FROM accounts WHERE mandate_id = ANY($1)";
 
 /// Window sums by range scan, with a check of every hold it reads: a hold that is not one the
 /// ledger could have written (unknown state, negative or inconsistent amounts, another
 /// currency than its account, a level row without its hold) is reported, never summed.
-const WINDOW_SUMS: &str = "SELECT w.i, \
+pub(super) const WINDOW_SUMS: &str = "SELECT w.i, \
        COALESCE(SUM(CASE WHEN h.state = 'held' THEN h.amount \
                          WHEN h.state = 'committed' AND h.committed > 0 \
                            THEN h.committed - h.window_back \
@@ -374,228 +374,26 @@ impl PostgresStore {
         chain: &[Mandate],
         now: DateTime<Utc>,
     ) -> Result<Vec<Usage>, StoreError> {
-        let ids: Vec<&str> = chain.iter().map(|m| m.id().as_str()).collect();
         in_transaction!(
             &self.pool,
             self.retries,
             IsolationLevel::RepeatableRead,
             StoreError,
             |tx| {
-                let found = accounts(&*tx, READ_ACCOUNTS, &ids).await?;
-                let mut queries = Vec::new();
-                let mut plan: Vec<Vec<u64>> = Vec::with_capacity(chain.len());
-                for m in chain {
-                    let seconds = distinct_seconds(&m.scope().budgets.windows);
-                    if let Some(account) = found.get(m.id().as_str()) {
-                        if account.currency != m.currency() {
-                            return Err(Tx::Fail(super::codec::corrupt(
-                                "accounts",
-                                m.id().as_str(),
-                                format!(
-                                    "the account is in {}, the mandate in {}",
-                                    account.currency,
-                                    m.currency()
-                                ),
-                            )));
-                        }
-                        for &s in &seconds {
-                            queries.push(WindowQuery {
-                                mandate_id: m.id().to_string(),
-                                start: window_start(now, s),
-                                currency: account.currency.code(),
-                            });
-                        }
-                    }
-                    plan.push(seconds);
-                }
-                let mut sums = window_sums(&*tx, &tx.prepare_cached(WINDOW_SUMS).await?, &queries)
-                    .await?
-                    .into_iter();
-                let mut out = Vec::with_capacity(chain.len());
-                for (m, seconds) in chain.iter().zip(plan) {
-                    let currency = m.currency();
-                    let account = found.get(m.id().as_str()).copied();
-                    let windows: Vec<(u64, Sums)> = seconds
-                        .into_iter()
-                        .map(|s| {
-                            let sum = if account.is_some() {
-                                sums.next().unwrap_or((0, 0))
-                            } else {
-                                (0, 0)
-                            };
-                            (s, sum)
-                        })
-                        .collect();
-                    let account = account.unwrap_or(Account {
-                        currency,
-                        held: 0,
-                        spent: 0,
-                        uses: 0,
-                        attempts: 0,
-                    });
-                    out.push(usage_of(m.id(), &account, &windows, currency));
-                }
-                out
+                let read = tx.prepare_cached(READ_ACCOUNTS).await?;
+                let sums = tx.prepare_cached(WINDOW_SUMS).await?;
+                usage_in(&*tx, &read, &sums, chain, now).await?
             }
         )
     }
 
     pub(super) async fn ledger_place(&self, hold: &HoldRequest) -> Result<Vec<Usage>, HoldError> {
-        let other = |message: String| HoldError::Store(StoreError::Other(message.into()));
-        if hold.levels.len() > MAX_LEVELS {
-            return Err(other(format!(
-                "a hold may list at most {MAX_LEVELS} levels, {} given",
-                hold.levels.len()
-            )));
-        }
-        let ids: Vec<&str> = hold.levels.iter().map(|l| l.mandate_id.as_str()).collect();
-        let mut sorted = ids.clone();
-        sorted.sort_unstable();
-        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
-            return Err(other(format!("a hold lists mandate {} twice", w[0])));
-        }
-        let amount = hold.amount;
-        let currency = amount.currency();
-        let minor = amount.minor_units();
-        let at = time_param(hold.at)?;
-        let attempt = hold.attempt_id.as_str();
-        // The currency a new account takes when the store does not know the mandate.
-        let fallback: Vec<&str> = hold
-            .levels
-            .iter()
-            .map(|l| limits_currency(&l.limits).unwrap_or(currency).code())
-            .collect();
-        let mandate_ids = encode("mandate ids", &ids)?;
-        let duplicate = || {
-            Tx::Fail(HoldError::Duplicate {
-                attempt_id: hold.attempt_id.clone(),
-            })
-        };
         in_transaction!(
             &self.pool,
             self.retries,
             IsolationLevel::ReadCommitted,
             HoldError,
-            |tx| {
-                // The fence before anything else: a stale holder places nothing. The record
-                // stays locked (`FOR SHARE`) until the commit, so it cannot be taken over in
-                // between (idempotency records come first in the lock order).
-                if let Some(fence) = &hold.fence {
-                    check_fence_in(&tx, fence, FenceLock::Share)
-                        .await
-                        .map_err(to_hold)?;
-                }
-                // The hold row first: the primary key refuses a second hold for the attempt
-                // (a concurrent one waits for this transaction's outcome). Nobody else locks a
-                // hold row that is not yet visible, so taking it before the accounts cannot
-                // deadlock with a commit or release (accounts, then an existing hold).
-                let st = tx
-                    .prepare_cached(
-                        "INSERT INTO holds (attempt_id, currency, amount, at_ns, state, \
-                         mandate_ids) VALUES ($1, $2, $3, $4, 'held', $5) \
-                         ON CONFLICT (attempt_id) DO NOTHING",
-                    )
-                    .await?;
-                let n = tx
-                    .execute(
-                        &st,
-                        &[&attempt, &currency.code(), &minor, &at, &mandate_ids],
-                    )
-                    .await?;
-                if n == 0 {
-                    return Err(duplicate());
-                }
-                // Lock the chain's accounts in the global order. On a chain's first hold some
-                // are missing: create them (in mandate id order, see the module docs) and lock
-                // again. A transaction creates accounts only after it holds every existing one
-                // it needs, so the creation cannot close a lock cycle.
-                let st = tx.prepare_cached(LOCK_ACCOUNTS).await?;
-                let mut locked = accounts(&*tx, &st, &sorted).await.map_err(to_hold)?;
-                if locked.len() < sorted.len() {
-                    let create = tx
-                        .prepare_cached(
-                            "INSERT INTO accounts (mandate_id, currency) \
-                             SELECT u.id, COALESCE(m.currency, u.currency) \
-                             FROM unnest($1::text[], $2::text[]) AS u(id, currency) \
-                             LEFT JOIN mandates m ON m.id = u.id \
-                             ORDER BY u.id ON CONFLICT (mandate_id) DO NOTHING",
-                        )
-                        .await?;
-                    tx.execute(&create, &[&ids, &fallback]).await?;
-                    locked = accounts(&*tx, &st, &sorted).await.map_err(to_hold)?;
-                }
-                let mut levels = Vec::with_capacity(hold.levels.len());
-                let mut queries = Vec::new();
-                for (level, id) in hold.levels.iter().zip(&ids) {
-                    let account = *locked
-                        .get(*id)
-                        .ok_or_else(|| Tx::Fail(HoldError::Store(missing_account(id))))?;
-                    let seconds = distinct_seconds(&level.limits.windows);
-                    for &s in &seconds {
-                        queries.push(WindowQuery {
-                            mandate_id: id.to_string(),
-                            start: window_start(hold.at, s),
-                            currency: account.currency.code(),
-                        });
-                    }
-                    levels.push((account, seconds));
-                }
-                let mut sums = window_sums(&*tx, &tx.prepare_cached(WINDOW_SUMS).await?, &queries)
-                    .await
-                    .map_err(to_hold)?
-                    .into_iter();
-                let levels: Vec<(Account, Vec<(u64, Sums)>)> = levels
-                    .into_iter()
-                    .map(|(account, seconds)| {
-                        let w = seconds
-                            .into_iter()
-                            .map(|s| (s, sums.next().unwrap_or((0, 0))))
-                            .collect();
-                        (account, w)
-                    })
-                    .collect();
-                for (level, (account, windows)) in hold.levels.iter().zip(&levels) {
-                    check_level(&level.mandate_id, &level.limits, account, windows, amount)
-                        .map_err(Tx::Fail)?;
-                }
-                // Every level accepts: write the window rows and the counters (one statement;
-                // a refusal above returned an error and the transaction rolls back, the hold
-                // row with it).
-                if !ids.is_empty() {
-                    let st = tx
-                        .prepare_cached(
-                            "WITH levels AS ( \
-                               INSERT INTO hold_levels (mandate_id, at_ns, attempt_id) \
-                               SELECT unnest($1::text[]), $3, $4) \
-                             UPDATE accounts SET held = held + $2, uses = uses + 1, \
-                             attempts = attempts + 1 WHERE mandate_id = ANY($1)",
-                        )
-                        .await?;
-                    tx.execute(&st, &[&ids, &Decimal::from(minor), &at, &attempt])
-                        .await?;
-                }
-                let delta = i128::from(minor);
-                hold.levels
-                    .iter()
-                    .zip(levels)
-                    .map(|(level, (mut account, windows))| {
-                        account.held += delta;
-                        account.uses += 1;
-                        account.attempts += 1;
-                        let windows: Vec<(u64, Sums)> = windows
-                            .into_iter()
-                            .map(|(s, (sum, count))| {
-                                if s == 0 {
-                                    (s, (sum, count))
-                                } else {
-                                    (s, (sum + delta, count + 1))
-                                }
-                            })
-                            .collect();
-                        usage_of(&level.mandate_id, &account, &windows, account.currency)
-                    })
-                    .collect::<Vec<Usage>>()
-            }
+            |tx| { place_in(&tx, hold).await? }
         )
     }
 }
@@ -607,4 +405,231 @@ fn to_hold(e: Tx<StoreError>) -> Tx<HoldError> {
         Tx::CommitUnknown(e) => Tx::CommitUnknown(e),
         Tx::Fail(e) => Tx::Fail(HoldError::Store(e)),
     }
+}
+
+/// Places a hold inside the caller's transaction (READ COMMITTED): see
+/// [`PostgresStore::ledger_place`] and the module docs.
+pub(super) async fn place_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    hold: &HoldRequest,
+) -> Result<Vec<Usage>, Tx<HoldError>> {
+    let other = |message: String| HoldError::Store(StoreError::Other(message.into()));
+    if hold.levels.len() > MAX_LEVELS {
+        return Err(Tx::Fail(other(format!(
+            "a hold may list at most {MAX_LEVELS} levels, {} given",
+            hold.levels.len()
+        ))));
+    }
+    let ids: Vec<&str> = hold.levels.iter().map(|l| l.mandate_id.as_str()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+        return Err(Tx::Fail(other(format!(
+            "a hold lists mandate {} twice",
+            w[0]
+        ))));
+    }
+    let amount = hold.amount;
+    let currency = amount.currency();
+    let minor = amount.minor_units();
+    let at = time_param(hold.at).map_err(|e| Tx::Fail(e.into()))?;
+    let attempt = hold.attempt_id.as_str();
+    // The currency a new account takes when the store does not know the mandate.
+    let fallback: Vec<&str> = hold
+        .levels
+        .iter()
+        .map(|l| limits_currency(&l.limits).unwrap_or(currency).code())
+        .collect();
+    let mandate_ids = encode("mandate ids", &ids).map_err(|e| Tx::Fail(e.into()))?;
+    let duplicate = || {
+        Tx::Fail(HoldError::Duplicate {
+            attempt_id: hold.attempt_id.clone(),
+        })
+    };
+    // The fence before anything else: a stale holder places nothing. The record
+    // stays locked (`FOR SHARE`) until the commit, so it cannot be taken over in
+    // between (idempotency records come first in the lock order).
+    if let Some(fence) = &hold.fence {
+        check_fence_in(tx, fence, FenceLock::Share)
+            .await
+            .map_err(to_hold)?;
+    }
+    // The hold row first: the primary key refuses a second hold for the attempt
+    // (a concurrent one waits for this transaction's outcome). Nobody else locks a
+    // hold row that is not yet visible, so taking it before the accounts cannot
+    // deadlock with a commit or release (accounts, then an existing hold).
+    let st = tx
+        .prepare_cached(
+            "INSERT INTO holds (attempt_id, currency, amount, at_ns, state, \
+             mandate_ids) VALUES ($1, $2, $3, $4, 'held', $5) \
+             ON CONFLICT (attempt_id) DO NOTHING",
+        )
+        .await?;
+    let n = tx
+        .execute(
+            &st,
+            &[&attempt, &currency.code(), &minor, &at, &mandate_ids],
+        )
+        .await?;
+    if n == 0 {
+        return Err(duplicate());
+    }
+    // Lock the chain's accounts in the global order. On a chain's first hold some
+    // are missing: create them (in mandate id order, see the module docs) and lock
+    // again. A transaction creates accounts only after it holds every existing one
+    // it needs, so the creation cannot close a lock cycle.
+    let st = tx.prepare_cached(LOCK_ACCOUNTS).await?;
+    let mut locked = accounts(&**tx, &st, &sorted).await.map_err(to_hold)?;
+    if locked.len() < sorted.len() {
+        let create = tx
+            .prepare_cached(
+                "INSERT INTO accounts (mandate_id, currency) \
+                 SELECT u.id, COALESCE(m.currency, u.currency) \
+                 FROM unnest($1::text[], $2::text[]) AS u(id, currency) \
+                 LEFT JOIN mandates m ON m.id = u.id \
+                 ORDER BY u.id ON CONFLICT (mandate_id) DO NOTHING",
+            )
+            .await?;
+        tx.execute(&create, &[&ids, &fallback]).await?;
+        locked = accounts(&**tx, &st, &sorted).await.map_err(to_hold)?;
+    }
+    let mut levels = Vec::with_capacity(hold.levels.len());
+    let mut queries = Vec::new();
+    for (level, id) in hold.levels.iter().zip(&ids) {
+        let account = *locked
+            .get(*id)
+            .ok_or_else(|| Tx::Fail(HoldError::Store(missing_account(id))))?;
+        let seconds = distinct_seconds(&level.limits.windows);
+        for &s in &seconds {
+            queries.push(WindowQuery {
+                mandate_id: id.to_string(),
+                start: window_start(hold.at, s),
+                currency: account.currency.code(),
+            });
+        }
+        levels.push((account, seconds));
+    }
+    let mut sums = window_sums(&**tx, &tx.prepare_cached(WINDOW_SUMS).await?, &queries)
+        .await
+        .map_err(to_hold)?
+        .into_iter();
+    let levels: Vec<(Account, Vec<(u64, Sums)>)> = levels
+        .into_iter()
+        .map(|(account, seconds)| {
+            let w = seconds
+                .into_iter()
+                .map(|s| (s, sums.next().unwrap_or((0, 0))))
+                .collect();
+            (account, w)
+        })
+        .collect();
+    for (level, (account, windows)) in hold.levels.iter().zip(&levels) {
+        check_level(&level.mandate_id, &level.limits, account, windows, amount)
+            .map_err(Tx::Fail)?;
+    }
+    // Every level accepts: write the window rows and the counters (one statement;
+    // a refusal above returned an error and the transaction rolls back, the hold
+    // row with it).
+    if !ids.is_empty() {
+        let st = tx
+            .prepare_cached(
+                "WITH levels AS ( \
+                   INSERT INTO hold_levels (mandate_id, at_ns, attempt_id) \
+                   SELECT unnest($1::text[]), $3, $4) \
+                 UPDATE accounts SET held = held + $2, uses = uses + 1, \
+                 attempts = attempts + 1 WHERE mandate_id = ANY($1)",
+            )
+            .await?;
+        tx.execute(&st, &[&ids, &Decimal::from(minor), &at, &attempt])
+            .await?;
+    }
+    let delta = i128::from(minor);
+    Ok(hold
+        .levels
+        .iter()
+        .zip(levels)
+        .map(|(level, (mut account, windows))| {
+            account.held += delta;
+            account.uses += 1;
+            account.attempts += 1;
+            let windows: Vec<(u64, Sums)> = windows
+                .into_iter()
+                .map(|(s, (sum, count))| {
+                    if s == 0 {
+                        (s, (sum, count))
+                    } else {
+                        (s, (sum + delta, count + 1))
+                    }
+                })
+                .collect();
+            usage_of(&level.mandate_id, &account, &windows, account.currency)
+        })
+        .collect::<Vec<Usage>>())
+}
+
+/// The usage of each mandate of `chain` at `now` (see [`PostgresStore::ledger_usage`]), with
+/// the prepared statements `read` ([`READ_ACCOUNTS`]) and `sums_statement` (the window sums).
+pub(super) async fn usage_in<C: GenericClient + Sync>(
+    client: &C,
+    read: &tokio_postgres::Statement,
+    sums_statement: &tokio_postgres::Statement,
+    chain: &[Mandate],
+    now: DateTime<Utc>,
+) -> Result<Vec<Usage>, Tx<StoreError>> {
+    let ids: Vec<&str> = chain.iter().map(|m| m.id().as_str()).collect();
+    let found = accounts(client, read, &ids).await?;
+    let mut queries = Vec::new();
+    let mut plan: Vec<Vec<u64>> = Vec::with_capacity(chain.len());
+    for m in chain {
+        let seconds = distinct_seconds(&m.scope().budgets.windows);
+        if let Some(account) = found.get(m.id().as_str()) {
+            if account.currency != m.currency() {
+                return Err(Tx::Fail(super::codec::corrupt(
+                    "accounts",
+                    m.id().as_str(),
+                    format!(
+                        "the account is in {}, the mandate in {}",
+                        account.currency,
+                        m.currency()
+                    ),
+                )));
+            }
+            for &s in &seconds {
+                queries.push(WindowQuery {
+                    mandate_id: m.id().to_string(),
+                    start: window_start(now, s),
+                    currency: account.currency.code(),
+                });
+            }
+        }
+        plan.push(seconds);
+    }
+    let mut sums = window_sums(client, sums_statement, &queries)
+        .await?
+        .into_iter();
+    let mut out = Vec::with_capacity(chain.len());
+    for (m, seconds) in chain.iter().zip(plan) {
+        let currency = m.currency();
+        let account = found.get(m.id().as_str()).copied();
+        let windows: Vec<(u64, Sums)> = seconds
+            .into_iter()
+            .map(|s| {
+                let sum = if account.is_some() {
+                    sums.next().unwrap_or((0, 0))
+                } else {
+                    (0, 0)
+                };
+                (s, sum)
+            })
+            .collect();
+        let account = account.unwrap_or(Account {
+            currency,
+            held: 0,
+            spent: 0,
+            uses: 0,
+            attempts: 0,
+        });
+        out.push(usage_of(m.id(), &account, &windows, currency));
+    }
+    Ok(out)
 }

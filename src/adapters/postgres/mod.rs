@@ -83,6 +83,7 @@ mod holds;
 mod idempotency;
 mod ledger;
 mod outbox;
+mod payment;
 mod records;
 mod schema;
 mod store;

@@ -16,7 +16,7 @@ use crate::domain::{
 use crate::ports::{InsertOrder, StoreError};
 
 /// Longest chain `chain` follows (as the memory store).
-const MAX_LEVELS: usize = 64;
+pub(super) const MAX_LEVELS: usize = 64;
 
 fn mandate_status(at: &At<'_>, text: &str) -> Result<MandateStatus, StoreError> {
     MandateStatus::ALL
@@ -33,7 +33,7 @@ fn attempt_status(at: &At<'_>, text: &str) -> Result<AttemptStatus, StoreError> 
 }
 
 /// A mandate from a row `(id, status, body)`: the body decodes, and agrees with the columns.
-fn mandate_of(row: &Row) -> Result<Mandate, StoreError> {
+pub(super) fn mandate_of(row: &Row) -> Result<Mandate, StoreError> {
     let id: String = row
         .try_get("id")
         .map_err(|e| StoreError::Other(Box::new(e)))?;
@@ -56,7 +56,7 @@ fn mandate_of(row: &Row) -> Result<Mandate, StoreError> {
 }
 
 /// An attempt from a row `(id, status, body)`.
-fn attempt_of(row: &Row) -> Result<PaymentAttempt, StoreError> {
+pub(super) fn attempt_of(row: &Row) -> Result<PaymentAttempt, StoreError> {
     let id: String = row
         .try_get("id")
         .map_err(|e| StoreError::Other(Box::new(e)))?;
@@ -125,48 +125,10 @@ impl PostgresStore {
         // The leaf and its ancestors, nearest first, one statement (one snapshot); the depth
         // bound stops a loop.
         let rows = client
-            .query(
-                "WITH RECURSIVE up (id, parent_id, status, body, depth) AS ( \
-                   SELECT id, parent_id, status, body, 0 FROM mandates WHERE id = $1 \
-                   UNION ALL \
-                   SELECT m.id, m.parent_id, m.status, m.body, up.depth + 1 \
-                   FROM mandates m JOIN up ON m.id = up.parent_id WHERE up.depth < $2 \
-                 ) SELECT id, parent_id, status, body FROM up ORDER BY depth",
-                &[&leaf.as_str(), &(MAX_LEVELS as i32)],
-            )
+            .query(CHAIN, &[&leaf.as_str(), &(MAX_LEVELS as i32)])
             .await
             .map_err(classify::<StoreError>)?;
-        let mut chain: Vec<Mandate> = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let m = mandate_of(row)?;
-            if let Some(child) = chain.last() {
-                let corrupt = |message: String| StoreError::Corrupt {
-                    table: "mandates",
-                    key: child.id().to_string(),
-                    message,
-                };
-                if chain.len() >= MAX_LEVELS {
-                    return Err(corrupt(format!(
-                        "the chain of {leaf} is deeper than {MAX_LEVELS} levels"
-                    )));
-                }
-                if chain.iter().any(|c| c.id() == m.id()) {
-                    return Err(corrupt(format!("the parents loop back to {}", m.id())));
-                }
-            }
-            chain.push(m);
-        }
-        if let Some(top) = chain.last() {
-            if let Some(parent) = top.parent_id() {
-                return Err(StoreError::Corrupt {
-                    table: "mandates",
-                    key: top.id().to_string(),
-                    message: format!("the parent {parent} is missing"),
-                });
-            }
-        }
-        chain.reverse();
-        Ok(chain)
+        chain_of(&rows, leaf)
     }
 
     pub(super) async fn set_suspended_row(
@@ -186,34 +148,10 @@ impl PostgresStore {
         let asked: Vec<&str> = actors.iter().map(|a| a.as_str()).collect();
         let client = self.client().await?;
         let rows = client
-            .query(
-                "SELECT kind, party_id FROM suspensions \
-                 WHERE (kind = 'actor' AND party_id = ANY($1)) OR (kind = 'buyer' AND party_id = $2)",
-                &[&asked, &buyer.as_str()],
-            )
+            .query(SUSPENSIONS, &[&asked, &buyer.as_str()])
             .await
             .map_err(classify::<StoreError>)?;
-        let mut suspended_actors: Vec<String> = Vec::new();
-        let mut buyers = Vec::new();
-        for row in &rows {
-            let kind: &str = row.try_get(0).map_err(|e| StoreError::Other(Box::new(e)))?;
-            let id: String = row.try_get(1).map_err(|e| StoreError::Other(Box::new(e)))?;
-            if kind == "buyer" {
-                buyers = vec![buyer.clone()];
-            } else {
-                suspended_actors.push(id);
-            }
-        }
-        let mut found: Vec<ActorId> = Vec::new();
-        for a in actors {
-            if suspended_actors.iter().any(|s| s == a.as_str()) && !found.contains(a) {
-                found.push(a.clone());
-            }
-        }
-        Ok(Suspensions {
-            actors: found,
-            buyers,
-        })
+        suspensions_of(&rows, actors, buyer)
     }
 
     pub(super) async fn insert_confirmation_row(
@@ -231,29 +169,10 @@ impl PostgresStore {
     ) -> Result<Vec<Confirmation>, StoreError> {
         let client = self.client().await?;
         let rows = client
-            .query(
-                "SELECT id, body FROM confirmations WHERE buyer_id = $1 AND snapshot_id = $2 \
-                 ORDER BY id",
-                &[&buyer.as_str(), &snapshot.to_string()],
-            )
+            .query(CONFIRMATIONS, &[&buyer.as_str(), &snapshot.to_string()])
             .await
             .map_err(classify::<StoreError>)?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let id: String = row
-                .try_get("id")
-                .map_err(|e| StoreError::Other(Box::new(e)))?;
-            let at = At {
-                table: "confirmations",
-                key: &id,
-            };
-            let c: Confirmation = at.decode(&at.get::<String>(row, "body")?)?;
-            if c.id.as_str() != id || c.buyer_id != *buyer || c.snapshot_id != *snapshot {
-                return Err(at.corrupt("the body does not match the id, buyer or snapshot columns"));
-            }
-            out.push(c);
-        }
-        Ok(out)
+        confirmations_of(&rows, buyer, snapshot)
     }
 
     pub(super) async fn put_snapshot_row(&self, snapshot: &CartSnapshot) -> Result<(), StoreError> {
@@ -686,4 +605,112 @@ pub(super) async fn insert_order_in<C: GenericClient>(
             other.as_deref().unwrap_or("(gone)")
         ),
     )))
+}
+
+/// The leaf and its ancestors, nearest first, one statement (one snapshot); the depth bound
+/// (`$2`) stops a loop.
+pub(super) const CHAIN: &str = "WITH RECURSIVE up (id, parent_id, status, body, depth) AS ( \
+       SELECT id, parent_id, status, body, 0 FROM mandates WHERE id = $1 \
+       UNION ALL \
+       SELECT m.id, m.parent_id, m.status, m.body, up.depth + 1 \
+       FROM mandates m JOIN up ON m.id = up.parent_id WHERE up.depth < $2 \
+     ) SELECT id, parent_id, status, body FROM up ORDER BY depth";
+
+/// Suspended actors among `$1` and the buyer `$2`.
+pub(super) const SUSPENSIONS: &str = "SELECT kind, party_id FROM suspensions \
+     WHERE (kind = 'actor' AND party_id = ANY($1)) OR (kind = 'buyer' AND party_id = $2)";
+
+/// The confirmations of buyer `$1` for snapshot `$2`.
+pub(super) const CONFIRMATIONS: &str =
+    "SELECT id, body FROM confirmations WHERE buyer_id = $1 AND snapshot_id = $2 ORDER BY id";
+
+/// An attempt by id.
+pub(super) const ATTEMPT: &str = "SELECT id, status, body FROM attempts WHERE id = $1";
+
+/// The chain from the rows of [`CHAIN`] (leaf first), root first.
+pub(super) fn chain_of(rows: &[Row], leaf: &MandateId) -> Result<Vec<Mandate>, StoreError> {
+    let mut chain: Vec<Mandate> = Vec::with_capacity(rows.len());
+    for row in rows {
+        let m = mandate_of(row)?;
+        if let Some(child) = chain.last() {
+            let corrupt = |message: String| StoreError::Corrupt {
+                table: "mandates",
+                key: child.id().to_string(),
+                message,
+            };
+            if chain.len() >= MAX_LEVELS {
+                return Err(corrupt(format!(
+                    "the chain of {leaf} is deeper than {MAX_LEVELS} levels"
+                )));
+            }
+            if chain.iter().any(|c| c.id() == m.id()) {
+                return Err(corrupt(format!("the parents loop back to {}", m.id())));
+            }
+        }
+        chain.push(m);
+    }
+    if let Some(top) = chain.last() {
+        if let Some(parent) = top.parent_id() {
+            return Err(StoreError::Corrupt {
+                table: "mandates",
+                key: top.id().to_string(),
+                message: format!("the parent {parent} is missing"),
+            });
+        }
+    }
+    chain.reverse();
+    Ok(chain)
+}
+
+/// The suspensions from the rows of [`SUSPENSIONS`].
+pub(super) fn suspensions_of(
+    rows: &[Row],
+    actors: &[ActorId],
+    buyer: &BuyerId,
+) -> Result<Suspensions, StoreError> {
+    let mut suspended_actors: Vec<String> = Vec::new();
+    let mut buyers = Vec::new();
+    for row in rows {
+        let kind: &str = row.try_get(0).map_err(|e| StoreError::Other(Box::new(e)))?;
+        let id: String = row.try_get(1).map_err(|e| StoreError::Other(Box::new(e)))?;
+        if kind == "buyer" {
+            buyers = vec![buyer.clone()];
+        } else {
+            suspended_actors.push(id);
+        }
+    }
+    let mut found: Vec<ActorId> = Vec::new();
+    for a in actors {
+        if suspended_actors.iter().any(|s| s == a.as_str()) && !found.contains(a) {
+            found.push(a.clone());
+        }
+    }
+    Ok(Suspensions {
+        actors: found,
+        buyers,
+    })
+}
+
+/// The confirmations from the rows of [`CONFIRMATIONS`].
+pub(super) fn confirmations_of(
+    rows: &[Row],
+    buyer: &BuyerId,
+    snapshot: &SnapshotId,
+) -> Result<Vec<Confirmation>, StoreError> {
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: String = row
+            .try_get("id")
+            .map_err(|e| StoreError::Other(Box::new(e)))?;
+        let at = At {
+            table: "confirmations",
+            key: &id,
+        };
+        let c: Confirmation = at.decode(&at.get::<String>(row, "body")?)?;
+        if c.id.as_str() != id || c.buyer_id != *buyer || c.snapshot_id != *snapshot {
+            return Err(at.corrupt("the body does not match the id, buyer or snapshot columns"));
+        }
+        out.push(c);
+    }
+    Ok(out)
 }

@@ -17,7 +17,8 @@ use crate::domain::{
 };
 use crate::ports::{
     AttemptChange, Begin, Fence, HoldError, HoldOp, HoldRecord, HoldRequest, IdempotencyScope,
-    InsertOrder, RefundPolicy, StagedEvent, Store, StoreError, StoredResult, Write, Written,
+    InputsQuery, InsertOrder, OpenPayment, Opened, PaymentInputs, RefundPolicy, StagedEvent, Store,
+    StoreError, StoredResult, Write, Written,
 };
 
 /// The [`Store`] port on PostgreSQL: shared by any number of connections and processes.
@@ -223,6 +224,14 @@ impl Store for PostgresStore {
         events: &[AuditEvent],
     ) -> Result<Written, StoreError> {
         self.write_audited_tx(write, events).await
+    }
+
+    async fn payment_inputs(&self, query: &InputsQuery<'_>) -> Result<PaymentInputs, StoreError> {
+        self.payment_inputs_rows(query).await
+    }
+
+    async fn open_payment(&self, open: &OpenPayment<'_>) -> Result<Opened, HoldError> {
+        self.open_payment_tx(open).await
     }
 
     async fn stage_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {

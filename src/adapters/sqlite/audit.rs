@@ -1,7 +1,7 @@
 //! [`SqliteAuditSink`]: the hash-chained audit trail in the `audit_events` table.
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::codec::sql_error;
 use super::SqliteDatabase;
@@ -52,9 +52,12 @@ impl SqliteAuditSink {
 
     async fn append_bodies(&self, bodies: Vec<String>) -> Result<Option<AuditReceipt>, AuditError> {
         self.db
-            .call(move |conn| append_in(conn, bodies))
+            .write(move |conn| append_in(conn, bodies).map_err(Appending::Audit))
             .await
-            .map_err(audit_error)?
+            .map_err(|e| match e {
+                Appending::Audit(e) => e,
+                Appending::Store(e) => audit_error(e),
+            })
     }
 }
 
@@ -100,15 +103,22 @@ pub(super) fn parse_hash(seq: u64, hex_text: &str) -> Result<AuditHash, AuditErr
     Ok(AuditHash(out))
 }
 
-fn append_in(
-    conn: &mut Connection,
-    bodies: Vec<String>,
-) -> Result<Option<AuditReceipt>, AuditError> {
+/// An append's failure: its own, or the batch's.
+enum Appending {
+    Audit(AuditError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for Appending {
+    fn from(e: StoreError) -> Self {
+        Appending::Store(e)
+    }
+}
+
+/// Appends in the caller's write transaction (a group commit of the connection's thread).
+fn append_in(tx: &Connection, bodies: Vec<String>) -> Result<Option<AuditReceipt>, AuditError> {
     let fail = |e| audit_error(sql_error("audit_events", "append", e));
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(fail)?;
-    let (mut seq, mut prev) = match head(&tx)? {
+    let (mut seq, mut prev) = match head(tx)? {
         Some(h) => (h.seq, h.hash),
         None => (0, AuditHash::GENESIS),
     };
@@ -131,7 +141,6 @@ fn append_in(
             prev = e.hash;
         }
     }
-    tx.commit().map_err(fail)?;
     Ok((seq > 0).then_some(AuditReceipt { seq, hash: prev }))
 }
 
@@ -157,7 +166,7 @@ impl AuditSink for SqliteAuditSink {
         let from = i64::try_from(from_seq).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.db
-            .call(move |conn| {
+            .read(move |conn| {
                 let fail = |e| audit_error(sql_error("audit_events", "read", e));
                 let mut stmt = conn
                     .prepare_cached(
@@ -193,6 +202,6 @@ impl AuditSink for SqliteAuditSink {
     }
 
     async fn head(&self) -> Result<Option<AuditReceipt>, AuditError> {
-        self.db.call(|conn| head(conn)).await.map_err(audit_error)?
+        self.db.read(|conn| head(conn)).await.map_err(audit_error)?
     }
 }

@@ -10,7 +10,12 @@
 //! * The journal is in WAL mode and `synchronous=FULL` by default: a call that returned `Ok`
 //!   survives a crash of the process and of the machine. [`Synchronous::Normal`] trades the
 //!   last transactions before a power loss (never a process crash) for speed.
-//! * Every port call is one transaction. Writes start `BEGIN IMMEDIATE`, so two connections
+//! * Every port call is one transaction, or part of one: concurrent writes queued on the
+//!   connection's thread are committed together (group commit: one `BEGIN IMMEDIATE`, a
+//!   savepoint per call so a failing call rolls back alone, one `COMMIT`, and no call is
+//!   answered before that commit; [`SqliteDatabase::group_commit_stats`] tells the batch
+//!   sizes). Reads run on a few WAL read connections ([`SqliteConfig::readers`]), never
+//!   behind a write. Writes start `BEGIN IMMEDIATE`, so two connections
 //!   (two processes, or two `SqliteDatabase`s on one file) serialise on SQLite's write lock and
 //!   a hold checks the caps against what every other writer committed: no overspend across
 //!   processes. A writer waits up to [`SqliteConfig::busy_timeout`] for the lock, then the call
@@ -57,6 +62,7 @@ mod codec;
 mod ledger;
 #[cfg(feature = "http")]
 mod outbox;
+mod payment;
 mod schema;
 mod store;
 mod vault;
@@ -73,6 +79,7 @@ pub use outbox::SqliteOutbox;
 pub use schema::SCHEMA_VERSION;
 pub use store::SqliteStore;
 pub use vault::SqliteVault;
+pub use worker::{GroupCommitStats, BATCH_BUCKETS};
 
 use crate::ports::StoreError;
 use worker::Worker;
@@ -109,6 +116,11 @@ pub struct SqliteConfig {
     /// How long a write waits for another connection's write lock before failing with
     /// [`StoreError::Unavailable`].
     pub busy_timeout: Duration,
+    /// Read connections of a file database (WAL readers, each on its own thread): reads of
+    /// attempts, usage, audit segments and dispute evidence run there and never queue behind
+    /// writes. 0 runs every read on the writer's connection; a private in-memory database
+    /// has none whatever this says.
+    pub readers: usize,
 }
 
 impl SqliteConfig {
@@ -118,6 +130,7 @@ impl SqliteConfig {
             path: Some(path.as_ref().to_path_buf()),
             synchronous: Synchronous::Full,
             busy_timeout: Duration::from_secs(5),
+            readers: DEFAULT_READERS,
         }
     }
 
@@ -127,6 +140,7 @@ impl SqliteConfig {
             path: None,
             synchronous: Synchronous::Full,
             busy_timeout: Duration::from_secs(5),
+            readers: 0,
         }
     }
 
@@ -141,7 +155,16 @@ impl SqliteConfig {
         self.busy_timeout = timeout;
         self
     }
+
+    /// With `n` read connections (see [`SqliteConfig::readers`]).
+    pub fn readers(mut self, n: usize) -> SqliteConfig {
+        self.readers = n;
+        self
+    }
 }
+
+/// Read connections of a file database unless configured otherwise.
+pub const DEFAULT_READERS: usize = 2;
 
 /// An open database: one connection on its own thread, the schema migrated.
 ///
@@ -204,11 +227,39 @@ impl SqliteDatabase {
         self.path.as_deref()
     }
 
-    /// Runs `f` on the connection's thread and returns its result.
+    /// How many write transactions the connection's thread committed and how many jobs
+    /// each carried (group commit: see the module docs).
+    pub fn group_commit_stats(&self) -> GroupCommitStats {
+        self.worker.stats()
+    }
+
+    /// Runs `f` alone on the connection's thread and returns its result (`f` manages its
+    /// own transaction, if any).
     pub(crate) async fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut rusqlite::Connection) -> R + Send + 'static,
     ) -> Result<R, StoreError> {
         self.worker.call(f).await
+    }
+
+    /// Runs `f` inside the next group commit, in a savepoint of its own; answers after the
+    /// commit. An `Err` from `f` rolls back `f`'s writes only.
+    pub(crate) async fn write<R, E>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> Result<R, E> + Send + 'static,
+    ) -> Result<R, E>
+    where
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        self.worker.write(f).await
+    }
+
+    /// Runs `f` on a read connection (the writer's when there is none).
+    pub(crate) async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut rusqlite::Connection) -> R + Send + 'static,
+    ) -> Result<R, StoreError> {
+        self.worker.read(f).await
     }
 }

@@ -15,7 +15,8 @@ use crate::domain::{
 };
 use crate::ports::{
     AttemptChange, Begin, Fence, HoldError, HoldOp, HoldRecord, HoldRequest, IdempotencyScope,
-    InsertOrder, RefundPolicy, StagedEvent, Store, StoreError, StoredResult, Write, Written,
+    InputsQuery, InsertOrder, OpenPayment, Opened, PaymentInputs, RefundPolicy, StagedEvent, Store,
+    StoreError, StoredResult, Write, Written,
 };
 
 /// Longest chain [`Store::chain`] follows (as the memory store).
@@ -60,29 +61,22 @@ impl SqliteStore {
         &self.db
     }
 
-    /// Runs `f` in a write transaction (`BEGIN IMMEDIATE`), committed if `f` succeeds.
+    /// Runs `f` in a write transaction (`BEGIN IMMEDIATE`), committed if `f` succeeds: the
+    /// next group commit of the connection's thread, in a savepoint of its own (an `Err`
+    /// rolls back `f`'s writes alone). Answers after the commit.
     async fn write<R, E>(
         &self,
-        what: &'static str,
+        _what: &'static str,
         f: impl FnOnce(&Connection) -> Result<R, E> + Send + 'static,
     ) -> Result<R, E>
     where
         R: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        self.db
-            .call(move |conn| {
-                let tx = conn
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(|e| sql_error(what, "begin", e))?;
-                let out = f(&tx)?;
-                tx.commit().map_err(|e| sql_error(what, "commit", e))?;
-                Ok(out)
-            })
-            .await?
+        self.db.write(f).await
     }
 
-    /// Runs `f` in a read transaction (one consistent snapshot).
+    /// Runs `f` in a read transaction (one consistent snapshot) on a read connection.
     async fn read<R>(
         &self,
         what: &'static str,
@@ -92,7 +86,7 @@ impl SqliteStore {
         R: Send + 'static,
     {
         self.db
-            .call(move |conn| {
+            .read(move |conn| {
                 let tx = conn
                     .transaction_with_behavior(TransactionBehavior::Deferred)
                     .map_err(|e| sql_error(what, "begin", e))?;
@@ -122,7 +116,10 @@ fn mandate_row(conn: &Connection, id: &str) -> Result<Option<Mandate>, StoreErro
     Ok(Some(m))
 }
 
-fn attempt_row(conn: &Connection, id: &str) -> Result<Option<PaymentAttempt>, StoreError> {
+pub(super) fn attempt_row(
+    conn: &Connection,
+    id: &str,
+) -> Result<Option<PaymentAttempt>, StoreError> {
     let body: Option<String> = conn
         .prepare_cached("SELECT body FROM attempts WHERE id = ?1")
         .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
@@ -342,7 +339,7 @@ fn insert_confirmation_in(conn: &Connection, c: &Confirmation) -> Result<(), Sto
     Ok(())
 }
 
-fn insert_attempt_in(conn: &Connection, a: &PaymentAttempt) -> Result<(), StoreError> {
+pub(super) fn insert_attempt_in(conn: &Connection, a: &PaymentAttempt) -> Result<(), StoreError> {
     let id = a.id.as_str();
     let body = encode("attempts", id, &a)?;
     let created = nanos(a.created_at)?;
@@ -404,8 +401,209 @@ fn set_suspended_in(
     Ok(())
 }
 
+/// The chain from the root to `leaf` (in the caller's transaction).
+pub(super) fn chain_in(conn: &Connection, leaf: &MandateId) -> Result<Vec<Mandate>, StoreError> {
+    let Some(mut current) = mandate_row(conn, leaf.as_str())? else {
+        return Ok(Vec::new());
+    };
+    let mut chain = vec![current.clone()];
+    while let Some(parent) = current.parent_id().cloned() {
+        let here = current.id().to_string();
+        if chain.len() >= MAX_DEPTH {
+            return Err(corrupt(
+                "mandates",
+                &here,
+                format!("the chain of {leaf} is deeper than {MAX_DEPTH} levels"),
+            ));
+        }
+        if chain.iter().any(|m| *m.id() == parent) {
+            return Err(corrupt(
+                "mandates",
+                &here,
+                format!("the parents loop back to {parent}"),
+            ));
+        }
+        current = mandate_row(conn, parent.as_str())?
+            .ok_or_else(|| corrupt("mandates", &here, format!("the parent {parent} is missing")))?;
+        chain.push(current.clone());
+    }
+    chain.reverse();
+    Ok(chain)
+}
+
+/// The suspensions among `actors` and `buyer` (in the caller's transaction).
+pub(super) fn suspensions_in(
+    conn: &Connection,
+    actors: &[ActorId],
+    buyer: &BuyerId,
+) -> Result<Suspensions, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT 1 FROM suspensions WHERE kind = ?1 AND party_id = ?2")
+        .map_err(|e| sql_error("suspensions", "select", e))?;
+    let mut on = |kind: &str, id: &str| {
+        stmt.query_row(params![kind, id], |_| Ok(()))
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(|e| sql_error("suspensions", id, e))
+    };
+    let mut found: Vec<ActorId> = Vec::new();
+    for a in actors {
+        if !found.contains(a) && on("actor", a.as_str())? {
+            found.push(a.clone());
+        }
+    }
+    let buyers = if on("buyer", buyer.as_str())? {
+        vec![buyer.clone()]
+    } else {
+        Vec::new()
+    };
+    Ok(Suspensions {
+        actors: found,
+        buyers,
+    })
+}
+
+/// The confirmations of `buyer` for `snapshot` (in the caller's transaction).
+pub(super) fn confirmations_in(
+    conn: &Connection,
+    buyer: &BuyerId,
+    snapshot: &str,
+) -> Result<Vec<Confirmation>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, body FROM confirmations \
+             WHERE buyer_id = ?1 AND snapshot_id = ?2 ORDER BY rowid",
+        )
+        .map_err(|e| sql_error("confirmations", buyer.as_str(), e))?;
+    let rows = stmt
+        .query_map(params![buyer.as_str(), snapshot], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| sql_error("confirmations", buyer.as_str(), e))?;
+    rows.iter()
+        .map(|(id, body)| decode("confirmations", id, body))
+        .collect()
+}
+
+/// Keeps a snapshot (in the caller's transaction).
+pub(super) fn put_snapshot_in(conn: &Connection, s: &CartSnapshot) -> Result<(), StoreError> {
+    let id = s.id().to_string();
+    let body = encode("snapshots", &id, &s)?;
+    conn.prepare_cached("INSERT OR IGNORE INTO snapshots (id, body) VALUES (?1, ?2)")
+        .and_then(|mut st| st.execute(params![id, body]))
+        .map_err(|e| sql_error("snapshots", &id, e))?;
+    Ok(())
+}
+
+/// Looks up or starts the record of `scope` (in the caller's transaction).
+pub(super) fn begin_in(
+    conn: &Connection,
+    scope: IdempotencyScope,
+    fingerprint: ContentDigest,
+    now: DateTime<Utc>,
+    lease: Duration,
+) -> Result<Begin, StoreError> {
+    let key = scope_key(&scope);
+    let keys = params![scope.actor_id.as_str(), scope.operation, scope.key.as_str()];
+    let row = conn
+        .prepare_cached(
+            "SELECT fingerprint, state, lease_until, result, retain_until \
+             FROM idempotency WHERE actor_id = ?1 AND operation = ?2 AND key = ?3",
+        )
+        .and_then(|mut s| {
+            s.query_row(keys, |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(|e| sql_error("idempotency", &key, e))?;
+    let now_n = nanos(now)?;
+    if let Some((recorded, state, lease_until, result, retain_until)) = row {
+        let recorded = ContentDigest::parse(&recorded)
+            .map_err(|e| corrupt("idempotency", &key, format!("fingerprint: {e}")))?;
+        match (state.as_str(), lease_until, result, retain_until) {
+            ("completed", _, Some(result), Some(until)) if now_n < until => {
+                return Ok(if recorded == fingerprint {
+                    Begin::Replay(decode("idempotency", &key, &result)?)
+                } else {
+                    Begin::Conflict { recorded }
+                });
+            }
+            ("completed", _, Some(_), Some(_)) => {}
+            ("in_flight", Some(until), _, _) if now_n < until => {
+                return Ok(if recorded == fingerprint {
+                    let left = time(until) - now;
+                    Begin::InFlight {
+                        retry_after: left.to_std().unwrap_or(Duration::ZERO),
+                    }
+                } else {
+                    Begin::Conflict { recorded }
+                });
+            }
+            ("in_flight", Some(_), _, _) => {}
+            (other, ..) => {
+                return Err(corrupt(
+                    "idempotency",
+                    &key,
+                    format!("state {other:?} with missing or extra fields"),
+                ))
+            }
+        }
+    }
+    let lease_until = TimeDelta::from_std(lease)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .and_then(|t| t.timestamp_nanos_opt())
+        .unwrap_or(i64::MAX);
+    let token: i64 = conn
+        .prepare_cached(
+            "INSERT INTO counters (name, value) VALUES ('lease_token', 1) \
+             ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value",
+        )
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(|e| sql_error("counters", "lease_token", e))?;
+    conn.prepare_cached(
+        "INSERT INTO idempotency (actor_id, operation, key, fingerprint, state, \
+                                  lease_until, result, retain_until, token) \
+         VALUES (?1, ?2, ?3, ?4, 'in_flight', ?5, NULL, NULL, ?6) \
+         ON CONFLICT (actor_id, operation, key) DO UPDATE SET \
+           fingerprint = excluded.fingerprint, state = 'in_flight', \
+           lease_until = excluded.lease_until, result = NULL, retain_until = NULL, \
+           token = excluded.token",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            scope.actor_id.as_str(),
+            scope.operation,
+            scope.key.as_str(),
+            fingerprint.to_string(),
+            lease_until,
+            token
+        ])
+    })
+    .map_err(|e| sql_error("idempotency", &key, e))?;
+    let token = u64::try_from(token)
+        .map_err(|_| corrupt("counters", "lease_token", format!("value {token}")))?;
+    Ok(Begin::Started(Fence { scope, token }))
+}
+
+/// Resets the count of blocked requests of `actor` (in the caller's transaction).
+pub(super) fn reset_blocks_in(conn: &Connection, actor: &ActorId) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM blocks WHERE actor_id = ?1")
+        .and_then(|mut s| s.execute([actor.as_str()]))
+        .map_err(|e| sql_error("blocks", actor.as_str(), e))?;
+    Ok(())
+}
+
 /// Appends `events` to the audit outbox (in the caller's transaction).
-fn stage_in(conn: &Connection, events: &[AuditEvent]) -> Result<(), StoreError> {
+pub(super) fn stage_in(conn: &Connection, events: &[AuditEvent]) -> Result<(), StoreError> {
     if events.is_empty() {
         return Ok(());
     }
@@ -448,36 +646,8 @@ impl Store for SqliteStore {
 
     async fn chain(&self, leaf: &MandateId) -> Result<Vec<Mandate>, StoreError> {
         let leaf = leaf.clone();
-        self.read("mandates", move |conn| {
-            let Some(mut current) = mandate_row(conn, leaf.as_str())? else {
-                return Ok(Vec::new());
-            };
-            let mut chain = vec![current.clone()];
-            while let Some(parent) = current.parent_id().cloned() {
-                let here = current.id().to_string();
-                if chain.len() >= MAX_DEPTH {
-                    return Err(corrupt(
-                        "mandates",
-                        &here,
-                        format!("the chain of {leaf} is deeper than {MAX_DEPTH} levels"),
-                    ));
-                }
-                if chain.iter().any(|m| *m.id() == parent) {
-                    return Err(corrupt(
-                        "mandates",
-                        &here,
-                        format!("the parents loop back to {parent}"),
-                    ));
-                }
-                current = mandate_row(conn, parent.as_str())?.ok_or_else(|| {
-                    corrupt("mandates", &here, format!("the parent {parent} is missing"))
-                })?;
-                chain.push(current.clone());
-            }
-            chain.reverse();
-            Ok(chain)
-        })
-        .await
+        self.read("mandates", move |conn| chain_in(conn, &leaf))
+            .await
     }
 
     async fn set_suspended(&self, party_: &Party, suspended: bool) -> Result<(), StoreError> {
@@ -497,30 +667,7 @@ impl Store for SqliteStore {
         let actors = actors.to_vec();
         let buyer = buyer.clone();
         self.read("suspensions", move |conn| {
-            let mut stmt = conn
-                .prepare_cached("SELECT 1 FROM suspensions WHERE kind = ?1 AND party_id = ?2")
-                .map_err(|e| sql_error("suspensions", "select", e))?;
-            let mut on = |kind: &str, id: &str| {
-                stmt.query_row(params![kind, id], |_| Ok(()))
-                    .optional()
-                    .map(|r| r.is_some())
-                    .map_err(|e| sql_error("suspensions", id, e))
-            };
-            let mut found: Vec<ActorId> = Vec::new();
-            for a in &actors {
-                if !found.contains(a) && on("actor", a.as_str())? {
-                    found.push(a.clone());
-                }
-            }
-            let buyers = if on("buyer", buyer.as_str())? {
-                vec![buyer.clone()]
-            } else {
-                Vec::new()
-            };
-            Ok(Suspensions {
-                actors: found,
-                buyers,
-            })
+            suspensions_in(conn, &actors, &buyer)
         })
         .await
     }
@@ -541,36 +688,15 @@ impl Store for SqliteStore {
         let buyer = buyer.clone();
         let snapshot = snapshot.to_string();
         self.read("confirmations", move |conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT id, body FROM confirmations \
-                     WHERE buyer_id = ?1 AND snapshot_id = ?2 ORDER BY rowid",
-                )
-                .map_err(|e| sql_error("confirmations", buyer.as_str(), e))?;
-            let rows = stmt
-                .query_map(params![buyer.as_str(), snapshot], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-                })
-                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| sql_error("confirmations", buyer.as_str(), e))?;
-            rows.iter()
-                .map(|(id, body)| decode("confirmations", id, body))
-                .collect()
+            confirmations_in(conn, &buyer, &snapshot)
         })
         .await
     }
 
     async fn put_snapshot(&self, snapshot: &CartSnapshot) -> Result<(), StoreError> {
         let s = snapshot.clone();
-        self.write("snapshots", move |conn| {
-            let id = s.id().to_string();
-            let body = encode("snapshots", &id, &s)?;
-            conn.prepare_cached("INSERT OR IGNORE INTO snapshots (id, body) VALUES (?1, ?2)")
-                .and_then(|mut st| st.execute(params![id, body]))
-                .map_err(|e| sql_error("snapshots", &id, e))?;
-            Ok(())
-        })
-        .await
+        self.write("snapshots", move |conn| put_snapshot_in(conn, &s))
+            .await
     }
 
     async fn snapshot(&self, id: &SnapshotId) -> Result<Option<CartSnapshot>, StoreError> {
@@ -731,94 +857,7 @@ impl Store for SqliteStore {
         let scope = scope.clone();
         let fingerprint = *fingerprint;
         self.write("idempotency", move |conn| {
-            let key = scope_key(&scope);
-            let keys = params![scope.actor_id.as_str(), scope.operation, scope.key.as_str()];
-            let row = conn
-                .prepare_cached(
-                    "SELECT fingerprint, state, lease_until, result, retain_until \
-                     FROM idempotency WHERE actor_id = ?1 AND operation = ?2 AND key = ?3",
-                )
-                .and_then(|mut s| {
-                    s.query_row(keys, |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, Option<i64>>(2)?,
-                            r.get::<_, Option<String>>(3)?,
-                            r.get::<_, Option<i64>>(4)?,
-                        ))
-                    })
-                    .optional()
-                })
-                .map_err(|e| sql_error("idempotency", &key, e))?;
-            let now_n = nanos(now)?;
-            if let Some((recorded, state, lease_until, result, retain_until)) = row {
-                let recorded = ContentDigest::parse(&recorded)
-                    .map_err(|e| corrupt("idempotency", &key, format!("fingerprint: {e}")))?;
-                match (state.as_str(), lease_until, result, retain_until) {
-                    ("completed", _, Some(result), Some(until)) if now_n < until => {
-                        return Ok(if recorded == fingerprint {
-                            Begin::Replay(decode("idempotency", &key, &result)?)
-                        } else {
-                            Begin::Conflict { recorded }
-                        });
-                    }
-                    ("completed", _, Some(_), Some(_)) => {}
-                    ("in_flight", Some(until), _, _) if now_n < until => {
-                        return Ok(if recorded == fingerprint {
-                            let left = time(until) - now;
-                            Begin::InFlight {
-                                retry_after: left.to_std().unwrap_or(Duration::ZERO),
-                            }
-                        } else {
-                            Begin::Conflict { recorded }
-                        });
-                    }
-                    ("in_flight", Some(_), _, _) => {}
-                    (other, ..) => {
-                        return Err(corrupt(
-                            "idempotency",
-                            &key,
-                            format!("state {other:?} with missing or extra fields"),
-                        ))
-                    }
-                }
-            }
-            let lease_until = TimeDelta::from_std(lease)
-                .ok()
-                .and_then(|d| now.checked_add_signed(d))
-                .and_then(|t| t.timestamp_nanos_opt())
-                .unwrap_or(i64::MAX);
-            let token: i64 = conn
-                .prepare_cached(
-                    "INSERT INTO counters (name, value) VALUES ('lease_token', 1) \
-                     ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value",
-                )
-                .and_then(|mut s| s.query_row([], |r| r.get(0)))
-                .map_err(|e| sql_error("counters", "lease_token", e))?;
-            conn.prepare_cached(
-                "INSERT INTO idempotency (actor_id, operation, key, fingerprint, state, \
-                                          lease_until, result, retain_until, token) \
-                 VALUES (?1, ?2, ?3, ?4, 'in_flight', ?5, NULL, NULL, ?6) \
-                 ON CONFLICT (actor_id, operation, key) DO UPDATE SET \
-                   fingerprint = excluded.fingerprint, state = 'in_flight', \
-                   lease_until = excluded.lease_until, result = NULL, retain_until = NULL, \
-                   token = excluded.token",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    scope.actor_id.as_str(),
-                    scope.operation,
-                    scope.key.as_str(),
-                    fingerprint.to_string(),
-                    lease_until,
-                    token
-                ])
-            })
-            .map_err(|e| sql_error("idempotency", &key, e))?;
-            let token = u64::try_from(token)
-                .map_err(|_| corrupt("counters", "lease_token", format!("value {token}")))?;
-            Ok(Begin::Started(Fence { scope, token }))
+            begin_in(conn, scope, fingerprint, now, lease)
         })
         .await
     }
@@ -914,6 +953,36 @@ impl Store for SqliteStore {
             Ok(written)
         })
         .await
+    }
+
+    async fn payment_inputs(&self, query: &InputsQuery<'_>) -> Result<PaymentInputs, StoreError> {
+        let inputs = super::payment::Inputs::of(query);
+        self.read("payment inputs", move |conn| inputs.read(conn))
+            .await
+    }
+
+    async fn open_payment(&self, open: &OpenPayment<'_>) -> Result<Opened, HoldError> {
+        let job = super::payment::Open {
+            scope: open.scope.clone(),
+            fingerprint: *open.fingerprint,
+            now: open.now,
+            lease: open.lease,
+            submitted: open.submitted.clone(),
+            hold: open.hold.clone(),
+            snapshot: open.snapshot.clone(),
+            reset_blocks: open.reset_blocks.cloned(),
+            events: open
+                .created
+                .iter()
+                .chain(open.submitted_events)
+                .cloned()
+                .collect(),
+        };
+        match self.write("open payment", move |conn| job.run(conn)).await {
+            Ok(opened) => Ok(opened),
+            Err(super::payment::OpenFailure::Nothing(answer)) => Ok(answer),
+            Err(super::payment::OpenFailure::Failed(e)) => Err(e),
+        }
     }
 
     async fn stage_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
@@ -1014,12 +1083,7 @@ impl Store for SqliteStore {
 
     async fn reset_blocks(&self, actor: &ActorId) -> Result<(), StoreError> {
         let actor = actor.clone();
-        self.write("blocks", move |conn| {
-            conn.prepare_cached("DELETE FROM blocks WHERE actor_id = ?1")
-                .and_then(|mut s| s.execute([actor.as_str()]))
-                .map_err(|e| sql_error("blocks", actor.as_str(), e))?;
-            Ok(())
-        })
-        .await
+        self.write("blocks", move |conn| reset_blocks_in(conn, &actor))
+            .await
     }
 }

@@ -1,24 +1,182 @@
 //! The connection's thread: jobs in through a channel, answers out through one-shot channels.
+//!
+//! # Group commit
+//!
+//! Writes are *batched jobs*: a closure that runs inside a write transaction it does not
+//! own. The thread takes the first queued job, drains every batched job queued behind it (at
+//! most [`MAX_BATCH`]), opens one `BEGIN IMMEDIATE` transaction and runs each job in a
+//! savepoint of its own: a job that fails is rolled back to its savepoint alone and keeps its
+//! own error; the others go on. One `COMMIT` (one fsync with `synchronous=FULL`) ends the
+//! batch, and only then is any job answered: no caller hears `Ok` before its write is
+//! durable, and a commit that fails answers every job of the batch with
+//! [`StoreError::Unavailable`] (nothing of the batch was written).
+//!
+//! Jobs that manage their own transaction (the vault, the webhook outbox) run *alone*,
+//! between batches, in queue order.
+//!
+//! # Reads off the writer
+//!
+//! A file database also opens a few read connections ([`SqliteConfig::readers`]), each on
+//! its own thread, taking read jobs from one shared queue. In WAL mode a reader sees every
+//! transaction committed before its read transaction began, and a write is answered only
+//! after its commit, so a read that follows a write sees it, and reads never queue behind
+//! writes (or their fsync).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
 
+use super::codec::sql_error;
 use super::{schema, SqliteConfig};
 use crate::ports::StoreError;
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+/// Most jobs in one group commit.
+pub(super) const MAX_BATCH: usize = 128;
 
-/// Owns the connection on a dedicated thread; the thread ends when the last handle is dropped.
+/// Upper bounds of the batch-size buckets of [`GroupCommitStats::sizes`]: 1, 2, 3-4, 5-8,
+/// 9-16, 17-32, 33-64, 65-128.
+pub const BATCH_BUCKETS: [usize; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
+
+/// What the connection's thread has committed so far: how many batches, how many jobs, and
+/// how the batch sizes were spread. Read it with
+/// [`SqliteDatabase::group_commit_stats`](super::SqliteDatabase::group_commit_stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupCommitStats {
+    /// Write transactions committed (or attempted) by the connection's thread.
+    pub batches: u64,
+    /// Batched jobs run in them.
+    pub jobs: u64,
+    /// The largest batch.
+    pub largest: u64,
+    /// Batches per size bucket: `sizes[i]` counts the batches of at most
+    /// `BATCH_BUCKETS[i]` jobs and more than `BATCH_BUCKETS[i - 1]`.
+    pub sizes: [u64; 8],
+}
+
+impl GroupCommitStats {
+    /// Jobs per batch on average, in hundredths (no floating point): 250 means 2.5.
+    pub fn mean_hundredths(&self) -> u64 {
+        self.jobs
+            .saturating_mul(100)
+            .checked_div(self.batches)
+            .unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    batches: AtomicU64,
+    jobs: AtomicU64,
+    largest: AtomicU64,
+    sizes: [AtomicU64; 8],
+}
+
+impl Counters {
+    fn record(&self, n: usize) {
+        let n64 = n as u64;
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.jobs.fetch_add(n64, Ordering::Relaxed);
+        self.largest.fetch_max(n64, Ordering::Relaxed);
+        let bucket = BATCH_BUCKETS
+            .iter()
+            .position(|&b| n <= b)
+            .unwrap_or(BATCH_BUCKETS.len() - 1);
+        self.sizes[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> GroupCommitStats {
+        let mut sizes = [0u64; 8];
+        for (out, c) in sizes.iter_mut().zip(&self.sizes) {
+            *out = c.load(Ordering::Relaxed);
+        }
+        GroupCommitStats {
+            batches: self.batches.load(Ordering::Relaxed),
+            jobs: self.jobs.load(Ordering::Relaxed),
+            largest: self.largest.load(Ordering::Relaxed),
+            sizes,
+        }
+    }
+}
+
+/// A job that runs alone on the connection.
+type Alone = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// A job that runs inside the batch's transaction.
+trait Batched: Send {
+    /// Runs the job; the answer waits for the commit.
+    fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Answer>;
+    /// Answers without running (the batch failed before the job's turn).
+    fn abort(self: Box<Self>, error: StoreError);
+}
+
+/// A batched job's result, waiting for the commit.
+trait Answer: Send {
+    /// Whether the job failed (its savepoint is rolled back).
+    fn failed(&self) -> bool;
+    /// Sends the result, or `error` when the batch did not commit.
+    fn send(self: Box<Self>, error: Option<StoreError>);
+}
+
+struct Pending<F, R, E> {
+    f: F,
+    tx: tokio::sync::oneshot::Sender<Result<R, E>>,
+}
+
+struct Ready<R, E> {
+    out: Result<R, E>,
+    tx: tokio::sync::oneshot::Sender<Result<R, E>>,
+}
+
+impl<F, R, E> Batched for Pending<F, R, E>
+where
+    F: FnOnce(&Connection) -> Result<R, E> + Send,
+    R: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Answer> {
+        let out = (self.f)(conn);
+        Box::new(Ready { out, tx: self.tx })
+    }
+
+    fn abort(self: Box<Self>, error: StoreError) {
+        // The caller may have stopped waiting (its future was dropped): nothing to do.
+        let _ = self.tx.send(Err(E::from(error)));
+    }
+}
+
+impl<R: Send, E: From<StoreError> + Send> Answer for Ready<R, E> {
+    fn failed(&self) -> bool {
+        self.out.is_err()
+    }
+
+    fn send(self: Box<Self>, error: Option<StoreError>) {
+        let out = match error {
+            Some(e) => Err(E::from(e)),
+            None => self.out,
+        };
+        let _ = self.tx.send(out);
+    }
+}
+
+enum Job {
+    Alone(Alone),
+    Batched(Box<dyn Batched>),
+}
+
+/// Owns the connection on a dedicated thread (and the read connections on theirs); the
+/// threads end when the last handle is dropped.
 pub(super) struct Worker {
     jobs: Mutex<mpsc::Sender<Job>>,
+    reads: Option<Mutex<mpsc::Sender<Alone>>>,
+    counters: Arc<Counters>,
 }
 
 impl Worker {
     /// Opens the connection, sets it up and migrates the schema (on the caller's thread), then
-    /// moves it to its own thread.
+    /// moves it to its own thread; then opens the read connections.
     pub(super) fn start(config: SqliteConfig) -> Result<Worker, StoreError> {
         let mut conn = match &config.path {
             Some(path) => Connection::open(path),
@@ -26,40 +184,390 @@ impl Worker {
         }
         .map_err(|e| unavailable(format!("cannot open the database: {e}")))?;
         schema::prepare(&mut conn, &config)?;
+        let counters = Arc::new(Counters::default());
         let (jobs, inbox) = mpsc::channel::<Job>();
+        let seen = Arc::clone(&counters);
         thread::Builder::new()
             .name("agent-mandate-sqlite".into())
-            .spawn(move || {
-                while let Ok(job) = inbox.recv() {
-                    job(&mut conn);
-                }
-            })
+            .spawn(move || serve(conn, &inbox, &seen))
             .map_err(|e| unavailable(format!("cannot start the database thread: {e}")))?;
+        let reads = match (&config.path, config.readers) {
+            (Some(path), n) if n > 0 => {
+                let (reads, queue) = mpsc::channel::<Alone>();
+                let queue = Arc::new(Mutex::new(queue));
+                for i in 0..n {
+                    let mut reader = Connection::open_with_flags(
+                        path,
+                        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )
+                    .map_err(|e| unavailable(format!("cannot open a read connection: {e}")))?;
+                    reader
+                        .busy_timeout(config.busy_timeout)
+                        .and_then(|()| reader.execute_batch("PRAGMA query_only = ON;"))
+                        .map_err(|e| sql_error("schema", "read connection", e))?;
+                    let queue = Arc::clone(&queue);
+                    thread::Builder::new()
+                        .name(format!("agent-mandate-sqlite-read-{i}"))
+                        .spawn(move || loop {
+                            let job = {
+                                let inbox = queue.lock().unwrap_or_else(|e| e.into_inner());
+                                inbox.recv()
+                            };
+                            match job {
+                                Ok(job) => job(&mut reader),
+                                Err(_) => break,
+                            }
+                        })
+                        .map_err(|e| unavailable(format!("cannot start a read thread: {e}")))?;
+                }
+                Some(Mutex::new(reads))
+            }
+            _ => None,
+        };
         Ok(Worker {
             jobs: Mutex::new(jobs),
+            reads,
+            counters,
         })
     }
 
-    /// Runs `f` on the connection's thread.
+    /// What the connection's thread has committed so far.
+    pub(super) fn stats(&self) -> GroupCommitStats {
+        self.counters.snapshot()
+    }
+
+    fn send(&self, job: Job) -> Result<(), StoreError> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(job)
+            .map_err(|_| unavailable("the database thread has stopped".into()))
+    }
+
+    /// Runs `f` alone on the connection's thread.
     pub(super) async fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> R + Send + 'static,
     ) -> Result<R, StoreError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |conn| {
+        self.send(Job::Alone(Box::new(move |conn| {
             // The caller may have stopped waiting (its future was dropped): nothing to do.
             let _ = tx.send(f(conn));
+        })))?;
+        rx.await
+            .map_err(|_| unavailable("the database thread stopped during the call".into()))
+    }
+
+    /// Runs `f` on a read connection (the writer's when there is none). `f` opens its own
+    /// read transaction if it needs one snapshot.
+    pub(super) async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> R + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let Some(reads) = &self.reads else {
+            return self.call(f).await;
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Alone = Box::new(move |conn| {
+            let _ = tx.send(f(conn));
         });
-        self.jobs
+        reads
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .send(job)
-            .map_err(|_| unavailable("the database thread has stopped".into()))?;
+            .map_err(|_| unavailable("the read threads have stopped".into()))?;
         rx.await
-            .map_err(|_| unavailable("the database thread stopped during the call".into()))
+            .map_err(|_| unavailable("a read thread stopped during the call".into()))
+    }
+
+    /// Runs `f` in the next group commit (see the module docs); answers after the commit.
+    pub(super) async fn write<R, E>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, E> + Send + 'static,
+    ) -> Result<R, E>
+    where
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Job::Batched(Box::new(Pending { f, tx })))?;
+        rx.await.map_err(|_| {
+            E::from(unavailable(
+                "the database thread stopped during the call".into(),
+            ))
+        })?
+    }
+}
+
+/// The connection thread's loop.
+fn serve(mut conn: Connection, inbox: &mpsc::Receiver<Job>, counters: &Counters) {
+    let mut next = None;
+    loop {
+        let job = match next.take() {
+            Some(job) => job,
+            None => match inbox.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        match job {
+            Job::Alone(f) => f(&mut conn),
+            Job::Batched(first) => {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match inbox.try_recv() {
+                        Ok(Job::Batched(job)) => batch.push(job),
+                        Ok(alone @ Job::Alone(_)) => {
+                            // Runs after this batch, in queue order.
+                            next = Some(alone);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                counters.record(batch.len());
+                run_batch(&conn, batch);
+            }
+        }
+    }
+}
+
+/// A copy of `e` for each job of a failed batch.
+fn replicate(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Corrupt {
+            table,
+            key,
+            message,
+        } => StoreError::Corrupt {
+            table,
+            key: key.clone(),
+            message: message.clone(),
+        },
+        other => unavailable(format!("{other}; nothing of the batch was written")),
+    }
+}
+
+/// One group commit: `BEGIN IMMEDIATE`, each job in its savepoint, `COMMIT`, then the
+/// answers.
+fn run_batch(conn: &Connection, batch: Vec<Box<dyn Batched>>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let e = sql_error("batch", "begin", e);
+        for job in batch {
+            job.abort(replicate(&e));
+        }
+        return;
+    }
+    let mut answers: Vec<Box<dyn Answer>> = Vec::with_capacity(batch.len());
+    let mut jobs = batch.into_iter();
+    let mut broken = None;
+    for job in jobs.by_ref() {
+        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+            broken = Some(sql_error("batch", "savepoint", e));
+            job.abort(unavailable("the batch failed before this job ran".into()));
+            break;
+        }
+        let answer = job.run(conn);
+        if conn.is_autocommit() {
+            // The job's failure ended the whole transaction (SQLite rolls back on some I/O
+            // and resource errors): nothing of the batch stays.
+            answers.push(answer);
+            broken = Some(unavailable(
+                "a job's error ended the batch's transaction".into(),
+            ));
+            break;
+        }
+        let end = if answer.failed() {
+            "ROLLBACK TO job; RELEASE job"
+        } else {
+            "RELEASE job"
+        };
+        answers.push(answer);
+        if let Err(e) = conn.execute_batch(end) {
+            broken = Some(sql_error("batch", "savepoint", e));
+            break;
+        }
+    }
+    let failure = match broken {
+        Some(e) => Some(e),
+        None => conn
+            .execute_batch("COMMIT")
+            .err()
+            .map(|e| sql_error("batch", "commit", e)),
+    };
+    match failure {
+        None => {
+            for answer in answers {
+                answer.send(None);
+            }
+        }
+        Some(e) => {
+            // Nothing of the batch stays: roll back whatever is still open.
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            for answer in answers {
+                answer.send(Some(replicate(&e)));
+            }
+            for job in jobs {
+                job.abort(replicate(&e));
+            }
+        }
     }
 }
 
 pub(super) fn unavailable(message: String) -> StoreError {
     StoreError::Unavailable { message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_file(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("am-worker-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("w.db")
+    }
+
+    fn worker(path: &std::path::Path) -> Arc<Worker> {
+        let w = Worker::start(SqliteConfig::file(path)).unwrap();
+        Arc::new(w)
+    }
+
+    /// Holds the connection's thread until the returned sender is used, so the jobs queued
+    /// meanwhile form one batch.
+    fn park(w: &Worker) -> std::sync::mpsc::Sender<()> {
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        w.send(Job::Alone(Box::new(move |_| {
+            let _ = wait.recv();
+        })))
+        .unwrap();
+        go
+    }
+
+    fn insert(n: i64) -> impl FnOnce(&Connection) -> Result<i64, StoreError> + Send + 'static {
+        move |conn| {
+            conn.execute(
+                "INSERT INTO blocks (actor_id, count) VALUES (?1, ?2)",
+                rusqlite::params![format!("a{n}"), n],
+            )
+            .map_err(|e| sql_error("blocks", "insert", e))?;
+            Ok(n)
+        }
+    }
+
+    fn count(path: &std::path::Path) -> i64 {
+        let c = Connection::open(path).unwrap();
+        c.query_row("SELECT COUNT(*) FROM blocks", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_writes_commit_as_one_batch_and_a_failing_job_rolls_back_alone() {
+        let path = temp_file("batch");
+        let w = worker(&path);
+        let go = park(&w);
+        let mut calls = Vec::new();
+        for n in 0..10i64 {
+            let w = Arc::clone(&w);
+            calls.push(tokio::spawn(async move {
+                if n == 4 {
+                    // Writes, then fails: its savepoint is rolled back, the others stay.
+                    w.write(move |conn| {
+                        insert(100)(conn)?;
+                        Err::<i64, StoreError>(StoreError::Conflict {
+                            entity: "test",
+                            id: "4".into(),
+                            message: "refused".into(),
+                        })
+                    })
+                    .await
+                } else if n == 7 {
+                    // A constraint error (the same key as job 6) fails this job only.
+                    w.write(insert(6)).await
+                } else {
+                    w.write(insert(n)).await
+                }
+            }));
+        }
+        // Every job is queued behind the parked one before it is let go.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        go.send(()).unwrap();
+        let mut ok = 0;
+        for (n, call) in calls.into_iter().enumerate() {
+            match call.await.unwrap() {
+                Ok(v) => {
+                    assert_eq!(v, n as i64);
+                    ok += 1;
+                }
+                Err(StoreError::Conflict { id, .. }) => assert_eq!(id, "4"),
+                Err(e) => assert_eq!(n, 7, "job {n}: {e}"),
+            }
+        }
+        assert_eq!(ok, 8);
+        // Jobs 4 and 7 left nothing; the 8 others are committed (read by another connection).
+        assert_eq!(count(&path), 8);
+        let stats = w.stats();
+        assert_eq!(stats.batches, 1, "{stats:?}");
+        assert_eq!(stats.jobs, 10);
+        assert_eq!(stats.largest, 10);
+        assert_eq!(stats.sizes[4], 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_answer_comes_after_the_commit_and_a_reader_sees_it() {
+        let path = temp_file("visible");
+        let w = worker(&path);
+        for n in 0..20i64 {
+            w.write(insert(n)).await.unwrap();
+            // Answered: committed, so a new connection and the read connections see it.
+            assert_eq!(count(&path), n + 1);
+            let seen: i64 = w
+                .read(|conn| conn.query_row("SELECT COUNT(*) FROM blocks", [], |r| r.get(0)))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(seen, n + 1);
+        }
+        let stats = w.stats();
+        assert_eq!(stats.jobs, 20);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_that_cannot_begin_answers_every_job_unavailable() {
+        let path = temp_file("busy");
+        let w = Arc::new(
+            Worker::start(
+                SqliteConfig::file(&path).busy_timeout(std::time::Duration::from_millis(50)),
+            )
+            .unwrap(),
+        );
+        // Another connection holds the write lock.
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let go = park(&w);
+        let a = tokio::spawn({
+            let w = Arc::clone(&w);
+            async move { w.write(insert(1)).await }
+        });
+        let b = tokio::spawn({
+            let w = Arc::clone(&w);
+            async move { w.write(insert(2)).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        go.send(()).unwrap();
+        for call in [a, b] {
+            match call.await.unwrap() {
+                Err(e) => assert!(e.is_retryable(), "{e}"),
+                Ok(v) => panic!("job {v} answered Ok while the lock was held"),
+            }
+        }
+        other.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(count(&path), 0);
+        // The thread goes on: the next write commits.
+        w.write(insert(3)).await.unwrap();
+        assert_eq!(count(&path), 1);
+    }
 }

@@ -324,6 +324,7 @@ pub async fn store_conformance(store: &dyn Store) {
     store_idempotency(store).await;
     store_orders(store).await;
     store_controls(store).await;
+    store_payment_unit_of_work(store).await;
 }
 
 /// The checks that need a store no one else uses while they run (they purge records by time
@@ -336,8 +337,10 @@ pub async fn store_conformance_exclusive(store: &dyn Store) {
 
 mod attempts;
 mod budget;
+mod payment;
 mod records;
 
 pub use attempts::*;
 pub use budget::*;
+pub use payment::*;
 pub use records::*;
