@@ -33,6 +33,8 @@ pub use audit::{
     ChainedEvent, HoldAction, LimitKind, Party,
 };
 pub use canonical::{json_fingerprint, ContentDigest, IntentHash, RequestDigest, SnapshotId};
+#[cfg(any(feature = "mpp", feature = "x402"))]
+pub(crate) use canonical::{parse_time, write_json_value};
 pub use checkout::{CheckoutState, UpstreamBlocker};
 pub use confirmation::{Confirmation, ConfirmationScope};
 pub use decision::{
