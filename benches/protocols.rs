@@ -138,6 +138,7 @@ impl Agent {
             suspensions: Suspensions::default(),
             credential: Some(CredentialStatus::Usable),
             now,
+            resource_payments: None,
         };
         evaluate(&doc.input()).is_allowed()
     }

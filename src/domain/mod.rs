@@ -72,7 +72,7 @@ pub use snapshot::{
     BuyerType, CartContent, CartSnapshot, Channel, CheckoutContext, LineItem, Merchant, Totals,
     MAX_ITEMS, MAX_QUANTITY, MAX_REFS,
 };
-pub use usage::{Usage, UsageSpec, WindowUsage};
+pub use usage::{LoopLimit, ResourcePayments, Usage, UsageSpec, WindowUsage};
 
 /// Canonical JSON bytes of a snapshot's content (what its id hashes); for tooling and tests.
 pub fn snapshot_canonical_json(snapshot: &CartSnapshot) -> Vec<u8> {

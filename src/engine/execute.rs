@@ -44,6 +44,7 @@ impl Context {
             suspensions: &self.suspensions,
             credential: self.credential,
             now,
+            resource_payments: None,
         })
     }
 }
