@@ -56,17 +56,16 @@ fn world() -> (Engine, ExecutePayment) {
     spec.scope.budgets.lifetime = None;
     spec.scope.budgets.windows[0].max_amount = Some(eur("10000000000.00"));
     spec.scope.budgets.windows[0].max_count = None;
-    let admin = agent_mandate::domain::Actor {
-        id: "human_admin".parse().expect("id"),
-        kind: agent_mandate::domain::ActorKind::Human,
-    };
-    ready(engine.create_mandate(&CreateMandate {
-        key: "create".parse().expect("key"),
-        by: admin,
-        spec,
-    }))
+    ready(engine.create_mandate(
+        &buyer_p(),
+        &CreateMandate {
+            key: "create".parse().expect("key"),
+            spec,
+        },
+    ))
     .expect("mandate");
     let card = ready(engine.store_credential(
+        &buyer_p(),
         &"card".parse().expect("key"),
         NewCredential {
             kind: CredentialKind::PaymentMethod,
@@ -116,9 +115,11 @@ fn execute(c: &mut Criterion) {
                         cmd
                     })
                     .collect();
+                let agent = agent_p();
                 let start = Instant::now();
                 for cmd in &commands {
-                    let out = ready(engine.execute_payment(black_box(cmd))).expect("executes");
+                    let out =
+                        ready(engine.execute_payment(&agent, black_box(cmd))).expect("executes");
                     debug_assert!(out.attempt().is_some());
                     black_box(out);
                 }
@@ -131,7 +132,7 @@ fn execute(c: &mut Criterion) {
     group.finish();
     // The benchmark measures what it claims: every execute is allowed and authorized.
     let (engine, template) = world();
-    let out = ready(engine.execute_payment(&template)).expect("executes");
+    let out = ready(engine.execute_payment(&agent_p(), &template)).expect("executes");
     assert_eq!(
         out.attempt().map(|a| a.status),
         Some(agent_mandate::domain::AttemptStatus::Authorized)
@@ -229,3 +230,13 @@ fn holds(c: &mut Criterion) {
 
 criterion_group!(benches, execute, holds);
 criterion_main!(benches);
+
+/// The story's buyer, as the host's authentication would hand it to the engine.
+fn buyer_p() -> agent_mandate::domain::Principal {
+    agent_mandate::domain::Principal::Buyer(examples::buyer())
+}
+
+/// The story's agent, authenticated.
+fn agent_p() -> agent_mandate::domain::Principal {
+    agent_mandate::domain::Principal::Agent(examples::agent().id)
+}

@@ -42,8 +42,7 @@ use agent_mandate::adapters::memory::{ManualClock, MemoryVault};
 use agent_mandate::adapters::postgres::{PostgresAuditSink, PostgresConfig, PostgresStore};
 use agent_mandate::adapters::sqlite::{SqliteConfig, SqliteDatabase, Synchronous};
 use agent_mandate::domain::{
-    examples, Actor, ActorKind, AttemptId, AttemptStatus, CredentialRef, Currency, Mandate,
-    MandateSpec, Money,
+    examples, AttemptId, AttemptStatus, CredentialRef, Currency, Mandate, MandateSpec, Money,
 };
 use agent_mandate::engine::{CreateMandate, Engine, EngineConfig, ExecutePayment};
 use agent_mandate::ports::{
@@ -218,13 +217,6 @@ fn capped_mandate(cap_minor: i64) -> Mandate {
     Mandate::new(capped_spec(cap_minor)).expect("mandate")
 }
 
-fn admin() -> Actor {
-    Actor {
-        id: "human_admin".parse().expect("id"),
-        kind: ActorKind::Human,
-    }
-}
-
 fn card() -> NewCredential {
     NewCredential {
         kind: CredentialKind::PaymentMethod,
@@ -292,7 +284,7 @@ fn engine_on(
 /// One engine payment; `Yes` when the attempt ended captured.
 async fn engine_pay(engine: &Engine, card: &CredentialRef, w: usize, i: u64) -> Paid {
     let out = match engine
-        .execute_payment(&execute_command(card, format!("pay-w{w}-{i}")))
+        .execute_payment(&agent_p(), &execute_command(card, format!("pay-w{w}-{i}")))
         .await
     {
         Ok(out) => out,
@@ -542,11 +534,13 @@ fn sqlite_engine_run(path: &Path, sync: Synchronous, workers: usize, t: &Timing)
         psp.clone(),
     );
     let mandate = rt
-        .block_on(engine.create_mandate(&CreateMandate {
-            key: "create".parse().expect("key"),
-            by: admin(),
-            spec: capped_spec(BIG_CAP_MINOR),
-        }))
+        .block_on(engine.create_mandate(
+            &buyer_p(),
+            &CreateMandate {
+                key: "create".parse().expect("key"),
+                spec: capped_spec(BIG_CAP_MINOR),
+            },
+        ))
         .expect("mandate")
         .value;
     let each = examples::travel_backpack_snapshot().total().minor_units();
@@ -821,11 +815,13 @@ fn pg_engine_run(pg: &Pg, schema: &str, workers: usize, t: &Timing) -> Cell {
             psp.clone(),
         );
         let mandate = engine
-            .create_mandate(&CreateMandate {
-                key: "create".parse().expect("key"),
-                by: admin(),
-                spec: capped_spec(BIG_CAP_MINOR),
-            })
+            .create_mandate(
+                &buyer_p(),
+                &CreateMandate {
+                    key: "create".parse().expect("key"),
+                    spec: capped_spec(BIG_CAP_MINOR),
+                },
+            )
             .await
             .expect("mandate")
             .value;
@@ -1161,4 +1157,14 @@ fn table(rows: &[Row]) -> String {
         );
     }
     out
+}
+
+/// The story's buyer, as the host's authentication would hand it to the engine.
+fn buyer_p() -> agent_mandate::domain::Principal {
+    agent_mandate::domain::Principal::Buyer(examples::buyer())
+}
+
+/// The story's agent, authenticated.
+fn agent_p() -> agent_mandate::domain::Principal {
+    agent_mandate::domain::Principal::Agent(examples::agent().id)
 }

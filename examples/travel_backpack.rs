@@ -25,9 +25,7 @@ use std::sync::Arc;
 use agent_mandate::adapters::keyring::{VaultKey, VaultKeyring};
 use agent_mandate::adapters::memory::ManualClock;
 use agent_mandate::adapters::sqlite::{SqliteConfig, SqliteDatabase};
-use agent_mandate::domain::{
-    evaluate, examples, Actor, ActorKind, Currency, EvaluationDocument, Outcome,
-};
+use agent_mandate::domain::{evaluate, examples, Currency, EvaluationDocument, Outcome, Principal};
 use agent_mandate::engine::{
     CapturePayment, CommitOrder, CreateMandate, DisputeVerdict, Engine, EngineConfig,
     ExecutePayment, OrderOutcome, PaymentOutcome,
@@ -123,19 +121,22 @@ async fn pay(doc: EvaluationDocument) -> Result<(), Box<dyn std::error::Error>> 
         clock: Arc::new(ManualClock::new(examples::now())),
     };
     let engine = Engine::new(ports, EngineConfig::default())?;
-    let buyer = Actor {
-        id: "human_buyer_456".parse()?,
-        kind: ActorKind::Human,
-    };
+    // Who asks is never read from a request body: a real service authenticates each caller
+    // (the buyer's session, the agent's credential) and hands the engine a `Principal`.
+    let buyer = Principal::Buyer(examples::buyer());
+    let agent = Principal::Agent(examples::agent().id);
     engine
-        .create_mandate(&CreateMandate {
-            key: "mandate-001-create".parse()?,
-            by: buyer,
-            spec: examples::travel_backpack_mandate().spec().clone(),
-        })
+        .create_mandate(
+            &buyer,
+            &CreateMandate {
+                key: "mandate-001-create".parse()?,
+                spec: examples::travel_backpack_mandate().spec().clone(),
+            },
+        )
         .await?;
     let card = engine
         .store_credential(
+            &buyer,
             &"agent-123-card-1".parse()?,
             NewCredential {
                 kind: CredentialKind::PaymentMethod,
@@ -167,14 +168,17 @@ async fn pay(doc: EvaluationDocument) -> Result<(), Box<dyn std::error::Error>> 
     let card = card.value;
 
     let outcome = engine
-        .execute_payment(&ExecutePayment {
-            key: "agent-123-backpack-1".parse()?,
-            request: doc.request.clone(),
-            snapshot: doc.snapshot.clone(),
-            checkout: doc.checkout.clone(),
-            credential: card.reference.clone(),
-            capture: false,
-        })
+        .execute_payment(
+            &agent,
+            &ExecutePayment {
+                key: "agent-123-backpack-1".parse()?,
+                request: doc.request.clone(),
+                snapshot: doc.snapshot.clone(),
+                checkout: doc.checkout.clone(),
+                credential: card.reference.clone(),
+                capture: false,
+            },
+        )
         .await?;
     let replayed = outcome.is_replay();
     let (PaymentOutcome::Done { attempt, .. } | PaymentOutcome::Replayed { attempt }) = outcome
@@ -196,22 +200,26 @@ async fn pay(doc: EvaluationDocument) -> Result<(), Box<dyn std::error::Error>> 
             .unwrap_or("-")
     );
     let captured = engine
-        .capture(&CapturePayment {
-            key: "agent-123-backpack-1-capture".parse()?,
-            actor: examples::agent(),
-            attempt_id: attempt.id.clone(),
-            amount: None,
-        })
+        .capture(
+            &agent,
+            &CapturePayment {
+                key: "agent-123-backpack-1-capture".parse()?,
+                attempt_id: attempt.id.clone(),
+                amount: None,
+            },
+        )
         .await?;
     let captured = captured.attempt().ok_or("the capture was refused")?;
     println!("   capture:   {} {}", captured.status, captured.captured);
     let order = engine
-        .commit_order(&CommitOrder {
-            key: "agent-123-backpack-1-order".parse()?,
-            actor: examples::agent(),
-            attempt_id: attempt.id.clone(),
-            checkout: doc.checkout.clone(),
-        })
+        .commit_order(
+            &agent,
+            &CommitOrder {
+                key: "agent-123-backpack-1-order".parse()?,
+                attempt_id: attempt.id.clone(),
+                checkout: doc.checkout.clone(),
+            },
+        )
         .await?;
     let (OrderOutcome::Committed { order, .. } | OrderOutcome::Existing { order }) = order else {
         return Err(format!("the order was not committed: {order:?}").into());

@@ -4,6 +4,8 @@
 #![cfg(all(feature = "cli", feature = "sqlite", feature = "testkit"))]
 
 mod common;
+#[allow(unused_imports)]
+use common::principals::*;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -15,7 +17,7 @@ use agent_mandate::domain::examples;
 use agent_mandate::engine::{CreateMandate, Engine, EngineConfig, ExecutePayment};
 use agent_mandate::ports::Ports;
 use agent_mandate::testkit::FakePsp;
-use common::engine::{admin, card};
+use common::engine::card;
 
 fn cli(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_agent-mandate"))
@@ -44,15 +46,18 @@ async fn pay_once(path: &Path) -> String {
     };
     let engine = Engine::new(ports, EngineConfig::default()).expect("engine");
     engine
-        .create_mandate(&CreateMandate {
-            key: "create-1".parse().expect("key"),
-            by: admin(),
-            spec: examples::travel_backpack_mandate().spec().clone(),
-        })
+        .create_mandate(
+            &buyer_p(),
+            &CreateMandate {
+                key: "create-1".parse().expect("key"),
+                spec: examples::travel_backpack_mandate().spec().clone(),
+            },
+        )
         .await
         .expect("mandate");
     let card = engine
         .store_credential(
+            &buyer_p(),
             &"card-1".parse().expect("key"),
             card(&examples::agent().id, "pm_card_visa"),
         )
@@ -62,14 +67,17 @@ async fn pay_once(path: &Path) -> String {
         .reference;
     let snapshot = examples::travel_backpack_snapshot();
     let outcome = engine
-        .execute_payment(&ExecutePayment {
-            key: "pay-1".parse().expect("key"),
-            request: examples::authorize_request(&snapshot),
-            checkout: examples::valid_checkout(snapshot.id()),
-            snapshot,
-            credential: card,
-            capture: false,
-        })
+        .execute_payment(
+            &agent_p(),
+            &ExecutePayment {
+                key: "pay-1".parse().expect("key"),
+                request: examples::authorize_request(&snapshot),
+                checkout: examples::valid_checkout(snapshot.id()),
+                snapshot,
+                credential: card,
+                capture: false,
+            },
+        )
         .await
         .expect("pay");
     outcome.attempt().expect("attempt").id.to_string()

@@ -21,6 +21,8 @@
 #![cfg(feature = "testkit")]
 
 mod common;
+#[allow(unused_imports)]
+use common::principals::*;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,7 +45,7 @@ use agent_mandate::ports::{
     PaymentProvider, ProviderError, RefundPolicy, RefundRequest, VoidRequest,
 };
 use agent_mandate::testkit::{FakePsp, Fault, Op};
-use common::engine::{admin, backpack_spec, card, key};
+use common::engine::{backpack_spec, card, key};
 use common::{eur, id, sub_agent};
 
 const THREADS: usize = 8;
@@ -196,11 +198,13 @@ async fn setup() -> Setup {
     let mut root = tight(backpack_spec(true));
     root.id = id("mandate_root");
     let root = engine
-        .create_mandate(&CreateMandate {
-            key: key("create-root"),
-            by: admin(),
-            spec: root,
-        })
+        .create_mandate(
+            &buyer_p(),
+            &CreateMandate {
+                key: key("create-root"),
+                spec: root,
+            },
+        )
         .await
         .expect("root created by a human")
         .value;
@@ -211,11 +215,13 @@ async fn setup() -> Setup {
     child.parent_id = Some(root.id().clone());
     child.actor = sub_agent();
     let child = engine
-        .derive_mandate(&DeriveMandate {
-            key: key("derive-child"),
-            by: examples::agent(),
-            spec: child,
-        })
+        .derive_mandate(
+            &agent_p(),
+            &DeriveMandate {
+                key: key("derive-child"),
+                spec: child,
+            },
+        )
         .await
         .expect("child derived by the root's agent")
         .value;
@@ -225,11 +231,13 @@ async fn setup() -> Setup {
     grandchild.parent_id = Some(child.id().clone());
     grandchild.actor = leaf.clone();
     let grandchild = engine
-        .derive_mandate(&DeriveMandate {
-            key: key("derive-leaf"),
-            by: sub_agent(),
-            spec: grandchild,
-        })
+        .derive_mandate(
+            &who(&sub_agent()),
+            &DeriveMandate {
+                key: key("derive-leaf"),
+                spec: grandchild,
+            },
+        )
         .await
         .expect("grandchild derived by the child's agent")
         .value;
@@ -237,7 +245,11 @@ async fn setup() -> Setup {
     let chain = mem.ports.store.chain(grandchild.id()).await.expect("chain");
     assert_eq!(chain.len(), 3);
     let credential = engine
-        .store_credential(&key("leaf-card"), card(&leaf.id, "pm_card_visa"))
+        .store_credential(
+            &buyer_p(),
+            &key("leaf-card"),
+            card(&leaf.id, "pm_card_visa"),
+        )
         .await
         .expect("leaf card")
         .value
@@ -368,12 +380,14 @@ fn finished(
 
 async fn refund_all(engine: &Engine, a: &PaymentAttempt) {
     let out = engine
-        .refund(&RefundPayment {
-            key: key(&format!("refund-{}", a.id)),
-            actor: leaf_agent(),
-            attempt_id: a.id.clone(),
-            amount: None,
-        })
+        .refund(
+            &who(&leaf_agent()),
+            &RefundPayment {
+                key: key(&format!("refund-{}", a.id)),
+                attempt_id: a.id.clone(),
+                amount: None,
+            },
+        )
         .await;
     finished(out, "refund", &a.id, AttemptStatus::Refunded);
 }
@@ -385,23 +399,27 @@ async fn release(engine: &Engine, attempt_id: &AttemptId, n: usize) -> bool {
     match a.status {
         AttemptStatus::Authorized if n.is_multiple_of(2) => {
             let out = engine
-                .void(&VoidPayment {
-                    key: key(&format!("void-{}", a.id)),
-                    actor: leaf_agent(),
-                    attempt_id: a.id.clone(),
-                })
+                .void(
+                    &who(&leaf_agent()),
+                    &VoidPayment {
+                        key: key(&format!("void-{}", a.id)),
+                        attempt_id: a.id.clone(),
+                    },
+                )
                 .await;
             finished(out, "void", &a.id, AttemptStatus::Cancelled);
             true
         }
         AttemptStatus::Authorized => {
             let out = engine
-                .capture(&CapturePayment {
-                    key: key(&format!("capture-{}", a.id)),
-                    actor: leaf_agent(),
-                    attempt_id: a.id.clone(),
-                    amount: None,
-                })
+                .capture(
+                    &who(&leaf_agent()),
+                    &CapturePayment {
+                        key: key(&format!("capture-{}", a.id)),
+                        attempt_id: a.id.clone(),
+                        amount: None,
+                    },
+                )
                 .await;
             let captured = finished(out, "capture", &a.id, AttemptStatus::Captured);
             refund_all(engine, &captured).await;
@@ -433,11 +451,11 @@ async fn run_thread(s: &Setup, t: usize, pair: &tokio::sync::Barrier, shared: &S
                 .await
                 .expect("the other thread of the pair arrives");
         }
-        let mut result = s.engine.execute_payment(&cmd).await;
+        let mut result = s.engine.execute_payment(&payer(&cmd), &cmd).await;
         if matches!(&result, Err(e) if e.is_retryable() && matches!(e, EngineError::Provider(_))) {
             // A transient PSP failure: the same command, with the same key, once more.
             tally.transient += 1;
-            result = s.engine.execute_payment(&cmd).await;
+            result = s.engine.execute_payment(&payer(&cmd), &cmd).await;
         }
         let executed = match result {
             Ok(PaymentOutcome::Refused(decision)) => {

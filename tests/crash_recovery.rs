@@ -9,6 +9,8 @@
 #![cfg(all(feature = "sqlite", feature = "testkit"))]
 
 mod common;
+#[allow(unused_imports)]
+use common::principals::*;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -38,7 +40,7 @@ use agent_mandate::ports::{
 };
 use common::backends::Backend;
 use common::durable_psp::JournalPsp;
-use common::engine::{admin, backpack_spec, card, key};
+use common::engine::{backpack_spec, card, key};
 
 /// The persistence points of the payment path where the child is killed.
 const POINTS: [&str; 5] = [
@@ -392,7 +394,6 @@ fn execute(k: &str, credential: CredentialRef) -> agent_mandate::engine::Execute
 fn capture(k: &str, attempt: &AttemptId) -> CapturePayment {
     CapturePayment {
         key: key(k),
-        actor: examples::agent(),
         attempt_id: attempt.clone(),
         amount: None,
     }
@@ -401,7 +402,6 @@ fn capture(k: &str, attempt: &AttemptId) -> CapturePayment {
 fn commit(k: &str, attempt: &AttemptId) -> CommitOrder {
     CommitOrder {
         key: key(k),
-        actor: examples::agent(),
         attempt_id: attempt.clone(),
         checkout: examples::valid_checkout(examples::travel_backpack_snapshot().id()),
     }
@@ -410,21 +410,24 @@ fn commit(k: &str, attempt: &AttemptId) -> CommitOrder {
 /// One payment as a client runs it: execute, capture, commit the order.
 async fn pay(engine: &Engine, n: u32) -> AttemptId {
     let out = engine
-        .execute_payment(&execute(
-            &format!("pay-{n}"),
-            the_card(engine.ports().vault.as_ref()).await,
-        ))
+        .execute_payment(
+            &agent_p(),
+            &execute(
+                &format!("pay-{n}"),
+                the_card(engine.ports().vault.as_ref()).await,
+            ),
+        )
         .await
         .expect("execute");
     let attempt = out.attempt().expect("allowed").clone();
     if attempt.status == AttemptStatus::Authorized {
         engine
-            .capture(&capture(&format!("capture-{n}"), &attempt.id))
+            .capture(&agent_p(), &capture(&format!("capture-{n}"), &attempt.id))
             .await
             .expect("capture");
     }
     let order = engine
-        .commit_order(&commit(&format!("order-{n}"), &attempt.id))
+        .commit_order(&agent_p(), &commit(&format!("order-{n}"), &attempt.id))
         .await
         .expect("order");
     assert!(
@@ -453,11 +456,13 @@ async fn child() {
     });
     let (engine, _db, _psp) = engine_on(&run, examples::now(), Some(wire.clone())).await;
     engine
-        .create_mandate(&CreateMandate {
-            key: key("create-mandate-001"),
-            by: admin(),
-            spec: backpack_spec(true),
-        })
+        .create_mandate(
+            &buyer_p(),
+            &CreateMandate {
+                key: key("create-mandate-001"),
+                spec: backpack_spec(true),
+            },
+        )
         .await
         .expect("mandate");
     pay(&engine, 1).await;

@@ -16,6 +16,8 @@
 #![cfg(all(feature = "sqlite", feature = "testkit"))]
 
 mod common;
+#[allow(unused_imports)]
+use common::principals::*;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -32,7 +34,7 @@ use agent_mandate::engine::{
 use agent_mandate::ports::{CredentialVault, Ports};
 use agent_mandate::testkit::{FakePsp, Op};
 use common::backends::Backend;
-use common::engine::{admin, agent_capture, agent_void, backpack_spec, card, key};
+use common::engine::{agent_capture, agent_void, backpack_spec, card, key};
 
 const WORKERS: usize = 8;
 const PER_WORKER: usize = 500;
@@ -86,7 +88,6 @@ fn execute(k: &str, credential: &agent_mandate::domain::CredentialRef) -> Execut
 fn commit(k: &str, attempt: &AttemptId) -> CommitOrder {
     CommitOrder {
         key: key(k),
-        actor: examples::agent(),
         attempt_id: attempt.clone(),
         checkout: examples::valid_checkout(examples::travel_backpack_snapshot().id()),
     }
@@ -106,7 +107,10 @@ async fn worker(
         } else {
             format!("w{w}-p{i}")
         };
-        let out = match engine.execute_payment(&execute(&k, &credential)).await {
+        let out = match engine
+            .execute_payment(&agent_p(), &execute(&k, &credential))
+            .await
+        {
             Ok(out) => out,
             // The neighbour holds the shared key right now: it executes it.
             Err(EngineError::IdempotencyInFlight { .. }) => continue,
@@ -123,12 +127,15 @@ async fn worker(
         shared.attempts.lock().unwrap().push(attempt.id.clone());
         if i % 2 == 0 {
             let _ = engine
-                .void(&agent_void(&format!("{k}-void"), &attempt.id))
+                .void(&agent_p(), &agent_void(&format!("{k}-void"), &attempt.id))
                 .await;
             continue;
         }
         let captured = engine
-            .capture(&agent_capture(&format!("{k}-capture"), &attempt.id, None))
+            .capture(
+                &agent_p(),
+                &agent_capture(&format!("{k}-capture"), &attempt.id, None),
+            )
             .await;
         if !matches!(
             &captured,
@@ -140,7 +147,10 @@ async fn worker(
         // shared key (its own keys).
         for n in 0..2 {
             let ok = engine
-                .commit_order(&commit(&format!("{k}-order-w{w}-{n}"), &attempt.id))
+                .commit_order(
+                    &agent_p(),
+                    &commit(&format!("{k}-order-w{w}-{n}"), &attempt.id),
+                )
                 .await;
             if let Ok(OrderOutcome::Committed { order, .. } | OrderOutcome::Existing { order }) = ok
             {
@@ -177,11 +187,13 @@ async fn run(backend: Backend, dir: PathBuf) {
     let mut spec = backpack_spec(true);
     spec.scope.budgets.lifetime = Some(eur(CAP));
     let mandate: Mandate = setup
-        .create_mandate(&CreateMandate {
-            key: key("create-mandate-001"),
-            by: admin(),
-            spec,
-        })
+        .create_mandate(
+            &buyer_p(),
+            &CreateMandate {
+                key: key("create-mandate-001"),
+                spec,
+            },
+        )
         .await
         .expect("mandate")
         .value;

@@ -4,6 +4,8 @@
 #![cfg(feature = "testkit")]
 
 mod common;
+#[allow(unused_imports)]
+use common::principals::*;
 
 use agent_mandate::domain::examples;
 use agent_mandate::domain::{
@@ -17,8 +19,8 @@ use agent_mandate::engine::{
 use agent_mandate::ports::{AuditSink as _, RefundPolicy};
 use agent_mandate::testkit::{Fault, Op};
 use common::engine::{
-    admin, agent_capture, agent_refund, agent_void, backpack_spec, key, roomy_world, world,
-    world_with, World,
+    agent_capture, agent_refund, agent_void, backpack_spec, key, roomy_world, world, world_with,
+    World,
 };
 use common::{eur, id};
 
@@ -41,7 +43,11 @@ async fn audit_kinds(w: &World) -> Vec<AuditKind> {
 #[tokio::test]
 async fn the_story_authorize_capture_commit_and_dispute_evidence() {
     let w = world().await;
-    let out = w.engine.execute_payment(&w.execute("pay-1")).await.unwrap();
+    let out = w
+        .engine
+        .execute_payment(&agent_p(), &w.execute("pay-1"))
+        .await
+        .unwrap();
     let a = attempt(&out);
     assert_eq!(a.status, AttemptStatus::Authorized);
     assert!(out.decision().unwrap().is_allowed());
@@ -53,7 +59,7 @@ async fn the_story_authorize_capture_commit_and_dispute_evidence() {
 
     let cap = w
         .engine
-        .capture(&agent_capture("cap-1", &a.id, None))
+        .capture(&agent_p(), &agent_capture("cap-1", &a.id, None))
         .await
         .unwrap();
     assert_eq!(attempt(&cap).status, AttemptStatus::Captured);
@@ -62,12 +68,14 @@ async fn the_story_authorize_capture_commit_and_dispute_evidence() {
 
     let order = w
         .engine
-        .commit_order(&CommitOrder {
-            key: key("order-1"),
-            actor: examples::agent(),
-            attempt_id: a.id.clone(),
-            checkout: examples::valid_checkout(w.snapshot.id()),
-        })
+        .commit_order(
+            &agent_p(),
+            &CommitOrder {
+                key: key("order-1"),
+                attempt_id: a.id.clone(),
+                checkout: examples::valid_checkout(w.snapshot.id()),
+            },
+        )
         .await
         .unwrap();
     let OrderOutcome::Committed { order, .. } = order else {
@@ -78,12 +86,14 @@ async fn the_story_authorize_capture_commit_and_dispute_evidence() {
     // I4: another key, same attempt: the same order.
     let again = w
         .engine
-        .commit_order(&CommitOrder {
-            key: key("order-2"),
-            actor: examples::agent(),
-            attempt_id: a.id.clone(),
-            checkout: examples::valid_checkout(w.snapshot.id()),
-        })
+        .commit_order(
+            &agent_p(),
+            &CommitOrder {
+                key: key("order-2"),
+                attempt_id: a.id.clone(),
+                checkout: examples::valid_checkout(w.snapshot.id()),
+            },
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -111,7 +121,11 @@ async fn the_story_authorize_capture_commit_and_dispute_evidence() {
 async fn provider_timeout_after_the_effect_is_ambiguous_and_keeps_the_hold() {
     let w = world().await;
     w.psp.inject(Some(Op::Authorize), Fault::TimeoutAfterEffect);
-    let out = w.engine.execute_payment(&w.execute("pay-1")).await.unwrap();
+    let out = w
+        .engine
+        .execute_payment(&agent_p(), &w.execute("pay-1"))
+        .await
+        .unwrap();
     let a = attempt(&out);
     assert_eq!(a.status, AttemptStatus::Ambiguous);
     assert_eq!(
@@ -149,7 +163,12 @@ async fn provider_timeout_before_the_effect_reconciles_to_failed_and_releases() 
     let w = world().await;
     w.psp
         .inject(Some(Op::Authorize), Fault::TimeoutBeforeEffect);
-    let a = attempt(&w.engine.execute_payment(&w.execute("pay-1")).await.unwrap());
+    let a = attempt(
+        &w.engine
+            .execute_payment(&agent_p(), &w.execute("pay-1"))
+            .await
+            .unwrap(),
+    );
     assert_eq!(a.status, AttemptStatus::Ambiguous);
     assert_eq!(w.usage().await.held, eur("144.00"));
     // I13: before the submission's deadline "not found" proves nothing (the request may still
@@ -167,8 +186,17 @@ async fn provider_timeout_before_the_effect_reconciles_to_failed_and_releases() 
 #[tokio::test]
 async fn retry_with_the_same_key_returns_the_attempt_without_a_second_psp_call() {
     let w = world().await;
-    let first = attempt(&w.engine.execute_payment(&w.execute("pay-1")).await.unwrap());
-    let again = w.engine.execute_payment(&w.execute("pay-1")).await.unwrap();
+    let first = attempt(
+        &w.engine
+            .execute_payment(&agent_p(), &w.execute("pay-1"))
+            .await
+            .unwrap(),
+    );
+    let again = w
+        .engine
+        .execute_payment(&agent_p(), &w.execute("pay-1"))
+        .await
+        .unwrap();
     assert!(again.is_replay());
     assert_eq!(attempt(&again).id, first.id);
     assert_eq!(w.psp.calls(Op::Authorize), 1);
@@ -182,9 +210,18 @@ async fn retry_with_the_same_key_returns_the_attempt_without_a_second_psp_call()
 async fn retry_of_an_ambiguous_attempt_with_the_same_key_makes_no_second_authorization() {
     let w = world().await;
     w.psp.inject(Some(Op::Authorize), Fault::LostResponse);
-    let first = attempt(&w.engine.execute_payment(&w.execute("pay-1")).await.unwrap());
+    let first = attempt(
+        &w.engine
+            .execute_payment(&agent_p(), &w.execute("pay-1"))
+            .await
+            .unwrap(),
+    );
     assert_eq!(first.status, AttemptStatus::Ambiguous);
-    let again = w.engine.execute_payment(&w.execute("pay-1")).await.unwrap();
+    let again = w
+        .engine
+        .execute_payment(&agent_p(), &w.execute("pay-1"))
+        .await
+        .unwrap();
     assert!(again.is_replay());
     assert_eq!(w.psp.calls(Op::Authorize), 1);
 }
@@ -193,12 +230,19 @@ async fn retry_of_an_ambiguous_attempt_with_the_same_key_makes_no_second_authori
 #[tokio::test]
 async fn retry_with_another_snapshot_under_the_same_key_is_a_conflict() {
     let w = world().await;
-    w.engine.execute_payment(&w.execute("pay-1")).await.unwrap();
+    w.engine
+        .execute_payment(&agent_p(), &w.execute("pay-1"))
+        .await
+        .unwrap();
     let mut other = w.execute("pay-1");
     other.snapshot = examples::over_limit_snapshot();
     other.request = examples::authorize_request(&other.snapshot);
     other.checkout = examples::valid_checkout(other.snapshot.id());
-    let err = w.engine.execute_payment(&other).await.unwrap_err();
+    let err = w
+        .engine
+        .execute_payment(&payer(&other), &other)
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, EngineError::IdempotencyConflict { .. }),
         "{err}"
@@ -210,12 +254,19 @@ async fn retry_with_another_snapshot_under_the_same_key_is_a_conflict() {
 #[tokio::test]
 async fn another_snapshot_under_a_new_key_needs_a_new_mandate() {
     let w = world().await;
-    w.engine.execute_payment(&w.execute("pay-1")).await.unwrap();
+    w.engine
+        .execute_payment(&agent_p(), &w.execute("pay-1"))
+        .await
+        .unwrap();
     let mut other = w.execute("pay-2");
     other.snapshot = examples::over_limit_snapshot();
     other.request = examples::authorize_request(&other.snapshot);
     other.checkout = examples::valid_checkout(other.snapshot.id());
-    let out = w.engine.execute_payment(&other).await.unwrap();
+    let out = w
+        .engine
+        .execute_payment(&payer(&other), &other)
+        .await
+        .unwrap();
     let PaymentOutcome::Refused(d) = out else {
         panic!("{out:?}")
     };
@@ -252,7 +303,11 @@ async fn same_key_while_in_flight_is_refused_with_a_retry_hint() {
         .await
         .unwrap();
     assert!(matches!(begun, agent_mandate::ports::Begin::Started(_)));
-    let err = w.engine.execute_payment(&cmd).await.unwrap_err();
+    let err = w
+        .engine
+        .execute_payment(&payer(&cmd), &cmd)
+        .await
+        .unwrap_err();
     let EngineError::IdempotencyInFlight { retry_after, .. } = err else {
         panic!("{err}")
     };
@@ -269,15 +324,22 @@ async fn same_key_while_in_flight_is_refused_with_a_retry_hint() {
 #[tokio::test]
 async fn order_refused_after_authorization_voids_and_records_the_recovery() {
     let w = world().await;
-    let a = attempt(&w.engine.execute_payment(&w.execute("pay-1")).await.unwrap());
+    let a = attempt(
+        &w.engine
+            .execute_payment(&agent_p(), &w.execute("pay-1"))
+            .await
+            .unwrap(),
+    );
     let out = w
         .engine
-        .commit_order(&CommitOrder {
-            key: key("order-1"),
-            actor: examples::agent(),
-            attempt_id: a.id.clone(),
-            checkout: examples::invalid_checkout(),
-        })
+        .commit_order(
+            &agent_p(),
+            &CommitOrder {
+                key: key("order-1"),
+                attempt_id: a.id.clone(),
+                checkout: examples::invalid_checkout(),
+            },
+        )
         .await
         .unwrap();
     let OrderOutcome::Failed {
@@ -313,12 +375,14 @@ async fn order_refused_after_authorization_voids_and_records_the_recovery() {
     // No duplicate order later either.
     let again = w
         .engine
-        .commit_order(&CommitOrder {
-            key: key("order-2"),
-            actor: examples::agent(),
-            attempt_id: a.id.clone(),
-            checkout: examples::valid_checkout(w.snapshot.id()),
-        })
+        .commit_order(
+            &agent_p(),
+            &CommitOrder {
+                key: key("order-2"),
+                attempt_id: a.id.clone(),
+                checkout: examples::valid_checkout(w.snapshot.id()),
+            },
+        )
         .await;
     assert!(matches!(
         again,
@@ -333,16 +397,18 @@ async fn order_refused_after_capture_refunds() {
     let w = world().await;
     let mut cmd = w.execute("pay-1");
     cmd.capture = true;
-    let a = attempt(&w.engine.execute_payment(&cmd).await.unwrap());
+    let a = attempt(&w.engine.execute_payment(&payer(&cmd), &cmd).await.unwrap());
     assert_eq!(a.status, AttemptStatus::Captured);
     let out = w
         .engine
-        .commit_order(&CommitOrder {
-            key: key("order-1"),
-            actor: examples::agent(),
-            attempt_id: a.id.clone(),
-            checkout: examples::invalid_checkout(),
-        })
+        .commit_order(
+            &agent_p(),
+            &CommitOrder {
+                key: key("order-1"),
+                attempt_id: a.id.clone(),
+                checkout: examples::invalid_checkout(),
+            },
+        )
         .await
         .unwrap();
     let OrderOutcome::Failed { recovery, .. } = out else {
@@ -357,18 +423,25 @@ async fn order_is_refused_from_states_without_money() {
     let w = world().await;
     w.psp
         .inject(Some(Op::Authorize), Fault::Decline("card_declined".into()));
-    let a = attempt(&w.engine.execute_payment(&w.execute("pay-1")).await.unwrap());
+    let a = attempt(
+        &w.engine
+            .execute_payment(&agent_p(), &w.execute("pay-1"))
+            .await
+            .unwrap(),
+    );
     assert_eq!(a.status, AttemptStatus::Failed);
     assert_eq!(a.decline_code.as_deref(), Some("card_declined"));
     assert_eq!(w.usage().await.held, eur("0.00"));
     let err = w
         .engine
-        .commit_order(&CommitOrder {
-            key: key("order-1"),
-            actor: examples::agent(),
-            attempt_id: a.id.clone(),
-            checkout: examples::valid_checkout(w.snapshot.id()),
-        })
+        .commit_order(
+            &agent_p(),
+            &CommitOrder {
+                key: key("order-1"),
+                attempt_id: a.id.clone(),
+                checkout: examples::valid_checkout(w.snapshot.id()),
+            },
+        )
         .await
         .unwrap_err();
     assert!(matches!(
@@ -385,7 +458,7 @@ async fn transient_failure_releases_the_hold_and_the_same_key_retries_once_at_th
     w.psp.inject(Some(Op::Authorize), Fault::Transient);
     let err = w
         .engine
-        .execute_payment(&w.execute("pay-1"))
+        .execute_payment(&agent_p(), &w.execute("pay-1"))
         .await
         .unwrap_err();
     assert!(err.is_retryable(), "{err}");
@@ -394,7 +467,11 @@ async fn transient_failure_releases_the_hold_and_the_same_key_retries_once_at_th
         eur("0.00"),
         "nothing held after a transient failure"
     );
-    let out = w.engine.execute_payment(&w.execute("pay-1")).await.unwrap();
+    let out = w
+        .engine
+        .execute_payment(&agent_p(), &w.execute("pay-1"))
+        .await
+        .unwrap();
     assert!(
         !out.is_replay(),
         "a transient failure is not a stored result"
@@ -414,7 +491,12 @@ async fn transient_failure_releases_the_hold_and_the_same_key_retries_once_at_th
 async fn invalid_at_the_psp_fails_and_releases() {
     let w = world().await;
     w.psp.inject(Some(Op::Authorize), Fault::Invalid);
-    let a = attempt(&w.engine.execute_payment(&w.execute("pay-1")).await.unwrap());
+    let a = attempt(
+        &w.engine
+            .execute_payment(&agent_p(), &w.execute("pay-1"))
+            .await
+            .unwrap(),
+    );
     assert_eq!(a.status, AttemptStatus::Failed);
     assert_eq!(w.usage().await.held, eur("0.00"));
 }
@@ -426,7 +508,12 @@ async fn an_unknown_psp_status_leaves_the_attempt_ambiguous_with_its_hold() {
         Some(Op::Authorize),
         Fault::UnknownStatus("processing_v7".into()),
     );
-    let a = attempt(&w.engine.execute_payment(&w.execute("pay-1")).await.unwrap());
+    let a = attempt(
+        &w.engine
+            .execute_payment(&agent_p(), &w.execute("pay-1"))
+            .await
+            .unwrap(),
+    );
     assert_eq!(a.status, AttemptStatus::Ambiguous);
     assert_eq!(w.usage().await.held, eur("144.00"));
 }
@@ -435,7 +522,12 @@ async fn an_unknown_psp_status_leaves_the_attempt_ambiguous_with_its_hold() {
 async fn three_d_secure_waits_for_the_buyer_then_reconciles() {
     let w = world().await;
     w.psp.inject(Some(Op::Authorize), Fault::RequiresAction);
-    let a = attempt(&w.engine.execute_payment(&w.execute("pay-1")).await.unwrap());
+    let a = attempt(
+        &w.engine
+            .execute_payment(&agent_p(), &w.execute("pay-1"))
+            .await
+            .unwrap(),
+    );
     assert_eq!(a.status, AttemptStatus::RequiresBuyerAction);
     assert_eq!(w.usage().await.held, eur("144.00"));
     w.psp
@@ -452,7 +544,7 @@ async fn a_refused_decision_holds_nothing_and_calls_no_psp() {
     cmd.snapshot = examples::over_limit_snapshot();
     cmd.request = examples::authorize_request(&cmd.snapshot);
     cmd.checkout = examples::valid_checkout(cmd.snapshot.id());
-    let out = w.engine.execute_payment(&cmd).await.unwrap();
+    let out = w.engine.execute_payment(&payer(&cmd), &cmd).await.unwrap();
     let PaymentOutcome::Refused(d) = out else {
         panic!("{out:?}")
     };
@@ -469,7 +561,8 @@ async fn an_invalid_checkout_blocks_with_upstream_causes() {
     let w = world().await;
     let mut cmd = w.execute("pay-1");
     cmd.checkout = examples::invalid_checkout();
-    let PaymentOutcome::Refused(d) = w.engine.execute_payment(&cmd).await.unwrap() else {
+    let PaymentOutcome::Refused(d) = w.engine.execute_payment(&payer(&cmd), &cmd).await.unwrap()
+    else {
         panic!()
     };
     let b = d
@@ -486,6 +579,7 @@ async fn a_credential_of_another_actor_or_revoked_is_not_usable() {
     let other = w
         .engine
         .store_credential(
+            &buyer_p(),
             &common::engine::key("card-other"),
             common::engine::card(&id("agent_other"), "pm_card_visa"),
         )
@@ -494,19 +588,24 @@ async fn a_credential_of_another_actor_or_revoked_is_not_usable() {
         .value;
     let mut cmd = w.execute("pay-1");
     cmd.credential = other.reference;
-    let PaymentOutcome::Refused(d) = w.engine.execute_payment(&cmd).await.unwrap() else {
+    let PaymentOutcome::Refused(d) = w.engine.execute_payment(&payer(&cmd), &cmd).await.unwrap()
+    else {
         panic!()
     };
     assert!(d.has(BlockerCode::CredentialNotUsable));
 
     assert_eq!(
         w.engine
-            .revoke_credentials(&examples::agent().id)
+            .revoke_credentials(&operator_p(), &examples::agent().id)
             .await
             .unwrap(),
         1
     );
-    let PaymentOutcome::Refused(d) = w.engine.execute_payment(&w.execute("pay-2")).await.unwrap()
+    let PaymentOutcome::Refused(d) = w
+        .engine
+        .execute_payment(&agent_p(), &w.execute("pay-2"))
+        .await
+        .unwrap()
     else {
         panic!()
     };
@@ -524,7 +623,7 @@ async fn three_blocked_requests_in_a_row_suspend_the_actor_until_resumed() {
     for i in 0..3 {
         bad.key = key(&format!("bad-{i}"));
         assert!(matches!(
-            w.engine.execute_payment(&bad).await.unwrap(),
+            w.engine.execute_payment(&payer(&bad), &bad).await.unwrap(),
             PaymentOutcome::Refused(_)
         ));
     }
@@ -538,30 +637,34 @@ async fn three_blocked_requests_in_a_row_suspend_the_actor_until_resumed() {
     // A good request is now blocked too.
     let PaymentOutcome::Refused(d) = w
         .engine
-        .execute_payment(&w.execute("good-1"))
+        .execute_payment(&agent_p(), &w.execute("good-1"))
         .await
         .unwrap()
     else {
         panic!()
     };
     assert!(d.has(BlockerCode::ActorSuspended));
-    // An agent cannot lift it; a human can.
-    let mut resume = SetSuspension {
+    // Neither the agent nor the buyer can lift an actor's suspension (it reaches every buyer
+    // the agent works for); an operator can.
+    let resume = SetSuspension {
         key: key("resume-1"),
-        by: examples::agent(),
         party: Party::Actor(examples::agent().id),
         suspended: false,
         reason: "false alarm".parse().unwrap(),
     };
-    assert!(matches!(
-        w.engine.set_suspension(&resume).await,
-        Err(EngineError::NotPermitted { .. })
-    ));
-    resume.by = admin();
-    w.engine.set_suspension(&resume).await.unwrap();
+    for refused in [agent_p(), buyer_p()] {
+        assert!(matches!(
+            w.engine.set_suspension(&refused, &resume).await,
+            Err(EngineError::NotPermitted { .. })
+        ));
+    }
+    w.engine
+        .set_suspension(&operator_p(), &resume)
+        .await
+        .unwrap();
     let out = w
         .engine
-        .execute_payment(&w.execute("good-2"))
+        .execute_payment(&agent_p(), &w.execute("good-2"))
         .await
         .unwrap();
     assert_eq!(attempt(&out).status, AttemptStatus::Authorized);
@@ -582,7 +685,7 @@ async fn an_allowed_request_resets_the_count_of_blocks() {
             b.key = key(&format!("k-{i}"));
             b
         };
-        w.engine.execute_payment(&cmd).await.unwrap();
+        w.engine.execute_payment(&payer(&cmd), &cmd).await.unwrap();
     }
     assert!(!audit_kinds(&w)
         .await
@@ -594,16 +697,22 @@ async fn an_allowed_request_resets_the_count_of_blocks() {
 async fn a_buyer_kill_switch_blocks_every_mandate_of_theirs() {
     let w = world().await;
     w.engine
-        .set_suspension(&SetSuspension {
-            key: key("s-1"),
-            by: admin(),
-            party: Party::Buyer(examples::buyer()),
-            suspended: true,
-            reason: "fraud report".parse().unwrap(),
-        })
+        .set_suspension(
+            &buyer_p(),
+            &SetSuspension {
+                key: key("s-1"),
+                party: Party::Buyer(examples::buyer()),
+                suspended: true,
+                reason: "fraud report".parse().unwrap(),
+            },
+        )
         .await
         .unwrap();
-    let PaymentOutcome::Refused(d) = w.engine.execute_payment(&w.execute("pay-1")).await.unwrap()
+    let PaymentOutcome::Refused(d) = w
+        .engine
+        .execute_payment(&agent_p(), &w.execute("pay-1"))
+        .await
+        .unwrap()
     else {
         panic!()
     };
@@ -615,7 +724,10 @@ async fn crossing_80_percent_of_a_limit_emits_a_threshold_event() {
     let mut spec = backpack_spec(true);
     spec.scope.budgets.lifetime = Some(eur("170.00"));
     let w = world_with(EngineConfig::default(), spec).await;
-    w.engine.execute_payment(&w.execute("pay-1")).await.unwrap();
+    w.engine
+        .execute_payment(&agent_p(), &w.execute("pay-1"))
+        .await
+        .unwrap();
     let kinds = audit_kinds(&w).await;
     assert!(
         kinds.iter().any(|k| matches!(
@@ -630,7 +742,10 @@ async fn crossing_80_percent_of_a_limit_emits_a_threshold_event() {
     );
     // Not under the threshold.
     let w = roomy_world().await;
-    w.engine.execute_payment(&w.execute("pay-1")).await.unwrap();
+    w.engine
+        .execute_payment(&agent_p(), &w.execute("pay-1"))
+        .await
+        .unwrap();
     assert!(!audit_kinds(&w)
         .await
         .iter()
@@ -645,12 +760,16 @@ async fn the_transaction_count_window_blocks_the_sixth_payment() {
     for i in 0..2 {
         let out = w
             .engine
-            .execute_payment(&w.execute(&format!("p-{i}")))
+            .execute_payment(&agent_p(), &w.execute(&format!("p-{i}")))
             .await
             .unwrap();
         assert_eq!(attempt(&out).status, AttemptStatus::Authorized);
     }
-    let PaymentOutcome::Refused(d) = w.engine.execute_payment(&w.execute("p-2")).await.unwrap()
+    let PaymentOutcome::Refused(d) = w
+        .engine
+        .execute_payment(&agent_p(), &w.execute("p-2"))
+        .await
+        .unwrap()
     else {
         panic!()
     };
@@ -661,13 +780,22 @@ async fn the_transaction_count_window_blocks_the_sixth_payment() {
 #[tokio::test]
 async fn capture_after_void_and_over_refund_are_refused_before_any_psp_call() {
     let w = world().await;
-    let a = attempt(&w.engine.execute_payment(&w.execute("pay-1")).await.unwrap());
-    let voided = w.engine.void(&agent_void("void-1", &a.id)).await.unwrap();
+    let a = attempt(
+        &w.engine
+            .execute_payment(&agent_p(), &w.execute("pay-1"))
+            .await
+            .unwrap(),
+    );
+    let voided = w
+        .engine
+        .void(&agent_p(), &agent_void("void-1", &a.id))
+        .await
+        .unwrap();
     assert_eq!(attempt(&voided).status, AttemptStatus::Cancelled);
     assert_eq!(w.usage().await.held, eur("0.00"));
     let err = w
         .engine
-        .capture(&agent_capture("cap-1", &a.id, None))
+        .capture(&agent_p(), &agent_capture("cap-1", &a.id, None))
         .await
         .unwrap_err();
     assert!(matches!(err, EngineError::Transition(_)), "{err}");
@@ -676,16 +804,16 @@ async fn capture_after_void_and_over_refund_are_refused_before_any_psp_call() {
     let w = roomy_world().await;
     let mut cmd = w.execute("pay-1");
     cmd.capture = true;
-    let a = attempt(&w.engine.execute_payment(&cmd).await.unwrap());
+    let a = attempt(&w.engine.execute_payment(&payer(&cmd), &cmd).await.unwrap());
     let r = w
         .engine
-        .refund(&agent_refund("r-1", &a.id, Some(eur("100.00"))))
+        .refund(&agent_p(), &agent_refund("r-1", &a.id, Some(eur("100.00"))))
         .await
         .unwrap();
     assert_eq!(attempt(&r).status, AttemptStatus::PartiallyRefunded);
     let err = w
         .engine
-        .refund(&agent_refund("r-2", &a.id, Some(eur("44.01"))))
+        .refund(&agent_p(), &agent_refund("r-2", &a.id, Some(eur("44.01"))))
         .await
         .unwrap_err();
     assert!(matches!(err, EngineError::Transition(_)), "{err}");
@@ -695,10 +823,18 @@ async fn capture_after_void_and_over_refund_are_refused_before_any_psp_call() {
 #[tokio::test]
 async fn partial_capture_needs_the_mandate_to_allow_it() {
     let w = roomy_world().await;
-    let a = attempt(&w.engine.execute_payment(&w.execute("pay-1")).await.unwrap());
+    let a = attempt(
+        &w.engine
+            .execute_payment(&agent_p(), &w.execute("pay-1"))
+            .await
+            .unwrap(),
+    );
     let out = w
         .engine
-        .capture(&agent_capture("cap-1", &a.id, Some(eur("100.00"))))
+        .capture(
+            &agent_p(),
+            &agent_capture("cap-1", &a.id, Some(eur("100.00"))),
+        )
         .await
         .unwrap();
     let PaymentOutcome::Refused(d) = out else {
@@ -718,10 +854,18 @@ async fn partial_capture_commits_part_and_releases_the_rest() {
     let mut spec = backpack_spec(true);
     spec.scope.amount.allow_partial_capture = true;
     let w = world_with(EngineConfig::default(), spec).await;
-    let a = attempt(&w.engine.execute_payment(&w.execute("pay-1")).await.unwrap());
+    let a = attempt(
+        &w.engine
+            .execute_payment(&agent_p(), &w.execute("pay-1"))
+            .await
+            .unwrap(),
+    );
     let cap = w
         .engine
-        .capture(&agent_capture("cap-1", &a.id, Some(eur("100.00"))))
+        .capture(
+            &agent_p(),
+            &agent_capture("cap-1", &a.id, Some(eur("100.00"))),
+        )
         .await
         .unwrap();
     assert_eq!(attempt(&cap).status, AttemptStatus::PartiallyCaptured);
@@ -734,10 +878,15 @@ async fn capture_needs_the_capture_action_in_the_mandate() {
     let mut spec = backpack_spec(true);
     spec.scope.actions = [PaymentAction::Authorize].into_iter().collect();
     let w = world_with(EngineConfig::default(), spec).await;
-    let a = attempt(&w.engine.execute_payment(&w.execute("pay-1")).await.unwrap());
+    let a = attempt(
+        &w.engine
+            .execute_payment(&agent_p(), &w.execute("pay-1"))
+            .await
+            .unwrap(),
+    );
     let out = w
         .engine
-        .capture(&agent_capture("cap-1", &a.id, None))
+        .capture(&agent_p(), &agent_capture("cap-1", &a.id, None))
         .await
         .unwrap();
     let PaymentOutcome::Refused(d) = out else {
@@ -760,9 +909,9 @@ async fn refund_policy_decides_whether_headroom_comes_back() {
         .await;
         let mut cmd = w.execute("pay-1");
         cmd.capture = true;
-        let a = attempt(&w.engine.execute_payment(&cmd).await.unwrap());
+        let a = attempt(&w.engine.execute_payment(&payer(&cmd), &cmd).await.unwrap());
         w.engine
-            .refund(&agent_refund("r-1", &a.id, None))
+            .refund(&agent_p(), &agent_refund("r-1", &a.id, None))
             .await
             .unwrap();
         assert_eq!(w.usage().await.spent, eur(spent_after), "{policy:?}");
@@ -776,14 +925,21 @@ async fn refund_policy_decides_whether_headroom_comes_back() {
 #[tokio::test]
 async fn void_needs_the_attempts_actor_or_a_human() {
     let w = world().await;
-    let a = attempt(&w.engine.execute_payment(&w.execute("pay-1")).await.unwrap());
+    let a = attempt(
+        &w.engine
+            .execute_payment(&agent_p(), &w.execute("pay-1"))
+            .await
+            .unwrap(),
+    );
     let err = w
         .engine
-        .void(&VoidPayment {
-            key: key("v-1"),
-            actor: common::sub_agent(),
-            attempt_id: a.id.clone(),
-        })
+        .void(
+            &who(&common::sub_agent()),
+            &VoidPayment {
+                key: key("v-1"),
+                attempt_id: a.id.clone(),
+            },
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, EngineError::NotPermitted { .. }));
@@ -798,11 +954,13 @@ async fn mandate_commands_refuse_what_they_must() {
     spec.id = id("mandate_agent_made");
     let err = w
         .engine
-        .create_mandate(&agent_mandate::engine::CreateMandate {
-            key: key("c-2"),
-            by: examples::agent(),
-            spec,
-        })
+        .create_mandate(
+            &agent_p(),
+            &agent_mandate::engine::CreateMandate {
+                key: key("c-2"),
+                spec,
+            },
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, EngineError::NotPermitted { .. }));
@@ -812,34 +970,40 @@ async fn mandate_commands_refuse_what_they_must() {
     spec.parent_id = Some(id("mandate_001"));
     let err = w
         .engine
-        .create_mandate(&agent_mandate::engine::CreateMandate {
-            key: key("c-3"),
-            by: admin(),
-            spec,
-        })
+        .create_mandate(
+            &buyer_p(),
+            &agent_mandate::engine::CreateMandate {
+                key: key("c-3"),
+                spec,
+            },
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, EngineError::Invalid { ref field, .. } if field == "spec.parent_id"));
     // The same id twice.
     let err = w
         .engine
-        .create_mandate(&agent_mandate::engine::CreateMandate {
-            key: key("c-4"),
-            by: admin(),
-            spec: backpack_spec(false),
-        })
+        .create_mandate(
+            &buyer_p(),
+            &agent_mandate::engine::CreateMandate {
+                key: key("c-4"),
+                spec: backpack_spec(false),
+            },
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, EngineError::Store(_)), "{err}");
     // An agent cannot confirm.
     let err = w
         .engine
-        .change_mandate(&ChangeMandate {
-            key: key("ch-1"),
-            by: examples::agent(),
-            mandate_id: id("mandate_001"),
-            event: LifecycleEvent::Confirm,
-        })
+        .change_mandate(
+            &agent_p(),
+            &ChangeMandate {
+                key: key("ch-1"),
+                mandate_id: id("mandate_001"),
+                event: LifecycleEvent::Confirm,
+            },
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, EngineError::NotPermitted { .. }));
@@ -851,11 +1015,13 @@ async fn mandate_commands_refuse_what_they_must() {
     child.scope.amount.max_amount = eur("200.00");
     let err = w
         .engine
-        .derive_mandate(&DeriveMandate {
-            key: key("d-1"),
-            by: examples::agent(),
-            spec: child,
-        })
+        .derive_mandate(
+            &agent_p(),
+            &DeriveMandate {
+                key: key("d-1"),
+                spec: child,
+            },
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, EngineError::Delegation(_)), "{err}");
@@ -879,22 +1045,26 @@ async fn revoking_a_parent_blocks_the_child_at_evaluation_time() {
     child.actor = common::sub_agent();
     let derived = w
         .engine
-        .derive_mandate(&DeriveMandate {
-            key: key("d-1"),
-            by: examples::agent(),
-            spec: child.clone(),
-        })
+        .derive_mandate(
+            &agent_p(),
+            &DeriveMandate {
+                key: key("d-1"),
+                spec: child.clone(),
+            },
+        )
         .await
         .unwrap();
     assert!(!derived.replay);
     // Replay of the same derive.
     assert!(
         w.engine
-            .derive_mandate(&DeriveMandate {
-                key: key("d-1"),
-                by: examples::agent(),
-                spec: child
-            })
+            .derive_mandate(
+                &agent_p(),
+                &DeriveMandate {
+                    key: key("d-1"),
+                    spec: child
+                }
+            )
             .await
             .unwrap()
             .replay
@@ -902,6 +1072,7 @@ async fn revoking_a_parent_blocks_the_child_at_evaluation_time() {
     let sub_card = w
         .engine
         .store_credential(
+            &buyer_p(),
             &common::engine::key("card-sub"),
             common::engine::card(&common::sub_agent().id, "pm_card_visa"),
         )
@@ -912,37 +1083,46 @@ async fn revoking_a_parent_blocks_the_child_at_evaluation_time() {
     cmd.request.actor = common::sub_agent();
     cmd.request.mandate_id = id("mandate_child");
     cmd.credential = sub_card.reference.clone();
-    let out = w.engine.execute_payment(&cmd).await.unwrap();
+    let out = w.engine.execute_payment(&payer(&cmd), &cmd).await.unwrap();
     let a = attempt(&out);
     assert_eq!(a.status, AttemptStatus::Authorized);
     // Spend by the child counts against the parent.
     assert_eq!(w.usage().await.held, eur("144.00"));
 
     w.engine
-        .change_mandate(&ChangeMandate {
-            key: key("rv-1"),
-            by: admin(),
-            mandate_id: id("mandate_001"),
-            event: LifecycleEvent::Revoke {
-                reason: "buyer changed mind".parse().unwrap(),
+        .change_mandate(
+            &buyer_p(),
+            &ChangeMandate {
+                key: key("rv-1"),
+                mandate_id: id("mandate_001"),
+                event: LifecycleEvent::Revoke {
+                    reason: "buyer changed mind".parse().unwrap(),
+                },
             },
-        })
+        )
         .await
         .unwrap();
     let mut cmd2 = cmd.clone();
     cmd2.key = key("sub-2");
-    let PaymentOutcome::Refused(d) = w.engine.execute_payment(&cmd2).await.unwrap() else {
+    let PaymentOutcome::Refused(d) = w
+        .engine
+        .execute_payment(&payer(&cmd2), &cmd2)
+        .await
+        .unwrap()
+    else {
         panic!()
     };
     assert!(d.has(BlockerCode::AncestorNotActive));
     // The earlier authorization can still be voided under a revoked mandate.
     let v = w
         .engine
-        .void(&VoidPayment {
-            key: key("v-1"),
-            actor: common::sub_agent(),
-            attempt_id: a.id.clone(),
-        })
+        .void(
+            &who(&common::sub_agent()),
+            &VoidPayment {
+                key: key("v-1"),
+                attempt_id: a.id.clone(),
+            },
+        )
         .await
         .unwrap();
     assert_eq!(attempt(&v).status, AttemptStatus::Cancelled);
@@ -954,24 +1134,36 @@ async fn pending_mandates_need_a_human_confirmation() {
     spec.lifecycle =
         agent_mandate::domain::Lifecycle::new(MandateStatus::PendingConfirmation, examples::now());
     let w = world_with(EngineConfig::default(), spec).await;
-    let PaymentOutcome::Refused(d) = w.engine.execute_payment(&w.execute("p-1")).await.unwrap()
+    let PaymentOutcome::Refused(d) = w
+        .engine
+        .execute_payment(&agent_p(), &w.execute("p-1"))
+        .await
+        .unwrap()
     else {
         panic!()
     };
     assert!(d.has(BlockerCode::MandatePendingConfirmation));
     let m = w
         .engine
-        .change_mandate(&ChangeMandate {
-            key: key("c-1"),
-            by: admin(),
-            mandate_id: id("mandate_001"),
-            event: LifecycleEvent::Confirm,
-        })
+        .change_mandate(
+            &buyer_p(),
+            &ChangeMandate {
+                key: key("c-1"),
+                mandate_id: id("mandate_001"),
+                event: LifecycleEvent::Confirm,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(m.value.status(), MandateStatus::Active);
     assert_eq!(
-        attempt(&w.engine.execute_payment(&w.execute("p-2")).await.unwrap()).status,
+        attempt(
+            &w.engine
+                .execute_payment(&agent_p(), &w.execute("p-2"))
+                .await
+                .unwrap()
+        )
+        .status,
         AttemptStatus::Authorized
     );
 }
@@ -981,7 +1173,11 @@ async fn confirmations_are_recorded_only_from_humans_for_the_right_buyer() {
     let mut spec = backpack_spec(false);
     spec.scope.confirmation = agent_mandate::domain::ConfirmationRule::always();
     let w = world_with(EngineConfig::default(), spec).await;
-    let PaymentOutcome::Refused(d) = w.engine.execute_payment(&w.execute("p-1")).await.unwrap()
+    let PaymentOutcome::Refused(d) = w
+        .engine
+        .execute_payment(&agent_p(), &w.execute("p-1"))
+        .await
+        .unwrap()
     else {
         panic!()
     };
@@ -1002,34 +1198,55 @@ async fn confirmations_are_recorded_only_from_humans_for_the_right_buyer() {
     };
     let err = w
         .engine
-        .record_confirmation(&RecordConfirmation {
-            key: key("rc-1"),
-            confirmation: c.clone(),
-        })
+        .record_confirmation(
+            &buyer_p(),
+            &RecordConfirmation {
+                key: key("rc-1"),
+                confirmation: c.clone(),
+            },
+        )
         .await
         .unwrap_err();
     assert!(
-        matches!(err, EngineError::Invalid { ref field, .. } if field == "confirmation.confirmed_by.kind")
+        matches!(err, EngineError::Invalid { ref field, .. } if field == "confirmation.confirmed_by")
     );
     c.confirmed_by = common::human();
+    // The agent may not record the buyer's confirmation, whatever the body says.
+    let err = w
+        .engine
+        .record_confirmation(
+            &agent_p(),
+            &RecordConfirmation {
+                key: key("rc-agent"),
+                confirmation: c.clone(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::NotPermitted { .. }), "{err:?}");
     c.buyer_id = id("buyer_other");
     let err = w
         .engine
-        .record_confirmation(&RecordConfirmation {
-            key: key("rc-2"),
-            confirmation: c.clone(),
-        })
+        .record_confirmation(
+            &buyer_p(),
+            &RecordConfirmation {
+                key: key("rc-2"),
+                confirmation: c.clone(),
+            },
+        )
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, EngineError::Invalid { ref field, .. } if field == "confirmation.buyer_id")
-    );
+    // The buyer may not confirm for another buyer.
+    assert!(matches!(err, EngineError::NotPermitted { .. }), "{err:?}");
     c.buyer_id = examples::buyer();
     w.engine
-        .record_confirmation(&RecordConfirmation {
-            key: key("rc-3"),
-            confirmation: c.clone(),
-        })
+        .record_confirmation(
+            &buyer_p(),
+            &RecordConfirmation {
+                key: key("rc-3"),
+                confirmation: c.clone(),
+            },
+        )
         .await
         .unwrap();
     assert!(audit_kinds(&w)
@@ -1037,7 +1254,13 @@ async fn confirmations_are_recorded_only_from_humans_for_the_right_buyer() {
         .iter()
         .any(|k| matches!(k, AuditKind::ConfirmationRecorded { .. })));
     assert_eq!(
-        attempt(&w.engine.execute_payment(&w.execute("p-2")).await.unwrap()).status,
+        attempt(
+            &w.engine
+                .execute_payment(&agent_p(), &w.execute("p-2"))
+                .await
+                .unwrap()
+        )
+        .status,
         AttemptStatus::Authorized
     );
     assert_eq!(c.confirmed_by.kind, ActorKind::Human);
@@ -1050,12 +1273,15 @@ async fn evaluate_is_a_dry_run() {
     let cmd = w.execute("p-1");
     let d = w
         .engine
-        .evaluate(&Evaluate {
-            request: cmd.request.clone(),
-            snapshot: cmd.snapshot.clone(),
-            checkout: cmd.checkout.clone(),
-            credential: Some(w.card.clone()),
-        })
+        .evaluate(
+            &agent_p(),
+            &Evaluate {
+                request: cmd.request.clone(),
+                snapshot: cmd.snapshot.clone(),
+                checkout: cmd.checkout.clone(),
+                credential: Some(w.card.clone()),
+            },
+        )
         .await
         .unwrap();
     assert!(d.is_allowed());
@@ -1069,7 +1295,11 @@ async fn execute_refuses_other_actions_as_bad_input() {
     let w = world().await;
     let mut cmd = w.execute("p-1");
     cmd.request.action = PaymentAction::Capture;
-    let err = w.engine.execute_payment(&cmd).await.unwrap_err();
+    let err = w
+        .engine
+        .execute_payment(&payer(&cmd), &cmd)
+        .await
+        .unwrap_err();
     assert!(matches!(err, EngineError::Invalid { ref field, .. } if field == "request.action"));
 }
 
@@ -1077,7 +1307,10 @@ async fn execute_refuses_other_actions_as_bad_input() {
 async fn tampering_with_the_engines_audit_trail_is_detected() {
     for tamper in 0..3 {
         let w = world().await;
-        w.engine.execute_payment(&w.execute("pay-1")).await.unwrap();
+        w.engine
+            .execute_payment(&agent_p(), &w.execute("pay-1"))
+            .await
+            .unwrap();
         let n = w.mem.audit.events().len() as u64;
         assert!(n >= 4);
         match tamper {
@@ -1109,36 +1342,40 @@ async fn a_refused_key_is_free_to_retry_after_the_cause_is_fixed() {
     spec.scope.confirmation = agent_mandate::domain::ConfirmationRule::always();
     let w = world_with(EngineConfig::default(), spec).await;
     let cmd = w.execute("pay-1");
-    let PaymentOutcome::Refused(d) = w.engine.execute_payment(&cmd).await.unwrap() else {
+    let PaymentOutcome::Refused(d) = w.engine.execute_payment(&payer(&cmd), &cmd).await.unwrap()
+    else {
         panic!()
     };
     assert_eq!(d.outcome, Outcome::RequiresConfirmation);
     // At once, with the same key: decided again, not "in flight".
     assert!(matches!(
-        w.engine.execute_payment(&cmd).await.unwrap(),
+        w.engine.execute_payment(&payer(&cmd), &cmd).await.unwrap(),
         PaymentOutcome::Refused(_)
     ));
     w.engine
-        .record_confirmation(&RecordConfirmation {
-            key: key("rc-1"),
-            confirmation: Confirmation {
-                id: id("conf_1"),
-                buyer_id: examples::buyer(),
-                confirmed_by: common::human(),
-                confirmed_at: examples::now(),
-                expires_at: None,
-                snapshot_id: w.snapshot.id(),
-                scope: ConfirmationScope {
-                    mandate_id: id("mandate_001"),
-                    actions: [PaymentAction::Authorize].into_iter().collect(),
-                    max_amount: eur("144.00"),
+        .record_confirmation(
+            &buyer_p(),
+            &RecordConfirmation {
+                key: key("rc-1"),
+                confirmation: Confirmation {
+                    id: id("conf_1"),
+                    buyer_id: examples::buyer(),
+                    confirmed_by: common::human(),
+                    confirmed_at: examples::now(),
+                    expires_at: None,
+                    snapshot_id: w.snapshot.id(),
+                    scope: ConfirmationScope {
+                        mandate_id: id("mandate_001"),
+                        actions: [PaymentAction::Authorize].into_iter().collect(),
+                        max_amount: eur("144.00"),
+                    },
+                    channel_ref: id("push:device_42"),
                 },
-                channel_ref: id("push:device_42"),
             },
-        })
+        )
         .await
         .unwrap();
-    let out = w.engine.execute_payment(&cmd).await.unwrap();
+    let out = w.engine.execute_payment(&payer(&cmd), &cmd).await.unwrap();
     assert!(!out.is_replay());
     assert_eq!(attempt(&out).status, AttemptStatus::Authorized);
 }
@@ -1148,24 +1385,31 @@ async fn a_refused_key_is_free_to_retry_after_the_cause_is_fixed() {
 #[tokio::test]
 async fn after_the_snapshot_expires_capture_settles_but_no_order_is_committed() {
     let w = world().await;
-    let a = attempt(&w.engine.execute_payment(&w.execute("pay-1")).await.unwrap());
+    let a = attempt(
+        &w.engine
+            .execute_payment(&agent_p(), &w.execute("pay-1"))
+            .await
+            .unwrap(),
+    );
     w.mem
         .clock
         .set(w.snapshot.expires_at() + chrono::Duration::minutes(5));
     let cap = w
         .engine
-        .capture(&agent_capture("cap-1", &a.id, None))
+        .capture(&agent_p(), &agent_capture("cap-1", &a.id, None))
         .await
         .unwrap();
     assert_eq!(attempt(&cap).status, AttemptStatus::Captured);
     let out = w
         .engine
-        .commit_order(&CommitOrder {
-            key: key("order-1"),
-            actor: examples::agent(),
-            attempt_id: a.id.clone(),
-            checkout: examples::valid_checkout(w.snapshot.id()),
-        })
+        .commit_order(
+            &agent_p(),
+            &CommitOrder {
+                key: key("order-1"),
+                attempt_id: a.id.clone(),
+                checkout: examples::valid_checkout(w.snapshot.id()),
+            },
+        )
         .await
         .unwrap();
     let OrderOutcome::Failed {
@@ -1177,7 +1421,11 @@ async fn after_the_snapshot_expires_capture_settles_but_no_order_is_committed() 
     assert!(decision.unwrap().has(BlockerCode::SnapshotExpired));
     assert_eq!(recovery.attempt.status, AttemptStatus::Refunded);
     // A new authorization on the expired snapshot is stale.
-    let PaymentOutcome::Refused(d) = w.engine.execute_payment(&w.execute("pay-2")).await.unwrap()
+    let PaymentOutcome::Refused(d) = w
+        .engine
+        .execute_payment(&agent_p(), &w.execute("pay-2"))
+        .await
+        .unwrap()
     else {
         panic!()
     };
@@ -1256,7 +1504,7 @@ async fn a_retry_after_a_crash_mid_authorization_reconciles_instead_of_paying_tw
         }
         // While the lease runs, the key is in flight and a sweep leaves the attempt alone.
         assert!(matches!(
-            w.engine.execute_payment(&cmd).await,
+            w.engine.execute_payment(&payer(&cmd), &cmd).await,
             Err(EngineError::IdempotencyInFlight { .. })
         ));
         assert_eq!(
@@ -1264,7 +1512,7 @@ async fn a_retry_after_a_crash_mid_authorization_reconciles_instead_of_paying_tw
             AttemptStatus::PendingProviderResponse
         );
         w.mem.clock.advance(chrono::Duration::seconds(31));
-        let out = w.engine.execute_payment(&cmd).await.unwrap();
+        let out = w.engine.execute_payment(&payer(&cmd), &cmd).await.unwrap();
         let a = attempt(&out);
         let key = a.provider_key(Operation::Authorize);
         if psp_saw_it {
@@ -1281,7 +1529,12 @@ async fn a_retry_after_a_crash_mid_authorization_reconciles_instead_of_paying_tw
             "no second authorization"
         );
         // The record is complete now: the same command is a replay.
-        assert!(w.engine.execute_payment(&cmd).await.unwrap().is_replay());
+        assert!(w
+            .engine
+            .execute_payment(&payer(&cmd), &cmd)
+            .await
+            .unwrap()
+            .is_replay());
     }
 }
 
@@ -1317,7 +1570,7 @@ async fn a_retry_after_a_crash_between_hold_and_submit_releases_the_orphan_hold(
         .await
         .unwrap();
     assert_eq!(w.usage().await.held, eur("144.00"));
-    let out = w.engine.execute_payment(&cmd).await.unwrap();
+    let out = w.engine.execute_payment(&payer(&cmd), &cmd).await.unwrap();
     let a = attempt(&out);
     assert_eq!(a.status, AttemptStatus::Authorized);
     assert_eq!(w.usage().await.held, eur("144.00"), "one hold, not two");

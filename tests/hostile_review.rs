@@ -4,6 +4,8 @@
 #![cfg(feature = "testkit")]
 
 mod common;
+#[allow(unused_imports)]
+use common::principals::*;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,8 +14,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use agent_mandate::domain::{
-    Actor, ActorKind, AttemptEvent, AttemptStatus, AuditEvent, ChainedEvent, Currency, Money,
-    PaymentAttempt, ProviderReport, ProviderStatus,
+    AttemptEvent, AttemptStatus, AuditEvent, ChainedEvent, Currency, Money, PaymentAttempt,
+    Principal, ProviderReport, ProviderStatus,
 };
 use agent_mandate::engine::{Engine, EngineConfig, EngineError, PaymentOutcome, TRAIL_CHECK_LIMIT};
 use agent_mandate::ports::{
@@ -105,7 +107,7 @@ async fn sweep_inside_a_live_lease_fails_a_slow_submission_and_the_late_authoriz
     let slow = {
         let engine = engine.clone();
         let cmd = w.execute("pay-slow");
-        tokio::spawn(async move { engine.execute_payment(&cmd).await })
+        tokio::spawn(async move { engine.execute_payment(&payer(&cmd), &cmd).await })
     };
     psp.entered.notified().await;
 
@@ -114,7 +116,7 @@ async fn sweep_inside_a_live_lease_fails_a_slow_submission_and_the_late_authoriz
     let swept = engine.reconcile_pending(10).await.expect("sweep");
     assert_eq!(swept.len(), 1);
     let second = engine
-        .execute_payment(&w.execute("pay-second"))
+        .execute_payment(&agent_p(), &w.execute("pay-second"))
         .await
         .expect("second payment");
 
@@ -149,7 +151,7 @@ async fn not_found_then_authorized_after_a_crash_leaves_money_without_a_hold() {
     let crashed = {
         let engine = engine.clone();
         let cmd = w.execute("pay-crash");
-        tokio::spawn(async move { engine.execute_payment(&cmd).await })
+        tokio::spawn(async move { engine.execute_payment(&payer(&cmd), &cmd).await })
     };
     psp.entered.notified().await;
     crashed.abort(); // the process dies between two awaits
@@ -299,13 +301,13 @@ async fn authorized_then_lying_capture(
     };
     let engine = Engine::new(ports, EngineConfig::default()).expect("engine");
     let paid = engine
-        .execute_payment(&w.execute("pay-1"))
+        .execute_payment(&agent_p(), &w.execute("pay-1"))
         .await
         .expect("pay");
     let a = paid.attempt().expect("attempt").clone();
     assert_eq!(a.status, AttemptStatus::Authorized);
     let captured = engine
-        .capture(&agent_capture("capture-1", &a.id, amount))
+        .capture(&agent_p(), &agent_capture("capture-1", &a.id, amount))
         .await;
     let after = w
         .mem
@@ -422,7 +424,7 @@ async fn authorize_answered_not_found_does_not_fail_before_the_deadline() {
     };
     let engine = Engine::new(ports, EngineConfig::default()).expect("engine");
     let out = engine
-        .execute_payment(&w.execute("pay-1"))
+        .execute_payment(&agent_p(), &w.execute("pay-1"))
         .await
         .expect("pay");
     let a = out.attempt().expect("attempt");
@@ -484,7 +486,7 @@ async fn two_engines_flushing_one_outbox_lose_nothing_and_show_their_repeats() {
     };
     let a = Engine::new(ports.clone(), EngineConfig::default()).expect("engine a");
     let b = Engine::new(ports, EngineConfig::default()).expect("engine b");
-    a.execute_payment(&w.execute("pay-1"))
+    a.execute_payment(&agent_p(), &w.execute("pay-1"))
         .await
         .expect("pay while the sink is down");
     let staged = a.verify_trail(TRAIL_CHECK_LIMIT).await.expect("check");
@@ -503,29 +505,36 @@ async fn two_engines_flushing_one_outbox_lose_nothing_and_show_their_repeats() {
     w.mem.audit.verify().await.expect("I9: the chain verifies");
 }
 
-/// Found by review (I14). Authority from what a caller says it is: any caller that labels itself
-/// `ActorKind::Human` may void an agent's authorized payment, whoever it is. The void should
-/// be open to the attempt's actor, the buyer's principal and an operator only.
+/// Found by review (I14). Authority from what a caller says it is: any caller that labelled
+/// itself `ActorKind::Human` could void an agent's authorized payment, whoever it was. The void
+/// is open to the attempt's actor, the buyer's principal and an operator only: a person the
+/// host authenticated as another buyer is refused, and so is any other agent.
 #[tokio::test]
-#[ignore = "open: permissions compare asserted kinds, not authenticated principals (not built yet)"]
 async fn a_caller_asserting_it_is_human_cannot_void_a_strangers_payment() {
     let w = capped_world().await;
     let paid = w
         .engine
-        .execute_payment(&w.execute("pay-1"))
+        .execute_payment(&agent_p(), &w.execute("pay-1"))
         .await
         .expect("pay");
     let a = paid.attempt().expect("attempt").clone();
-    let mut void = agent_void("void-by-mallory", &a.id);
-    void.actor = Actor {
-        id: "mallory_the_stranger".parse().expect("id"),
-        kind: ActorKind::Human,
-    };
-    let out = w.engine.void(&void).await;
-    assert!(
-        matches!(out, Err(EngineError::NotPermitted { .. })),
-        "a stranger's void was accepted: {:?}",
-        out.map(|o| o.attempt().map(|a| a.status))
+    let void = agent_void("void-by-mallory", &a.id);
+    for mallory in [
+        Principal::Buyer("mallory_the_stranger".parse().expect("id")),
+        Principal::Agent("mallory_the_stranger".parse().expect("id")),
+        Principal::System("mallory_the_stranger".parse().expect("id")),
+    ] {
+        let out = w.engine.void(&mallory, &void).await;
+        assert!(
+            matches!(out, Err(EngineError::NotPermitted { .. })),
+            "{mallory}'s void was accepted: {:?}",
+            out.map(|o| o.attempt().map(|a| a.status))
+        );
+    }
+    let still = w.engine.ports().store.attempt(&a.id).await.expect("store");
+    assert_eq!(
+        still.map(|a| a.status),
+        Some(agent_mandate::domain::AttemptStatus::Authorized)
     );
 }
 
@@ -551,11 +560,14 @@ async fn takeover_before_the_deadline_never_resubmits() {
     let slow = {
         let engine = engine.clone();
         let cmd = cmd.clone();
-        tokio::spawn(async move { engine.execute_payment(&cmd).await })
+        tokio::spawn(async move { engine.execute_payment(&payer(&cmd), &cmd).await })
     };
     psp.entered.notified().await;
     w.mem.clock.advance(chrono::Duration::seconds(26));
-    let retried = engine.execute_payment(&cmd).await.expect("retry");
+    let retried = engine
+        .execute_payment(&payer(&cmd), &cmd)
+        .await
+        .expect("retry");
     let status = retried.attempt().expect("attempt").status;
     assert!(
         matches!(
@@ -585,12 +597,12 @@ async fn purge_racing_a_live_command_keeps_its_record() {
     let live = {
         let engine = engine.clone();
         let cmd = cmd.clone();
-        tokio::spawn(async move { engine.execute_payment(&cmd).await })
+        tokio::spawn(async move { engine.execute_payment(&payer(&cmd), &cmd).await })
     };
     psp.entered.notified().await;
     w.mem.clock.advance(chrono::Duration::seconds(5));
     engine.purge_idempotency().await.expect("purge");
-    let during = engine.execute_payment(&cmd).await;
+    let during = engine.execute_payment(&payer(&cmd), &cmd).await;
     assert!(
         matches!(during, Err(EngineError::IdempotencyInFlight { .. })),
         "{during:?}"
@@ -601,7 +613,10 @@ async fn purge_racing_a_live_command_keeps_its_record() {
         done.attempt().expect("attempt").status,
         AttemptStatus::Authorized
     );
-    let again = engine.execute_payment(&cmd).await.expect("replay");
+    let again = engine
+        .execute_payment(&payer(&cmd), &cmd)
+        .await
+        .expect("replay");
     assert!(
         matches!(again, PaymentOutcome::Replayed { .. }),
         "{again:?}"
@@ -620,7 +635,7 @@ async fn a_report_delivered_twice_moves_the_ledger_once() {
     );
     let out = w
         .engine
-        .execute_payment(&w.execute("pay-1"))
+        .execute_payment(&agent_p(), &w.execute("pay-1"))
         .await
         .expect("pay");
     let a = out.attempt().expect("attempt").clone();
@@ -647,7 +662,7 @@ async fn one_engine_flushing_twice_at_once_appends_each_event_once() {
     };
     let engine = Engine::new(ports, EngineConfig::default()).expect("engine");
     engine
-        .execute_payment(&w.execute("pay-1"))
+        .execute_payment(&agent_p(), &w.execute("pay-1"))
         .await
         .expect("pay while the sink is down");
     sink.down.store(false, Ordering::SeqCst);
@@ -672,7 +687,7 @@ async fn a_clock_jumping_backwards_does_not_settle_an_ambiguous_submission() {
     );
     let a = w
         .engine
-        .execute_payment(&w.execute("pay-1"))
+        .execute_payment(&agent_p(), &w.execute("pay-1"))
         .await
         .expect("execute")
         .attempt()
@@ -685,7 +700,7 @@ async fn a_clock_jumping_backwards_does_not_settle_an_ambiguous_submission() {
     assert_eq!(w.usage().await.held, eur("144.00"), "I5");
     let other = w
         .engine
-        .execute_payment(&w.execute("pay-2"))
+        .execute_payment(&agent_p(), &w.execute("pay-2"))
         .await
         .expect("second");
     assert!(matches!(other, PaymentOutcome::Refused(_)), "I2: {other:?}");

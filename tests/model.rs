@@ -38,6 +38,8 @@
 #![cfg(feature = "testkit")]
 
 mod common;
+#[allow(unused_imports)]
+use common::principals::*;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -47,8 +49,8 @@ use agent_mandate::domain::examples;
 use agent_mandate::domain::{
     Actor, ActorId, ActorKind, AttemptId, AttemptStatus, AuditKind, CartSnapshot, CheckoutState,
     CredentialRef, Currency, HoldAction, Lifecycle, LifecycleEvent, MandateId, MandateSpec,
-    MandateStatus, Money, Operation, Outcome, Party, PaymentAction, PaymentRequest, ProviderKey,
-    ProviderRef, ProviderReport, ProviderStatus,
+    MandateStatus, Money, Operation, Outcome, Party, PaymentAction, PaymentRequest, Principal,
+    ProviderKey, ProviderRef, ProviderReport, ProviderStatus,
 };
 use agent_mandate::engine::{
     attempt_id_for, CapturePayment, ChangeMandate, CommitOrder, CreateMandate, DeriveMandate,
@@ -62,7 +64,7 @@ use agent_mandate::ports::{
 use agent_mandate::testkit::{FakePsp, Fault, Op};
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
-use common::engine::{admin, backpack_spec, card, key};
+use common::engine::{backpack_spec, card, key};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::strategy::Union;
@@ -195,7 +197,13 @@ impl Caps {
 }
 
 /// The mandate of `slot`: the Travel Backpack scope with `caps`, valid for 60 days.
-fn spec(slot: usize, parent: Option<usize>, actor: usize, caps: &Caps) -> MandateSpec {
+fn spec(
+    slot: usize,
+    parent: Option<usize>,
+    actor: usize,
+    caps: &Caps,
+    expires: DateTime<Utc>,
+) -> MandateSpec {
     let mut spec = backpack_spec(true);
     spec.id = mandate_id(slot);
     spec.parent_id = parent.map(mandate_id);
@@ -210,9 +218,32 @@ fn spec(slot: usize, parent: Option<usize>, actor: usize, caps: &Caps) -> Mandat
     s.budgets.windows[0].max_amount = Some(eur(caps.window_amount));
     s.budgets.windows[0].max_count = Some(caps.window_count);
     s.max_uses = caps.max_uses;
-    s.validity.expires_at = start() + Duration::days(60);
+    s.validity.expires_at = expires;
     spec.lifecycle = Lifecycle::new(MandateStatus::Active, start());
     spec
+}
+
+/// When root mandate `slot` expires: root 0 in 60 days, root 1 after 30 hours (so payments
+/// under it meet their mandate's expiry: refused, while their capture, void, refund and order
+/// still complete). A child expires with its parent.
+fn root_expiry(slot: usize) -> DateTime<Utc> {
+    if slot == 1 {
+        start() + Duration::hours(30)
+    } else {
+        start() + Duration::days(60)
+    }
+}
+
+/// Who asks a follow-up on an attempt of agent `actor`: 0 its agent, 1 the buyer, 2 another
+/// agent, 3 an operator, 4 another buyer.
+fn asker(by: u8, actor: usize) -> Principal {
+    match by {
+        0 => Principal::Agent(agent(actor).id),
+        1 => buyer_p(),
+        2 => Principal::Agent(agent((actor + 1) % AGENTS.len()).id),
+        3 => operator_p(),
+        _ => Principal::Buyer("buyer_999".parse().expect("id")),
+    }
 }
 
 fn snapshot(i: usize) -> CartSnapshot {
@@ -421,6 +452,7 @@ impl World {
         for i in 0..AGENTS.len() {
             let stored = engine
                 .store_credential(
+                    &buyer_p(),
                     &key(&format!("card-{i}")),
                     card(&agent(i).id, "pm_card_visa"),
                 )
@@ -509,21 +541,23 @@ enum Cmd {
         amount: Amt,
         fault: Option<Fault>,
     },
-    /// Void an attempt; `by`: 0 its actor, 1 a human, 2 another agent.
+    /// Void an attempt; `by`: see [`asker`].
     Void {
         attempt: Index,
         strict: bool,
         by: u8,
         fault: Option<Fault>,
     },
-    /// Refund an attempt.
+    /// Refund an attempt; `by`: see [`asker`].
     Refund {
         attempt: Index,
         strict: bool,
         amount: Amt,
+        by: u8,
         fault: Option<Fault>,
     },
-    /// Commit the order of an attempt, by its actor (or another agent).
+    /// Commit the order of an attempt, by its actor or its buyer (`by_other`: another agent
+    /// or another buyer).
     Commit {
         attempt: Index,
         strict: bool,
@@ -554,15 +588,15 @@ enum Cmd {
 /// A keyed engine command, as sent.
 #[derive(Debug, Clone)]
 enum Sent {
-    Create(CreateMandate),
-    Derive(DeriveMandate),
-    Change(ChangeMandate),
-    Suspend(SetSuspension),
-    Execute(ExecutePayment),
-    Capture(CapturePayment),
-    Void(VoidPayment),
-    Refund(RefundPayment),
-    Commit(CommitOrder),
+    Create(Principal, CreateMandate),
+    Derive(Principal, DeriveMandate),
+    Change(Principal, ChangeMandate),
+    Suspend(Principal, SetSuspension),
+    Execute(Principal, ExecutePayment),
+    Capture(Principal, CapturePayment),
+    Void(Principal, VoidPayment),
+    Refund(Principal, RefundPayment),
+    Commit(Principal, CommitOrder),
 }
 
 type Scope = (String, &'static str, String);
@@ -571,28 +605,27 @@ impl Sent {
     /// A short description for failure messages.
     fn brief(&self) -> String {
         match self {
-            Sent::Create(c) => format!(
-                "create_mandate key={} {} caps={:?}",
+            Sent::Create(by, c) => format!(
+                "create_mandate by {by} key={} {} caps={:?}",
                 c.key,
                 c.spec.id,
                 Caps::of(&c.spec)
             ),
-            Sent::Derive(c) => format!(
-                "derive_mandate key={} by={} {} from {:?} for {} caps={:?}",
+            Sent::Derive(by, c) => format!(
+                "derive_mandate by {by} key={} {} from {:?} for {} caps={:?}",
                 c.key,
-                c.by.id,
                 c.spec.id,
                 c.spec.parent_id,
                 c.spec.actor.id,
                 Caps::of(&c.spec)
             ),
-            Sent::Change(c) => format!("revoke key={} {} by={}", c.key, c.mandate_id, c.by.id),
-            Sent::Suspend(c) => format!(
-                "set_suspension key={} {:?} suspended={}",
+            Sent::Change(by, c) => format!("revoke by {by} key={} {}", c.key, c.mandate_id),
+            Sent::Suspend(by, c) => format!(
+                "set_suspension by {by} key={} {:?} suspended={}",
                 c.key, c.party, c.suspended
             ),
-            Sent::Execute(c) => format!(
-                "execute_payment key={} actor={} {} amount={} capture={} checkout_valid={}",
+            Sent::Execute(by, c) => format!(
+                "execute_payment by {by} key={} actor={} {} amount={} capture={} checkout_valid={}",
                 c.key,
                 c.request.actor.id,
                 c.request.mandate_id,
@@ -600,44 +633,50 @@ impl Sent {
                 c.capture,
                 matches!(c.checkout, CheckoutState::Valid { .. })
             ),
-            Sent::Capture(c) => format!(
-                "capture key={} actor={} {} amount={:?}",
-                c.key, c.actor.id, c.attempt_id, c.amount
+            Sent::Capture(by, c) => format!(
+                "capture by {by} key={} {} amount={:?}",
+                c.key, c.attempt_id, c.amount
             ),
-            Sent::Void(c) => format!("void key={} actor={} {}", c.key, c.actor.id, c.attempt_id),
-            Sent::Refund(c) => format!(
-                "refund key={} actor={} {} amount={:?}",
-                c.key, c.actor.id, c.attempt_id, c.amount
+            Sent::Void(by, c) => format!("void by {by} key={} {}", c.key, c.attempt_id),
+            Sent::Refund(by, c) => format!(
+                "refund by {by} key={} {} amount={:?}",
+                c.key, c.attempt_id, c.amount
             ),
-            Sent::Commit(c) => format!(
-                "commit_order key={} actor={} {} checkout_valid={}",
+            Sent::Commit(by, c) => format!(
+                "commit_order by {by} key={} {} checkout_valid={}",
                 c.key,
-                c.actor.id,
                 c.attempt_id,
                 matches!(c.checkout, CheckoutState::Valid { .. })
             ),
         }
     }
 
+    /// The idempotency scope: the principal's (a payment's: its actor's).
     fn scope(&self) -> Scope {
-        let (actor, op, key) = match self {
-            Sent::Create(c) => (&c.by.id, "create_mandate", &c.key),
-            Sent::Derive(c) => (&c.by.id, "derive_mandate", &c.key),
-            Sent::Change(c) => (&c.by.id, "change_mandate", &c.key),
-            Sent::Suspend(c) => (&c.by.id, "set_suspension", &c.key),
-            Sent::Execute(c) => (&c.request.actor.id, "execute_payment", &c.key),
-            Sent::Capture(c) => (&c.actor.id, "capture_payment", &c.key),
-            Sent::Void(c) => (&c.actor.id, "void_payment", &c.key),
-            Sent::Refund(c) => (&c.actor.id, "refund_payment", &c.key),
-            Sent::Commit(c) => (&c.actor.id, "commit_order", &c.key),
+        let (by, op, key) = match self {
+            Sent::Create(by, c) => (by, "create_mandate", &c.key),
+            Sent::Derive(by, c) => (by, "derive_mandate", &c.key),
+            Sent::Change(by, c) => (by, "change_mandate", &c.key),
+            Sent::Suspend(by, c) => (by, "set_suspension", &c.key),
+            Sent::Execute(_, c) => {
+                return (
+                    c.request.actor.id.to_string(),
+                    "execute_payment",
+                    c.key.as_str().to_owned(),
+                )
+            }
+            Sent::Capture(by, c) => (by, "capture_payment", &c.key),
+            Sent::Void(by, c) => (by, "void_payment", &c.key),
+            Sent::Refund(by, c) => (by, "refund_payment", &c.key),
+            Sent::Commit(by, c) => (by, "commit_order", &c.key),
         };
-        (actor.to_string(), op, key.as_str().to_owned())
+        (by.scope_id().to_string(), op, key.as_str().to_owned())
     }
 
     /// Equal for commands the engine fingerprints equally.
     fn fingerprint(&self) -> String {
         match self {
-            Sent::Execute(c) => format!(
+            Sent::Execute(_, c) => format!(
                 "{:?}",
                 (&c.request, &c.checkout, c.credential.as_str(), c.capture)
             ),
@@ -759,6 +798,7 @@ struct MMandate {
     actor: usize,
     caps: Caps,
     revoked: bool,
+    expires: DateTime<Utc>,
 }
 
 /// The state of an attempt the model tracks (what the engine's record must show).
@@ -1486,7 +1526,9 @@ impl Model {
 
     // ----- decisions -----
 
-    /// The blocker codes of the chain and the actors for a follow-up (capture, refund, order).
+    /// The blocker codes of the chain and the actors for a follow-up (capture, order). An
+    /// expiry never blocks one: the authorization it completes was made while the chain was
+    /// valid.
     fn follow_up_codes(&self, ai: usize, actor: usize, capture_amount: Option<i64>) -> Vec<String> {
         let a = &self.attempts[ai];
         let chain = self.chain(a.slot);
@@ -1551,11 +1593,15 @@ impl Model {
         }
         for &s in &chain {
             let m = self.mandate(s);
+            let expired = self.now >= m.expires;
             if s == slot {
                 if m.revoked {
                     hard.push("MANDATE_REVOKED");
                 }
-            } else if m.revoked || self.suspended[m.actor] {
+                if expired {
+                    hard.push("MANDATE_EXPIRED");
+                }
+            } else if m.revoked || self.suspended[m.actor] || expired {
                 hard.push("ANCESTOR_NOT_ACTIVE");
             }
             if total > m.caps.max_amount {
@@ -1600,7 +1646,11 @@ impl Model {
     fn predict(&mut self, sent: &Sent) -> Out {
         let scope = sent.scope();
         let fp = sent.fingerprint();
-        if let Sent::Execute(cmd) = sent {
+        if let Sent::Execute(by, cmd) = sent {
+            if *by != Principal::Agent(cmd.request.actor.id.clone()) {
+                // Refused before its key is looked at: nothing decided, held or recorded.
+                return Out::Err(ErrKind::NotPermitted);
+            }
             return self.predict_execute(cmd, &scope, &fp);
         }
         match self.begin(&scope, &fp) {
@@ -1608,10 +1658,10 @@ impl Model {
             Begin::InFlight => return Out::Err(ErrKind::InFlight),
             Begin::Replay => {
                 return match sent {
-                    Sent::Capture(c) => Out::Replayed(self.status_of(&c.attempt_id)),
-                    Sent::Void(c) => Out::Replayed(self.status_of(&c.attempt_id)),
-                    Sent::Refund(c) => Out::Replayed(self.status_of(&c.attempt_id)),
-                    Sent::Commit(c) => {
+                    Sent::Capture(_, c) => Out::Replayed(self.status_of(&c.attempt_id)),
+                    Sent::Void(_, c) => Out::Replayed(self.status_of(&c.attempt_id)),
+                    Sent::Refund(_, c) => Out::Replayed(self.status_of(&c.attempt_id)),
+                    Sent::Commit(_, c) => {
                         let ai = self.attempt_index(&c.attempt_id);
                         let a = &self.attempts[ai];
                         match a.order {
@@ -1626,15 +1676,15 @@ impl Model {
         }
         self.start_key(&scope, &fp);
         let result = match sent {
-            Sent::Create(c) => self.fresh_create(c),
-            Sent::Derive(c) => self.fresh_derive(c),
-            Sent::Change(c) => self.fresh_change(c),
-            Sent::Suspend(c) => self.fresh_suspend(c),
-            Sent::Capture(c) => self.fresh_capture(c),
-            Sent::Void(c) => self.fresh_void(c),
-            Sent::Refund(c) => self.fresh_refund(c),
-            Sent::Commit(c) => self.fresh_commit(c),
-            Sent::Execute(_) => unreachable!("handled above"),
+            Sent::Create(by, c) => self.fresh_create(by, c),
+            Sent::Derive(by, c) => self.fresh_derive(by, c),
+            Sent::Change(by, c) => self.fresh_change(by, c),
+            Sent::Suspend(by, c) => self.fresh_suspend(by, c),
+            Sent::Capture(by, c) => self.fresh_capture(by, c),
+            Sent::Void(by, c) => self.fresh_void(by, c),
+            Sent::Refund(by, c) => self.fresh_refund(by, c),
+            Sent::Commit(by, c) => self.fresh_commit(by, c),
+            Sent::Execute(..) => unreachable!("handled above"),
         };
         match &result {
             // A refused follow-up changed nothing lasting: the key is free again.
@@ -1648,7 +1698,10 @@ impl Model {
         self.attempts[self.attempt_index(id)].st.status
     }
 
-    fn fresh_create(&mut self, c: &CreateMandate) -> Out {
+    fn fresh_create(&mut self, by: &Principal, c: &CreateMandate) -> Out {
+        if !(*by == buyer_p() || by.is_system()) {
+            return Out::Err(ErrKind::NotPermitted);
+        }
         let slot = slot_of(&c.spec.id);
         if self.mandates[slot].is_some() {
             return Out::Err(ErrKind::StoreConflict);
@@ -1658,21 +1711,24 @@ impl Model {
             actor: agent_index(&c.spec.actor.id).expect("agent"),
             caps: Caps::of(&c.spec),
             revoked: false,
+            expires: c.spec.scope.validity.expires_at,
         });
         Out::Recorded { replay: false }
     }
 
-    fn fresh_derive(&mut self, c: &DeriveMandate) -> Out {
+    fn fresh_derive(&mut self, by: &Principal, c: &DeriveMandate) -> Out {
         let slot = slot_of(&c.spec.id);
         let parent_slot = slot_of(c.spec.parent_id.as_ref().expect("parent"));
         let Some(parent) = self.mandates[parent_slot].clone() else {
             return Out::Err(ErrKind::NotFound);
         };
-        if c.by.kind != ActorKind::Human && c.by != agent(parent.actor) {
+        // The parent's buyer or its actor (an agent derives only from its own mandate).
+        if *by != buyer_p() && *by != Principal::Agent(agent(parent.actor).id) {
             return Out::Err(ErrKind::NotPermitted);
         }
         let caps = Caps::of(&c.spec);
-        if parent.revoked || caps.wider_than(&parent.caps) {
+        let expires = c.spec.scope.validity.expires_at;
+        if parent.revoked || caps.wider_than(&parent.caps) || expires > parent.expires {
             return Out::Err(ErrKind::Delegation);
         }
         if self.mandates[slot].is_some() {
@@ -1683,18 +1739,22 @@ impl Model {
             actor: agent_index(&c.spec.actor.id).expect("agent"),
             caps,
             revoked: false,
+            expires,
         });
         Out::Recorded { replay: false }
     }
 
-    fn fresh_change(&mut self, c: &ChangeMandate) -> Out {
+    fn fresh_change(&mut self, by: &Principal, c: &ChangeMandate) -> Out {
         let slot = slot_of(&c.mandate_id);
+        // Revoke: the buyer, an operator, a system, or an agent holding a mandate of the chain.
         if self.mandates[slot].is_some()
-            && c.by.kind != ActorKind::Human
+            && *by != buyer_p()
+            && !by.is_operator()
+            && !by.is_system()
             && !self
                 .chain(slot)
                 .iter()
-                .any(|&s| agent(self.mandate(s).actor) == c.by)
+                .any(|&s| Principal::Agent(agent(self.mandate(s).actor).id) == *by)
         {
             return Out::Err(ErrKind::NotPermitted);
         }
@@ -1708,7 +1768,11 @@ impl Model {
         }
     }
 
-    fn fresh_suspend(&mut self, c: &SetSuspension) -> Out {
+    fn fresh_suspend(&mut self, by: &Principal, c: &SetSuspension) -> Out {
+        let own = matches!(&c.party, Party::Buyer(b) if by.is_buyer(b));
+        if !(own || by.is_operator() || by.is_system()) {
+            return Out::Err(ErrKind::NotPermitted);
+        }
         let Party::Actor(actor) = &c.party else {
             self.buyer_suspended = c.suspended;
             return Out::Recorded { replay: false };
@@ -1721,9 +1785,10 @@ impl Model {
         Out::Recorded { replay: false }
     }
 
-    fn fresh_capture(&mut self, c: &CapturePayment) -> Out {
+    fn fresh_capture(&mut self, by: &Principal, c: &CapturePayment) -> Out {
         let ai = self.attempt_index(&c.attempt_id);
-        if self.stranger(&c.actor, &c.attempt_id) {
+        // Only the attempt's actor captures: neither the buyer nor an operator.
+        if *by != self.actor_of(&c.attempt_id) {
             return Out::Err(ErrKind::NotPermitted);
         }
         let st = self.attempts[ai].st.clone();
@@ -1766,12 +1831,12 @@ impl Model {
         self.follow_up(ai, res, Confirmed::Refund(amount), Operation::Refund)
     }
 
-    fn fresh_void(&mut self, c: &VoidPayment) -> Out {
+    fn fresh_void(&mut self, by: &Principal, c: &VoidPayment) -> Out {
         let ai = self.attempt_index(&c.attempt_id);
-        let a = &self.attempts[ai];
-        if c.actor != a.request.actor && c.actor.kind != ActorKind::Human {
+        if !self.may_settle(by, &c.attempt_id) {
             return Out::Err(ErrKind::NotPermitted);
         }
+        let a = &self.attempts[ai];
         if !matches!(
             a.st.status,
             AttemptStatus::Authorized | AttemptStatus::RequiresBuyerAction
@@ -1787,9 +1852,9 @@ impl Model {
         }
     }
 
-    fn fresh_refund(&mut self, c: &RefundPayment) -> Out {
+    fn fresh_refund(&mut self, by: &Principal, c: &RefundPayment) -> Out {
         let ai = self.attempt_index(&c.attempt_id);
-        if self.stranger(&c.actor, &c.attempt_id) {
+        if !self.may_settle(by, &c.attempt_id) {
             return Out::Err(ErrKind::NotPermitted);
         }
         let st = self.attempts[ai].st.clone();
@@ -1815,11 +1880,11 @@ impl Model {
         }
     }
 
-    fn fresh_commit(&mut self, c: &CommitOrder) -> Out {
+    fn fresh_commit(&mut self, by: &Principal, c: &CommitOrder) -> Out {
         use AttemptStatus as S;
         let ai = self.attempt_index(&c.attempt_id);
-        if self.stranger(&c.actor, &c.attempt_id) {
-            // An agent other than the attempt's own may not commit its order.
+        if !self.may_settle(by, &c.attempt_id) {
+            // Another agent or another buyer may not commit its order.
             return Out::Err(ErrKind::NotPermitted);
         }
         let a = &self.attempts[ai];
@@ -2133,10 +2198,15 @@ impl Model {
             Cmd::CreateRoot { slot, actor, caps } => {
                 let c = CreateMandate {
                     key: self.fresh_key(),
-                    by: admin(),
-                    spec: spec(usize::from(*slot), None, usize::from(*actor), caps),
+                    spec: spec(
+                        usize::from(*slot),
+                        None,
+                        usize::from(*actor),
+                        caps,
+                        root_expiry(usize::from(*slot)),
+                    ),
                 };
-                (send(Sent::Create(c)), None)
+                (send(Sent::Create(buyer_p(), c)), None)
             }
             Cmd::Derive {
                 slot,
@@ -2152,9 +2222,9 @@ impl Model {
                     .filter(|&p| *any_parent || self.mandates[p].is_some())
                     .collect();
                 let parent_slot = parents[parent.index(parents.len())];
-                let (parent_actor, pc) = match &self.mandates[parent_slot] {
-                    Some(m) => (m.actor, m.caps),
-                    None => (0, ROOT_DEFAULT),
+                let (parent_actor, pc, parent_expires) = match &self.mandates[parent_slot] {
+                    Some(m) => (m.actor, m.caps, m.expires),
+                    None => (0, ROOT_DEFAULT, root_expiry(0)),
                 };
                 let pct = |v: i64, p: u8| (v * i64::from(p) / 100).max(100);
                 let mut caps = Caps {
@@ -2174,16 +2244,21 @@ impl Model {
                     caps.lifetime = pc.lifetime + 100;
                 }
                 let by = match by {
-                    0 => admin(),
-                    1 => agent(parent_actor),
-                    _ => agent((parent_actor + 1) % AGENTS.len()),
+                    0 => buyer_p(),
+                    1 => Principal::Agent(agent(parent_actor).id),
+                    _ => Principal::Agent(agent((parent_actor + 1) % AGENTS.len()).id),
                 };
                 let c = DeriveMandate {
                     key: self.fresh_key(),
-                    by,
-                    spec: spec(slot, Some(parent_slot), usize::from(*actor), &caps),
+                    spec: spec(
+                        slot,
+                        Some(parent_slot),
+                        usize::from(*actor),
+                        &caps,
+                        parent_expires,
+                    ),
                 };
-                (send(Sent::Derive(c)), None)
+                (send(Sent::Derive(by, c)), None)
             }
             Cmd::Revoke { slot, any, by } => {
                 let slots: Vec<usize> = if *any {
@@ -2194,19 +2269,19 @@ impl Model {
                 let slot = slots[slot.index(slots.len())];
                 let actor = self.mandates[slot].as_ref().map_or(0, |m| m.actor);
                 let by = match by {
-                    0 => admin(),
-                    1 => agent(actor),
-                    _ => agent((actor + 1) % AGENTS.len()),
+                    0 => buyer_p(),
+                    1 => Principal::Agent(agent(actor).id),
+                    2 => Principal::Agent(agent((actor + 1) % AGENTS.len()).id),
+                    _ => operator_p(),
                 };
                 let c = ChangeMandate {
                     key: self.fresh_key(),
-                    by,
                     mandate_id: mandate_id(slot),
                     event: LifecycleEvent::Revoke {
                         reason: "model revocation".parse().expect("reason"),
                     },
                 };
-                (send(Sent::Change(c)), None)
+                (send(Sent::Change(by, c)), None)
             }
             Cmd::Cards { actor, revoke } => (Action::Cards(usize::from(*actor), *revoke), None),
             Cmd::Suspend { party, suspended } => {
@@ -2216,12 +2291,17 @@ impl Model {
                 };
                 let c = SetSuspension {
                     key: self.fresh_key(),
-                    by: admin(),
-                    party,
+                    party: party.clone(),
                     suspended: *suspended,
                     reason: "model kill switch".parse().expect("reason"),
                 };
-                (send(Sent::Suspend(c)), None)
+                // The kill switch: an operator, or the buyer for themself.
+                let by = match &party {
+                    Party::Buyer(_) if *suspended => buyer_p(),
+                    _ => operator_p(),
+                };
+                let c = SetSuspension { party, ..c };
+                (send(Sent::Suspend(by, c)), None)
             }
             Cmd::Execute {
                 mandate,
@@ -2263,7 +2343,9 @@ impl Model {
                     credential: self.card(actor).clone(),
                     capture: *capture,
                 };
-                (send(Sent::Execute(c)), fault.clone())
+                // The agent paying asks for itself (a wrong actor is a decision's refusal).
+                let by = Principal::Agent(agent(actor).id);
+                (send(Sent::Execute(by, c)), fault.clone())
             }
             Cmd::Capture {
                 attempt,
@@ -2279,11 +2361,13 @@ impl Model {
                 let amount = amount_of(*amount, a.st.authorized);
                 let c = CapturePayment {
                     key: self.fresh_key(),
-                    actor,
                     attempt_id,
                     amount,
                 };
-                (send(Sent::Capture(c)), fault.clone())
+                (
+                    send(Sent::Capture(Principal::Agent(actor.id), c)),
+                    fault.clone(),
+                )
             }
             Cmd::Void {
                 attempt,
@@ -2297,23 +2381,19 @@ impl Model {
                     return (Action::Skip, None);
                 };
                 let a = &self.attempts[ai];
-                let actor = match by {
-                    0 => agent(a.actor),
-                    1 => admin(),
-                    _ => agent((a.actor + 1) % AGENTS.len()),
-                };
+                let by = asker(*by, a.actor);
                 let attempt_id = a.id.clone();
                 let c = VoidPayment {
                     key: self.fresh_key(),
-                    actor,
                     attempt_id,
                 };
-                (send(Sent::Void(c)), fault.clone())
+                (send(Sent::Void(by, c)), fault.clone())
             }
             Cmd::Refund {
                 attempt,
                 strict,
                 amount,
+                by,
                 fault,
             } => {
                 let Some(ai) = self.pick(attempt, *strict, |a| {
@@ -2325,15 +2405,14 @@ impl Model {
                     return (Action::Skip, None);
                 };
                 let a = &self.attempts[ai];
-                let (actor, attempt_id) = (agent(a.actor), a.id.clone());
+                let (by, attempt_id) = (asker(*by, a.actor), a.id.clone());
                 let amount = amount_of(*amount, a.st.captured - a.st.refunded);
                 let c = RefundPayment {
                     key: self.fresh_key(),
-                    actor,
                     attempt_id,
                     amount,
                 };
-                (send(Sent::Refund(c)), fault.clone())
+                (send(Sent::Refund(by, c)), fault.clone())
             }
             Cmd::Commit {
                 attempt,
@@ -2351,10 +2430,10 @@ impl Model {
                     return (Action::Skip, None);
                 };
                 let a = &self.attempts[ai];
-                let actor = if *by_other {
-                    agent((a.actor + 1) % AGENTS.len())
+                let by = if *by_other {
+                    asker(2 + (a.snap % 2) as u8 * 2, a.actor)
                 } else {
-                    agent(a.actor)
+                    asker(a.snap as u8 % 2 * 3, a.actor)
                 };
                 let checkout = if *valid {
                     examples::valid_checkout(self.snap_ids[a.snap])
@@ -2364,11 +2443,10 @@ impl Model {
                 let attempt_id = a.id.clone();
                 let c = CommitOrder {
                     key: self.fresh_key(),
-                    actor,
                     attempt_id,
                     checkout,
                 };
-                (send(Sent::Commit(c)), fault.clone())
+                (send(Sent::Commit(by, c)), fault.clone())
             }
             Cmd::Reconcile {
                 attempt,
@@ -2409,36 +2487,41 @@ impl Model {
         }
     }
 
-    /// Neither the attempt's actor nor a human.
-    fn stranger(&self, actor: &Actor, attempt: &AttemptId) -> bool {
+    /// The principal of the attempt's actor.
+    fn actor_of(&self, attempt: &AttemptId) -> Principal {
         let a = &self.attempts[self.attempt_index(attempt)];
-        *actor != a.request.actor && actor.kind != ActorKind::Human
+        Principal::Agent(a.request.actor.id.clone())
+    }
+
+    /// The attempt's actor, its buyer or an operator (void, refund, order commitment).
+    fn may_settle(&self, by: &Principal, attempt: &AttemptId) -> bool {
+        *by == self.actor_of(attempt) || *by == buyer_p() || by.is_operator()
     }
 
     /// The same key with other content.
     fn mutated(&self, w: &World, sent: Sent, m: u8) -> Sent {
         match sent {
-            Sent::Create(mut c) => {
+            Sent::Create(by, mut c) => {
                 let lifetime = c.spec.scope.budgets.lifetime.expect("lifetime");
                 c.spec.scope.budgets.lifetime = Some(eur(lifetime.minor_units() + 100));
-                Sent::Create(c)
+                Sent::Create(by, c)
             }
-            Sent::Derive(mut c) => {
+            Sent::Derive(by, mut c) => {
                 let lifetime = c.spec.scope.budgets.lifetime.expect("lifetime");
                 c.spec.scope.budgets.lifetime = Some(eur(lifetime.minor_units() - 1));
-                Sent::Derive(c)
+                Sent::Derive(by, c)
             }
-            Sent::Change(mut c) => {
+            Sent::Change(by, mut c) => {
                 c.event = LifecycleEvent::Revoke {
                     reason: "another reason".parse().expect("reason"),
                 };
-                Sent::Change(c)
+                Sent::Change(by, c)
             }
-            Sent::Suspend(mut c) => {
+            Sent::Suspend(by, mut c) => {
                 c.suspended = !c.suspended;
-                Sent::Suspend(c)
+                Sent::Suspend(by, c)
             }
-            Sent::Execute(mut c) => {
+            Sent::Execute(by, mut c) => {
                 if m.is_multiple_of(2) {
                     c.capture = !c.capture;
                 } else {
@@ -2455,31 +2538,32 @@ impl Model {
                     }
                     c.snapshot = s.clone();
                 }
-                Sent::Execute(c)
+                Sent::Execute(by, c)
             }
-            Sent::Capture(mut c) => {
+            Sent::Capture(by, mut c) => {
                 c.amount = match c.amount {
                     None => Some(eur(100)),
                     Some(_) => None,
                 };
-                Sent::Capture(c)
+                Sent::Capture(by, c)
             }
-            Sent::Void(mut c) => {
-                c.actor = if c.actor.kind == ActorKind::Human {
-                    agent(0)
+            Sent::Void(by, c) => {
+                // The same key from another principal: its own scope, so a fresh command.
+                let by = if by == buyer_p() {
+                    operator_p()
                 } else {
-                    admin()
+                    buyer_p()
                 };
-                Sent::Void(c)
+                Sent::Void(by, c)
             }
-            Sent::Refund(mut c) => {
+            Sent::Refund(by, mut c) => {
                 c.amount = match c.amount {
                     None => Some(eur(100)),
                     Some(_) => None,
                 };
-                Sent::Refund(c)
+                Sent::Refund(by, c)
             }
-            Sent::Commit(mut c) => {
+            Sent::Commit(by, mut c) => {
                 c.checkout = match c.checkout {
                     CheckoutState::Valid { .. } => examples::invalid_checkout(),
                     _ => {
@@ -2487,7 +2571,7 @@ impl Model {
                         examples::valid_checkout(self.snap_ids[self.attempts[ai].snap])
                     }
                 };
-                Sent::Commit(c)
+                Sent::Commit(by, c)
             }
         }
     }
@@ -2526,7 +2610,10 @@ impl Model {
                 Err(e) => Out::Err(err_kind(&e)),
             },
             Action::Cards(actor, true) => {
-                match engine.revoke_credentials(&agent(*actor).id).await {
+                match engine
+                    .revoke_credentials(&operator_p(), &agent(*actor).id)
+                    .await
+                {
                     Ok(n) => Out::Revoked(n),
                     Err(e) => Out::Err(err_kind(&e)),
                 }
@@ -2534,7 +2621,7 @@ impl Model {
             Action::Cards(actor, false) => {
                 let issued = key(&format!("card-{actor}-{}", self.cards[*actor].len()));
                 match engine
-                    .store_credential(&issued, card(&agent(*actor).id, "pm_card_visa"))
+                    .store_credential(&buyer_p(), &issued, card(&agent(*actor).id, "pm_card_visa"))
                     .await
                 {
                     Ok(stored) => {
@@ -2604,15 +2691,15 @@ impl Model {
             payment_out(&r)
         };
         match sent {
-            Sent::Create(c) => recorded_out(&e.create_mandate(c).await),
-            Sent::Derive(c) => recorded_out(&e.derive_mandate(c).await),
-            Sent::Change(c) => recorded_out(&e.change_mandate(c).await),
-            Sent::Suspend(c) => recorded_out(&e.set_suspension(c).await),
-            Sent::Execute(c) => payment(e.execute_payment(c).await).await,
-            Sent::Capture(c) => payment(e.capture(c).await).await,
-            Sent::Void(c) => payment(e.void(c).await).await,
-            Sent::Refund(c) => payment(e.refund(c).await).await,
-            Sent::Commit(c) => match e.commit_order(c).await {
+            Sent::Create(by, c) => recorded_out(&e.create_mandate(by, c).await),
+            Sent::Derive(by, c) => recorded_out(&e.derive_mandate(by, c).await),
+            Sent::Change(by, c) => recorded_out(&e.change_mandate(by, c).await),
+            Sent::Suspend(by, c) => recorded_out(&e.set_suspension(by, c).await),
+            Sent::Execute(by, c) => payment(e.execute_payment(by, c).await).await,
+            Sent::Capture(by, c) => payment(e.capture(by, c).await).await,
+            Sent::Void(by, c) => payment(e.void(by, c).await).await,
+            Sent::Refund(by, c) => payment(e.refund(by, c).await).await,
+            Sent::Commit(by, c) => match e.commit_order(by, c).await {
                 Ok(OrderOutcome::Committed { order, .. }) => {
                     Out::Order(OrderOut::Committed(order.amount.minor_units()))
                 }
@@ -3053,7 +3140,7 @@ fn command() -> impl Strategy<Value = Cmd> {
         ),
         weighted(
             5,
-            (any::<Index>(), strict.clone(), 0u8..3, fault()).prop_map(
+            (any::<Index>(), strict.clone(), 0u8..5, fault()).prop_map(
                 |(attempt, strict, by, fault)| Cmd::Void {
                     attempt,
                     strict,
@@ -3064,14 +3151,20 @@ fn command() -> impl Strategy<Value = Cmd> {
         ),
         weighted(
             8,
-            (any::<Index>(), strict.clone(), amt(), fault()).prop_map(
-                |(attempt, strict, amount, fault)| Cmd::Refund {
+            (
+                any::<Index>(),
+                strict.clone(),
+                amt(),
+                prop_oneof![4 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8), 1 => 3u8..5],
+                fault(),
+            )
+                .prop_map(|(attempt, strict, amount, by, fault)| Cmd::Refund {
                     attempt,
                     strict,
                     amount,
+                    by,
                     fault,
-                },
-            ),
+                }),
         ),
         weighted(
             8,
@@ -3177,7 +3270,7 @@ fn command() -> impl Strategy<Value = Cmd> {
             (
                 any::<Index>(),
                 rarely(),
-                prop_oneof![2 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8)],
+                prop_oneof![2 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8), 1 => Just(3u8)],
             )
                 .prop_map(|(slot, any, by)| Cmd::Revoke { slot, any, by }),
         ),
@@ -3315,14 +3408,18 @@ async fn regression_same_key_other_payment_after_transient() {
     let w = common::engine::world_with(EngineConfig::default(), spec).await;
     w.psp.inject(Some(Op::Authorize), Fault::Transient);
     let first = w.execute("pay-1");
-    let err = w.engine.execute_payment(&first).await.unwrap_err();
+    let err = w
+        .engine
+        .execute_payment(&payer(&first), &first)
+        .await
+        .unwrap_err();
     assert!(err.is_retryable(), "{err}");
 
     let mut other = w.execute("pay-1");
     other.snapshot = examples::over_limit_snapshot();
     other.request = examples::authorize_request(&other.snapshot);
     other.checkout = examples::valid_checkout(other.snapshot.id());
-    let out = w.engine.execute_payment(&other).await;
+    let out = w.engine.execute_payment(&payer(&other), &other).await;
     let authorized = w.psp.total_authorized(Currency::EUR);
     assert!(
         matches!(out, Err(EngineError::IdempotencyConflict { .. })),
@@ -3344,7 +3441,7 @@ async fn regression_a_stranger_commit_order_refunds_nothing() {
     let w = common::engine::world().await;
     let mut cmd = w.execute("pay-1");
     cmd.capture = true;
-    let paid = w.engine.execute_payment(&cmd).await.unwrap();
+    let paid = w.engine.execute_payment(&payer(&cmd), &cmd).await.unwrap();
     let attempt = paid.attempt().expect("attempt").clone();
     assert_eq!(attempt.status, AttemptStatus::Captured);
     let stranger = Actor {
@@ -3353,12 +3450,14 @@ async fn regression_a_stranger_commit_order_refunds_nothing() {
     };
     let out = w
         .engine
-        .commit_order(&CommitOrder {
-            key: key("order-1"),
-            actor: stranger,
-            attempt_id: attempt.id.clone(),
-            checkout: examples::valid_checkout(w.snapshot.id()),
-        })
+        .commit_order(
+            &who(&stranger),
+            &CommitOrder {
+                key: key("order-1"),
+                attempt_id: attempt.id.clone(),
+                checkout: examples::valid_checkout(w.snapshot.id()),
+            },
+        )
         .await;
     assert_eq!(
         w.psp.total_refunded(Currency::EUR),

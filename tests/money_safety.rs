@@ -4,6 +4,8 @@
 #![cfg(feature = "testkit")]
 
 mod common;
+#[allow(unused_imports)]
+use common::principals::*;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -136,13 +138,16 @@ async fn slow_psp_outliving_the_lease_cannot_overspend() {
     let slow = {
         let engine = engine.clone();
         let cmd = first_cmd.clone();
-        tokio::spawn(async move { engine.execute_payment(&cmd).await })
+        tokio::spawn(async move { engine.execute_payment(&payer(&cmd), &cmd).await })
     };
     gated.entered.notified().await;
 
     // The lease (60 s) lapses while the PSP sits on the request.
     w.mem.clock.advance(chrono::Duration::seconds(61));
-    let retried = engine.execute_payment(&first_cmd).await.expect("retry");
+    let retried = engine
+        .execute_payment(&payer(&first_cmd), &first_cmd)
+        .await
+        .expect("retry");
     let failed = retried.attempt().expect("attempt").clone();
     assert_eq!(
         failed.status,
@@ -150,7 +155,7 @@ async fn slow_psp_outliving_the_lease_cannot_overspend() {
         "past its deadline, the PSP's 'not found' is final"
     );
     let second = engine
-        .execute_payment(&w.execute("pay-second"))
+        .execute_payment(&agent_p(), &w.execute("pay-second"))
         .await
         .expect("second payment");
     assert_eq!(
@@ -189,7 +194,10 @@ async fn slow_psp_outliving_the_lease_cannot_overspend() {
     );
     // The key's record belongs to the retry, which completed it: the stale holder neither
     // completed nor freed it.
-    let again = engine.execute_payment(&first_cmd).await.expect("replay");
+    let again = engine
+        .execute_payment(&payer(&first_cmd), &first_cmd)
+        .await
+        .expect("replay");
     assert!(
         matches!(again, PaymentOutcome::Replayed { .. }),
         "{again:?}"
@@ -219,7 +227,7 @@ async fn not_found_before_the_deadline_keeps_the_hold() {
     );
     let first = w
         .engine
-        .execute_payment(&w.execute("pay-1"))
+        .execute_payment(&agent_p(), &w.execute("pay-1"))
         .await
         .expect("execute");
     let a = first.attempt().expect("attempt").clone();
@@ -230,7 +238,7 @@ async fn not_found_before_the_deadline_keeps_the_hold() {
         assert_eq!(w.usage().await.held, eur("144.00"), "I5: the hold stays");
         let other = w
             .engine
-            .execute_payment(&w.execute("pay-2"))
+            .execute_payment(&agent_p(), &w.execute("pay-2"))
             .await
             .expect("second");
         assert!(
@@ -312,7 +320,7 @@ async fn a_failed_audit_append_loses_no_event() {
     let engine = Engine::new(ports, EngineConfig::default()).expect("engine");
     let before = w.mem.audit.read(1, 100_000).await.expect("read").len();
     let paid = engine
-        .execute_payment(&w.execute("pay-1"))
+        .execute_payment(&agent_p(), &w.execute("pay-1"))
         .await
         .expect("the payment is not failed by the sink");
     let a = paid.attempt().expect("attempt").clone();
@@ -343,7 +351,7 @@ async fn a_failed_audit_append_loses_no_event() {
     // The sink comes back; the replay of the same command delivers what waited.
     sink.down.store(false, Ordering::SeqCst);
     let again = engine
-        .execute_payment(&w.execute("pay-1"))
+        .execute_payment(&agent_p(), &w.execute("pay-1"))
         .await
         .expect("replay");
     assert!(again.is_replay());
@@ -369,7 +377,7 @@ async fn the_trail_check_names_a_state_without_its_event() {
     let w = capped_world().await;
     let paid = w
         .engine
-        .execute_payment(&w.execute("pay-1"))
+        .execute_payment(&agent_p(), &w.execute("pay-1"))
         .await
         .expect("pay");
     let a = paid.attempt().expect("attempt").clone();
@@ -413,7 +421,7 @@ async fn purged_records_free_their_keys_without_paying_twice() {
     let w = capped_world().await;
     let first = w
         .engine
-        .execute_payment(&w.execute("pay-1"))
+        .execute_payment(&agent_p(), &w.execute("pay-1"))
         .await
         .expect("pay");
     let a = first.attempt().expect("attempt").clone();
@@ -423,7 +431,7 @@ async fn purged_records_free_their_keys_without_paying_twice() {
     assert!(purged >= 1, "the execute record and the setup's: {purged}");
     let late = w
         .engine
-        .execute_payment(&w.execute("pay-1"))
+        .execute_payment(&agent_p(), &w.execute("pay-1"))
         .await
         .expect("late retry");
     assert_eq!(late.attempt().expect("attempt").id, a.id);

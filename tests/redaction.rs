@@ -15,6 +15,8 @@
 #![cfg(feature = "testkit")]
 
 mod common;
+#[allow(unused_imports)]
+use common::principals::*;
 
 use std::fmt::{Debug, Display};
 
@@ -219,7 +221,7 @@ impl Case<'_> {
     /// Executes, watches the result, and returns the attempt in `status`.
     async fn pay(&mut self, cmd: &ExecutePayment, status: AttemptStatus) -> PaymentAttempt {
         let label = format!("execute {}", cmd.key);
-        let out = self.w.engine.execute_payment(cmd).await;
+        let out = self.w.engine.execute_payment(&agent_p(), cmd).await;
         self.watch.result(&label, &out);
         let out = out.unwrap_or_else(|e| panic!("{label}: {e}"));
         let a = attempt_of(&label, &out, status);
@@ -230,7 +232,7 @@ impl Case<'_> {
     /// Executes a command that must be refused as not usable.
     async fn refused(&mut self, cmd: &ExecutePayment) {
         let label = format!("execute {}", cmd.key);
-        let out = self.w.engine.execute_payment(cmd).await;
+        let out = self.w.engine.execute_payment(&agent_p(), cmd).await;
         self.watch.result(&label, &out);
         match out {
             Ok(PaymentOutcome::Refused(d)) => {
@@ -244,12 +246,14 @@ impl Case<'_> {
         let out = self
             .w
             .engine
-            .capture(&CapturePayment {
-                key: key(&format!("capture-{}", a.id)),
-                actor: examples::agent(),
-                attempt_id: a.id.clone(),
-                amount: None,
-            })
+            .capture(
+                &agent_p(),
+                &CapturePayment {
+                    key: key(&format!("capture-{}", a.id)),
+                    attempt_id: a.id.clone(),
+                    amount: None,
+                },
+            )
             .await;
         self.watch.result("capture", &out);
         attempt_of("capture", &out.expect("capture"), AttemptStatus::Captured)
@@ -265,12 +269,14 @@ impl Case<'_> {
         let out = self
             .w
             .engine
-            .refund(&RefundPayment {
-                key: key(&format!("refund-{}-{n}", a.id)),
-                actor: examples::agent(),
-                attempt_id: a.id.clone(),
-                amount,
-            })
+            .refund(
+                &agent_p(),
+                &RefundPayment {
+                    key: key(&format!("refund-{}-{n}", a.id)),
+                    attempt_id: a.id.clone(),
+                    amount,
+                },
+            )
             .await;
         self.watch.result("refund", &out);
         attempt_of("refund", &out.expect("refund"), status)
@@ -280,11 +286,13 @@ impl Case<'_> {
         let out = self
             .w
             .engine
-            .void(&VoidPayment {
-                key: key(&format!("void-{}", a.id)),
-                actor: examples::agent(),
-                attempt_id: a.id.clone(),
-            })
+            .void(
+                &agent_p(),
+                &VoidPayment {
+                    key: key(&format!("void-{}", a.id)),
+                    attempt_id: a.id.clone(),
+                },
+            )
             .await;
         self.watch.result("void", &out);
         attempt_of("void", &out.expect("void"), AttemptStatus::Cancelled)
@@ -318,7 +326,7 @@ async fn run_case(input: &Input) -> Watch {
     let new = new_credential(input, &input.secret);
     case.watch.debug("new credential", &new);
     let stored: StoredCredential = engine
-        .store_credential(&key("card-input"), new)
+        .store_credential(&buyer_p(), &key("card-input"), new)
         .await
         .expect("stored")
         .value;
@@ -326,7 +334,7 @@ async fn run_case(input: &Input) -> Watch {
     let mut bad = new_credential(input, &input.other_secret);
     bad.display.last4 = "42x4".into();
     let err = engine
-        .store_credential(&key("card-bad-last4"), bad)
+        .store_credential(&buyer_p(), &key("card-bad-last4"), bad)
         .await
         .expect_err("bad last4");
     assert!(
@@ -342,7 +350,7 @@ async fn run_case(input: &Input) -> Watch {
     let mut bad = new_credential(input, &input.other_secret);
     bad.cvc = Some(Secret::new(""));
     let err = engine
-        .store_credential(&key("card-empty-cvc"), bad)
+        .store_credential(&buyer_p(), &key("card-empty-cvc"), bad)
         .await
         .expect_err("empty cvc");
     assert!(
@@ -372,12 +380,15 @@ async fn run_case(input: &Input) -> Watch {
     // Dry run.
     let cmd = case.command("eval", &stored.reference, false);
     let decision = engine
-        .evaluate(&Evaluate {
-            request: cmd.request.clone(),
-            snapshot: cmd.snapshot.clone(),
-            checkout: cmd.checkout.clone(),
-            credential: Some(stored.reference.clone()),
-        })
+        .evaluate(
+            &agent_p(),
+            &Evaluate {
+                request: cmd.request.clone(),
+                snapshot: cmd.snapshot.clone(),
+                checkout: cmd.checkout.clone(),
+                credential: Some(stored.reference.clone()),
+            },
+        )
         .await
         .expect("evaluate");
     assert!(decision.is_allowed(), "{decision:?}");
@@ -406,12 +417,14 @@ async fn run_case(input: &Input) -> Watch {
         )
         .await;
     let order = engine
-        .commit_order(&CommitOrder {
-            key: key("order-2"),
-            actor: examples::agent(),
-            attempt_id: b.id.clone(),
-            checkout: examples::valid_checkout(w.snapshot.id()),
-        })
+        .commit_order(
+            &agent_p(),
+            &CommitOrder {
+                key: key("order-2"),
+                attempt_id: b.id.clone(),
+                checkout: examples::valid_checkout(w.snapshot.id()),
+            },
+        )
         .await;
     case.watch.debug("commit order", &order);
     match order.expect("order") {
@@ -448,7 +461,10 @@ async fn run_case(input: &Input) -> Watch {
     // A transient failure, then the retry with the same key.
     w.psp.inject(Some(Op::Authorize), Fault::Transient);
     let cmd = case.command("pay-5", &stored.reference, false);
-    let err = engine.execute_payment(&cmd).await.expect_err("transient");
+    let err = engine
+        .execute_payment(&payer(&cmd), &cmd)
+        .await
+        .expect_err("transient");
     assert!(err.is_retryable(), "{err:?}");
     case.watch.error("transient", &err);
     case.pay(&cmd, AttemptStatus::Authorized).await;
@@ -468,6 +484,7 @@ async fn run_case(input: &Input) -> Watch {
     // A revoked credential (alone), then every credential of the actor.
     let other = engine
         .store_credential(
+            &buyer_p(),
             &key("card-other"),
             new_credential(input, &input.other_secret),
         )
@@ -486,7 +503,7 @@ async fn run_case(input: &Input) -> Watch {
         .expect_err("revoked");
     case.watch.error("resolve revoked", &err);
     let count = engine
-        .revoke_credentials(&examples::agent().id)
+        .revoke_credentials(&operator_p(), &examples::agent().id)
         .await
         .expect("revoke all");
     assert!(count >= 1);

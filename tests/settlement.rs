@@ -4,6 +4,8 @@
 #![cfg(feature = "testkit")]
 
 mod common;
+#[allow(unused_imports)]
+use common::principals::*;
 
 use agent_mandate::domain::examples;
 use agent_mandate::domain::{
@@ -15,7 +17,7 @@ use agent_mandate::engine::{
     PaymentOutcome, RefundPayment, SetSuspension, VoidPayment, DEFAULT_SUSPEND_ON,
 };
 use common::engine::{
-    admin, agent_capture, agent_refund, agent_void, backpack_spec, key, world, world_with, World,
+    agent_capture, agent_refund, agent_void, backpack_spec, key, world, world_with, World,
 };
 use common::{eur, id};
 
@@ -35,14 +37,19 @@ fn stranger() -> Actor {
 
 /// The story's payment, authorized (and captured when `capture`).
 async fn paid(w: &World, capture: bool) -> PaymentAttempt {
-    let a = attempt(&w.engine.execute_payment(&w.execute("pay-1")).await.unwrap());
+    let a = attempt(
+        &w.engine
+            .execute_payment(&agent_p(), &w.execute("pay-1"))
+            .await
+            .unwrap(),
+    );
     assert_eq!(a.status, AttemptStatus::Authorized);
     if !capture {
         return a;
     }
     let c = w
         .engine
-        .capture(&agent_capture("cap-1", &a.id, None))
+        .capture(&agent_p(), &agent_capture("cap-1", &a.id, None))
         .await
         .unwrap();
     let c = attempt(&c);
@@ -52,27 +59,31 @@ async fn paid(w: &World, capture: bool) -> PaymentAttempt {
 
 async fn revoke(w: &World) {
     w.engine
-        .change_mandate(&ChangeMandate {
-            key: key("revoke-1"),
-            by: admin(),
-            mandate_id: w.mandate.id().clone(),
-            event: LifecycleEvent::Revoke {
-                reason: "the buyer changed their mind".parse().unwrap(),
+        .change_mandate(
+            &buyer_p(),
+            &ChangeMandate {
+                key: key("revoke-1"),
+                mandate_id: w.mandate.id().clone(),
+                event: LifecycleEvent::Revoke {
+                    reason: "the buyer changed their mind".parse().unwrap(),
+                },
             },
-        })
+        )
         .await
         .expect("revoked");
 }
 
 async fn suspend_agent(w: &World) {
     w.engine
-        .set_suspension(&SetSuspension {
-            key: key("suspend-1"),
-            by: admin(),
-            party: Party::Actor(examples::agent().id),
-            suspended: true,
-            reason: "fraud report".parse().unwrap(),
-        })
+        .set_suspension(
+            &operator_p(),
+            &SetSuspension {
+                key: key("suspend-1"),
+                party: Party::Actor(examples::agent().id),
+                suspended: true,
+                reason: "fraud report".parse().unwrap(),
+            },
+        )
         .await
         .expect("suspended");
 }
@@ -80,17 +91,20 @@ async fn suspend_agent(w: &World) {
 fn buyer_refund(k: &str, a: &PaymentAttempt, amount: Option<&str>) -> RefundPayment {
     RefundPayment {
         key: key(k),
-        actor: admin(),
         attempt_id: a.id.clone(),
         amount: amount.map(eur),
     }
 }
 
-/// Refunds part by the agent, the rest by the buyer; both done without a decision.
-async fn refund_both(w: &World, a: &PaymentAttempt) {
+/// Refunds part by the agent, part by an operator, the rest by the buyer; all done without a
+/// decision.
+async fn refund_by_everyone_allowed(w: &World, a: &PaymentAttempt) {
     let part = w
         .engine
-        .refund(&agent_refund("ref-agent", &a.id, Some(eur("44.00"))))
+        .refund(
+            &agent_p(),
+            &agent_refund("ref-agent", &a.id, Some(eur("44.00"))),
+        )
         .await
         .unwrap();
     assert!(
@@ -98,9 +112,22 @@ async fn refund_both(w: &World, a: &PaymentAttempt) {
         "the attempt's actor refunds without spending authority: {part:?}"
     );
     assert_eq!(attempt(&part).status, AttemptStatus::PartiallyRefunded);
+    let ops = w
+        .engine
+        .refund(
+            &operator_p(),
+            &agent_refund("ref-operator", &a.id, Some(eur("50.00"))),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&ops, PaymentOutcome::Done { decision: None, .. }),
+        "an operator refunds without spending authority: {ops:?}"
+    );
+    assert_eq!(attempt(&ops).refunded, eur("94.00"));
     let rest = w
         .engine
-        .refund(&buyer_refund("ref-buyer", a, None))
+        .refund(&buyer_p(), &buyer_refund("ref-buyer", a, None))
         .await
         .unwrap();
     assert_eq!(
@@ -112,27 +139,27 @@ async fn refund_both(w: &World, a: &PaymentAttempt) {
 }
 
 #[tokio::test]
-async fn refund_after_mandate_expiry_by_actor_and_buyer() {
+async fn refund_after_mandate_expiry_by_actor_operator_and_buyer() {
     let w = world().await;
     let a = paid(&w, true).await;
     w.mem.clock.advance(chrono::Duration::days(2));
-    refund_both(&w, &a).await;
+    refund_by_everyone_allowed(&w, &a).await;
 }
 
 #[tokio::test]
-async fn refund_after_revocation_by_actor_and_buyer() {
+async fn refund_after_revocation_by_actor_operator_and_buyer() {
     let w = world().await;
     let a = paid(&w, true).await;
     revoke(&w).await;
-    refund_both(&w, &a).await;
+    refund_by_everyone_allowed(&w, &a).await;
 }
 
 #[tokio::test]
-async fn refund_by_a_suspended_agent_and_its_buyer() {
+async fn refund_by_a_suspended_agent_an_operator_and_its_buyer() {
     let w = world().await;
     let a = paid(&w, true).await;
     suspend_agent(&w).await;
-    refund_both(&w, &a).await;
+    refund_by_everyone_allowed(&w, &a).await;
 }
 
 #[tokio::test]
@@ -142,12 +169,14 @@ async fn refund_still_checks_who_and_how_much() {
     w.mem.clock.advance(chrono::Duration::days(2));
     let by_stranger = w
         .engine
-        .refund(&RefundPayment {
-            key: key("ref-x"),
-            actor: stranger(),
-            attempt_id: a.id.clone(),
-            amount: None,
-        })
+        .refund(
+            &who(&stranger()),
+            &RefundPayment {
+                key: key("ref-x"),
+                attempt_id: a.id.clone(),
+                amount: None,
+            },
+        )
         .await;
     assert!(
         matches!(by_stranger, Err(EngineError::NotPermitted { .. })),
@@ -155,19 +184,19 @@ async fn refund_still_checks_who_and_how_much() {
     );
     let too_much = w
         .engine
-        .refund(&buyer_refund("ref-big", &a, Some("144.01")))
+        .refund(&buyer_p(), &buyer_refund("ref-big", &a, Some("144.01")))
         .await;
     assert!(
         matches!(too_much, Err(EngineError::Transition(_))),
         "more than captured: {too_much:?}"
     );
     w.engine
-        .refund(&buyer_refund("ref-all", &a, None))
+        .refund(&buyer_p(), &buyer_refund("ref-all", &a, None))
         .await
         .unwrap();
     let again = w
         .engine
-        .refund(&buyer_refund("ref-again", &a, Some("1.00")))
+        .refund(&buyer_p(), &buyer_refund("ref-again", &a, Some("1.00")))
         .await;
     assert!(
         matches!(again, Err(EngineError::Transition(_))),
@@ -188,7 +217,11 @@ async fn void_after_expiry_revocation_and_suspension() {
             1 => revoke(&w).await,
             _ => suspend_agent(&w).await,
         }
-        let v = w.engine.void(&agent_void("void-1", &a.id)).await.unwrap();
+        let v = w
+            .engine
+            .void(&agent_p(), &agent_void("void-1", &a.id))
+            .await
+            .unwrap();
         assert_eq!(attempt(&v).status, AttemptStatus::Cancelled, "case {case}");
     }
 }
@@ -200,7 +233,7 @@ async fn capture_of_an_authorization_made_before_expiry_succeeds_after_it() {
     w.mem.clock.advance(chrono::Duration::days(2));
     let c = w
         .engine
-        .capture(&agent_capture("cap-late", &a.id, None))
+        .capture(&agent_p(), &agent_capture("cap-late", &a.id, None))
         .await
         .unwrap();
     assert_eq!(attempt(&c).status, AttemptStatus::Captured, "{c:?}");
@@ -213,7 +246,7 @@ async fn capture_after_revocation_is_refused_with_a_typed_refusal() {
     revoke(&w).await;
     let c = w
         .engine
-        .capture(&agent_capture("cap-revoked", &a.id, None))
+        .capture(&agent_p(), &agent_capture("cap-revoked", &a.id, None))
         .await
         .unwrap();
     match &c {
@@ -224,12 +257,14 @@ async fn capture_after_revocation_is_refused_with_a_typed_refusal() {
     // voiding stays open.
     let by_buyer = w
         .engine
-        .capture(&CapturePayment {
-            key: key("cap-buyer"),
-            actor: admin(),
-            attempt_id: a.id.clone(),
-            amount: None,
-        })
+        .capture(
+            &buyer_p(),
+            &CapturePayment {
+                key: key("cap-buyer"),
+                attempt_id: a.id.clone(),
+                amount: None,
+            },
+        )
         .await;
     assert!(
         matches!(by_buyer, Err(EngineError::NotPermitted { .. })),
@@ -237,11 +272,13 @@ async fn capture_after_revocation_is_refused_with_a_typed_refusal() {
     );
     let v = w
         .engine
-        .void(&VoidPayment {
-            key: key("void-buyer"),
-            actor: admin(),
-            attempt_id: a.id.clone(),
-        })
+        .void(
+            &buyer_p(),
+            &VoidPayment {
+                key: key("void-buyer"),
+                attempt_id: a.id.clone(),
+            },
+        )
         .await
         .unwrap();
     assert_eq!(attempt(&v).status, AttemptStatus::Cancelled);
@@ -272,12 +309,14 @@ async fn the_buyer_committing_the_order_keeps_the_payment() {
         let a = paid(&w, capture).await;
         let out = w
             .engine
-            .commit_order(&CommitOrder {
-                key: key("order-buyer"),
-                actor: admin(),
-                attempt_id: a.id.clone(),
-                checkout: examples::valid_checkout(w.snapshot.id()),
-            })
+            .commit_order(
+                &buyer_p(),
+                &CommitOrder {
+                    key: key("order-buyer"),
+                    attempt_id: a.id.clone(),
+                    checkout: examples::valid_checkout(w.snapshot.id()),
+                },
+            )
             .await
             .unwrap();
         assert!(
@@ -297,12 +336,14 @@ async fn a_requester_not_permitted_never_starts_a_recovery() {
     let a = paid(&w, true).await;
     let out = w
         .engine
-        .commit_order(&CommitOrder {
-            key: key("order-x"),
-            actor: stranger(),
-            attempt_id: a.id.clone(),
-            checkout: examples::invalid_checkout(),
-        })
+        .commit_order(
+            &who(&stranger()),
+            &CommitOrder {
+                key: key("order-x"),
+                attempt_id: a.id.clone(),
+                checkout: examples::invalid_checkout(),
+            },
+        )
         .await;
     assert!(
         matches!(out, Err(EngineError::NotPermitted { .. })),
@@ -337,7 +378,7 @@ async fn concurrent_payments_racing_for_the_last_headroom_suspend_nobody() {
         let w = w.clone();
         tasks.push(tokio::spawn(async move {
             w.engine
-                .execute_payment(&w.execute(&format!("race-{i}")))
+                .execute_payment(&agent_p(), &w.execute(&format!("race-{i}")))
                 .await
         }));
     }
@@ -364,7 +405,11 @@ async fn concurrent_payments_racing_for_the_last_headroom_suspend_nobody() {
     assert_eq!((authorized, refused), (1, 7));
     assert!(!auto_suspended(&w).await, "a budget race suspends nobody");
     // The agent still acts: a void of its payment and a decision without ACTOR_SUSPENDED.
-    let again = w.engine.execute_payment(&w.execute("after")).await.unwrap();
+    let again = w
+        .engine
+        .execute_payment(&agent_p(), &w.execute("after"))
+        .await
+        .unwrap();
     match again {
         PaymentOutcome::Refused(d) => assert!(!d.has(BlockerCode::ActorSuspended), "{d:?}"),
         other => panic!("expected the budget refusal: {other:?}"),
@@ -379,7 +424,7 @@ async fn the_counted_blockers_are_configurable() {
     for i in 0..4 {
         let out = w
             .engine
-            .execute_payment(&w.execute(&format!("over-{i}")))
+            .execute_payment(&agent_p(), &w.execute(&format!("over-{i}")))
             .await
             .unwrap();
         assert!(matches!(out, PaymentOutcome::Refused(_)));
@@ -394,7 +439,7 @@ async fn the_counted_blockers_are_configurable() {
     paid(&w, false).await;
     for i in 0..3 {
         w.engine
-            .execute_payment(&w.execute(&format!("over-{i}")))
+            .execute_payment(&agent_p(), &w.execute(&format!("over-{i}")))
             .await
             .unwrap();
     }
@@ -405,7 +450,7 @@ async fn the_counted_blockers_are_configurable() {
     for i in 0..3 {
         let mut cmd = w.execute(&format!("wrong-{i}"));
         cmd.request.actor = stranger();
-        let out = w.engine.execute_payment(&cmd).await.unwrap();
+        let out = w.engine.execute_payment(&payer(&cmd), &cmd).await.unwrap();
         assert!(matches!(out, PaymentOutcome::Refused(_)));
     }
     assert!(auto_suspended(&w).await);
@@ -418,16 +463,19 @@ async fn child_payment(w: &World) -> PaymentAttempt {
     child.parent_id = Some(id("mandate_001"));
     child.actor = common::sub_agent();
     w.engine
-        .derive_mandate(&agent_mandate::engine::DeriveMandate {
-            key: key("d-1"),
-            by: examples::agent(),
-            spec: child,
-        })
+        .derive_mandate(
+            &agent_p(),
+            &agent_mandate::engine::DeriveMandate {
+                key: key("d-1"),
+                spec: child,
+            },
+        )
         .await
         .expect("derived");
     let sub_card = w
         .engine
         .store_credential(
+            &buyer_p(),
             &key("card-sub"),
             common::engine::card(&common::sub_agent().id, "pm_card_visa"),
         )
@@ -438,7 +486,7 @@ async fn child_payment(w: &World) -> PaymentAttempt {
     cmd.request.actor = common::sub_agent();
     cmd.request.mandate_id = id("mandate_child");
     cmd.credential = sub_card.reference;
-    let a = attempt(&w.engine.execute_payment(&cmd).await.unwrap());
+    let a = attempt(&w.engine.execute_payment(&payer(&cmd), &cmd).await.unwrap());
     assert_eq!(a.status, AttemptStatus::Authorized);
     a
 }
@@ -450,12 +498,14 @@ async fn capture_after_the_whole_chain_expired() {
     w.mem.clock.advance(chrono::Duration::days(2));
     let c = w
         .engine
-        .capture(&CapturePayment {
-            key: key("cap-child"),
-            actor: common::sub_agent(),
-            attempt_id: a.id.clone(),
-            amount: None,
-        })
+        .capture(
+            &who(&common::sub_agent()),
+            &CapturePayment {
+                key: key("cap-child"),
+                attempt_id: a.id.clone(),
+                amount: None,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(attempt(&c).status, AttemptStatus::Captured, "{c:?}");

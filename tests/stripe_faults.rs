@@ -12,6 +12,8 @@
 #![cfg(all(feature = "http", feature = "testkit"))]
 
 mod common;
+#[allow(unused_imports)]
+use common::principals::*;
 #[path = "common/fault_proxy.rs"]
 mod fault_proxy;
 #[path = "common/localstripe.rs"]
@@ -91,7 +93,7 @@ async fn authorize_answer_dropped_then_reconciled_by_key() {
     proxy.inject("POST /v1/payment_intents", Fault::DropResponse);
     let done = w
         .engine
-        .execute_payment(&w.execute(&format!("{p}-exec"), &w.good, false))
+        .execute_payment(&agent_p(), &w.execute(&format!("{p}-exec"), &w.good, false))
         .await
         .expect("executed");
     let a = done.attempt().expect("attempt").clone();
@@ -110,7 +112,7 @@ async fn authorize_answer_dropped_then_reconciled_by_key() {
     // And the payment goes on normally.
     let captured = w
         .engine
-        .capture(&agent_capture(&format!("{p}-cap"), &a.id, None))
+        .capture(&agent_p(), &agent_capture(&format!("{p}-cap"), &a.id, None))
         .await
         .expect("captured");
     assert_eq!(
@@ -130,7 +132,7 @@ async fn capture_answer_delayed_past_timeout_then_reconciled() {
     let p = run_prefix("delay");
     let done = w
         .engine
-        .execute_payment(&w.execute(&format!("{p}-exec"), &w.good, false))
+        .execute_payment(&agent_p(), &w.execute(&format!("{p}-exec"), &w.good, false))
         .await
         .expect("executed");
     let a = done.attempt().expect("attempt").clone();
@@ -138,7 +140,7 @@ async fn capture_answer_delayed_past_timeout_then_reconciled() {
     proxy.inject("/capture", Fault::Delay(Duration::from_millis(1500)));
     let outcome = w
         .engine
-        .capture(&agent_capture(&format!("{p}-cap"), &a.id, None))
+        .capture(&agent_p(), &agent_capture(&format!("{p}-cap"), &a.id, None))
         .await
         .expect("the command completes");
     let a = outcome.attempt().expect("attempt").clone();
@@ -164,7 +166,7 @@ async fn refund_answer_dropped_then_reconciled() {
     let p = run_prefix("dropref");
     let done = w
         .engine
-        .execute_payment(&w.execute(&format!("{p}-exec"), &w.good, true))
+        .execute_payment(&agent_p(), &w.execute(&format!("{p}-exec"), &w.good, true))
         .await
         .expect("executed");
     let a = done.attempt().expect("attempt").clone();
@@ -172,11 +174,10 @@ async fn refund_answer_dropped_then_reconciled() {
     proxy.inject("POST /v1/refunds", Fault::DropResponse);
     let outcome = w
         .engine
-        .refund(&agent_refund(
-            &format!("{p}-ref"),
-            &a.id,
-            Some(eur("10.00")),
-        ))
+        .refund(
+            &agent_p(),
+            &agent_refund(&format!("{p}-ref"), &a.id, Some(eur("10.00"))),
+        )
         .await
         .expect("the command completes");
     let a = outcome.attempt().expect("attempt").clone();
@@ -211,7 +212,7 @@ async fn authorize_429_retries_with_the_same_key() {
         ),
     );
     let command = w.execute(&format!("{p}-exec"), &w.good, false);
-    let first = w.engine.execute_payment(&command).await;
+    let first = w.engine.execute_payment(&payer(&command), &command).await;
     assert!(
         matches!(
             first,
@@ -220,14 +221,18 @@ async fn authorize_429_retries_with_the_same_key() {
         "{first:?}"
     );
     assert!(w.usage().await.held.is_zero(), "the hold is released");
-    let second = w.engine.execute_payment(&command).await;
+    let second = w.engine.execute_payment(&payer(&command), &command).await;
     match second {
         Err(EngineError::Provider(ProviderError::Transient { retry_after, .. })) => {
             assert_eq!(retry_after, Some(Duration::from_secs(1)))
         }
         other => panic!("expected a transient error with Retry-After, got {other:?}"),
     }
-    let third = w.engine.execute_payment(&command).await.expect("executed");
+    let third = w
+        .engine
+        .execute_payment(&payer(&command), &command)
+        .await
+        .expect("executed");
     let a = third.attempt().expect("attempt").clone();
     assert_eq!(a.status, AttemptStatus::Authorized);
 
@@ -321,7 +326,10 @@ async fn gateway_502_after_authorization_keeps_the_hold_and_the_lifetime_cap() {
     );
     let first = w
         .engine
-        .execute_payment(&w.execute(&format!("{p}-first"), &w.good, false))
+        .execute_payment(
+            &agent_p(),
+            &w.execute(&format!("{p}-first"), &w.good, false),
+        )
         .await
         .expect("the command completes");
     let a = first.attempt().expect("attempt").clone();
@@ -333,7 +341,10 @@ async fn gateway_502_after_authorization_keeps_the_hold_and_the_lifetime_cap() {
     let posts_before = proxy.count();
     let second = w
         .engine
-        .execute_payment(&w.execute(&format!("{p}-second"), &w.good, false))
+        .execute_payment(
+            &agent_p(),
+            &w.execute(&format!("{p}-second"), &w.good, false),
+        )
         .await
         .expect("the command completes");
     match &second {
@@ -366,14 +377,14 @@ async fn capture_garbage_200_is_ambiguous_and_reconciles_to_the_truth() {
     let p = run_prefix("garbage");
     let done = w
         .engine
-        .execute_payment(&w.execute(&format!("{p}-exec"), &w.good, false))
+        .execute_payment(&agent_p(), &w.execute(&format!("{p}-exec"), &w.good, false))
         .await
         .expect("executed");
     let a = done.attempt().expect("attempt").clone();
     proxy.inject("/capture", respond(200, &[], "{\"id\": 12, \"status\""));
     let outcome = w
         .engine
-        .capture(&agent_capture(&format!("{p}-cap"), &a.id, None))
+        .capture(&agent_p(), &agent_capture(&format!("{p}-cap"), &a.id, None))
         .await
         .expect("completes");
     assert_eq!(

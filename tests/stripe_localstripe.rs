@@ -9,6 +9,8 @@
 #![cfg(all(feature = "http", feature = "testkit"))]
 
 mod common;
+#[allow(unused_imports)]
+use common::principals::*;
 #[path = "common/fault_proxy.rs"]
 mod fault_proxy;
 #[path = "common/localstripe.rs"]
@@ -77,7 +79,7 @@ async fn engine_flow_authorize_partial_capture_refund() {
     let p = run_prefix("flow");
     let done = w
         .engine
-        .execute_payment(&w.execute(&format!("{p}-exec"), &w.good, false))
+        .execute_payment(&agent_p(), &w.execute(&format!("{p}-exec"), &w.good, false))
         .await
         .expect("executed");
     let a = done.attempt().expect("attempt").clone();
@@ -103,7 +105,10 @@ async fn engine_flow_authorize_partial_capture_refund() {
     let part = eur("100.00");
     let captured = w
         .engine
-        .capture(&agent_capture(&format!("{p}-cap"), &a.id, Some(part)))
+        .capture(
+            &agent_p(),
+            &agent_capture(&format!("{p}-cap"), &a.id, Some(part)),
+        )
         .await
         .expect("captured");
     let a = captured.attempt().expect("attempt").clone();
@@ -117,11 +122,10 @@ async fn engine_flow_authorize_partial_capture_refund() {
 
     let refunded = w
         .engine
-        .refund(&agent_refund(
-            &format!("{p}-ref-1"),
-            &a.id,
-            Some(eur("40.00")),
-        ))
+        .refund(
+            &agent_p(),
+            &agent_refund(&format!("{p}-ref-1"), &a.id, Some(eur("40.00"))),
+        )
         .await
         .expect("refunded");
     let a = refunded.attempt().expect("attempt").clone();
@@ -129,7 +133,10 @@ async fn engine_flow_authorize_partial_capture_refund() {
     assert_eq!(a.refunded, eur("40.00"));
     let refunded = w
         .engine
-        .refund(&agent_refund(&format!("{p}-ref-2"), &a.id, None))
+        .refund(
+            &agent_p(),
+            &agent_refund(&format!("{p}-ref-2"), &a.id, None),
+        )
         .await
         .expect("refunded");
     let a = refunded.attempt().expect("attempt").clone();
@@ -153,7 +160,7 @@ async fn engine_flow_void_releases_the_hold() {
     let a = authorized(&w, &p).await;
     let voided = w
         .engine
-        .void(&agent_void(&format!("{p}-void"), &a.id))
+        .void(&agent_p(), &agent_void(&format!("{p}-void"), &a.id))
         .await
         .expect("voided");
     let a = voided.attempt().expect("attempt").clone();
@@ -177,7 +184,10 @@ async fn engine_flow_declining_card() {
     let p = run_prefix("decline");
     let done = w
         .engine
-        .execute_payment(&w.execute(&format!("{p}-exec"), &w.declining, false))
+        .execute_payment(
+            &agent_p(),
+            &w.execute(&format!("{p}-exec"), &w.declining, false),
+        )
         .await
         .expect("a decline is not an error");
     let a = done.attempt().expect("attempt");
@@ -201,7 +211,10 @@ async fn engine_flow_three_ds_requires_buyer_action() {
     let p = run_prefix("threeds");
     let done = w
         .engine
-        .execute_payment(&w.execute(&format!("{p}-exec"), &w.three_ds, false))
+        .execute_payment(
+            &agent_p(),
+            &w.execute(&format!("{p}-exec"), &w.three_ds, false),
+        )
         .await
         .expect("executed");
     let a = done.attempt().expect("attempt").clone();
@@ -211,7 +224,7 @@ async fn engine_flow_three_ds_requires_buyer_action() {
     assert_eq!(again.status, AttemptStatus::RequiresBuyerAction);
     let voided = w
         .engine
-        .void(&agent_void(&format!("{p}-void"), &a.id))
+        .void(&agent_p(), &agent_void(&format!("{p}-void"), &a.id))
         .await
         .expect("voided");
     assert_eq!(
@@ -235,13 +248,13 @@ async fn engine_refuses_capture_after_void_before_any_http_call() {
     let p = run_prefix("capvoid");
     let a = authorized(&w, &p).await;
     w.engine
-        .void(&agent_void(&format!("{p}-void"), &a.id))
+        .void(&agent_p(), &agent_void(&format!("{p}-void"), &a.id))
         .await
         .expect("voided");
     let before = proxy.count();
     let refused = w
         .engine
-        .capture(&agent_capture(&format!("{p}-cap"), &a.id, None))
+        .capture(&agent_p(), &agent_capture(&format!("{p}-cap"), &a.id, None))
         .await;
     assert!(
         matches!(refused, Err(EngineError::Transition(_))),
@@ -263,7 +276,7 @@ async fn engine_refuses_double_refund_before_any_http_call() {
     let p = run_prefix("dblref");
     let done = w
         .engine
-        .execute_payment(&w.execute(&format!("{p}-exec"), &w.good, true))
+        .execute_payment(&agent_p(), &w.execute(&format!("{p}-exec"), &w.good, true))
         .await
         .expect("executed");
     let a = done.attempt().expect("attempt").clone();
@@ -272,14 +285,20 @@ async fn engine_refuses_double_refund_before_any_http_call() {
     let above = a.captured.checked_add(&eur("0.01")).expect("amount");
     let refused = w
         .engine
-        .refund(&agent_refund(&format!("{p}-ref-above"), &a.id, Some(above)))
+        .refund(
+            &agent_p(),
+            &agent_refund(&format!("{p}-ref-above"), &a.id, Some(above)),
+        )
         .await;
     assert!(refused.is_err(), "{refused:?}");
     assert_eq!(proxy.since(before), Vec::<String>::new(), "no HTTP call");
 
     let full = w
         .engine
-        .refund(&agent_refund(&format!("{p}-ref-1"), &a.id, None))
+        .refund(
+            &agent_p(),
+            &agent_refund(&format!("{p}-ref-1"), &a.id, None),
+        )
         .await
         .expect("refunded");
     assert_eq!(
@@ -289,11 +308,10 @@ async fn engine_refuses_double_refund_before_any_http_call() {
     let before = proxy.count();
     let refused = w
         .engine
-        .refund(&agent_refund(
-            &format!("{p}-ref-2"),
-            &a.id,
-            Some(eur("1.00")),
-        ))
+        .refund(
+            &agent_p(),
+            &agent_refund(&format!("{p}-ref-2"), &a.id, Some(eur("1.00"))),
+        )
         .await;
     assert!(
         matches!(refused, Err(EngineError::Transition(_))),
@@ -316,9 +334,17 @@ async fn engine_replay_sends_no_second_authorization() {
     let w = stripe_world(&url, config).await;
     let p = run_prefix("replay");
     let command = w.execute(&format!("{p}-exec"), &w.good, false);
-    let first = w.engine.execute_payment(&command).await.expect("executed");
+    let first = w
+        .engine
+        .execute_payment(&payer(&command), &command)
+        .await
+        .expect("executed");
     let before = proxy.count();
-    let second = w.engine.execute_payment(&command).await.expect("replayed");
+    let second = w
+        .engine
+        .execute_payment(&payer(&command), &command)
+        .await
+        .expect("replayed");
     assert!(second.is_replay());
     assert_eq!(first.attempt(), second.attempt());
     assert_eq!(proxy.since(before), Vec::<String>::new(), "no HTTP call");
@@ -327,7 +353,7 @@ async fn engine_replay_sends_no_second_authorization() {
 async fn authorized(w: &StripeWorld, p: &str) -> agent_mandate::domain::PaymentAttempt {
     let done = w
         .engine
-        .execute_payment(&w.execute(&format!("{p}-exec"), &w.good, false))
+        .execute_payment(&agent_p(), &w.execute(&format!("{p}-exec"), &w.good, false))
         .await
         .expect("executed");
     let a = done.attempt().expect("attempt").clone();

@@ -10,7 +10,7 @@
 #![cfg(feature = "testkit")]
 
 use agent_mandate::adapters::keyring::{VaultKey, VaultKeyring};
-use agent_mandate::domain::{ActorId, BuyerId, CredentialRef, IdempotencyKey};
+use agent_mandate::domain::{ActorId, BuyerId, CredentialRef, IdempotencyKey, Principal};
 use agent_mandate::ports::{
     CredentialDisplay, CredentialKind, CredentialVault, FundingType, NewCredential, Secret,
     VaultError,
@@ -660,17 +660,29 @@ async fn engine_store_credential_replays_a_retried_request() {
         Engine::new(memory.ports.clone(), EngineConfig::default()).expect("engine configuration");
     let (pan, cvc) = &pans("1")[0];
     let first = engine
-        .store_credential(&key("k"), card("agent_a", "buyer_a", pan, cvc))
+        .store_credential(
+            &Principal::Buyer("buyer_a".parse().unwrap()),
+            &key("k"),
+            card("agent_a", "buyer_a", pan, cvc),
+        )
         .await
         .unwrap();
     let retried = engine
-        .store_credential(&key("k"), card("agent_a", "buyer_a", pan, cvc))
+        .store_credential(
+            &Principal::Buyer("buyer_a".parse().unwrap()),
+            &key("k"),
+            card("agent_a", "buyer_a", pan, cvc),
+        )
         .await
         .unwrap();
     assert!(!first.replay && retried.replay);
     assert_eq!(first.value, retried.value);
     let err = engine
-        .store_credential(&key("k"), card("agent_a", "buyer_a", &pans("2")[0].0, cvc))
+        .store_credential(
+            &Principal::Buyer("buyer_a".parse().unwrap()),
+            &key("k"),
+            card("agent_a", "buyer_a", &pans("2")[0].0, cvc),
+        )
         .await
         .unwrap_err();
     assert!(

@@ -26,6 +26,7 @@ use super::ids::{
 };
 use super::mandate::MandateStatus;
 use super::money::Money;
+use super::principal::Principal;
 use super::scope::PaymentAction;
 
 /// A party the kill switch applies to.
@@ -117,7 +118,8 @@ pub enum AuditKind {
         /// Its status.
         status: MandateStatus,
         /// Who created it.
-        by: ActorId,
+        #[serde(deserialize_with = "super::principal::recorded")]
+        by: Principal,
     },
     /// A mandate changed status.
     MandateTransition {
@@ -130,7 +132,8 @@ pub enum AuditKind {
         /// The lifecycle event.
         event: String,
         /// Who.
-        by: ActorId,
+        #[serde(deserialize_with = "super::principal::recorded")]
+        by: Principal,
         /// Why, if given.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
@@ -153,7 +156,8 @@ pub enum AuditKind {
         /// On (`true`) or off.
         suspended: bool,
         /// Who.
-        by: ActorId,
+        #[serde(deserialize_with = "super::principal::recorded")]
+        by: Principal,
         /// Why.
         reason: String,
     },

@@ -321,6 +321,14 @@ impl AttemptId {
     }
 }
 
+impl ActorId {
+    /// An id built by the crate from valid parts (a principal's idempotency scope). Over 128
+    /// bytes, the SHA-256 of the text stands in.
+    pub(crate) fn derived(text: String) -> ActorId {
+        ActorId(derived_text(text))
+    }
+}
+
 impl OrderId {
     /// An id derived from a valid attempt id (see [`AttemptId::derived`]).
     pub(crate) fn derived(text: String) -> OrderId {

@@ -19,6 +19,7 @@ mod intent;
 pub mod limits;
 mod mandate;
 mod money;
+mod principal;
 mod request;
 mod scope;
 mod snapshot;
@@ -59,6 +60,7 @@ pub use mandate::{
     MandateStatus, MAX_LIST, MAX_WINDOW_SECONDS,
 };
 pub use money::{Currency, Money, MoneyError};
+pub use principal::Principal;
 pub use request::{
     execution_fingerprint, CredentialStatus, EvaluationDocument, EvaluationInput, PaymentRequest,
     Suspensions,

@@ -1,56 +1,56 @@
 //! Commands (typed inputs) and their outcomes.
+//!
+//! A command body says what to do, never who asks: every engine method takes the authenticated
+//! [`Principal`](crate::domain::Principal) as a separate first argument, and the permission
+//! table on each method says which principals it accepts. Bodies are `Deserialize` (they may
+//! come from a request body); a principal never is.
 
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    Actor, AttemptId, AuthorityDecision, CartSnapshot, CheckoutState, Confirmation, CredentialRef,
+    AttemptId, AuthorityDecision, CartSnapshot, CheckoutState, Confirmation, CredentialRef,
     IdempotencyKey, LifecycleEvent, MandateId, MandateSpec, Money, Operation, Order, Party,
     PaymentAttempt, PaymentRequest, Text,
 };
 
-/// Create a root mandate, `pending_confirmation` or `active` (as its lifecycle says).
+/// Create a root mandate, `pending_confirmation` or `active` (as its lifecycle says). Asked by
+/// the mandate's buyer or a system acting for them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateMandate {
     /// Idempotency key.
     pub key: IdempotencyKey,
-    /// Who creates it (a human, or a system acting for the buyer).
-    pub by: Actor,
     /// The mandate.
     pub spec: MandateSpec,
 }
 
-/// Derive a child mandate from `spec.parent_id` (attenuation enforced, I6).
+/// Derive a child mandate from `spec.parent_id` (attenuation enforced, I6). Asked by the
+/// parent's actor or the parent's buyer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeriveMandate {
     /// Idempotency key.
     pub key: IdempotencyKey,
-    /// Who derives it: the parent's actor, or a human.
-    pub by: Actor,
     /// The child; `parent_id` names the parent.
     pub spec: MandateSpec,
 }
 
-/// Confirm, reject or revoke a mandate (or mark it used or expired).
+/// Confirm, reject or revoke a mandate (or mark it used or expired). Confirm and reject are the
+/// buyer's alone; see [`Engine::change_mandate`](super::Engine::change_mandate) for the rest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChangeMandate {
     /// Idempotency key.
     pub key: IdempotencyKey,
-    /// Who: confirm and reject need a human; revoke a human, a system, or the actor of the
-    /// mandate or of one of its ancestors.
-    pub by: Actor,
     /// The mandate.
     pub mandate_id: MandateId,
     /// What.
     pub event: LifecycleEvent,
 }
 
-/// Turn the kill switch on or off for an actor or a buyer.
+/// Turn the kill switch on or off for an actor or a buyer. Asked by an operator or a system (a
+/// buyer for themself).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetSuspension {
     /// Idempotency key.
     pub key: IdempotencyKey,
-    /// Who (a human or a system).
-    pub by: Actor,
     /// The party.
     pub party: Party,
     /// On or off.
@@ -59,7 +59,7 @@ pub struct SetSuspension {
     pub reason: Text,
 }
 
-/// Record a buyer confirmation (bound to a snapshot and a scope).
+/// Record a buyer confirmation (bound to a snapshot and a scope). Asked by that buyer only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordConfirmation {
     /// Idempotency key.
@@ -85,7 +85,7 @@ pub struct Evaluate {
 /// Decide at execution time, hold the budget, authorize at the PSP.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecutePayment {
-    /// Idempotency key (scoped to the request's actor).
+    /// Idempotency key (scoped to the request's actor, who alone may ask).
     pub key: IdempotencyKey,
     /// The `authorize_payment` request.
     pub request: PaymentRequest,
@@ -100,13 +100,12 @@ pub struct ExecutePayment {
     pub capture: bool,
 }
 
-/// Capture an authorized attempt, in full (`amount: None`) or in part.
+/// Capture an authorized attempt, in full (`amount: None`) or in part. Asked by the attempt's
+/// actor only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CapturePayment {
     /// Idempotency key.
     pub key: IdempotencyKey,
-    /// Who asks.
-    pub actor: Actor,
     /// The attempt.
     pub attempt_id: AttemptId,
     /// How much (default: everything authorized).
@@ -114,24 +113,21 @@ pub struct CapturePayment {
     pub amount: Option<Money>,
 }
 
-/// Void an authorized attempt.
+/// Void an authorized attempt. Asked by the attempt's actor, its buyer or an operator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VoidPayment {
     /// Idempotency key.
     pub key: IdempotencyKey,
-    /// Who asks: the attempt's actor, or a human.
-    pub actor: Actor,
     /// The attempt.
     pub attempt_id: AttemptId,
 }
 
-/// Refund a captured attempt, in full (`amount: None`: all not yet refunded) or in part.
+/// Refund a captured attempt, in full (`amount: None`: all not yet refunded) or in part. Asked by
+/// the attempt's actor, its buyer or an operator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefundPayment {
     /// Idempotency key.
     pub key: IdempotencyKey,
-    /// Who asks.
-    pub actor: Actor,
     /// The attempt.
     pub attempt_id: AttemptId,
     /// How much.
@@ -139,13 +135,12 @@ pub struct RefundPayment {
     pub amount: Option<Money>,
 }
 
-/// Commit the order of an attempt: once per attempt, from an accepted payment state.
+/// Commit the order of an attempt: once per attempt, from an accepted payment state. Asked by
+/// the attempt's actor, its buyer or an operator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitOrder {
     /// Idempotency key.
     pub key: IdempotencyKey,
-    /// Who asks.
-    pub actor: Actor,
     /// The attempt.
     pub attempt_id: AttemptId,
     /// The upstream checkout state now (checked once more).
@@ -158,7 +153,7 @@ pub enum PaymentOutcome {
     /// The decision was not `allowed`: nothing was held, nothing sent to the PSP.
     Refused(AuthorityDecision),
     /// The command ran now. `decision` is the one made for it (none for a void, which needs
-    /// no authority beyond being the attempt's actor or a human).
+    /// authority beyond the permission to ask).
     Done {
         /// The attempt after the command.
         attempt: PaymentAttempt,

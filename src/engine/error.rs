@@ -54,7 +54,8 @@ pub enum EngineError {
         /// Its id.
         id: String,
     },
-    /// The actor may not issue this command (who may confirm, revoke, derive, void).
+    /// The principal may not issue this command (the permission tables are on each engine
+    /// method and in the README). Nothing was decided, held, sent or recorded.
     #[error("not permitted: {reason}")]
     NotPermitted {
         /// Why.

@@ -10,7 +10,7 @@ use crate::domain::{
     AttemptStatus, AuditEvent, AuditKind, AuthorityDecision, Blocker, BlockerCode, CartSnapshot,
     CheckoutState, Confirmation, CredentialRef, CredentialStatus, EvaluationInput, HoldAction,
     IdempotencyKey, LimitKind, Mandate, Money, Operation, Outcome, PaymentAction, PaymentAttempt,
-    PaymentRequest, ProviderReport, ProviderStatus, Suspensions, Usage,
+    PaymentRequest, Principal, ProviderReport, ProviderStatus, Suspensions, Usage,
 };
 use crate::ports::{
     AttemptChange, AuthorizeRequest, HoldError, HoldLevel, HoldOp, HoldRequest, Lookup,
@@ -138,8 +138,26 @@ impl Engine {
         }
     }
 
-    /// Decides without side effects: nothing is held, sent, stored or audited.
-    pub async fn evaluate(&self, command: &Evaluate) -> Result<AuthorityDecision, EngineError> {
+    /// Decides without side effects: nothing is held, sent, stored or audited. `by` must be
+    /// the request's actor, its buyer or an operator (a decision tells what a mandate allows);
+    /// anyone else is [`EngineError::NotPermitted`].
+    pub async fn evaluate(
+        &self,
+        by: &Principal,
+        command: &Evaluate,
+    ) -> Result<AuthorityDecision, EngineError> {
+        let req = &command.request;
+        if !(by.acts_as(&req.actor, &req.buyer_id)
+            || by.is_buyer(&req.buyer_id)
+            || by.is_operator())
+        {
+            return Err(EngineError::NotPermitted {
+                reason: format!(
+                    "{by} may not evaluate a request of actor {}: only that actor, its buyer or an operator may",
+                    req.actor.id
+                ),
+            });
+        }
         let now = self.now();
         let ctx = self
             .context(&command.request, command.credential.as_ref(), now)
@@ -156,11 +174,24 @@ impl Engine {
     /// command is [`EngineError::IdempotencyConflict`]; a transient PSP failure releases the
     /// hold and leaves the key free for a retry; a retry after a crash resumes the attempt
     /// (reconciling it first if it reached the PSP).
+    ///
+    /// `by` must act as the request's actor (an agent or system principal with its kind and
+    /// id; the buyer for a `human` actor of their own mandate): anyone else, an operator
+    /// included, is [`EngineError::NotPermitted`] before anything is decided, held or recorded.
     pub async fn execute_payment(
         &self,
+        by: &Principal,
         command: &ExecutePayment,
     ) -> Result<PaymentOutcome, EngineError> {
         let req = &command.request;
+        if !by.acts_as(&req.actor, &req.buyer_id) {
+            return Err(EngineError::NotPermitted {
+                reason: format!(
+                    "{by} may not pay as actor {}: a payment is requested by the mandate's actor only",
+                    req.actor.id
+                ),
+            });
+        }
         if req.action != PaymentAction::Authorize {
             return Err(EngineError::Invalid {
                 field: "request.action".into(),

@@ -10,8 +10,8 @@ use super::error::EngineError;
 use super::execute::fingerprint_of;
 use super::{scope, Engine};
 use crate::domain::{
-    Actor, ActorId, ActorKind, AuditEvent, AuditKind, Confirmation, LifecycleEvent, Mandate,
-    MandateStatus,
+    ActorId, AuditEvent, AuditKind, Confirmation, LifecycleEvent, Mandate, MandateStatus, Party,
+    Principal,
 };
 use crate::ports::{IdempotencyScope, NewCredential, StoredCredential, StoredResult, Write};
 
@@ -78,12 +78,14 @@ impl Engine {
     }
 
     /// Creates a root mandate (status `pending_confirmation` or `active`, as its lifecycle
-    /// says). Only a human or a system may grant root authority.
+    /// says). Root authority is granted by the mandate's buyer, or by a system process of the
+    /// host acting for them; an agent, an operator or another buyer is [`EngineError::NotPermitted`].
     pub async fn create_mandate(
         &self,
+        by: &Principal,
         command: &CreateMandate,
     ) -> Result<Recorded<Mandate>, EngineError> {
-        let scope = scope(&command.by.id, "create_mandate", &command.key);
+        let scope = scope(&by.scope_id(), "create_mandate", &command.key);
         self.keyed_command(
             scope,
             "create_mandate",
@@ -97,9 +99,12 @@ impl Engine {
                         message: "a root mandate has no parent: use derive_mandate".into(),
                     });
                 }
-                if command.by.kind == ActorKind::Agent {
+                if !(by.is_buyer(&spec.buyer_id) || by.is_system()) {
                     return Err(EngineError::NotPermitted {
-                        reason: format!("agent {} cannot grant root authority", command.by.id),
+                        reason: format!(
+                            "{by} may not grant root authority for buyer {}: only that buyer or a system may",
+                            spec.buyer_id
+                        ),
                     });
                 }
                 let status = spec.lifecycle.status;
@@ -117,7 +122,7 @@ impl Engine {
                 let mandate = Mandate::new(spec).map_err(|e| EngineError::invalid("spec", &e))?;
                 self.write(
                     Write::InsertMandate(&mandate),
-                    &mut vec![created_event(&mandate, &command.by, now)],
+                    &mut vec![created_event(&mandate, by, now)],
                 )
                 .await?;
                 self.audit(&[]).await?;
@@ -129,38 +134,47 @@ impl Engine {
     }
 
     /// Derives a child mandate from an active parent; the child must attenuate the parent in
-    /// every dimension (I6). The parent's actor or a human may derive.
+    /// every dimension (I6). The parent's actor (an agent derives only from its own mandate)
+    /// or the parent's buyer may derive; anyone else is [`EngineError::NotPermitted`].
     pub async fn derive_mandate(
         &self,
+        by: &Principal,
         command: &DeriveMandate,
     ) -> Result<Recorded<Mandate>, EngineError> {
-        let scope = scope(&command.by.id, "derive_mandate", &command.key);
-        self.keyed_command(scope, "derive_mandate", command, LoadMandate, |now| async move {
-            let Some(parent_id) = command.spec.parent_id.clone() else {
-                return Err(EngineError::Invalid {
-                    field: "spec.parent_id".into(),
-                    message: "a derived mandate names its parent".into(),
-                });
-            };
-            let parent = self.load_mandate(&parent_id).await?;
-            if command.by != *parent.actor() && command.by.kind != ActorKind::Human {
-                return Err(EngineError::NotPermitted {
-                    reason: format!(
-                        "actor {} may not delegate mandate {parent_id}: only its actor or a human may",
-                        command.by.id
+        let scope = scope(&by.scope_id(), "derive_mandate", &command.key);
+        self.keyed_command(
+            scope,
+            "derive_mandate",
+            command,
+            LoadMandate,
+            |now| async move {
+                let Some(parent_id) = command.spec.parent_id.clone() else {
+                    return Err(EngineError::Invalid {
+                        field: "spec.parent_id".into(),
+                        message: "a derived mandate names its parent".into(),
+                    });
+                };
+                let parent = self.load_mandate(&parent_id).await?;
+                if !(by.acts_as(parent.actor(), parent.buyer_id())
+                    || by.is_buyer(parent.buyer_id()))
+                {
+                    return Err(EngineError::NotPermitted {
+                        reason: format!(
+                        "{by} may not delegate mandate {parent_id}: only its actor or its buyer may"
                     ),
-                });
-            }
-            let child = parent.derive(command.spec.clone())?;
-            self.write(
-                Write::InsertMandate(&child),
-                &mut vec![created_event(&child, &command.by, now)],
-            )
-            .await?;
-            self.audit(&[]).await?;
-            let id = child.id().clone();
-            Ok((child, StoredResult::Mandate(id)))
-        })
+                    });
+                }
+                let child = parent.derive(command.spec.clone())?;
+                self.write(
+                    Write::InsertMandate(&child),
+                    &mut vec![created_event(&child, by, now)],
+                )
+                .await?;
+                self.audit(&[]).await?;
+                let id = child.id().clone();
+                Ok((child, StoredResult::Mandate(id)))
+            },
+        )
         .await
     }
 
@@ -169,22 +183,44 @@ impl Engine {
     /// capture of authorizations under it; with [`super::EngineConfig::void_on_revoke`] the
     /// open authorizations under it are voided at once (best effort: one that cannot be voided
     /// now stays open for its actor, the buyer or an operator to void).
+    ///
+    /// Who may: confirm and reject only the mandate's buyer; revoke the buyer, an operator, a
+    /// system, or the actor of the mandate or of one of its ancestors; mark used and expire
+    /// the buyer, an operator or a system. Anyone else is [`EngineError::NotPermitted`].
     pub async fn change_mandate(
         &self,
+        by: &Principal,
         command: &ChangeMandate,
     ) -> Result<Recorded<Mandate>, EngineError> {
-        let recorded = self.change_mandate_keyed(command).await?;
+        let recorded = self.change_mandate_keyed(by, command).await?;
         if self.config.void_on_revoke && matches!(command.event, LifecycleEvent::Revoke { .. }) {
-            let _ = self.void_open_authorizations(&command.mandate_id).await;
+            let _ = self.void_under(&command.mandate_id).await;
         }
         Ok(recorded)
     }
 
     /// Voids every open authorization (authorized, or waiting for the buyer, with a PSP
     /// reference) of attempts under `mandate_id` or under a mandate derived from it. Needs no
-    /// spending authority (I16). Returns the attempts as they are after their void; an attempt
-    /// whose void failed is left as it was and not returned.
+    /// spending authority (I16): the mandate's buyer, an operator or a system may; anyone else
+    /// is [`EngineError::NotPermitted`]. Returns the attempts as they are after their void; an
+    /// attempt whose void failed is left as it was and not returned.
     pub async fn void_open_authorizations(
+        &self,
+        by: &Principal,
+        mandate_id: &crate::domain::MandateId,
+    ) -> Result<Vec<crate::domain::PaymentAttempt>, EngineError> {
+        let mandate = self.load_mandate(mandate_id).await?;
+        if !(by.is_buyer(mandate.buyer_id()) || by.is_operator() || by.is_system()) {
+            return Err(EngineError::NotPermitted {
+                reason: format!(
+                    "{by} may not void the authorizations under mandate {mandate_id}: only its buyer, an operator or a system may"
+                ),
+            });
+        }
+        self.void_under(mandate_id).await
+    }
+
+    async fn void_under(
         &self,
         mandate_id: &crate::domain::MandateId,
     ) -> Result<Vec<crate::domain::PaymentAttempt>, EngineError> {
@@ -214,9 +250,10 @@ impl Engine {
 
     async fn change_mandate_keyed(
         &self,
+        by: &Principal,
         command: &ChangeMandate,
     ) -> Result<Recorded<Mandate>, EngineError> {
-        let scope = scope(&command.by.id, "change_mandate", &command.key);
+        let scope = scope(&by.scope_id(), "change_mandate", &command.key);
         self.keyed_command(
             scope,
             "change_mandate",
@@ -224,7 +261,7 @@ impl Engine {
             LoadMandate,
             |now| async move {
                 let mandate = self.load_mandate(&command.mandate_id).await?;
-                self.check_change_permission(&command.by, &mandate, &command.event)
+                self.check_change_permission(by, &mandate, &command.event)
                     .await?;
                 let next = mandate.apply(&command.event, now)?;
                 let reason = match &command.event {
@@ -247,7 +284,7 @@ impl Engine {
                             from: mandate.status(),
                             to: next.status(),
                             event: command.event.as_str().to_owned(),
-                            by: command.by.id.clone(),
+                            by: by.clone(),
                             reason,
                         },
                     }],
@@ -263,28 +300,31 @@ impl Engine {
 
     async fn check_change_permission(
         &self,
-        by: &Actor,
+        by: &Principal,
         mandate: &Mandate,
         event: &LifecycleEvent,
     ) -> Result<(), EngineError> {
-        let allowed = match event {
-            LifecycleEvent::Confirm | LifecycleEvent::Reject { .. } => by.kind == ActorKind::Human,
-            LifecycleEvent::MarkUsed | LifecycleEvent::Expire => by.kind != ActorKind::Agent,
-            LifecycleEvent::Revoke { .. } => {
-                by.kind != ActorKind::Agent || {
+        let buyer = by.is_buyer(mandate.buyer_id());
+        let (allowed, who) = match event {
+            LifecycleEvent::Confirm | LifecycleEvent::Reject { .. } => (buyer, "its buyer"),
+            LifecycleEvent::MarkUsed | LifecycleEvent::Expire => (
+                buyer || by.is_operator() || by.is_system(),
+                "its buyer, an operator or a system",
+            ),
+            LifecycleEvent::Revoke { .. } => (
+                buyer || by.is_operator() || by.is_system() || {
                     let chain = self.ports.store.chain(mandate.id()).await?;
-                    chain.iter().any(|m| m.actor() == by)
-                }
-            }
+                    chain.iter().any(|m| by.acts_as(m.actor(), m.buyer_id()))
+                },
+                "its buyer, an operator, a system, or the actor of it or of an ancestor",
+            ),
         };
         if allowed {
             Ok(())
         } else {
             Err(EngineError::NotPermitted {
                 reason: format!(
-                    "{:?} actor {} may not {} mandate {}",
-                    by.kind,
-                    by.id,
+                    "{by} may not {} mandate {}: only {who} may",
                     event.as_str(),
                     mandate.id()
                 ),
@@ -293,21 +333,30 @@ impl Engine {
     }
 
     /// Turns the kill switch on or off for an actor or a buyer: while on, every mandate of
-    /// theirs is blocked (`ACTOR_SUSPENDED`, `BUYER_SUSPENDED`). Agents may not use it.
+    /// theirs is blocked (`ACTOR_SUSPENDED`, `BUYER_SUSPENDED`).
+    ///
+    /// Who may: an operator or a system, for any party; a buyer, for themself only (a buyer
+    /// stops one agent by revoking the mandates it holds: an actor's suspension reaches every
+    /// buyer it works for). An agent never may.
     pub async fn set_suspension(
         &self,
+        by: &Principal,
         command: &SetSuspension,
     ) -> Result<Recorded<()>, EngineError> {
-        let scope = scope(&command.by.id, "set_suspension", &command.key);
+        let scope = scope(&by.scope_id(), "set_suspension", &command.key);
         self.keyed_command(
             scope,
             "set_suspension",
             command,
             LoadUnit,
             |now| async move {
-                if command.by.kind == ActorKind::Agent {
+                let own = matches!(&command.party, Party::Buyer(b) if by.is_buyer(b));
+                if !(own || by.is_operator() || by.is_system()) {
                     return Err(EngineError::NotPermitted {
-                        reason: format!("agent {} cannot operate the kill switch", command.by.id),
+                        reason: format!(
+                            "{by} may not operate the kill switch for {:?}: only an operator, a system, or a buyer for themself may",
+                            command.party
+                        ),
                     });
                 }
                 self.write(
@@ -320,14 +369,14 @@ impl Engine {
                         kind: AuditKind::Suspension {
                             party: command.party.clone(),
                             suspended: command.suspended,
-                            by: command.by.id.clone(),
+                            by: by.clone(),
                             reason: command.reason.to_string(),
                         },
                     }],
                 )
                 .await?;
                 if !command.suspended {
-                    if let crate::domain::Party::Actor(a) = &command.party {
+                    if let Party::Actor(a) = &command.party {
                         self.ports.store.reset_blocks(a).await?;
                     }
                 }
@@ -338,24 +387,35 @@ impl Engine {
         .await
     }
 
-    /// Records a buyer confirmation. It must come from a human, for an existing mandate of
-    /// the same buyer, in the mandate's currency.
+    /// Records a buyer confirmation. Only the buyer may record one: `by` must be the
+    /// confirmation's buyer, and `confirmed_by` a `human` actor that buyer acts as (anyone
+    /// else is [`EngineError::NotPermitted`]); the mandate must exist, be of the same buyer,
+    /// and be in the confirmation's currency.
     pub async fn record_confirmation(
         &self,
+        by: &Principal,
         command: &RecordConfirmation,
     ) -> Result<Recorded<Confirmation>, EngineError> {
         let c = &command.confirmation;
-        let scope = scope(&c.confirmed_by.id, "record_confirmation", &command.key);
+        let scope = scope(&by.scope_id(), "record_confirmation", &command.key);
         self.keyed_command(
             scope,
             "record_confirmation",
             command,
             LoadConfirmation(c.clone()),
             |now| async move {
-                if !c.by_human() {
+                if !by.is_buyer(&c.buyer_id) {
+                    return Err(EngineError::NotPermitted {
+                        reason: format!(
+                            "{by} may not record a confirmation of buyer {}: only that buyer may",
+                            c.buyer_id
+                        ),
+                    });
+                }
+                if !by.acts_as(&c.confirmed_by, &c.buyer_id) {
                     return Err(EngineError::Invalid {
-                        field: "confirmation.confirmed_by.kind".into(),
-                        message: "a confirmation comes from a human".into(),
+                        field: "confirmation.confirmed_by".into(),
+                        message: "a confirmation is given by the buyer: a human actor".into(),
                     });
                 }
                 let mandate = self.load_mandate(&c.scope.mandate_id).await?;
@@ -404,11 +464,23 @@ impl Engine {
     /// credential stored the first time (`replay: true`, audited as a replay, nothing stored),
     /// the same key with another credential is [`EngineError::Vault`] with
     /// [`crate::ports::VaultError::IdempotencyConflict`].
+    ///
+    /// Who may: the credential's buyer (it is their card) or a system process of the host;
+    /// anyone else is [`EngineError::NotPermitted`].
     pub async fn store_credential(
         &self,
+        by: &Principal,
         key: &crate::domain::IdempotencyKey,
         credential: NewCredential,
     ) -> Result<Recorded<StoredCredential>, EngineError> {
+        if !(by.is_buyer(&credential.buyer_id) || by.is_system()) {
+            return Err(EngineError::NotPermitted {
+                reason: format!(
+                    "{by} may not store a credential of buyer {}: only that buyer or a system may",
+                    credential.buyer_id
+                ),
+            });
+        }
         let now = self.now();
         let outcome = self.ports.vault.store(key, credential).await?;
         let stored = outcome.credential;
@@ -434,7 +506,22 @@ impl Engine {
     }
 
     /// Revokes every credential an actor holds (one call for everything an agent holds).
-    pub async fn revoke_credentials(&self, owner: &ActorId) -> Result<u32, EngineError> {
+    ///
+    /// Who may: the holder itself, an operator or a system (the holder's credentials may be of
+    /// many buyers); anyone else is [`EngineError::NotPermitted`].
+    pub async fn revoke_credentials(
+        &self,
+        by: &Principal,
+        owner: &ActorId,
+    ) -> Result<u32, EngineError> {
+        let holder = matches!(by, Principal::Agent(a) | Principal::System(a) if a == owner);
+        if !(holder || by.is_operator() || by.is_system()) {
+            return Err(EngineError::NotPermitted {
+                reason: format!(
+                    "{by} may not revoke the credentials of {owner}: only the holder, an operator or a system may"
+                ),
+            });
+        }
         let now = self.now();
         let count = self.ports.vault.revoke_owner(owner).await?;
         self.audit(&[AuditEvent {
@@ -450,7 +537,7 @@ impl Engine {
     }
 }
 
-fn created_event(m: &Mandate, by: &Actor, now: chrono::DateTime<chrono::Utc>) -> AuditEvent {
+fn created_event(m: &Mandate, by: &Principal, now: chrono::DateTime<chrono::Utc>) -> AuditEvent {
     AuditEvent {
         at: now,
         kind: AuditKind::MandateCreated {
@@ -459,7 +546,7 @@ fn created_event(m: &Mandate, by: &Actor, now: chrono::DateTime<chrono::Utc>) ->
             buyer_id: m.buyer_id().clone(),
             actor_id: m.actor().id.clone(),
             status: m.status(),
-            by: by.id.clone(),
+            by: by.clone(),
         },
     }
 }

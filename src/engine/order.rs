@@ -8,13 +8,14 @@ use super::settle::may_settle;
 use super::{scope, Engine};
 use crate::domain::{
     AttemptStatus, AuditEvent, AuditKind, AuthorityDecision, Operation, Order, OrderId,
-    PaymentAction, PaymentAttempt,
+    PaymentAction, PaymentAttempt, Principal,
 };
 use crate::ports::{InsertOrder, StoredResult, Write, Written};
 
 impl Engine {
-    /// Commits the order of a paid attempt, for its actor or a human (the one permission check,
-    /// shared with capture, void and refund). Allowed only from `authorized`,
+    /// Commits the order of a paid attempt. `by` must be the attempt's actor, its buyer or an
+    /// operator (the permission shared with void and refund); anyone else is
+    /// [`EngineError::NotPermitted`] and nothing starts. Allowed only from `authorized`,
     /// `partially_captured` or `captured`; decides once more for the attempt's actor and
     /// mandate, whoever asks (action `commit_order`, the stored snapshot, the checkout state
     /// given now, the current mandate chain). A second
@@ -22,8 +23,12 @@ impl Engine {
     /// cannot be committed after money moved, the recovery starts at once (void an
     /// authorization, refund a capture) and is recorded; [`OrderOutcome::Failed`] says how
     /// far it got.
-    pub async fn commit_order(&self, command: &CommitOrder) -> Result<OrderOutcome, EngineError> {
-        let scope = scope(&command.actor.id, "commit_order", &command.key);
+    pub async fn commit_order(
+        &self,
+        by: &Principal,
+        command: &CommitOrder,
+    ) -> Result<OrderOutcome, EngineError> {
+        let scope = scope(&by.scope_id(), "commit_order", &command.key);
         let fingerprint = fingerprint_of(command)?;
         let store = &self.ports.store;
         self.keyed(
@@ -40,7 +45,7 @@ impl Engine {
                 }
             },
             |now, _| async move {
-                let outcome = self.commit_started(command, now).await?;
+                let outcome = self.commit_started(by, command, now).await?;
                 let stored = match &outcome {
                     OrderOutcome::Committed { order, .. } | OrderOutcome::Existing { order } => {
                         StoredResult::Order(order.id.clone())
@@ -58,6 +63,7 @@ impl Engine {
 
     async fn commit_started(
         &self,
+        by: &Principal,
         command: &CommitOrder,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<OrderOutcome, EngineError> {
@@ -66,7 +72,7 @@ impl Engine {
         // Only whoever may settle the attempt may commit its order: a refused commitment
         // starts a void or refund. A requester refused here gets `NotPermitted` and nothing
         // starts; the decision below is for the attempt, never about the requester.
-        may_settle(&command.actor, &attempt, "commit the order of")?;
+        may_settle(by, &attempt, "commit the order of")?;
         if let Some(order) = store.order_for(&attempt.id).await? {
             return Ok(OrderOutcome::Existing { order });
         }

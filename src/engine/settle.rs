@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use super::{scope, Engine, Finish};
 use crate::domain::{
-    Actor, ActorKind, AttemptEvent, AttemptId, AttemptStatus, AuditEvent, AuditKind,
-    AuthorityDecision, BlockerCode, CheckoutState, HoldAction, Money, Operation, Outcome,
-    PaymentAction, PaymentAttempt, PaymentRequest, ProviderReport, ProviderStatus,
+    AttemptEvent, AttemptId, AttemptStatus, AuditEvent, AuditKind, AuthorityDecision, BlockerCode,
+    CheckoutState, HoldAction, Money, Operation, Outcome, PaymentAction, PaymentAttempt,
+    PaymentRequest, Principal, ProviderReport, ProviderStatus,
 };
 use crate::ports::{
     AttemptChange, CaptureRequest, HoldOp, HoldState, IdempotencyScope, Lookup, ProviderError,
@@ -49,7 +49,9 @@ impl Engine {
             })?;
         let ctx = self.context(&request, None, now).await?;
         let mut decision = ctx.decide(&request, &snapshot, checkout, now);
-        if action == PaymentAction::Capture && attempt.submitted_at.is_some() {
+        if matches!(action, PaymentAction::Capture | PaymentAction::CommitOrder)
+            && attempt.submitted_at.is_some()
+        {
             decision = without_expiry(decision);
         }
         events.push(decision_event(
@@ -99,8 +101,15 @@ impl Engine {
     /// Captures an authorized attempt (in full or in part; the rest is released). The
     /// transition is checked before the PSP is called: capturing a cancelled, failed or
     /// already captured attempt is refused without any PSP call.
-    pub async fn capture(&self, command: &CapturePayment) -> Result<PaymentOutcome, EngineError> {
-        let scope = scope(&command.actor.id, "capture_payment", &command.key);
+    ///
+    /// Only the attempt's actor may capture (a capture takes money): anyone else is
+    /// [`EngineError::NotPermitted`].
+    pub async fn capture(
+        &self,
+        by: &Principal,
+        command: &CapturePayment,
+    ) -> Result<PaymentOutcome, EngineError> {
+        let scope = scope(&by.scope_id(), "capture_payment", &command.key);
         let fingerprint = fingerprint_of(command)?;
         self.keyed_follow_up(
             scope,
@@ -109,7 +118,7 @@ impl Engine {
             &command.attempt_id,
             |now, finish| async move {
                 let attempt = self.load_attempt(&command.attempt_id).await?;
-                may_capture(&command.actor, &attempt)?;
+                may_capture(by, &attempt)?;
                 let amount = command.amount.unwrap_or(attempt.authorized);
                 attempt.apply(&AttemptEvent::Capture(amount), now)?;
                 let reference = provider_ref(&attempt)?;
@@ -169,10 +178,15 @@ impl Engine {
     }
 
     /// Voids an authorized attempt (or one waiting for the buyer). Needs no decision and no
-    /// spending authority (I16): the attempt's actor or a human may cancel, even after the
-    /// mandate expired or was revoked, or the actor was suspended.
-    pub async fn void(&self, command: &VoidPayment) -> Result<PaymentOutcome, EngineError> {
-        let scope = scope(&command.actor.id, "void_payment", &command.key);
+    /// spending authority (I16): the attempt's actor, its buyer or an operator may cancel, even
+    /// after the mandate expired or was revoked, or the actor was suspended; anyone else is
+    /// [`EngineError::NotPermitted`].
+    pub async fn void(
+        &self,
+        by: &Principal,
+        command: &VoidPayment,
+    ) -> Result<PaymentOutcome, EngineError> {
+        let scope = scope(&by.scope_id(), "void_payment", &command.key);
         let fingerprint = fingerprint_of(command)?;
         self.keyed_follow_up(
             scope,
@@ -181,7 +195,7 @@ impl Engine {
             &command.attempt_id,
             |now, finish| async move {
                 let attempt = self.load_attempt(&command.attempt_id).await?;
-                may_settle(&command.actor, &attempt, "void")?;
+                may_settle(by, &attempt, "void")?;
                 attempt.apply(&AttemptEvent::Void, now)?;
                 self.may_call_psp(&command.key, now, self.now())?;
                 let next = self.void_now(&attempt, now, finish.as_deref()).await?;
@@ -230,11 +244,15 @@ impl Engine {
 
     /// Refunds a captured attempt (in full: everything not yet refunded, or in part). Like a
     /// void, a refund reduces risk and needs no decision and no spending authority (I16):
-    /// the attempt's actor or a human may refund after the mandate expired or was revoked, or
-    /// the actor was suspended. Still checked: the state machine, and the amount (more than
+    /// the attempt's actor, its buyer or an operator may refund after the mandate expired or
+    /// was revoked, or the actor was suspended; anyone else is [`EngineError::NotPermitted`]. Still checked: the state machine, and the amount (more than
     /// zero, in the captured currency, at most what is captured and not yet refunded).
-    pub async fn refund(&self, command: &RefundPayment) -> Result<PaymentOutcome, EngineError> {
-        let scope = scope(&command.actor.id, "refund_payment", &command.key);
+    pub async fn refund(
+        &self,
+        by: &Principal,
+        command: &RefundPayment,
+    ) -> Result<PaymentOutcome, EngineError> {
+        let scope = scope(&by.scope_id(), "refund_payment", &command.key);
         let fingerprint = fingerprint_of(command)?;
         self.keyed_follow_up(
             scope,
@@ -243,7 +261,7 @@ impl Engine {
             &command.attempt_id,
             |now, finish| async move {
                 let attempt = self.load_attempt(&command.attempt_id).await?;
-                may_settle(&command.actor, &attempt, "refund")?;
+                may_settle(by, &attempt, "refund")?;
                 let amount = command.amount.unwrap_or_else(|| attempt.net_captured());
                 attempt.apply(&AttemptEvent::Refund(amount), now)?;
                 self.may_call_psp(&command.key, now, self.now())?;
@@ -591,43 +609,46 @@ impl Engine {
     }
 }
 
-/// Who may act on an attempt after its authorization (capture, void, refund, order
-/// commitment): the attempt's own actor, or a human (the buyer or an operator). The one place
+/// Who may act on an attempt after its authorization to reduce risk or finish it (void,
+/// refund, order commitment): the attempt's own actor, its buyer, or an operator. The one place
 /// this permission is decided; the decision that follows (if any) is made for the attempt, not
 /// for the requester, so a refusal of the requester is always this error and never a decision
 /// (and never starts a recovery).
 pub(super) fn may_settle(
-    requester: &Actor,
+    by: &Principal,
     attempt: &PaymentAttempt,
     operation: &str,
 ) -> Result<(), EngineError> {
-    if *requester == attempt.request.actor || requester.kind == ActorKind::Human {
+    let request = &attempt.request;
+    if by.acts_as(&request.actor, &request.buyer_id)
+        || by.is_buyer(&request.buyer_id)
+        || by.is_operator()
+    {
         return Ok(());
     }
     Err(EngineError::NotPermitted {
         reason: format!(
-            "actor {} may not {operation} attempt {}: only its actor or a human may",
-            requester.id, attempt.id
+            "{by} may not {operation} attempt {}: only its actor, its buyer or an operator may",
+            attempt.id
         ),
     })
 }
 
 /// Who may capture: only the attempt's own actor. A capture takes money (it is not a step that
-/// reduces risk), and a caller's kind is only asserted until permissions compare authenticated
-/// principals, so a self-declared human may not capture an agent's authorization.
-fn may_capture(requester: &Actor, attempt: &PaymentAttempt) -> Result<(), EngineError> {
-    if *requester == attempt.request.actor {
+/// reduces risk), so neither the buyer nor an operator captures an agent's authorization.
+fn may_capture(by: &Principal, attempt: &PaymentAttempt) -> Result<(), EngineError> {
+    if by.acts_as(&attempt.request.actor, &attempt.request.buyer_id) {
         return Ok(());
     }
     Err(EngineError::NotPermitted {
         reason: format!(
-            "actor {} may not capture attempt {}: only its actor may",
-            requester.id, attempt.id
+            "{by} may not capture attempt {}: only its actor may",
+            attempt.id
         ),
     })
 }
 
-/// A capture's decision without the mandate expiry blockers (of the leaf, or of an ancestor
+/// A capture or order decision without the mandate expiry blockers (of the leaf, or of an ancestor
 /// that is not active only because it expired): the authorization it settles was made while
 /// the chain was valid.
 fn without_expiry(mut decision: AuthorityDecision) -> AuthorityDecision {

@@ -1,5 +1,6 @@
 //! An engine on the memory adapters and the fake PSP, with the Travel Backpack story loaded.
 
+use super::principals::*;
 use std::sync::Arc;
 
 use agent_mandate::adapters::memory::MemoryPorts;
@@ -33,7 +34,6 @@ pub fn key(s: &str) -> IdempotencyKey {
 pub fn agent_capture(k: &str, attempt: &AttemptId, amount: Option<Money>) -> CapturePayment {
     CapturePayment {
         key: key(k),
-        actor: examples::agent(),
         attempt_id: attempt.clone(),
         amount,
     }
@@ -43,7 +43,6 @@ pub fn agent_capture(k: &str, attempt: &AttemptId, amount: Option<Money>) -> Cap
 pub fn agent_refund(k: &str, attempt: &AttemptId, amount: Option<Money>) -> RefundPayment {
     RefundPayment {
         key: key(k),
-        actor: examples::agent(),
         attempt_id: attempt.clone(),
         amount,
     }
@@ -53,7 +52,6 @@ pub fn agent_refund(k: &str, attempt: &AttemptId, amount: Option<Money>) -> Refu
 pub fn agent_void(k: &str, attempt: &AttemptId) -> VoidPayment {
     VoidPayment {
         key: key(k),
-        actor: examples::agent(),
         attempt_id: attempt.clone(),
     }
 }
@@ -144,16 +142,22 @@ pub async fn world_with(config: EngineConfig, spec: MandateSpec) -> World {
     let psp = slot.expect("psp built");
     let engine = Engine::new(mem.ports.clone(), config).expect("engine configuration");
     let mandate = engine
-        .create_mandate(&CreateMandate {
-            key: key("create-mandate-001"),
-            by: admin(),
-            spec,
-        })
+        .create_mandate(
+            &buyer_p(),
+            &CreateMandate {
+                key: key("create-mandate-001"),
+                spec,
+            },
+        )
         .await
         .expect("mandate created")
         .value;
     let card = engine
-        .store_credential(&key("card"), card(&examples::agent().id, "pm_card_visa"))
+        .store_credential(
+            &buyer_p(),
+            &key("card"),
+            card(&examples::agent().id, "pm_card_visa"),
+        )
         .await
         .expect("card stored")
         .value

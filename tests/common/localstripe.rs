@@ -6,6 +6,7 @@
     reason = "each test binary uses a different subset of the helpers"
 )]
 
+use crate::common::principals::*;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use agent_mandate::domain::{examples, CartSnapshot, CredentialRef, Mandate, Usag
 use agent_mandate::engine::{CreateMandate, Engine, EngineConfig, ExecutePayment};
 use agent_mandate::ports::Secret;
 
-use crate::common::engine::{admin, backpack_spec, card, key};
+use crate::common::engine::{backpack_spec, card, key};
 
 /// The API key sent to localstripe (it accepts any).
 pub const API_KEY: &str = "sk_test_agent_mandate_localstripe";
@@ -153,11 +154,13 @@ pub async fn stripe_world_with(
     let engine =
         Engine::new(mem.ports.clone(), EngineConfig::default()).expect("engine configuration");
     let mandate = engine
-        .create_mandate(&CreateMandate {
-            key: key("create-mandate-001"),
-            by: admin(),
-            spec,
-        })
+        .create_mandate(
+            &buyer_p(),
+            &CreateMandate {
+                key: key("create-mandate-001"),
+                spec,
+            },
+        )
         .await
         .expect("mandate created")
         .value;
@@ -166,7 +169,7 @@ pub async fn stripe_world_with(
     for pm in [PM_GOOD, PM_DECLINE, three_ds_pm.as_str()] {
         refs.push(
             engine
-                .store_credential(&key(pm), card(&examples::agent().id, pm))
+                .store_credential(&buyer_p(), &key(pm), card(&examples::agent().id, pm))
                 .await
                 .expect("card stored")
                 .value

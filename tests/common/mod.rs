@@ -13,6 +13,7 @@ pub mod durable_psp;
 #[cfg(feature = "testkit")]
 pub mod engine;
 pub mod ledger_model;
+pub mod principals;
 
 use std::str::FromStr;
 

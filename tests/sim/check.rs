@@ -5,7 +5,8 @@
 use std::collections::{HashMap, HashSet};
 
 use agent_mandate::domain::{
-    AttemptId, AttemptStatus, AuditHash, AuditKind, Operation, OrderId, PaymentAttempt,
+    AttemptId, AttemptStatus, AuditHash, AuditKind, MandateStatus, Operation, OrderId,
+    PaymentAttempt,
 };
 use agent_mandate::ports::{Clock as _, HoldState};
 
@@ -32,6 +33,8 @@ pub struct Checker {
     /// (attempt, status) pairs some audit transition event reached.
     transitions: HashSet<(AttemptId, AttemptStatus)>,
     orders: HashMap<AttemptId, OrderId>,
+    /// Whether the leaf's revocation is on record.
+    revoked: bool,
 }
 
 impl Default for Checker {
@@ -41,6 +44,7 @@ impl Default for Checker {
             audit_prev: AuditHash::GENESIS,
             transitions: HashSet::new(),
             orders: HashMap::new(),
+            revoked: false,
         }
     }
 }
@@ -79,8 +83,30 @@ impl Checker {
             self.audit_next += page.len() as u64;
             for e in &page {
                 let event = e.event().expect("audit body");
-                if let AuditKind::AttemptTransition { attempt_id, to, .. } = event.kind {
-                    self.transitions.insert((attempt_id, to));
+                match event.kind {
+                    AuditKind::AttemptTransition { attempt_id, to, .. } => {
+                        self.transitions.insert((attempt_id, to));
+                    }
+                    AuditKind::MandateTransition { to, .. } if to == MandateStatus::Revoked => {
+                        self.revoked = true;
+                    }
+                    // Controls count the agent's own violations: here every agent behaves
+                    // (amounts in scope, its own card), so concurrent payments that lose the
+                    // race for the last headroom suspend nobody. Only the leaf's agent, after
+                    // its mandate was revoked, may be suspended for paying under it.
+                    AuditKind::AutoSuspended { actor_id, .. } => {
+                        let leaf = &w.agents[w.agents.len() - 1].actor.id;
+                        if !self.revoked || actor_id != *leaf {
+                            return fail(
+                                "controls count only the agent's own violations",
+                                format!(
+                                    "{actor_id} auto-suspended (leaf revoked: {})",
+                                    self.revoked
+                                ),
+                            );
+                        }
+                    }
+                    _ => {}
                 }
             }
         }

@@ -1,31 +1,36 @@
 //! The clients: a random mix of commands (payments by the agents of every level, retries
 //! with the same key, capture, void, refund, order commitment, reconciliation sweeps, a
-//! revocation), each run as a boxed future on the simulator's executor.
+//! revocation), each run as a boxed future on the simulator's executor. Each command is asked
+//! by a principal: mostly the one the permission table allows (the attempt's agent, the buyer,
+//! an operator), sometimes one it does not (another agent, another buyer), and the run checks
+//! that exactly the allowed ones get past the permission check.
 
 use std::collections::HashMap;
 
 use agent_mandate::domain::{
-    examples, AttemptId, LifecycleEvent, Money, OrderId, PaymentAction, PaymentRequest, Text,
+    examples, AttemptId, LifecycleEvent, Money, OrderId, PaymentAction, PaymentRequest, Principal,
+    Text,
 };
 use agent_mandate::engine::{
-    attempt_id_for, CapturePayment, ChangeMandate, CommitOrder, Engine, ExecutePayment,
-    OrderOutcome, PaymentOutcome, RefundPayment, VoidPayment,
+    attempt_id_for, CapturePayment, ChangeMandate, CommitOrder, Engine, EngineError,
+    ExecutePayment, OrderOutcome, PaymentOutcome, RefundPayment, VoidPayment,
 };
 
 use super::exec::BoxFuture;
 use super::world::World;
 use super::Rng;
-use crate::common::engine::{admin, key};
+use crate::common::engine::key;
+use crate::common::principals::{buyer_p, operator_p};
 
 #[derive(Debug, Clone)]
 pub enum Cmd {
-    Execute(Box<ExecutePayment>),
-    Capture(CapturePayment),
-    Void(VoidPayment),
-    Refund(RefundPayment),
-    Commit(CommitOrder),
+    Execute(Principal, Box<ExecutePayment>),
+    Capture(Principal, CapturePayment),
+    Void(Principal, VoidPayment),
+    Refund(Principal, RefundPayment),
+    Commit(Principal, CommitOrder),
     Sweep,
-    Revoke(ChangeMandate),
+    Revoke(Principal, ChangeMandate),
 }
 
 /// What a finished command reports.
@@ -36,6 +41,15 @@ pub struct Done {
     /// The attempt a payment command answered with (the client now knows it).
     pub attempt: Option<AttemptId>,
     pub text: String,
+    /// Whether the engine answered `NotPermitted` (the principal was refused).
+    pub not_permitted: bool,
+    /// Whether the engine answered with an error.
+    pub error: bool,
+}
+
+/// Another buyer: never permitted anything here.
+fn stranger_buyer() -> Principal {
+    Principal::Buyer("buyer_999".parse().expect("id"))
 }
 
 fn short(id: &AttemptId) -> &str {
@@ -46,23 +60,54 @@ fn short(id: &AttemptId) -> &str {
 impl Cmd {
     pub fn label(&self) -> String {
         match self {
-            Cmd::Execute(c) => format!(
-                "execute key={} {} actor={} amount={}",
+            Cmd::Execute(p, c) => format!(
+                "execute by {p} key={} {} actor={} amount={}",
                 c.key.as_str(),
                 short(&attempt_id_for(&c.request.actor.id, &c.key)),
                 c.request.actor.id,
                 c.request.amount
             ),
-            Cmd::Capture(c) => format!("capture key={} {}", c.key.as_str(), short(&c.attempt_id)),
-            Cmd::Void(c) => format!("void key={} {}", c.key.as_str(), short(&c.attempt_id)),
-            Cmd::Refund(c) => format!("refund key={} {}", c.key.as_str(), short(&c.attempt_id)),
-            Cmd::Commit(c) => format!(
-                "commit_order key={} {}",
+            Cmd::Capture(p, c) => format!(
+                "capture by {p} key={} {}",
+                c.key.as_str(),
+                short(&c.attempt_id)
+            ),
+            Cmd::Void(p, c) => {
+                format!(
+                    "void by {p} key={} {}",
+                    c.key.as_str(),
+                    short(&c.attempt_id)
+                )
+            }
+            Cmd::Refund(p, c) => format!(
+                "refund by {p} key={} {}",
+                c.key.as_str(),
+                short(&c.attempt_id)
+            ),
+            Cmd::Commit(p, c) => format!(
+                "commit_order by {p} key={} {}",
                 c.key.as_str(),
                 short(&c.attempt_id)
             ),
             Cmd::Sweep => "reconcile_pending".into(),
-            Cmd::Revoke(c) => format!("revoke {}", c.mandate_id),
+            Cmd::Revoke(p, c) => format!("revoke by {p} {}", c.mandate_id),
+        }
+    }
+
+    /// Whether the permission table lets its principal past the permission check, given the
+    /// agent of the attempt it names (`actor`) and of the request (execute).
+    pub fn permitted(&self, actor_of: impl Fn(&AttemptId) -> Option<Principal>) -> bool {
+        let settles = |p: &Principal, id: &AttemptId| {
+            *p == buyer_p() || p.is_operator() || actor_of(id).as_ref() == Some(p)
+        };
+        match self {
+            Cmd::Execute(p, c) => *p == Principal::Agent(c.request.actor.id.clone()),
+            Cmd::Capture(p, c) => actor_of(&c.attempt_id).as_ref() == Some(p),
+            Cmd::Void(p, c) => settles(p, &c.attempt_id),
+            Cmd::Refund(p, c) => settles(p, &c.attempt_id),
+            Cmd::Commit(p, c) => settles(p, &c.attempt_id),
+            Cmd::Sweep => true,
+            Cmd::Revoke(p, _) => *p == buyer_p() || p.is_operator(),
         }
     }
 
@@ -79,34 +124,45 @@ impl Cmd {
                 order: None,
                 attempt: None,
                 text,
+                not_permitted: false,
+                error: false,
+            };
+            let failed = |e: EngineError| Done {
+                not_permitted: matches!(e, EngineError::NotPermitted { .. }),
+                error: true,
+                ..done(format!("error: {e}"))
             };
             let paid = |o: PaymentOutcome| Done {
                 order: None,
                 attempt: o.attempt().map(|a| a.id.clone()),
                 text: text(&o),
+                not_permitted: false,
+                error: false,
             };
             match self {
-                Cmd::Execute(c) => match engine.execute_payment(&c).await {
+                Cmd::Execute(p, c) => match engine.execute_payment(&p, &c).await {
                     Ok(o) => paid(o),
-                    Err(e) => done(format!("error: {e}")),
+                    Err(e) => failed(e),
                 },
-                Cmd::Capture(c) => match engine.capture(&c).await {
+                Cmd::Capture(p, c) => match engine.capture(&p, &c).await {
                     Ok(o) => done(text(&o)),
-                    Err(e) => done(format!("error: {e}")),
+                    Err(e) => failed(e),
                 },
-                Cmd::Void(c) => match engine.void(&c).await {
+                Cmd::Void(p, c) => match engine.void(&p, &c).await {
                     Ok(o) => done(text(&o)),
-                    Err(e) => done(format!("error: {e}")),
+                    Err(e) => failed(e),
                 },
-                Cmd::Refund(c) => match engine.refund(&c).await {
+                Cmd::Refund(p, c) => match engine.refund(&p, &c).await {
                     Ok(o) => done(text(&o)),
-                    Err(e) => done(format!("error: {e}")),
+                    Err(e) => failed(e),
                 },
-                Cmd::Commit(c) => match engine.commit_order(&c).await {
+                Cmd::Commit(p, c) => match engine.commit_order(&p, &c).await {
                     Ok(OrderOutcome::Committed { order, .. }) => Done {
                         order: Some((order.attempt_id.clone(), order.id.clone())),
                         attempt: None,
                         text: format!("order committed {}", order.id),
+                        not_permitted: false,
+                        error: false,
                     },
                     Ok(OrderOutcome::Existing { order }) => {
                         done(format!("order existing {}", order.id))
@@ -114,15 +170,15 @@ impl Cmd {
                     Ok(OrderOutcome::Failed { reason, .. }) => {
                         done(format!("order failed: {reason}"))
                     }
-                    Err(e) => done(format!("error: {e}")),
+                    Err(e) => failed(e),
                 },
                 Cmd::Sweep => match engine.reconcile_pending(100).await {
                     Ok(v) => done(format!("swept {}", v.len())),
                     Err(e) => done(format!("error: {e}")),
                 },
-                Cmd::Revoke(c) => match engine.change_mandate(&c).await {
+                Cmd::Revoke(p, c) => match engine.change_mandate(&p, &c).await {
                     Ok(_) => done("revoked".into()),
-                    Err(e) => done(format!("error: {e}")),
+                    Err(e) => failed(e),
                 },
             }
         })
@@ -168,14 +224,24 @@ impl Clients {
         let id = attempt_id_for(&a.actor.id, &k);
         self.attempts.insert(id.clone(), a.level);
         self.snapshot_of.insert(id, (agent, snapshot));
-        Cmd::Execute(Box::new(ExecutePayment {
-            key: k,
-            request,
-            snapshot: s.clone(),
-            checkout: examples::valid_checkout(s.id()),
-            credential: a.card.clone(),
-            capture,
-        }))
+        Cmd::Execute(
+            Principal::Agent(a.actor.id.clone()),
+            Box::new(ExecutePayment {
+                key: k,
+                request,
+                snapshot: s.clone(),
+                checkout: examples::valid_checkout(s.id()),
+                credential: a.card.clone(),
+                capture,
+            }),
+        )
+    }
+
+    /// The principal of the agent whose command made `attempt`.
+    pub fn agent_of(&self, w: &World, attempt: &AttemptId) -> Option<Principal> {
+        self.snapshot_of
+            .get(attempt)
+            .map(|&(agent, _)| Principal::Agent(w.agents[agent].actor.id.clone()))
     }
 
     /// A payment command answered with `attempt`: follow-ups may name it now.
@@ -204,7 +270,14 @@ impl Clients {
                 let agent = rng.below(w.agents.len() as u64) as usize;
                 let snap = rng.below(w.snapshots.len() as u64) as usize;
                 let capture = rng.chance(20);
-                let c = self.execute(w, agent, snap, capture);
+                let mut c = self.execute(w, agent, snap, capture);
+                if rng.chance(5) {
+                    // Another agent asks to pay under this agent's mandate: refused.
+                    if let Cmd::Execute(p, _) = &mut c {
+                        let other = (agent + 1) % w.agents.len();
+                        *p = Principal::Agent(w.agents[other].actor.id.clone());
+                    }
+                }
                 self.executes.push(self.sent.len());
                 c
             }
@@ -217,47 +290,77 @@ impl Clients {
                 };
                 return self.sent[pick].clone();
             }
-            (50..=61, Some((id, agent, _))) => Cmd::Capture(CapturePayment {
-                key: self.key("cap"),
-                actor: w.agents[agent].actor.clone(),
-                attempt_id: id,
-                amount: None,
-            }),
-            (62..=70, Some((id, agent, _))) => Cmd::Void(VoidPayment {
-                key: self.key("void"),
-                actor: w.agents[agent].actor.clone(),
-                attempt_id: id,
-            }),
-            (71..=79, Some((id, agent, _))) => Cmd::Refund(RefundPayment {
-                key: self.key("ref"),
-                actor: w.agents[agent].actor.clone(),
-                attempt_id: id,
-                amount: rng.chance(50).then(|| {
-                    Money::parse("10.00", agent_mandate::domain::Currency::EUR).expect("amount")
-                }),
-            }),
-            (80..=88, Some((id, agent, snapshot))) => Cmd::Commit(CommitOrder {
-                key: self.key("order"),
-                actor: w.agents[agent].actor.clone(),
-                attempt_id: id,
-                checkout: examples::valid_checkout(w.snapshots[snapshot].id()),
-            }),
+            (50..=61, Some((id, agent, _))) => Cmd::Capture(
+                asker(w, agent, rng),
+                CapturePayment {
+                    key: self.key("cap"),
+                    attempt_id: id,
+                    amount: None,
+                },
+            ),
+            (62..=70, Some((id, agent, _))) => Cmd::Void(
+                asker(w, agent, rng),
+                VoidPayment {
+                    key: self.key("void"),
+                    attempt_id: id,
+                },
+            ),
+            (71..=79, Some((id, agent, _))) => Cmd::Refund(
+                asker(w, agent, rng),
+                RefundPayment {
+                    key: self.key("ref"),
+                    attempt_id: id,
+                    amount: rng.chance(50).then(|| {
+                        Money::parse("10.00", agent_mandate::domain::Currency::EUR).expect("amount")
+                    }),
+                },
+            ),
+            (80..=88, Some((id, agent, snapshot))) => Cmd::Commit(
+                asker(w, agent, rng),
+                CommitOrder {
+                    key: self.key("order"),
+                    attempt_id: id,
+                    checkout: examples::valid_checkout(w.snapshots[snapshot].id()),
+                },
+            ),
             (89..=98, _) => Cmd::Sweep,
             (_, _) if !self.revoked && rng.chance(30) => {
                 self.revoked = true;
-                Cmd::Revoke(ChangeMandate {
-                    key: self.key("revoke"),
-                    by: admin(),
-                    mandate_id: w.chain[w.chain.len() - 1].id().clone(),
-                    event: LifecycleEvent::Revoke {
-                        reason: Text::new("the buyer withdrew the leaf agent's authority")
-                            .expect("text"),
+                Cmd::Revoke(
+                    if rng.chance(80) {
+                        buyer_p()
+                    } else {
+                        operator_p()
                     },
-                })
+                    ChangeMandate {
+                        key: self.key("revoke"),
+                        mandate_id: w.chain[w.chain.len() - 1].id().clone(),
+                        event: LifecycleEvent::Revoke {
+                            reason: Text::new("the buyer withdrew the leaf agent's authority")
+                                .expect("text"),
+                        },
+                    },
+                )
             }
             _ => Cmd::Sweep,
         };
         self.sent.push(cmd.clone());
         cmd
+    }
+}
+
+/// Who asks a follow-up on an attempt of `agent`: mostly its agent, else the buyer or an
+/// operator (both allowed to void, refund and commit, never to capture), sometimes another
+/// agent or another buyer (never allowed).
+fn asker(w: &World, agent: usize, rng: &mut Rng) -> Principal {
+    match rng.below(100) {
+        0..=69 => Principal::Agent(w.agents[agent].actor.id.clone()),
+        70..=81 => buyer_p(),
+        82..=91 => operator_p(),
+        92..=96 => {
+            let other = (agent + 1) % w.agents.len();
+            Principal::Agent(w.agents[other].actor.id.clone())
+        }
+        _ => stranger_buyer(),
     }
 }

@@ -130,6 +130,22 @@ impl Sim {
                 let task = self.tasks.swap_remove(i);
                 self.note(format!("end #{} {} -> {}", task.id, task.label, done.text));
                 let cmd = self.cmds.remove(&task.id);
+                if let Some(cmd) = &cmd {
+                    let permitted = cmd.permitted(|a| self.clients.agent_of(&self.world, a));
+                    // Refused principals may also meet another error first (a key in flight);
+                    // what may never happen: a refused one succeeding, an allowed one refused.
+                    if (permitted && done.not_permitted) || (!permitted && !done.error) {
+                        return Err(Violation {
+                            invariant: "I14",
+                            message: format!(
+                                "{} -> {}: the permission table says {}",
+                                task.label,
+                                done.text,
+                                if permitted { "permitted" } else { "refused" }
+                            ),
+                        });
+                    }
+                }
                 if let Some(a) = &done.attempt {
                     self.clients.learned(a);
                 }
@@ -286,7 +302,7 @@ impl Sim {
                 self.clients
                     .sent
                     .iter()
-                    .filter(|c| matches!(c, Cmd::Execute(_)))
+                    .filter(|c| matches!(c, Cmd::Execute(..)))
                     .cloned(),
             );
             for cmd in unfinished {

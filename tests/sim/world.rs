@@ -10,7 +10,7 @@ use agent_mandate::adapters::memory::{ManualClock, MemoryAuditSink, MemoryStore,
 use agent_mandate::adapters::sqlite::{SqliteConfig, SqliteDatabase, Synchronous};
 use agent_mandate::domain::{
     examples, Actor, ActorId, ActorKind, CartSnapshot, CredentialRef, Currency, Lifecycle, Mandate,
-    MandateId, MandateSpec, MandateStatus, Money, WindowLimit,
+    MandateId, MandateSpec, MandateStatus, Money, Principal, WindowLimit,
 };
 use agent_mandate::engine::{CreateMandate, DeriveMandate, Engine, EngineConfig};
 use agent_mandate::ports::{AuditSink, Ports, Store};
@@ -19,7 +19,8 @@ use super::exec::block_on;
 use super::ports::{YieldingAudit, YieldingStore, YieldingVault};
 use super::psp::PspModel;
 use super::Ctx;
-use crate::common::engine::{admin, card, key};
+use crate::common::engine::{card, key};
+use crate::common::principals::buyer_p;
 
 /// The hard deadline the PSP model declares for every call (`PaymentProvider::deadline`): its
 /// effect lands within it (shorter than the lease, as I13 asks of every adapter), while a
@@ -151,26 +152,23 @@ impl World {
             let spec = spec(level, actor);
             let k = key(&format!("setup-mandate-{level}"));
             let m = if level == 0 {
-                block_on(engine.create_mandate(&CreateMandate {
-                    key: k,
-                    by: admin(),
-                    spec,
-                }))
+                block_on(engine.create_mandate(&buyer_p(), &CreateMandate { key: k, spec }))
             } else {
-                block_on(engine.derive_mandate(&DeriveMandate {
-                    key: k,
-                    by: admin(),
-                    spec,
-                }))
+                // Each agent delegates to the next one down.
+                let parent = Principal::Agent(actors[level - 1].id.clone());
+                block_on(engine.derive_mandate(&parent, &DeriveMandate { key: k, spec }))
             }
             .expect("setup mandate")
             .value;
             chain.push(m);
-            let card =
-                block_on(engine.store_credential(&key("card"), card(&actor.id, "pm_card_visa")))
-                    .expect("card")
-                    .value
-                    .reference;
+            let card = block_on(engine.store_credential(
+                &buyer_p(),
+                &key("card"),
+                card(&actor.id, "pm_card_visa"),
+            ))
+            .expect("card")
+            .value
+            .reference;
             agents.push(Agent {
                 actor: actor.clone(),
                 level,

@@ -393,7 +393,7 @@ pub async fn store_audit_outbox(store: &dyn Store) {
         kind: AuditKind::Suspension {
             party: Party::Actor(parse(&format!("{tag}-agent-{n}"))),
             suspended: true,
-            by: parse(&format!("{tag}-operator")),
+            by: crate::domain::Principal::Operator(parse(&format!("{tag}-operator"))),
             reason: format!("outbox check {n}"),
         },
     };
