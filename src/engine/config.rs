@@ -83,6 +83,11 @@ pub struct EngineConfig {
     pub refund_policy: RefundPolicy,
     /// How often a refused hold is decided again with fresh usage before giving up.
     pub hold_retries: u8,
+    /// Loop detection: at most this many payments for the same resource (the line of a
+    /// one-line cart, at one merchant, under one mandate) in the window; the next is blocked
+    /// with `RESOURCE_LOOP_DETECTED` and a `loop_detected` control event. Counted in this
+    /// process. `None` (the default): no loop detection.
+    pub loop_limit: Option<crate::domain::LoopLimit>,
 }
 
 impl Default for EngineConfig {
@@ -97,6 +102,7 @@ impl Default for EngineConfig {
             deadline_margin: Duration::from_secs(10),
             refund_policy: RefundPolicy::RETAIN,
             hold_retries: 3,
+            loop_limit: None,
         }
     }
 }
@@ -185,6 +191,12 @@ impl EngineConfig {
     pub fn settle_after(&self, deadline: Duration) -> chrono::Duration {
         chrono::Duration::from_std(deadline.saturating_add(self.deadline_margin))
             .unwrap_or(chrono::Duration::MAX)
+    }
+
+    /// Sets loop detection (see [`EngineConfig::loop_limit`]).
+    pub fn with_loop_limit(mut self, limit: Option<crate::domain::LoopLimit>) -> Self {
+        self.loop_limit = limit;
+        self
     }
 
     /// Sets the blockers that count toward auto-suspension.

@@ -33,6 +33,7 @@ impl Context {
         snapshot: &CartSnapshot,
         checkout: &CheckoutState,
         now: DateTime<Utc>,
+        resource_payments: Option<crate::domain::ResourcePayments>,
     ) -> AuthorityDecision {
         evaluate(&EvaluationInput {
             request,
@@ -44,7 +45,7 @@ impl Context {
             suspensions: &self.suspensions,
             credential: self.credential,
             now,
-            resource_payments: None,
+            resource_payments,
         })
     }
 }
@@ -162,7 +163,19 @@ impl Engine {
         let ctx = self
             .context(&command.request, command.credential.as_ref(), now)
             .await?;
-        Ok(ctx.decide(&command.request, &command.snapshot, &command.checkout, now))
+        let loops = self.loops.count(
+            self.config.loop_limit,
+            &command.request,
+            &command.snapshot,
+            now,
+        );
+        Ok(ctx.decide(
+            &command.request,
+            &command.snapshot,
+            &command.checkout,
+            now,
+            loops,
+        ))
     }
 
     /// Executes a payment: decides at execution time with the stored usage, holds the budget
@@ -337,7 +350,10 @@ impl Engine {
         let mut tries = 0u8;
         let (decision, chain_levels, usage_after, validated) = loop {
             let ctx = self.context(req, Some(&command.credential), now).await?;
-            let decision = ctx.decide(req, &command.snapshot, &command.checkout, now);
+            let loops = self
+                .loops
+                .count(self.config.loop_limit, req, &command.snapshot, now);
+            let decision = ctx.decide(req, &command.snapshot, &command.checkout, now, loops);
             events.push(decision_event(
                 "execute_payment",
                 req,
@@ -527,6 +543,13 @@ impl Engine {
             Err(e) => return Err(e),
         };
         self.audit(&events).await?;
+        if matches!(
+            done.status,
+            AttemptStatus::Authorized | AttemptStatus::Captured | AttemptStatus::PartiallyCaptured
+        ) {
+            self.loops
+                .record(self.config.loop_limit, req, &command.snapshot, now);
+        }
         Ok(PaymentOutcome::Done {
             attempt: done,
             decision: Some(decision),
@@ -681,6 +704,21 @@ impl Engine {
         now: DateTime<Utc>,
         counted: bool,
     ) -> Result<PaymentOutcome, EngineError> {
+        if let Some(rp) = self.config.loop_limit {
+            if decision.has(crate::domain::BlockerCode::ResourceLoopDetected) {
+                events.push(AuditEvent {
+                    at: now,
+                    kind: AuditKind::LoopDetected {
+                        actor_id: req.actor.id.clone(),
+                        mandate_id: req.mandate_id.clone(),
+                        merchant_id: req.merchant_id.clone(),
+                        snapshot_id: req.snapshot_id,
+                        max_payments: rp.max_payments,
+                        window_seconds: rp.window_seconds,
+                    },
+                });
+            }
+        }
         if counted && self.config.counts_toward_suspension(&decision) {
             let count = self.ports.store.record_block(&req.actor.id).await?;
             if self.config.auto_suspend_after == Some(count) {

@@ -4,62 +4,19 @@
 //! The deciding and paying is a [`Payer`] (the engine-backed one is
 //! [`EnginePayer`](super::EnginePayer)): nothing is paid unless it allows the offer.
 
-use std::fmt;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use reqwest::header::{HeaderMap, AUTHORIZATION, WWW_AUTHENTICATE};
 
 use super::challenge::Challenge;
-use super::credential::{Credential, Receipt};
+use super::credential::Receipt;
 use super::digest::digest_matches;
-use crate::domain::{AuthorityDecision, BlockerCode};
+use super::payer::{PayError, Payer};
 use crate::ports::Clock;
-use crate::protocols::asset::AssetRegistry;
-use crate::protocols::charge::ChargeOffer;
 use crate::protocols::error::{OfferError, WireError};
 
 /// The `Payment-Receipt` header.
 pub const PAYMENT_RECEIPT: &str = "payment-receipt";
-
-/// Why a payer did not pay.
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum PayError {
-    /// The mandate does not allow it: the decision, with every blocker.
-    #[error("refused by the mandate: {codes:?}")]
-    Refused {
-        /// The blocker codes.
-        codes: Vec<BlockerCode>,
-        /// The decision.
-        decision: Box<AuthorityDecision>,
-    },
-    /// The offer cannot be stated in mandate terms.
-    #[error(transparent)]
-    Offer(#[from] OfferError),
-    /// The payment did not complete (declined, ambiguous, or the credential was not issued).
-    #[error("payment not completed: {reason}")]
-    NotPaid {
-        /// Why (no secret material).
-        reason: String,
-    },
-}
-
-/// Decides and pays one challenge.
-#[async_trait]
-pub trait Payer: Send + Sync + fmt::Debug {
-    /// The payment methods it pays with.
-    fn methods(&self) -> Vec<String>;
-
-    /// The on-chain assets the host registered.
-    fn assets(&self) -> &AssetRegistry;
-
-    /// Decides `offer` (read from `challenge`) under the mandate and, when allowed, pays it:
-    /// the credential to send. Paying the same challenge again is a replay: the same
-    /// credential, no second payment.
-    async fn pay(&self, challenge: &Challenge, offer: &ChargeOffer)
-        -> Result<Credential, PayError>;
-}
 
 /// Why a paid request failed. Nothing was paid unless the variant says so.
 #[derive(Debug, thiserror::Error)]

@@ -52,6 +52,7 @@ mod digest;
 #[cfg(feature = "axum")]
 mod gate;
 mod issuer;
+mod payer;
 mod problem;
 mod respond;
 
@@ -59,7 +60,7 @@ pub use auth_params::{MAX_CHALLENGES, MAX_CHALLENGE_HEADER, MAX_PARAMS};
 pub use binding::{BindingSecret, Slots, MIN_SECRET_LEN};
 pub use challenge::{Challenge, ChargeRequest, Opaque, MAX_ID_LEN, MAX_REQUEST_LEN};
 #[cfg(feature = "http")]
-pub use client::{ClientError, PaidClient, PaidResponse, PayError, Payer, PAYMENT_RECEIPT};
+pub use client::{ClientError, PaidClient, PaidResponse, PAYMENT_RECEIPT};
 pub use credential::{
     ChallengeEcho, Credential, Payload, Receipt, MAX_CREDENTIAL_HEADER, MAX_RECEIPT_HEADER,
 };
@@ -67,5 +68,8 @@ pub use digest::{body_digest, digest_matches};
 #[cfg(feature = "axum")]
 pub use gate::{payment_gate, PaymentGate, SettleError, Settler};
 pub use issuer::{ChallengeIssuer, ChargeTerms, Verified, VerifyError};
+pub use payer::{
+    EnginePayer, FixedTokenResponder, GrantBook, PayError, Payer, PayerIdentity, ResponderProvider,
+};
 pub use problem::{Problem, ProblemCode, PROBLEM_BASE};
 pub use respond::{ChallengeResponder, Grant, IssuedToken, ResponderError};
