@@ -326,6 +326,27 @@ impl AuthorityDecision {
     pub fn has(&self, code: BlockerCode) -> bool {
         self.blockers.iter().any(|b| b.code == code)
     }
+
+    /// The HTTP status a service should answer a refused command with: `allowed` 200,
+    /// `blocked` 403 (the authority refuses; the blockers say why), `requires_confirmation` 428
+    /// (a precondition is missing: the buyer's confirmation), `requires_revalidation` 409 (the
+    /// checkout moved on: fetch it again and ask anew).
+    ///
+    /// ```
+    /// use agent_mandate::domain::{evaluate, examples};
+    /// let mut doc = examples::travel_backpack_document();
+    /// assert_eq!(evaluate(&doc.input()).http_status(), 200);
+    /// doc.checkout = examples::invalid_checkout();
+    /// assert_eq!(evaluate(&doc.input()).http_status(), 403);
+    /// ```
+    pub fn http_status(&self) -> u16 {
+        match self.outcome {
+            Outcome::Allowed => 200,
+            Outcome::Blocked => 403,
+            Outcome::RequiresConfirmation => 428,
+            Outcome::RequiresRevalidation => 409,
+        }
+    }
 }
 
 /// A readable rendering: the outcome, then every blocker with its mandate, message, next action

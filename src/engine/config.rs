@@ -83,6 +83,11 @@ pub struct EngineConfig {
     pub refund_policy: RefundPolicy,
     /// How often a refused hold is decided again with fresh usage before giving up.
     pub hold_retries: u8,
+    /// The longest retry hint of an in-flight key (`EngineError::IdempotencyInFlight`): the
+    /// hint is the shorter of this and what remains of the holder's lease. Most commands
+    /// finish in milliseconds, so a client told to wait out a 60 s lease would wait for
+    /// nothing; one that retries too early gets the same answer again. Default 1 s.
+    pub in_flight_retry_after: Duration,
     /// Loop detection: at most this many payments for the same resource (the line of a
     /// one-line cart, at one merchant, under one mandate) in the window; the next is blocked
     /// with `RESOURCE_LOOP_DETECTED` and a `loop_detected` control event. Counted in this
@@ -102,6 +107,7 @@ impl Default for EngineConfig {
             deadline_margin: Duration::from_secs(10),
             refund_policy: RefundPolicy::RETAIN,
             hold_retries: 3,
+            in_flight_retry_after: Duration::from_secs(1),
             loop_limit: None,
         }
     }

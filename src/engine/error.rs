@@ -90,7 +90,133 @@ pub enum EngineError {
     Vault(#[from] VaultError),
 }
 
+/// The high-level category of an error, as the Agentic Commerce Protocol's error `type` names
+/// them (plus the two it leaves to the host: `unauthorized` and `not_found`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorType {
+    /// The request cannot succeed as sent (bad input, a conflict, a refused permission or
+    /// transition). `invalid_request`.
+    InvalidRequest,
+    /// The principal may not issue the command. `unauthorized` (HTTP 403: authenticated, but not
+    /// allowed).
+    Unauthorized,
+    /// Something the command names does not exist. `not_found`.
+    NotFound,
+    /// The server could not finish: a PSP answer that is unknown, a corrupt record.
+    /// `processing_error`.
+    ProcessingError,
+    /// A dependency is down for now; retry. `service_unavailable`.
+    ServiceUnavailable,
+}
+
+impl ErrorType {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorType::InvalidRequest => "invalid_request",
+            ErrorType::Unauthorized => "unauthorized",
+            ErrorType::NotFound => "not_found",
+            ErrorType::ProcessingError => "processing_error",
+            ErrorType::ServiceUnavailable => "service_unavailable",
+        }
+    }
+}
+
 impl EngineError {
+    /// The stable `SCREAMING_SNAKE` code of this error, for clients to branch on (lowercase in
+    /// HTTP bodies, where `IDEMPOTENCY_CONFLICT` and `IDEMPOTENCY_IN_FLIGHT` are the Agentic
+    /// Commerce Protocol's codes). The table, with [`EngineError::http_status`]:
+    ///
+    /// | code | status | type | retry |
+    /// |---|---|---|---|
+    /// | `IDEMPOTENCY_CONFLICT` | 422 | `invalid_request` | no: use a new key |
+    /// | `IDEMPOTENCY_IN_FLIGHT` | 409 + `Retry-After` | `invalid_request` | yes, after the hint |
+    /// | `LEASE_EXPIRED` | 503 + `Retry-After: 1` | `service_unavailable` | yes, same key |
+    /// | `INVALID_INPUT` | 400 | `invalid_request` | no (the field is in `param`) |
+    /// | `NOT_FOUND` | 404 | `not_found` | no |
+    /// | `NOT_PERMITTED` | 403 | `unauthorized` | no |
+    /// | `TRANSITION_NOT_ALLOWED` | 409 | `invalid_request` | no |
+    /// | `ORDER_NOT_ALLOWED` | 409 | `invalid_request` | no |
+    /// | `LIFECYCLE_NOT_ALLOWED` | 409 | `invalid_request` | no |
+    /// | `DELEGATION_WIDENS` | 422 | `invalid_request` | no |
+    /// | `PSP_INVALID` | 402 | `invalid_request` | no |
+    /// | `PSP_UNAVAILABLE` | 503 + `Retry-After` | `service_unavailable` | yes, same key |
+    /// | `PSP_OUTCOME_UNKNOWN` | 502 | `processing_error` | no: the attempt is reconciled |
+    /// | `STORE_CONFLICT` | 409 | `invalid_request` | no |
+    /// | `STORE_UNAVAILABLE` | 503 | `service_unavailable` | yes, same key |
+    /// | `STORE_ERROR` | 500 | `processing_error` | no |
+    /// | `AUDIT_UNAVAILABLE` | 503 | `service_unavailable` | yes, same key |
+    /// | `AUDIT_ERROR` | 500 | `processing_error` | no |
+    /// | `CREDENTIAL_NOT_USABLE` | 422 | `invalid_request` | no |
+    /// | `VAULT_UNAVAILABLE` | 503 | `service_unavailable` | yes, same key |
+    /// | `VAULT_ERROR` | 500 | `processing_error` | no |
+    ///
+    /// A refused decision is not an error: see
+    /// [`AuthorityDecision::http_status`](crate::domain::AuthorityDecision::http_status).
+    pub fn code(&self) -> &'static str {
+        match self {
+            EngineError::IdempotencyConflict { .. } => "IDEMPOTENCY_CONFLICT",
+            EngineError::IdempotencyInFlight { .. } => "IDEMPOTENCY_IN_FLIGHT",
+            EngineError::LeaseExpired { .. } => "LEASE_EXPIRED",
+            EngineError::Invalid { .. } => "INVALID_INPUT",
+            EngineError::NotFound { .. } => "NOT_FOUND",
+            EngineError::NotPermitted { .. } => "NOT_PERMITTED",
+            EngineError::Transition(_) => "TRANSITION_NOT_ALLOWED",
+            EngineError::OrderNotAllowed { .. } => "ORDER_NOT_ALLOWED",
+            EngineError::Lifecycle(_) => "LIFECYCLE_NOT_ALLOWED",
+            EngineError::Delegation(_) => "DELEGATION_WIDENS",
+            EngineError::Provider(ProviderError::Invalid { .. }) => "PSP_INVALID",
+            EngineError::Provider(ProviderError::Transient { .. }) => "PSP_UNAVAILABLE",
+            EngineError::Provider(_) => "PSP_OUTCOME_UNKNOWN",
+            EngineError::Store(StoreError::Conflict { .. }) => "STORE_CONFLICT",
+            EngineError::Store(StoreError::Unavailable { .. }) => "STORE_UNAVAILABLE",
+            EngineError::Store(_) => "STORE_ERROR",
+            EngineError::Audit(AuditError::Unavailable { .. }) => "AUDIT_UNAVAILABLE",
+            EngineError::Audit(_) => "AUDIT_ERROR",
+            EngineError::Vault(
+                VaultError::NotFound { .. }
+                | VaultError::NotUsable { .. }
+                | VaultError::Invalid { .. },
+            ) => "CREDENTIAL_NOT_USABLE",
+            EngineError::Vault(VaultError::IdempotencyConflict { .. }) => "IDEMPOTENCY_CONFLICT",
+            EngineError::Vault(VaultError::Unavailable { .. }) => "VAULT_UNAVAILABLE",
+            EngineError::Vault(_) => "VAULT_ERROR",
+        }
+    }
+
+    /// The HTTP status a service should answer with (the table is on [`EngineError::code`]).
+    pub fn http_status(&self) -> u16 {
+        status_for(self.code())
+    }
+
+    /// The category (the `type` of an error body).
+    pub fn error_type(&self) -> ErrorType {
+        type_for(self.http_status())
+    }
+
+    /// The offending field of an `INVALID_INPUT` error (the `param` of an error body).
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            EngineError::Invalid { field, .. } => Some(field),
+            EngineError::Vault(VaultError::Invalid { field }) => Some(field),
+            _ => None,
+        }
+    }
+
+    /// When to retry, for the errors worth retrying with the same key: the in-flight hint, the
+    /// PSP's own hint, one second otherwise. `None`: do not retry this command.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            EngineError::IdempotencyInFlight { retry_after, .. } => Some(*retry_after),
+            EngineError::Provider(ProviderError::Transient { retry_after, .. }) => {
+                Some(retry_after.unwrap_or(Duration::from_secs(1)))
+            }
+            e if e.is_retryable() => Some(Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+
     /// Whether the same command, with the same key, may be sent again.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -121,5 +247,154 @@ impl From<HoldError> for EngineError {
             HoldError::Store(s) => EngineError::Store(s),
             other => EngineError::Store(StoreError::Other(Box::new(other))),
         }
+    }
+}
+
+/// The status of an error code (the table on [`EngineError::code`]).
+fn status_for(code: &str) -> u16 {
+    match code {
+        "IDEMPOTENCY_CONFLICT" | "DELEGATION_WIDENS" | "CREDENTIAL_NOT_USABLE" => 422,
+        "IDEMPOTENCY_IN_FLIGHT"
+        | "TRANSITION_NOT_ALLOWED"
+        | "ORDER_NOT_ALLOWED"
+        | "LIFECYCLE_NOT_ALLOWED"
+        | "STORE_CONFLICT" => 409,
+        "INVALID_INPUT" => 400,
+        "NOT_FOUND" => 404,
+        "NOT_PERMITTED" => 403,
+        "PSP_INVALID" => 402,
+        "PSP_OUTCOME_UNKNOWN" => 502,
+        "LEASE_EXPIRED" | "PSP_UNAVAILABLE" | "STORE_UNAVAILABLE" | "AUDIT_UNAVAILABLE"
+        | "VAULT_UNAVAILABLE" => 503,
+        _ => 500,
+    }
+}
+
+/// The category of a status.
+fn type_for(status: u16) -> ErrorType {
+    match status {
+        403 => ErrorType::Unauthorized,
+        404 => ErrorType::NotFound,
+        503 => ErrorType::ServiceUnavailable,
+        500 | 502 => ErrorType::ProcessingError,
+        _ => ErrorType::InvalidRequest,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The documented table (on `EngineError::code`) is the one the code answers with.
+    #[test]
+    fn the_documented_table_is_the_one_answered() {
+        let source = include_str!("error.rs");
+        let mut rows = 0;
+        for line in source.lines() {
+            let Some(row) = line.trim().strip_prefix("/// | `") else {
+                continue;
+            };
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let code = cells[0].trim_end_matches('`');
+            let status: u16 = cells[1]
+                .split_whitespace()
+                .next()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("status of {code}"));
+            assert_eq!(status_for(code), status, "{code}");
+            assert_eq!(
+                format!("`{}`", type_for(status).as_str()),
+                cells[2],
+                "{code}"
+            );
+            assert!(
+                code.chars().all(|c| c.is_ascii_uppercase() || c == '_'),
+                "{code} is SCREAMING_SNAKE"
+            );
+            rows += 1;
+        }
+        assert_eq!(rows, 21, "every code has its row");
+    }
+
+    #[test]
+    fn errors_map_to_their_codes_and_retry_hints() {
+        let key: IdempotencyKey = "k".parse().expect("key");
+        let cases: Vec<(EngineError, &str, Option<Duration>)> = vec![
+            (
+                EngineError::IdempotencyConflict {
+                    key: key.clone(),
+                    operation: "execute_payment",
+                },
+                "IDEMPOTENCY_CONFLICT",
+                None,
+            ),
+            (
+                EngineError::IdempotencyInFlight {
+                    key: key.clone(),
+                    retry_after: Duration::from_millis(1500),
+                },
+                "IDEMPOTENCY_IN_FLIGHT",
+                Some(Duration::from_millis(1500)),
+            ),
+            (
+                EngineError::LeaseExpired { key },
+                "LEASE_EXPIRED",
+                Some(Duration::from_secs(1)),
+            ),
+            (
+                EngineError::Invalid {
+                    field: "request.amount".into(),
+                    message: "too many decimals".into(),
+                },
+                "INVALID_INPUT",
+                None,
+            ),
+            (
+                EngineError::NotPermitted {
+                    reason: "no".into(),
+                },
+                "NOT_PERMITTED",
+                None,
+            ),
+            (
+                EngineError::Provider(ProviderError::Transient {
+                    message: "429".into(),
+                    retry_after: Some(Duration::from_secs(7)),
+                }),
+                "PSP_UNAVAILABLE",
+                Some(Duration::from_secs(7)),
+            ),
+            (
+                EngineError::Provider(ProviderError::Ambiguous {
+                    message: "502".into(),
+                }),
+                "PSP_OUTCOME_UNKNOWN",
+                None,
+            ),
+            (
+                EngineError::Store(StoreError::Unavailable {
+                    message: "down".into(),
+                }),
+                "STORE_UNAVAILABLE",
+                Some(Duration::from_secs(1)),
+            ),
+            (
+                EngineError::Vault(VaultError::Invalid { field: "cvc" }),
+                "CREDENTIAL_NOT_USABLE",
+                None,
+            ),
+        ];
+        for (e, code, retry) in cases {
+            assert_eq!(e.code(), code, "{e}");
+            assert_eq!(e.retry_after(), retry, "{e}");
+            assert_eq!(e.is_retryable(), retry.is_some(), "{e}");
+        }
+        let invalid = EngineError::Invalid {
+            field: "request.amount".into(),
+            message: "x".into(),
+        };
+        assert_eq!(invalid.param(), Some("request.amount"));
+        assert_eq!(invalid.http_status(), 400);
+        assert_eq!(invalid.error_type(), ErrorType::InvalidRequest);
     }
 }

@@ -39,7 +39,7 @@ use sha2::{Digest as _, Sha256};
 pub use commands::*;
 pub use config::{ConfigError, EngineConfig, DEFAULT_SUSPEND_ON, MIN_RETENTION};
 pub use dispute::{DisputeCheck, DisputeEvidence, DisputeVerdict, RecordedDecision};
-pub use error::EngineError;
+pub use error::{EngineError, ErrorType};
 pub use mandates::Recorded;
 pub use trail::{MissingEvent, TrailReport, TRAIL_CHECK_LIMIT};
 
@@ -150,7 +150,7 @@ impl Engine {
             }),
             Begin::InFlight { retry_after } => Err(EngineError::IdempotencyInFlight {
                 key: scope.key.clone(),
-                retry_after,
+                retry_after: retry_after.min(self.config.in_flight_retry_after),
             }),
         }
     }

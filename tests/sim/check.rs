@@ -87,7 +87,10 @@ impl Checker {
                     AuditKind::AttemptTransition { attempt_id, to, .. } => {
                         self.transitions.insert((attempt_id, to));
                     }
-                    AuditKind::MandateTransition { to, .. } if to == MandateStatus::Revoked => {
+                    AuditKind::MandateTransition {
+                        to: MandateStatus::Revoked,
+                        ..
+                    } => {
                         self.revoked = true;
                     }
                     // Controls count the agent's own violations: here every agent behaves
