@@ -858,7 +858,7 @@ fn bad_input_table() {
                 request: &c.challenge.request,
                 expires: None,
                 digest: None,
-                opaque: None,
+                opaque: c.challenge.opaque.as_deref(),
             });
         })),
         Err(VerifyError::NoExpiry)

@@ -206,7 +206,8 @@ impl ChallengeIssuer {
     }
 
     /// A challenge for `terms` at `now`, expiring `now + ttl`, bound to `body` by an RFC 9530
-    /// digest when the request has one.
+    /// digest when the request has one. `opaque` always carries a `nonce` member (16 random
+    /// bytes, base64url) besides the terms' own members, so every challenge has its own id.
     pub fn issue(
         &self,
         terms: &ChargeTerms,
@@ -221,10 +222,18 @@ impl ChallengeIssuer {
         }
         let request = encode_jcs_object("request", &terms.request)?;
         let request_json = decode_jcs_object("request", &request)?;
-        let opaque = match &terms.opaque {
-            Some(o) => Some(encode_jcs_object("opaque", o)?),
-            None => None,
-        };
+        // A nonce in `opaque` keeps two challenges with the same terms, issued in the same
+        // second, apart: their ids differ, so one payer's use never refuses another's.
+        let mut nonce = [0u8; 16];
+        getrandom::fill(&mut nonce).map_err(|_| WireError::Invalid {
+            field: "opaque",
+            reason: "the operating system's random source failed",
+        })?;
+        let mut opaque_map = terms.opaque.clone().unwrap_or_default();
+        opaque_map
+            .entry("nonce".to_owned())
+            .or_insert_with(|| crate::protocols::b64::url_encode(&nonce));
+        let opaque = Some(encode_jcs_object("opaque", &opaque_map)?);
         let expires_at = now + self.ttl;
         let expires = expires_at.to_rfc3339_opts(SecondsFormat::Secs, true);
         let digest = body.map(body_digest);

@@ -55,6 +55,8 @@ mod issuer;
 mod payer;
 mod problem;
 mod respond;
+#[cfg(feature = "axum")]
+mod settle;
 
 pub use auth_params::{MAX_CHALLENGES, MAX_CHALLENGE_HEADER, MAX_PARAMS};
 pub use binding::{BindingSecret, Slots, MIN_SECRET_LEN};
@@ -73,3 +75,5 @@ pub use payer::{
 };
 pub use problem::{Problem, ProblemCode, PROBLEM_BASE};
 pub use respond::{ChallengeResponder, Grant, IssuedToken, ResponderError};
+#[cfg(feature = "axum")]
+pub use settle::{seller_actor, EngineSettler};
