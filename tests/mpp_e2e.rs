@@ -227,7 +227,7 @@ async fn a_looping_agent_is_stopped_by_loop_detection_first() {
         .mem
         .ports
         .store
-        .usage(&[a.mandate.clone()], a.mem.clock.now())
+        .usage(std::slice::from_ref(&a.mandate), a.mem.clock.now())
         .await
         .unwrap();
     assert_eq!(usage[0].spent, eur("1.00"));
@@ -254,7 +254,7 @@ async fn a_looping_agent_is_stopped_by_the_daily_cap_first() {
         .mem
         .ports
         .store
-        .usage(&[a.mandate.clone()], a.mem.clock.now())
+        .usage(std::slice::from_ref(&a.mandate), a.mem.clock.now())
         .await
         .unwrap();
     assert_eq!(usage[0].spent, eur("5.00"));
@@ -279,7 +279,7 @@ async fn a_challenge_paid_twice_is_one_payment_and_caps_refuse_before_any_token(
         .mem
         .ports
         .store
-        .usage(&[a.mandate.clone()], a.mem.clock.now())
+        .usage(std::slice::from_ref(&a.mandate), a.mem.clock.now())
         .await
         .unwrap();
     assert_eq!(usage[0].spent, eur("0.50"));
@@ -475,7 +475,7 @@ async fn an_agent_pays_over_http_loops_and_is_stopped() {
         .mem
         .ports
         .store
-        .usage(&[a.mandate.clone()], a.mem.clock.now())
+        .usage(std::slice::from_ref(&a.mandate), a.mem.clock.now())
         .await
         .unwrap();
     assert_eq!(usage[0].spent, eur("5.00"));
