@@ -43,6 +43,7 @@ pub struct EngineSettler {
     context: ChargeContext,
     resource: String,
     challenge_ttl: Duration,
+    credential_kind: CredentialKind,
 }
 
 impl EngineSettler {
@@ -64,7 +65,16 @@ impl EngineSettler {
             context,
             resource: resource.to_owned(),
             challenge_ttl,
+            credential_kind: CredentialKind::SharedPaymentToken,
         }
+    }
+
+    /// Stores the credential's token in the vault as `kind` (default: a shared payment
+    /// token). A PSP adapter that charges only payment methods (the Stripe adapter against
+    /// localstripe, which has no shared payment tokens) needs `PaymentMethod`.
+    pub fn with_credential_kind(mut self, kind: CredentialKind) -> EngineSettler {
+        self.credential_kind = kind;
+        self
     }
 
     fn principal(&self) -> Principal {
@@ -218,7 +228,7 @@ impl Settler for EngineSettler {
                 &principal,
                 &key("mpp-c-", &hash)?,
                 NewCredential {
-                    kind: CredentialKind::SharedPaymentToken,
+                    kind: self.credential_kind,
                     owner: self.seller.id.clone(),
                     buyer_id: buyer.clone(),
                     secret: Secret::new(spt),
