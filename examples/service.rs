@@ -166,6 +166,16 @@ async fn commit_order(
     ))
 }
 
+/// `GET /payments/{id}`: the attempt, for its agent, its buyer and operators (404 for anyone
+/// else, as for a missing one).
+async fn payment(
+    State(app): State<App>,
+    Authenticated(by): Authenticated,
+    Path(attempt_id): Path<AttemptId>,
+) -> Result<Response, ApiError> {
+    Ok(Json(app.engine.attempt(&by, &attempt_id).await?).into_response())
+}
+
 /// `GET /payments/{id}/evidence`: the dispute package. A read: the buyer and operators only.
 async fn evidence(
     State(app): State<App>,
@@ -193,6 +203,7 @@ fn router(app: App) -> Router {
     Router::new()
         .route("/mandates", post(create_mandate))
         .route("/payments", post(execute_payment))
+        .route("/payments/{id}", get(payment))
         .route("/payments/{id}/capture", post(capture))
         .route("/payments/{id}/refund", post(refund))
         .route("/payments/{id}/order", post(commit_order))
@@ -481,6 +492,23 @@ async fn walk(
             .bearer_auth(token)
             .send()
     };
+    let read = |token: &'static str| {
+        http.get(format!("{base}/payments/{attempt}"))
+            .bearer_auth(token)
+            .send()
+    };
+    let r = read("stranger-token").await?;
+    expect(
+        "another buyer reads no payment",
+        r.status(),
+        StatusCode::NOT_FOUND,
+    )?;
+    let r = read("agent-token").await?;
+    expect("the agent reads its payment", r.status(), StatusCode::OK)?;
+    let body: Value = serde_json::from_slice(&r.bytes().await?)?;
+    if body["status"] != "partially_refunded" {
+        return Err(format!("payment: {body}").into());
+    }
     let r = get("stranger-token").await?;
     expect(
         "another buyer sees no evidence",

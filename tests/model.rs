@@ -1980,6 +1980,15 @@ impl Model {
                 };
             }
         }
+        // The principal (the agent named by the request) must be the mandate's actor: another
+        // agent is refused before anything is decided, audited or counted.
+        if self.mandates[slot]
+            .as_ref()
+            .is_some_and(|m| m.actor != actor)
+        {
+            self.abandon_key(scope);
+            return Out::Err(ErrKind::NotPermitted);
+        }
         let (outcome, codes) = self.decide_execute(cmd, actor, slot, snap);
         if outcome != Outcome::Allowed {
             // Only blockers showing the agent outside its authority count; budget usage

@@ -445,13 +445,29 @@ async fn the_counted_blockers_are_configurable() {
     }
     assert!(auto_suspended(&w).await);
 
-    // Identity blockers count by default: another agent using the mandate three times.
+    // Another agent using the mandate is refused before any decision: it suspends nobody.
     let w = world().await;
     for i in 0..3 {
         let mut cmd = w.execute(&format!("wrong-{i}"));
         cmd.request.actor = stranger();
-        let out = w.engine.execute_payment(&payer(&cmd), &cmd).await.unwrap();
-        assert!(matches!(out, PaymentOutcome::Refused(_)));
+        let out = w.engine.execute_payment(&payer(&cmd), &cmd).await;
+        assert!(
+            matches!(out, Err(EngineError::NotPermitted { .. })),
+            "{out:?}"
+        );
+    }
+    assert!(!auto_suspended(&w).await);
+
+    // The agent's own identity blockers count by default: a card that is not its own, three
+    // times in a row.
+    for i in 0..3 {
+        let mut cmd = w.execute(&format!("card-{i}"));
+        cmd.credential = id("cred_not_mine");
+        let out = w.engine.execute_payment(&agent_p(), &cmd).await.unwrap();
+        let PaymentOutcome::Refused(d) = out else {
+            panic!("paid with another card: {out:?}")
+        };
+        assert!(d.has(BlockerCode::CredentialNotUsable), "{d:?}");
     }
     assert!(auto_suspended(&w).await);
 }

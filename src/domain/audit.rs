@@ -277,6 +277,20 @@ pub enum AuditKind {
         brand: String,
         /// Last four digits.
         last4: String,
+        /// Who stored it.
+        #[serde(deserialize_with = "super::principal::recorded")]
+        by: Principal,
+    },
+    /// A command on an attempt was asked by someone other than the attempt's actor (its buyer
+    /// or an operator): who asked, before anything is sent to the PSP.
+    Asked {
+        /// The command (`void_payment`, `refund_payment`, `commit_order`).
+        command: String,
+        /// The attempt.
+        attempt_id: AttemptId,
+        /// Who asked.
+        #[serde(deserialize_with = "super::principal::recorded")]
+        by: Principal,
     },
     /// Credentials were revoked.
     CredentialRevoked {

@@ -578,18 +578,52 @@ pub(crate) fn write_json_value(out: &mut Vec<u8>, value: &serde_json::Value) {
     }
 }
 
+/// The largest integer every JSON parser reads exactly (2^53 - 1).
+const MAX_EXACT_INTEGER: u64 = (1 << 53) - 1;
+
+/// Refuses numbers whose RFC 8785 form is not their plain integer text: fractions and
+/// exponents (JCS writes `1.0` as `1` and `1e21` as `1e+21`, as ECMAScript does) and integers
+/// beyond 2^53 (which JCS rounds). Domain values never hold one (money is a decimal string).
+fn check_numbers(value: &serde_json::Value) -> Result<(), String> {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => {
+            let exact = n.as_u64().is_some_and(|u| u <= MAX_EXACT_INTEGER)
+                || n.as_i64()
+                    .is_some_and(|i| i.unsigned_abs() <= MAX_EXACT_INTEGER);
+            if exact {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the number {n} has no single canonical form: fingerprints take integers up to 2^53 only"
+                ))
+            }
+        }
+        Value::Array(items) => items.iter().try_for_each(check_numbers),
+        Value::Object(map) => map.values().try_for_each(check_numbers),
+        Value::Null | Value::Bool(_) | Value::String(_) => Ok(()),
+    }
+}
+
 /// The SHA-256 of the RFC 8785 (JCS) form of `value`'s JSON: the fingerprint of a command.
+///
+/// Numbers are limited to integers of at most 2^53 in magnitude, whose JCS form is their
+/// plain text: a fraction or an exponent (`1.0`, `1e3`) or a larger integer is refused, so no
+/// two spellings of one number can give two fingerprints here and one in another JCS
+/// implementation.
 ///
 /// ```
 /// use agent_mandate::domain::json_fingerprint;
 /// let a = json_fingerprint(&serde_json::json!({"b": 1, "a": "x"})).unwrap();
 /// let b = json_fingerprint(&serde_json::json!({"a": "x", "b": 1})).unwrap();
 /// assert_eq!(a, b);
+/// assert!(json_fingerprint(&serde_json::json!({"b": 1.0})).is_err());
 /// ```
 pub fn json_fingerprint<T: Serialize + ?Sized>(
     value: &T,
 ) -> Result<ContentDigest, serde_json::Error> {
     let v = serde_json::to_value(value)?;
+    check_numbers(&v).map_err(<serde_json::Error as serde::ser::Error>::custom)?;
     let mut buf = Vec::with_capacity(512);
     write_json_value(&mut buf, &v);
     Ok(ContentDigest::from_bytes(Sha256::digest(&buf).into()))
@@ -604,6 +638,31 @@ mod tests {
         let mut buf = [0u8; 48];
         let n = write_amount(&mut buf, minor, exponent);
         String::from_utf8(buf[..n].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn fingerprints_take_only_numbers_with_one_canonical_form() {
+        use serde_json::json;
+        let max = MAX_EXACT_INTEGER;
+        for ok in [
+            json!(0),
+            json!(max),
+            json!(-(max as i64)),
+            json!({"a": [1, 2]}),
+        ] {
+            assert!(json_fingerprint(&ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            json!(max + 1),
+            json!(-(max as i64) - 1),
+            json!(1.0),
+            json!(1.5),
+            json!(1e21),
+            json!({"a": [1, 0.5]}),
+        ] {
+            let e = json_fingerprint(&bad).expect_err("refused");
+            assert!(e.to_string().contains("canonical form"), "{bad}: {e}");
+        }
     }
 
     #[test]

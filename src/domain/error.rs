@@ -170,3 +170,68 @@ pub(crate) fn check_len<T>(field: &str, items: &[T], max: usize) -> Result<(), V
     }
     Ok(())
 }
+
+/// `FromStr` for the domain's enums by their stable wire names (the names serde reads), for
+/// configuration files and command lines: `"agent".parse::<ActorKind>()`.
+macro_rules! from_str_by_wire_name {
+    ($($t:ty => $expected:literal),* $(,)?) => {
+        $(
+            impl std::str::FromStr for $t {
+                type Err = ValidationError;
+
+                fn from_str(s: &str) -> Result<Self, Self::Err> {
+                    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
+                        err("", ValidationKind::InvalidFormat { expected: $expected })
+                    })
+                }
+            }
+        )*
+    };
+}
+
+from_str_by_wire_name!(
+    super::mandate::ActorKind => "human, agent or system",
+    super::mandate::MandateStatus => "a mandate status (active, revoked, ...)",
+    super::attempt::AttemptStatus => "an attempt status (authorized, captured, ...)",
+    super::attempt::Operation => "authorize, capture, void or refund",
+    super::decision::Outcome => "allowed, blocked, requires_confirmation or requires_revalidation",
+    super::decision::BlockerCode => "a blocker code (LIFETIME_LIMIT_EXCEEDED, ...)",
+    super::scope::PaymentAction => "a payment action (authorize_payment, ...)",
+    super::scope::Urgency => "an urgency (low, normal, high, ...)",
+);
+
+#[cfg(test)]
+mod from_str_tests {
+    use super::super::{ActorKind, AttemptStatus, MandateStatus, Outcome, PaymentAction};
+
+    #[test]
+    fn enums_parse_their_wire_names_and_refuse_the_rest() {
+        assert_eq!("agent".parse::<ActorKind>().ok(), Some(ActorKind::Agent));
+        assert_eq!(
+            "pending_confirmation".parse::<MandateStatus>().ok(),
+            Some(MandateStatus::PendingConfirmation)
+        );
+        assert_eq!(
+            "partially_refunded".parse::<AttemptStatus>().ok(),
+            Some(AttemptStatus::PartiallyRefunded)
+        );
+        assert_eq!("blocked".parse::<Outcome>().ok(), Some(Outcome::Blocked));
+        assert_eq!(
+            "LIFETIME_LIMIT_EXCEEDED"
+                .parse::<super::super::BlockerCode>()
+                .ok(),
+            Some(super::super::BlockerCode::LifetimeLimitExceeded)
+        );
+        assert_eq!(
+            "capture_payment".parse::<PaymentAction>().ok(),
+            Some(PaymentAction::Capture)
+        );
+        for bad in ["Agent", "", "agent ", "robot"] {
+            let e = bad.parse::<ActorKind>().expect_err("refused");
+            assert!(
+                e.to_string().contains("human, agent or system"),
+                "{bad}: {e}"
+            );
+        }
+    }
+}

@@ -20,17 +20,38 @@ fn check_id(text: &str) -> Result<(), ValidationKind> {
             len: text.len(),
         });
     }
-    if text.chars().any(|c| c.is_control() || c.is_whitespace()) {
+    if text
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || invisible(c))
+    {
         return Err(ValidationKind::InvalidCharacter);
     }
     Ok(())
+}
+
+/// Characters that print as nothing or reorder what follows: two ids differing only by them
+/// would read the same in a log or an audit trail. Zero-width spaces and joiners, bidi marks,
+/// embeddings, overrides and isolates, invisible operators, the byte-order mark, the soft
+/// hyphen and the Mongolian vowel separator.
+fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+    )
 }
 
 macro_rules! string_id {
     ($(#[$meta:meta])* $name:ident) => {
         $(#[$meta])*
         ///
-        /// Non-empty, at most 128 bytes, no white space or control characters.
+        /// Non-empty, at most 128 bytes, no white space, control, invisible or bidi characters.
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(Arc<str>);
 

@@ -6,7 +6,7 @@ use super::commands::{Evaluate, ExecutePayment, PaymentOutcome};
 use super::error::EngineError;
 use super::{attempt_id_for, scope, Engine};
 use crate::domain::{
-    evaluate, execution_fingerprint, json_fingerprint, ActorId, AttemptEvent, AttemptId,
+    evaluate, execution_fingerprint, json_fingerprint, ActorId, ActorKind, AttemptEvent, AttemptId,
     AttemptStatus, AuditEvent, AuditKind, AuthorityDecision, Blocker, BlockerCode, CartSnapshot,
     CheckoutState, Confirmation, CredentialRef, CredentialStatus, EvaluationInput, HoldAction,
     IdempotencyKey, LimitKind, Mandate, Money, Operation, Outcome, PaymentAction, PaymentAttempt,
@@ -148,21 +148,34 @@ impl Engine {
         command: &Evaluate,
     ) -> Result<AuthorityDecision, EngineError> {
         let req = &command.request;
+        let refused = || {
+            EngineError::NotPermitted {
+            reason: format!(
+                "{by} may not evaluate a request of actor {} under mandate {}: only the mandate's actor, its buyer or an operator may",
+                req.actor.id, req.mandate_id
+            ),
+        }
+        };
         if !(by.acts_as(&req.actor, &req.buyer_id)
             || by.is_buyer(&req.buyer_id)
             || by.is_operator())
         {
-            return Err(EngineError::NotPermitted {
-                reason: format!(
-                    "{by} may not evaluate a request of actor {}: only that actor, its buyer or an operator may",
-                    req.actor.id
-                ),
-            });
+            return Err(refused());
         }
         let now = self.now();
         let ctx = self
             .context(&command.request, command.credential.as_ref(), now)
             .await?;
+        // What the request says about its actor and buyer is the caller's word: the mandate
+        // it names decides who may see a decision about it.
+        if let Some(leaf) = ctx.chain.last() {
+            if !(by.acts_as(leaf.actor(), leaf.buyer_id())
+                || by.is_buyer(leaf.buyer_id())
+                || by.is_operator())
+            {
+                return Err(refused());
+            }
+        }
         let loops = self.loops.count(
             self.config.loop_limit,
             &command.request,
@@ -211,14 +224,15 @@ impl Engine {
                 message: "execute_payment takes an authorize_payment request".into(),
             });
         }
-        let scope = scope(&req.actor.id, "execute_payment", &command.key);
+        let owner = key_owner(&req.actor);
+        let scope = scope(&owner, "execute_payment", &command.key);
         let fingerprint = execution_fingerprint(
             req,
             &command.checkout,
             command.credential.as_str(),
             command.capture,
         );
-        let attempt_id = attempt_id_for(&req.actor.id, &command.key);
+        let attempt_id = attempt_id_for(&owner, &command.key);
         let id = &attempt_id;
         self.keyed(
             &scope,
@@ -232,7 +246,7 @@ impl Engine {
             },
             move |now, finish| async move {
                 let outcome = self
-                    .execute_started(command, id.clone(), now, finish.as_deref())
+                    .execute_started(by, command, id.clone(), now, finish.as_deref())
                     .await?;
                 // A refusal changed nothing lasting: the key is freed and a retry decides
                 // again. After an error whatever happened is on the attempt record, which a
@@ -262,6 +276,7 @@ impl Engine {
 
     async fn execute_started(
         &self,
+        by: &Principal,
         command: &ExecutePayment,
         attempt_id: AttemptId,
         now: DateTime<Utc>,
@@ -350,6 +365,19 @@ impl Engine {
         let mut tries = 0u8;
         let (decision, chain_levels, usage_after, validated) = loop {
             let ctx = self.context(req, Some(&command.credential), now).await?;
+            // The request names its actor; the mandate decides whose it is. A principal that
+            // is not the mandate's actor is refused before anything is decided or recorded
+            // (nothing lands on another buyer's trail, no block is counted against anyone).
+            if let Some(leaf) = ctx.chain.last() {
+                if !by.acts_as(leaf.actor(), leaf.buyer_id()) {
+                    return Err(EngineError::NotPermitted {
+                        reason: format!(
+                            "{by} may not pay under mandate {}: only its actor may",
+                            leaf.id()
+                        ),
+                    });
+                }
+            }
             let loops = self
                 .loops
                 .count(self.config.loop_limit, req, &command.snapshot, now);
@@ -363,7 +391,7 @@ impl Engine {
             if !decision.is_allowed() {
                 return self.refuse(req, decision, events, now, true).await;
             }
-            if tries == 0 {
+            if tries == 0 && req.actor.kind == ActorKind::Agent {
                 store.reset_blocks(&req.actor.id).await?;
                 store.put_snapshot(&command.snapshot).await?;
             }
@@ -719,7 +747,12 @@ impl Engine {
                 });
             }
         }
-        if counted && self.config.counts_toward_suspension(&decision) {
+        // Controls count an agent's own violations: only an agent's requests (an agent
+        // principal asking as itself) count, never a person's or a process's that shares its id.
+        if counted
+            && req.actor.kind == ActorKind::Agent
+            && self.config.counts_toward_suspension(&decision)
+        {
             let count = self.ports.store.record_block(&req.actor.id).await?;
             if self.config.auto_suspend_after == Some(count) {
                 let party = crate::domain::Party::Actor(req.actor.id.clone());
@@ -837,4 +870,15 @@ pub(super) fn fingerprint_of<T: serde::Serialize>(
         field: "command".into(),
         message: e.to_string(),
     })
+}
+
+/// The id an execute command's key and attempt id are scoped to: an agent's own id (so an
+/// agent's attempt ids are `attempt_id_for(agent, key)`), `kind:id` for a person's or a
+/// process's request, so no principal can take a key an agent of the same id will use.
+fn key_owner(actor: &crate::domain::Actor) -> crate::domain::ActorId {
+    match actor.kind {
+        ActorKind::Agent => actor.id.clone(),
+        ActorKind::Human => crate::domain::ActorId::derived(format!("human:{}", actor.id)),
+        ActorKind::System => crate::domain::ActorId::derived(format!("system:{}", actor.id)),
+    }
 }

@@ -335,9 +335,10 @@ impl Engine {
     /// Turns the kill switch on or off for an actor or a buyer: while on, every mandate of
     /// theirs is blocked (`ACTOR_SUSPENDED`, `BUYER_SUSPENDED`).
     ///
-    /// Who may: an operator or a system, for any party; a buyer, for themself only (a buyer
-    /// stops one agent by revoking the mandates it holds: an actor's suspension reaches every
-    /// buyer it works for). An agent never may.
+    /// Who may: an operator or a system, for any party, on or off; a buyer may turn it on for
+    /// themself (it stays on until an operator or a system turns it off, so a buyer can never
+    /// lift a suspension support imposed). A buyer stops one agent by revoking the mandates it
+    /// holds: an actor's suspension reaches every buyer it works for. An agent never may.
     pub async fn set_suspension(
         &self,
         by: &Principal,
@@ -350,11 +351,13 @@ impl Engine {
             command,
             LoadUnit,
             |now| async move {
-                let own = matches!(&command.party, Party::Buyer(b) if by.is_buyer(b));
+                let own = command.suspended
+                    && matches!(&command.party, Party::Buyer(b) if by.is_buyer(b));
                 if !(own || by.is_operator() || by.is_system()) {
                     return Err(EngineError::NotPermitted {
                         reason: format!(
-                            "{by} may not operate the kill switch for {:?}: only an operator, a system, or a buyer for themself may",
+                            "{by} may not turn the kill switch {} for {:?}: only an operator or a system may (a buyer may turn it on for themself)",
+                            if command.suspended { "on" } else { "off" },
                             command.party
                         ),
                     });
@@ -420,9 +423,11 @@ impl Engine {
                 }
                 let mandate = self.load_mandate(&c.scope.mandate_id).await?;
                 if *mandate.buyer_id() != c.buyer_id {
-                    return Err(EngineError::Invalid {
-                        field: "confirmation.buyer_id".into(),
-                        message: format!("mandate {} is of another buyer", mandate.id()),
+                    // Another buyer's mandate does not exist for this caller: the same answer
+                    // as a missing one, so the command is no oracle for mandate ids.
+                    return Err(EngineError::NotFound {
+                        entity: "mandate",
+                        id: c.scope.mandate_id.to_string(),
                     });
                 }
                 if c.scope.max_amount.currency() != mandate.currency() {
@@ -482,6 +487,9 @@ impl Engine {
             });
         }
         let now = self.now();
+        // The vault scopes keys to the credential's holder; scope them to who asks as well, so
+        // no principal can take a key another one will use (and learn from its answer).
+        let key = &principal_key(by, key);
         let outcome = self.ports.vault.store(key, credential).await?;
         let stored = outcome.credential;
         let kind = if outcome.replay {
@@ -496,6 +504,7 @@ impl Engine {
                 actor_id: stored.owner.clone(),
                 brand: stored.display.brand.clone(),
                 last4: stored.display.last4.clone(),
+                by: by.clone(),
             }
         };
         self.audit(&[AuditEvent { at: now, kind }]).await?;
@@ -585,3 +594,19 @@ impl AsyncLoad<Confirmation> for LoadConfirmation {
 
 /// How many open authorizations one revocation looks at.
 const OPEN_AUTHORIZATIONS: usize = 10_000;
+
+/// `key` in the scope of the principal asking: `scope_id/key`, or its SHA-256 when longer
+/// than a key may be.
+pub(super) fn principal_key(
+    by: &Principal,
+    key: &crate::domain::IdempotencyKey,
+) -> crate::domain::IdempotencyKey {
+    use sha2::{Digest as _, Sha256};
+    let text = format!("{}/{}", by.scope_id(), key.as_str());
+    let text = if text.len() <= crate::domain::MAX_ID_LEN {
+        text
+    } else {
+        format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes())))
+    };
+    crate::domain::IdempotencyKey::new(&text).unwrap_or_else(|_| key.clone())
+}

@@ -27,6 +27,7 @@ mod execute;
 mod loops;
 mod mandates;
 mod order;
+mod reads;
 mod settle;
 mod trail;
 
@@ -41,6 +42,7 @@ pub use config::{ConfigError, EngineConfig, DEFAULT_SUSPEND_ON, MIN_RETENTION};
 pub use dispute::{DisputeCheck, DisputeEvidence, DisputeVerdict, RecordedDecision};
 pub use error::{EngineError, ErrorType};
 pub use mandates::Recorded;
+pub use reads::{ChainUsage, MAX_AUDIT_SEGMENT, MAX_OPEN_ATTEMPTS};
 pub use trail::{MissingEvent, TrailReport, TRAIL_CHECK_LIMIT};
 
 use crate::domain::{

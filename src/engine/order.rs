@@ -73,6 +73,7 @@ impl Engine {
         // starts a void or refund. A requester refused here gets `NotPermitted` and nothing
         // starts; the decision below is for the attempt, never about the requester.
         may_settle(by, &attempt, "commit the order of")?;
+        self.note_asker(by, &attempt, "commit_order", now).await?;
         if let Some(order) = store.order_for(&attempt.id).await? {
             return Ok(OrderOutcome::Existing { order });
         }

@@ -196,6 +196,7 @@ impl Engine {
             |now, finish| async move {
                 let attempt = self.load_attempt(&command.attempt_id).await?;
                 may_settle(by, &attempt, "void")?;
+                self.note_asker(by, &attempt, "void_payment", now).await?;
                 attempt.apply(&AttemptEvent::Void, now)?;
                 self.may_call_psp(&command.key, now, self.now())?;
                 let next = self.void_now(&attempt, now, finish.as_deref()).await?;
@@ -208,6 +209,30 @@ impl Engine {
                 ))
             },
         )
+        .await
+    }
+
+    /// Records who asked for a command on an attempt when it is not the attempt's actor (its
+    /// buyer or an operator), before anything is sent: the actor's own commands are implied
+    /// by the attempt.
+    pub(super) async fn note_asker(
+        &self,
+        by: &Principal,
+        attempt: &PaymentAttempt,
+        command: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        if by.acts_as(&attempt.request.actor, &attempt.request.buyer_id) {
+            return Ok(());
+        }
+        self.audit(&[AuditEvent {
+            at: now,
+            kind: AuditKind::Asked {
+                command: command.to_owned(),
+                attempt_id: attempt.id.clone(),
+                by: by.clone(),
+            },
+        }])
         .await
     }
 
@@ -262,6 +287,7 @@ impl Engine {
             |now, finish| async move {
                 let attempt = self.load_attempt(&command.attempt_id).await?;
                 may_settle(by, &attempt, "refund")?;
+                self.note_asker(by, &attempt, "refund_payment", now).await?;
                 let amount = command.amount.unwrap_or_else(|| attempt.net_captured());
                 attempt.apply(&AttemptEvent::Refund(amount), now)?;
                 self.may_call_psp(&command.key, now, self.now())?;

@@ -1,0 +1,156 @@
+//! Reads: what a service shows its callers, with the same principals as the commands, so no
+//! service reaches into `ports().store` (and past the permission checks) to answer a GET.
+//!
+//! | read | who may |
+//! |---|---|
+//! | [`Engine::attempt`] | the attempt's actor; its buyer; an operator; a system |
+//! | [`Engine::mandate`], [`Engine::chain_usage`] | the mandate's buyer; the actor of it or of an ancestor; an operator; a system |
+//! | [`Engine::open_attempts`] | an operator; a system |
+//! | [`Engine::audit_segment`] | an operator; a system |
+//!
+//! Something the principal may not see answers [`EngineError::NotFound`], exactly as if it did
+//! not exist: a read is no oracle for other buyers' ids.
+
+use super::error::EngineError;
+use super::Engine;
+use crate::domain::{
+    AttemptId, AttemptStatus, ChainedEvent, Mandate, MandateId, PaymentAttempt, Principal, Usage,
+};
+
+/// The most events one [`Engine::audit_segment`] call returns.
+pub const MAX_AUDIT_SEGMENT: usize = 1_000;
+
+/// The most attempts one [`Engine::open_attempts`] call returns.
+pub const MAX_OPEN_ATTEMPTS: usize = 1_000;
+
+/// The usage of every level of a mandate's chain, root first, at the time of the read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainUsage {
+    /// The chain, root first (the mandate asked for last).
+    pub chain: Vec<Mandate>,
+    /// The usage of each level, in the same order.
+    pub usage: Vec<Usage>,
+}
+
+impl Engine {
+    /// An attempt as it is now.
+    pub async fn attempt(
+        &self,
+        by: &Principal,
+        id: &AttemptId,
+    ) -> Result<PaymentAttempt, EngineError> {
+        let attempt = self.ports.store.attempt(id).await?;
+        match attempt {
+            Some(a)
+                if by.acts_as(&a.request.actor, &a.request.buyer_id)
+                    || by.is_buyer(&a.request.buyer_id)
+                    || by.is_operator()
+                    || by.is_system() =>
+            {
+                Ok(a)
+            }
+            _ => Err(EngineError::NotFound {
+                entity: "attempt",
+                id: id.to_string(),
+            }),
+        }
+    }
+
+    /// A mandate as it is now.
+    pub async fn mandate(&self, by: &Principal, id: &MandateId) -> Result<Mandate, EngineError> {
+        let chain = self.visible_chain(by, id).await?;
+        chain.into_iter().last().ok_or_else(|| not_found(id))
+    }
+
+    /// The mandate's chain (root first) and the usage of every level now: spent, held, the
+    /// count in each window, the uses.
+    pub async fn chain_usage(
+        &self,
+        by: &Principal,
+        id: &MandateId,
+    ) -> Result<ChainUsage, EngineError> {
+        let chain = self.visible_chain(by, id).await?;
+        let usage = self.ports.store.usage(&chain, self.now()).await?;
+        Ok(ChainUsage { chain, usage })
+    }
+
+    /// The attempts whose outcome is unknown (pending at the PSP, ambiguous, waiting for the
+    /// buyer), oldest first, at most `limit` (capped at [`MAX_OPEN_ATTEMPTS`]): what an
+    /// operator watches and the sweep resolves.
+    pub async fn open_attempts(
+        &self,
+        by: &Principal,
+        limit: usize,
+    ) -> Result<Vec<PaymentAttempt>, EngineError> {
+        if !(by.is_operator() || by.is_system()) {
+            return Err(EngineError::NotPermitted {
+                reason: format!(
+                    "{by} may not list open attempts: only an operator or a system may"
+                ),
+            });
+        }
+        Ok(self
+            .ports
+            .store
+            .attempts_in(
+                &[
+                    AttemptStatus::PendingProviderResponse,
+                    AttemptStatus::Ambiguous,
+                    AttemptStatus::RequiresBuyerAction,
+                ],
+                limit.min(MAX_OPEN_ATTEMPTS),
+            )
+            .await?)
+    }
+
+    /// Up to `limit` (capped at [`MAX_AUDIT_SEGMENT`]) events of the audit trail from
+    /// sequence number `from` (1 is the first), as delivered to the audit sink, each with its
+    /// chain link so a reader can verify the segment.
+    pub async fn audit_segment(
+        &self,
+        by: &Principal,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<ChainedEvent>, EngineError> {
+        if !(by.is_operator() || by.is_system()) {
+            return Err(EngineError::NotPermitted {
+                reason: format!(
+                    "{by} may not read the audit trail: only an operator or a system may"
+                ),
+            });
+        }
+        Ok(self
+            .ports
+            .audit
+            .read(from.max(1), limit.min(MAX_AUDIT_SEGMENT))
+            .await?)
+    }
+
+    /// The chain of `id` when `by` may see it.
+    async fn visible_chain(
+        &self,
+        by: &Principal,
+        id: &MandateId,
+    ) -> Result<Vec<Mandate>, EngineError> {
+        let chain = self.ports.store.chain(id).await?;
+        let Some(leaf) = chain.last() else {
+            return Err(not_found(id));
+        };
+        let visible = by.is_buyer(leaf.buyer_id())
+            || by.is_operator()
+            || by.is_system()
+            || chain.iter().any(|m| by.acts_as(m.actor(), m.buyer_id()));
+        if visible {
+            Ok(chain)
+        } else {
+            Err(not_found(id))
+        }
+    }
+}
+
+fn not_found(id: &MandateId) -> EngineError {
+    EngineError::NotFound {
+        entity: "mandate",
+        id: id.to_string(),
+    }
+}
