@@ -244,6 +244,14 @@ impl Settler for EngineSettler {
             )
             .await
             .map_err(invalid)?;
+        // Dispute evidence reads the snapshot from the store (the engine stores it only for
+        // agents' payments).
+        self.engine
+            .ports()
+            .store
+            .put_snapshot(&snapshot)
+            .await
+            .map_err(unavailable)?;
         let checkout_id = CheckoutId::new(format!("mpp-{hash}")).map_err(invalid)?;
         let command = ExecutePayment {
             key: settlement_key,
