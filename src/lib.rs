@@ -8,6 +8,8 @@ pub mod domain;
 pub mod engine;
 pub mod json;
 pub mod ports;
+#[cfg(any(feature = "mpp", feature = "x402"))]
+pub mod protocols;
 #[cfg(feature = "axum")]
 pub mod service;
 #[cfg(feature = "proptest")]

@@ -241,6 +241,19 @@ impl Store for CrashingStore {
     async fn reset_blocks(&self, a: &ActorId) -> Result<(), StoreError> {
         self.inner.reset_blocks(a).await
     }
+    async fn consume_challenge(
+        &self,
+        u: &agent_mandate::ports::ChallengeUse,
+    ) -> Result<agent_mandate::ports::ChallengeConsumed, StoreError> {
+        self.inner.consume_challenge(u).await
+    }
+
+    async fn purge_challenges(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, StoreError> {
+        self.inner.purge_challenges(now).await
+    }
 }
 
 #[derive(Debug)]

@@ -176,6 +176,7 @@ fn gate_doc(
         suspensions: Suspensions::default(),
         credential: Some(CredentialStatus::Usable),
         now: at(9, 0, 0),
+        resource_payments: None,
     }
 }
 

@@ -13,8 +13,8 @@ use agent_mandate::domain::examples;
 use agent_mandate::domain::{
     evaluate, Baseline, BlockerClass, BlockerCode, BlockerCode as C, CartBinding, CheckoutState,
     ConfirmationCondition, ConfirmationRule, CredentialStatus, Currency, EvaluationDocument,
-    Evidence, Lifecycle, LifecycleEvent, LineItem, MandateStatus, MarketplaceId, MerchantScope,
-    Outcome, PaymentAction, Sku, Text, Urgency,
+    Evidence, Lifecycle, LifecycleEvent, LineItem, LoopLimit, MandateStatus, MarketplaceId,
+    MerchantScope, Outcome, PaymentAction, ResourcePayments, Sku, Text, Urgency,
 };
 use common::*;
 
@@ -925,7 +925,31 @@ fn cases() -> Vec<Case> {
             || leaf_with(|s| s.scope.confirmation = ConfirmationRule::always()),
             C::ConfirmationRequired,
         ),
+        (
+            "resource paid for as often as the loop limit allows",
+            || {
+                with(|d| {
+                    d.resource_payments = Some(ResourcePayments {
+                        limit: LoopLimit::new(3, 60).expect("limit"),
+                        paid: 3,
+                    })
+                })
+            },
+            C::ResourceLoopDetected,
+        ),
     ]
+}
+
+/// Loop detection blocks the payment after the limit, not before (the boundary), and only
+/// when the caller counted payments for the resource.
+#[test]
+fn resource_loop_blocks_only_past_the_limit() {
+    let limit = LoopLimit::new(3, 60).expect("limit");
+    let below = with(|d| d.resource_payments = Some(ResourcePayments { limit, paid: 2 }));
+    assert!(evaluate(&below.input()).is_allowed());
+    assert!(evaluate(&story().input()).is_allowed());
+    assert!(LoopLimit::new(0, 60).is_err());
+    assert!(LoopLimit::new(1, 0).is_err());
 }
 
 /// Every case yields exactly its code, with the outcome its class implies; together the cases

@@ -21,8 +21,8 @@ use super::attempt::{AttemptStatus, Operation};
 use super::canonical::{RequestDigest, SnapshotId};
 use super::decision::{Blocker, Evidence, Outcome};
 use super::ids::{
-    ActorId, AttemptId, BuyerId, ConfirmationId, CredentialRef, IdempotencyKey, MandateId, OrderId,
-    ProviderRef,
+    ActorId, AttemptId, BuyerId, ConfirmationId, CredentialRef, IdempotencyKey, MandateId,
+    MerchantId, OrderId, ProviderRef,
 };
 use super::mandate::MandateStatus;
 use super::money::Money;
@@ -167,6 +167,23 @@ pub enum AuditKind {
         actor_id: ActorId,
         /// How many requests in a row were blocked.
         consecutive_blocks: u32,
+    },
+    /// Loop detection blocked a payment: the resource of the request's one-line cart was paid
+    /// for `max_payments` times within `window_seconds` (a control event, like an automatic
+    /// suspension).
+    LoopDetected {
+        /// The actor that asked.
+        actor_id: ActorId,
+        /// The mandate.
+        mandate_id: MandateId,
+        /// The merchant.
+        merchant_id: MerchantId,
+        /// The snapshot refused (its line is the resource).
+        snapshot_id: SnapshotId,
+        /// The loop limit's count.
+        max_payments: u32,
+        /// The loop limit's window.
+        window_seconds: u64,
     },
     /// Spend crossed a share of a limit.
     Threshold {

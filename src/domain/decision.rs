@@ -158,6 +158,10 @@ blocker_codes! {
     /// The buyer must confirm this payment.
     ConfirmationRequired = "CONFIRMATION_REQUIRED", Confirmation,
         "Ask the buyer to confirm this snapshot and amount.";
+    /// The same resource was paid for more often in a window than the loop limit allows (an
+    /// agent retrying a paid call in a loop).
+    ResourceLoopDetected = "RESOURCE_LOOP_DETECTED", Hard,
+        "Stop paying for this resource; check why the agent repeats the call, or raise the loop limit.";
 }
 
 impl fmt::Display for BlockerCode {

@@ -41,6 +41,7 @@ pub fn evaluate(input: &EvaluationInput<'_>) -> AuthorityDecision {
         }
     }
     check_credential(input, &mut out);
+    check_resource_loop(input, &mut out);
 
     for m in input.chain {
         evidence.push(Evidence::PaymentMandate(m.id().clone()));
@@ -56,6 +57,21 @@ pub fn evaluate(input: &EvaluationInput<'_>) -> AuthorityDecision {
         evidence,
         request_digest: input.request.digest(),
         evaluated_at: input.now,
+    }
+}
+
+/// Loop detection: the resource was already paid for `max_payments` times in the window.
+fn check_resource_loop(input: &EvaluationInput<'_>, out: &mut Vec<Blocker>) {
+    if let Some(rp) = input.resource_payments {
+        if rp.paid >= rp.limit.max_payments {
+            out.push(Blocker::new(
+                C::ResourceLoopDetected,
+                format!(
+                    "this resource was paid for {} times in the last {} s; the loop limit is {}",
+                    rp.paid, rp.limit.window_seconds, rp.limit.max_payments
+                ),
+            ));
+        }
     }
 }
 

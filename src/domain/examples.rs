@@ -227,6 +227,7 @@ pub fn document_for(snapshot: CartSnapshot) -> EvaluationDocument {
         suspensions: Suspensions::default(),
         credential: Some(CredentialStatus::Usable),
         now: now(),
+        resource_payments: None,
     }
 }
 
@@ -386,5 +387,6 @@ pub fn three_level_document(items: usize) -> EvaluationDocument {
         suspensions: Suspensions::default(),
         credential: Some(CredentialStatus::Usable),
         now: now(),
+        resource_payments: None,
     }
 }

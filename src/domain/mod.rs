@@ -34,6 +34,8 @@ pub use audit::{
     ChainedEvent, HoldAction, LimitKind, Party,
 };
 pub use canonical::{json_fingerprint, ContentDigest, IntentHash, RequestDigest, SnapshotId};
+#[cfg(any(feature = "mpp", feature = "x402"))]
+pub(crate) use canonical::{parse_time, write_json_value};
 pub use checkout::{CheckoutState, UpstreamBlocker};
 pub use confirmation::{Confirmation, ConfirmationScope};
 pub use decision::{
@@ -72,7 +74,7 @@ pub use snapshot::{
     BuyerType, CartContent, CartSnapshot, Channel, CheckoutContext, LineItem, Merchant, Totals,
     MAX_ITEMS, MAX_QUANTITY, MAX_REFS,
 };
-pub use usage::{Usage, UsageSpec, WindowUsage};
+pub use usage::{LoopLimit, ResourcePayments, Usage, UsageSpec, WindowUsage};
 
 /// Canonical JSON bytes of a snapshot's content (what its id hashes); for tooling and tests.
 pub fn snapshot_canonical_json(snapshot: &CartSnapshot) -> Vec<u8> {

@@ -12,7 +12,7 @@ use super::mandate::{Actor, ActorKind, Mandate};
 use super::money::{Currency, Money};
 use super::scope::{PaymentAction, Urgency};
 use super::snapshot::CartSnapshot;
-use super::usage::Usage;
+use super::usage::{ResourcePayments, Usage};
 
 /// "May this actor request this payment action, for this buyer, merchant, cart snapshot, amount,
 /// currency and time window, right now?": the request part of the question.
@@ -140,6 +140,9 @@ pub struct EvaluationInput<'a> {
     pub suspensions: &'a Suspensions,
     /// The status of the credential presented; required to authorize.
     pub credential: Option<CredentialStatus>,
+    /// How often the request's resource was paid for in its loop limit's window, when loop
+    /// detection applies.
+    pub resource_payments: Option<ResourcePayments>,
     /// The time of evaluation.
     pub now: DateTime<Utc>,
 }
@@ -175,6 +178,9 @@ pub struct EvaluationDocument {
     /// See [`EvaluationInput::credential`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<CredentialStatus>,
+    /// See [`EvaluationInput::resource_payments`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_payments: Option<ResourcePayments>,
     /// See [`EvaluationInput::now`].
     #[serde(deserialize_with = "crate::domain::canonical::time")]
     pub now: DateTime<Utc>,
@@ -192,6 +198,7 @@ impl EvaluationDocument {
             confirmations: &self.confirmations,
             suspensions: &self.suspensions,
             credential: self.credential,
+            resource_payments: self.resource_payments,
             now: self.now,
         }
     }

@@ -181,5 +181,63 @@ impl From<Usage> for UsageSpec {
     }
 }
 
+/// Loop detection: at most `max_payments` payments for the same resource (the same single-line
+/// cart item at the same merchant, under the same mandate) within `window_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+#[serde(deny_unknown_fields)]
+pub struct LoopLimit {
+    /// Payments allowed in the window (the next one is blocked); at least 1.
+    pub max_payments: u32,
+    /// The window, in seconds; at least 1.
+    pub window_seconds: u64,
+}
+
+impl LoopLimit {
+    /// Validates: both at least 1, the window at most ten years.
+    pub fn new(max_payments: u32, window_seconds: u64) -> Result<LoopLimit, ValidationError> {
+        use super::error::{err, ValidationKind};
+        if max_payments == 0 {
+            return Err(err(
+                "max_payments",
+                ValidationKind::OutOfRange {
+                    min: 1,
+                    max: u64::from(u32::MAX),
+                    value: 0,
+                },
+            ));
+        }
+        const TEN_YEARS: u64 = 10 * 366 * 86_400;
+        if window_seconds == 0 || window_seconds > TEN_YEARS {
+            return Err(err(
+                "window_seconds",
+                ValidationKind::OutOfRange {
+                    min: 1,
+                    max: TEN_YEARS,
+                    value: window_seconds,
+                },
+            ));
+        }
+        Ok(LoopLimit {
+            max_payments,
+            window_seconds,
+        })
+    }
+}
+
+/// How often the resource of a request was paid for within its loop limit's window, counted
+/// by the caller (the engine) before the decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+#[serde(deny_unknown_fields)]
+pub struct ResourcePayments {
+    /// The limit.
+    pub limit: LoopLimit,
+    /// Payments for the resource within the window ending now.
+    pub paid: u32,
+}
+
 crate::json::object_only!(WindowUsage);
+crate::json::object_only!(LoopLimit);
+crate::json::object_only!(ResourcePayments);
 crate::json::object_only!(UsageSpec);

@@ -88,6 +88,11 @@ pub struct EngineConfig {
     /// finish in milliseconds, so a client told to wait out a 60 s lease would wait for
     /// nothing; one that retries too early gets the same answer again. Default 1 s.
     pub in_flight_retry_after: Duration,
+    /// Loop detection: at most this many payments for the same resource (the line of a
+    /// one-line cart, at one merchant, under one mandate) in the window; the next is blocked
+    /// with `RESOURCE_LOOP_DETECTED` and a `loop_detected` control event. Counted in this
+    /// process. `None` (the default): no loop detection.
+    pub loop_limit: Option<crate::domain::LoopLimit>,
 }
 
 impl Default for EngineConfig {
@@ -103,6 +108,7 @@ impl Default for EngineConfig {
             refund_policy: RefundPolicy::RETAIN,
             hold_retries: 3,
             in_flight_retry_after: Duration::from_secs(1),
+            loop_limit: None,
         }
     }
 }
@@ -191,6 +197,12 @@ impl EngineConfig {
     pub fn settle_after(&self, deadline: Duration) -> chrono::Duration {
         chrono::Duration::from_std(deadline.saturating_add(self.deadline_margin))
             .unwrap_or(chrono::Duration::MAX)
+    }
+
+    /// Sets loop detection (see [`EngineConfig::loop_limit`]).
+    pub fn with_loop_limit(mut self, limit: Option<crate::domain::LoopLimit>) -> Self {
+        self.loop_limit = limit;
+        self
     }
 
     /// Sets the blockers that count toward auto-suspension.

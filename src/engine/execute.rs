@@ -47,6 +47,7 @@ impl Context {
         snapshot: &CartSnapshot,
         checkout: &CheckoutState,
         now: DateTime<Utc>,
+        resource_payments: Option<crate::domain::ResourcePayments>,
     ) -> AuthorityDecision {
         evaluate(&EvaluationInput {
             request,
@@ -58,6 +59,7 @@ impl Context {
             suspensions: &self.suspensions,
             credential: self.credential,
             now,
+            resource_payments,
         })
     }
 }
@@ -188,7 +190,19 @@ impl Engine {
                 return Err(refused());
             }
         }
-        Ok(ctx.decide(&command.request, &command.snapshot, &command.checkout, now))
+        let loops = self.loops.count(
+            self.config.loop_limit,
+            &command.request,
+            &command.snapshot,
+            now,
+        );
+        Ok(ctx.decide(
+            &command.request,
+            &command.snapshot,
+            &command.checkout,
+            now,
+            loops,
+        ))
     }
 
     /// Executes a payment: decides at execution time with the stored usage, holds the budget
@@ -384,7 +398,10 @@ impl Engine {
                     });
                 }
             }
-            let decision = ctx.decide(req, &command.snapshot, &command.checkout, now);
+            let loops = self
+                .loops
+                .count(self.config.loop_limit, req, &command.snapshot, now);
+            let decision = ctx.decide(req, &command.snapshot, &command.checkout, now, loops);
             events.push(decision_event(
                 "execute_payment",
                 req,
@@ -394,8 +411,10 @@ impl Engine {
             if !decision.is_allowed() {
                 return self.refuse(req, decision, events, now, true).await;
             }
-            if tries == 0 && req.actor.kind == ActorKind::Agent {
-                store.reset_blocks(&req.actor.id).await?;
+            if tries == 0 {
+                if req.actor.kind == ActorKind::Agent {
+                    store.reset_blocks(&req.actor.id).await?;
+                }
                 store.put_snapshot(&command.snapshot).await?;
             }
             let attempt = match existing.take() {
@@ -588,6 +607,17 @@ impl Engine {
             Err(e) => return Err(e),
         };
         self.audit(&events).await?;
+        if matches!(
+            done.status,
+            AttemptStatus::Authorized | AttemptStatus::Captured | AttemptStatus::PartiallyCaptured
+        ) {
+            self.loops.record(
+                self.config.loop_limit,
+                req,
+                &command.snapshot,
+                decision.evaluated_at,
+            );
+        }
         Ok(PaymentOutcome::Done {
             attempt: done,
             decision: Some(decision),
@@ -742,6 +772,21 @@ impl Engine {
         now: DateTime<Utc>,
         counted: bool,
     ) -> Result<PaymentOutcome, EngineError> {
+        if let Some(rp) = self.config.loop_limit {
+            if decision.has(crate::domain::BlockerCode::ResourceLoopDetected) {
+                events.push(AuditEvent {
+                    at: now,
+                    kind: AuditKind::LoopDetected {
+                        actor_id: req.actor.id.clone(),
+                        mandate_id: req.mandate_id.clone(),
+                        merchant_id: req.merchant_id.clone(),
+                        snapshot_id: req.snapshot_id,
+                        max_payments: rp.max_payments,
+                        window_seconds: rp.window_seconds,
+                    },
+                });
+            }
+        }
         // Controls count an agent's own violations: only an agent's requests (an agent
         // principal asking as itself) count, never a person's or a process's that shares its id.
         if counted

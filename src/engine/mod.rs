@@ -24,6 +24,7 @@ mod config;
 mod dispute;
 mod error;
 mod execute;
+mod loops;
 mod mandates;
 mod open;
 mod order;
@@ -74,6 +75,7 @@ pub struct Engine {
     ports: Ports,
     config: EngineConfig,
     flush: Arc<AuditFlush>,
+    loops: Arc<loops::LoopCounter>,
 }
 
 /// How many staged events one flush step moves.
@@ -110,6 +112,7 @@ impl Engine {
             ports,
             config,
             flush: Arc::new(AuditFlush::default()),
+            loops: Arc::new(loops::LoopCounter::default()),
         })
     }
 

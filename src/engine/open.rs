@@ -64,7 +64,10 @@ impl Engine {
             Some(leaf) if by.acts_as(leaf.actor(), leaf.buyer_id()) => {}
             _ => return Ok(None),
         }
-        let decision = ctx.decide(req, &command.snapshot, &command.checkout, now);
+        let loops = self
+            .loops
+            .count(self.config.loop_limit, req, &command.snapshot, now);
+        let decision = ctx.decide(req, &command.snapshot, &command.checkout, now, loops);
         if !decision.is_allowed() {
             return Ok(None);
         }

@@ -48,7 +48,7 @@ impl Engine {
                 id: attempt.request.snapshot_id.to_string(),
             })?;
         let ctx = self.context(&request, None, now).await?;
-        let mut decision = ctx.decide(&request, &snapshot, checkout, now);
+        let mut decision = ctx.decide(&request, &snapshot, checkout, now, None);
         if matches!(action, PaymentAction::Capture | PaymentAction::CommitOrder)
             && attempt.submitted_at.is_some()
         {

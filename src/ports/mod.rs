@@ -31,9 +31,9 @@ pub use provider::{
     VoidRequest,
 };
 pub use store::{
-    AttemptChange, Begin, BudgetLimits, Completion, Fence, HoldError, HoldLevel, HoldOp,
-    HoldRecord, HoldRequest, HoldState, IdempotencyScope, InsertOrder, RefundPolicy, StagedEvent,
-    Store, StoreError, StoredResult, Write, Written,
+    AttemptChange, Begin, BudgetLimits, ChallengeConsumed, ChallengeUse, Completion, Fence,
+    HoldError, HoldLevel, HoldOp, HoldRecord, HoldRequest, HoldState, IdempotencyScope,
+    InsertOrder, RefundPolicy, StagedEvent, Store, StoreError, StoredResult, Write, Written,
 };
 pub use vault::{
     CredentialDisplay, CredentialKind, CredentialVault, FundingType, NewCredential,

@@ -256,6 +256,29 @@ pub enum InsertOrder {
     Existing(Order),
 }
 
+/// The use of a 402 challenge id by a credential (see [`Store::consume_challenge`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChallengeUse {
+    /// The challenge id (1 to 256 bytes).
+    pub challenge_id: String,
+    /// A digest of the credential presented (never the credential itself).
+    pub credential: ContentDigest,
+    /// The record is kept at least until then (the challenge's expiry).
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The answer of [`Store::consume_challenge`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChallengeConsumed {
+    /// First use of the id: recorded by this call.
+    First,
+    /// The id was used before by the same credential: a retry of one payment (it settles under
+    /// the same idempotency key, so the engine answers with a replay).
+    SameCredential,
+    /// The id was used before by another credential: refused (single use).
+    Used,
+}
+
 /// What a change of an attempt does to its budget hold (see [`Store::change_attempt`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HoldOp {
@@ -775,4 +798,14 @@ pub trait Store: Send + Sync + Debug {
 
     /// Resets the count of blocked requests in a row (after an allowed one).
     async fn reset_blocks(&self, actor: &ActorId) -> Result<(), StoreError>;
+
+    /// Records the single use of a 402 challenge id, atomically: the first call for an id
+    /// answers [`ChallengeConsumed::First`]; a later call with the same credential digest
+    /// [`ChallengeConsumed::SameCredential`], with another [`ChallengeConsumed::Used`]. Two
+    /// concurrent first calls: exactly one gets `First`.
+    async fn consume_challenge(&self, use_: &ChallengeUse)
+        -> Result<ChallengeConsumed, StoreError>;
+
+    /// Deletes the records of challenges that expired at or before `now`; returns how many.
+    async fn purge_challenges(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
 }

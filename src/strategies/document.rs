@@ -230,6 +230,7 @@ pub(super) fn document_with_fit(fit: u8) -> BoxedStrategy<EvaluationDocument> {
                     suspensions,
                     credential,
                     now,
+                    resource_payments: None,
                 }
             },
         )
@@ -355,6 +356,7 @@ pub fn arbitrary_document() -> BoxedStrategy<EvaluationDocument> {
                     suspensions,
                     credential,
                     now,
+                    resource_payments: None,
                 }
             },
         )

@@ -291,6 +291,17 @@ impl Store for CountingStore {
         self.counter.write("store.purge_idempotent");
         self.inner.purge_idempotent(now).await
     }
+    async fn consume_challenge(
+        &self,
+        use_: &crate::ports::ChallengeUse,
+    ) -> Result<crate::ports::ChallengeConsumed, StoreError> {
+        self.counter.write("store.consume_challenge");
+        self.inner.consume_challenge(use_).await
+    }
+    async fn purge_challenges(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.counter.write("store.purge_challenges");
+        self.inner.purge_challenges(now).await
+    }
     async fn insert_order(&self, order: &Order) -> Result<InsertOrder, StoreError> {
         self.counter.write("store.insert_order");
         self.inner.insert_order(order).await

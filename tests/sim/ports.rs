@@ -192,6 +192,21 @@ impl Store for YieldingStore {
         yield_point("store.reset_blocks").await;
         self.0.reset_blocks(a).await
     }
+    async fn consume_challenge(
+        &self,
+        u: &agent_mandate::ports::ChallengeUse,
+    ) -> Result<agent_mandate::ports::ChallengeConsumed, StoreError> {
+        yield_point("store.consume_challenge").await;
+        self.0.consume_challenge(u).await
+    }
+
+    async fn purge_challenges(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, StoreError> {
+        yield_point("store.purge_challenges").await;
+        self.0.purge_challenges(now).await
+    }
 }
 
 /// An [`AuditSink`] whose appends are yield points and, under the `audit` fault class,

@@ -96,6 +96,7 @@ pub fn document(case: &Case) -> Result<EvaluationDocument, SetupError> {
         suspensions: Suspensions::default(),
         credential: Some(CredentialStatus::Usable),
         now,
+        resource_payments: None,
     })
 }
 

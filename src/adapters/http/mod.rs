@@ -29,7 +29,9 @@ pub use signature::{
     sign, verify_signature, DeliveryHeaders, SignatureError, Verified, EVENT_HASH_HEADER,
     MIN_SECRET_BYTES, SEQ_HEADER, SIGNATURE_HEADER, SIGNATURE_VERSION,
 };
-pub use stripe::{StripeConfig, StripeConfigError, StripeProvider, STRIPE_API_VERSION};
+pub use stripe::{
+    stripe_minimum_charge, StripeConfig, StripeConfigError, StripeProvider, STRIPE_API_VERSION,
+};
 pub use webhook::{
     is_permanent_refusal, DeadLetter, Delivered, DeliveryError, DeliveryLoop, WebhookAuditSink,
     WebhookConfig, WebhookConfigError, WebhookError,

@@ -589,6 +589,34 @@ fn parse_report(call: StripeCall, status: u16, body: &[u8]) -> Result<ProviderRe
 /// Stripe's amount for `money`: minor units of the ISO exponent, positive; three-decimal
 /// amounts must end in 0; ISK and UGX are refused (Stripe takes them in a legacy two-decimal
 /// form).
+/// Stripe's minimum charge amount in `currency` (in its minor units), for the currencies whose
+/// minimum Stripe publishes as a fixed amount; `None` for the others (Stripe then checks).
+/// Card networks do not take smaller charges: an authorization below it is refused before any
+/// call.
+///
+/// ```
+/// use agent_mandate::adapters::http::stripe_minimum_charge;
+/// use agent_mandate::domain::Currency;
+/// assert_eq!(stripe_minimum_charge(Currency::EUR), Some(50));
+/// assert_eq!(stripe_minimum_charge(Currency::JPY), Some(50));
+/// ```
+pub fn stripe_minimum_charge(currency: crate::domain::Currency) -> Option<i64> {
+    Some(match currency.code() {
+        "USD" | "EUR" | "CAD" | "AUD" | "CHF" | "NZD" | "SGD" | "BRL" | "INR" => 50,
+        "GBP" => 30,
+        "JPY" => 50,
+        "DKK" => 250,
+        "NOK" | "SEK" => 300,
+        "HKD" => 400,
+        "MXN" | "THB" => 1000,
+        "PLN" | "RON" | "AED" | "MYR" => 200,
+        "BGN" => 100,
+        "CZK" => 1500,
+        "HUF" => 17500,
+        _ => return None,
+    })
+}
+
 fn stripe_amount(call: StripeCall, money: &Money) -> Result<(i64, String), StripeError> {
     let currency = money.currency();
     let code = currency.code();
@@ -606,6 +634,20 @@ fn stripe_amount(call: StripeCall, money: &Money) -> Result<(i64, String), Strip
             field: "amount",
             message: "must be more than zero".into(),
         });
+    }
+    if call == StripeCall::Authorize {
+        if let Some(min) = stripe_minimum_charge(currency) {
+            if minor < min {
+                return Err(StripeError::Request {
+                    call,
+                    field: "amount",
+                    message: format!(
+                        "{money} is below Stripe's minimum charge of {}",
+                        currency.format_minor(i128::from(min))
+                    ),
+                });
+            }
+        }
     }
     if currency.exponent() == 3 && minor % 10 != 0 {
         return Err(StripeError::Request {
@@ -905,6 +947,24 @@ mod tests {
         assert_eq!(field(amount("0.00", Currency::EUR)), "amount");
         let isk = Currency::from_code("ISK").expect("ISK");
         assert_eq!(field(amount("100", isk)), "amount.currency");
+    }
+
+    #[test]
+    fn authorizations_below_the_minimum_charge_are_refused() {
+        let field = |r: Result<(i64, String), StripeError>| match r {
+            Err(StripeError::Request { field, .. }) => field,
+            other => panic!("expected a request error, got {other:?}"),
+        };
+        assert_eq!(field(amount("0.49", Currency::EUR)), "amount");
+        assert_eq!(field(amount("0.01", Currency::USD)), "amount");
+        assert_eq!(field(amount("0.29", Currency::GBP)), "amount");
+        assert_eq!(field(amount("49", Currency::JPY)), "amount");
+        assert!(amount("0.50", Currency::EUR).is_ok());
+        assert!(amount("0.30", Currency::GBP).is_ok());
+        // Captures and refunds of part of a payment may be smaller.
+        let part = Money::parse("0.10", Currency::EUR).expect("money");
+        assert!(stripe_amount(StripeCall::Capture, &part).is_ok());
+        assert!(stripe_amount(StripeCall::Refund, &part).is_ok());
     }
 
     #[test]

@@ -18,8 +18,8 @@ use crate::domain::{
     PaymentAttempt, SnapshotId, Suspensions, Usage, WindowUsage,
 };
 use crate::ports::{
-    Begin, Fence, HoldError, HoldOp, HoldRecord, HoldRequest, IdempotencyScope, InsertOrder,
-    RefundPolicy, StagedEvent, Store, StoreError, StoredResult,
+    Begin, ChallengeConsumed, ChallengeUse, Fence, HoldError, HoldOp, HoldRecord, HoldRequest,
+    IdempotencyScope, InsertOrder, RefundPolicy, StagedEvent, Store, StoreError, StoredResult,
 };
 
 use ledger::{count, money, AttemptIndex, Ledger, RawOut, MAX_LEVELS};
@@ -158,6 +158,8 @@ struct Tables {
     orders: Map<AttemptId, Order>,
     order_ids: Map<OrderId, AttemptId>,
     blocks: Map<ActorId, u32>,
+    /// Used 402 challenge ids: the credential digest and the expiry.
+    challenges: Map<String, (ContentDigest, DateTime<Utc>)>,
     /// The last lease token given out (tokens are never reused).
     last_token: u64,
     /// The audit outbox: staged events, oldest first, and the last id given out.
@@ -751,5 +753,32 @@ impl Store for MemoryStore {
     async fn reset_blocks(&self, actor: &ActorId) -> Result<(), StoreError> {
         self.tables().blocks.remove(actor);
         Ok(())
+    }
+
+    async fn consume_challenge(
+        &self,
+        use_: &ChallengeUse,
+    ) -> Result<ChallengeConsumed, StoreError> {
+        let mut t = self.tables();
+        match t.challenges.get(&use_.challenge_id) {
+            Some((credential, _)) if *credential == use_.credential => {
+                Ok(ChallengeConsumed::SameCredential)
+            }
+            Some(_) => Ok(ChallengeConsumed::Used),
+            None => {
+                t.challenges.insert(
+                    use_.challenge_id.clone(),
+                    (use_.credential, use_.expires_at),
+                );
+                Ok(ChallengeConsumed::First)
+            }
+        }
+    }
+
+    async fn purge_challenges(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut t = self.tables();
+        let before = t.challenges.len();
+        t.challenges.retain(|_, (_, expires)| *expires > now);
+        Ok((before - t.challenges.len()) as u64)
     }
 }

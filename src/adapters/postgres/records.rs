@@ -3,6 +3,7 @@
 //! transaction (`*_in`), run alone by its port method and with its audit events by
 //! `write_audited`.
 
+use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::{IsolationLevel, Row};
 
@@ -13,7 +14,7 @@ use crate::domain::{
     ActorId, AttemptId, AttemptStatus, BuyerId, CartSnapshot, Confirmation, Mandate, MandateId,
     MandateStatus, Order, Party, PaymentAttempt, SnapshotId, Suspensions,
 };
-use crate::ports::{InsertOrder, StoreError};
+use crate::ports::{ChallengeConsumed, ChallengeUse, InsertOrder, StoreError};
 
 /// Longest chain `chain` follows (as the memory store).
 pub(super) const MAX_LEVELS: usize = 64;
@@ -332,6 +333,60 @@ impl PostgresStore {
             .await
             .map_err(classify::<StoreError>)?;
         Ok(())
+    }
+    /// One statement for a first use (an insert that does nothing on conflict), a read of the
+    /// recorded digest otherwise: the primary key makes two concurrent first uses one.
+    pub(super) async fn consume_challenge_row(
+        &self,
+        use_: &ChallengeUse,
+    ) -> Result<ChallengeConsumed, StoreError> {
+        let client = self.client().await?;
+        let credential = use_.credential.to_string();
+        let expires = time_param(use_.expires_at)?;
+        let inserted = client
+            .execute(
+                "INSERT INTO challenges (challenge_id, credential, expires_at_ns) \
+                 VALUES ($1, $2, $3) ON CONFLICT (challenge_id) DO NOTHING",
+                &[&use_.challenge_id, &credential, &expires],
+            )
+            .await
+            .map_err(classify::<StoreError>)?;
+        if inserted == 1 {
+            return Ok(ChallengeConsumed::First);
+        }
+        let row = client
+            .query_opt(
+                "SELECT credential FROM challenges WHERE challenge_id = $1",
+                &[&use_.challenge_id],
+            )
+            .await
+            .map_err(classify::<StoreError>)?;
+        let at = At {
+            table: "challenges",
+            key: &use_.challenge_id,
+        };
+        match row {
+            // Purged between the two statements: only an expired record is purged, and an
+            // expired challenge is refused before it is consumed; count it as used.
+            None => Ok(ChallengeConsumed::Used),
+            Some(row) => {
+                let recorded: String = at.get(&row, "credential")?;
+                Ok(if recorded == credential {
+                    ChallengeConsumed::SameCredential
+                } else {
+                    ChallengeConsumed::Used
+                })
+            }
+        }
+    }
+
+    pub(super) async fn purge_challenge_rows(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let now = time_param(now)?;
+        client
+            .execute("DELETE FROM challenges WHERE expires_at_ns <= $1", &[&now])
+            .await
+            .map_err(classify::<StoreError>)
     }
 }
 

@@ -170,6 +170,16 @@ CREATE TABLE vault_credentials (
     UNIQUE (owner, idempotency_key)
 );
 "#,
+    // 4: the single use of 402 challenge ids (`Store::consume_challenge`): the digest of the
+    // credential that used each id, kept until the challenge expires.
+    r#"
+CREATE TABLE challenges (
+    challenge_id    TEXT PRIMARY KEY,
+    credential      TEXT NOT NULL,
+    expires_at_ns   NUMERIC NOT NULL
+);
+CREATE INDEX challenges_expiry ON challenges (expires_at_ns);
+"#,
 ];
 
 /// Key of the advisory lock that serialises migrations (any fixed number; `am` in ASCII).

@@ -16,9 +16,9 @@ use crate::domain::{
     SnapshotId, Suspensions, Usage,
 };
 use crate::ports::{
-    AttemptChange, Begin, Fence, HoldError, HoldOp, HoldRecord, HoldRequest, IdempotencyScope,
-    InputsQuery, InsertOrder, OpenPayment, Opened, PaymentInputs, RefundPolicy, StagedEvent, Store,
-    StoreError, StoredResult, Write, Written,
+    AttemptChange, Begin, ChallengeConsumed, ChallengeUse, Fence, HoldError, HoldOp, HoldRecord,
+    HoldRequest, IdempotencyScope, InputsQuery, InsertOrder, OpenPayment, Opened, PaymentInputs,
+    RefundPolicy, StagedEvent, Store, StoreError, StoredResult, Write, Written,
 };
 
 /// The [`Store`] port on PostgreSQL: shared by any number of connections and processes.
@@ -301,5 +301,15 @@ impl Store for PostgresStore {
 
     async fn reset_blocks(&self, actor: &ActorId) -> Result<(), StoreError> {
         self.reset_blocks_row(actor).await
+    }
+    async fn consume_challenge(
+        &self,
+        use_: &ChallengeUse,
+    ) -> Result<ChallengeConsumed, StoreError> {
+        self.consume_challenge_row(use_).await
+    }
+
+    async fn purge_challenges(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.purge_challenge_rows(now).await
     }
 }

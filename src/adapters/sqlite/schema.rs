@@ -147,6 +147,16 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (owner, idempotency_key)
     );
     "#,
+    // 5: the single use of 402 challenge ids (`Store::consume_challenge`): the digest of the
+    // credential that used each id, kept until the challenge expires.
+    r#"
+    CREATE TABLE challenges (
+        challenge_id TEXT PRIMARY KEY,
+        credential TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX challenges_expiry ON challenges (expires_at);
+    "#,
 ];
 
 /// Applies the connection settings, then every migration the database lacks.

@@ -14,9 +14,9 @@ use crate::domain::{
     SnapshotId, Suspensions, Usage,
 };
 use crate::ports::{
-    AttemptChange, Begin, Fence, HoldError, HoldOp, HoldRecord, HoldRequest, IdempotencyScope,
-    InputsQuery, InsertOrder, OpenPayment, Opened, PaymentInputs, RefundPolicy, StagedEvent, Store,
-    StoreError, StoredResult, Write, Written,
+    AttemptChange, Begin, ChallengeConsumed, ChallengeUse, Fence, HoldError, HoldOp, HoldRecord,
+    HoldRequest, IdempotencyScope, InputsQuery, InsertOrder, OpenPayment, Opened, PaymentInputs,
+    RefundPolicy, StagedEvent, Store, StoreError, StoredResult, Write, Written,
 };
 
 /// Longest chain [`Store::chain`] follows (as the memory store).
@@ -1085,5 +1085,47 @@ impl Store for SqliteStore {
         let actor = actor.clone();
         self.write("blocks", move |conn| reset_blocks_in(conn, &actor))
             .await
+    }
+    async fn consume_challenge(
+        &self,
+        use_: &ChallengeUse,
+    ) -> Result<ChallengeConsumed, StoreError> {
+        let id = use_.challenge_id.clone();
+        let credential = use_.credential.to_string();
+        let expires = nanos(use_.expires_at)?;
+        self.write("challenges", move |conn| {
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO challenges (challenge_id, credential, expires_at) \
+                     VALUES (?1, ?2, ?3) ON CONFLICT (challenge_id) DO NOTHING",
+                )
+                .and_then(|mut s| s.execute(rusqlite::params![id, credential, expires]))
+                .map_err(|e| sql_error("challenges", &id, e))?;
+            if inserted == 1 {
+                return Ok(ChallengeConsumed::First);
+            }
+            let recorded: String = conn
+                .prepare_cached("SELECT credential FROM challenges WHERE challenge_id = ?1")
+                .and_then(|mut s| s.query_row([&id], |r| r.get(0)))
+                .map_err(|e| sql_error("challenges", &id, e))?;
+            Ok(if recorded == credential {
+                ChallengeConsumed::SameCredential
+            } else {
+                ChallengeConsumed::Used
+            })
+        })
+        .await
+    }
+
+    async fn purge_challenges(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let now_n = nanos(now)?;
+        self.write("challenges", move |conn| {
+            let n = conn
+                .prepare_cached("DELETE FROM challenges WHERE expires_at <= ?1")
+                .and_then(|mut s| s.execute([now_n]))
+                .map_err(|e| sql_error("challenges", "purge", e))?;
+            Ok(n as u64)
+        })
+        .await
     }
 }

@@ -17,8 +17,8 @@ use crate::domain::{
     MandateStatus, Money, Order, OrderId, Party, PaymentAction, PaymentAttempt, Usage, WindowLimit,
 };
 use crate::ports::{
-    Begin, Fence, HoldError, HoldRequest, HoldState, IdempotencyScope, InsertOrder, RefundPolicy,
-    Store, StoreError, StoredResult, Write,
+    Begin, ChallengeConsumed, ChallengeUse, Fence, HoldError, HoldRequest, HoldState,
+    IdempotencyScope, InsertOrder, RefundPolicy, Store, StoreError, StoredResult, Write,
 };
 
 static STORE_RUN: AtomicU64 = AtomicU64::new(1);
@@ -325,14 +325,17 @@ pub async fn store_conformance(store: &dyn Store) {
     store_orders(store).await;
     store_controls(store).await;
     store_payment_unit_of_work(store).await;
+    store_challenges(store).await;
 }
 
 /// The checks that need a store no one else uses while they run (they purge records by time
-/// and drain the audit outbox): [`store_purge`] and [`store_audit_outbox`]. Run after, not
+/// and drain the audit outbox): [`store_purge`], [`store_audit_outbox`] and
+/// [`store_challenge_purge`]. Run after, not
 /// beside, [`store_conformance`].
 pub async fn store_conformance_exclusive(store: &dyn Store) {
     store_purge(store).await;
     store_audit_outbox(store).await;
+    store_challenge_purge(store).await;
 }
 
 mod attempts;

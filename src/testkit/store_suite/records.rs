@@ -228,3 +228,122 @@ pub async fn store_confirmations_and_snapshots(store: &dyn Store) {
         "store rule confirmations: none for another buyer"
     );
 }
+
+/// Single use of 402 challenge ids: the first use of an id is `First`; the same credential
+/// again is `SameCredential` (a retry of one payment), another credential `Used`; ids are
+/// independent; concurrent first uses of one id give exactly one `First`; a purge at the
+/// expiry deletes the record (and only expired ones).
+pub async fn store_challenges(store: &dyn Store) {
+    let rule = "store_challenges";
+    let id = format!("ch-{}", tag());
+    let digest = |s: &str| {
+        use sha2::Digest as _;
+        ContentDigest::from_bytes(sha2::Sha256::digest(s.as_bytes()).into())
+    };
+    let use_ = |id: &str, cred: &str, secs: i64| ChallengeUse {
+        challenge_id: id.to_owned(),
+        credential: digest(cred),
+        expires_at: t(secs),
+    };
+    let first = store.consume_challenge(&use_(&id, "a", 300)).await;
+    assert_eq!(
+        first.ok(),
+        Some(ChallengeConsumed::First),
+        "{rule}: first use"
+    );
+    let again = store.consume_challenge(&use_(&id, "a", 300)).await;
+    assert_eq!(
+        again.ok(),
+        Some(ChallengeConsumed::SameCredential),
+        "{rule}: same credential"
+    );
+    let other = store.consume_challenge(&use_(&id, "b", 300)).await;
+    assert_eq!(
+        other.ok(),
+        Some(ChallengeConsumed::Used),
+        "{rule}: another credential"
+    );
+    let second = format!("{id}-2");
+    let fresh = store.consume_challenge(&use_(&second, "b", 300)).await;
+    assert_eq!(
+        fresh.ok(),
+        Some(ChallengeConsumed::First),
+        "{rule}: ids are independent"
+    );
+
+    // Concurrent first uses of one id, each with its own credential: exactly one First.
+    let racy = format!("{id}-race");
+    let creds: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
+    let uses: Vec<ChallengeUse> = creds.iter().map(|c| use_(&racy, c, 300)).collect();
+    let results = futures_join_all(uses.iter().map(|u| store.consume_challenge(u))).await;
+    let firsts = results
+        .iter()
+        .filter(|r| matches!(r, Ok(ChallengeConsumed::First)))
+        .count();
+    assert_eq!(firsts, 1, "{rule}: concurrent first uses: {results:?}");
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Ok(ChallengeConsumed::First | ChallengeConsumed::Used))),
+        "{rule}: concurrent first uses: {results:?}"
+    );
+}
+
+/// Purging challenge records: those expired at `now` go, later ones stay. Needs a store no one
+/// else purges concurrently (it is part of [`store_conformance_exclusive`]).
+pub async fn store_challenge_purge(store: &dyn Store) {
+    let rule = "store_challenge_purge";
+    let id = format!("chp-{}", tag());
+    let d = ContentDigest::from_bytes([7; 32]);
+    let mk = |suffix: &str, secs: i64| ChallengeUse {
+        challenge_id: format!("{id}-{suffix}"),
+        credential: d,
+        expires_at: t(secs),
+    };
+    for u in [mk("old", 10), mk("new", 1_000)] {
+        assert_eq!(
+            store.consume_challenge(&u).await.ok(),
+            Some(ChallengeConsumed::First),
+            "{rule}"
+        );
+    }
+    let purged = store.purge_challenges(t(10)).await.expect("purge");
+    assert!(purged >= 1, "{rule}: the expired record is purged");
+    // The expired id is free again; the live one is still used.
+    assert_eq!(
+        store.consume_challenge(&mk("old", 10)).await.ok(),
+        Some(ChallengeConsumed::First),
+        "{rule}: purged"
+    );
+    assert_eq!(
+        store.consume_challenge(&mk("new", 1_000)).await.ok(),
+        Some(ChallengeConsumed::SameCredential),
+        "{rule}: kept"
+    );
+}
+
+/// Polls every future to completion, concurrently on the current task.
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut pending: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for (i, f) in pending.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => all = false,
+                }
+            }
+        }
+        if all {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}

@@ -1,0 +1,29 @@
+//! HTTP 402 payment protocols, on the agent's side and the seller's.
+//!
+//! Two open specifications define how a server answers 402 with what a call costs and how a
+//! client pays: the Machine Payments Protocol's `Payment` HTTP authentication scheme
+//! ([`mpp`], feature `mpp`) and x402 v2 ([`x402`], feature `x402`). Both leave client-side
+//! budget management out of scope; here no offer is paid unless a mandate allows it. These
+//! modules are thin codecs: they read and write the wire forms and state an offer in mandate
+//! terms ([`ChargeOffer`]: merchant, money, resource, expiry) and as a one-line cart snapshot,
+//! so the decision, the hold, the audit trail and dispute evidence work as for any checkout.
+//!
+//! What they do not do: convert between currencies or assets (an on-chain asset is payable only
+//! when the host registered it in an [`AssetRegistry`], with its decimals), sign blockchain
+//! transactions, or talk to an x402 facilitator.
+
+mod asset;
+mod b64;
+mod charge;
+mod error;
+#[cfg(feature = "mpp")]
+pub mod mpp;
+#[cfg(feature = "x402")]
+pub mod x402;
+
+pub use asset::{
+    asset_base_units, base_units, money_from_base_units, AssetRegistry, RegisteredAsset,
+    MAX_ASSET_DECIMALS,
+};
+pub use charge::{resource_sku, ChargeContext, ChargeOffer, Protocol, RESOURCE_SKU_PREFIX};
+pub use error::{OfferError, WireError};

@@ -1,0 +1,192 @@
+//! The agent's side of a 402 exchange over HTTP: send, and on `402` with `Payment` challenges
+//! decide, pay, and send again with the credential; the answer comes back with its receipt.
+//!
+//! The deciding and paying is a [`Payer`] (the engine-backed one is
+//! [`EnginePayer`](super::EnginePayer)): nothing is paid unless it allows the offer.
+
+use std::sync::Arc;
+
+use reqwest::header::{HeaderMap, AUTHORIZATION, WWW_AUTHENTICATE};
+
+use super::challenge::Challenge;
+use super::credential::Receipt;
+use super::digest::digest_matches;
+use super::payer::{PayError, Payer};
+use crate::ports::Clock;
+use crate::protocols::error::{OfferError, WireError};
+
+/// The `Payment-Receipt` header.
+pub const PAYMENT_RECEIPT: &str = "payment-receipt";
+
+/// Why a paid request failed. Nothing was paid unless the variant says so.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The HTTP exchange failed (connection, timeout): the message only.
+    #[error("http: {0}")]
+    Http(String),
+    /// The request's body cannot be sent twice (a stream): it cannot be paid for.
+    #[error("the request body is a stream and cannot be sent again after payment")]
+    BodyNotReplayable,
+    /// The 402 answer cannot be read.
+    #[error("402 answer: {0}")]
+    Wire(#[from] WireError),
+    /// No challenge of the 402 answer is payable (or none was given); why for each.
+    #[error("no payable challenge among {}", refused.len())]
+    NoPayableChallenge {
+        /// Why each challenge was refused.
+        refused: Vec<OfferError>,
+    },
+    /// The challenge binds a body digest the request's body does not have.
+    #[error("the challenge's digest does not match the request body")]
+    DigestMismatch,
+    /// The payer did not pay.
+    #[error(transparent)]
+    Pay(#[from] PayError),
+    /// The server refused the credential (a second 402 or another failure status): paid,
+    /// possibly, and not served. `problem` is its problem details body, if any.
+    #[error("the server refused the credential: status {status}")]
+    Rejected {
+        /// The status.
+        status: u16,
+        /// The problem details body (at most 4 KiB of it).
+        problem: Option<String>,
+    },
+}
+
+/// A served answer, with the receipt of the payment made for it.
+#[derive(Debug)]
+pub struct PaidResponse {
+    /// Status.
+    pub status: u16,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: Vec<u8>,
+    /// The receipt (`Payment-Receipt`), when a payment was made and the server sent one.
+    pub receipt: Option<Receipt>,
+    /// The challenge paid, if any.
+    pub challenge_id: Option<String>,
+}
+
+/// A `reqwest` client that pays 402 `Payment` challenges through a [`Payer`].
+///
+/// The seller's origin is the merchant the mandate is checked against: the challenge's realm
+/// is the merchant id, and the resource URL is the line of the cart snapshot.
+#[derive(Debug, Clone)]
+pub struct PaidClient {
+    http: reqwest::Client,
+    payer: Arc<dyn Payer>,
+    clock: Arc<dyn Clock>,
+}
+
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
+impl PaidClient {
+    /// A client sending with `http`, paying through `payer`, reading time from `clock`.
+    pub fn new(http: reqwest::Client, payer: Arc<dyn Payer>, clock: Arc<dyn Clock>) -> PaidClient {
+        PaidClient { http, payer, clock }
+    }
+
+    /// Sends `request`; on a 402 with payable challenges, pays the first one the payer can
+    /// state in mandate terms (in the server's order) and sends the request again with the
+    /// credential.
+    pub async fn send(&self, request: reqwest::Request) -> Result<PaidResponse, ClientError> {
+        let retry = request.try_clone().ok_or(ClientError::BodyNotReplayable)?;
+        let body: Vec<u8> = request
+            .body()
+            .and_then(|b| b.as_bytes())
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
+        let url = request.url().to_string();
+        let first = self.http.execute(request).await.map_err(http)?;
+        if first.status().as_u16() != 402 {
+            return finish(first, None).await;
+        }
+        let values: Vec<String> = first
+            .headers()
+            .get_all(WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect();
+        let parsed = Challenge::parse_all(values.iter().map(String::as_str))?;
+        let now = self.clock.now();
+        let methods = self.payer.methods();
+        let methods: Vec<&str> = methods.iter().map(String::as_str).collect();
+        let mut refused = Vec::new();
+        let mut chosen = None;
+        for c in parsed {
+            match c {
+                Err(e) => refused.push(OfferError::Wire(e)),
+                Ok(c) => match c.offer(&methods, self.payer.assets(), &url, now) {
+                    Ok(offer) => {
+                        chosen = Some((c, offer));
+                        break;
+                    }
+                    Err(e) => refused.push(e),
+                },
+            }
+        }
+        let Some((challenge, offer)) = chosen else {
+            return Err(ClientError::NoPayableChallenge { refused });
+        };
+        if let Some(d) = challenge.digest() {
+            if !digest_matches(d, &body)? {
+                return Err(ClientError::DigestMismatch);
+            }
+        }
+        let credential = self.payer.pay(&challenge, &offer).await?;
+        let mut retry = retry;
+        let value = credential.to_header()?;
+        let value =
+            reqwest::header::HeaderValue::from_str(&value).map_err(|_| WireError::Invalid {
+                field: "Authorization",
+                reason: "not a header value",
+            })?;
+        retry.headers_mut().insert(AUTHORIZATION, value);
+        let second = self.http.execute(retry).await.map_err(http)?;
+        if !second.status().is_success() {
+            let status = second.status().as_u16();
+            let problem = second
+                .text()
+                .await
+                .ok()
+                .map(|t| t.chars().take(4096).collect());
+            return Err(ClientError::Rejected { status, problem });
+        }
+        finish(second, Some(challenge.id().to_owned())).await
+    }
+}
+
+fn http(e: reqwest::Error) -> ClientError {
+    // Without the URL: it may carry query parameters the caller considers private.
+    ClientError::Http(e.without_url().to_string())
+}
+
+async fn finish(
+    resp: reqwest::Response,
+    challenge_id: Option<String>,
+) -> Result<PaidResponse, ClientError> {
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let receipt = match (&challenge_id, headers.get(PAYMENT_RECEIPT)) {
+        (Some(_), Some(v)) => Some(Receipt::parse(v.to_str().map_err(|_| {
+            WireError::Invalid {
+                field: "Payment-Receipt",
+                reason: "not ASCII",
+            }
+        })?)?),
+        _ => None,
+    };
+    let bytes = resp.bytes().await.map_err(http)?;
+    if bytes.len() > MAX_BODY {
+        return Err(ClientError::Http("answer body above 16 MiB".into()));
+    }
+    Ok(PaidResponse {
+        status,
+        headers,
+        body: bytes.to_vec(),
+        receipt,
+        challenge_id,
+    })
+}

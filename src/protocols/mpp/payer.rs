@@ -1,0 +1,492 @@
+//! The agent pays a challenge only when its mandate allows it: [`EnginePayer`] runs every
+//! payment through the engine (decision, budget hold, attempt, audit), with a
+//! [`ResponderProvider`] as the engine's payment provider, which issues the credential (a
+//! shared payment token for the Stripe method) through a [`ChallengeResponder`] within the
+//! [`Grant`] of the challenge.
+//!
+//! The idempotency key of a payment is derived from the challenge (realm and id), and the cart
+//! snapshot of a challenge is made once: paying the same challenge again is a replay of the
+//! engine command (one payment, the same credential), never a second charge.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use async_trait::async_trait;
+use sha2::{Digest as _, Sha256};
+
+use super::challenge::Challenge;
+use super::credential::{Credential, Payload};
+use super::respond::{ChallengeResponder, Grant, IssuedToken, ResponderError};
+use crate::domain::{
+    Actor, AttemptStatus, AuthorityDecision, BlockerCode, BuyerId, CartSnapshot, CheckoutId,
+    CheckoutState, CredentialRef, IdempotencyKey, Mandate, MandateId, Money, PaymentAction,
+    PaymentRequest, Principal, ProviderRef, ProviderReport, ProviderStatus, SnapshotId,
+};
+use crate::engine::{Engine, ExecutePayment, PaymentOutcome};
+use crate::ports::{
+    AuthorizeRequest, CaptureRequest, Lookup, PaymentProvider, ProviderError, RefundRequest,
+    VoidRequest,
+};
+use crate::protocols::asset::AssetRegistry;
+use crate::protocols::charge::{ChargeContext, ChargeOffer};
+use crate::protocols::error::OfferError;
+
+/// Why a payer did not pay.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum PayError {
+    /// The mandate does not allow it: the decision, with every blocker.
+    #[error("refused by the mandate: {codes:?}")]
+    Refused {
+        /// The blocker codes.
+        codes: Vec<BlockerCode>,
+        /// The decision.
+        decision: Box<AuthorityDecision>,
+    },
+    /// The offer cannot be stated in mandate terms.
+    #[error(transparent)]
+    Offer(#[from] OfferError),
+    /// The payment did not complete (declined, ambiguous, or the credential was not issued).
+    #[error("payment not completed: {reason}")]
+    NotPaid {
+        /// Why (no secret material).
+        reason: String,
+    },
+}
+
+/// Decides and pays one challenge.
+#[async_trait]
+pub trait Payer: Send + Sync + fmt::Debug {
+    /// The payment methods it pays with.
+    fn methods(&self) -> Vec<String>;
+
+    /// The on-chain assets the host registered.
+    fn assets(&self) -> &AssetRegistry;
+
+    /// Decides `offer` (read from `challenge`) under the mandate and, when allowed, pays it:
+    /// the credential to send. Paying the same challenge again is a replay: the same
+    /// credential, no second payment.
+    async fn pay(&self, challenge: &Challenge, offer: &ChargeOffer)
+        -> Result<Credential, PayError>;
+}
+
+/// What the payer and its provider share about each challenge being paid: the challenge, its
+/// grant and cart snapshot (made once), and the tokens issued (by reference).
+#[derive(Default)]
+pub struct GrantBook {
+    inner: Mutex<Book>,
+}
+
+#[derive(Default)]
+struct Book {
+    by_challenge: HashMap<String, (Challenge, Grant, CartSnapshot)>,
+    by_snapshot: HashMap<SnapshotId, String>,
+    tokens: HashMap<String, (IssuedToken, Money)>,
+    by_key: HashMap<String, String>,
+}
+
+impl fmt::Debug for GrantBook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.lock().by_challenge.len();
+        write!(f, "GrantBook({n} challenges)")
+    }
+}
+
+/// The most challenges a book remembers (the oldest half is dropped past it).
+const MAX_BOOK: usize = 100_000;
+
+impl GrantBook {
+    /// An empty book.
+    pub fn new() -> GrantBook {
+        GrantBook::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Book> {
+        // A poisoned lock only means another thread panicked while holding it; the maps stay
+        // consistent (every update is a single insert).
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn entry(
+        &self,
+        challenge: &Challenge,
+        make: impl FnOnce() -> Result<(Grant, CartSnapshot), OfferError>,
+    ) -> Result<(Grant, CartSnapshot), OfferError> {
+        let key = book_key(challenge);
+        if let Some((_, g, s)) = self.lock().by_challenge.get(&key) {
+            return Ok((g.clone(), s.clone()));
+        }
+        let (grant, snapshot) = make()?;
+        let mut b = self.lock();
+        if b.by_challenge.len() >= MAX_BOOK {
+            b.by_challenge.clear();
+            b.by_snapshot.clear();
+        }
+        let entry =
+            b.by_challenge
+                .entry(key.clone())
+                .or_insert((challenge.clone(), grant, snapshot));
+        let out = (entry.1.clone(), entry.2.clone());
+        b.by_snapshot.insert(out.1.id(), key);
+        Ok(out)
+    }
+
+    fn for_snapshot(&self, id: &SnapshotId) -> Option<(Challenge, Grant)> {
+        let b = self.lock();
+        let key = b.by_snapshot.get(id)?;
+        b.by_challenge
+            .get(key)
+            .map(|(c, g, _)| (c.clone(), g.clone()))
+    }
+
+    fn token(&self, reference: &str) -> Option<IssuedToken> {
+        self.lock().tokens.get(reference).map(|(t, _)| t.clone())
+    }
+}
+
+fn book_key(c: &Challenge) -> String {
+    format!("{}\n{}", c.realm(), c.id())
+}
+
+/// The engine's payment provider on the agent's side: an authorization issues the credential
+/// for the challenge of the snapshot (through the responder, within its grant), captured at
+/// once (the grant is spent authority). Capture, void and refund are refused: a token handed
+/// to a seller is not taken back here; a refund is the seller's.
+#[derive(Debug)]
+pub struct ResponderProvider {
+    responder: Arc<dyn ChallengeResponder>,
+    book: Arc<GrantBook>,
+}
+
+impl ResponderProvider {
+    /// A provider issuing through `responder`, for the challenges in `book`.
+    pub fn new(responder: Arc<dyn ChallengeResponder>, book: Arc<GrantBook>) -> ResponderProvider {
+        ResponderProvider { responder, book }
+    }
+}
+
+fn report(reference: &str, amount: Money) -> Result<ProviderReport, ProviderError> {
+    Ok(ProviderReport {
+        reference: Some(
+            ProviderRef::new(reference).map_err(|e| ProviderError::Invalid {
+                message: e.to_string(),
+            })?,
+        ),
+        status: ProviderStatus::Captured,
+        authorized: amount,
+        captured: amount,
+        refunded: Money::zero(amount.currency()),
+        decline_code: None,
+    })
+}
+
+#[async_trait]
+impl PaymentProvider for ResponderProvider {
+    fn deadline(&self) -> StdDuration {
+        StdDuration::from_secs(10)
+    }
+
+    async fn authorize(&self, request: &AuthorizeRequest) -> Result<ProviderReport, ProviderError> {
+        let Some((challenge, grant)) = self.book.for_snapshot(&request.snapshot_id) else {
+            return Err(ProviderError::Invalid {
+                message: "no challenge grant for this snapshot: nothing is issued without one"
+                    .into(),
+            });
+        };
+        if request.amount != grant.max_amount {
+            return Err(ProviderError::Invalid {
+                message: "the amount differs from the challenge's grant".into(),
+            });
+        }
+        let token = self
+            .responder
+            .respond(&challenge, &grant)
+            .await
+            .map_err(|e| match e {
+                ResponderError::Transient { reason } => ProviderError::Transient {
+                    message: reason,
+                    retry_after: None,
+                },
+                other => ProviderError::Invalid {
+                    message: other.to_string(),
+                },
+            })?;
+        {
+            let mut b = self.book.lock();
+            b.tokens
+                .insert(token.reference.clone(), (token.clone(), request.amount));
+            b.by_key
+                .insert(request.key.as_str().to_owned(), token.reference.clone());
+        }
+        report(&token.reference, request.amount)
+    }
+
+    async fn capture(&self, _: &CaptureRequest) -> Result<ProviderReport, ProviderError> {
+        Err(ProviderError::Invalid {
+            message: "a challenge grant is captured when issued".into(),
+        })
+    }
+
+    async fn void(&self, _: &VoidRequest) -> Result<ProviderReport, ProviderError> {
+        Err(ProviderError::Invalid {
+            message: "a token handed to a seller cannot be voided here".into(),
+        })
+    }
+
+    async fn refund(&self, _: &RefundRequest) -> Result<ProviderReport, ProviderError> {
+        Err(ProviderError::Invalid {
+            message: "refunds of a 402 payment are the seller's".into(),
+        })
+    }
+
+    async fn lookup(&self, lookup: &Lookup) -> Result<Option<ProviderReport>, ProviderError> {
+        let b = self.book.lock();
+        let reference = match lookup {
+            Lookup::Reference(r) => Some(r.as_str().to_owned()),
+            Lookup::Key(k) | Lookup::KeySubmitted { key: k, .. } => {
+                b.by_key.get(k.as_str()).cloned()
+            }
+        };
+        match reference.and_then(|r| b.tokens.get(&r)) {
+            Some((token, amount)) => report(&token.reference, *amount).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The first 16 hex digits of the SHA-256 of `s`.
+pub(crate) fn short(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))[..16].to_owned()
+}
+
+/// Who pays, under which mandate, with which credential.
+#[derive(Debug, Clone)]
+pub struct PayerIdentity {
+    /// The authenticated principal the host runs the agent as.
+    pub principal: Principal,
+    /// The mandate's actor (the agent).
+    pub actor: Actor,
+    /// The buyer.
+    pub buyer_id: BuyerId,
+    /// The mandate paid under.
+    pub mandate_id: MandateId,
+    /// The mandate's expiry (no grant outlives it).
+    pub mandate_expires: chrono::DateTime<chrono::Utc>,
+    /// The buyer's payment credential in the vault, behind the issued tokens.
+    pub credential: CredentialRef,
+}
+
+impl PayerIdentity {
+    /// The identity of `mandate`'s actor, paying with `credential`.
+    pub fn of(principal: Principal, mandate: &Mandate, credential: CredentialRef) -> PayerIdentity {
+        let spec = mandate.spec();
+        PayerIdentity {
+            principal,
+            actor: spec.actor.clone(),
+            buyer_id: spec.buyer_id.clone(),
+            mandate_id: spec.id.clone(),
+            mandate_expires: spec.scope.validity.expires_at,
+            credential,
+        }
+    }
+}
+
+/// A [`Payer`] that decides and pays every challenge through the engine.
+#[derive(Debug, Clone)]
+pub struct EnginePayer {
+    engine: Engine,
+    who: PayerIdentity,
+    context: ChargeContext,
+    assets: AssetRegistry,
+    book: Arc<GrantBook>,
+    method: String,
+}
+
+impl EnginePayer {
+    /// A payer for `method` (the responder's), running `engine` (whose payment provider is a
+    /// [`ResponderProvider`] sharing `book`).
+    pub fn new(
+        engine: Engine,
+        who: PayerIdentity,
+        context: ChargeContext,
+        assets: AssetRegistry,
+        book: Arc<GrantBook>,
+        method: &str,
+    ) -> EnginePayer {
+        EnginePayer {
+            engine,
+            who,
+            context,
+            assets,
+            book,
+            method: method.to_owned(),
+        }
+    }
+
+    /// The idempotency key of paying `challenge`: `mpp-pay-` and 48 hex digits of the SHA-256
+    /// of its realm and id.
+    pub fn key_for(challenge: &Challenge) -> Result<IdempotencyKey, OfferError> {
+        let h = hex::encode(Sha256::digest(book_key(challenge).as_bytes()));
+        IdempotencyKey::new(format!("mpp-pay-{}", &h[..48])).map_err(|e| OfferError::Invalid {
+            field: "id",
+            reason: e.to_string(),
+        })
+    }
+}
+
+#[async_trait]
+impl Payer for EnginePayer {
+    fn methods(&self) -> Vec<String> {
+        vec![self.method.clone()]
+    }
+
+    fn assets(&self) -> &AssetRegistry {
+        &self.assets
+    }
+
+    async fn pay(
+        &self,
+        challenge: &Challenge,
+        offer: &ChargeOffer,
+    ) -> Result<Credential, PayError> {
+        let now = self.engine.ports().clock.now();
+        let (_, snapshot) = self.book.entry(challenge, || {
+            let snapshot = offer.cart(&self.context, now)?;
+            Ok((
+                Grant::for_offer(challenge, offer, self.who.mandate_expires),
+                snapshot,
+            ))
+        })?;
+        let checkout_id =
+            CheckoutId::new(format!("402-{}", short(&book_key(challenge)))).map_err(|e| {
+                OfferError::Invalid {
+                    field: "id",
+                    reason: e.to_string(),
+                }
+            })?;
+        let command = ExecutePayment {
+            key: EnginePayer::key_for(challenge)?,
+            request: PaymentRequest {
+                actor: self.who.actor.clone(),
+                buyer_id: self.who.buyer_id.clone(),
+                mandate_id: self.who.mandate_id.clone(),
+                action: PaymentAction::Authorize,
+                merchant_id: offer.merchant_id.clone(),
+                snapshot_id: snapshot.id(),
+                amount: offer.amount,
+                urgency: None,
+            },
+            checkout: CheckoutState::Valid {
+                checkout_id,
+                snapshot_id: snapshot.id(),
+            },
+            snapshot,
+            credential: self.who.credential.clone(),
+            capture: true,
+        };
+        let outcome = self
+            .engine
+            .execute_payment(&self.who.principal, &command)
+            .await
+            .map_err(|e| PayError::NotPaid {
+                reason: e.to_string(),
+            })?;
+        let attempt = match outcome {
+            PaymentOutcome::Refused(decision) => {
+                return Err(PayError::Refused {
+                    codes: decision.codes(),
+                    decision: Box::new(decision),
+                })
+            }
+            PaymentOutcome::Done { attempt, .. } | PaymentOutcome::Replayed { attempt } => attempt,
+        };
+        if attempt.status != AttemptStatus::Captured {
+            return Err(PayError::NotPaid {
+                reason: format!("attempt {} is {:?}", attempt.id, attempt.status),
+            });
+        }
+        let token = attempt
+            .provider_ref
+            .as_ref()
+            .and_then(|r| self.book.token(r.as_str()))
+            .ok_or_else(|| PayError::NotPaid {
+                reason: "the issued token is not known to this process".into(),
+            })?;
+        Ok(Credential::new(challenge, token.payload, None))
+    }
+}
+
+/// A [`ChallengeResponder`] for tests and local runs: issues `tok-...` references and a
+/// payload `{"spt": <token>}` where the token is a value the seller's PSP accepts (with
+/// localstripe, a payment method id such as `pm_card_visa`, since localstripe has no shared
+/// payment tokens). Records every grant, and answers the same challenge with the same token.
+#[derive(Debug)]
+pub struct FixedTokenResponder {
+    method: String,
+    token: String,
+    grants: Mutex<Vec<Grant>>,
+    issued: Mutex<HashMap<String, IssuedToken>>,
+}
+
+impl FixedTokenResponder {
+    /// A responder for `method` handing out `token`.
+    pub fn new(method: &str, token: &str) -> FixedTokenResponder {
+        FixedTokenResponder {
+            method: method.into(),
+            token: token.into(),
+            grants: Mutex::new(Vec::new()),
+            issued: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Every grant asked for, in order.
+    pub fn grants(&self) -> Vec<Grant> {
+        self.grants
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+#[async_trait]
+impl ChallengeResponder for FixedTokenResponder {
+    fn method(&self) -> &str {
+        &self.method
+    }
+
+    async fn respond(
+        &self,
+        challenge: &Challenge,
+        grant: &Grant,
+    ) -> Result<IssuedToken, ResponderError> {
+        if challenge.method() != self.method {
+            return Err(ResponderError::Method {
+                method: challenge.method().to_owned(),
+            });
+        }
+        self.grants
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(grant.clone());
+        let mut issued = self
+            .issued
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let token = issued
+            .entry(challenge.id().to_owned())
+            .or_insert_with(|| {
+                let mut m = serde_json::Map::new();
+                m.insert("spt".into(), self.token.clone().into());
+                IssuedToken {
+                    reference: format!("tok-{}", short(challenge.id())),
+                    payload: Payload::new(m),
+                }
+            })
+            .clone();
+        Ok(token)
+    }
+}
