@@ -341,6 +341,9 @@ async fn grants_are_never_wider_than_challenge_and_mandate() {
     assert_eq!(g.expires_at, examples::now() + Duration::minutes(2));
     assert_eq!(g.network_id.as_deref(), Some("profile_seller"));
     assert_eq!(g.challenge_id, c.id());
+    // I10: the token never shows in Debug output.
+    assert!(!format!("{:?}", a.responder).contains("pm_card_visa"));
+    assert!(!format!("{:?}", a.payer).contains("pm_card_visa"));
 }
 
 struct Seller {

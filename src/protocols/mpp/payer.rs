@@ -424,12 +424,21 @@ impl Payer for EnginePayer {
 /// payload `{"spt": <token>}` where the token is a value the seller's PSP accepts (with
 /// localstripe, a payment method id such as `pm_card_visa`, since localstripe has no shared
 /// payment tokens). Records every grant, and answers the same challenge with the same token.
-#[derive(Debug)]
+/// `Debug` never shows the token.
 pub struct FixedTokenResponder {
     method: String,
     token: String,
     grants: Mutex<Vec<Grant>>,
     issued: Mutex<HashMap<String, IssuedToken>>,
+}
+
+impl fmt::Debug for FixedTokenResponder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FixedTokenResponder")
+            .field("method", &self.method)
+            .field("token", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 impl FixedTokenResponder {
