@@ -14,9 +14,9 @@ use agent_mandate::domain::{
 };
 use agent_mandate::ports::{
     AttemptChange, AuditError, AuditReceipt, AuditSink, Begin, CredentialVault, Fence, HoldError,
-    HoldRecord, HoldRequest, IdempotencyScope, InsertOrder, NewCredential, RefundPolicy,
-    ResolvedCredential, StagedEvent, Store, StoreError, StoreOutcome, StoredCredential,
-    StoredResult, VaultError, Write, Written,
+    HoldRecord, HoldRequest, IdempotencyScope, InputsQuery, InsertOrder, NewCredential,
+    OpenPayment, Opened, PaymentInputs, RefundPolicy, ResolvedCredential, StagedEvent, Store,
+    StoreError, StoreOutcome, StoredCredential, StoredResult, VaultError, Write, Written,
 };
 
 use super::exec::yield_point;
@@ -116,6 +116,14 @@ impl Store for YieldingStore {
     async fn change_attempt(&self, change: &AttemptChange<'_>) -> Result<(), StoreError> {
         yield_point("store.change_attempt").await;
         self.0.change_attempt(change).await
+    }
+    async fn payment_inputs(&self, q: &InputsQuery<'_>) -> Result<PaymentInputs, StoreError> {
+        yield_point("store.payment_inputs").await;
+        self.0.payment_inputs(q).await
+    }
+    async fn open_payment(&self, open: &OpenPayment<'_>) -> Result<Opened, HoldError> {
+        yield_point("store.open_payment").await;
+        self.0.open_payment(open).await
     }
     async fn attempts_in(
         &self,
