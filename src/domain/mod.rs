@@ -33,9 +33,11 @@ pub use audit::{
     chain_hash, verify_chain, AuditEvent, AuditHash, AuditKind, ChainBreak, ChainFault,
     ChainedEvent, HoldAction, LimitKind, Party,
 };
-pub use canonical::{json_fingerprint, ContentDigest, IntentHash, RequestDigest, SnapshotId};
 #[cfg(any(feature = "mpp", feature = "x402"))]
-pub(crate) use canonical::{parse_time, write_json_value};
+#[cfg(feature = "mpp")]
+pub(crate) use canonical::parse_time;
+pub(crate) use canonical::write_json_value;
+pub use canonical::{json_fingerprint, ContentDigest, IntentHash, RequestDigest, SnapshotId};
 pub use checkout::{CheckoutState, UpstreamBlocker};
 pub use confirmation::{Confirmation, ConfirmationScope};
 pub use decision::{

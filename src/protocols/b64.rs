@@ -6,6 +6,7 @@
 //! where it is required), white space, and non-zero trailing bits, so two encodings of the same
 //! bytes never both verify.
 
+#![cfg_attr(not(feature = "mpp"), allow(dead_code))]
 use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
