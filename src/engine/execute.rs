@@ -421,14 +421,7 @@ impl Engine {
                 Some(a) => a,
                 None => {
                     // Created already validated: one write, both states on the audit trail.
-                    let fresh = PaymentAttempt::new(
-                        attempt_id.clone(),
-                        req.clone(),
-                        command.credential.clone(),
-                        command.checkout.checkout_id().clone(),
-                        command.capture,
-                        now,
-                    );
+                    let fresh = fresh_attempt(command, &attempt_id, now);
                     let validated = fresh.apply(&AttemptEvent::Validate, now)?;
                     events.push(super::transition_event(&fresh, &validated, "validate", now));
                     self.write(Write::InsertAttempt(&validated), &mut events)
@@ -921,4 +914,20 @@ fn key_owner(actor: &crate::domain::Actor) -> crate::domain::ActorId {
         ActorKind::Human => crate::domain::ActorId::derived(format!("human:{}", actor.id)),
         ActorKind::System => crate::domain::ActorId::derived(format!("system:{}", actor.id)),
     }
+}
+
+/// The attempt an execute command makes, before its decision is recorded.
+pub(super) fn fresh_attempt(
+    command: &ExecutePayment,
+    attempt_id: &AttemptId,
+    now: DateTime<Utc>,
+) -> PaymentAttempt {
+    PaymentAttempt::new(
+        attempt_id.clone(),
+        command.request.clone(),
+        command.credential.clone(),
+        command.checkout.checkout_id().clone(),
+        command.capture,
+        now,
+    )
 }

@@ -18,7 +18,7 @@ use super::execute::{decision_event, Context};
 use super::{transition_event, Engine, Finish};
 use crate::domain::{
     ActorKind, AttemptEvent, AttemptId, AuditEvent, AuditKind, ContentDigest, HoldAction,
-    PaymentAction, PaymentAttempt, Principal,
+    PaymentAction, Principal,
 };
 use crate::ports::{
     Completion, HoldError, HoldRequest, IdempotencyScope, InputsQuery, OpenPayment, Opened,
@@ -71,14 +71,7 @@ impl Engine {
         if !decision.is_allowed() {
             return Ok(None);
         }
-        let fresh = PaymentAttempt::new(
-            attempt_id.clone(),
-            req.clone(),
-            command.credential.clone(),
-            command.checkout.checkout_id().clone(),
-            command.capture,
-            now,
-        );
+        let fresh = super::execute::fresh_attempt(command, attempt_id, now);
         let validated = fresh.apply(&AttemptEvent::Validate, now)?;
         // The submission time is read now, and the PSP is called right after the open
         // transaction, only while the call can end inside the command's lease (I13).
