@@ -168,6 +168,8 @@ impl<'de, V: Visitor<'de>, const DEEP: bool> Visitor<'de> for Wrap<V, DEEP> {
         visit_u32(u32);
         visit_u64(u64);
         visit_u128(u128);
+        // Floats are only passed through to the wrapped visitor, which decides: no domain type
+        // accepts a JSON number as money (amounts are decimal strings), so none is read here.
         visit_f32(f32);
         visit_f64(f64);
         visit_char(char);
