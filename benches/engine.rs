@@ -58,10 +58,7 @@ fn world() -> (Engine, ExecutePayment) {
     spec.scope.budgets.windows[0].max_count = None;
     ready(engine.create_mandate(
         &buyer_p(),
-        &CreateMandate {
-            key: "create".parse().expect("key"),
-            spec,
-        },
+        &CreateMandate::new("create".parse().expect("key"), spec),
     ))
     .expect("mandate");
     let card = ready(engine.store_credential(
@@ -86,14 +83,13 @@ fn world() -> (Engine, ExecutePayment) {
     .value
     .reference;
     let snapshot = examples::travel_backpack_snapshot();
-    let template = ExecutePayment {
-        key: "k".parse().expect("key"),
-        request: examples::authorize_request(&snapshot),
-        checkout: examples::valid_checkout(snapshot.id()),
-        snapshot,
-        credential: card,
-        capture: false,
-    };
+    let template = ExecutePayment::new(
+        "k".parse().expect("key"),
+        examples::authorize_request(&snapshot),
+        snapshot.clone(),
+        examples::valid_checkout(snapshot.id()),
+        card,
+    );
     (engine, template)
 }
 

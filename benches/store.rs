@@ -1,5 +1,5 @@
 //! One hot budget on the durable stores: payments per second with 1, 2 and 8 concurrent
-//! workers, each beside the raw-SQL ceiling measured in the same run (tracker issue 4).
+//! workers, each beside the raw-SQL ceiling measured in the same run.
 //!
 //! For each backend (SQLite, WAL, `synchronous=FULL` and `NORMAL`; PostgreSQL when
 //! `DATABASE_URL` is set) and each worker count:
@@ -239,14 +239,14 @@ fn card() -> NewCredential {
 
 fn execute_command(card: &CredentialRef, key: String) -> ExecutePayment {
     let snapshot = examples::travel_backpack_snapshot();
-    ExecutePayment {
-        key: key.parse().expect("key"),
-        request: examples::authorize_request(&snapshot),
-        checkout: examples::valid_checkout(snapshot.id()),
-        snapshot,
-        credential: card.clone(),
-        capture: true,
-    }
+    ExecutePayment::new(
+        key.parse().expect("key"),
+        examples::authorize_request(&snapshot),
+        snapshot.clone(),
+        examples::valid_checkout(snapshot.id()),
+        card.clone(),
+    )
+    .with_capture(true)
 }
 
 /// The vault with the agent's card and the fake PSP on it, shared by every engine of a run.
@@ -541,10 +541,7 @@ fn sqlite_engine_run(path: &Path, sync: Synchronous, workers: usize, t: &Timing)
     let mandate = rt
         .block_on(engine.create_mandate(
             &buyer_p(),
-            &CreateMandate {
-                key: "create".parse().expect("key"),
-                spec: capped_spec(BIG_CAP_MINOR),
-            },
+            &CreateMandate::new("create".parse().expect("key"), capped_spec(BIG_CAP_MINOR)),
         ))
         .expect("mandate")
         .value;
@@ -598,10 +595,7 @@ fn sqlite_engine_shared_run(path: &Path, sync: Synchronous, workers: usize, t: &
     let mandate = rt
         .block_on(engine.create_mandate(
             &buyer_p(),
-            &CreateMandate {
-                key: "create".parse().expect("key"),
-                spec: capped_spec(BIG_CAP_MINOR),
-            },
+            &CreateMandate::new("create".parse().expect("key"), capped_spec(BIG_CAP_MINOR)),
         ))
         .expect("mandate")
         .value;
@@ -879,10 +873,7 @@ fn pg_engine_run(pg: &Pg, schema: &str, workers: usize, t: &Timing) -> Cell {
         let mandate = engine
             .create_mandate(
                 &buyer_p(),
-                &CreateMandate {
-                    key: "create".parse().expect("key"),
-                    spec: capped_spec(BIG_CAP_MINOR),
-                },
+                &CreateMandate::new("create".parse().expect("key"), capped_spec(BIG_CAP_MINOR)),
             )
             .await
             .expect("mandate")

@@ -129,9 +129,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mandate = agent_engine
         .create_mandate(
             &Principal::Buyer(buyer.clone()),
-            &CreateMandate {
-                key: "paid-api-mandate".parse()?,
-                spec: MandateSpec {
+            &CreateMandate::new(
+                "paid-api-mandate".parse()?,
+                MandateSpec {
                     id: "mandate_paid_api".parse()?,
                     buyer_id: buyer.clone(),
                     actor: agent.clone(),
@@ -179,7 +179,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     lifecycle: Lifecycle::new(MandateStatus::Active, start - Duration::hours(1)),
                     evidence_refs: Vec::new(),
                 },
-            },
+            ),
         )
         .await?
         .value;

@@ -72,7 +72,7 @@ async fn create_mandate(
 ) -> Result<Response, ApiError> {
     let recorded = app
         .engine
-        .create_mandate(&by, &CreateMandate { key, spec })
+        .create_mandate(&by, &CreateMandate::new(key, spec))
         .await?;
     let status = if recorded.replay {
         StatusCode::OK
@@ -99,14 +99,14 @@ async fn execute_payment(
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     Json(body): Json<PayBody>,
 ) -> Result<Response, ApiError> {
-    let command = ExecutePayment {
+    let command = ExecutePayment::new(
         key,
-        request: body.request,
-        snapshot: body.snapshot,
-        checkout: body.checkout,
-        credential: body.credential,
-        capture: body.capture,
-    };
+        body.request,
+        body.snapshot,
+        body.checkout,
+        body.credential,
+    )
+    .with_capture(body.capture);
     Ok(payment_response(
         &app.engine.execute_payment(&by, &command).await?,
     ))
@@ -126,11 +126,7 @@ async fn capture(
     Path(attempt_id): Path<AttemptId>,
     Json(body): Json<AmountBody>,
 ) -> Result<Response, ApiError> {
-    let command = CapturePayment {
-        key,
-        attempt_id,
-        amount: body.amount,
-    };
+    let command = CapturePayment::new(key, attempt_id).with_amount(body.amount);
     Ok(payment_response(&app.engine.capture(&by, &command).await?))
 }
 
@@ -141,11 +137,7 @@ async fn refund(
     Path(attempt_id): Path<AttemptId>,
     Json(body): Json<AmountBody>,
 ) -> Result<Response, ApiError> {
-    let command = RefundPayment {
-        key,
-        attempt_id,
-        amount: body.amount,
-    };
+    let command = RefundPayment::new(key, attempt_id).with_amount(body.amount);
     Ok(payment_response(&app.engine.refund(&by, &command).await?))
 }
 
@@ -156,11 +148,7 @@ async fn commit_order(
     Path(attempt_id): Path<AttemptId>,
     Json(checkout): Json<CheckoutState>,
 ) -> Result<Response, ApiError> {
-    let command = CommitOrder {
-        key,
-        attempt_id,
-        checkout,
-    };
+    let command = CommitOrder::new(key, attempt_id, checkout);
     Ok(order_response(
         &app.engine.commit_order(&by, &command).await?,
     ))

@@ -128,10 +128,10 @@ async fn pay(doc: EvaluationDocument) -> Result<(), Box<dyn std::error::Error>> 
     engine
         .create_mandate(
             &buyer,
-            &CreateMandate {
-                key: "mandate-001-create".parse()?,
-                spec: examples::travel_backpack_mandate().spec().clone(),
-            },
+            &CreateMandate::new(
+                "mandate-001-create".parse()?,
+                examples::travel_backpack_mandate().spec().clone(),
+            ),
         )
         .await?;
     let card = engine
@@ -170,14 +170,13 @@ async fn pay(doc: EvaluationDocument) -> Result<(), Box<dyn std::error::Error>> 
     let outcome = engine
         .execute_payment(
             &agent,
-            &ExecutePayment {
-                key: "agent-123-backpack-1".parse()?,
-                request: doc.request.clone(),
-                snapshot: doc.snapshot.clone(),
-                checkout: doc.checkout.clone(),
-                credential: card.reference.clone(),
-                capture: false,
-            },
+            &ExecutePayment::new(
+                "agent-123-backpack-1".parse()?,
+                doc.request.clone(),
+                doc.snapshot.clone(),
+                doc.checkout.clone(),
+                card.reference.clone(),
+            ),
         )
         .await?;
     let replayed = outcome.is_replay();
@@ -202,11 +201,7 @@ async fn pay(doc: EvaluationDocument) -> Result<(), Box<dyn std::error::Error>> 
     let captured = engine
         .capture(
             &agent,
-            &CapturePayment {
-                key: "agent-123-backpack-1-capture".parse()?,
-                attempt_id: attempt.id.clone(),
-                amount: None,
-            },
+            &CapturePayment::new("agent-123-backpack-1-capture".parse()?, attempt.id.clone()),
         )
         .await?;
     let captured = captured.attempt().ok_or("the capture was refused")?;
@@ -214,11 +209,11 @@ async fn pay(doc: EvaluationDocument) -> Result<(), Box<dyn std::error::Error>> 
     let order = engine
         .commit_order(
             &agent,
-            &CommitOrder {
-                key: "agent-123-backpack-1-order".parse()?,
-                attempt_id: attempt.id.clone(),
-                checkout: doc.checkout.clone(),
-            },
+            &CommitOrder::new(
+                "agent-123-backpack-1-order".parse()?,
+                attempt.id.clone(),
+                doc.checkout.clone(),
+            ),
         )
         .await?;
     let (OrderOutcome::Committed { order, .. } | OrderOutcome::Existing { order }) = order else {

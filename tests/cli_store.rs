@@ -48,10 +48,10 @@ async fn pay_once(path: &Path) -> String {
     engine
         .create_mandate(
             &buyer_p(),
-            &CreateMandate {
-                key: "create-1".parse().expect("key"),
-                spec: examples::travel_backpack_mandate().spec().clone(),
-            },
+            &CreateMandate::new(
+                "create-1".parse().expect("key"),
+                examples::travel_backpack_mandate().spec().clone(),
+            ),
         )
         .await
         .expect("mandate");
@@ -69,14 +69,13 @@ async fn pay_once(path: &Path) -> String {
     let outcome = engine
         .execute_payment(
             &agent_p(),
-            &ExecutePayment {
-                key: "pay-1".parse().expect("key"),
-                request: examples::authorize_request(&snapshot),
-                checkout: examples::valid_checkout(snapshot.id()),
-                snapshot,
-                credential: card,
-                capture: false,
-            },
+            &ExecutePayment::new(
+                "pay-1".parse().expect("key"),
+                examples::authorize_request(&snapshot),
+                snapshot.clone(),
+                examples::valid_checkout(snapshot.id()),
+                card,
+            ),
         )
         .await
         .expect("pay");

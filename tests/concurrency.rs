@@ -198,13 +198,7 @@ async fn setup() -> Setup {
     let mut root = tight(backpack_spec(true));
     root.id = id("mandate_root");
     let root = engine
-        .create_mandate(
-            &buyer_p(),
-            &CreateMandate {
-                key: key("create-root"),
-                spec: root,
-            },
-        )
+        .create_mandate(&buyer_p(), &CreateMandate::new(key("create-root"), root))
         .await
         .expect("root created by a human")
         .value;
@@ -215,13 +209,7 @@ async fn setup() -> Setup {
     child.parent_id = Some(root.id().clone());
     child.actor = sub_agent();
     let child = engine
-        .derive_mandate(
-            &agent_p(),
-            &DeriveMandate {
-                key: key("derive-child"),
-                spec: child,
-            },
-        )
+        .derive_mandate(&agent_p(), &DeriveMandate::new(key("derive-child"), child))
         .await
         .expect("child derived by the root's agent")
         .value;
@@ -233,10 +221,7 @@ async fn setup() -> Setup {
     let grandchild = engine
         .derive_mandate(
             &who(&sub_agent()),
-            &DeriveMandate {
-                key: key("derive-leaf"),
-                spec: grandchild,
-            },
+            &DeriveMandate::new(key("derive-leaf"), grandchild),
         )
         .await
         .expect("grandchild derived by the child's agent")
@@ -279,14 +264,14 @@ impl Setup {
         let mut request = examples::authorize_request(&snapshot);
         request.actor = leaf_agent();
         request.mandate_id = id("mandate_leaf");
-        ExecutePayment {
-            key: key(&payment_key(t, i)),
+        ExecutePayment::new(
+            key(&payment_key(t, i)),
             request,
-            checkout: examples::valid_checkout(snapshot.id()),
-            snapshot,
-            credential: self.credential.clone(),
-            capture: i.is_multiple_of(5),
-        }
+            snapshot.clone(),
+            examples::valid_checkout(snapshot.id()),
+            self.credential.clone(),
+        )
+        .with_capture(i.is_multiple_of(5))
     }
 }
 
@@ -382,11 +367,7 @@ async fn refund_all(engine: &Engine, a: &PaymentAttempt) {
     let out = engine
         .refund(
             &who(&leaf_agent()),
-            &RefundPayment {
-                key: key(&format!("refund-{}", a.id)),
-                attempt_id: a.id.clone(),
-                amount: None,
-            },
+            &RefundPayment::new(key(&format!("refund-{}", a.id)), a.id.clone()),
         )
         .await;
     finished(out, "refund", &a.id, AttemptStatus::Refunded);
@@ -401,10 +382,7 @@ async fn release(engine: &Engine, attempt_id: &AttemptId, n: usize) -> bool {
             let out = engine
                 .void(
                     &who(&leaf_agent()),
-                    &VoidPayment {
-                        key: key(&format!("void-{}", a.id)),
-                        attempt_id: a.id.clone(),
-                    },
+                    &VoidPayment::new(key(&format!("void-{}", a.id)), a.id.clone()),
                 )
                 .await;
             finished(out, "void", &a.id, AttemptStatus::Cancelled);
@@ -414,11 +392,7 @@ async fn release(engine: &Engine, attempt_id: &AttemptId, n: usize) -> bool {
             let out = engine
                 .capture(
                     &who(&leaf_agent()),
-                    &CapturePayment {
-                        key: key(&format!("capture-{}", a.id)),
-                        attempt_id: a.id.clone(),
-                        amount: None,
-                    },
+                    &CapturePayment::new(key(&format!("capture-{}", a.id)), a.id.clone()),
                 )
                 .await;
             let captured = finished(out, "capture", &a.id, AttemptStatus::Captured);
@@ -489,6 +463,7 @@ async fn run_thread(s: &Setup, t: usize, pair: &tokio::sync::Barrier, shared: &S
                 tally.in_flight += 1;
                 false
             }
+            Ok(other) => panic!("payment {t}/{i}: unexpected outcome {other:?}"),
             Err(e) => panic!("payment {t}/{i} ({}): {e}", cmd.key),
         };
         if is_shared(i) {

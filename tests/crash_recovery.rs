@@ -381,30 +381,25 @@ async fn the_card(vault: &dyn CredentialVault) -> CredentialRef {
 
 fn execute(k: &str, credential: CredentialRef) -> agent_mandate::engine::ExecutePayment {
     let snapshot = examples::travel_backpack_snapshot();
-    agent_mandate::engine::ExecutePayment {
-        key: key(k),
-        request: examples::authorize_request(&snapshot),
-        checkout: examples::valid_checkout(snapshot.id()),
-        snapshot,
+    agent_mandate::engine::ExecutePayment::new(
+        key(k),
+        examples::authorize_request(&snapshot),
+        snapshot.clone(),
+        examples::valid_checkout(snapshot.id()),
         credential,
-        capture: false,
-    }
+    )
 }
 
 fn capture(k: &str, attempt: &AttemptId) -> CapturePayment {
-    CapturePayment {
-        key: key(k),
-        attempt_id: attempt.clone(),
-        amount: None,
-    }
+    CapturePayment::new(key(k), attempt.clone())
 }
 
 fn commit(k: &str, attempt: &AttemptId) -> CommitOrder {
-    CommitOrder {
-        key: key(k),
-        attempt_id: attempt.clone(),
-        checkout: examples::valid_checkout(examples::travel_backpack_snapshot().id()),
-    }
+    CommitOrder::new(
+        key(k),
+        attempt.clone(),
+        examples::valid_checkout(examples::travel_backpack_snapshot().id()),
+    )
 }
 
 /// One payment as a client runs it: execute, capture, commit the order.
@@ -458,10 +453,7 @@ async fn child() {
     engine
         .create_mandate(
             &buyer_p(),
-            &CreateMandate {
-                key: key("create-mandate-001"),
-                spec: backpack_spec(true),
-            },
+            &CreateMandate::new(key("create-mandate-001"), backpack_spec(true)),
         )
         .await
         .expect("mandate");

@@ -75,22 +75,21 @@ async fn engine_for(backend: &Backend, path: &Path, shared: &Shared) -> Engine {
 
 fn execute(k: &str, credential: &agent_mandate::domain::CredentialRef) -> ExecutePayment {
     let snapshot = examples::travel_backpack_snapshot();
-    ExecutePayment {
-        key: key(k),
-        request: examples::authorize_request(&snapshot),
-        checkout: examples::valid_checkout(snapshot.id()),
-        snapshot,
-        credential: credential.clone(),
-        capture: false,
-    }
+    ExecutePayment::new(
+        key(k),
+        examples::authorize_request(&snapshot),
+        snapshot.clone(),
+        examples::valid_checkout(snapshot.id()),
+        credential.clone(),
+    )
 }
 
 fn commit(k: &str, attempt: &AttemptId) -> CommitOrder {
-    CommitOrder {
-        key: key(k),
-        attempt_id: attempt.clone(),
-        checkout: examples::valid_checkout(examples::travel_backpack_snapshot().id()),
-    }
+    CommitOrder::new(
+        key(k),
+        attempt.clone(),
+        examples::valid_checkout(examples::travel_backpack_snapshot().id()),
+    )
 }
 
 /// One worker's payments.
@@ -120,6 +119,7 @@ async fn worker(
         let attempt = match out {
             PaymentOutcome::Refused(_) => continue,
             PaymentOutcome::Done { attempt, .. } | PaymentOutcome::Replayed { attempt } => attempt,
+            other => panic!("worker {w} payment {i}: unexpected outcome {other:?}"),
         };
         if attempt.status != AttemptStatus::Authorized {
             continue;
@@ -189,10 +189,7 @@ async fn run(backend: Backend, dir: PathBuf) {
     let mandate: Mandate = setup
         .create_mandate(
             &buyer_p(),
-            &CreateMandate {
-                key: key("create-mandate-001"),
-                spec,
-            },
+            &CreateMandate::new(key("create-mandate-001"), spec),
         )
         .await
         .expect("mandate")

@@ -1,4 +1,4 @@
-//! The engine end to end on the memory adapters and the fault-injecting PSP: the seed 003
+//! The engine end to end on the memory adapters and the fault-injecting PSP: the scenario-table
 //! rows that need an engine (provider timeout, retries with the same key, a retry with another
 //! snapshot, an order that fails after authorization), and a negative test for every command.
 #![cfg(feature = "testkit")]
@@ -70,11 +70,11 @@ async fn the_story_authorize_capture_commit_and_dispute_evidence() {
         .engine
         .commit_order(
             &agent_p(),
-            &CommitOrder {
-                key: key("order-1"),
-                attempt_id: a.id.clone(),
-                checkout: examples::valid_checkout(w.snapshot.id()),
-            },
+            &CommitOrder::new(
+                key("order-1"),
+                a.id.clone(),
+                examples::valid_checkout(w.snapshot.id()),
+            ),
         )
         .await
         .unwrap();
@@ -88,11 +88,11 @@ async fn the_story_authorize_capture_commit_and_dispute_evidence() {
         .engine
         .commit_order(
             &agent_p(),
-            &CommitOrder {
-                key: key("order-2"),
-                attempt_id: a.id.clone(),
-                checkout: examples::valid_checkout(w.snapshot.id()),
-            },
+            &CommitOrder::new(
+                key("order-2"),
+                a.id.clone(),
+                examples::valid_checkout(w.snapshot.id()),
+            ),
         )
         .await
         .unwrap();
@@ -116,7 +116,7 @@ async fn the_story_authorize_capture_commit_and_dispute_evidence() {
     assert!(evidence.audit_segment.len() >= 5);
 }
 
-/// Seed 003: provider timeout -> ambiguous, hold kept (I5); reconcile resolves it.
+/// Scenario: provider timeout -> ambiguous, hold kept (I5); reconcile resolves it.
 #[tokio::test]
 async fn provider_timeout_after_the_effect_is_ambiguous_and_keeps_the_hold() {
     let w = world().await;
@@ -182,7 +182,7 @@ async fn provider_timeout_before_the_effect_reconciles_to_failed_and_releases() 
     assert_eq!(w.usage().await.held, eur("0.00"));
 }
 
-/// Seed 003: retry with the same key -> the existing attempt, no second PSP call (I3).
+/// Scenario: retry with the same key -> the existing attempt, no second PSP call (I3).
 #[tokio::test]
 async fn retry_with_the_same_key_returns_the_attempt_without_a_second_psp_call() {
     let w = world().await;
@@ -226,7 +226,7 @@ async fn retry_of_an_ambiguous_attempt_with_the_same_key_makes_no_second_authori
     assert_eq!(w.psp.calls(Op::Authorize), 1);
 }
 
-/// Seed 003: a retry with another snapshot under the same key -> conflict, nothing executed.
+/// Scenario: a retry with another snapshot under the same key -> conflict, nothing executed.
 #[tokio::test]
 async fn retry_with_another_snapshot_under_the_same_key_is_a_conflict() {
     let w = world().await;
@@ -322,7 +322,7 @@ async fn same_key_while_in_flight_is_refused_with_a_retry_hint() {
     assert_eq!(w.psp.calls(Op::Authorize), 0);
 }
 
-/// Seed 003: authorized, then the order commitment fails -> no order, recovery recorded.
+/// Scenario: authorized, then the order commitment fails -> no order, recovery recorded.
 #[tokio::test]
 async fn order_refused_after_authorization_voids_and_records_the_recovery() {
     let w = world().await;
@@ -336,11 +336,7 @@ async fn order_refused_after_authorization_voids_and_records_the_recovery() {
         .engine
         .commit_order(
             &agent_p(),
-            &CommitOrder {
-                key: key("order-1"),
-                attempt_id: a.id.clone(),
-                checkout: examples::invalid_checkout(),
-            },
+            &CommitOrder::new(key("order-1"), a.id.clone(), examples::invalid_checkout()),
         )
         .await
         .unwrap();
@@ -379,11 +375,11 @@ async fn order_refused_after_authorization_voids_and_records_the_recovery() {
         .engine
         .commit_order(
             &agent_p(),
-            &CommitOrder {
-                key: key("order-2"),
-                attempt_id: a.id.clone(),
-                checkout: examples::valid_checkout(w.snapshot.id()),
-            },
+            &CommitOrder::new(
+                key("order-2"),
+                a.id.clone(),
+                examples::valid_checkout(w.snapshot.id()),
+            ),
         )
         .await;
     assert!(matches!(
@@ -405,11 +401,7 @@ async fn order_refused_after_capture_refunds() {
         .engine
         .commit_order(
             &agent_p(),
-            &CommitOrder {
-                key: key("order-1"),
-                attempt_id: a.id.clone(),
-                checkout: examples::invalid_checkout(),
-            },
+            &CommitOrder::new(key("order-1"), a.id.clone(), examples::invalid_checkout()),
         )
         .await
         .unwrap();
@@ -438,11 +430,11 @@ async fn order_is_refused_from_states_without_money() {
         .engine
         .commit_order(
             &agent_p(),
-            &CommitOrder {
-                key: key("order-1"),
-                attempt_id: a.id.clone(),
-                checkout: examples::valid_checkout(w.snapshot.id()),
-            },
+            &CommitOrder::new(
+                key("order-1"),
+                a.id.clone(),
+                examples::valid_checkout(w.snapshot.id()),
+            ),
         )
         .await
         .unwrap_err();
@@ -648,12 +640,12 @@ async fn three_blocked_requests_in_a_row_suspend_the_actor_until_resumed() {
     assert!(d.has(BlockerCode::ActorSuspended));
     // Neither the agent nor the buyer can lift an actor's suspension (it reaches every buyer
     // the agent works for); an operator can.
-    let resume = SetSuspension {
-        key: key("resume-1"),
-        party: Party::Actor(examples::agent().id),
-        suspended: false,
-        reason: "false alarm".parse().unwrap(),
-    };
+    let resume = SetSuspension::new(
+        key("resume-1"),
+        Party::Actor(examples::agent().id),
+        false,
+        "false alarm".parse().unwrap(),
+    );
     for refused in [agent_p(), buyer_p()] {
         assert!(matches!(
             w.engine.set_suspension(&refused, &resume).await,
@@ -701,12 +693,12 @@ async fn a_buyer_kill_switch_blocks_every_mandate_of_theirs() {
     w.engine
         .set_suspension(
             &buyer_p(),
-            &SetSuspension {
-                key: key("s-1"),
-                party: Party::Buyer(examples::buyer()),
-                suspended: true,
-                reason: "fraud report".parse().unwrap(),
-            },
+            &SetSuspension::new(
+                key("s-1"),
+                Party::Buyer(examples::buyer()),
+                true,
+                "fraud report".parse().unwrap(),
+            ),
         )
         .await
         .unwrap();
@@ -937,10 +929,7 @@ async fn void_needs_the_attempts_actor_or_a_human() {
         .engine
         .void(
             &who(&common::sub_agent()),
-            &VoidPayment {
-                key: key("v-1"),
-                attempt_id: a.id.clone(),
-            },
+            &VoidPayment::new(key("v-1"), a.id.clone()),
         )
         .await
         .unwrap_err();
@@ -958,10 +947,7 @@ async fn mandate_commands_refuse_what_they_must() {
         .engine
         .create_mandate(
             &agent_p(),
-            &agent_mandate::engine::CreateMandate {
-                key: key("c-2"),
-                spec,
-            },
+            &agent_mandate::engine::CreateMandate::new(key("c-2"), spec),
         )
         .await
         .unwrap_err();
@@ -974,10 +960,7 @@ async fn mandate_commands_refuse_what_they_must() {
         .engine
         .create_mandate(
             &buyer_p(),
-            &agent_mandate::engine::CreateMandate {
-                key: key("c-3"),
-                spec,
-            },
+            &agent_mandate::engine::CreateMandate::new(key("c-3"), spec),
         )
         .await
         .unwrap_err();
@@ -987,10 +970,7 @@ async fn mandate_commands_refuse_what_they_must() {
         .engine
         .create_mandate(
             &buyer_p(),
-            &agent_mandate::engine::CreateMandate {
-                key: key("c-4"),
-                spec: backpack_spec(false),
-            },
+            &agent_mandate::engine::CreateMandate::new(key("c-4"), backpack_spec(false)),
         )
         .await
         .unwrap_err();
@@ -1000,11 +980,7 @@ async fn mandate_commands_refuse_what_they_must() {
         .engine
         .change_mandate(
             &agent_p(),
-            &ChangeMandate {
-                key: key("ch-1"),
-                mandate_id: id("mandate_001"),
-                event: LifecycleEvent::Confirm,
-            },
+            &ChangeMandate::new(key("ch-1"), id("mandate_001"), LifecycleEvent::Confirm),
         )
         .await
         .unwrap_err();
@@ -1017,13 +993,7 @@ async fn mandate_commands_refuse_what_they_must() {
     child.scope.amount.max_amount = eur("200.00");
     let err = w
         .engine
-        .derive_mandate(
-            &agent_p(),
-            &DeriveMandate {
-                key: key("d-1"),
-                spec: child,
-            },
-        )
+        .derive_mandate(&agent_p(), &DeriveMandate::new(key("d-1"), child))
         .await
         .unwrap_err();
     assert!(matches!(err, EngineError::Delegation(_)), "{err}");
@@ -1047,26 +1017,14 @@ async fn revoking_a_parent_blocks_the_child_at_evaluation_time() {
     child.actor = common::sub_agent();
     let derived = w
         .engine
-        .derive_mandate(
-            &agent_p(),
-            &DeriveMandate {
-                key: key("d-1"),
-                spec: child.clone(),
-            },
-        )
+        .derive_mandate(&agent_p(), &DeriveMandate::new(key("d-1"), child.clone()))
         .await
         .unwrap();
     assert!(!derived.replay);
     // Replay of the same derive.
     assert!(
         w.engine
-            .derive_mandate(
-                &agent_p(),
-                &DeriveMandate {
-                    key: key("d-1"),
-                    spec: child
-                }
-            )
+            .derive_mandate(&agent_p(), &DeriveMandate::new(key("d-1"), child))
             .await
             .unwrap()
             .replay
@@ -1094,13 +1052,13 @@ async fn revoking_a_parent_blocks_the_child_at_evaluation_time() {
     w.engine
         .change_mandate(
             &buyer_p(),
-            &ChangeMandate {
-                key: key("rv-1"),
-                mandate_id: id("mandate_001"),
-                event: LifecycleEvent::Revoke {
+            &ChangeMandate::new(
+                key("rv-1"),
+                id("mandate_001"),
+                LifecycleEvent::Revoke {
                     reason: "buyer changed mind".parse().unwrap(),
                 },
-            },
+            ),
         )
         .await
         .unwrap();
@@ -1120,10 +1078,7 @@ async fn revoking_a_parent_blocks_the_child_at_evaluation_time() {
         .engine
         .void(
             &who(&common::sub_agent()),
-            &VoidPayment {
-                key: key("v-1"),
-                attempt_id: a.id.clone(),
-            },
+            &VoidPayment::new(key("v-1"), a.id.clone()),
         )
         .await
         .unwrap();
@@ -1149,11 +1104,7 @@ async fn pending_mandates_need_a_human_confirmation() {
         .engine
         .change_mandate(
             &buyer_p(),
-            &ChangeMandate {
-                key: key("c-1"),
-                mandate_id: id("mandate_001"),
-                event: LifecycleEvent::Confirm,
-            },
+            &ChangeMandate::new(key("c-1"), id("mandate_001"), LifecycleEvent::Confirm),
         )
         .await
         .unwrap();
@@ -1200,13 +1151,7 @@ async fn confirmations_are_recorded_only_from_humans_for_the_right_buyer() {
     };
     let err = w
         .engine
-        .record_confirmation(
-            &buyer_p(),
-            &RecordConfirmation {
-                key: key("rc-1"),
-                confirmation: c.clone(),
-            },
-        )
+        .record_confirmation(&buyer_p(), &RecordConfirmation::new(key("rc-1"), c.clone()))
         .await
         .unwrap_err();
     assert!(
@@ -1218,10 +1163,7 @@ async fn confirmations_are_recorded_only_from_humans_for_the_right_buyer() {
         .engine
         .record_confirmation(
             &agent_p(),
-            &RecordConfirmation {
-                key: key("rc-agent"),
-                confirmation: c.clone(),
-            },
+            &RecordConfirmation::new(key("rc-agent"), c.clone()),
         )
         .await
         .unwrap_err();
@@ -1229,26 +1171,14 @@ async fn confirmations_are_recorded_only_from_humans_for_the_right_buyer() {
     c.buyer_id = id("buyer_other");
     let err = w
         .engine
-        .record_confirmation(
-            &buyer_p(),
-            &RecordConfirmation {
-                key: key("rc-2"),
-                confirmation: c.clone(),
-            },
-        )
+        .record_confirmation(&buyer_p(), &RecordConfirmation::new(key("rc-2"), c.clone()))
         .await
         .unwrap_err();
     // The buyer may not confirm for another buyer.
     assert!(matches!(err, EngineError::NotPermitted { .. }), "{err:?}");
     c.buyer_id = examples::buyer();
     w.engine
-        .record_confirmation(
-            &buyer_p(),
-            &RecordConfirmation {
-                key: key("rc-3"),
-                confirmation: c.clone(),
-            },
-        )
+        .record_confirmation(&buyer_p(), &RecordConfirmation::new(key("rc-3"), c.clone()))
         .await
         .unwrap();
     assert!(audit_kinds(&w)
@@ -1277,12 +1207,12 @@ async fn evaluate_is_a_dry_run() {
         .engine
         .evaluate(
             &agent_p(),
-            &Evaluate {
-                request: cmd.request.clone(),
-                snapshot: cmd.snapshot.clone(),
-                checkout: cmd.checkout.clone(),
-                credential: Some(w.card.clone()),
-            },
+            &Evaluate::new(
+                cmd.request.clone(),
+                cmd.snapshot.clone(),
+                cmd.checkout.clone(),
+            )
+            .with_credential(w.card.clone()),
         )
         .await
         .unwrap();
@@ -1357,9 +1287,9 @@ async fn a_refused_key_is_free_to_retry_after_the_cause_is_fixed() {
     w.engine
         .record_confirmation(
             &buyer_p(),
-            &RecordConfirmation {
-                key: key("rc-1"),
-                confirmation: Confirmation {
+            &RecordConfirmation::new(
+                key("rc-1"),
+                Confirmation {
                     id: id("conf_1"),
                     buyer_id: examples::buyer(),
                     confirmed_by: common::human(),
@@ -1373,7 +1303,7 @@ async fn a_refused_key_is_free_to_retry_after_the_cause_is_fixed() {
                     },
                     channel_ref: id("push:device_42"),
                 },
-            },
+            ),
         )
         .await
         .unwrap();
@@ -1406,11 +1336,11 @@ async fn after_the_snapshot_expires_capture_settles_but_no_order_is_committed() 
         .engine
         .commit_order(
             &agent_p(),
-            &CommitOrder {
-                key: key("order-1"),
-                attempt_id: a.id.clone(),
-                checkout: examples::valid_checkout(w.snapshot.id()),
-            },
+            &CommitOrder::new(
+                key("order-1"),
+                a.id.clone(),
+                examples::valid_checkout(w.snapshot.id()),
+            ),
         )
         .await
         .unwrap();

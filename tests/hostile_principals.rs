@@ -103,10 +103,7 @@ async fn mallory_sets_up(w: &World, actor: &Actor) -> agent_mandate::domain::Cre
     w.engine
         .create_mandate(
             &mallory(),
-            &CreateMandate {
-                key: key("mallory-create"),
-                spec: mallory_spec(actor.clone()),
-            },
+            &CreateMandate::new(key("mallory-create"), mallory_spec(actor.clone())),
         )
         .await
         .expect("Mallory may create her own mandate");
@@ -132,31 +129,30 @@ fn mallory_pays(
     request.actor = actor.clone();
     request.buyer_id = id("buyer_mallory");
     request.mandate_id = id(mandate);
-    ExecutePayment {
-        key: key(k),
+    ExecutePayment::new(
+        key(k),
         request,
-        snapshot: w.snapshot.clone(),
-        checkout: examples::valid_checkout(w.snapshot.id()),
-        credential: card.clone(),
-        capture: false,
-    }
+        w.snapshot.clone(),
+        examples::valid_checkout(w.snapshot.id()),
+        card.clone(),
+    )
 }
 
 fn suspension(k: &str, party: Party, suspended: bool) -> SetSuspension {
-    SetSuspension {
-        key: key(k),
+    SetSuspension::new(
+        key(k),
         party,
         suspended,
-        reason: "fraud investigation 77".parse().expect("text"),
-    }
+        "fraud investigation 77".parse().expect("text"),
+    )
 }
 
 fn commit(k: &str, w: &World, a: &PaymentAttempt) -> CommitOrder {
-    CommitOrder {
-        key: key(k),
-        attempt_id: a.id.clone(),
-        checkout: examples::valid_checkout(w.snapshot.id()),
-    }
+    CommitOrder::new(
+        key(k),
+        a.id.clone(),
+        examples::valid_checkout(w.snapshot.id()),
+    )
 }
 
 // ======================================================================================
@@ -315,15 +311,15 @@ async fn evaluate_does_not_reveal_another_buyers_mandate() {
     w.engine
         .change_mandate(
             &buyer_p(),
-            &ChangeMandate {
-                key: key("revoke"),
-                mandate_id: w.mandate.id().clone(),
-                event: LifecycleEvent::Revoke {
+            &ChangeMandate::new(
+                key("revoke"),
+                w.mandate.id().clone(),
+                LifecycleEvent::Revoke {
                     reason: "card reported stolen, police case 77"
                         .parse()
                         .expect("text"),
                 },
-            },
+            ),
         )
         .await
         .expect("the buyer revokes");
@@ -352,12 +348,11 @@ async fn evaluate_does_not_reveal_another_buyers_mandate() {
             .engine
             .evaluate(
                 &p,
-                &Evaluate {
+                &Evaluate::new(
                     request,
-                    snapshot: w.snapshot.clone(),
-                    checkout: examples::valid_checkout(w.snapshot.id()),
-                    credential: None,
-                },
+                    w.snapshot.clone(),
+                    examples::valid_checkout(w.snapshot.id()),
+                ),
             )
             .await;
         if let Ok(d) = &r {
@@ -540,14 +535,14 @@ async fn another_buyer_cannot_squat_a_confirmation_id() {
     w.engine
         .record_confirmation(
             &mallory(),
-            &RecordConfirmation {
-                key: key("m-conf"),
-                confirmation: conf(
+            &RecordConfirmation::new(
+                key("m-conf"),
+                conf(
                     "buyer_mallory",
                     "mandate_mallory",
                     human_named_like_the_agent(),
                 ),
-            },
+            ),
         )
         .await
         .expect("Mallory confirms her own payment");
@@ -555,10 +550,10 @@ async fn another_buyer_cannot_squat_a_confirmation_id() {
         .engine
         .record_confirmation(
             &buyer_p(),
-            &RecordConfirmation {
-                key: key("b-conf"),
-                confirmation: conf("buyer_456", "mandate_001", common::human()),
-            },
+            &RecordConfirmation::new(
+                key("b-conf"),
+                conf("buyer_456", "mandate_001", common::human()),
+            ),
         )
         .await;
     if let Err(e) = &r {
@@ -582,25 +577,27 @@ async fn another_buyer_cannot_squat_a_confirmation_id() {
 #[tokio::test]
 async fn record_confirmation_is_no_mandate_existence_oracle() {
     let w = world().await;
-    let conf = |n: &str, mandate: &str| RecordConfirmation {
-        key: key(n),
-        confirmation: Confirmation {
-            id: id(&format!("conf_{n}")),
-            buyer_id: id("buyer_mallory"),
-            confirmed_by: Actor {
-                id: id("mallory_app"),
-                kind: ActorKind::Human,
+    let conf = |n: &str, mandate: &str| {
+        RecordConfirmation::new(
+            key(n),
+            Confirmation {
+                id: id(&format!("conf_{n}")),
+                buyer_id: id("buyer_mallory"),
+                confirmed_by: Actor {
+                    id: id("mallory_app"),
+                    kind: ActorKind::Human,
+                },
+                confirmed_at: examples::now(),
+                expires_at: None,
+                snapshot_id: w.snapshot.id(),
+                scope: ConfirmationScope {
+                    mandate_id: id(mandate),
+                    actions: [PaymentAction::Authorize].into_iter().collect(),
+                    max_amount: eur("144.00"),
+                },
+                channel_ref: id("push:device_666"),
             },
-            confirmed_at: examples::now(),
-            expires_at: None,
-            snapshot_id: w.snapshot.id(),
-            scope: ConfirmationScope {
-                mandate_id: id(mandate),
-                actions: [PaymentAction::Authorize].into_iter().collect(),
-                max_amount: eur("144.00"),
-            },
-            channel_ref: id("push:device_666"),
-        },
+        )
     };
     let exists = w
         .engine
@@ -720,10 +717,7 @@ async fn an_agent_cannot_carry_a_card_across_buyers_or_holders() {
     w.engine
         .create_mandate(
             &mallory(),
-            &CreateMandate {
-                key: key("mallory-create"),
-                spec: mallory_spec(examples::agent()),
-            },
+            &CreateMandate::new(key("mallory-create"), mallory_spec(examples::agent())),
         )
         .await
         .expect("created");
@@ -1010,13 +1004,7 @@ async fn an_agent_allowed_on_its_attempt_cannot_name_another() {
         kind: ActorKind::Agent,
     };
     w.engine
-        .create_mandate(
-            &buyer_p(),
-            &CreateMandate {
-                key: key("create-2"),
-                spec,
-            },
-        )
+        .create_mandate(&buyer_p(), &CreateMandate::new(key("create-2"), spec))
         .await
         .expect("created");
     let other_card = w
@@ -1078,8 +1066,8 @@ async fn an_agent_allowed_on_its_attempt_cannot_name_another() {
     assert_eq!(now.status, AttemptStatus::Authorized);
 }
 
-/// Guard: a stranger's `commit_order` never starts a recovery (issue 12, item 2 from the
-/// attacker's side): `NotPermitted`, the authorization stays at the PSP, no `order_failed` or
+/// Guard: a stranger's `commit_order` never starts a recovery (a stranger settling
+/// another buyer's payment): `NotPermitted`, the authorization stays at the PSP, no `order_failed` or
 /// `recovery` event. Also with a checkout the stranger made invalid on purpose.
 #[tokio::test]
 async fn a_strangers_commit_never_starts_a_recovery() {
@@ -1134,13 +1122,13 @@ async fn refused_commands_leave_no_trace() {
             w.engine
                 .change_mandate(
                     &m,
-                    &ChangeMandate {
-                        key: key("k"),
-                        mandate_id: w.mandate.id().clone(),
-                        event: LifecycleEvent::Revoke {
+                    &ChangeMandate::new(
+                        key("k"),
+                        w.mandate.id().clone(),
+                        LifecycleEvent::Revoke {
                             reason: "mine now".parse().unwrap(),
                         },
-                    },
+                    ),
                 )
                 .await,
         );
@@ -1166,13 +1154,7 @@ async fn refused_commands_leave_no_trace() {
         not_permitted(
             "derive",
             w.engine
-                .derive_mandate(
-                    &m,
-                    &DeriveMandate {
-                        key: key("k"),
-                        spec: child,
-                    },
-                )
+                .derive_mandate(&m, &DeriveMandate::new(key("k"), child))
                 .await,
         );
         not_permitted(
@@ -1244,10 +1226,7 @@ async fn another_buyers_confirmation_never_counts() {
         w.engine
             .record_confirmation(
                 &mallory(),
-                &RecordConfirmation {
-                    key: key("rc-1"),
-                    confirmation: conf("buyer_456"),
-                },
+                &RecordConfirmation::new(key("rc-1"), conf("buyer_456")),
             )
             .await,
     );
@@ -1255,10 +1234,7 @@ async fn another_buyers_confirmation_never_counts() {
         .engine
         .record_confirmation(
             &mallory(),
-            &RecordConfirmation {
-                key: key("rc-2"),
-                confirmation: conf("buyer_mallory"),
-            },
+            &RecordConfirmation::new(key("rc-2"), conf("buyer_mallory")),
         )
         .await;
     // Another buyer's mandate does not exist for Mallory.
@@ -1269,13 +1245,7 @@ async fn another_buyers_confirmation_never_counts() {
     not_permitted(
         "the agent",
         w.engine
-            .record_confirmation(
-                &agent_p(),
-                &RecordConfirmation {
-                    key: key("rc-3"),
-                    confirmation: c,
-                },
-            )
+            .record_confirmation(&agent_p(), &RecordConfirmation::new(key("rc-3"), c))
             .await,
     );
     let out = w
@@ -1303,25 +1273,13 @@ async fn a_child_cannot_change_buyer() {
     child.actor = human_named_like_the_agent();
     let r = w
         .engine
-        .derive_mandate(
-            &agent_p(),
-            &DeriveMandate {
-                key: key("d-1"),
-                spec: child.clone(),
-            },
-        )
+        .derive_mandate(&agent_p(), &DeriveMandate::new(key("d-1"), child.clone()))
         .await;
     assert!(matches!(r, Err(EngineError::Delegation(_))), "{r:?}");
     not_permitted(
         "Mallory",
         w.engine
-            .derive_mandate(
-                &mallory(),
-                &DeriveMandate {
-                    key: key("d-2"),
-                    spec: child,
-                },
-            )
+            .derive_mandate(&mallory(), &DeriveMandate::new(key("d-2"), child))
             .await,
     );
     assert!(w
@@ -1388,10 +1346,7 @@ async fn the_kill_switch_belongs_to_operators() {
 /// only after the revocation passed).
 #[tokio::test]
 async fn a_strangers_revoke_triggers_no_void() {
-    let config = EngineConfig {
-        void_on_revoke: true,
-        ..EngineConfig::default()
-    };
+    let config = EngineConfig::default().with_void_on_revoke(true);
     let w = world_with(config, backpack_spec(false)).await;
     let a = authorized(&w).await;
     for (n, p) in [mallory(), stranger_agent()].iter().enumerate() {
@@ -1400,13 +1355,13 @@ async fn a_strangers_revoke_triggers_no_void() {
             w.engine
                 .change_mandate(
                     p,
-                    &ChangeMandate {
-                        key: key(&format!("r-{n}")),
-                        mandate_id: w.mandate.id().clone(),
-                        event: LifecycleEvent::Revoke {
+                    &ChangeMandate::new(
+                        key(&format!("r-{n}")),
+                        w.mandate.id().clone(),
+                        LifecycleEvent::Revoke {
                             reason: "x".parse().unwrap(),
                         },
-                    },
+                    ),
                 )
                 .await,
         );
@@ -1431,13 +1386,13 @@ async fn settlement_survives_revocation_and_suspension_for_buyer_and_operator() 
     w.engine
         .change_mandate(
             &buyer_p(),
-            &ChangeMandate {
-                key: key("rv"),
-                mandate_id: w.mandate.id().clone(),
-                event: LifecycleEvent::Revoke {
+            &ChangeMandate::new(
+                key("rv"),
+                w.mandate.id().clone(),
+                LifecycleEvent::Revoke {
                     reason: "done".parse().unwrap(),
                 },
-            },
+            ),
         )
         .await
         .expect("revoked");
@@ -1472,13 +1427,13 @@ async fn mandate_and_suspension_events_name_their_principal() {
     w.engine
         .change_mandate(
             &buyer_p(),
-            &ChangeMandate {
-                key: key("rv"),
-                mandate_id: w.mandate.id().clone(),
-                event: LifecycleEvent::Revoke {
+            &ChangeMandate::new(
+                key("rv"),
+                w.mandate.id().clone(),
+                LifecycleEvent::Revoke {
                     reason: "done".parse().unwrap(),
                 },
-            },
+            ),
         )
         .await
         .expect("revoked");

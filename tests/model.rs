@@ -777,6 +777,7 @@ fn payment_out(r: &Result<PaymentOutcome, EngineError>) -> Out {
             decided: decision.is_some(),
         },
         Ok(PaymentOutcome::Replayed { attempt }) => Out::Replayed(attempt.status),
+        Ok(other) => panic!("an outcome the model does not know: {other:?}"),
         Err(e) => Out::Err(err_kind(e)),
     }
 }
@@ -2206,16 +2207,16 @@ impl Model {
                 None,
             ),
             Cmd::CreateRoot { slot, actor, caps } => {
-                let c = CreateMandate {
-                    key: self.fresh_key(),
-                    spec: spec(
+                let c = CreateMandate::new(
+                    self.fresh_key(),
+                    spec(
                         usize::from(*slot),
                         None,
                         usize::from(*actor),
                         caps,
                         root_expiry(usize::from(*slot)),
                     ),
-                };
+                );
                 (send(Sent::Create(buyer_p(), c)), None)
             }
             Cmd::Derive {
@@ -2258,16 +2259,16 @@ impl Model {
                     1 => Principal::Agent(agent(parent_actor).id),
                     _ => Principal::Agent(agent((parent_actor + 1) % AGENTS.len()).id),
                 };
-                let c = DeriveMandate {
-                    key: self.fresh_key(),
-                    spec: spec(
+                let c = DeriveMandate::new(
+                    self.fresh_key(),
+                    spec(
                         slot,
                         Some(parent_slot),
                         usize::from(*actor),
                         &caps,
                         parent_expires,
                     ),
-                };
+                );
                 (send(Sent::Derive(by, c)), None)
             }
             Cmd::Revoke { slot, any, by } => {
@@ -2284,13 +2285,13 @@ impl Model {
                     2 => Principal::Agent(agent((actor + 1) % AGENTS.len()).id),
                     _ => operator_p(),
                 };
-                let c = ChangeMandate {
-                    key: self.fresh_key(),
-                    mandate_id: mandate_id(slot),
-                    event: LifecycleEvent::Revoke {
+                let c = ChangeMandate::new(
+                    self.fresh_key(),
+                    mandate_id(slot),
+                    LifecycleEvent::Revoke {
                         reason: "model revocation".parse().expect("reason"),
                     },
-                };
+                );
                 (send(Sent::Change(by, c)), None)
             }
             Cmd::Cards { actor, revoke } => (Action::Cards(usize::from(*actor), *revoke), None),
@@ -2299,18 +2300,17 @@ impl Model {
                     i if i < AGENTS.len() => Party::Actor(agent(i).id),
                     _ => Party::Buyer(examples::buyer()),
                 };
-                let c = SetSuspension {
-                    key: self.fresh_key(),
-                    party: party.clone(),
-                    suspended: *suspended,
-                    reason: "model kill switch".parse().expect("reason"),
-                };
+                let c = SetSuspension::new(
+                    self.fresh_key(),
+                    party.clone(),
+                    *suspended,
+                    "model kill switch".parse().expect("reason"),
+                );
                 // The kill switch: an operator, or the buyer for themself.
                 let by = match &party {
                     Party::Buyer(_) if *suspended => buyer_p(),
                     _ => operator_p(),
                 };
-                let c = SetSuspension { party, ..c };
                 (send(Sent::Suspend(by, c)), None)
             }
             Cmd::Execute {
@@ -2345,14 +2345,14 @@ impl Model {
                 } else {
                     examples::valid_checkout(snapshot.id())
                 };
-                let c = ExecutePayment {
-                    key: self.fresh_key(),
+                let c = ExecutePayment::new(
+                    self.fresh_key(),
                     request,
-                    snapshot: snapshot.clone(),
+                    snapshot.clone(),
                     checkout,
-                    credential: self.card(actor).clone(),
-                    capture: *capture,
-                };
+                    self.card(actor).clone(),
+                )
+                .with_capture(*capture);
                 // The agent paying asks for itself (a wrong actor is a decision's refusal).
                 let by = Principal::Agent(agent(actor).id);
                 (send(Sent::Execute(by, c)), fault.clone())
@@ -2369,11 +2369,7 @@ impl Model {
                 let a = &self.attempts[ai];
                 let (actor, attempt_id) = (agent(a.actor), a.id.clone());
                 let amount = amount_of(*amount, a.st.authorized);
-                let c = CapturePayment {
-                    key: self.fresh_key(),
-                    attempt_id,
-                    amount,
-                };
+                let c = CapturePayment::new(self.fresh_key(), attempt_id).with_amount(amount);
                 (
                     send(Sent::Capture(Principal::Agent(actor.id), c)),
                     fault.clone(),
@@ -2393,10 +2389,7 @@ impl Model {
                 let a = &self.attempts[ai];
                 let by = asker(*by, a.actor);
                 let attempt_id = a.id.clone();
-                let c = VoidPayment {
-                    key: self.fresh_key(),
-                    attempt_id,
-                };
+                let c = VoidPayment::new(self.fresh_key(), attempt_id);
                 (send(Sent::Void(by, c)), fault.clone())
             }
             Cmd::Refund {
@@ -2417,11 +2410,7 @@ impl Model {
                 let a = &self.attempts[ai];
                 let (by, attempt_id) = (asker(*by, a.actor), a.id.clone());
                 let amount = amount_of(*amount, a.st.captured - a.st.refunded);
-                let c = RefundPayment {
-                    key: self.fresh_key(),
-                    attempt_id,
-                    amount,
-                };
+                let c = RefundPayment::new(self.fresh_key(), attempt_id).with_amount(amount);
                 (send(Sent::Refund(by, c)), fault.clone())
             }
             Cmd::Commit {
@@ -2451,11 +2440,7 @@ impl Model {
                     examples::invalid_checkout()
                 };
                 let attempt_id = a.id.clone();
-                let c = CommitOrder {
-                    key: self.fresh_key(),
-                    attempt_id,
-                    checkout,
-                };
+                let c = CommitOrder::new(self.fresh_key(), attempt_id, checkout);
                 (send(Sent::Commit(by, c)), fault.clone())
             }
             Cmd::Reconcile {
@@ -2719,6 +2704,7 @@ impl Model {
                     status: recovery.attempt.status,
                     error: recovery.error.is_some(),
                 }),
+                Ok(other) => panic!("an outcome the model does not know: {other:?}"),
                 Err(err) => Out::Err(err_kind(&err)),
             },
         }
@@ -3462,11 +3448,11 @@ async fn regression_a_stranger_commit_order_refunds_nothing() {
         .engine
         .commit_order(
             &who(&stranger),
-            &CommitOrder {
-                key: key("order-1"),
-                attempt_id: attempt.id.clone(),
-                checkout: examples::valid_checkout(w.snapshot.id()),
-            },
+            &CommitOrder::new(
+                key("order-1"),
+                attempt.id.clone(),
+                examples::valid_checkout(w.snapshot.id()),
+            ),
         )
         .await;
     assert_eq!(

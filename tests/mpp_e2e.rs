@@ -96,10 +96,7 @@ async fn agent(loop_limit: Option<LoopLimit>, spec: MandateSpec) -> Agent {
     let mandate = engine
         .create_mandate(
             &buyer_p(),
-            &CreateMandate {
-                key: key("paid-api-mandate"),
-                spec,
-            },
+            &CreateMandate::new(key("paid-api-mandate"), spec),
         )
         .await
         .unwrap()

@@ -126,11 +126,7 @@ async fn only_the_buyer_confirms_or_rejects_a_pending_mandate() {
                 .engine
                 .change_mandate(
                     &p,
-                    &ChangeMandate {
-                        key: key(&format!("c-{n}")),
-                        mandate_id: w.mandate.id().clone(),
-                        event,
-                    },
+                    &ChangeMandate::new(key(&format!("c-{n}")), w.mandate.id().clone(), event),
                 )
                 .await;
             not_permitted(who, r);
@@ -160,11 +156,11 @@ async fn only_the_buyer_confirms_or_rejects_a_pending_mandate() {
         .engine
         .change_mandate(
             &buyer_p(),
-            &ChangeMandate {
-                key: key("c-buyer"),
-                mandate_id: w.mandate.id().clone(),
-                event: LifecycleEvent::Confirm,
-            },
+            &ChangeMandate::new(
+                key("c-buyer"),
+                w.mandate.id().clone(),
+                LifecycleEvent::Confirm,
+            ),
         )
         .await
         .unwrap();
@@ -201,10 +197,7 @@ async fn only_the_buyer_records_a_confirmation_and_an_agent_cannot_pay_without_o
             .engine
             .record_confirmation(
                 &p,
-                &RecordConfirmation {
-                    key: key("rc-1"),
-                    confirmation: confirmation(&w, 1),
-                },
+                &RecordConfirmation::new(key("rc-1"), confirmation(&w, 1)),
             )
             .await;
         not_permitted(who, r);
@@ -223,13 +216,7 @@ async fn only_the_buyer_records_a_confirmation_and_an_agent_cannot_pay_without_o
     forged.confirmed_by = examples::agent();
     let err = w
         .engine
-        .record_confirmation(
-            &buyer_p(),
-            &RecordConfirmation {
-                key: key("rc-2"),
-                confirmation: forged,
-            },
-        )
+        .record_confirmation(&buyer_p(), &RecordConfirmation::new(key("rc-2"), forged))
         .await
         .unwrap_err();
     assert!(
@@ -242,22 +229,13 @@ async fn only_the_buyer_records_a_confirmation_and_an_agent_cannot_pay_without_o
     not_permitted(
         "buyer for another buyer",
         w.engine
-            .record_confirmation(
-                &buyer_p(),
-                &RecordConfirmation {
-                    key: key("rc-3"),
-                    confirmation: theirs,
-                },
-            )
+            .record_confirmation(&buyer_p(), &RecordConfirmation::new(key("rc-3"), theirs))
             .await,
     );
     w.engine
         .record_confirmation(
             &buyer_p(),
-            &RecordConfirmation {
-                key: key("rc-4"),
-                confirmation: confirmation(&w, 4),
-            },
+            &RecordConfirmation::new(key("rc-4"), confirmation(&w, 4)),
         )
         .await
         .unwrap();
@@ -286,10 +264,7 @@ async fn only_the_parents_actor_or_buyer_derives() {
             .engine
             .derive_mandate(
                 &p,
-                &DeriveMandate {
-                    key: key(&format!("d-{n}")),
-                    spec: child(n as u32),
-                },
+                &DeriveMandate::new(key(&format!("d-{n}")), child(n as u32)),
             )
             .await;
         if p == agent_p() || p == buyer_p() {
@@ -348,11 +323,11 @@ async fn follow_ups_are_for_the_actor_the_buyer_and_operators_and_capture_for_th
             .engine
             .commit_order(
                 &p,
-                &CommitOrder {
-                    key: key("o-1"),
-                    attempt_id: a.id.clone(),
-                    checkout: examples::valid_checkout(w.snapshot.id()),
-                },
+                &CommitOrder::new(
+                    key("o-1"),
+                    a.id.clone(),
+                    examples::valid_checkout(w.snapshot.id()),
+                ),
             )
             .await;
         if settles {
@@ -422,12 +397,8 @@ async fn only_the_requests_actor_executes_a_payment() {
     assert!(w.usage().await.held.is_zero(), "nothing held");
     // Evaluate (a dry run) is also for the actor, the buyer and operators.
     let cmd = w.execute("eval");
-    let eval = Evaluate {
-        request: cmd.request,
-        snapshot: cmd.snapshot,
-        checkout: cmd.checkout,
-        credential: Some(cmd.credential),
-    };
+    let eval =
+        Evaluate::new(cmd.request, cmd.snapshot, cmd.checkout).with_credential(cmd.credential);
     for (who, p) in everyone() {
         let r = w.engine.evaluate(&p, &eval).await;
         if p == agent_p() || p == buyer_p() || p.is_operator() {
@@ -449,13 +420,7 @@ async fn mandate_creation_revocation_and_the_kill_switch_follow_the_table() {
         spec.id = id(&format!("mandate_root_{n}"));
         let r = w
             .engine
-            .create_mandate(
-                &p,
-                &CreateMandate {
-                    key: key("create-2"),
-                    spec,
-                },
-            )
+            .create_mandate(&p, &CreateMandate::new(key("create-2"), spec))
             .await;
         if p == buyer_p() || p.is_system() {
             r.unwrap_or_else(|e| panic!("{who} create: {e}"));
@@ -466,12 +431,12 @@ async fn mandate_creation_revocation_and_the_kill_switch_follow_the_table() {
             .engine
             .set_suspension(
                 &p,
-                &SetSuspension {
-                    key: key("s-1"),
-                    party: Party::Actor(examples::agent().id),
-                    suspended: true,
-                    reason: "review".parse().unwrap(),
-                },
+                &SetSuspension::new(
+                    key("s-1"),
+                    Party::Actor(examples::agent().id),
+                    true,
+                    "review".parse().unwrap(),
+                ),
             )
             .await;
         if p.is_operator() || p.is_system() {
@@ -483,12 +448,12 @@ async fn mandate_creation_revocation_and_the_kill_switch_follow_the_table() {
             .engine
             .set_suspension(
                 &p,
-                &SetSuspension {
-                    key: key("s-2"),
-                    party: Party::Buyer(examples::buyer()),
-                    suspended: true,
-                    reason: "stop everything".parse().unwrap(),
-                },
+                &SetSuspension::new(
+                    key("s-2"),
+                    Party::Buyer(examples::buyer()),
+                    true,
+                    "stop everything".parse().unwrap(),
+                ),
             )
             .await;
         if p == buyer_p() || p.is_operator() || p.is_system() {
@@ -500,13 +465,13 @@ async fn mandate_creation_revocation_and_the_kill_switch_follow_the_table() {
             .engine
             .change_mandate(
                 &p,
-                &ChangeMandate {
-                    key: key("rv-1"),
-                    mandate_id: w.mandate.id().clone(),
-                    event: LifecycleEvent::Revoke {
+                &ChangeMandate::new(
+                    key("rv-1"),
+                    w.mandate.id().clone(),
+                    LifecycleEvent::Revoke {
                         reason: "done".parse().unwrap(),
                     },
-                },
+                ),
             )
             .await;
         if p == buyer_p() || p == agent_p() || p.is_operator() || p.is_system() {

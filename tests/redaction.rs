@@ -248,11 +248,7 @@ impl Case<'_> {
             .engine
             .capture(
                 &agent_p(),
-                &CapturePayment {
-                    key: key(&format!("capture-{}", a.id)),
-                    attempt_id: a.id.clone(),
-                    amount: None,
-                },
+                &CapturePayment::new(key(&format!("capture-{}", a.id)), a.id.clone()),
             )
             .await;
         self.watch.result("capture", &out);
@@ -271,11 +267,8 @@ impl Case<'_> {
             .engine
             .refund(
                 &agent_p(),
-                &RefundPayment {
-                    key: key(&format!("refund-{}-{n}", a.id)),
-                    attempt_id: a.id.clone(),
-                    amount,
-                },
+                &RefundPayment::new(key(&format!("refund-{}-{n}", a.id)), a.id.clone())
+                    .with_amount(amount),
             )
             .await;
         self.watch.result("refund", &out);
@@ -288,10 +281,7 @@ impl Case<'_> {
             .engine
             .void(
                 &agent_p(),
-                &VoidPayment {
-                    key: key(&format!("void-{}", a.id)),
-                    attempt_id: a.id.clone(),
-                },
+                &VoidPayment::new(key(&format!("void-{}", a.id)), a.id.clone()),
             )
             .await;
         self.watch.result("void", &out);
@@ -382,12 +372,12 @@ async fn run_case(input: &Input) -> Watch {
     let decision = engine
         .evaluate(
             &agent_p(),
-            &Evaluate {
-                request: cmd.request.clone(),
-                snapshot: cmd.snapshot.clone(),
-                checkout: cmd.checkout.clone(),
-                credential: Some(stored.reference.clone()),
-            },
+            &Evaluate::new(
+                cmd.request.clone(),
+                cmd.snapshot.clone(),
+                cmd.checkout.clone(),
+            )
+            .with_credential(stored.reference.clone()),
         )
         .await
         .expect("evaluate");
@@ -419,11 +409,11 @@ async fn run_case(input: &Input) -> Watch {
     let order = engine
         .commit_order(
             &agent_p(),
-            &CommitOrder {
-                key: key("order-2"),
-                attempt_id: b.id.clone(),
-                checkout: examples::valid_checkout(w.snapshot.id()),
-            },
+            &CommitOrder::new(
+                key("order-2"),
+                b.id.clone(),
+                examples::valid_checkout(w.snapshot.id()),
+            ),
         )
         .await;
     case.watch.debug("commit order", &order);

@@ -61,13 +61,13 @@ async fn revoke(w: &World) {
     w.engine
         .change_mandate(
             &buyer_p(),
-            &ChangeMandate {
-                key: key("revoke-1"),
-                mandate_id: w.mandate.id().clone(),
-                event: LifecycleEvent::Revoke {
+            &ChangeMandate::new(
+                key("revoke-1"),
+                w.mandate.id().clone(),
+                LifecycleEvent::Revoke {
                     reason: "the buyer changed their mind".parse().unwrap(),
                 },
-            },
+            ),
         )
         .await
         .expect("revoked");
@@ -77,23 +77,19 @@ async fn suspend_agent(w: &World) {
     w.engine
         .set_suspension(
             &operator_p(),
-            &SetSuspension {
-                key: key("suspend-1"),
-                party: Party::Actor(examples::agent().id),
-                suspended: true,
-                reason: "fraud report".parse().unwrap(),
-            },
+            &SetSuspension::new(
+                key("suspend-1"),
+                Party::Actor(examples::agent().id),
+                true,
+                "fraud report".parse().unwrap(),
+            ),
         )
         .await
         .expect("suspended");
 }
 
 fn buyer_refund(k: &str, a: &PaymentAttempt, amount: Option<&str>) -> RefundPayment {
-    RefundPayment {
-        key: key(k),
-        attempt_id: a.id.clone(),
-        amount: amount.map(eur),
-    }
+    RefundPayment::new(key(k), a.id.clone()).with_amount(amount.map(eur))
 }
 
 /// Refunds part by the agent, part by an operator, the rest by the buyer; all done without a
@@ -171,11 +167,7 @@ async fn refund_still_checks_who_and_how_much() {
         .engine
         .refund(
             &who(&stranger()),
-            &RefundPayment {
-                key: key("ref-x"),
-                attempt_id: a.id.clone(),
-                amount: None,
-            },
+            &RefundPayment::new(key("ref-x"), a.id.clone()),
         )
         .await;
     assert!(
@@ -259,11 +251,7 @@ async fn capture_after_revocation_is_refused_with_a_typed_refusal() {
         .engine
         .capture(
             &buyer_p(),
-            &CapturePayment {
-                key: key("cap-buyer"),
-                attempt_id: a.id.clone(),
-                amount: None,
-            },
+            &CapturePayment::new(key("cap-buyer"), a.id.clone()),
         )
         .await;
     assert!(
@@ -274,10 +262,7 @@ async fn capture_after_revocation_is_refused_with_a_typed_refusal() {
         .engine
         .void(
             &buyer_p(),
-            &VoidPayment {
-                key: key("void-buyer"),
-                attempt_id: a.id.clone(),
-            },
+            &VoidPayment::new(key("void-buyer"), a.id.clone()),
         )
         .await
         .unwrap();
@@ -311,11 +296,11 @@ async fn the_buyer_committing_the_order_keeps_the_payment() {
             .engine
             .commit_order(
                 &buyer_p(),
-                &CommitOrder {
-                    key: key("order-buyer"),
-                    attempt_id: a.id.clone(),
-                    checkout: examples::valid_checkout(w.snapshot.id()),
-                },
+                &CommitOrder::new(
+                    key("order-buyer"),
+                    a.id.clone(),
+                    examples::valid_checkout(w.snapshot.id()),
+                ),
             )
             .await
             .unwrap();
@@ -338,11 +323,7 @@ async fn a_requester_not_permitted_never_starts_a_recovery() {
         .engine
         .commit_order(
             &who(&stranger()),
-            &CommitOrder {
-                key: key("order-x"),
-                attempt_id: a.id.clone(),
-                checkout: examples::invalid_checkout(),
-            },
+            &CommitOrder::new(key("order-x"), a.id.clone(), examples::invalid_checkout()),
         )
         .await;
     assert!(
@@ -481,10 +462,7 @@ async fn child_payment(w: &World) -> PaymentAttempt {
     w.engine
         .derive_mandate(
             &agent_p(),
-            &agent_mandate::engine::DeriveMandate {
-                key: key("d-1"),
-                spec: child,
-            },
+            &agent_mandate::engine::DeriveMandate::new(key("d-1"), child),
         )
         .await
         .expect("derived");
@@ -516,11 +494,7 @@ async fn capture_after_the_whole_chain_expired() {
         .engine
         .capture(
             &who(&common::sub_agent()),
-            &CapturePayment {
-                key: key("cap-child"),
-                attempt_id: a.id.clone(),
-                amount: None,
-            },
+            &CapturePayment::new(key("cap-child"), a.id.clone()),
         )
         .await
         .unwrap();

@@ -46,13 +46,7 @@ async fn counted_payments(store: Arc<dyn Store>, audit: Arc<dyn AuditSink>) -> V
     spec.scope.max_uses = None;
     spec.scope.amount.max_payment_attempts = None;
     engine
-        .create_mandate(
-            &buyer_p(),
-            &CreateMandate {
-                key: key("create"),
-                spec,
-            },
-        )
+        .create_mandate(&buyer_p(), &CreateMandate::new(key("create"), spec))
         .await
         .expect("mandate");
     let card = engine
@@ -72,14 +66,14 @@ async fn counted_payments(store: Arc<dyn Store>, audit: Arc<dyn AuditSink>) -> V
         let out = engine
             .execute_payment(
                 &agent_p(),
-                &ExecutePayment {
-                    key: key(&format!("pay-{i}")),
-                    request: examples::authorize_request(&snapshot),
-                    checkout: examples::valid_checkout(snapshot.id()),
-                    snapshot: snapshot.clone(),
-                    credential: card.clone(),
-                    capture: true,
-                },
+                &ExecutePayment::new(
+                    key(&format!("pay-{i}")),
+                    examples::authorize_request(&snapshot),
+                    snapshot.clone(),
+                    examples::valid_checkout(snapshot.id()),
+                    card.clone(),
+                )
+                .with_capture(true),
             )
             .await
             .expect("payment");

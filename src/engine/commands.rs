@@ -4,6 +4,24 @@
 //! [`Principal`](crate::domain::Principal) as a separate first argument, and the permission
 //! table on each method says which principals it accepts. Bodies are `Deserialize` (they may
 //! come from a request body); a principal never is.
+//!
+//! Commands and outcomes are `#[non_exhaustive]`: build a command with its `new` constructor
+//! (required fields) and its `with_*` methods (optional ones), so that a field added later is
+//! not a breaking change; match outcomes with a wildcard arm.
+//!
+//! ```
+//! use agent_mandate::domain::{AttemptId, Currency, IdempotencyKey, Money};
+//! use agent_mandate::engine::CapturePayment;
+//!
+//! let key = IdempotencyKey::new("capture-1")?;
+//! let attempt = AttemptId::new("att_1")?;
+//! let full = CapturePayment::new(key.clone(), attempt.clone());
+//! assert_eq!(full.amount, None);
+//! let eur: Currency = "EUR".parse()?;
+//! let part = CapturePayment::new(key, attempt).with_amount(Money::parse("12.50", eur)?);
+//! assert!(part.amount.is_some());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +34,7 @@ use crate::domain::{
 /// Create a root mandate, `pending_confirmation` or `active` (as its lifecycle says). Asked by
 /// the mandate's buyer or a system acting for them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CreateMandate {
     /// Idempotency key.
     pub key: IdempotencyKey,
@@ -26,6 +45,7 @@ pub struct CreateMandate {
 /// Derive a child mandate from `spec.parent_id` (attenuation enforced, I6). Asked by the
 /// parent's actor or the parent's buyer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct DeriveMandate {
     /// Idempotency key.
     pub key: IdempotencyKey,
@@ -36,6 +56,7 @@ pub struct DeriveMandate {
 /// Confirm, reject or revoke a mandate (or mark it used or expired). Confirm and reject are the
 /// buyer's alone; see [`Engine::change_mandate`](super::Engine::change_mandate) for the rest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ChangeMandate {
     /// Idempotency key.
     pub key: IdempotencyKey,
@@ -48,6 +69,7 @@ pub struct ChangeMandate {
 /// Turn the kill switch on or off for an actor or a buyer. Asked by an operator or a system (a
 /// buyer for themself).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SetSuspension {
     /// Idempotency key.
     pub key: IdempotencyKey,
@@ -61,6 +83,7 @@ pub struct SetSuspension {
 
 /// Record a buyer confirmation (bound to a snapshot and a scope). Asked by that buyer only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RecordConfirmation {
     /// Idempotency key.
     pub key: IdempotencyKey,
@@ -70,6 +93,7 @@ pub struct RecordConfirmation {
 
 /// Decide without side effects (a dry run of [`ExecutePayment`] or any other action).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Evaluate {
     /// The request.
     pub request: PaymentRequest,
@@ -84,6 +108,7 @@ pub struct Evaluate {
 
 /// Decide at execution time, hold the budget, authorize at the PSP.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ExecutePayment {
     /// Idempotency key (scoped to the request's actor, who alone may ask).
     pub key: IdempotencyKey,
@@ -103,6 +128,7 @@ pub struct ExecutePayment {
 /// Capture an authorized attempt, in full (`amount: None`) or in part. Asked by the attempt's
 /// actor only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CapturePayment {
     /// Idempotency key.
     pub key: IdempotencyKey,
@@ -115,6 +141,7 @@ pub struct CapturePayment {
 
 /// Void an authorized attempt. Asked by the attempt's actor, its buyer or an operator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct VoidPayment {
     /// Idempotency key.
     pub key: IdempotencyKey,
@@ -125,6 +152,7 @@ pub struct VoidPayment {
 /// Refund a captured attempt, in full (`amount: None`: all not yet refunded) or in part. Asked by
 /// the attempt's actor, its buyer or an operator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RefundPayment {
     /// Idempotency key.
     pub key: IdempotencyKey,
@@ -138,6 +166,7 @@ pub struct RefundPayment {
 /// Commit the order of an attempt: once per attempt, from an accepted payment state. Asked by
 /// the attempt's actor, its buyer or an operator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CommitOrder {
     /// Idempotency key.
     pub key: IdempotencyKey,
@@ -147,8 +176,150 @@ pub struct CommitOrder {
     pub checkout: CheckoutState,
 }
 
+impl CreateMandate {
+    /// A root mandate under `key`.
+    pub fn new(key: IdempotencyKey, spec: MandateSpec) -> Self {
+        CreateMandate { key, spec }
+    }
+}
+
+impl DeriveMandate {
+    /// A child mandate under `key` (`spec.parent_id` names the parent).
+    pub fn new(key: IdempotencyKey, spec: MandateSpec) -> Self {
+        DeriveMandate { key, spec }
+    }
+}
+
+impl ChangeMandate {
+    /// Applies `event` to `mandate_id` under `key`.
+    pub fn new(key: IdempotencyKey, mandate_id: MandateId, event: LifecycleEvent) -> Self {
+        ChangeMandate {
+            key,
+            mandate_id,
+            event,
+        }
+    }
+}
+
+impl SetSuspension {
+    /// Turns the kill switch of `party` on (`suspended`) or off, for `reason`.
+    pub fn new(key: IdempotencyKey, party: Party, suspended: bool, reason: Text) -> Self {
+        SetSuspension {
+            key,
+            party,
+            suspended,
+            reason,
+        }
+    }
+}
+
+impl RecordConfirmation {
+    /// Records `confirmation` under `key`.
+    pub fn new(key: IdempotencyKey, confirmation: Confirmation) -> Self {
+        RecordConfirmation { key, confirmation }
+    }
+}
+
+impl Evaluate {
+    /// A dry run of `request` for `snapshot` in `checkout`, with no credential named.
+    pub fn new(request: PaymentRequest, snapshot: CartSnapshot, checkout: CheckoutState) -> Self {
+        Evaluate {
+            request,
+            snapshot,
+            checkout,
+            credential: None,
+        }
+    }
+
+    /// Names the credential that would be presented (its status is then part of the decision).
+    pub fn with_credential(mut self, credential: impl Into<Option<CredentialRef>>) -> Self {
+        self.credential = credential.into();
+        self
+    }
+}
+
+impl ExecutePayment {
+    /// Authorizes `request` for `snapshot` with `credential` under `key` (authorization only;
+    /// see [`ExecutePayment::with_capture`]).
+    pub fn new(
+        key: IdempotencyKey,
+        request: PaymentRequest,
+        snapshot: CartSnapshot,
+        checkout: CheckoutState,
+        credential: CredentialRef,
+    ) -> Self {
+        ExecutePayment {
+            key,
+            request,
+            snapshot,
+            checkout,
+            credential,
+            capture: false,
+        }
+    }
+
+    /// Captures in the same PSP call (`true`) or only authorizes (`false`, the default).
+    pub fn with_capture(mut self, capture: bool) -> Self {
+        self.capture = capture;
+        self
+    }
+}
+
+impl CapturePayment {
+    /// Captures everything authorized on `attempt_id`.
+    pub fn new(key: IdempotencyKey, attempt_id: AttemptId) -> Self {
+        CapturePayment {
+            key,
+            attempt_id,
+            amount: None,
+        }
+    }
+
+    /// Captures `amount` only (a partial capture); `None` captures everything authorized.
+    pub fn with_amount(mut self, amount: impl Into<Option<Money>>) -> Self {
+        self.amount = amount.into();
+        self
+    }
+}
+
+impl VoidPayment {
+    /// Voids the authorization of `attempt_id`.
+    pub fn new(key: IdempotencyKey, attempt_id: AttemptId) -> Self {
+        VoidPayment { key, attempt_id }
+    }
+}
+
+impl RefundPayment {
+    /// Refunds everything captured and not yet refunded on `attempt_id`.
+    pub fn new(key: IdempotencyKey, attempt_id: AttemptId) -> Self {
+        RefundPayment {
+            key,
+            attempt_id,
+            amount: None,
+        }
+    }
+
+    /// Refunds `amount` only (a partial refund); `None` refunds all not yet refunded.
+    pub fn with_amount(mut self, amount: impl Into<Option<Money>>) -> Self {
+        self.amount = amount.into();
+        self
+    }
+}
+
+impl CommitOrder {
+    /// Commits the order of `attempt_id`, checking `checkout` once more.
+    pub fn new(key: IdempotencyKey, attempt_id: AttemptId, checkout: CheckoutState) -> Self {
+        CommitOrder {
+            key,
+            attempt_id,
+            checkout,
+        }
+    }
+}
+
 /// What a payment command did.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PaymentOutcome {
     /// The decision was not `allowed`: nothing was held, nothing sent to the PSP.
     Refused(AuthorityDecision),
@@ -196,6 +367,7 @@ impl PaymentOutcome {
 
 /// The recovery started after a failed order commitment.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Recovery {
     /// Void (authorized) or refund (captured).
     pub operation: Operation,
@@ -212,6 +384,7 @@ pub struct Recovery {
     clippy::large_enum_variant,
     reason = "returned once per order commitment; boxing would only add an allocation"
 )]
+#[non_exhaustive]
 pub enum OrderOutcome {
     /// The order was committed now.
     Committed {

@@ -47,52 +47,66 @@ pub const MIN_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// How the engine behaves. `EngineConfig::default()` is the documented default.
 ///
+/// The fields are private: a configuration is built from the default with the `with_*`
+/// methods, each of which refuses a value out of range with a [`ConfigError`] naming the
+/// field, so that a configuration the engine runs with has always been checked. The getters
+/// of the same names read it.
+///
 /// ```
+/// use std::time::Duration;
 /// use agent_mandate::engine::EngineConfig;
-/// let config = EngineConfig::default();
-/// assert_eq!(config.auto_suspend_after, Some(3));
-/// assert_eq!(config.threshold_percent, Some(80));
-/// assert!(EngineConfig::default().with_retention(std::time::Duration::from_secs(60)).is_err());
+///
+/// let config = EngineConfig::default()
+///     .with_auto_suspend_after(Some(5))?
+///     .with_lease(Duration::from_secs(90), Duration::from_secs(15))?;
+/// assert_eq!(config.auto_suspend_after(), Some(5));
+/// assert_eq!(config.threshold_percent(), Some(80));
+/// assert_eq!(config.lease(), Duration::from_secs(90));
+/// // Out of range: refused, naming the field.
+/// let err = EngineConfig::default().with_retention(Duration::from_secs(60)).unwrap_err();
+/// assert_eq!(err.field, "retention");
+/// # Ok::<(), agent_mandate::engine::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EngineConfig {
     /// Suspend an actor after this many blocked requests in a row; `None`: never. Only
     /// blocked decisions with at least one blocker in `suspend_on` count; a refusal of the
     /// atomic budget hold (a race lost for the last headroom) never counts.
-    pub auto_suspend_after: Option<u32>,
+    pub(crate) auto_suspend_after: Option<u32>,
     /// The blockers that count toward `auto_suspend_after` (default: [`DEFAULT_SUSPEND_ON`]).
-    pub suspend_on: Vec<BlockerCode>,
+    pub(crate) suspend_on: Vec<BlockerCode>,
     /// When a mandate is revoked, void the open authorizations (authorized, not captured) of
     /// attempts under it or under a mandate derived from it (default: off; the host may call
     /// [`crate::engine::Engine::void_open_authorizations`] itself). Captures of those
     /// authorizations are refused after the revocation either way.
-    pub void_on_revoke: bool,
+    pub(crate) void_on_revoke: bool,
     /// Emit a threshold event when a payment makes usage cross this share (percent) of a
     /// lifetime or window limit; `None`: never.
-    pub threshold_percent: Option<u8>,
+    pub(crate) threshold_percent: Option<u8>,
     /// How long completed idempotency records are kept (at least [`MIN_RETENTION`]).
-    pub retention: Duration,
+    pub(crate) retention: Duration,
     /// How long a command holds its idempotency key before another caller may take it over
     /// (after a crash). Must exceed the PSP's deadline by at least `deadline_margin`.
-    pub lease: Duration,
+    pub(crate) lease: Duration,
     /// The least time between the PSP's deadline and the end of a lease; also added to the
     /// PSP's deadline before a "not found" lookup may fail a submission (clock skew, a
     /// request still in the PSP's queue).
-    pub deadline_margin: Duration,
+    pub(crate) deadline_margin: Duration,
     /// Whether refunds give budget headroom back (default: they do not).
-    pub refund_policy: RefundPolicy,
+    pub(crate) refund_policy: RefundPolicy,
     /// How often a refused hold is decided again with fresh usage before giving up.
-    pub hold_retries: u8,
+    pub(crate) hold_retries: u8,
     /// The longest retry hint of an in-flight key (`EngineError::IdempotencyInFlight`): the
     /// hint is the shorter of this and what remains of the holder's lease. Most commands
     /// finish in milliseconds, so a client told to wait out a 60 s lease would wait for
     /// nothing; one that retries too early gets the same answer again. Default 1 s.
-    pub in_flight_retry_after: Duration,
+    pub(crate) in_flight_retry_after: Duration,
     /// Loop detection: at most this many payments for the same resource (the line of a
     /// one-line cart, at one merchant, under one mandate) in the window; the next is blocked
     /// with `RESOURCE_LOOP_DETECTED` and a `loop_detected` control event. Counted in this
     /// process. `None` (the default): no loop detection.
-    pub loop_limit: Option<crate::domain::LoopLimit>,
+    pub(crate) loop_limit: Option<crate::domain::LoopLimit>,
 }
 
 impl Default for EngineConfig {
@@ -124,6 +138,87 @@ pub struct ConfigError {
 }
 
 impl EngineConfig {
+    /// Suspend an actor after this many blocked requests in a row (`None`: never).
+    pub fn auto_suspend_after(&self) -> Option<u32> {
+        self.auto_suspend_after
+    }
+
+    /// The blockers that count toward auto-suspension.
+    pub fn suspend_on(&self) -> &[BlockerCode] {
+        &self.suspend_on
+    }
+
+    /// Whether revoking a mandate voids its open authorizations.
+    pub fn void_on_revoke(&self) -> bool {
+        self.void_on_revoke
+    }
+
+    /// The usage share (percent) that emits a threshold event (`None`: never).
+    pub fn threshold_percent(&self) -> Option<u8> {
+        self.threshold_percent
+    }
+
+    /// How long completed idempotency records are kept.
+    pub fn retention(&self) -> Duration {
+        self.retention
+    }
+
+    /// How long a command holds its idempotency key.
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// The least time between the PSP's deadline and the end of a lease.
+    pub fn deadline_margin(&self) -> Duration {
+        self.deadline_margin
+    }
+
+    /// Whether refunds give budget headroom back.
+    pub fn refund_policy(&self) -> RefundPolicy {
+        self.refund_policy
+    }
+
+    /// How often a refused hold is decided again with fresh usage.
+    pub fn hold_retries(&self) -> u8 {
+        self.hold_retries
+    }
+
+    /// The longest retry hint of an in-flight key.
+    pub fn in_flight_retry_after(&self) -> Duration {
+        self.in_flight_retry_after
+    }
+
+    /// Loop detection (`None`: off).
+    pub fn loop_limit(&self) -> Option<crate::domain::LoopLimit> {
+        self.loop_limit
+    }
+
+    /// Sets how often a refused hold is decided again with fresh usage before giving up (0:
+    /// never again).
+    pub fn with_hold_retries(mut self, retries: u8) -> Self {
+        self.hold_retries = retries;
+        self
+    }
+
+    /// Sets the longest retry hint of an in-flight key; refuses zero (a client told to retry
+    /// at once would spin) and more than the lease (no holder keeps a key longer).
+    pub fn with_in_flight_retry_after(mut self, after: Duration) -> Result<Self, ConfigError> {
+        if after.is_zero() {
+            return Err(ConfigError {
+                field: "in_flight_retry_after",
+                message: "must be more than zero",
+            });
+        }
+        if after > self.lease {
+            return Err(ConfigError {
+                field: "in_flight_retry_after",
+                message: "must not exceed the lease",
+            });
+        }
+        self.in_flight_retry_after = after;
+        Ok(self)
+    }
+
     /// Sets the retention of idempotency records; refuses less than 24 hours.
     pub fn with_retention(mut self, retention: Duration) -> Result<Self, ConfigError> {
         if retention < MIN_RETENTION {

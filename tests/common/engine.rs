@@ -32,28 +32,17 @@ pub fn key(s: &str) -> IdempotencyKey {
 
 /// The agent's capture of `attempt` under key `k` (`None`: all that was authorized).
 pub fn agent_capture(k: &str, attempt: &AttemptId, amount: Option<Money>) -> CapturePayment {
-    CapturePayment {
-        key: key(k),
-        attempt_id: attempt.clone(),
-        amount,
-    }
+    CapturePayment::new(key(k), attempt.clone()).with_amount(amount)
 }
 
 /// The agent's refund of `attempt` under key `k` (`None`: all that is not refunded yet).
 pub fn agent_refund(k: &str, attempt: &AttemptId, amount: Option<Money>) -> RefundPayment {
-    RefundPayment {
-        key: key(k),
-        attempt_id: attempt.clone(),
-        amount,
-    }
+    RefundPayment::new(key(k), attempt.clone()).with_amount(amount)
 }
 
 /// The agent's void of `attempt` under key `k`.
 pub fn agent_void(k: &str, attempt: &AttemptId) -> VoidPayment {
-    VoidPayment {
-        key: key(k),
-        attempt_id: attempt.clone(),
-    }
+    VoidPayment::new(key(k), attempt.clone())
 }
 
 /// A human who administers the platform (creates root mandates, confirms, suspends).
@@ -144,10 +133,7 @@ pub async fn world_with(config: EngineConfig, spec: MandateSpec) -> World {
     let mandate = engine
         .create_mandate(
             &buyer_p(),
-            &CreateMandate {
-                key: key("create-mandate-001"),
-                spec,
-            },
+            &CreateMandate::new(key("create-mandate-001"), spec),
         )
         .await
         .expect("mandate created")
@@ -175,14 +161,13 @@ pub async fn world_with(config: EngineConfig, spec: MandateSpec) -> World {
 impl World {
     /// The agent's execute command for the story's snapshot.
     pub fn execute(&self, k: &str) -> ExecutePayment {
-        ExecutePayment {
-            key: key(k),
-            request: examples::authorize_request(&self.snapshot),
-            snapshot: self.snapshot.clone(),
-            checkout: examples::valid_checkout(self.snapshot.id()),
-            credential: self.card.clone(),
-            capture: false,
-        }
+        ExecutePayment::new(
+            key(k),
+            examples::authorize_request(&self.snapshot),
+            self.snapshot.clone(),
+            examples::valid_checkout(self.snapshot.id()),
+            self.card.clone(),
+        )
     }
 
     /// Usage of the story's mandate now.

@@ -115,14 +115,14 @@ pub struct StripeWorld {
 impl StripeWorld {
     /// The agent's execute command for the story's snapshot with `credential`.
     pub fn execute(&self, k: &str, credential: &CredentialRef, capture: bool) -> ExecutePayment {
-        ExecutePayment {
-            key: key(k),
-            request: examples::authorize_request(&self.snapshot),
-            snapshot: self.snapshot.clone(),
-            checkout: examples::valid_checkout(self.snapshot.id()),
-            credential: credential.clone(),
-            capture,
-        }
+        ExecutePayment::new(
+            key(k),
+            examples::authorize_request(&self.snapshot),
+            self.snapshot.clone(),
+            examples::valid_checkout(self.snapshot.id()),
+            credential.clone(),
+        )
+        .with_capture(capture)
     }
 
     /// Usage of the story's mandate now.
@@ -156,10 +156,7 @@ pub async fn stripe_world_with(
     let mandate = engine
         .create_mandate(
             &buyer_p(),
-            &CreateMandate {
-                key: key("create-mandate-001"),
-                spec,
-            },
+            &CreateMandate::new(key("create-mandate-001"), spec),
         )
         .await
         .expect("mandate created")

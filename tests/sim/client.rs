@@ -119,6 +119,7 @@ impl Cmd {
                 PaymentOutcome::Replayed { attempt } => {
                     format!("replayed {}", attempt.status.as_str())
                 }
+                other => format!("unknown outcome {other:?}"),
             };
             let done = |text: String| Done {
                 order: None,
@@ -170,6 +171,7 @@ impl Cmd {
                     Ok(OrderOutcome::Failed { reason, .. }) => {
                         done(format!("order failed: {reason}"))
                     }
+                    Ok(other) => done(format!("unknown outcome {other:?}")),
                     Err(e) => failed(e),
                 },
                 Cmd::Sweep => match engine.reconcile_pending(100).await {
@@ -226,14 +228,16 @@ impl Clients {
         self.snapshot_of.insert(id, (agent, snapshot));
         Cmd::Execute(
             Principal::Agent(a.actor.id.clone()),
-            Box::new(ExecutePayment {
-                key: k,
-                request,
-                snapshot: s.clone(),
-                checkout: examples::valid_checkout(s.id()),
-                credential: a.card.clone(),
-                capture,
-            }),
+            Box::new(
+                ExecutePayment::new(
+                    k,
+                    request,
+                    s.clone(),
+                    examples::valid_checkout(s.id()),
+                    a.card.clone(),
+                )
+                .with_capture(capture),
+            ),
         )
     }
 
@@ -292,36 +296,24 @@ impl Clients {
             }
             (50..=61, Some((id, agent, _))) => Cmd::Capture(
                 asker(w, agent, rng),
-                CapturePayment {
-                    key: self.key("cap"),
-                    attempt_id: id,
-                    amount: None,
-                },
+                CapturePayment::new(self.key("cap"), id),
             ),
-            (62..=70, Some((id, agent, _))) => Cmd::Void(
-                asker(w, agent, rng),
-                VoidPayment {
-                    key: self.key("void"),
-                    attempt_id: id,
-                },
-            ),
+            (62..=70, Some((id, agent, _))) => {
+                Cmd::Void(asker(w, agent, rng), VoidPayment::new(self.key("void"), id))
+            }
             (71..=79, Some((id, agent, _))) => Cmd::Refund(
                 asker(w, agent, rng),
-                RefundPayment {
-                    key: self.key("ref"),
-                    attempt_id: id,
-                    amount: rng.chance(50).then(|| {
-                        Money::parse("10.00", agent_mandate::domain::Currency::EUR).expect("amount")
-                    }),
-                },
+                RefundPayment::new(self.key("ref"), id).with_amount(rng.chance(50).then(|| {
+                    Money::parse("10.00", agent_mandate::domain::Currency::EUR).expect("amount")
+                })),
             ),
             (80..=88, Some((id, agent, snapshot))) => Cmd::Commit(
                 asker(w, agent, rng),
-                CommitOrder {
-                    key: self.key("order"),
-                    attempt_id: id,
-                    checkout: examples::valid_checkout(w.snapshots[snapshot].id()),
-                },
+                CommitOrder::new(
+                    self.key("order"),
+                    id,
+                    examples::valid_checkout(w.snapshots[snapshot].id()),
+                ),
             ),
             (89..=98, _) => Cmd::Sweep,
             (_, _) if !self.revoked && rng.chance(30) => {
@@ -332,14 +324,14 @@ impl Clients {
                     } else {
                         operator_p()
                     },
-                    ChangeMandate {
-                        key: self.key("revoke"),
-                        mandate_id: w.chain[w.chain.len() - 1].id().clone(),
-                        event: LifecycleEvent::Revoke {
+                    ChangeMandate::new(
+                        self.key("revoke"),
+                        w.chain[w.chain.len() - 1].id().clone(),
+                        LifecycleEvent::Revoke {
                             reason: Text::new("the buyer withdrew the leaf agent's authority")
                                 .expect("text"),
                         },
-                    },
+                    ),
                 )
             }
             _ => Cmd::Sweep,

@@ -290,8 +290,8 @@ impl Sim {
         self.world.ctx.set_quiet(true);
         let r = (|| {
             self.drain()?;
-            let past =
-                (config().lease + PSP_DEADLINE.unwrap_or(PSP_SLOWEST)).as_micros() as i64 + SECOND;
+            let past = (config().lease() + PSP_DEADLINE.unwrap_or(PSP_SLOWEST)).as_micros() as i64
+                + SECOND;
             self.advance(past, "quiesce: past every lease and deadline");
             self.world.psp.apply_due();
             self.run_alone(Cmd::Sweep)?;

@@ -134,7 +134,7 @@ impl World {
     pub fn new(ctx: Arc<Ctx>, backend: Backend) -> World {
         let psp = Arc::new(PspModel::new(
             ctx.clone(),
-            config().lease,
+            config().lease(),
             PSP_DEADLINE,
             PSP_SLOWEST,
         ));
@@ -152,11 +152,11 @@ impl World {
             let spec = spec(level, actor);
             let k = key(&format!("setup-mandate-{level}"));
             let m = if level == 0 {
-                block_on(engine.create_mandate(&buyer_p(), &CreateMandate { key: k, spec }))
+                block_on(engine.create_mandate(&buyer_p(), &CreateMandate::new(k, spec)))
             } else {
                 // Each agent delegates to the next one down.
                 let parent = Principal::Agent(actors[level - 1].id.clone());
-                block_on(engine.derive_mandate(&parent, &DeriveMandate { key: k, spec }))
+                block_on(engine.derive_mandate(&parent, &DeriveMandate::new(k, spec)))
             }
             .expect("setup mandate")
             .value;

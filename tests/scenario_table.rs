@@ -1,4 +1,4 @@
-//! Seed 003 ("Testing delegated payment"): every row of the scenario table, the Travel Backpack
+//! The delegated-payment scenario table: every row of it, the Travel Backpack
 //! story, and a negative test for every rule of the authority decision.
 //!
 //! Invariants defended: I1 (only an `allowed` decision lets money move: every refusal below is a
@@ -37,11 +37,11 @@ fn revoke_reason() -> Text {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The 14 rows of seed 003's table.
+// The 14 rows of the scenario table.
 // ---------------------------------------------------------------------------------------------
 
 /// Row 1: "Payment artifact present but checkout blocked -> CHECKOUT_NOT_VALID". The upstream
-/// blockers are preserved as nested causes, not hidden (seed 003, "Hiding upstream blockers").
+/// blockers are preserved as nested causes, not hidden.
 #[test]
 fn row01_checkout_blocked_is_checkout_not_valid_with_upstream_causes() {
     let mut doc = story();

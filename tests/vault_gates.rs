@@ -1,14 +1,14 @@
-//! Seed 000's spending-control gates, expressed as one mandate, each tested positive and
+//! The spending-control gates of an agent's vault, expressed as one mandate, each tested positive and
 //! negative at its boundary; and the purchase-intent hash.
 //!
-//! The seed's vault checks five gates before releasing a token reference (token expiry,
+//! A vault checks five gates before releasing a token reference (token expiry,
 //! per-transaction max, MCC allowlist, daily limit, merchant allowlist) and asks a human when
 //! "total_amount > 200.00 or urgency == critical". Here those are: `validity.expires_at`,
 //! `budgets.per_transaction`, `scope.mccs`, a 24 h `WindowLimit`, `MerchantScope::Allowlist`
 //! and `ConfirmationRule { AboveAmount 200.00, UrgencyAtLeast Critical }`.
 //!
 //! Invariants defended: I1 (nothing outside a gate is `allowed`), I8 (every failing gate is
-//! reported, in a stable order, where the seed stops at the first), I7 for intent hashes (a pure
+//! reported, in a stable order, where a vault stopping at the first gate would hide the rest), I7 for intent hashes (a pure
 //! function of the hashed content; formatting of an amount does not change it).
 
 mod common;
