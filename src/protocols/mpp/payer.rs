@@ -202,6 +202,8 @@ impl PaymentProvider for ResponderProvider {
                 message: "the amount differs from the challenge's grant".into(),
             });
         }
+        let mut grant = grant;
+        grant.credential = Some(request.credential.clone());
         let token = self
             .responder
             .respond(&challenge, &grant)
@@ -211,6 +213,9 @@ impl PaymentProvider for ResponderProvider {
                     message: reason,
                     retry_after: None,
                 },
+                ResponderError::Ambiguous { reason } => {
+                    ProviderError::Ambiguous { message: reason }
+                }
                 other => ProviderError::Invalid {
                     message: other.to_string(),
                 },
