@@ -18,6 +18,7 @@ mod charge;
 mod error;
 #[cfg(feature = "mpp")]
 pub mod mpp;
+mod pay;
 #[cfg(feature = "x402")]
 pub mod x402;
 
@@ -27,3 +28,4 @@ pub use asset::{
 };
 pub use charge::{resource_sku, ChargeContext, ChargeOffer, Protocol, RESOURCE_SKU_PREFIX};
 pub use error::{OfferError, WireError};
+pub use pay::{PayError, PayerIdentity};

@@ -27,6 +27,16 @@
 
 use std::fmt;
 
+#[cfg(feature = "http")]
+mod client;
+mod payer;
+mod signer;
+
+#[cfg(feature = "http")]
+pub use client::{X402Client, X402ClientError, X402Response};
+pub use payer::{SignerProvider, X402Book, X402Payer, PAYMENT_IDENTIFIER};
+pub use signer::{check_grant, FixedX402Signer, SignedPayload, SignerError, X402Grant, X402Signer};
+
 use chrono::{DateTime, Duration, Utc};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
