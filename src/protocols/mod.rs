@@ -14,9 +14,9 @@
 //! shared payment token issued with Stripe's API), an x402 `X402Signer`.
 //!
 //! What they do not do: convert between currencies or assets (an on-chain asset is payable only
-//! when the host registered it in an [`AssetRegistry`], with its decimals), ship an EVM signer
-//! (the x402 signer is a port; the crate has a test double only), or talk to an x402
-//! facilitator (no x402 seller side).
+//! when the host registered it in an [`AssetRegistry`], with its decimals), or ship an EVM
+//! signer (the x402 signer is a port; the crate has a test double only). The x402 seller side
+//! talks to a facilitator over HTTP; no chain is read here.
 
 mod asset;
 mod b64;

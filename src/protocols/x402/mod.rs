@@ -8,6 +8,12 @@
 //! through the [`X402Signer`] port within an [`X402Grant`]), sends `PAYMENT-SIGNATURE` and reads
 //! `PAYMENT-RESPONSE` as the receipt. [`FixedX402Signer`] is a test double; no EVM signer ships.
 //!
+//! On the seller's side (with `http`; the middleware with `axum` too), `x402_gate` answers 402
+//! with `PAYMENT-REQUIRED`, checks a `PAYMENT-SIGNATURE` in the specification's order
+//! ([`verify_payment`]: readable, one of the route's requirements, verified by the
+//! [`Facilitator`]) and settles it through the seller's engine ([`X402EngineSettler`]: single use
+//! of the authorization, then [`FacilitatorProvider`] calls `/settle`).
+//!
 //! Unknown JSON members are ignored (other implementations add fields); duplicate keys, `null`
 //! for an optional member and non-canonical base64 are refused (one meaning per input).
 //!
