@@ -8,9 +8,15 @@
 //! terms ([`ChargeOffer`]: merchant, money, resource, expiry) and as a one-line cart snapshot,
 //! so the decision, the hold, the audit trail and dispute evidence work as for any checkout.
 //!
+//! Every payment of either protocol runs through the engine under a [`PayerIdentity`] (the
+//! decision, the hold, idempotency, audit, loop detection); [`PayError`] says why one was not
+//! made. Credentials come from ports: an MPP `ChallengeResponder` (for the Stripe method, a
+//! shared payment token issued with Stripe's API), an x402 `X402Signer`.
+//!
 //! What they do not do: convert between currencies or assets (an on-chain asset is payable only
-//! when the host registered it in an [`AssetRegistry`], with its decimals), sign blockchain
-//! transactions, or talk to an x402 facilitator.
+//! when the host registered it in an [`AssetRegistry`], with its decimals), or ship an EVM
+//! signer (the x402 signer is a port; the crate has a test double only). The x402 seller side
+//! talks to a facilitator over HTTP; no chain is read here.
 
 mod asset;
 mod b64;
@@ -18,6 +24,7 @@ mod charge;
 mod error;
 #[cfg(feature = "mpp")]
 pub mod mpp;
+mod pay;
 #[cfg(feature = "x402")]
 pub mod x402;
 
@@ -27,3 +34,4 @@ pub use asset::{
 };
 pub use charge::{resource_sku, ChargeContext, ChargeOffer, Protocol, RESOURCE_SKU_PREFIX};
 pub use error::{OfferError, WireError};
+pub use pay::{PayError, PayerIdentity};

@@ -48,6 +48,9 @@ pub enum StripeCall {
     Refund,
     /// Retrieve or list PaymentIntents (moves no money).
     Lookup,
+    /// Issue a shared payment token (`POST /v1/shared_payment/issued_tokens`): grants a
+    /// seller authority to charge, so an unknown outcome is ambiguous.
+    IssueToken,
 }
 
 impl StripeCall {
@@ -59,15 +62,18 @@ impl StripeCall {
             StripeCall::Void => "void",
             StripeCall::Refund => "refund",
             StripeCall::Lookup => "lookup",
+            StripeCall::IssueToken => "issue_token",
         }
     }
 
     /// Whether the call can move money (so an unknown outcome is ambiguous).
     pub fn mutates(self) -> bool {
         match self {
-            StripeCall::Authorize | StripeCall::Capture | StripeCall::Void | StripeCall::Refund => {
-                true
-            }
+            StripeCall::Authorize
+            | StripeCall::Capture
+            | StripeCall::Void
+            | StripeCall::Refund
+            | StripeCall::IssueToken => true,
             StripeCall::Lookup => false,
         }
     }

@@ -29,6 +29,8 @@ pub use signature::{
     sign, verify_signature, DeliveryHeaders, SignatureError, Verified, EVENT_HASH_HEADER,
     MIN_SECRET_BYTES, SEQ_HEADER, SIGNATURE_HEADER, SIGNATURE_VERSION,
 };
+#[cfg(feature = "mpp")]
+pub(crate) use stripe::{stripe_client, stripe_send, stripe_url, Form};
 pub use stripe::{
     stripe_minimum_charge, StripeConfig, StripeConfigError, StripeProvider, STRIPE_API_VERSION,
 };

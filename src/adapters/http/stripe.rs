@@ -50,6 +50,7 @@ pub struct StripeConfig {
     lookup_pages: u32,
     lookup_skew: Duration,
     api_version: Option<String>,
+    shared_payment_tokens: bool,
 }
 
 impl fmt::Debug for StripeConfig {
@@ -63,6 +64,7 @@ impl fmt::Debug for StripeConfig {
             .field("lookup_pages", &self.lookup_pages)
             .field("lookup_skew", &self.lookup_skew)
             .field("api_version", &self.api_version)
+            .field("shared_payment_tokens", &self.shared_payment_tokens)
             .finish()
     }
 }
@@ -127,6 +129,7 @@ impl StripeConfig {
             lookup_pages: 10,
             lookup_skew: Duration::from_secs(600),
             api_version: Some(STRIPE_API_VERSION.to_owned()),
+            shared_payment_tokens: false,
         })
     }
 
@@ -166,6 +169,17 @@ impl StripeConfig {
         self
     }
 
+    /// Whether a credential of kind [`CredentialKind::SharedPaymentToken`] is charged as
+    /// Stripe's `shared_payment_granted_token` (the Stripe charge method of the Machine
+    /// Payments Protocol: the seller charges the token an agent issued), with
+    /// `automatic_payment_methods[enabled]=true` and `[allow_redirects]=never` instead of a
+    /// `payment_method`. Off by default: only payment methods are charged (a Stripe-compatible
+    /// server without shared payment tokens, such as localstripe, refuses the field).
+    pub fn with_shared_payment_tokens(mut self, on: bool) -> StripeConfig {
+        self.shared_payment_tokens = on;
+        self
+    }
+
     /// The base URL.
     pub fn base_url(&self) -> &str {
         self.base_url.as_str()
@@ -193,7 +207,8 @@ impl StripeConfig {
 /// of the currency's ISO 4217 exponent; a three-decimal amount must end in 0 (Stripe's rule),
 /// and ISK and UGX (which Stripe takes in a legacy two-decimal form) are refused. Errors
 /// follow the table in [`super::classify`]. Only `payment_method` credentials (`pm_...`) are
-/// accepted.
+/// accepted, and shared payment tokens when [`StripeConfig::with_shared_payment_tokens`] is on
+/// (sent as `shared_payment_granted_token`).
 pub struct StripeProvider {
     client: reqwest::Client,
     config: StripeConfig,
@@ -214,7 +229,7 @@ impl fmt::Debug for StripeProvider {
 }
 
 /// A request body: form fields.
-type Form = Vec<(String, String)>;
+pub(crate) type Form = Vec<(String, String)>;
 
 impl StripeProvider {
     /// A provider that resolves credentials through `vault` at the `clock`'s time.
@@ -223,16 +238,7 @@ impl StripeProvider {
         vault: Arc<dyn CredentialVault>,
         clock: Arc<dyn Clock>,
     ) -> Result<StripeProvider, StripeConfigError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
-            .pool_max_idle_per_host(config.max_idle_per_host)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("agent-mandate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| StripeConfigError::Client {
-                message: e.to_string(),
-            })?;
+        let client = stripe_client(&config)?;
         Ok(StripeProvider {
             client,
             config,
@@ -244,17 +250,7 @@ impl StripeProvider {
     }
 
     fn url(&self, segments: &[&str]) -> Result<reqwest::Url, StripeError> {
-        let mut url = self.config.base_url.clone();
-        {
-            let mut path = url.path_segments_mut().map_err(|()| StripeError::Request {
-                call: StripeCall::Lookup,
-                field: "base_url",
-                message: "cannot be a base".into(),
-            })?;
-            path.pop_if_empty();
-            path.extend(segments);
-        }
-        Ok(url)
+        stripe_url(&self.config, segments)
     }
 
     /// Sends one request and reads the answer (status, `Retry-After`, at most 1 MiB of body).
@@ -266,38 +262,16 @@ impl StripeProvider {
         key: Option<&ProviderKey>,
         form: Option<&Form>,
     ) -> Result<(u16, Option<String>, Vec<u8>), StripeError> {
-        let mut request = self
-            .client
-            .request(method, url)
-            .bearer_auth(self.config.api_key.expose());
-        if let Some(version) = &self.config.api_version {
-            request = request.header("Stripe-Version", version);
-        }
-        if let Some(key) = key {
-            request = request.header("Idempotency-Key", key.as_str());
-        }
-        if let Some(form) = form {
-            request = request.form(form);
-        }
-        let mut response = request.send().await.map_err(|e| transport(call, &e))?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| transport(call, &e))? {
-            if body.len().saturating_add(chunk.len()) > MAX_BODY {
-                return Err(StripeError::MalformedBody {
-                    call,
-                    status,
-                    detail: format!("body larger than {MAX_BODY} bytes"),
-                });
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok((status, retry_after, body))
+        stripe_send(
+            &self.client,
+            &self.config,
+            call,
+            method,
+            url,
+            key.map(ProviderKey::as_str),
+            form,
+        )
+        .await
     }
 
     /// A mutating call on a PaymentIntent that answers with it. `decline_in`: the currency
@@ -586,6 +560,85 @@ fn parse_report(call: StripeCall, status: u16, body: &[u8]) -> Result<ProviderRe
     })
 }
 
+/// The HTTP client of a Stripe-compatible API: the configuration's timeouts and idle pool,
+/// redirects never followed.
+pub(crate) fn stripe_client(config: &StripeConfig) -> Result<reqwest::Client, StripeConfigError> {
+    reqwest::Client::builder()
+        .connect_timeout(config.connect_timeout)
+        .timeout(config.request_timeout)
+        .pool_max_idle_per_host(config.max_idle_per_host)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("agent-mandate/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| StripeConfigError::Client {
+            message: e.to_string(),
+        })
+}
+
+/// The URL of `segments` under the configuration's base URL.
+pub(crate) fn stripe_url(
+    config: &StripeConfig,
+    segments: &[&str],
+) -> Result<reqwest::Url, StripeError> {
+    let mut url = config.base_url.clone();
+    {
+        let mut path = url.path_segments_mut().map_err(|()| StripeError::Request {
+            call: StripeCall::Lookup,
+            field: "base_url",
+            message: "cannot be a base".into(),
+        })?;
+        path.pop_if_empty();
+        path.extend(segments);
+    }
+    Ok(url)
+}
+
+/// Sends one request to a Stripe-compatible API (bearer API key, `Stripe-Version`,
+/// `Idempotency-Key` when given, a form body when given) and reads the answer: status,
+/// `Retry-After`, at most 1 MiB of body. Transport failures are classified by
+/// [`transport`]; the API key never appears in an error.
+pub(crate) async fn stripe_send(
+    client: &reqwest::Client,
+    config: &StripeConfig,
+    call: StripeCall,
+    method: reqwest::Method,
+    url: reqwest::Url,
+    key: Option<&str>,
+    form: Option<&Form>,
+) -> Result<(u16, Option<String>, Vec<u8>), StripeError> {
+    let mut request = client
+        .request(method, url)
+        .bearer_auth(config.api_key.expose());
+    if let Some(version) = &config.api_version {
+        request = request.header("Stripe-Version", version);
+    }
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    if let Some(form) = form {
+        request = request.form(form);
+    }
+    let mut response = request.send().await.map_err(|e| transport(call, &e))?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| transport(call, &e))? {
+        if body.len().saturating_add(chunk.len()) > MAX_BODY {
+            return Err(StripeError::MalformedBody {
+                call,
+                status,
+                detail: format!("body larger than {MAX_BODY} bytes"),
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((status, retry_after, body))
+}
+
 /// Stripe's amount for `money`: minor units of the ISO exponent, positive; three-decimal
 /// amounts must end in 0; ISK and UGX are refused (Stripe takes them in a legacy two-decimal
 /// form).
@@ -687,24 +740,48 @@ impl StripeProvider {
             .resolve(&req.credential, self.clock.now())
             .await
             .map_err(|e| vault_error(call, e))?;
-        if credential.stored.kind != CredentialKind::PaymentMethod {
-            return Err(StripeError::Request {
-                call,
-                field: "credential",
-                message: format!(
-                    "{}: a {:?} credential; this adapter takes payment methods (pm_...)",
-                    req.credential, credential.stored.kind
-                ),
+        let spt = match credential.stored.kind {
+            CredentialKind::PaymentMethod => false,
+            CredentialKind::SharedPaymentToken if self.config.shared_payment_tokens => true,
+            kind => {
+                return Err(StripeError::Request {
+                    call,
+                    field: "credential",
+                    message: format!(
+                        "{}: a {kind:?} credential; this adapter takes payment methods (pm_...){}",
+                        req.credential,
+                        if kind == CredentialKind::SharedPaymentToken {
+                            " (shared payment tokens are off: StripeConfig::with_shared_payment_tokens)"
+                        } else {
+                            ""
+                        }
+                    ),
+                }
+                .into());
             }
-            .into());
-        }
+        };
         let pm = credential.secret.expose();
         let capture_method = if req.capture { "automatic" } else { "manual" };
-        let form: Form = vec![
+        let mut form: Form = vec![
             ("amount".into(), amount.to_string()),
             ("currency".into(), currency),
-            ("payment_method".into(), pm.to_owned()),
-            ("payment_method_types[]".into(), "card".into()),
+        ];
+        if spt {
+            form.extend([
+                ("shared_payment_granted_token".into(), pm.to_owned()),
+                ("automatic_payment_methods[enabled]".into(), "true".into()),
+                (
+                    "automatic_payment_methods[allow_redirects]".into(),
+                    "never".into(),
+                ),
+            ]);
+        } else {
+            form.extend([
+                ("payment_method".into(), pm.to_owned()),
+                ("payment_method_types[]".into(), "card".into()),
+            ]);
+        }
+        form.extend([
             ("capture_method".into(), capture_method.into()),
             ("confirm".into(), "true".into()),
             (format!("metadata[{}]", wire::META_KEY), req.key.to_string()),
@@ -724,7 +801,7 @@ impl StripeProvider {
                 format!("metadata[{}]", wire::META_BUYER),
                 req.buyer_id.to_string(),
             ),
-        ];
+        ]);
         let report = self
             .post_intent(
                 call,

@@ -57,6 +57,8 @@ mod problem;
 mod respond;
 #[cfg(feature = "axum")]
 mod settle;
+#[cfg(feature = "http")]
+mod spt;
 
 pub use auth_params::{MAX_CHALLENGES, MAX_CHALLENGE_HEADER, MAX_PARAMS};
 pub use binding::{BindingSecret, Slots, MIN_SECRET_LEN};
@@ -77,3 +79,5 @@ pub use problem::{Problem, ProblemCode, PROBLEM_BASE};
 pub use respond::{ChallengeResponder, Grant, IssuedToken, ResponderError};
 #[cfg(feature = "axum")]
 pub use settle::{seller_actor, EngineSettler};
+#[cfg(feature = "http")]
+pub use spt::StripeSptResponder;

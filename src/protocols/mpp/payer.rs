@@ -20,11 +20,9 @@ use super::challenge::Challenge;
 use super::credential::{Credential, Payload};
 use super::respond::{ChallengeResponder, Grant, IssuedToken, ResponderError};
 use crate::domain::{
-    Actor, AttemptStatus, AuthorityDecision, BlockerCode, BuyerId, CartSnapshot, CheckoutId,
-    CheckoutState, CredentialRef, IdempotencyKey, Mandate, MandateId, Money, PaymentAction,
-    PaymentRequest, Principal, ProviderRef, ProviderReport, ProviderStatus, SnapshotId,
+    CartSnapshot, IdempotencyKey, Money, ProviderRef, ProviderReport, ProviderStatus, SnapshotId,
 };
-use crate::engine::{Engine, ExecutePayment, PaymentOutcome};
+use crate::engine::Engine;
 use crate::ports::{
     AuthorizeRequest, CaptureRequest, Lookup, PaymentProvider, ProviderError, RefundRequest,
     VoidRequest,
@@ -32,29 +30,9 @@ use crate::ports::{
 use crate::protocols::asset::AssetRegistry;
 use crate::protocols::charge::{ChargeContext, ChargeOffer};
 use crate::protocols::error::OfferError;
-
-/// Why a payer did not pay.
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum PayError {
-    /// The mandate does not allow it: the decision, with every blocker.
-    #[error("refused by the mandate: {codes:?}")]
-    Refused {
-        /// The blocker codes.
-        codes: Vec<BlockerCode>,
-        /// The decision.
-        decision: Box<AuthorityDecision>,
-    },
-    /// The offer cannot be stated in mandate terms.
-    #[error(transparent)]
-    Offer(#[from] OfferError),
-    /// The payment did not complete (declined, ambiguous, or the credential was not issued).
-    #[error("payment not completed: {reason}")]
-    NotPaid {
-        /// Why (no secret material).
-        reason: String,
-    },
-}
+use crate::protocols::pay::execute_offer;
+pub(crate) use crate::protocols::pay::short;
+pub use crate::protocols::pay::{PayError, PayerIdentity};
 
 /// Decides and pays one challenge.
 #[async_trait]
@@ -202,6 +180,8 @@ impl PaymentProvider for ResponderProvider {
                 message: "the amount differs from the challenge's grant".into(),
             });
         }
+        let mut grant = grant;
+        grant.credential = Some(request.credential.clone());
         let token = self
             .responder
             .respond(&challenge, &grant)
@@ -211,6 +191,9 @@ impl PaymentProvider for ResponderProvider {
                     message: reason,
                     retry_after: None,
                 },
+                ResponderError::Ambiguous { reason } => {
+                    ProviderError::Ambiguous { message: reason }
+                }
                 other => ProviderError::Invalid {
                     message: other.to_string(),
                 },
@@ -254,43 +237,6 @@ impl PaymentProvider for ResponderProvider {
         match reference.and_then(|r| b.tokens.get(&r)) {
             Some((token, amount)) => report(&token.reference, *amount).map(Some),
             None => Ok(None),
-        }
-    }
-}
-
-/// The first 16 hex digits of the SHA-256 of `s`.
-pub(crate) fn short(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))[..16].to_owned()
-}
-
-/// Who pays, under which mandate, with which credential.
-#[derive(Debug, Clone)]
-pub struct PayerIdentity {
-    /// The authenticated principal the host runs the agent as.
-    pub principal: Principal,
-    /// The mandate's actor (the agent).
-    pub actor: Actor,
-    /// The buyer.
-    pub buyer_id: BuyerId,
-    /// The mandate paid under.
-    pub mandate_id: MandateId,
-    /// The mandate's expiry (no grant outlives it).
-    pub mandate_expires: chrono::DateTime<chrono::Utc>,
-    /// The buyer's payment credential in the vault, behind the issued tokens.
-    pub credential: CredentialRef,
-}
-
-impl PayerIdentity {
-    /// The identity of `mandate`'s actor, paying with `credential`.
-    pub fn of(principal: Principal, mandate: &Mandate, credential: CredentialRef) -> PayerIdentity {
-        let spec = mandate.spec();
-        PayerIdentity {
-            principal,
-            actor: spec.actor.clone(),
-            buyer_id: spec.buyer_id.clone(),
-            mandate_id: spec.id.clone(),
-            mandate_expires: spec.scope.validity.expires_at,
-            credential,
         }
     }
 }
@@ -361,54 +307,15 @@ impl Payer for EnginePayer {
                 snapshot,
             ))
         })?;
-        let checkout_id =
-            CheckoutId::new(format!("402-{}", short(&book_key(challenge)))).map_err(|e| {
-                OfferError::Invalid {
-                    field: "id",
-                    reason: e.to_string(),
-                }
-            })?;
-        let command = ExecutePayment {
-            key: EnginePayer::key_for(challenge)?,
-            request: PaymentRequest {
-                actor: self.who.actor.clone(),
-                buyer_id: self.who.buyer_id.clone(),
-                mandate_id: self.who.mandate_id.clone(),
-                action: PaymentAction::Authorize,
-                merchant_id: offer.merchant_id.clone(),
-                snapshot_id: snapshot.id(),
-                amount: offer.amount,
-                urgency: None,
-            },
-            checkout: CheckoutState::Valid {
-                checkout_id,
-                snapshot_id: snapshot.id(),
-            },
+        let attempt = execute_offer(
+            &self.engine,
+            &self.who,
+            offer,
             snapshot,
-            credential: self.who.credential.clone(),
-            capture: true,
-        };
-        let outcome = self
-            .engine
-            .execute_payment(&self.who.principal, &command)
-            .await
-            .map_err(|e| PayError::NotPaid {
-                reason: e.to_string(),
-            })?;
-        let attempt = match outcome {
-            PaymentOutcome::Refused(decision) => {
-                return Err(PayError::Refused {
-                    codes: decision.codes(),
-                    decision: Box::new(decision),
-                })
-            }
-            PaymentOutcome::Done { attempt, .. } | PaymentOutcome::Replayed { attempt } => attempt,
-        };
-        if attempt.status != AttemptStatus::Captured {
-            return Err(PayError::NotPaid {
-                reason: format!("attempt {} is {:?}", attempt.id, attempt.status),
-            });
-        }
+            EnginePayer::key_for(challenge)?,
+            &format!("402-{}", short(&book_key(challenge))),
+        )
+        .await?;
         let token = attempt
             .provider_ref
             .as_ref()

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 
 use super::challenge::Challenge;
 use super::credential::Payload;
-use crate::domain::{Currency, Money};
+use crate::domain::{CredentialRef, Currency, Money};
 use crate::protocols::charge::ChargeOffer;
 
 /// The usage limits of a token issued for one challenge.
@@ -29,6 +29,9 @@ pub struct Grant {
     /// The seller's Stripe network profile (`methodDetails.networkId`), when the challenge
     /// names one.
     pub network_id: Option<String>,
+    /// The buyer's payment credential in the vault behind the token (the engine's
+    /// authorization sets it; `None` outside the engine).
+    pub credential: Option<CredentialRef>,
 }
 
 impl Grant {
@@ -54,6 +57,7 @@ impl Grant {
             max_amount: offer.amount,
             expires_at,
             network_id,
+            credential: None,
         }
     }
 }
@@ -69,15 +73,32 @@ pub enum ResponderError {
         /// The method.
         method: String,
     },
+    /// The grant is wider than the challenge (another currency, a larger amount, a later
+    /// expiry, another seller) or has expired: nothing was asked of the issuer.
+    #[error("the grant is not within the challenge: {field}: {reason}")]
+    Grant {
+        /// The grant's field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// The issuer refused (no funds behind the payment method, revoked, ...).
     #[error("the token issuer refused: {reason}")]
     Refused {
         /// Why (no secret material).
         reason: String,
     },
-    /// A failure worth retrying.
+    /// A failure worth retrying: the issuer did not process the request.
     #[error("the token issuer failed transiently: {reason}")]
     Transient {
+        /// Why.
+        reason: String,
+    },
+    /// The request may have been processed (a 5xx, a timeout after sending): a token may
+    /// exist. The engine keeps the hold; asking again with the same idempotency key returns
+    /// the same token, never a second one.
+    #[error("the token issuer's outcome is unknown: {reason}")]
+    Ambiguous {
         /// Why.
         reason: String,
     },

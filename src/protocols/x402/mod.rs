@@ -2,6 +2,18 @@
 //! server) and `PAYMENT-RESPONSE` (server to client), each standard base64 (with padding) of a
 //! JSON object; and the mapping of a payment requirement (`accepts[]`) to mandate terms.
 //!
+//! On the agent's side, [`X402Client`] (with `http`) handles a 402: it reads
+//! `PAYMENT-REQUIRED`, states each requirement in mandate terms, pays the first one the signer
+//! accepts through [`X402Payer`] (the engine decides, holds and audits; [`SignerProvider`] signs
+//! through the [`X402Signer`] port within an [`X402Grant`]), sends `PAYMENT-SIGNATURE` and reads
+//! `PAYMENT-RESPONSE` as the receipt. [`FixedX402Signer`] is a test double; no EVM signer ships.
+//!
+//! On the seller's side (with `http`; the middleware with `axum` too), `x402_gate` answers 402
+//! with `PAYMENT-REQUIRED`, checks a `PAYMENT-SIGNATURE` in the specification's order
+//! ([`verify_payment`]: readable, one of the route's requirements, verified by the
+//! [`Facilitator`]) and settles it through the seller's engine ([`X402EngineSettler`]: single use
+//! of the authorization, then [`FacilitatorProvider`] calls `/settle`).
+//!
 //! Unknown JSON members are ignored (other implementations add fields); duplicate keys, `null`
 //! for an optional member and non-canonical base64 are refused (one meaning per input).
 //!
@@ -26,6 +38,31 @@
 //! ```
 
 use std::fmt;
+
+#[cfg(feature = "http")]
+mod client;
+#[cfg(feature = "http")]
+mod facilitator;
+#[cfg(all(feature = "http", feature = "axum"))]
+mod gate;
+mod payer;
+#[cfg(feature = "http")]
+mod settle;
+mod signer;
+
+#[cfg(feature = "http")]
+pub use client::{X402Client, X402ClientError, X402Response};
+#[cfg(feature = "http")]
+pub use facilitator::{
+    verify_payment, Facilitator, FacilitatorError, HttpFacilitator, PaymentCheckError,
+    VerifyResponse,
+};
+#[cfg(all(feature = "http", feature = "axum"))]
+pub use gate::{x402_gate, X402Gate};
+pub use payer::{SignerProvider, X402Book, X402Payer, PAYMENT_IDENTIFIER};
+#[cfg(feature = "http")]
+pub use settle::{FacilitatorProvider, X402EngineSettler, X402SettleError};
+pub use signer::{check_grant, FixedX402Signer, SignedPayload, SignerError, X402Grant, X402Signer};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
