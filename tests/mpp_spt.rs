@@ -685,10 +685,7 @@ async fn agent(stripe: &FakeStripe, spec: agent_mandate::domain::MandateSpec) ->
     let mandate = engine
         .create_mandate(
             &buyer_p(),
-            &CreateMandate {
-                key: key("paid-api-mandate"),
-                spec,
-            },
+            &CreateMandate::new(key("paid-api-mandate"), spec),
         )
         .await
         .unwrap()

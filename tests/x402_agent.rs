@@ -267,10 +267,7 @@ async fn agent(seller: &Seller, loop_limit: Option<LoopLimit>, spec: Option<Mand
     let mandate = engine
         .create_mandate(
             &buyer_p(),
-            &CreateMandate {
-                key: key("x402-mandate"),
-                spec: spec.unwrap_or_else(|| spec_for(&host)),
-            },
+            &CreateMandate::new(key("x402-mandate"), spec.unwrap_or_else(|| spec_for(&host))),
         )
         .await
         .unwrap()

@@ -282,10 +282,7 @@ async fn agent(host: &str) -> (X402Client, Arc<FixedX402Signer>) {
     let mandate = engine
         .create_mandate(
             &buyer_p(),
-            &CreateMandate {
-                key: key("m"),
-                spec,
-            },
+            &CreateMandate::new(key("m"), spec),
         )
         .await
         .unwrap()
