@@ -16,6 +16,8 @@ use crate::domain::{
 /// Create a root mandate, `pending_confirmation` or `active` (as its lifecycle says). Asked by
 /// the mandate's buyer or a system acting for them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
 pub struct CreateMandate {
     /// Idempotency key.
     pub key: IdempotencyKey,
@@ -26,6 +28,8 @@ pub struct CreateMandate {
 /// Derive a child mandate from `spec.parent_id` (attenuation enforced, I6). Asked by the
 /// parent's actor or the parent's buyer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
 pub struct DeriveMandate {
     /// Idempotency key.
     pub key: IdempotencyKey,
@@ -36,6 +40,8 @@ pub struct DeriveMandate {
 /// Confirm, reject or revoke a mandate (or mark it used or expired). Confirm and reject are the
 /// buyer's alone; see [`Engine::change_mandate`](super::Engine::change_mandate) for the rest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
 pub struct ChangeMandate {
     /// Idempotency key.
     pub key: IdempotencyKey,
@@ -48,6 +54,8 @@ pub struct ChangeMandate {
 /// Turn the kill switch on or off for an actor or a buyer. Asked by an operator or a system (a
 /// buyer for themself).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
 pub struct SetSuspension {
     /// Idempotency key.
     pub key: IdempotencyKey,
@@ -61,6 +69,8 @@ pub struct SetSuspension {
 
 /// Record a buyer confirmation (bound to a snapshot and a scope). Asked by that buyer only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
 pub struct RecordConfirmation {
     /// Idempotency key.
     pub key: IdempotencyKey,
@@ -70,6 +80,8 @@ pub struct RecordConfirmation {
 
 /// Decide without side effects (a dry run of [`ExecutePayment`] or any other action).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
 pub struct Evaluate {
     /// The request.
     pub request: PaymentRequest,
@@ -84,6 +96,8 @@ pub struct Evaluate {
 
 /// Decide at execution time, hold the budget, authorize at the PSP.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
 pub struct ExecutePayment {
     /// Idempotency key (scoped to the request's actor, who alone may ask).
     pub key: IdempotencyKey,
@@ -103,6 +117,8 @@ pub struct ExecutePayment {
 /// Capture an authorized attempt, in full (`amount: None`) or in part. Asked by the attempt's
 /// actor only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
 pub struct CapturePayment {
     /// Idempotency key.
     pub key: IdempotencyKey,
@@ -115,6 +131,8 @@ pub struct CapturePayment {
 
 /// Void an authorized attempt. Asked by the attempt's actor, its buyer or an operator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
 pub struct VoidPayment {
     /// Idempotency key.
     pub key: IdempotencyKey,
@@ -125,6 +143,8 @@ pub struct VoidPayment {
 /// Refund a captured attempt, in full (`amount: None`: all not yet refunded) or in part. Asked by
 /// the attempt's actor, its buyer or an operator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
 pub struct RefundPayment {
     /// Idempotency key.
     pub key: IdempotencyKey,
@@ -138,6 +158,8 @@ pub struct RefundPayment {
 /// Commit the order of an attempt: once per attempt, from an accepted payment state. Asked by
 /// the attempt's actor, its buyer or an operator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
 pub struct CommitOrder {
     /// Idempotency key.
     pub key: IdempotencyKey,
@@ -148,7 +170,16 @@ pub struct CommitOrder {
 }
 
 /// What a payment command did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// JSON: an object tagged by `outcome`: `{"outcome": "refused", "decision": {..}}`,
+/// `{"outcome": "done", "attempt": {..}, "decision": {..}}` (no `decision` for a void),
+/// `{"outcome": "replayed", "attempt": {..}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(
+    into = "super::wire::PaymentOutcomeWire",
+    from = "super::wire::PaymentOutcomeWire"
+)]
 pub enum PaymentOutcome {
     /// The decision was not `allowed`: nothing was held, nothing sent to the PSP.
     Refused(AuthorityDecision),
@@ -195,7 +226,9 @@ impl PaymentOutcome {
 }
 
 /// The recovery started after a failed order commitment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
 pub struct Recovery {
     /// Void (authorized) or refund (captured).
     pub operation: Operation,
@@ -203,11 +236,18 @@ pub struct Recovery {
     pub attempt: PaymentAttempt,
     /// Why the recovery call did not complete, if it did not (retry it with a void or
     /// refund command, or reconcile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
 /// What a commit-order command did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// JSON: an object tagged by `outcome`: `{"outcome": "committed", "order": {..}, "decision":
+/// {..}}`, `{"outcome": "existing", "order": {..}}`, `{"outcome": "failed", "reason": "..",
+/// "decision": {..}, "recovery": {..}}` (`decision` only when a decision refused the order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(tag = "outcome", rename_all = "snake_case", deny_unknown_fields)]
 #[expect(
     clippy::large_enum_variant,
     reason = "returned once per order commitment; boxing would only add an allocation"
@@ -232,6 +272,7 @@ pub enum OrderOutcome {
         /// Why.
         reason: String,
         /// The decision, when the order was refused by one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         decision: Option<AuthorityDecision>,
         /// The recovery.
         recovery: Recovery,
