@@ -95,7 +95,7 @@ fn committed_schemas_are_the_generated_ones() {
             committed.insert(name, std::fs::read_to_string(&path).expect("read"));
         }
     }
-    let stale: Vec<_> = generated
+    let stale: std::collections::BTreeSet<_> = generated
         .keys()
         .chain(committed.keys())
         .filter(|f| generated.get(*f) != committed.get(*f))
