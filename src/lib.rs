@@ -13,6 +13,8 @@ pub mod json;
 pub mod ports;
 #[cfg(any(feature = "mpp", feature = "x402"))]
 pub mod protocols;
+#[cfg(feature = "json-schema")]
+pub mod schema;
 #[cfg(feature = "axum")]
 pub mod service;
 #[cfg(feature = "proptest")]

@@ -38,6 +38,7 @@ pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-
 
 /// An error body in the Agentic Commerce Protocol's shape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct ErrorBody {
     /// The category: `invalid_request`, `unauthorized`, `not_found`, `processing_error`,
     /// `service_unavailable`.
@@ -208,6 +209,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
 
 /// The body of a payment answer.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct PaymentBody<'a> {
     /// The attempt as it is now.
     #[serde(skip_serializing_if = "Option::is_none")]

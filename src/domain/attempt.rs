@@ -17,6 +17,7 @@ use super::request::PaymentRequest;
 
 /// Where a payment attempt is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptStatus {
     /// Created, nothing checked yet.
@@ -158,6 +159,7 @@ impl fmt::Display for AttemptStatus {
 
 /// What a PSP says about a payment (from a response, a lookup or a webhook).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderStatus {
     /// The buyer must act (3-D Secure).
@@ -178,6 +180,11 @@ pub enum ProviderStatus {
 
 /// A PSP's view of one payment: status and amounts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "ProviderReport")
+)]
 #[serde(remote = "Self")]
 pub struct ProviderReport {
     /// The PSP's reference, once it has one.
@@ -198,6 +205,7 @@ pub struct ProviderReport {
 
 /// The PSP operation an attempt was waiting for when its outcome became unknown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
     /// Authorization (possibly with capture).
@@ -224,6 +232,7 @@ impl Operation {
 
 /// An event of the attempt state machine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptEvent {
     /// An `allowed` decision was made at execution time.
@@ -290,6 +299,11 @@ pub enum HoldEffect {
 
 /// One payment attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "PaymentAttempt")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct PaymentAttempt {
@@ -655,6 +669,11 @@ impl PaymentAttempt {
 
 /// A committed order: at most one per attempt (I4).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "Order")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Order {

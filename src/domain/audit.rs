@@ -31,6 +31,7 @@ use super::scope::PaymentAction;
 
 /// A party the kill switch applies to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Party {
     /// An actor (agent, human or system).
@@ -41,6 +42,11 @@ pub enum Party {
 
 /// The limit a threshold event is about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "LimitKind")
+)]
 #[serde(remote = "Self")]
 #[serde(rename_all = "snake_case")]
 pub enum LimitKind {
@@ -60,6 +66,7 @@ pub enum LimitKind {
 
 /// What a hold event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum HoldAction {
     /// Placed on the mandate and every ancestor.
@@ -74,6 +81,11 @@ pub enum HoldAction {
 
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "AuditKind")
+)]
 #[serde(remote = "Self")]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
@@ -333,6 +345,11 @@ pub enum AuditKind {
 /// larger event is written cut to fit, with a `truncated` marker in its event object
 /// ([`Truncation`](super::Truncation)), never dropped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "AuditEvent")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct AuditEvent {
@@ -405,6 +422,11 @@ impl<'de> Deserialize<'de> for AuditHash {
 /// An event in the chain: sequence number (from 1), link to the previous event, its own hash
 /// and its body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "ChainedEvent")
+)]
 #[serde(remote = "Self")]
 pub struct ChainedEvent {
     /// Position in the chain, from 1.
@@ -464,6 +486,7 @@ pub fn chain_hash(seq: u64, prev: &AuditHash, body: &str) -> AuditHash {
 
 /// What is wrong with the first bad event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ChainFault {
     /// Its body or hash does not match its hash: edited.
@@ -478,6 +501,11 @@ pub enum ChainFault {
 
 /// The first event that fails verification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "ChainBreak")
+)]
 #[serde(remote = "Self")]
 #[error("audit chain broken at event {seq} (expected {expected_seq}): {fault:?}")]
 pub struct ChainBreak {

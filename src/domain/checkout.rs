@@ -13,6 +13,11 @@ use super::limits::{bounded, MAX_UPSTREAM_BLOCKERS, MAX_UPSTREAM_MESSAGE_LEN};
 /// Its message is at most [`MAX_UPSTREAM_MESSAGE_LEN`] bytes (checked when deserialised, by
 /// [`UpstreamBlocker::new`] and by [`CheckoutState::validate`]); it has no causes of its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "UpstreamBlocker")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamBlocker {
@@ -50,6 +55,11 @@ fn upstream_message<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Text, D::E
 
 /// What the checkout service says about the checkout. Payment authority never overrides it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "CheckoutState")
+)]
 #[serde(remote = "Self")]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum CheckoutState {

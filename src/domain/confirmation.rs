@@ -11,6 +11,11 @@ use super::scope::ActionSet;
 
 /// What a confirmation approves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "ConfirmationScope")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct ConfirmationScope {
@@ -28,6 +33,11 @@ pub struct ConfirmationScope {
 /// a human, it names the request's snapshot, its mandate is in the chain, it covers the action
 /// and the amount (same currency), it was given at or before `now`, and has not expired.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "Confirmation")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Confirmation {

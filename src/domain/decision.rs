@@ -11,6 +11,7 @@ use super::ids::{CheckoutId, ConfirmationId, MandateId};
 
 /// How a blocker affects the outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum BlockerClass {
     /// The request is outside authority: `blocked`.
@@ -25,6 +26,7 @@ macro_rules! blocker_codes {
     ($($(#[$doc:meta])* $variant:ident = $wire:literal, $class:ident, $next:literal;)*) => {
         /// A stable blocker code. Wire names are SCREAMING_SNAKE and never reused.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
         #[non_exhaustive]
         pub enum BlockerCode {
             $($(#[$doc])* #[serde(rename = $wire)] $variant,)*
@@ -172,6 +174,11 @@ impl fmt::Display for BlockerCode {
 
 /// A nested cause of a blocker: an upstream blocker, or the status of an ancestor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "Cause")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Cause {
@@ -183,6 +190,11 @@ pub struct Cause {
 
 /// One reason a request is not simply allowed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "Blocker")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Blocker {
@@ -229,6 +241,7 @@ impl Blocker {
 
 /// The answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The actor may request the action now.
@@ -282,6 +295,7 @@ impl fmt::Display for Outcome {
 
 /// What a decision rests on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Evidence {
     /// A mandate of the chain.
@@ -297,6 +311,7 @@ pub enum Evidence {
 /// The authority decision: outcome, every blocker in a stable order, evidence, the request
 /// digest and the evaluation time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(try_from = "DecisionWire")]
 pub struct AuthorityDecision {
     /// The answer.
@@ -385,6 +400,11 @@ impl fmt::Display for AuthorityDecision {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "DecisionWire")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 struct DecisionWire {

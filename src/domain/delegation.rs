@@ -12,6 +12,7 @@ use super::scope::{Budgets, CartBinding, ConfirmationCondition, ConfirmationRule
 
 /// A dimension in which a child could be wider than its parent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Dimension {
@@ -61,6 +62,11 @@ pub enum Dimension {
 
 /// One way the child would be wider than the parent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "Widening")
+)]
 #[serde(remote = "Self")]
 pub struct Widening {
     /// The dimension.

@@ -24,6 +24,11 @@ const MAX_ROUNDS: usize = 512;
 
 /// One cut list or text of a truncated event body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "Cut")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Cut {
@@ -38,6 +43,11 @@ pub struct Cut {
 /// The marker of an audit event body cut to [`MAX_EVENT_BODY_BYTES`]: written as the member
 /// `truncated` of the body's `event` object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "Truncation")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Truncation {

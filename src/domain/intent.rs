@@ -14,6 +14,11 @@ pub use super::limits::MAX_INTENT_LINES;
 
 /// One line of an intent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "IntentLine")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct IntentLine {
@@ -51,6 +56,11 @@ impl Canonical for IntentLine {
 /// assert!(intent.intent_hash().to_string().starts_with("sha256:"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "PurchaseIntentSpec")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct PurchaseIntentSpec {
@@ -72,6 +82,7 @@ pub struct PurchaseIntentSpec {
 
 /// A validated purchase intent: 1 to 50 lines, quantities of at least 1, one currency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(try_from = "PurchaseIntentSpec", into = "PurchaseIntentSpec")]
 pub struct PurchaseIntent {
     spec: PurchaseIntentSpec,

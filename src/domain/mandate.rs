@@ -14,6 +14,7 @@ pub use super::limits::{MAX_LIST, MAX_WINDOWS, MAX_WINDOW_SECONDS};
 
 /// What kind of party an actor is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ActorKind {
     /// A person.
@@ -26,6 +27,11 @@ pub enum ActorKind {
 
 /// A party that requests payment actions.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "Actor")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Actor {
@@ -37,6 +43,7 @@ pub struct Actor {
 
 /// Where a mandate is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum MandateStatus {
     /// Created, waiting for the buyer.
@@ -96,6 +103,11 @@ impl fmt::Display for MandateStatus {
 
 /// Status plus the timestamps and reasons of how it got there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "Lifecycle")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Lifecycle {
@@ -151,6 +163,11 @@ impl Lifecycle {
 
 /// An event of the mandate lifecycle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "LifecycleEvent")
+)]
 #[serde(remote = "Self")]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum LifecycleEvent {
@@ -199,6 +216,11 @@ pub struct LifecycleError {
 
 /// The plain data of a mandate, as given. [`Mandate::new`] validates it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "MandateSpec")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct MandateSpec {
@@ -227,6 +249,7 @@ pub struct MandateSpec {
 /// 16 windows ([`MAX_WINDOWS`]), each 1 s to 10 years long and limiting something; a mandate is
 /// not its own parent; the lifecycle timestamps match the status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(try_from = "MandateSpec", into = "MandateSpec")]
 pub struct Mandate {
     spec: MandateSpec,

@@ -29,6 +29,7 @@ use super::mandate::{Actor, ActorKind};
 /// A mandate whose actor is of kind `human` is acted on by its buyer's principal: a person is
 /// always the buyer of the mandates they spend under.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", content = "id", rename_all = "snake_case")]
 pub enum Principal {
     /// The buyer: the person whose money the mandates spend.
@@ -120,6 +121,7 @@ impl fmt::Display for Principal {
 /// The recorded form of a principal, as audit events read back. Only audit bodies are read
 /// this way: no command accepts a principal from its body.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", content = "id", rename_all = "snake_case")]
 #[serde(deny_unknown_fields)]
 enum Recorded {

@@ -17,6 +17,11 @@ use super::usage::{ResourcePayments, Usage};
 /// "May this actor request this payment action, for this buyer, merchant, cart snapshot, amount,
 /// currency and time window, right now?": the request part of the question.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "PaymentRequest")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct PaymentRequest {
@@ -82,6 +87,7 @@ impl Canonical for PaymentRequest {
 
 /// Whether the payment credential presented can be used now (reported by the vault).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CredentialStatus {
     /// Usable.
@@ -96,6 +102,11 @@ pub enum CredentialStatus {
 
 /// Parties whose authority is switched off (the kill switch).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "Suspensions")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Suspensions {
@@ -154,6 +165,11 @@ pub struct EvaluationInput<'a> {
 /// confirmations, [`MAX_SUSPENDED`] suspended actors and buyers, and the limits of every value
 /// inside (the checkout's upstream blockers, the snapshot's items).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "EvaluationDocument")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct EvaluationDocument {

@@ -14,6 +14,11 @@ use super::snapshot::CartSnapshot;
 
 /// Which merchants a mandate covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "MerchantScope")
+)]
 #[serde(remote = "Self")]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum MerchantScope {
@@ -39,6 +44,11 @@ pub enum MerchantScope {
 
 /// What a mandate is bound to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "CartBinding")
+)]
 #[serde(remote = "Self")]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum CartBinding {
@@ -60,6 +70,11 @@ pub enum CartBinding {
 
 /// The amount limit and what it covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "AmountScope")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct AmountScope {
@@ -80,6 +95,11 @@ pub struct AmountScope {
 
 /// The currency of the authority.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "CurrencyScope")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct CurrencyScope {
@@ -94,6 +114,11 @@ pub struct CurrencyScope {
 
 /// A rolling window limit (`24 h: at most 500.00 and 10 payments`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "WindowLimit")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct WindowLimit {
@@ -109,6 +134,11 @@ pub struct WindowLimit {
 
 /// Spending controls.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "Budgets")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Budgets {
@@ -125,6 +155,7 @@ pub struct Budgets {
 
 /// A payment action an actor may request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentAction {
     /// Prepare a payment (no money moves).
@@ -283,6 +314,7 @@ impl<'de> Deserialize<'de> for ActionSet {
 
 /// How urgent the agent says a purchase is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Urgency {
     /// Normal.
@@ -307,6 +339,11 @@ impl Urgency {
 /// One condition under which the buyer must confirm. A rule holds a list of them; any one that
 /// applies requires a confirmation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "ConfirmationCondition")
+)]
 #[serde(remote = "Self")]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ConfirmationCondition {
@@ -334,6 +371,11 @@ pub enum ConfirmationCondition {
 
 /// What the buyer saw when granting the mandate, for the `*_changed` conditions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "Baseline")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Baseline {
@@ -378,6 +420,11 @@ impl Baseline {
 /// assert!(!rule.is_never());
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "ConfirmationRule")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct ConfirmationRule {
@@ -412,6 +459,11 @@ impl ConfirmationRule {
 
 /// When a mandate may be used: `not_before <= now < expires_at`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "Validity")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Validity {
@@ -432,6 +484,11 @@ impl Validity {
 
 /// Everything a mandate permits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "MandateScope")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct MandateScope {

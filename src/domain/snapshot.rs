@@ -14,6 +14,11 @@ pub use super::limits::{MAX_ITEMS, MAX_QUANTITY, MAX_REFS};
 
 /// The merchant of a checkout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "Merchant")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Merchant {
@@ -42,6 +47,11 @@ impl Canonical for Merchant {
 
 /// One line of a cart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "LineItem")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct LineItem {
@@ -92,6 +102,11 @@ impl Canonical for LineItem {
 /// The totals of a cart. `total = subtotal + shipping + tax - discount`, and
 /// `subtotal = sum(quantity x unit_price)`, exactly.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "Totals")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Totals {
@@ -121,6 +136,7 @@ impl Canonical for Totals {
 
 /// The channel a checkout came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
     /// A human on the merchant's storefront.
@@ -143,6 +159,7 @@ impl Channel {
 
 /// Kind of buyer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum BuyerType {
     /// A consumer.
@@ -162,6 +179,11 @@ impl BuyerType {
 
 /// The commercial context a snapshot was evaluated in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "CheckoutContext")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct CheckoutContext {
@@ -192,6 +214,11 @@ impl Canonical for CheckoutContext {
 /// `id`, when present, is a claim that is checked against the computed id and is not part of the
 /// hashed content. Fact and policy references are sets: they are sorted and de-duplicated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "CartContent")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct CartContent {
@@ -273,6 +300,7 @@ impl Canonical for CartContent {
 /// assert_eq!(snapshot.total().to_string(), "153.00 EUR");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(try_from = "CartContent", into = "CartContent")]
 pub struct CartSnapshot {
     id: SnapshotId,

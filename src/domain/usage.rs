@@ -11,6 +11,11 @@ use super::money::{Currency, Money};
 
 /// Held + spent and the number of payments inside one rolling window, evaluated at `now`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "WindowUsage")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct WindowUsage {
@@ -31,6 +36,7 @@ pub struct WindowUsage {
 /// assert!(usage.held.is_zero());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(try_from = "UsageSpec", into = "UsageSpec")]
 pub struct Usage {
     /// The mandate.
@@ -50,6 +56,11 @@ pub struct Usage {
 
 /// The plain data of [`Usage`], as deserialised.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "UsageSpec")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct UsageSpec {
@@ -184,6 +195,11 @@ impl From<Usage> for UsageSpec {
 /// Loop detection: at most `max_payments` payments for the same resource (the same single-line
 /// cart item at the same merchant, under the same mandate) within `window_seconds`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "LoopLimit")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct LoopLimit {
@@ -228,6 +244,11 @@ impl LoopLimit {
 /// How often the resource of a request was paid for within its loop limit's window, counted
 /// by the caller (the engine) before the decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "json-schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "ResourcePayments")
+)]
 #[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct ResourcePayments {

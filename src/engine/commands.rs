@@ -35,6 +35,8 @@ use crate::domain::{
 /// the mandate's buyer or a system acting for them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
 pub struct CreateMandate {
     /// Idempotency key.
     pub key: IdempotencyKey,
@@ -46,6 +48,8 @@ pub struct CreateMandate {
 /// parent's actor or the parent's buyer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
 pub struct DeriveMandate {
     /// Idempotency key.
     pub key: IdempotencyKey,
@@ -57,6 +61,8 @@ pub struct DeriveMandate {
 /// buyer's alone; see [`Engine::change_mandate`](super::Engine::change_mandate) for the rest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
 pub struct ChangeMandate {
     /// Idempotency key.
     pub key: IdempotencyKey,
@@ -70,6 +76,8 @@ pub struct ChangeMandate {
 /// buyer for themself).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
 pub struct SetSuspension {
     /// Idempotency key.
     pub key: IdempotencyKey,
@@ -84,6 +92,8 @@ pub struct SetSuspension {
 /// Record a buyer confirmation (bound to a snapshot and a scope). Asked by that buyer only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
 pub struct RecordConfirmation {
     /// Idempotency key.
     pub key: IdempotencyKey,
@@ -94,6 +104,8 @@ pub struct RecordConfirmation {
 /// Decide without side effects (a dry run of [`ExecutePayment`] or any other action).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
 pub struct Evaluate {
     /// The request.
     pub request: PaymentRequest,
@@ -109,6 +121,8 @@ pub struct Evaluate {
 /// Decide at execution time, hold the budget, authorize at the PSP.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
 pub struct ExecutePayment {
     /// Idempotency key (scoped to the request's actor, who alone may ask).
     pub key: IdempotencyKey,
@@ -129,6 +143,8 @@ pub struct ExecutePayment {
 /// actor only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
 pub struct CapturePayment {
     /// Idempotency key.
     pub key: IdempotencyKey,
@@ -142,6 +158,8 @@ pub struct CapturePayment {
 /// Void an authorized attempt. Asked by the attempt's actor, its buyer or an operator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
 pub struct VoidPayment {
     /// Idempotency key.
     pub key: IdempotencyKey,
@@ -153,6 +171,8 @@ pub struct VoidPayment {
 /// the attempt's actor, its buyer or an operator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
 pub struct RefundPayment {
     /// Idempotency key.
     pub key: IdempotencyKey,
@@ -167,6 +187,8 @@ pub struct RefundPayment {
 /// the attempt's actor, its buyer or an operator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
 pub struct CommitOrder {
     /// Idempotency key.
     pub key: IdempotencyKey,
@@ -320,6 +342,17 @@ impl CommitOrder {
 /// What a payment command did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+///
+/// JSON: an object tagged by `outcome`: `{"outcome": "refused", "decision": {..}}`,
+/// `{"outcome": "done", "attempt": {..}, "decision": {..}}` (no `decision` for a void),
+/// `{"outcome": "replayed", "attempt": {..}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(
+    into = "super::wire::PaymentOutcomeWire",
+    from = "super::wire::PaymentOutcomeWire"
+)]
+#[non_exhaustive]
 pub enum PaymentOutcome {
     /// The decision was not `allowed`: nothing was held, nothing sent to the PSP.
     Refused(AuthorityDecision),
@@ -366,7 +399,9 @@ impl PaymentOutcome {
 }
 
 /// The recovery started after a failed order commitment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Recovery {
     /// Void (authorized) or refund (captured).
@@ -375,11 +410,18 @@ pub struct Recovery {
     pub attempt: PaymentAttempt,
     /// Why the recovery call did not complete, if it did not (retry it with a void or
     /// refund command, or reconcile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
 /// What a commit-order command did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// JSON: an object tagged by `outcome`: `{"outcome": "committed", "order": {..}, "decision":
+/// {..}}`, `{"outcome": "existing", "order": {..}}`, `{"outcome": "failed", "reason": "..",
+/// "decision": {..}, "recovery": {..}}` (`decision` only when a decision refused the order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(tag = "outcome", rename_all = "snake_case", deny_unknown_fields)]
 #[expect(
     clippy::large_enum_variant,
     reason = "returned once per order commitment; boxing would only add an allocation"
@@ -405,6 +447,7 @@ pub enum OrderOutcome {
         /// Why.
         reason: String,
         /// The decision, when the order was refused by one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         decision: Option<AuthorityDecision>,
         /// The recovery.
         recovery: Recovery,

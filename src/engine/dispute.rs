@@ -12,6 +12,7 @@ use crate::domain::{
 
 /// The decision that allowed the attempt, as recorded in the audit trail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct RecordedDecision {
     /// The audit event's sequence number.
     pub seq: u64,
@@ -27,6 +28,7 @@ pub struct RecordedDecision {
 
 /// One consistency check of the package.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct DisputeCheck {
     /// What is checked.
     pub name: &'static str,
@@ -38,6 +40,7 @@ pub struct DisputeCheck {
 
 /// Whether the evidence hangs together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DisputeVerdict {
     /// Every check passed: the payment was authorized for this snapshot and amount, by an
@@ -49,6 +52,7 @@ pub enum DisputeVerdict {
 
 /// The dispute package of one attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct DisputeEvidence {
     /// The attempt.
     pub attempt: PaymentAttempt,

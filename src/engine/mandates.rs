@@ -1,7 +1,7 @@
 //! Mandate commands: create, derive, change (confirm, reject, revoke), the kill switch,
 //! confirmations and credentials.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::commands::{
     ChangeMandate, CreateMandate, DeriveMandate, RecordConfirmation, SetSuspension,
@@ -16,7 +16,11 @@ use crate::domain::{
 use crate::ports::{IdempotencyScope, NewCredential, StoredCredential, StoredResult, Write};
 
 /// A command's result, and whether it was answered from its idempotency record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// JSON: `{"value": .., "replay": false}` (`value` is `null` for a command without a result).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
 pub struct Recorded<T> {
     /// The result (as it is now, for a replay).
     pub value: T,

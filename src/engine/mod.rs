@@ -31,6 +31,7 @@ mod order;
 mod reads;
 mod settle;
 mod trail;
+mod wire;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

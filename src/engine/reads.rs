@@ -24,7 +24,9 @@ pub const MAX_AUDIT_SEGMENT: usize = 1_000;
 pub const MAX_OPEN_ATTEMPTS: usize = 1_000;
 
 /// The usage of every level of a mandate's chain, root first, at the time of the read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
 pub struct ChainUsage {
     /// The chain, root first (the mandate asked for last).
     pub chain: Vec<Mandate>,

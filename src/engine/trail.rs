@@ -10,7 +10,11 @@ use crate::domain::{AttemptId, AttemptStatus, AuditEvent, AuditKind, OrderId};
 pub const TRAIL_CHECK_LIMIT: usize = 100_000;
 
 /// A stored state whose audit event is missing from the trail (and from the outbox).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// JSON: an object tagged by `type` (`attempt_transition`, `order_committed`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
 pub enum MissingEvent {
     /// The attempt is in `status`, but no transition event to that status names it.
@@ -48,7 +52,9 @@ impl std::fmt::Display for MissingEvent {
 }
 
 /// What [`Engine::verify_trail`] found.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
 pub struct TrailReport {
     /// Attempts checked.
     pub attempts: usize,

@@ -75,6 +75,7 @@ impl Drop for Secret {
 
 /// What kind of credential.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CredentialKind {
     /// A network token (Visa, Mastercard tokenization).
@@ -89,6 +90,7 @@ pub enum CredentialKind {
 
 /// Funding type of the underlying account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum FundingType {
     /// Credit.
@@ -103,6 +105,7 @@ pub enum FundingType {
 
 /// What may be shown about a credential: never the secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CredentialDisplay {
     /// Brand or network (`visa`).
@@ -195,6 +198,7 @@ impl NewCredential {
 
 /// A stored credential: the reference and what may be shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct StoredCredential {
     /// The opaque reference.
     pub reference: CredentialRef,
@@ -211,6 +215,7 @@ pub struct StoredCredential {
 /// What [`CredentialVault::store`] answers: the stored credential, and whether the idempotency
 /// key had already stored it (a replay: nothing new was stored).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct StoreOutcome {
     /// The credential the key stored (the first time, or now).
     pub credential: StoredCredential,
