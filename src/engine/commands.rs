@@ -340,8 +340,6 @@ impl CommitOrder {
 }
 
 /// What a payment command did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 ///
 /// JSON: an object tagged by `outcome`: `{"outcome": "refused", "decision": {..}}`,
 /// `{"outcome": "done", "attempt": {..}, "decision": {..}}` (no `decision` for a void),
