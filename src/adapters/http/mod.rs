@@ -21,6 +21,7 @@ mod outbox;
 pub mod signature;
 mod stripe;
 mod stripe_wire;
+mod tls;
 mod webhook;
 
 pub use classify::{StripeCall, StripeError};
@@ -32,6 +33,7 @@ pub use signature::{
 pub use stripe::{
     stripe_minimum_charge, StripeConfig, StripeConfigError, StripeProvider, STRIPE_API_VERSION,
 };
+pub use tls::{client_builder, TlsConfigError};
 pub use webhook::{
     is_permanent_refusal, DeadLetter, Delivered, DeliveryError, DeliveryLoop, WebhookAuditSink,
     WebhookConfig, WebhookConfigError, WebhookError,

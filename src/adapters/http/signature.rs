@@ -157,8 +157,8 @@ fn mac(
 ) -> HmacSha256 {
     // HMAC takes keys of any length: `new_from_slice` cannot fail; an empty MAC state is
     // the fallback only to avoid a panic path (the secret is checked non-empty before).
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(secret.expose().as_bytes())
-        .unwrap_or_else(|_| <HmacSha256 as hmac::digest::KeyInit>::new(&Default::default()));
+    let mut mac = <HmacSha256 as hmac::KeyInit>::new_from_slice(secret.expose().as_bytes())
+        .unwrap_or_else(|_| <HmacSha256 as hmac::KeyInit>::new(&Default::default()));
     mac.update(
         format!(
             "{SIGNATURE_VERSION}.{timestamp}.{seq}.{}.",

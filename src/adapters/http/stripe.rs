@@ -223,7 +223,10 @@ impl StripeProvider {
         vault: Arc<dyn CredentialVault>,
         clock: Arc<dyn Clock>,
     ) -> Result<StripeProvider, StripeConfigError> {
-        let client = reqwest::Client::builder()
+        let client = super::tls::client_builder()
+            .map_err(|e| StripeConfigError::Client {
+                message: e.to_string(),
+            })?
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
             .pool_max_idle_per_host(config.max_idle_per_host)

@@ -295,7 +295,12 @@ impl WebhookAuditSink {
         config: WebhookConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<WebhookAuditSink>, WebhookError> {
-        let client = reqwest::Client::builder()
+        let client = super::tls::client_builder()
+            .map_err(|e| {
+                WebhookError::Config(WebhookConfigError::Client {
+                    message: e.to_string(),
+                })
+            })?
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
             .redirect(reqwest::redirect::Policy::none())
