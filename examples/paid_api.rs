@@ -213,13 +213,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         book,
         "stripe",
     ));
-    let client = PaidClient::new(reqwest::Client::new(), payer, agent_mem.clock.clone());
+    let http = agent_mandate::adapters::http::client_builder()?.build()?;
+    let client = PaidClient::new(http.clone(), payer, agent_mem.clock.clone());
 
     // --- The agent loops on the paid call.
     let mut receipts = Vec::new();
     let mut stopped = None;
     for call in 1..=15 {
-        let request = reqwest::Client::new().get(&url).build()?;
+        let request = http.get(&url).build()?;
         match client.send(request).await {
             Ok(answer) => {
                 let receipt = answer.receipt.ok_or("a paid answer without a receipt")?;

@@ -302,7 +302,7 @@ async fn walk(
     now: chrono::DateTime<chrono::Utc>,
     card: &agent_mandate::domain::CredentialRef,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let http = reqwest::Client::new();
+    let http = agent_mandate::adapters::http::client_builder()?.build()?;
     let (spec, snapshot) = fixtures(now)?;
     let post = |path: &str, token: &str, key: &str, body: Value| {
         let mut r = http

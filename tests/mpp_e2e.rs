@@ -397,10 +397,14 @@ async fn seller(price: &str) -> Seller {
 async fn an_agent_pays_over_http_loops_and_is_stopped() {
     let s = seller("50").await;
     let a = agent(None, paid_api_spec()).await;
-    let client = PaidClient::new(reqwest::Client::new(), a.payer.clone(), a.mem.clock.clone());
+    let http = agent_mandate::adapters::http::client_builder()
+        .unwrap()
+        .build()
+        .unwrap();
+    let client = PaidClient::new(http.clone(), a.payer.clone(), a.mem.clock.clone());
 
     // Without payment: 402, a challenge, no-store, problem details.
-    let plain = reqwest::get(&s.url).await.unwrap();
+    let plain = http.get(&s.url).send().await.unwrap();
     assert_eq!(plain.status().as_u16(), 402);
     assert_eq!(plain.headers()["cache-control"], "no-store");
     let challenge =
@@ -416,7 +420,7 @@ async fn an_agent_pays_over_http_loops_and_is_stopped() {
     let mut receipts = Vec::new();
     let mut refusal = None;
     for _ in 0..12 {
-        let req = reqwest::Client::new().get(&s.url).build().unwrap();
+        let req = http.get(&s.url).build().unwrap();
         match client.send(req).await {
             Ok(r) => {
                 assert_eq!(r.status, 200);
@@ -500,7 +504,10 @@ async fn the_seller_refuses_reused_ids_other_prices_and_garbage() {
         .to_header()
         .unwrap()
     };
-    let http = reqwest::Client::new();
+    let http = agent_mandate::adapters::http::client_builder()
+        .unwrap()
+        .build()
+        .unwrap();
     let send = |auth: String| {
         let http = http.clone();
         let url = s.url.clone();

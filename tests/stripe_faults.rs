@@ -58,7 +58,10 @@ async fn intents_for(url: &str, attempt: &AttemptId) -> usize {
         if let Some(a) = &after {
             u.push_str(&format!("&starting_after={a}"));
         }
-        let body = reqwest::Client::new()
+        let body = agent_mandate::adapters::http::client_builder()
+            .unwrap()
+            .build()
+            .unwrap()
             .get(u)
             .bearer_auth(localstripe::API_KEY)
             .send()

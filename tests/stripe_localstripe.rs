@@ -372,7 +372,10 @@ async fn psp_view(
 }
 
 async fn raw_intent(url: &str, id: &str) -> serde_json::Value {
-    reqwest::Client::new()
+    agent_mandate::adapters::http::client_builder()
+        .unwrap()
+        .build()
+        .unwrap()
         .get(format!("{url}/v1/payment_intents/{id}"))
         .bearer_auth(localstripe::API_KEY)
         .send()

@@ -1,7 +1,9 @@
 //! The signed-webhook audit sink against a receiver on 127.0.0.1 (axum): signatures verify,
 //! a receiver that is down then up loses nothing, redeliveries carry the same sequence number,
 //! a tampered body fails verification, a crash between append and enqueue is recovered (I9:
-//! the delivered chain verifies; I10: the secret never shows).
+//! the delivered chain verifies; I10: the secret never shows). Deliveries are Standard
+//! Webhooks messages; `standard_webhooks_receiver_library_accepts_our_deliveries` checks them
+//! with a receiver library no one here wrote (PyPI's `standardwebhooks`).
 
 #![cfg(all(feature = "http", feature = "testkit"))]
 
@@ -11,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agent_mandate::adapters::http::{
-    verify_signature, DeliveryError, DeliveryHeaders, MemoryOutbox, Outbox, SignatureError,
-    WebhookAuditSink, WebhookConfig, WebhookConfigError, EVENT_HASH_HEADER, SEQ_HEADER,
-    SIGNATURE_HEADER,
+    message_id, parse_message_id, verify_signature, DeliveryError, DeliveryHeaders, MemoryOutbox,
+    Outbox, SignatureError, WebhookAuditSink, WebhookConfig, WebhookConfigError, ID_HEADER,
+    SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
 use agent_mandate::adapters::memory::{ManualClock, MemoryAuditSink};
 use agent_mandate::domain::{
@@ -25,13 +27,18 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 
-const SECRET: &str = "whsec_agent_mandate_test_secret";
+/// `whsec_` and the base64 of a 32-byte key (Standard Webhooks).
+const SECRET: &str = "whsec_YWdlbnQtbWFuZGF0ZSB3ZWJob29rIHRlc3Qga2V5ISE=";
 
 /// One request the receiver got.
 #[derive(Debug, Clone)]
 struct Got {
-    seq: String,
+    id: String,
+    timestamp: String,
     signature: String,
+    /// The sequence number and event hash of the message id, as the receiver read them
+    /// (empty if the id does not parse).
+    seq: String,
     hash: String,
     body: Bytes,
 }
@@ -53,9 +60,9 @@ impl Got {
     /// The delivery's headers, as a receiver passes them to `verify_signature`.
     fn headers(&self) -> DeliveryHeaders<'_> {
         DeliveryHeaders {
+            id: &self.id,
+            timestamp: &self.timestamp,
             signature: &self.signature,
-            seq: &self.seq,
-            event_hash: &self.hash,
         }
     }
 }
@@ -83,9 +90,17 @@ async fn hook(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> Sta
     if take(&r.refuse) {
         return StatusCode::SERVICE_UNAVAILABLE;
     }
+    let id = headers
+        .get(ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let (seq, hash) = match parse_message_id(id) {
+        Ok((seq, hash)) => (seq.to_string(), hash.to_hex()),
+        Err(_) => (String::new(), String::new()),
+    };
     let refuse = r.refuse_seq.lock().expect("lock").clone();
-    if let Some((seq, status)) = refuse {
-        if headers.get(SEQ_HEADER).and_then(|v| v.to_str().ok()) == Some(seq.as_str()) {
+    if let Some((refused_seq, status)) = refuse {
+        if refused_seq == seq {
             r.refused.fetch_add(1, Ordering::SeqCst);
             return status;
         }
@@ -98,9 +113,11 @@ async fn hook(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> Sta
             .to_owned()
     };
     r.got.lock().expect("lock").push(Got {
-        seq: header(SEQ_HEADER),
+        id: header(ID_HEADER),
+        timestamp: header(TIMESTAMP_HEADER),
         signature: header(SIGNATURE_HEADER),
-        hash: header(EVENT_HASH_HEADER),
+        seq,
+        hash,
         body,
     });
     if take(&r.keep_then_fail) {
@@ -202,8 +219,10 @@ async fn signatures_verify_and_the_chain_arrives_in_order() {
         let verified = verify_signature(&secret, &g.headers(), &g.body, s.clock.now(), tolerance())
             .expect("signature verifies");
         assert_eq!(verified.seq.to_string(), g.seq);
+        assert_eq!(verified.timestamp.to_string(), g.timestamp);
         let e: ChainedEvent = serde_json::from_slice(&g.body).expect("a chained event");
-        assert_eq!(e.seq.to_string(), g.seq);
+        assert_eq!(g.id, message_id(e.seq, &e.hash));
+        assert_eq!((verified.seq, verified.event_hash), (e.seq, e.hash));
         assert_eq!(e.hash.to_string(), g.hash);
         delivered.push(e);
     }
@@ -244,7 +263,7 @@ async fn tampered_body_fails_verification() {
     );
     assert_eq!(
         verify_signature(
-            &Secret::new("whsec_other_secret_0123"),
+            &Secret::new("whsec_YW5vdGhlciB3ZWJob29rIGtleSwgMjRi"),
             &g.headers(),
             &g.body,
             now,
@@ -268,13 +287,30 @@ async fn tampered_body_fails_verification() {
             now,
             tolerance()
         ),
-        Err(SignatureError::Malformed { field: "t" })
+        Err(SignatureError::Malformed {
+            field: "webhook-signature"
+        })
     ));
+    // The timestamp is signed: a fresh one on an old delivery does not verify.
+    let fresh = (g.timestamp.parse::<i64>().expect("timestamp") + 301).to_string();
+    assert_eq!(
+        verify_signature(
+            &secret,
+            &DeliveryHeaders {
+                timestamp: &fresh,
+                ..g.headers()
+            },
+            &g.body,
+            later,
+            tolerance()
+        ),
+        Err(SignatureError::Mismatch)
+    );
 }
 
-/// I9, I15: a captured delivery (event 1) replayed with a later `Agent-Mandate-Seq` (2) does
-/// not verify, so a receiver that deduplicates on the seq cannot be made to drop the real
-/// event 2. Under the former scheme the seq was not signed and the replay verified.
+/// I9, I15: a captured delivery (event 1) replayed under the message id of a later event (2)
+/// does not verify, so a receiver that deduplicates on the id (or the seq in it) cannot be
+/// made to drop the real event 2: the id, with the seq and the event hash, is signed.
 #[tokio::test]
 async fn replayed_delivery_with_a_later_seq_does_not_verify() {
     let (url, r) = receiver().await;
@@ -286,8 +322,12 @@ async fn replayed_delivery_with_a_later_seq_does_not_verify() {
     let (first, second) = (&got[0], &got[1]);
     let secret = Secret::new(SECRET);
     let now = s.clock.now();
+    let second_seq_first_hash = message_id(
+        second.seq.parse().expect("seq"),
+        &parse_message_id(&first.id).expect("id").1,
+    );
     let replay = DeliveryHeaders {
-        seq: &second.seq,
+        id: &second_seq_first_hash,
         ..first.headers()
     };
     assert_eq!(
@@ -295,8 +335,7 @@ async fn replayed_delivery_with_a_later_seq_does_not_verify() {
         Err(SignatureError::Mismatch)
     );
     let replay = DeliveryHeaders {
-        seq: &second.seq,
-        event_hash: &second.hash,
+        id: &second.id,
         ..first.headers()
     };
     assert_eq!(
@@ -311,20 +350,21 @@ async fn replayed_delivery_with_a_later_seq_does_not_verify() {
     }
 }
 
-/// I10: the sink refuses an empty or short secret at construction, and the receiver's check
+/// I10: the sink refuses an empty or short key at construction, and the receiver's check
 /// refuses it too (anyone could sign with an empty key).
 #[tokio::test]
 async fn empty_or_short_secret_is_refused_by_the_sink_and_the_receiver() {
-    for weak in ["", "whsec_short"] {
+    for weak in ["", "whsec_", "whsec_c2hvcnQga2V5"] {
         assert_eq!(
             WebhookConfig::new("http://127.0.0.1:9/hook", Secret::new(weak)).err(),
             Some(WebhookConfigError::WeakSecret { min_bytes: 16 }),
             "{weak:?}"
         );
+        let id = message_id(1, &AuditHash::GENESIS);
         let headers = DeliveryHeaders {
-            signature: "t=1,v2=00",
-            seq: "1",
-            event_hash: &AuditHash::GENESIS.to_hex(),
+            id: &id,
+            timestamp: "1",
+            signature: "v1,AAAA",
         };
         assert_eq!(
             verify_signature(
@@ -337,6 +377,17 @@ async fn empty_or_short_secret_is_refused_by_the_sink_and_the_receiver() {
             Err(SignatureError::WeakSecret { min_bytes: 16 })
         );
     }
+    // A secret that is not `whsec_` and base64 (the former free-form secrets) is named.
+    assert!(matches!(
+        WebhookConfig::new(
+            "http://127.0.0.1:9/hook",
+            Secret::new("whsec_agent_mandate_test_secret")
+        ),
+        Err(WebhookConfigError::Invalid {
+            field: "secret",
+            ..
+        })
+    ));
 }
 
 /// The receiver is down (nothing listens), events wait in the outbox; it comes up; nothing is
@@ -697,4 +748,172 @@ async fn only_permanent_refusals_dead_letter() {
     assert!(r.seqs().is_empty());
     assert!(sink.dead_letters().is_empty());
     assert_eq!(inner.events().len(), 2, "no marker");
+}
+
+/// The Python of `scripts/with-mpp-sdk.sh`'s venv, which has PyPI's `standardwebhooks`.
+fn standard_webhooks_python() -> Option<String> {
+    match std::env::var("MPP_SDK_PYTHON") {
+        Ok(p) if !p.is_empty() => Some(p),
+        _ => {
+            assert!(
+                std::env::var_os("REQUIRE_MPP_SDK").is_none(),
+                "REQUIRE_MPP_SDK is set but MPP_SDK_PYTHON is not"
+            );
+            eprintln!(
+                "SKIPPED: standard webhooks interop: MPP_SDK_PYTHON not set (run scripts/with-mpp-sdk.sh cargo test --features http,testkit --test webhook_sink)"
+            );
+            None
+        }
+    }
+}
+
+/// Runs `tests/interop/standard_webhooks.py` on `cases`; returns its results.
+fn standard_webhooks(python: &str, cases: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/standard_webhooks.py"
+    );
+    let mut child = Command::new(python)
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start python");
+    let doc = serde_json::json!({ "cases": cases });
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(doc.to_string().as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("python runs");
+    assert!(
+        out.status.success(),
+        "standard_webhooks.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(v["version"].is_string(), "{v}");
+    let results = v["results"].as_array().expect("results").clone();
+    assert_eq!(results.len(), cases.len());
+    results
+}
+
+/// Our deliveries are Standard Webhooks messages: PyPI's `standardwebhooks` receiver library
+/// (no one here wrote it) accepts each one as sent, computes the same signature for it, and
+/// rejects it when the body is changed by one byte, when it is replayed under the message id
+/// of a later event, under another secret, with its timestamp moved, and when it is stale.
+#[tokio::test]
+async fn standard_webhooks_receiver_library_accepts_our_deliveries() {
+    let Some(python) = standard_webhooks_python() else {
+        return;
+    };
+    let (url, r) = receiver().await;
+    let s = setup(&url).await;
+    // The library checks the timestamp against the real clock.
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let now = chrono::DateTime::from_timestamp(i64::try_from(unix).expect("secs"), 0).expect("now");
+    s.clock.set(now - chrono::Duration::hours(1));
+    append(&s.sink, 1).await;
+    s.sink.deliver_pending().await.expect("delivered");
+    s.clock.set(now);
+    for n in 2..=4 {
+        append(&s.sink, n).await;
+    }
+    s.sink.deliver_pending().await.expect("delivered");
+    let got = r.got();
+    assert_eq!(r.seqs(), vec![1, 2, 3, 4]);
+    let case = |g: &Got, secret: &str, id: &str, timestamp: &str, body: &[u8]| {
+        serde_json::json!({
+            "secret": secret,
+            "headers": {
+                ID_HEADER: id,
+                TIMESTAMP_HEADER: timestamp,
+                SIGNATURE_HEADER: g.signature,
+            },
+            "body": String::from_utf8(body.to_vec()).expect("utf-8"),
+        })
+    };
+    let fresh = &got[1..];
+    let mut cases = Vec::new();
+    for g in fresh {
+        cases.push(case(g, SECRET, &g.id, &g.timestamp, &g.body));
+    }
+    let (a, b) = (&got[1], &got[2]);
+    let mut tampered = a.body.to_vec();
+    let at = tampered
+        .windows(8)
+        .position(|w| w == b"reason 2")
+        .expect("the reason is in the body");
+    tampered[at + 7] = b'9';
+    let moved = (a.timestamp.parse::<i64>().expect("timestamp") + 1).to_string();
+    let other_secret = "whsec_YW5vdGhlciB3ZWJob29rIGtleSwgMjRi";
+    let rejected = [
+        (
+            "tampered body",
+            case(a, SECRET, &a.id, &a.timestamp, &tampered),
+        ),
+        (
+            "replayed under a later id",
+            case(a, SECRET, &b.id, &a.timestamp, &a.body),
+        ),
+        (
+            "another secret",
+            case(a, other_secret, &a.id, &a.timestamp, &a.body),
+        ),
+        ("moved timestamp", case(a, SECRET, &a.id, &moved, &a.body)),
+        (
+            "stale",
+            case(&got[0], SECRET, &got[0].id, &got[0].timestamp, &got[0].body),
+        ),
+    ];
+    cases.extend(rejected.iter().map(|(_, c)| c.clone()));
+    let results = standard_webhooks(&python, &cases);
+    for (g, res) in fresh.iter().zip(&results) {
+        assert_eq!(res["accepted"], true, "seq {}: {res}", g.seq);
+        assert_eq!(res["signature"], g.signature.as_str(), "the same signature");
+        assert_eq!(
+            res["payload"]["seq"].to_string(),
+            g.seq,
+            "the signed body's seq"
+        );
+        assert_eq!(res["payload"]["hash"], g.hash.as_str());
+    }
+    for ((what, _), res) in rejected.iter().zip(&results[fresh.len()..]) {
+        assert_eq!(res["accepted"], false, "{what}: {res}");
+    }
+    assert!(
+        results[results.len() - 1]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("too old")),
+        "{}",
+        results[results.len() - 1]
+    );
+    // Our own receiver helper agrees on every case.
+    for (i, c) in cases.iter().enumerate() {
+        let h = |name: &str| c["headers"][name].as_str().expect("header").to_owned();
+        let (id, timestamp, signature) = (h(ID_HEADER), h(TIMESTAMP_HEADER), h(SIGNATURE_HEADER));
+        let ours = verify_signature(
+            &Secret::new(c["secret"].as_str().expect("secret")),
+            &DeliveryHeaders {
+                id: &id,
+                timestamp: &timestamp,
+                signature: &signature,
+            },
+            c["body"].as_str().expect("body").as_bytes(),
+            now,
+            tolerance(),
+        );
+        assert_eq!(
+            ours.is_ok(),
+            results[i]["accepted"] == true,
+            "case {i}: {ours:?}"
+        );
+    }
 }

@@ -33,7 +33,7 @@
 use std::fmt;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+use aes_gcm::Aes256Gcm;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -42,6 +42,9 @@ use crate::domain::CredentialRef;
 use crate::ports::{NewCredential, Secret, StoredCredential, VaultError};
 
 type HmacSha256 = Hmac<Sha256>;
+
+/// The nonce of [`Aes256Gcm`] (96 bits).
+type Nonce = aes_gcm::aead::Nonce<Aes256Gcm>;
 
 const KEY_LEN: usize = 32;
 const NONCE_LEN: usize = 12;
@@ -101,7 +104,8 @@ impl VaultKey {
 
     /// A subkey for one purpose: HMAC-SHA256 of the label under this key.
     fn derive(&self, label: &[u8]) -> Result<[u8; KEY_LEN], VaultError> {
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.bytes).map_err(crypto_failure)?;
+        let mut mac =
+            <HmacSha256 as hmac::KeyInit>::new_from_slice(&self.bytes).map_err(crypto_failure)?;
         mac.update(label);
         Ok(mac.finalize().into_bytes().into())
     }
@@ -310,7 +314,8 @@ fn associated_data(key_id: &str, stored: &StoredCredential) -> Vec<u8> {
 
 fn fingerprint_mac(kek: &VaultKey, c: &NewCredential) -> Result<HmacSha256, VaultError> {
     let mac_key = Wiped(kek.derive(FINGERPRINT_LABEL)?.to_vec());
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(&mac_key.0).map_err(crypto_failure)?;
+    let mut mac =
+        <HmacSha256 as hmac::KeyInit>::new_from_slice(&mac_key.0).map_err(crypto_failure)?;
     // The public part, as a row would bind it (no reference yet), then the secrets.
     let public = StoredCredential {
         reference: placeholder_reference()?,
@@ -377,7 +382,7 @@ fn encrypt(key: &[u8], aad: &[u8], plain: &[u8]) -> Result<Vec<u8>, VaultError> 
     let cipher = Aes256Gcm::new_from_slice(key).map_err(crypto_failure)?;
     let nonce = random::<NONCE_LEN>()?;
     let sealed = cipher
-        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad })
+        .encrypt(&Nonce::from(nonce), Payload { msg: plain, aad })
         .map_err(crypto_failure)?;
     let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
     out.extend_from_slice(&nonce);
@@ -392,9 +397,8 @@ fn decrypt(key: &[u8], aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let (nonce, body) = sealed.split_at(NONCE_LEN);
-    cipher
-        .decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad })
-        .ok()
+    let nonce = Nonce::try_from(nonce).ok()?;
+    cipher.decrypt(&nonce, Payload { msg: body, aad }).ok()
 }
 
 fn crypto_failure(e: impl fmt::Display) -> VaultError {
@@ -417,8 +421,7 @@ impl Drop for Wiped {
 }
 
 fn wipe(bytes: &mut [u8]) {
-    bytes.iter_mut().for_each(|b| *b = 0);
-    std::hint::black_box(bytes);
+    zeroize::Zeroize::zeroize(bytes);
 }
 
 #[cfg(test)]

@@ -44,9 +44,12 @@ impl Secret {
 }
 
 impl PartialEq for Secret {
+    /// Constant time in the contents (`subtle`); the lengths are not secret.
     fn eq(&self, other: &Secret) -> bool {
-        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        bool::from(subtle::ConstantTimeEq::ct_eq(
+            self.0.as_bytes(),
+            other.0.as_bytes(),
+        ))
     }
 }
 
@@ -65,13 +68,14 @@ impl fmt::Display for Secret {
 }
 
 impl Drop for Secret {
+    /// Overwrites the bytes before the allocation is freed (`zeroize`: volatile writes the
+    /// compiler cannot remove). Copies made by the caller of [`Secret::expose`] are theirs.
     fn drop(&mut self) {
-        // Best effort: overwrite the bytes before the allocation is freed.
-        let mut bytes = std::mem::take(&mut self.0).into_boxed_bytes();
-        bytes.iter_mut().for_each(|b| *b = 0);
-        std::hint::black_box(&bytes);
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
+
+impl zeroize::ZeroizeOnDrop for Secret {}
 
 /// What kind of credential.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -346,4 +350,41 @@ pub trait CredentialVault: Send + Sync + fmt::Debug {
 
     /// Revokes every credential `owner` holds; returns how many were revoked now.
     async fn revoke_owner(&self, owner: &ActorId) -> Result<u32, VaultError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Secret;
+
+    /// Equality compares every byte (constant time through `subtle`): a difference in the
+    /// first or the last byte, or in the length, makes two secrets unequal.
+    #[test]
+    fn secrets_equal_only_byte_for_byte() {
+        let s = Secret::new("sk_test_0123456789");
+        assert_eq!(s, Secret::new("sk_test_0123456789"));
+        for other in [
+            "xk_test_0123456789",
+            "sk_test_012345678x",
+            "sk_test_012345678",
+            "sk_test_01234567890",
+            "",
+        ] {
+            assert_ne!(s, Secret::new(other), "{other}");
+        }
+        assert_eq!(Secret::new(""), Secret::new(""));
+    }
+
+    /// The secret is wiped on drop by `zeroize` (the marker trait says so to generic code).
+    #[test]
+    fn secrets_are_zeroized_on_drop() {
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        wiped_on_drop::<Secret>();
+        let mut s = Secret::new("4242424242424242");
+        zeroize::Zeroize::zeroize(&mut s.0);
+        assert!(
+            s.expose().bytes().all(|b| b == 0),
+            "the bytes are overwritten in place"
+        );
+        assert_eq!(s.len(), 16);
+    }
 }

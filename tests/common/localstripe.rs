@@ -70,7 +70,10 @@ pub fn config(url: &str) -> StripeConfig {
 /// Creates a card payment method at localstripe (test setup only: Stripe itself refuses raw
 /// card numbers without special permission; its test mode has `pm_card_*` shortcuts).
 pub async fn create_card_pm(url: &str, number: &str) -> String {
-    let response = reqwest::Client::new()
+    let response = agent_mandate::adapters::http::client_builder()
+        .unwrap()
+        .build()
+        .unwrap()
         .post(format!("{url}/v1/payment_methods"))
         .bearer_auth(API_KEY)
         .form(&[

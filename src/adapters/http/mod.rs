@@ -6,8 +6,9 @@
 //!   Stripe-compatible PSP or a local test server. Errors are classified by the table in
 //!   [`classify`]; declines are `Ok` reports.
 //! - [`WebhookAuditSink`]: keeps the chain of record in an inner [`crate::ports::AuditSink`]
-//!   and delivers every event to a URL, signed with HMAC-SHA256 (the scheme and the
-//!   receiver's [`verify_signature`] are in [`signature`]), at least once, in sequence order,
+//!   and delivers every event to a URL, signed in the Standard Webhooks format (HMAC-SHA256;
+//!   the scheme and the receiver's [`verify_signature`] are in [`signature`]), at least once,
+//!   in sequence order,
 //!   through an [`Outbox`] (here [`MemoryOutbox`]; the SQLite adapter provides a durable one),
 //!   retried with exponential backoff.
 //!
@@ -21,19 +22,22 @@ mod outbox;
 pub mod signature;
 mod stripe;
 mod stripe_wire;
+mod tls;
 mod webhook;
 
 pub use classify::{StripeCall, StripeError};
 pub use outbox::{MemoryOutbox, Outbox};
 pub use signature::{
-    sign, verify_signature, DeliveryHeaders, SignatureError, Verified, EVENT_HASH_HEADER,
-    MIN_SECRET_BYTES, SEQ_HEADER, SIGNATURE_HEADER, SIGNATURE_VERSION,
+    encode_secret, message_id, parse_message_id, sign, verify_signature, DeliveryHeaders,
+    SignatureError, Verified, ID_HEADER, MIN_SECRET_BYTES, SECRET_PREFIX, SIGNATURE_HEADER,
+    SIGNATURE_VERSION, TIMESTAMP_HEADER,
 };
 #[cfg(feature = "mpp")]
 pub(crate) use stripe::{stripe_client, stripe_send, stripe_url, Form};
 pub use stripe::{
     stripe_minimum_charge, StripeConfig, StripeConfigError, StripeProvider, STRIPE_API_VERSION,
 };
+pub use tls::{client_builder, TlsConfigError};
 pub use webhook::{
     is_permanent_refusal, DeadLetter, Delivered, DeliveryError, DeliveryLoop, WebhookAuditSink,
     WebhookConfig, WebhookConfigError, WebhookError,

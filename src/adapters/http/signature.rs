@@ -1,97 +1,120 @@
-//! The webhook signature scheme (version `v2`), and the helper a receiver verifies it with.
+//! The webhook signature scheme, [Standard Webhooks](https://www.standardwebhooks.com/)
+//! (signature version `v1`), and the helper a receiver verifies it with.
 //!
-//! Every delivery is a `POST` whose body is the [`crate::domain::ChainedEvent`] as JSON, with:
+//! Every delivery is a `POST` whose body is the [`crate::domain::ChainedEvent`] as JSON (its
+//! `seq` and `hash` included), with:
 //!
 //! | header | value |
 //! |---|---|
-//! | `Agent-Mandate-Signature` | `t=<unix seconds>,v2=<hex HMAC-SHA256(secret, signed string)>` |
-//! | `Agent-Mandate-Seq` | the event's sequence number (deduplicate on it: delivery is at least once) |
-//! | `Agent-Mandate-Event-Hash` | the event's chain hash (64 lower-case hex digits) |
+//! | `webhook-id` | `evt_<seq>_<event hash>`: the event's sequence number in decimal and its chain hash in 64 lower-case hex digits; the same on every redelivery (deduplicate on it: delivery is at least once) |
+//! | `webhook-timestamp` | the time of this attempt, unix seconds |
+//! | `webhook-signature` | `v1,<base64 HMAC-SHA256(key, signed content)>` |
 //!
-//! The signed string covers the timestamp, the sequence number, the event hash and the body,
-//! so none of the headers a receiver acts on can be changed without breaking the signature
-//! (a captured delivery replayed with a later `Agent-Mandate-Seq` does not verify, and cannot
-//! make the receiver drop the real event of that seq as a duplicate):
+//! The signed content is the message id, the timestamp and the exact body bytes joined by
+//! dots:
 //!
 //! ```text
-//! v2.<t>.<seq>.<event hash>.<body>
+//! <webhook-id>.<webhook-timestamp>.<body>
 //! ```
 //!
-//! that is the literal `v2`, a `.`, the timestamp in decimal (as in the header, without a
-//! sign or leading zeros), a `.`, the sequence number in decimal (likewise), a `.`, the event
-//! hash in lower-case hex, a `.`, then the exact body bytes. A receiver recomputes the HMAC
-//! with the shared secret over the raw body (before any JSON parsing) and the two headers,
+//! The sequence number and the event hash are inside the signed message id (and the signed
+//! body), so a captured delivery replayed under a later sequence number or another event
+//! hash does not verify, and cannot make the receiver drop the real event of that seq as a
+//! duplicate. A receiver recomputes the HMAC over the raw body (before any JSON parsing),
 //! compares in constant time, and refuses a timestamp further than its tolerance from its own
-//! clock (replay protection). Several `v2=` entries may appear (secret rotation); one match is
-//! enough. Entries of other versions (the former `v1`, which covered only `"<t>.<body>"`) are
-//! ignored: a header with no `v2` entry does not verify. [`verify_signature`] does all of
-//! this, and returns the sequence number and hash it authenticated.
+//! clock. Several space-separated entries may appear in `webhook-signature` (secret
+//! rotation); one `v1` match is enough, entries of other versions are ignored.
 //!
-//! The secret is at least [`MIN_SECRET_BYTES`] (16) bytes: an empty or short secret is
-//! refused by [`sign`], [`verify_signature`] and the sink's configuration, with
-//! [`SignatureError::WeakSecret`].
+//! The secret is `whsec_` followed by the standard base64 of the key bytes (padding
+//! optional; a secret without the prefix is read as the base64 alone, as the Standard
+//! Webhooks libraries do). The key is at least [`MIN_SECRET_BYTES`] (16) bytes; the standard
+//! recommends 24 to 64. A shorter key is refused by [`sign`], [`verify_signature`] and the
+//! sink's configuration with [`SignatureError::WeakSecret`]; a secret that is not base64 with
+//! [`SignatureError::MalformedSecret`]. [`encode_secret`] writes a key in this form.
+//!
+//! Any Standard Webhooks receiver library verifies these deliveries (the tests check the
+//! `standardwebhooks` package from PyPI); [`verify_signature`] also checks the message id and
+//! returns the sequence number and hash it authenticated.
 //!
 //! ```
-//! use agent_mandate::adapters::http::{sign, verify_signature, DeliveryHeaders, SignatureError};
+//! use agent_mandate::adapters::http::{
+//!     encode_secret, message_id, sign, verify_signature, DeliveryHeaders, SignatureError,
+//! };
 //! use agent_mandate::domain::AuditHash;
 //! use agent_mandate::ports::Secret;
-//! let secret = Secret::new("whsec_test_0123456789");
+//! let secret = encode_secret(b"0123456789abcdef0123456789");
+//! assert!(secret.expose().starts_with("whsec_"));
 //! let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
 //! let body = br#"{"seq":1}"#;
-//! let hash = AuditHash([7; 32]);
-//! let signature = sign(&secret, now.timestamp(), 1, &hash, body).unwrap();
+//! let id = message_id(1, &AuditHash([7; 32]));
+//! let timestamp = now.timestamp().to_string();
+//! let signature = sign(&secret, &id, now.timestamp(), body).unwrap();
+//! assert!(signature.starts_with("v1,"));
 //! let headers = DeliveryHeaders {
+//!     id: &id,
+//!     timestamp: &timestamp,
 //!     signature: &signature,
-//!     seq: "1",
-//!     event_hash: &hash.to_hex(),
 //! };
 //! let tolerance = std::time::Duration::from_secs(300);
 //! let verified = verify_signature(&secret, &headers, body, now, tolerance).unwrap();
 //! assert_eq!((verified.timestamp, verified.seq), (now.timestamp(), 1));
 //! // The same delivery replayed under another sequence number does not verify.
-//! let replayed = DeliveryHeaders { seq: "2", ..headers };
+//! let later = message_id(2, &AuditHash([7; 32]));
+//! let replayed = DeliveryHeaders { id: &later, ..headers };
 //! assert_eq!(
 //!     verify_signature(&secret, &replayed, body, now, tolerance),
 //!     Err(SignatureError::Mismatch)
 //! );
 //! assert_eq!(
-//!     verify_signature(&Secret::new(""), &headers, body, now, tolerance),
+//!     verify_signature(&Secret::new("whsec_"), &headers, body, now, tolerance),
 //!     Err(SignatureError::WeakSecret { min_bytes: 16 })
 //! );
 //! ```
 
 use std::time::Duration;
 
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
+use base64::engine::DecodePaddingMode;
+use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+use zeroize::Zeroizing;
 
 use crate::domain::AuditHash;
 use crate::ports::Secret;
 
+/// The message id header.
+pub const ID_HEADER: &str = "webhook-id";
+/// The timestamp header.
+pub const TIMESTAMP_HEADER: &str = "webhook-timestamp";
 /// The signature header.
-pub const SIGNATURE_HEADER: &str = "Agent-Mandate-Signature";
-/// The sequence number header.
-pub const SEQ_HEADER: &str = "Agent-Mandate-Seq";
-/// The event hash header.
-pub const EVENT_HASH_HEADER: &str = "Agent-Mandate-Event-Hash";
-/// The version of the signed string, and the name of its entry in the signature header.
-pub const SIGNATURE_VERSION: &str = "v2";
-/// The shortest webhook secret accepted, in bytes (a random 16-byte secret is 128 bits).
+pub const SIGNATURE_HEADER: &str = "webhook-signature";
+/// The version of the signature, the name of its entries in the signature header.
+pub const SIGNATURE_VERSION: &str = "v1";
+/// The prefix of a secret.
+pub const SECRET_PREFIX: &str = "whsec_";
+/// The shortest webhook key accepted, in bytes (a random 16-byte key is 128 bits).
 pub const MIN_SECRET_BYTES: usize = 16;
 
 type HmacSha256 = Hmac<Sha256>;
+
+/// Standard base64, padding optional (what the Standard Webhooks libraries read).
+const SECRET_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
 
 /// Why a signature does not verify, or cannot be made. Never carries the secret or the
 /// expected MAC.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SignatureError {
-    /// A header is malformed (names the part: `t` or `v2` of the signature header, `seq`,
-    /// `event_hash`).
-    #[error("malformed signature header: {field}")]
+    /// A header is malformed or absent (names it: `webhook-id`, `webhook-timestamp`,
+    /// `webhook-signature`).
+    #[error("malformed webhook header: {field}")]
     Malformed {
-        /// `t`, `v2`, `seq` or `event_hash`.
+        /// `webhook-id`, `webhook-timestamp` or `webhook-signature`.
         field: &'static str,
     },
     /// The timestamp is further from now than the tolerance (a replay or a skewed clock).
@@ -104,28 +127,31 @@ pub enum SignatureError {
         /// The tolerance.
         tolerance_secs: u64,
     },
-    /// No `v2` signature matches the body and headers (tampered body, replayed under another
-    /// seq or hash, wrong secret).
+    /// No `v1` signature matches the body and headers (tampered body, replayed under another
+    /// message id or timestamp, wrong secret).
     #[error("the signature does not match the delivery")]
     Mismatch,
-    /// The secret is empty or shorter than [`MIN_SECRET_BYTES`]: nothing is signed or
-    /// verified with it.
+    /// The key is empty or shorter than [`MIN_SECRET_BYTES`]: nothing is signed or verified
+    /// with it.
     #[error("the webhook secret must be at least {min_bytes} bytes")]
     WeakSecret {
         /// The minimum length, in bytes.
         min_bytes: usize,
     },
+    /// The secret is not `whsec_` followed by standard base64.
+    #[error("the webhook secret must be `whsec_` followed by the base64 of the key")]
+    MalformedSecret,
 }
 
-/// The three headers of a delivery, as received (raw header values).
+/// The three Standard Webhooks headers of a delivery, as received (raw header values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeliveryHeaders<'a> {
-    /// `Agent-Mandate-Signature`.
+    /// `webhook-id`.
+    pub id: &'a str,
+    /// `webhook-timestamp`.
+    pub timestamp: &'a str,
+    /// `webhook-signature`.
     pub signature: &'a str,
-    /// `Agent-Mandate-Seq`.
-    pub seq: &'a str,
-    /// `Agent-Mandate-Event-Hash`.
-    pub event_hash: &'a str,
 }
 
 /// What a verified delivery authenticates.
@@ -133,66 +159,93 @@ pub struct DeliveryHeaders<'a> {
 pub struct Verified {
     /// The signature's timestamp (unix seconds).
     pub timestamp: i64,
-    /// The event's sequence number (deduplicate on it).
+    /// The event's sequence number (from the message id).
     pub seq: u64,
-    /// The event's chain hash.
+    /// The event's chain hash (from the message id).
     pub event_hash: AuditHash,
 }
 
-fn check_secret(secret: &Secret) -> Result<(), SignatureError> {
-    if secret.expose().len() < MIN_SECRET_BYTES {
+/// The key bytes of `secret` (`whsec_<base64>`), at least [`MIN_SECRET_BYTES`] long.
+pub(crate) fn secret_key(secret: &Secret) -> Result<Zeroizing<Vec<u8>>, SignatureError> {
+    let text = secret.expose();
+    let encoded = text.strip_prefix(SECRET_PREFIX).unwrap_or(text);
+    let key = Zeroizing::new(
+        SECRET_BASE64
+            .decode(encoded)
+            .map_err(|_| SignatureError::MalformedSecret)?,
+    );
+    if key.len() < MIN_SECRET_BYTES {
         return Err(SignatureError::WeakSecret {
             min_bytes: MIN_SECRET_BYTES,
         });
     }
-    Ok(())
+    Ok(key)
 }
 
-fn mac(
-    secret: &Secret,
-    timestamp: i64,
-    seq: u64,
-    event_hash: &AuditHash,
-    body: &[u8],
-) -> HmacSha256 {
+/// `key` as a secret in the Standard Webhooks form: `whsec_` and its standard base64.
+pub fn encode_secret(key: &[u8]) -> Secret {
+    let encoded = Zeroizing::new(STANDARD.encode(key));
+    Secret::new(format!("{SECRET_PREFIX}{}", encoded.as_str()))
+}
+
+/// The message id of the event `seq` with chain hash `event_hash`:
+/// `evt_<seq>_<64 lower-case hex digits>`.
+pub fn message_id(seq: u64, event_hash: &AuditHash) -> String {
+    format!("evt_{seq}_{}", event_hash.to_hex())
+}
+
+/// The sequence number and the event hash of a [`message_id`]; refuses any other spelling
+/// (leading zeros, a sign, upper-case hex), so one event has one id.
+pub fn parse_message_id(id: &str) -> Result<(u64, AuditHash), SignatureError> {
+    let malformed = SignatureError::Malformed { field: ID_HEADER };
+    let rest = id.strip_prefix("evt_").ok_or(malformed.clone())?;
+    let (seq_text, hash_text) = rest.split_once('_').ok_or(malformed.clone())?;
+    let canonical_seq = !seq_text.is_empty()
+        && seq_text.bytes().all(|b| b.is_ascii_digit())
+        && (seq_text == "0" || !seq_text.starts_with('0'));
+    if !canonical_seq {
+        return Err(malformed);
+    }
+    let seq = seq_text.parse::<u64>().map_err(|_| malformed.clone())?;
+    if hash_text.len() != 64
+        || !hash_text
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Err(malformed);
+    }
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(hash_text, &mut hash).map_err(|_| malformed)?;
+    Ok((seq, AuditHash(hash)))
+}
+
+fn mac(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> HmacSha256 {
     // HMAC takes keys of any length: `new_from_slice` cannot fail; an empty MAC state is
-    // the fallback only to avoid a panic path (the secret is checked non-empty before).
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(secret.expose().as_bytes())
-        .unwrap_or_else(|_| <HmacSha256 as hmac::digest::KeyInit>::new(&Default::default()));
-    mac.update(
-        format!(
-            "{SIGNATURE_VERSION}.{timestamp}.{seq}.{}.",
-            event_hash.to_hex()
-        )
-        .as_bytes(),
-    );
+    // the fallback only to avoid a panic path (the key is checked long enough before).
+    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| <HmacSha256 as KeyInit>::new(&Default::default()));
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
     mac.update(body);
     mac
 }
 
-/// The `Agent-Mandate-Signature` value for the event `seq` with chain hash `event_hash` and
-/// JSON `body`, at `timestamp` (unix seconds): `t=<timestamp>,v2=<hex>`.
+/// The `webhook-signature` value for the message `id` with `body`, at `timestamp` (unix
+/// seconds): `v1,<base64>`.
 pub fn sign(
     secret: &Secret,
+    id: &str,
     timestamp: i64,
-    seq: u64,
-    event_hash: &AuditHash,
     body: &[u8],
 ) -> Result<String, SignatureError> {
-    check_secret(secret)?;
-    let tag = mac(secret, timestamp, seq, event_hash, body)
-        .finalize()
-        .into_bytes();
-    Ok(format!(
-        "t={timestamp},{SIGNATURE_VERSION}={}",
-        hex::encode(tag)
-    ))
+    let key = secret_key(secret)?;
+    let tag = mac(&key, id, timestamp, body).finalize().into_bytes();
+    Ok(format!("{SIGNATURE_VERSION},{}", STANDARD.encode(tag)))
 }
 
-/// Verifies a delivery: the secret is long enough, the headers parse, the signature's
-/// timestamp is within `tolerance` of `now`, and one of its `v2` signatures is the
-/// HMAC-SHA256 of the signed string (see the module docs) under `secret` (constant-time
-/// comparison). Returns what it authenticated.
+/// Verifies a delivery: the secret is a long enough key, the headers parse (the message id
+/// is one of [`message_id`]), the timestamp is within `tolerance` of `now`, and one of the
+/// `v1` signatures is the HMAC-SHA256 of `<id>.<timestamp>.<body>` under the key
+/// (constant-time comparison). Returns what it authenticated.
 pub fn verify_signature(
     secret: &Secret,
     headers: &DeliveryHeaders<'_>,
@@ -200,57 +253,45 @@ pub fn verify_signature(
     now: DateTime<Utc>,
     tolerance: Duration,
 ) -> Result<Verified, SignatureError> {
-    check_secret(secret)?;
-    let mut timestamp = None;
+    let key = secret_key(secret)?;
+    let (seq, event_hash) = parse_message_id(headers.id)?;
+    let timestamp_text = headers.timestamp;
+    let canonical_timestamp = !timestamp_text.is_empty()
+        && timestamp_text.bytes().all(|b| b.is_ascii_digit())
+        && (timestamp_text == "0" || !timestamp_text.starts_with('0'));
+    let timestamp = timestamp_text
+        .parse::<i64>()
+        .ok()
+        .filter(|_| canonical_timestamp)
+        .ok_or(SignatureError::Malformed {
+            field: TIMESTAMP_HEADER,
+        })?;
+    let malformed_signature = SignatureError::Malformed {
+        field: SIGNATURE_HEADER,
+    };
     let mut signatures = Vec::new();
-    for part in headers.signature.split(',') {
-        let (k, v) = part
-            .trim()
-            .split_once('=')
-            .ok_or(SignatureError::Malformed { field: "t" })?;
-        match k {
-            "t" => {
-                let t = v
-                    .parse::<i64>()
-                    .map_err(|_| SignatureError::Malformed { field: "t" })?;
-                timestamp = Some(t);
-            }
-            SIGNATURE_VERSION => {
-                let sig = hex::decode(v).map_err(|_| SignatureError::Malformed { field: "v2" })?;
-                signatures.push(sig);
-            }
-            _ => {} // other versions are ignored
+    for entry in headers.signature.split(' ').filter(|e| !e.is_empty()) {
+        let (version, value) = entry.split_once(',').ok_or(malformed_signature.clone())?;
+        if version == SIGNATURE_VERSION {
+            let sig = STANDARD
+                .decode(value)
+                .map_err(|_| malformed_signature.clone())?;
+            signatures.push(sig);
         }
     }
-    let timestamp = timestamp.ok_or(SignatureError::Malformed { field: "t" })?;
     if signatures.is_empty() {
-        return Err(SignatureError::Malformed { field: "v2" });
+        return Err(malformed_signature);
     }
-    let seq_text = headers.seq.trim();
-    if seq_text.is_empty() || !seq_text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(SignatureError::Malformed { field: "seq" });
-    }
-    let seq = seq_text
-        .parse::<u64>()
-        .map_err(|_| SignatureError::Malformed { field: "seq" })?;
-    let mut hash = [0u8; 32];
-    hex::decode_to_slice(headers.event_hash.trim(), &mut hash).map_err(|_| {
-        SignatureError::Malformed {
-            field: "event_hash",
-        }
-    })?;
-    let event_hash = AuditHash(hash);
     let now_secs = now.timestamp();
     let tolerance_secs = tolerance.as_secs();
-    let skew = now_secs.abs_diff(timestamp);
-    if skew > tolerance_secs {
+    if now_secs.abs_diff(timestamp) > tolerance_secs {
         return Err(SignatureError::Stale {
             timestamp,
             now: now_secs,
             tolerance_secs,
         });
     }
-    let expected = mac(secret, timestamp, seq, &event_hash, body);
+    let expected = mac(&key, headers.id, timestamp, body);
     if signatures
         .iter()
         .any(|sig| expected.clone().verify_slice(sig).is_ok())
@@ -269,40 +310,66 @@ pub fn verify_signature(
 mod tests {
     use super::*;
 
-    const SECRET: &str = "whsec_unit_test_secret_1";
+    const KEY: &[u8] = b"unit test key, 26 bytes...";
+
+    fn secret() -> Secret {
+        encode_secret(KEY)
+    }
 
     fn at(t: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(t, 0).expect("time")
     }
 
-    fn headers<'a>(signature: &'a str, seq: &'a str, hash: &'a str) -> DeliveryHeaders<'a> {
+    fn headers<'a>(id: &'a str, timestamp: &'a str, signature: &'a str) -> DeliveryHeaders<'a> {
         DeliveryHeaders {
+            id,
+            timestamp,
             signature,
-            seq,
-            event_hash: hash,
         }
     }
 
     const H: AuditHash = AuditHash([0xab; 32]);
 
+    /// The signed content is `<id>.<timestamp>.<body>` under the decoded key, as the standard
+    /// says: computed here by hand.
+    #[test]
+    fn the_signature_is_the_standard_one() {
+        let id = message_id(5, &H);
+        assert_eq!(id, format!("evt_5_{}", "ab".repeat(32)));
+        let mut by_hand = <HmacSha256 as KeyInit>::new_from_slice(KEY).expect("key");
+        by_hand.update(format!("{id}.1000.body").as_bytes());
+        let expected = format!("v1,{}", STANDARD.encode(by_hand.finalize().into_bytes()));
+        assert_eq!(sign(&secret(), &id, 1_000, b"body"), Ok(expected.clone()));
+        // With or without the prefix, padded or not: the same key.
+        let bare = Secret::new(secret().expose().trim_start_matches(SECRET_PREFIX));
+        assert_eq!(sign(&bare, &id, 1_000, b"body"), Ok(expected.clone()));
+        let unpadded = Secret::new(secret().expose().trim_end_matches('='));
+        assert_ne!(unpadded.expose(), secret().expose());
+        assert_eq!(sign(&unpadded, &id, 1_000, b"body"), Ok(expected));
+    }
+
     #[test]
     fn sign_and_verify() {
-        let s = Secret::new(SECRET);
-        let hash = H.to_hex();
-        let header = sign(&s, 1_000, 5, &H, b"body").expect("signed");
-        assert!(header.starts_with("t=1000,v2="), "{header}");
+        let s = secret();
+        let id = message_id(5, &H);
+        let sig = sign(&s, &id, 1_000, b"body").expect("signed");
         let tol = Duration::from_secs(300);
-        let ok = verify_signature(&s, &headers(&header, "5", &hash), b"body", at(1_100), tol)
+        let ok = verify_signature(&s, &headers(&id, "1000", &sig), b"body", at(1_100), tol)
             .expect("verifies");
         assert_eq!((ok.timestamp, ok.seq, ok.event_hash), (1_000, 5, H));
         assert_eq!(
-            verify_signature(&s, &headers(&header, "5", &hash), b"bodY", at(1_000), tol),
+            verify_signature(&s, &headers(&id, "1000", &sig), b"bodY", at(1_000), tol),
+            Err(SignatureError::Mismatch)
+        );
+        // The timestamp is signed: moving it (to pass the tolerance) breaks the signature.
+        assert_eq!(
+            verify_signature(&s, &headers(&id, "1001", &sig), b"body", at(1_000), tol),
             Err(SignatureError::Mismatch)
         );
         assert_eq!(
             verify_signature(
-                &Secret::new("whsec_another_secret_2"),
-                &headers(&header, "5", &hash),
+                &encode_secret(b"another key of 24 bytes!"),
+                &headers(&id, "1000", &sig),
                 b"body",
                 at(1_000),
                 tol
@@ -310,27 +377,24 @@ mod tests {
             Err(SignatureError::Mismatch)
         );
         assert!(matches!(
-            verify_signature(&s, &headers(&header, "5", &hash), b"body", at(1_301), tol),
+            verify_signature(&s, &headers(&id, "1000", &sig), b"body", at(1_301), tol),
             Err(SignatureError::Stale { .. })
         ));
         assert!(matches!(
-            verify_signature(&s, &headers(&header, "5", &hash), b"body", at(699), tol),
+            verify_signature(&s, &headers(&id, "1000", &sig), b"body", at(699), tol),
             Err(SignatureError::Stale { .. })
         ));
-        // Rotation: a second signature under the new secret.
-        let new = Secret::new("whsec_rotated_secret_3");
+        // Rotation: a second signature under the new secret; entries of other versions are
+        // ignored.
+        let new = encode_secret(b"the rotated key, 24 byte");
         let rotated = format!(
-            "{header},v2={}",
-            sign(&new, 1_000, 5, &H, b"body")
-                .expect("signed")
-                .split_once("v2=")
-                .map(|(_, sig)| sig.to_owned())
-                .expect("a v2 part")
+            "v1a,AAAA {sig} {}",
+            sign(&new, &id, 1_000, b"body").expect("signed")
         );
         assert_eq!(
             verify_signature(
                 &new,
-                &headers(&rotated, "5", &hash),
+                &headers(&id, "1000", &rotated),
                 b"body",
                 at(1_000),
                 tol
@@ -340,61 +404,85 @@ mod tests {
         );
     }
 
-    /// I9, I15: a captured delivery replayed with a later `Agent-Mandate-Seq` (or another
-    /// event hash) must not verify; under the former scheme only `"<t>.<body>"` was signed,
-    /// so the replay verified and the receiver dropped the real event of that seq as a
-    /// duplicate.
+    /// I9, I15: a captured delivery replayed under a later sequence number (or another event
+    /// hash) must not verify: both are in the signed message id. Under a scheme that signed
+    /// only the timestamp and the body, with the sequence number in an unsigned header, the
+    /// replay verified and the receiver dropped the real event of that seq as a duplicate.
     #[test]
     fn replayed_delivery_with_a_later_seq_or_another_hash_does_not_verify() {
-        let s = Secret::new(SECRET);
-        let hash = H.to_hex();
-        let header = sign(&s, 1_000, 5, &H, b"body").expect("signed");
+        let s = secret();
+        let id = message_id(5, &H);
+        let sig = sign(&s, &id, 1_000, b"body").expect("signed");
         let tol = Duration::from_secs(300);
-        for (seq, h) in [
-            ("6", hash.as_str()),
-            ("50", hash.as_str()),
-            ("5", &AuditHash([0xcd; 32]).to_hex()),
+        for other in [
+            message_id(6, &H),
+            message_id(50, &H),
+            message_id(5, &AuditHash([0xcd; 32])),
         ] {
             assert_eq!(
-                verify_signature(&s, &headers(&header, seq, h), b"body", at(1_000), tol),
+                verify_signature(&s, &headers(&other, "1000", &sig), b"body", at(1_000), tol),
                 Err(SignatureError::Mismatch),
-                "{seq} {h}"
+                "{other}"
             );
         }
-        // The seq is read as a number: "05" names the same event as "5".
-        assert!(
-            verify_signature(&s, &headers(&header, "05", &hash), b"body", at(1_000), tol).is_ok()
-        );
-        // A header with only the former `v1` entry does not verify.
-        let v1 = header.replace("v2=", "v1=");
+        // One event has one id: another spelling of the same seq is refused.
+        let zero_padded = id.replacen("evt_5_", "evt_05_", 1);
         assert_eq!(
-            verify_signature(&s, &headers(&v1, "5", &hash), b"body", at(1_000), tol),
-            Err(SignatureError::Malformed { field: "v2" })
+            verify_signature(
+                &s,
+                &headers(&zero_padded, "1000", &sig),
+                b"body",
+                at(1_000),
+                tol
+            ),
+            Err(SignatureError::Malformed { field: ID_HEADER })
+        );
+        // A header with only another version's entry does not verify.
+        let other_version = sig.replacen("v1,", "v2,", 1);
+        assert_eq!(
+            verify_signature(
+                &s,
+                &headers(&id, "1000", &other_version),
+                b"body",
+                at(1_000),
+                tol
+            ),
+            Err(SignatureError::Malformed {
+                field: SIGNATURE_HEADER
+            })
         );
     }
 
-    /// I10: an empty or short secret neither signs nor verifies (anyone could forge with an
-    /// empty key).
+    /// I10: an empty or short key neither signs nor verifies (anyone could forge with an
+    /// empty key); a secret that is not base64 is named as such.
     #[test]
-    fn empty_or_short_secrets_are_refused() {
-        let hash = H.to_hex();
-        let good = sign(&Secret::new(SECRET), 1, 1, &H, b"").expect("signed");
-        for weak in ["", "k", "fifteen_bytes!!"] {
-            let s = Secret::new(weak);
+    fn empty_short_or_malformed_secrets_are_refused() {
+        let id = message_id(1, &H);
+        let good = sign(&secret(), &id, 1, b"").expect("signed");
+        for weak in [
+            Secret::new(""),
+            Secret::new("whsec_"),
+            encode_secret(b"k"),
+            encode_secret(b"fifteen bytes!!"),
+        ] {
             assert_eq!(
-                sign(&s, 1, 1, &H, b""),
+                sign(&weak, &id, 1, b""),
                 Err(SignatureError::WeakSecret { min_bytes: 16 }),
-                "{weak:?}"
+                "{}",
+                weak.len()
             );
             let forged = {
-                let tag = mac(&s, 1, 1, &H, b"").finalize().into_bytes();
-                format!("t=1,v2={}", hex::encode(tag))
+                let key = SECRET_BASE64
+                    .decode(weak.expose().trim_start_matches(SECRET_PREFIX))
+                    .expect("base64");
+                let tag = mac(&key, &id, 1, b"").finalize().into_bytes();
+                format!("v1,{}", STANDARD.encode(tag))
             };
-            for header in [&forged, &good] {
+            for sig in [&forged, &good] {
                 assert_eq!(
                     verify_signature(
-                        &s,
-                        &headers(header, "1", &hash),
+                        &weak,
+                        &headers(&id, "1", sig),
                         b"",
                         at(1),
                         Duration::from_secs(1)
@@ -403,49 +491,75 @@ mod tests {
                 );
             }
         }
-        assert!(sign(&Secret::new("sixteen_bytes!!!"), 1, 1, &H, b"").is_ok());
+        for malformed in [
+            "whsec_not base64!",
+            "whsec_unit_test_secret_1",
+            "whsec_QUJD*",
+        ] {
+            assert_eq!(
+                sign(&Secret::new(malformed), &id, 1, b""),
+                Err(SignatureError::MalformedSecret),
+                "{malformed}"
+            );
+        }
+        assert!(sign(&encode_secret(b"sixteen bytes!!!"), &id, 1, b"").is_ok());
     }
 
     #[test]
     fn malformed_headers_are_named_never_panic() {
-        let s = Secret::new(SECRET);
+        let s = secret();
         let tol = Duration::from_secs(1);
-        let hash = H.to_hex();
-        for (h, field) in [
-            ("", "t"),
-            ("v2=00", "t"),
-            ("t=x,v2=00", "t"),
-            ("t=1", "v2"),
-            ("t=1,v2=zz", "v2"),
-            ("garbage", "t"),
+        let id = message_id(1, &H);
+        for (sig, field) in [
+            ("", SIGNATURE_HEADER),
+            ("v1", SIGNATURE_HEADER),
+            ("v1,***", SIGNATURE_HEADER),
+            ("v2,AAAA", SIGNATURE_HEADER),
+            ("garbage", SIGNATURE_HEADER),
         ] {
             assert_eq!(
-                verify_signature(&s, &headers(h, "1", &hash), b"", at(1), tol),
+                verify_signature(&s, &headers(&id, "1", sig), b"", at(1), tol),
                 Err(SignatureError::Malformed { field }),
-                "{h}"
+                "{sig}"
             );
         }
-        for seq in ["", "-1", "+1", "x", "99999999999999999999999"] {
+        for t in ["", "-1", "+1", "x", "01", "1.5", "99999999999999999999999"] {
             assert_eq!(
-                verify_signature(&s, &headers("t=1,v2=00", seq, &hash), b"", at(1), tol),
-                Err(SignatureError::Malformed { field: "seq" }),
-                "{seq}"
-            );
-        }
-        for h in ["", "00", &"g".repeat(64), &"0".repeat(66)] {
-            assert_eq!(
-                verify_signature(&s, &headers("t=1,v2=00", "1", h), b"", at(1), tol),
+                verify_signature(&s, &headers(&id, t, "v1,AAAA"), b"", at(1), tol),
                 Err(SignatureError::Malformed {
-                    field: "event_hash"
+                    field: TIMESTAMP_HEADER
                 }),
-                "{h}"
+                "{t}"
             );
         }
+        let hex = "ab".repeat(32);
+        for bad in [
+            String::new(),
+            "msg_1".into(),
+            format!("evt_1{hex}"),
+            format!("evt__{hex}"),
+            format!("evt_-1_{hex}"),
+            format!("evt_1_{}", "AB".repeat(32)),
+            format!("evt_1_{}", "ab".repeat(31)),
+            format!("evt_1_{hex}00"),
+            format!("evt_99999999999999999999999_{hex}"),
+        ] {
+            assert_eq!(
+                verify_signature(&s, &headers(&bad, "1", "v1,AAAA"), b"", at(1), tol),
+                Err(SignatureError::Malformed { field: ID_HEADER }),
+                "{bad}"
+            );
+        }
+        assert_eq!(parse_message_id(&format!("evt_0_{hex}")), Ok((0, H)));
+        assert_eq!(
+            parse_message_id(&message_id(u64::MAX, &H)),
+            Ok((u64::MAX, H))
+        );
         let _ = verify_signature(
             &s,
-            &headers("t=-9223372036854775808,v2=00", "1", &hash),
+            &headers(&id, "9223372036854775807", "v1,AAAA"),
             b"",
-            at(4_000_000_000),
+            at(-4_000_000_000),
             tol,
         );
     }

@@ -563,7 +563,10 @@ fn parse_report(call: StripeCall, status: u16, body: &[u8]) -> Result<ProviderRe
 /// The HTTP client of a Stripe-compatible API: the configuration's timeouts and idle pool,
 /// redirects never followed.
 pub(crate) fn stripe_client(config: &StripeConfig) -> Result<reqwest::Client, StripeConfigError> {
-    reqwest::Client::builder()
+    super::tls::client_builder()
+        .map_err(|e| StripeConfigError::Client {
+            message: e.to_string(),
+        })?
         .connect_timeout(config.connect_timeout)
         .timeout(config.request_timeout)
         .pool_max_idle_per_host(config.max_idle_per_host)

@@ -11,25 +11,32 @@ use crate::domain::{AuditEvent, AuditHash, AuditKind, ChainedEvent};
 use crate::ports::{AuditError, AuditReceipt, AuditSink, Clock, Secret};
 
 use super::outbox::Outbox;
-use super::signature::{sign, EVENT_HASH_HEADER, MIN_SECRET_BYTES, SEQ_HEADER, SIGNATURE_HEADER};
+use super::signature::{
+    message_id, secret_key, sign, SignatureError, ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER,
+};
 
 /// Where and how to deliver. The secret is a [`Secret`]: never in `Debug`, errors or logs.
 ///
 /// ```
 /// use agent_mandate::adapters::http::WebhookConfig;
 /// use agent_mandate::ports::Secret;
-/// let secret = || Secret::new("whsec_0123456789abcdef");
+/// // `whsec_` and the base64 of a 24-byte key (Standard Webhooks).
+/// let secret = || Secret::new("whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3");
 /// let config = WebhookConfig::new("https://audit.example/hooks", secret()).unwrap();
-/// assert!(!format!("{config:?}").contains("whsec_0123456789abcdef"));
+/// assert!(!format!("{config:?}").contains("MDEyMzQ1"));
 /// let with_token = WebhookConfig::new("https://audit.example/h?token=t0k", secret()).unwrap();
 /// assert!(!format!("{with_token:?}").contains("t0k"));
 /// assert!(WebhookConfig::new("not a url", secret()).is_err());
-/// // An empty or short secret is refused.
+/// // An empty or short key is refused, and so is a secret that is not base64.
 /// use agent_mandate::adapters::http::WebhookConfigError;
 /// assert_eq!(
-///     WebhookConfig::new("https://audit.example/hooks", Secret::new("whsec_123")).unwrap_err(),
+///     WebhookConfig::new("https://audit.example/hooks", Secret::new("whsec_MTIz")).unwrap_err(),
 ///     WebhookConfigError::WeakSecret { min_bytes: 16 }
 /// );
+/// assert!(matches!(
+///     WebhookConfig::new("https://audit.example/hooks", Secret::new("whsec_0123456789abcdef_")),
+///     Err(WebhookConfigError::Invalid { field: "secret", .. })
+/// ));
 /// ```
 #[derive(Clone)]
 pub struct WebhookConfig {
@@ -77,9 +84,9 @@ pub enum WebhookConfigError {
         /// Why.
         message: String,
     },
-    /// The secret is empty or shorter than
+    /// The secret's key is empty or shorter than
     /// [`MIN_SECRET_BYTES`](super::signature::MIN_SECRET_BYTES).
-    #[error("invalid webhook configuration: secret: must be at least {min_bytes} bytes")]
+    #[error("invalid webhook configuration: secret: the key must be at least {min_bytes} bytes")]
     WeakSecret {
         /// The minimum length, in bytes.
         min_bytes: usize,
@@ -93,9 +100,11 @@ pub enum WebhookConfigError {
 }
 
 impl WebhookConfig {
-    /// Delivers to `url` (http or https) signed with `secret` (at least
-    /// [`MIN_SECRET_BYTES`](super::signature::MIN_SECRET_BYTES) bytes: an empty or shorter
-    /// secret is [`WebhookConfigError::WeakSecret`]). Defaults: timeout 10 s, backoff from
+    /// Delivers to `url` (http or https) signed with `secret`, in the Standard Webhooks form
+    /// `whsec_<base64 of the key>` (see [`super::signature`]; a secret that is not base64 is
+    /// [`WebhookConfigError::Invalid`] naming `secret`) with a key of at least
+    /// [`MIN_SECRET_BYTES`](super::signature::MIN_SECRET_BYTES) bytes (an empty or shorter
+    /// key is [`WebhookConfigError::WeakSecret`]). Defaults: timeout 10 s, backoff from
     /// 200 ms doubling up to 60 s, batches of 100, an idle check every 5 s, an event
     /// dead-lettered after 5 permanent refusals.
     pub fn new(url: &str, secret: Secret) -> Result<WebhookConfig, WebhookConfigError> {
@@ -105,10 +114,12 @@ impl WebhookConfig {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(invalid("url", "must be http or https".into()));
         }
-        if secret.expose().len() < MIN_SECRET_BYTES {
-            return Err(WebhookConfigError::WeakSecret {
-                min_bytes: MIN_SECRET_BYTES,
-            });
+        match secret_key(&secret) {
+            Ok(_) => {}
+            Err(SignatureError::WeakSecret { min_bytes }) => {
+                return Err(WebhookConfigError::WeakSecret { min_bytes })
+            }
+            Err(e) => return Err(invalid("secret", e.to_string())),
         }
         Ok(WebhookConfig {
             url,
@@ -295,7 +306,12 @@ impl WebhookAuditSink {
         config: WebhookConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<WebhookAuditSink>, WebhookError> {
-        let client = reqwest::Client::builder()
+        let client = super::tls::client_builder()
+            .map_err(|e| {
+                WebhookError::Config(WebhookConfigError::Client {
+                    message: e.to_string(),
+                })
+            })?
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
             .redirect(reqwest::redirect::Policy::none())
@@ -544,20 +560,20 @@ impl WebhookAuditSink {
         let timestamp = self.clock.now().timestamp();
         // The configuration refused a short secret, so signing cannot fail; a failure would
         // still be typed, never a panic.
-        let signature =
-            sign(&self.config.secret, timestamp, seq, &event.hash, &body).map_err(|e| {
-                DeliveryError::Encode {
-                    seq,
-                    message: e.to_string(),
-                }
-            })?;
+        let id = message_id(seq, &event.hash);
+        let signature = sign(&self.config.secret, &id, timestamp, &body).map_err(|e| {
+            DeliveryError::Encode {
+                seq,
+                message: e.to_string(),
+            }
+        })?;
         let result = self
             .client
             .post(self.config.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(ID_HEADER, id)
+            .header(TIMESTAMP_HEADER, timestamp.to_string())
             .header(SIGNATURE_HEADER, signature)
-            .header(SEQ_HEADER, seq.to_string())
-            .header(EVENT_HASH_HEADER, event.hash.to_string())
             .body(body)
             .send()
             .await;

@@ -128,7 +128,8 @@ impl HttpFacilitator {
             let p = format!("{}/", base.path());
             base.set_path(&p);
         }
-        let client = reqwest::Client::builder()
+        let client = crate::adapters::http::client_builder()
+            .map_err(|_| invalid("cannot configure TLS for the HTTP client"))?
             .connect_timeout(connect)
             .timeout(request)
             .redirect(reqwest::redirect::Policy::none())
