@@ -74,7 +74,7 @@ impl Report {
     pub fn new(format: Format, text: String, body: serde_json::Value) -> Report {
         let out = match format {
             Format::Text => text,
-            Format::Json => serde_json::to_string_pretty(&body).unwrap_or_else(|_| text),
+            Format::Json => serde_json::to_string_pretty(&body).unwrap_or(text),
         };
         Report { out }
     }

@@ -1,15 +1,13 @@
 //! The operator commands: `audit verify`, `usage`, `attempts --open`, `reconcile`, `purge`,
 //! `migrate`. Each returns its report as text or as JSON with stable field names.
 
-use std::sync::Arc;
-
 use serde_json::{json, Value};
 
 use agent_mandate::domain::{
-    ActorId, AttemptStatus, ChainBreak, ChainFault, MandateId, Money, PaymentAttempt, Principal,
+    ActorId, ChainBreak, ChainFault, MandateId, Money, PaymentAttempt, Principal,
 };
 use agent_mandate::engine::{Engine, EngineError, MAX_OPEN_ATTEMPTS, TRAIL_CHECK_LIMIT};
-use agent_mandate::ports::{AuditError, Clock, PaymentProvider, SystemClock};
+use agent_mandate::ports::{AuditError, Clock, SystemClock};
 
 use crate::store::{self, Backend};
 use crate::{Failure, Format, Report};
@@ -344,9 +342,10 @@ pub async fn open_attempts(
 }
 
 /// `reconcile`: the engine's sweep against the PSP.
+#[cfg(feature = "http")]
 pub async fn reconcile(
     backend: &Backend,
-    provider: Arc<dyn PaymentProvider>,
+    provider: std::sync::Arc<dyn agent_mandate::ports::PaymentProvider>,
     limit: usize,
     format: Format,
 ) -> Result<Report, Failure> {
@@ -356,6 +355,7 @@ pub async fn reconcile(
         .reconcile_pending(limit)
         .await
         .map_err(engine_failure)?;
+    use agent_mandate::domain::AttemptStatus;
     let open = [
         AttemptStatus::PendingProviderResponse,
         AttemptStatus::Ambiguous,
