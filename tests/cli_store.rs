@@ -452,6 +452,16 @@ fn store_commands_need_a_database() {
             );
         }
     }
+    let cannot = cli(
+        &args(&["migrate", "--sqlite", "/nonexistent/dir/state.db"], &none),
+        &[],
+    );
+    assert_eq!(cannot.status.code(), Some(2));
+    assert!(
+        stderr(&cannot).contains("cannot migrate"),
+        "{}",
+        stderr(&cannot)
+    );
     let both = cli(
         &args(
             &["purge", "--sqlite", "a.db", "--postgres", "postgres://h/db"],

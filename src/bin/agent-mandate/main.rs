@@ -116,22 +116,36 @@ fn main() -> ExitCode {
     };
     match run(&args) {
         Ok(out) => {
-            println!("{}", scrub(&out));
+            out_line(&scrub(&out));
             ExitCode::SUCCESS
         }
         Err(failure) => {
             let code = failure.code();
             match failure {
-                Failure::Usage(m) => eprintln!("error: {}\n{USAGE}", scrub(&m)),
-                Failure::Rejected(m) | Failure::Io(m) => eprintln!("error: {}", scrub(&m)),
+                Failure::Usage(m) => err_line(&format!("error: {}\n{USAGE}", scrub(&m))),
+                Failure::Rejected(m) | Failure::Io(m) => {
+                    err_line(&format!("error: {}", scrub(&m)));
+                }
                 Failure::Finding { report, summary } => {
-                    println!("{}", scrub(&report.out));
-                    eprintln!("error: {}", scrub(&summary));
+                    out_line(&scrub(&report.out));
+                    err_line(&format!("error: {}", scrub(&summary)));
                 }
             }
             ExitCode::from(code)
         }
     }
+}
+
+/// Writes a line to standard output; a closed pipe (`| head`) is not an error worth a panic.
+fn out_line(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
+
+/// Writes a line to standard error (ignoring a closed stream, as [`out_line`]).
+fn err_line(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
 }
 
 /// The secrets the arguments and the environment hold (the PostgreSQL password, the PSP's
