@@ -137,7 +137,8 @@ impl PostgresAuditSink {
         PostgresAuditSink::connect_with(&PostgresConfig::new(url)).await
     }
 
-    /// Connects with `config` and applies the migrations.
+    /// Connects with `config` and applies the migrations (with
+    /// [`PostgresConfig::with_migrations`] off: checks the schema version instead).
     pub async fn connect_with(config: &PostgresConfig) -> Result<PostgresAuditSink, AuditError> {
         let pool = config.pool().map_err(from_store)?;
         prepare(

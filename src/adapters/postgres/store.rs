@@ -85,7 +85,8 @@ impl PostgresStore {
     }
 
     /// Connects with `config` (creating its schema if it names one) and applies the
-    /// migrations.
+    /// migrations (with [`PostgresConfig::with_migrations`] off: checks the schema version
+    /// instead and creates nothing).
     pub async fn connect_with(config: &PostgresConfig) -> Result<PostgresStore, StoreError> {
         let pool = config.pool()?;
         prepare(

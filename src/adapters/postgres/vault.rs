@@ -83,7 +83,8 @@ impl fmt::Debug for PostgresVault {
 
 impl PostgresVault {
     /// Connects with `config` (creating its schema if it names one) and applies the
-    /// migrations.
+    /// migrations (with [`PostgresConfig::with_migrations`] off: checks the schema version
+    /// instead and creates nothing).
     pub async fn connect_with(
         config: &PostgresConfig,
         keyring: VaultKeyring,

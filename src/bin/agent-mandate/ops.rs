@@ -187,10 +187,9 @@ async fn bad_event(engine: &Engine, b: ChainBreak) -> BadEvent {
         why,
     };
     let from = b.seq.min(b.expected_seq).max(1);
+    let Ok(by) = operator() else { return bad };
     let found = engine
-        .ports()
-        .audit
-        .read(from, 2)
+        .audit_segment(&by, from, 2)
         .await
         .ok()
         .and_then(|page| page.into_iter().find(|e| e.seq == b.seq));
