@@ -6,6 +6,7 @@
 //! | `sqlite` | [`sqlite`] | [`Store`](crate::ports::Store), [`AuditSink`](crate::ports::AuditSink) and an encrypted [`CredentialVault`](crate::ports::CredentialVault) in one SQLite file (the durable default) |
 //! | `postgres` | [`postgres`] | [`Store`](crate::ports::Store), [`AuditSink`](crate::ports::AuditSink) and an encrypted [`CredentialVault`](crate::ports::CredentialVault) on PostgreSQL (tokio-postgres, deadpool), shared by many processes |
 //! | `sqlite` or `postgres` | [`keyring`] | the keys of the durable vaults and their envelope encryption |
+//! | `sqlite` or `postgres` | [`Migration`], [`Migrated`] | the exported schema migrations (see each backend's `MIGRATIONS` and `migrate`) |
 //! | `http` | [`http`] | a Stripe-compatible [`crate::ports::PaymentProvider`], a signed-webhook [`crate::ports::AuditSink`] with an outbox |
 //!
 //! [`crate::ports::SystemClock`] needs no feature.
@@ -20,6 +21,10 @@ pub mod keyring;
 mod mandate_rules;
 #[cfg(feature = "memory")]
 pub mod memory;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod migration;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use migration::{Migrated, Migration};
 #[cfg(any(feature = "memory", feature = "sqlite", feature = "postgres"))]
 mod vault_rules;
 

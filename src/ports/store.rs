@@ -416,6 +416,19 @@ pub enum StoreError {
         /// What is wrong.
         message: String,
     },
+    /// The database's schema is older than this code needs and the migrations were turned
+    /// off (the service runs them itself): nothing was read or written. Run the migrations
+    /// (`migrate`, or the exported SQL), then open again. Not retryable as is.
+    #[error(
+        "the database schema is at version {found}, this code needs version {expected}: run the \
+         migrations first (they are off for this connection)"
+    )]
+    SchemaBehind {
+        /// The version the database has (0: no schema at all).
+        found: i64,
+        /// The version this code reads and writes.
+        expected: i64,
+    },
     /// The caller's lease on the idempotency record is gone (another caller took the record
     /// over after the lease lapsed, or it was completed, abandoned or purged): nothing was
     /// written (I13). Not retryable by this caller; a new call with the key starts over.

@@ -7,7 +7,7 @@ use deadpool_postgres::Pool;
 use tokio_postgres::{IsolationLevel, Row};
 
 use super::config::PostgresConfig;
-use super::schema::migrate;
+use super::schema::prepare;
 use super::tx::{classify, client, in_transaction, Tx};
 use crate::domain::{verify_chain, AuditEvent, AuditHash, ChainBreak, ChainFault, ChainedEvent};
 use crate::ports::{AuditError, AuditReceipt, AuditSink, StoreError};
@@ -137,12 +137,18 @@ impl PostgresAuditSink {
         PostgresAuditSink::connect_with(&PostgresConfig::new(url)).await
     }
 
-    /// Connects with `config` and applies the migrations.
+    /// Connects with `config` and applies the migrations (with
+    /// [`PostgresConfig::with_migrations`] off: checks the schema version instead).
     pub async fn connect_with(config: &PostgresConfig) -> Result<PostgresAuditSink, AuditError> {
         let pool = config.pool().map_err(from_store)?;
-        migrate(&pool, config.schema(), config.max_retries())
-            .await
-            .map_err(from_store)?;
+        prepare(
+            &pool,
+            config.schema(),
+            config.max_retries(),
+            config.runs_migrations(),
+        )
+        .await
+        .map_err(from_store)?;
         Ok(PostgresAuditSink {
             pool,
             retries: config.max_retries(),
@@ -153,7 +159,20 @@ impl PostgresAuditSink {
     /// migrations (a no-op when they are applied already).
     pub async fn from_pool(pool: Pool) -> Result<PostgresAuditSink, AuditError> {
         let retries = 8;
-        migrate(&pool, None, retries).await.map_err(from_store)?;
+        prepare(&pool, None, retries, true)
+            .await
+            .map_err(from_store)?;
+        Ok(PostgresAuditSink { pool, retries })
+    }
+
+    /// Uses an existing pool like [`PostgresAuditSink::from_pool`] but runs no migration:
+    /// checks that the schema is current (else an error whose source is
+    /// [`StoreError::SchemaBehind`](crate::ports::StoreError::SchemaBehind)).
+    pub async fn from_pool_checked(pool: Pool) -> Result<PostgresAuditSink, AuditError> {
+        let retries = 8;
+        prepare(&pool, None, retries, false)
+            .await
+            .map_err(from_store)?;
         Ok(PostgresAuditSink { pool, retries })
     }
 }

@@ -32,6 +32,7 @@ pub struct PostgresConfig {
     max_connections: usize,
     timeout: Duration,
     max_retries: u32,
+    run_migrations: bool,
 }
 
 impl PostgresConfig {
@@ -45,6 +46,7 @@ impl PostgresConfig {
             max_connections: 16,
             timeout: Duration::from_secs(10),
             max_retries: 8,
+            run_migrations: true,
         }
     }
 
@@ -72,6 +74,22 @@ impl PostgresConfig {
     pub fn with_max_retries(mut self, n: u32) -> PostgresConfig {
         self.max_retries = n;
         self
+    }
+
+    /// Whether connecting applies the migrations the database lacks (`true`, the default)
+    /// or only checks the schema version (`false`): for a service that runs the migrations
+    /// itself ([`super::migrate`], or the SQL of [`super::MIGRATIONS`]). Off, connecting to a
+    /// database that is behind fails with [`StoreError::SchemaBehind`] naming both versions,
+    /// and nothing is created (not even the schema), so the service's user needs no DDL
+    /// rights.
+    pub fn with_migrations(mut self, run: bool) -> PostgresConfig {
+        self.run_migrations = run;
+        self
+    }
+
+    /// Whether connecting applies the migrations (see [`PostgresConfig::with_migrations`]).
+    pub fn runs_migrations(&self) -> bool {
+        self.run_migrations
     }
 
     /// The schema, if one is set.
@@ -164,6 +182,7 @@ impl fmt::Debug for PostgresConfig {
             .field("max_connections", &self.max_connections)
             .field("timeout", &self.timeout)
             .field("max_retries", &self.max_retries)
+            .field("run_migrations", &self.run_migrations)
             .finish()
     }
 }

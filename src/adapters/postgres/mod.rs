@@ -30,7 +30,11 @@
 //!   and key.
 //! * **Schema versions.** The migrations are embedded and applied on connect, under a lock, in
 //!   one transaction; a database whose `am_meta.schema_version` is newer than this code is
-//!   refused with `Corrupt { table: "am_meta", key: "schema_version", .. }`.
+//!   refused with `Corrupt { table: "am_meta", key: "schema_version", .. }`. A service that
+//!   runs its migrations itself turns them off ([`PostgresConfig::with_migrations`], or the
+//!   `from_pool_checked` constructors) and applies [`MIGRATIONS`] with its own tool or calls
+//!   [`migrate`]; connecting then only checks the version and refuses a database that is
+//!   behind with [`StoreError::SchemaBehind`](crate::ports::StoreError::SchemaBehind).
 //!
 //! # Windows
 //!
@@ -92,7 +96,9 @@ mod vault;
 
 pub use audit::PostgresAuditSink;
 pub use config::PostgresConfig;
-pub use schema::SCHEMA_VERSION;
+pub use schema::{
+    migrate, migrate_client, migrate_with, schema_version, MIGRATIONS, SCHEMA_VERSION,
+};
 pub use store::PostgresStore;
 pub use vault::PostgresVault;
 

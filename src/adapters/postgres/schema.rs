@@ -1,4 +1,5 @@
-//! The embedded migrations, applied on connect.
+//! The embedded migrations ([`MIGRATIONS`]), applied on connect unless turned off
+//! ([`PostgresConfig::with_migrations`]), and [`migrate`] for a service that runs them itself.
 //!
 //! `am_meta` keeps the schema version (`key = 'schema_version'`). Connecting takes a
 //! transaction-scoped advisory lock (so two processes starting together do not both migrate),
@@ -13,21 +14,30 @@
 //! * times are `NUMERIC` nanoseconds since 1970-01-01T00:00:00Z, columns named `*_ns`.
 
 use deadpool_postgres::Pool;
-use tokio_postgres::IsolationLevel;
+use tokio_postgres::{IsolationLevel, Transaction};
 
 use super::codec::corrupt;
-use super::config::check_schema;
-use super::tx::in_transaction;
+use super::config::{check_schema, PostgresConfig};
+use super::tx::{in_transaction, once, Tx};
+use crate::adapters::{Migrated, Migration};
 use crate::ports::StoreError;
 
 /// The schema version this code writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-/// Migration `i` brings the schema from version `i` to `i + 1`. Never edit one that has
-/// shipped: add the next.
-const MIGRATIONS: &[&str] = &[
+/// The migrations, in order: migration `version` takes the schema from `version - 1` to
+/// `version` and records it in `am_meta` (`key = 'schema_version'`), so the SQL alone (applied
+/// with any tool, with the wanted schema first on the `search_path`) gives a database the
+/// adapters accept with the migrations off. Never edit one that has shipped: add the next.
+/// (The `am_meta` lines were added to each when the SQL was exported; the migration runner
+/// always wrote that version, so no database differs.)
+pub const MIGRATIONS: &[Migration] = &[
     // 1: every table of the Store and AuditSink ports.
-    r#"
+    Migration {
+        version: 1,
+        name: "ports",
+        sql: r#"
+CREATE TABLE IF NOT EXISTS am_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE mandates (
     id          TEXT PRIMARY KEY,
     parent_id   TEXT,
@@ -132,12 +142,18 @@ CREATE TABLE audit_head (
 );
 INSERT INTO audit_head (id, seq, hash)
     VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
+INSERT INTO am_meta (key, value) VALUES ('schema_version', '1')
+    ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
 "#,
+    },
     // 2: fencing of idempotency leases (I13): each lease gets a token from a sequence, which
     // never gives a value twice (not even after a rollback); and the store's outbox of audit
     // events (I15), written in the transaction of the state change they describe and drained
     // to the audit sink in id order.
-    r#"
+    Migration {
+        version: 2,
+        name: "fencing_and_staged_audit",
+        sql: r#"
 CREATE SEQUENCE lease_tokens;
 ALTER TABLE idempotency ADD COLUMN token BIGINT;
 
@@ -145,12 +161,18 @@ CREATE TABLE audit_pending (
     id          BIGSERIAL PRIMARY KEY,
     body        TEXT NOT NULL
 );
+INSERT INTO am_meta (key, value) VALUES ('schema_version', '2')
+    ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
 "#,
+    },
     // 3: the credential vault (`PostgresVault`). The secret and the CVC are only in
     // `ciphertext`, sealed under a data key stored wrapped (`wrapped_key`) under the keyring's
     // key `key_id`; `fingerprint` is a keyed MAC of the content, to answer a retried store.
     // Rows are never deleted, so a reference is never handed out twice.
-    r#"
+    Migration {
+        version: 3,
+        name: "vault",
+        sql: r#"
 CREATE TABLE vault_credentials (
     reference       TEXT PRIMARY KEY,
     owner           TEXT NOT NULL,
@@ -169,29 +191,117 @@ CREATE TABLE vault_credentials (
     revoked         BOOLEAN NOT NULL DEFAULT FALSE,
     UNIQUE (owner, idempotency_key)
 );
+INSERT INTO am_meta (key, value) VALUES ('schema_version', '3')
+    ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
 "#,
+    },
     // 4: the single use of 402 challenge ids (`Store::consume_challenge`): the digest of the
     // credential that used each id, kept until the challenge expires.
-    r#"
+    Migration {
+        version: 4,
+        name: "challenges",
+        sql: r#"
 CREATE TABLE challenges (
     challenge_id    TEXT PRIMARY KEY,
     credential      TEXT NOT NULL,
     expires_at_ns   NUMERIC NOT NULL
 );
 CREATE INDEX challenges_expiry ON challenges (expires_at_ns);
+INSERT INTO am_meta (key, value) VALUES ('schema_version', '4')
+    ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
 "#,
+    },
 ];
 
 /// Key of the advisory lock that serialises migrations (any fixed number; `am` in ASCII).
 const MIGRATION_LOCK: i64 = 0x616d_5f6d_6967_7261;
 
-/// Creates `schema` if given, then brings the tables to [`SCHEMA_VERSION`]; refuses a newer
-/// database.
-pub(crate) async fn migrate(
+/// Connects the adapters: with `run`, creates `schema` if given and brings the tables to
+/// [`SCHEMA_VERSION`]; without, only checks the version ([`StoreError::SchemaBehind`] when
+/// behind). Refuses a database newer than this code either way.
+pub(crate) async fn prepare(
     pool: &Pool,
     schema: Option<&str>,
     retries: u32,
+    run: bool,
 ) -> Result<(), StoreError> {
+    if run {
+        migrate_in(pool, schema, retries).await.map(|_| ())
+    } else {
+        match schema_version(pool).await? {
+            SCHEMA_VERSION => Ok(()),
+            found => Err(StoreError::SchemaBehind {
+                found,
+                expected: SCHEMA_VERSION,
+            }),
+        }
+    }
+}
+
+/// Applies the migrations the database behind `pool` lacks (to the schema first on its
+/// connections' `search_path`), under an advisory lock, in one transaction: two processes
+/// migrating together serialise and the second applies nothing. A no-op on a current
+/// database; refuses one newer than this code ([`StoreError::Corrupt`] naming `am_meta`).
+pub async fn migrate(pool: &Pool) -> Result<Migrated, StoreError> {
+    migrate_in(pool, None, 8).await
+}
+
+/// [`migrate`] on a pool built from `config`, creating its schema first if it names one.
+pub async fn migrate_with(config: &PostgresConfig) -> Result<Migrated, StoreError> {
+    migrate_in(&config.pool()?, config.schema(), config.max_retries()).await
+}
+
+/// [`migrate`] on one connection of the service's own (its `search_path` decides the schema),
+/// for a deploy step that holds a plain `tokio_postgres` client.
+pub async fn migrate_client(client: &mut tokio_postgres::Client) -> Result<Migrated, StoreError> {
+    let outcome: Result<Migrated, Tx<StoreError>> = async {
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::ReadCommitted)
+            .start()
+            .await?;
+        let done = apply(&tx, None).await?;
+        tx.commit().await.map_err(Tx::commit)?;
+        Ok(done)
+    }
+    .await;
+    once(outcome)
+}
+
+/// The schema version of the database behind `pool` (0 when it has none of this crate's
+/// tables in the schema first on the `search_path`). Refuses a version newer than this code
+/// or one that does not parse ([`StoreError::Corrupt`] naming `am_meta`).
+pub async fn schema_version(pool: &Pool) -> Result<i64, StoreError> {
+    let client = super::tx::client::<StoreError>(pool).await?;
+    let outcome: Result<i64, Tx<StoreError>> = async {
+        let exists = client
+            .query_one("SELECT to_regclass('am_meta') IS NOT NULL", &[])
+            .await?;
+        if !exists.try_get::<_, bool>(0)? {
+            return Ok(0);
+        }
+        let row = client
+            .query_opt(
+                "SELECT value FROM am_meta WHERE key = 'schema_version'",
+                &[],
+            )
+            .await?;
+        let version = match row {
+            None => 0,
+            Some(row) => parse_version(&row.try_get::<_, String>(0)?).map_err(Tx::Fail)?,
+        };
+        check_not_newer(version).map_err(Tx::Fail)?;
+        Ok(version)
+    }
+    .await;
+    once(outcome)
+}
+
+async fn migrate_in(
+    pool: &Pool,
+    schema: Option<&str>,
+    retries: u32,
+) -> Result<Migrated, StoreError> {
     if let Some(s) = schema {
         check_schema(s)?;
     }
@@ -200,55 +310,66 @@ pub(crate) async fn migrate(
         retries,
         IsolationLevel::ReadCommitted,
         StoreError,
-        |tx| {
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-                .await?;
-            if let Some(s) = schema {
-                // `s` is a checked plain identifier.
-                tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {s}"))
-                    .await?;
-            }
-            tx.batch_execute(
-                "CREATE TABLE IF NOT EXISTS am_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-            )
-            .await?;
-            let row = tx
-                .query_opt(
-                    "SELECT value FROM am_meta WHERE key = 'schema_version'",
-                    &[],
-                )
-                .await?;
-            let version = match row {
-                None => 0,
-                Some(row) => {
-                    let text: String = row.try_get(0)?;
-                    parse_version(&text).map_err(super::tx::Tx::Fail)?
-                }
-            };
-            if version > SCHEMA_VERSION {
-                return Err(super::tx::Tx::Fail(corrupt(
-                    "am_meta",
-                    "schema_version",
-                    format!(
-                    "the database has schema version {version}, newer than the {SCHEMA_VERSION} \
-                     this code knows: upgrade the code"
-                ),
-                )));
-            }
-            let from = usize::try_from(version).unwrap_or(0);
-            for sql in MIGRATIONS.iter().skip(from) {
-                tx.batch_execute(sql).await?;
-            }
-            if version < SCHEMA_VERSION {
-                tx.execute(
-                    "INSERT INTO am_meta (key, value) VALUES ('schema_version', $1) \
-                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                    &[&SCHEMA_VERSION.to_string()],
-                )
-                .await?;
-            }
-        }
+        |tx| { apply(&tx, schema).await? }
     )
+}
+
+/// The body of every migration run: lock, read the version, apply what is missing.
+async fn apply(tx: &Transaction<'_>, schema: Option<&str>) -> Result<Migrated, Tx<StoreError>> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    if let Some(s) = schema {
+        // `s` is a checked plain identifier.
+        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {s}"))
+            .await?;
+    }
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS am_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    )
+    .await?;
+    let row = tx
+        .query_opt(
+            "SELECT value FROM am_meta WHERE key = 'schema_version'",
+            &[],
+        )
+        .await?;
+    let from = match row {
+        None => 0,
+        Some(row) => {
+            let text: String = row.try_get(0)?;
+            parse_version(&text).map_err(Tx::Fail)?
+        }
+    };
+    check_not_newer(from).map_err(Tx::Fail)?;
+    for m in MIGRATIONS.iter().filter(|m| m.version > from) {
+        tx.batch_execute(m.sql).await?;
+    }
+    if from < SCHEMA_VERSION {
+        tx.execute(
+            "INSERT INTO am_meta (key, value) VALUES ('schema_version', $1) \
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            &[&SCHEMA_VERSION.to_string()],
+        )
+        .await?;
+    }
+    Ok(Migrated {
+        from,
+        to: SCHEMA_VERSION,
+    })
+}
+
+fn check_not_newer(version: i64) -> Result<(), StoreError> {
+    if version > SCHEMA_VERSION {
+        return Err(corrupt(
+            "am_meta",
+            "schema_version",
+            format!(
+                "the database has schema version {version}, newer than the {SCHEMA_VERSION} \
+                 this code knows: upgrade the code"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn parse_version(text: &str) -> Result<i64, StoreError> {
@@ -267,5 +388,14 @@ mod tests {
     #[test]
     fn one_migration_per_version() {
         assert_eq!(super::MIGRATIONS.len() as i64, super::SCHEMA_VERSION);
+        for (i, m) in super::MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i64 + 1, "{}", m.name);
+            assert!(
+                m.sql
+                    .contains(&format!("VALUES ('schema_version', '{}')", m.version)),
+                "migration {} must record its version",
+                m.version
+            );
+        }
     }
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{Object, Pool};
 
 use super::config::PostgresConfig;
-use super::schema::migrate;
+use super::schema::prepare;
 use super::tx::client;
 use crate::domain::{
     ActorId, AttemptId, AttemptStatus, AuditEvent, BuyerId, CartSnapshot, Confirmation,
@@ -85,10 +85,17 @@ impl PostgresStore {
     }
 
     /// Connects with `config` (creating its schema if it names one) and applies the
-    /// migrations.
+    /// migrations (with [`PostgresConfig::with_migrations`] off: checks the schema version
+    /// instead and creates nothing).
     pub async fn connect_with(config: &PostgresConfig) -> Result<PostgresStore, StoreError> {
         let pool = config.pool()?;
-        migrate(&pool, config.schema(), config.max_retries()).await?;
+        prepare(
+            &pool,
+            config.schema(),
+            config.max_retries(),
+            config.runs_migrations(),
+        )
+        .await?;
         Ok(PostgresStore {
             pool,
             retries: config.max_retries(),
@@ -99,7 +106,16 @@ impl PostgresStore {
     /// the migrations. Transactions that lose a deadlock are retried 8 times.
     pub async fn from_pool(pool: Pool) -> Result<PostgresStore, StoreError> {
         let retries = 8;
-        migrate(&pool, None, retries).await?;
+        prepare(&pool, None, retries, true).await?;
+        Ok(PostgresStore { pool, retries })
+    }
+
+    /// Uses an existing pool like [`PostgresStore::from_pool`] but runs no migration: checks
+    /// that the schema is current ([`StoreError::SchemaBehind`] when behind), for a service
+    /// that runs the migrations itself ([`super::migrate`]).
+    pub async fn from_pool_checked(pool: Pool) -> Result<PostgresStore, StoreError> {
+        let retries = 8;
+        prepare(&pool, None, retries, false).await?;
         Ok(PostgresStore { pool, retries })
     }
 

@@ -11,7 +11,7 @@ use deadpool_postgres::Pool;
 use tokio_postgres::{IsolationLevel, Row};
 
 use super::config::PostgresConfig;
-use super::schema::migrate;
+use super::schema::prepare;
 use super::tx::{classify, client, in_transaction, PortError, Tx};
 use crate::adapters::keyring::{Sealed, VaultKeyring};
 use crate::adapters::vault_rules::{
@@ -83,15 +83,21 @@ impl fmt::Debug for PostgresVault {
 
 impl PostgresVault {
     /// Connects with `config` (creating its schema if it names one) and applies the
-    /// migrations.
+    /// migrations (with [`PostgresConfig::with_migrations`] off: checks the schema version
+    /// instead and creates nothing).
     pub async fn connect_with(
         config: &PostgresConfig,
         keyring: VaultKeyring,
     ) -> Result<PostgresVault, VaultError> {
         let pool = config.pool().map_err(from_store)?;
-        migrate(&pool, config.schema(), config.max_retries())
-            .await
-            .map_err(from_store)?;
+        prepare(
+            &pool,
+            config.schema(),
+            config.max_retries(),
+            config.runs_migrations(),
+        )
+        .await
+        .map_err(from_store)?;
         Ok(PostgresVault {
             pool,
             retries: config.max_retries(),
@@ -103,7 +109,27 @@ impl PostgresVault {
     /// migrations (a no-op when they are applied already).
     pub async fn from_pool(pool: Pool, keyring: VaultKeyring) -> Result<PostgresVault, VaultError> {
         let retries = 8;
-        migrate(&pool, None, retries).await.map_err(from_store)?;
+        prepare(&pool, None, retries, true)
+            .await
+            .map_err(from_store)?;
+        Ok(PostgresVault {
+            pool,
+            retries,
+            keyring: Arc::new(keyring),
+        })
+    }
+
+    /// Uses an existing pool like [`PostgresVault::from_pool`] but runs no migration: checks
+    /// that the schema is current (else an error whose source is
+    /// [`StoreError::SchemaBehind`](crate::ports::StoreError::SchemaBehind)).
+    pub async fn from_pool_checked(
+        pool: Pool,
+        keyring: VaultKeyring,
+    ) -> Result<PostgresVault, VaultError> {
+        let retries = 8;
+        prepare(&pool, None, retries, false)
+            .await
+            .map_err(from_store)?;
         Ok(PostgresVault {
             pool,
             retries,

@@ -26,8 +26,12 @@
 //!
 //! # Schema
 //!
-//! The migrations are embedded and applied on open, in one transaction each; the version is
-//! SQLite's `user_version`. A database written by a newer version of this crate is refused
+//! The migrations are embedded and applied on open, in one transaction; the version is
+//! SQLite's `user_version`. A service that runs its migrations itself turns that off
+//! ([`SqliteConfig::run_migrations`]) and applies [`MIGRATIONS`] (the SQL, each recording
+//! its version) with its own tool, or calls [`migrate`] / [`migrate_file`]; opening then
+//! checks the version and refuses a database that is behind with
+//! [`StoreError::SchemaBehind`], never running on an old schema. A database written by a newer version of this crate is refused
 //! with [`StoreError::Corrupt`] naming `schema` (never read with a schema this code does not
 //! know). Records keep their JSON form in a `body` column beside the columns the queries use;
 //! amounts are integer minor units with a currency code; times are nanoseconds since the Unix
@@ -76,7 +80,7 @@ use std::time::Duration;
 pub use audit::SqliteAuditSink;
 #[cfg(feature = "http")]
 pub use outbox::SqliteOutbox;
-pub use schema::SCHEMA_VERSION;
+pub use schema::{migrate, migrate_file, schema_version, MIGRATIONS, SCHEMA_VERSION};
 pub use store::SqliteStore;
 pub use vault::SqliteVault;
 pub use worker::{GroupCommitStats, BATCH_BUCKETS};
@@ -121,6 +125,11 @@ pub struct SqliteConfig {
     /// writes. 0 runs every read on the writer's connection; a private in-memory database
     /// has none whatever this says.
     pub readers: usize,
+    /// Whether opening applies the migrations the database lacks (the default). Off, opening
+    /// only checks the schema version and refuses a database that is behind with
+    /// [`StoreError::SchemaBehind`] naming both versions: for a service that runs the
+    /// migrations itself ([`migrate`], [`migrate_file`], or the SQL of [`MIGRATIONS`]).
+    pub run_migrations: bool,
 }
 
 impl SqliteConfig {
@@ -131,6 +140,7 @@ impl SqliteConfig {
             synchronous: Synchronous::Full,
             busy_timeout: Duration::from_secs(5),
             readers: DEFAULT_READERS,
+            run_migrations: true,
         }
     }
 
@@ -141,6 +151,7 @@ impl SqliteConfig {
             synchronous: Synchronous::Full,
             busy_timeout: Duration::from_secs(5),
             readers: 0,
+            run_migrations: true,
         }
     }
 
@@ -159,6 +170,30 @@ impl SqliteConfig {
     /// With `n` read connections (see [`SqliteConfig::readers`]).
     pub fn readers(mut self, n: usize) -> SqliteConfig {
         self.readers = n;
+        self
+    }
+
+    /// With the migrations on open turned on (the default) or off (see
+    /// [`SqliteConfig::run_migrations`]).
+    ///
+    /// ```
+    /// use agent_mandate::adapters::sqlite::{migrate, SqliteConfig, SqliteDatabase};
+    /// use agent_mandate::ports::StoreError;
+    /// let dir = std::env::temp_dir().join(format!("am-doc-mig-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let path = dir.join("fresh.db");
+    /// # let _ = std::fs::remove_file(&path);
+    /// let config = SqliteConfig::file(&path).run_migrations(false);
+    /// assert!(matches!(
+    ///     SqliteDatabase::open(config.clone()),
+    ///     Err(StoreError::SchemaBehind { found: 0, .. })
+    /// ));
+    /// migrate(&mut rusqlite::Connection::open(&path).unwrap()).unwrap();
+    /// assert!(SqliteDatabase::open(config).is_ok());
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
+    pub fn run_migrations(mut self, run: bool) -> SqliteConfig {
+        self.run_migrations = run;
         self
     }
 }
@@ -186,7 +221,9 @@ impl fmt::Debug for SqliteDatabase {
 }
 
 impl SqliteDatabase {
-    /// Opens (creating if needed) and migrates the database. Fails with
+    /// Opens (creating if needed) and migrates the database (or, with
+    /// [`SqliteConfig::run_migrations`] off, checks that it is current: else
+    /// [`StoreError::SchemaBehind`]). Fails with
     /// [`StoreError::Corrupt`] if the file holds a schema from a newer version of this crate
     /// or is not a database, [`StoreError::Unavailable`] if it cannot be opened.
     pub fn open(config: SqliteConfig) -> Result<SqliteDatabase, StoreError> {

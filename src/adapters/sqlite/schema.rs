@@ -1,19 +1,26 @@
-//! Connection settings and the embedded migrations.
+//! Connection settings and the embedded migrations ([`MIGRATIONS`], [`migrate`]).
 
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::codec::sql_error;
 use super::SqliteConfig;
+use crate::adapters::{Migrated, Migration};
 use crate::ports::StoreError;
 
 /// The schema version this code writes and reads (SQLite's `user_version`).
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-/// Migration `i` takes the schema from version `i` to `i + 1`. Never edit one that has
-/// shipped: add the next.
-const MIGRATIONS: &[&str] = &[
+/// The migrations, in order: migration `version` takes the schema from `version - 1` to
+/// `version` and records it in `PRAGMA user_version`, so the SQL alone (applied with any tool)
+/// gives a database [`SqliteDatabase::open`](super::SqliteDatabase::open) accepts. Never edit
+/// one that has shipped: add the next. (The `user_version` line was added to each when the
+/// SQL was exported; the migration runner always set that version, so no database differs.)
+pub const MIGRATIONS: &[Migration] = &[
     // 1: every table of the Store and AuditSink ports.
-    r#"
+    Migration {
+        version: 1,
+        name: "ports",
+        sql: r#"
     CREATE TABLE mandates (
         id TEXT PRIMARY KEY,
         parent_id TEXT,
@@ -96,10 +103,15 @@ const MIGRATIONS: &[&str] = &[
         hash TEXT NOT NULL,
         body TEXT NOT NULL
     );
+    PRAGMA user_version = 1;
     "#,
+    },
     // 2: the outbox of audit events waiting for webhook delivery (`SqliteOutbox`). A
     // delivered row keeps its seq (so enqueueing it again is a no-op) and drops its body.
-    r#"
+    Migration {
+        version: 2,
+        name: "webhook_outbox",
+        sql: r#"
     CREATE TABLE audit_outbox (
         seq INTEGER PRIMARY KEY,
         prev_hash TEXT NOT NULL,
@@ -108,11 +120,16 @@ const MIGRATIONS: &[&str] = &[
         delivered INTEGER NOT NULL
     );
     CREATE INDEX audit_outbox_pending ON audit_outbox (delivered, seq);
+    PRAGMA user_version = 2;
     "#,
+    },
     // 3: fencing of idempotency leases (a token per lease, from a counter that never goes
     // back) and the store's outbox of audit events, written in the transaction of the state
     // change they describe and drained to the audit sink.
-    r#"
+    Migration {
+        version: 3,
+        name: "fencing_and_staged_audit",
+        sql: r#"
     ALTER TABLE idempotency ADD COLUMN token INTEGER;
     CREATE TABLE counters (
         name TEXT PRIMARY KEY,
@@ -122,12 +139,17 @@ const MIGRATIONS: &[&str] = &[
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         body TEXT NOT NULL
     );
+    PRAGMA user_version = 3;
     "#,
+    },
     // 4: the credential vault (`SqliteVault`). The secret and the CVC are only in
     // `ciphertext`, sealed under a data key that is itself stored wrapped (`wrapped_key`) under
     // the keyring's key `key_id`; `fingerprint` is a keyed MAC of the content, to answer a
     // retried store. Rows are never deleted, so a reference is never handed out twice.
-    r#"
+    Migration {
+        version: 4,
+        name: "vault",
+        sql: r#"
     CREATE TABLE vault_credentials (
         reference TEXT PRIMARY KEY,
         owner TEXT NOT NULL,
@@ -146,20 +168,28 @@ const MIGRATIONS: &[&str] = &[
         revoked INTEGER NOT NULL,
         UNIQUE (owner, idempotency_key)
     );
+    PRAGMA user_version = 4;
     "#,
+    },
     // 5: the single use of 402 challenge ids (`Store::consume_challenge`): the digest of the
     // credential that used each id, kept until the challenge expires.
-    r#"
+    Migration {
+        version: 5,
+        name: "challenges",
+        sql: r#"
     CREATE TABLE challenges (
         challenge_id TEXT PRIMARY KEY,
         credential TEXT NOT NULL,
         expires_at INTEGER NOT NULL
     ) WITHOUT ROWID;
     CREATE INDEX challenges_expiry ON challenges (expires_at);
+    PRAGMA user_version = 5;
     "#,
+    },
 ];
 
-/// Applies the connection settings, then every migration the database lacks.
+/// Applies the connection settings, then every migration the database lacks, or (with
+/// [`SqliteConfig::run_migrations`] off) checks that it lacks none.
 pub(super) fn prepare(conn: &mut Connection, config: &SqliteConfig) -> Result<(), StoreError> {
     let setup = || -> rusqlite::Result<()> {
         conn.busy_timeout(config.busy_timeout)?;
@@ -173,14 +203,24 @@ pub(super) fn prepare(conn: &mut Connection, config: &SqliteConfig) -> Result<()
         ))
     };
     setup().map_err(|e| sql_error("schema", "settings", e))?;
-    migrate(conn)
+    if config.run_migrations {
+        migrate(conn).map(|_| ())
+    } else {
+        match schema_version(conn)? {
+            SCHEMA_VERSION => Ok(()),
+            found => Err(StoreError::SchemaBehind {
+                found,
+                expected: SCHEMA_VERSION,
+            }),
+        }
+    }
 }
 
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(|e| sql_error("schema", "user_version", e))?;
-    let version: i64 = tx
+/// The schema version of the database on `conn` (0 for a database without this crate's
+/// schema). Fails with [`StoreError::Corrupt`] naming `schema` for a version newer than
+/// [`SCHEMA_VERSION`] or a negative one.
+pub fn schema_version(conn: &Connection) -> Result<i64, StoreError> {
+    let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(|e| sql_error("schema", "user_version", e))?;
     if version > SCHEMA_VERSION {
@@ -200,12 +240,67 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             message: format!("the schema version {version} is negative"),
         });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let next = i + 1;
-        tx.execute_batch(sql)
-            .and_then(|()| tx.execute_batch(&format!("PRAGMA user_version = {next}")))
-            .map_err(|e| sql_error("schema", &format!("migration {next}"), e))?;
+    Ok(version)
+}
+
+/// Applies every migration of [`MIGRATIONS`] the database on `conn` lacks, in one `BEGIN
+/// IMMEDIATE` transaction (so two processes migrating together serialise, and the second
+/// applies nothing). Running it on a current database is a no-op. Refuses a database newer
+/// than this code ([`StoreError::Corrupt`] naming `schema`).
+///
+/// ```
+/// use agent_mandate::adapters::sqlite::{migrate, SqliteConfig, SqliteDatabase, SCHEMA_VERSION};
+/// let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+/// let done = migrate(&mut conn).unwrap();
+/// assert_eq!((done.from, done.to), (0, SCHEMA_VERSION));
+/// assert!(migrate(&mut conn).unwrap().is_noop());
+/// ```
+pub fn migrate(conn: &mut Connection) -> Result<Migrated, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| sql_error("schema", "user_version", e))?;
+    let from = schema_version(&tx)?;
+    for m in MIGRATIONS.iter().filter(|m| m.version > from) {
+        tx.execute_batch(m.sql)
+            .and_then(|()| tx.execute_batch(&format!("PRAGMA user_version = {}", m.version)))
+            .map_err(|e| sql_error("schema", &format!("migration {}", m.version), e))?;
     }
     tx.commit()
-        .map_err(|e| sql_error("schema", "user_version", e))
+        .map_err(|e| sql_error("schema", "user_version", e))?;
+    Ok(Migrated {
+        from,
+        to: SCHEMA_VERSION,
+    })
+}
+
+/// [`migrate`] on the database file at `path` (created if missing), with a 5 s busy
+/// timeout; the connection is closed afterwards. For a deploy step or the command line's
+/// `migrate`.
+pub fn migrate_file(path: impl AsRef<std::path::Path>) -> Result<Migrated, StoreError> {
+    let path = path.as_ref();
+    let mut conn = Connection::open(path).map_err(|e| StoreError::Unavailable {
+        message: format!("cannot open the database {}: {e}", path.display()),
+    })?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(|e| sql_error("schema", "settings", e))?;
+    migrate(&mut conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_run_from_one_without_gaps() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i64 + 1, "{}", m.name);
+            assert!(
+                m.sql
+                    .contains(&format!("PRAGMA user_version = {};", m.version)),
+                "migration {} must record its version",
+                m.version
+            );
+        }
+        assert_eq!(SCHEMA_VERSION, MIGRATIONS.len() as i64);
+    }
 }
