@@ -166,8 +166,10 @@ impl Command {
 
     /// Names the attempt the command is about.
     pub(super) fn attempt(mut self, id: &AttemptId) -> Command {
-        self.span.record("attempt_id", display(id));
-        self.attempt_named = true;
+        if !self.span.is_disabled() {
+            self.span.record("attempt_id", display(id));
+            self.attempt_named = true;
+        }
         self
     }
 
@@ -182,8 +184,10 @@ impl Command {
 
     /// Names the mandate the command is about.
     pub(super) fn mandate(mut self, id: &MandateId) -> Command {
-        self.span.record("mandate_id", display(id));
-        self.mandate_named = true;
+        if !self.span.is_disabled() {
+            self.span.record("mandate_id", display(id));
+            self.mandate_named = true;
+        }
         self
     }
 
@@ -205,11 +209,12 @@ impl Command {
 
     fn finish<T: Outcome>(&self, result: &Result<T, EngineError>) {
         let (name, span) = (self.name, &self.span);
+        let enabled = !span.is_disabled();
         match result {
             Ok(value) => {
                 let outcome = value.outcome();
                 metrics::command(name, outcome, None);
-                if !span.is_disabled() {
+                if enabled {
                     span.record("outcome", outcome);
                     if let Some(a) = value.attempt() {
                         if !self.attempt_named {
@@ -224,44 +229,50 @@ impl Command {
                         span.record("count", n);
                     }
                 }
-                tracing::event!(
-                    target: "agent_mandate::engine",
-                    parent: span,
-                    Level::DEBUG,
-                    outcome,
-                    "finished"
-                );
+                // In the span when it is enabled, else in the caller's.
+                span.in_scope(|| {
+                    tracing::event!(
+                        target: "agent_mandate::engine",
+                        Level::DEBUG,
+                        outcome,
+                        "finished"
+                    );
+                });
             }
             Err(e) => {
                 let code = e.code();
                 metrics::command(name, "error", Some(code));
-                span.record("outcome", "error");
-                span.record("error", code);
-                // Failures of the service (a dependency down, an answer it cannot read) warn; a
-                // caller's mistake (bad input, no permission, a conflict) is routine.
+                if enabled {
+                    span.record("outcome", "error");
+                    span.record("error", code);
+                }
+                // Failures of the service (a dependency down, an answer it cannot read) warn;
+                // a caller's mistake (bad input, no permission, a conflict) is routine.
                 let server = e.is_retryable()
                     || matches!(
                         e.error_type(),
                         super::ErrorType::ProcessingError | super::ErrorType::ServiceUnavailable
                     );
-                if server {
-                    tracing::event!(
-                        target: "agent_mandate::engine",
-                        parent: span,
-                        Level::WARN,
-                        error = code,
-                        retryable = e.is_retryable(),
-                        "failed"
-                    );
-                } else {
-                    tracing::event!(
-                        target: "agent_mandate::engine",
-                        parent: span,
-                        Level::DEBUG,
-                        error = code,
-                        "refused"
-                    );
-                }
+                span.in_scope(|| {
+                    if server {
+                        tracing::event!(
+                            target: "agent_mandate::engine",
+                            Level::WARN,
+                            command = name,
+                            error = code,
+                            retryable = e.is_retryable(),
+                            "failed"
+                        );
+                    } else {
+                        tracing::event!(
+                            target: "agent_mandate::engine",
+                            Level::DEBUG,
+                            command = name,
+                            error = code,
+                            "refused"
+                        );
+                    }
+                });
             }
         }
     }
@@ -506,29 +517,35 @@ where
         delivered = Empty,
         outcome = Empty
     );
-    let result = if span.is_disabled() {
-        fut.await
-    } else {
-        fut.instrument(span.clone()).await
-    };
+    if span.is_disabled() {
+        let result = fut.await;
+        if let Err(e) = &result {
+            flush_failed(e);
+        }
+        return result;
+    }
+    let result = fut.instrument(span.clone()).await;
     match &result {
         Ok(n) => {
             span.record("delivered", *n as u64);
             span.record("outcome", "ok");
         }
         Err(e) => {
-            metrics::flush_failed();
             span.record("outcome", "error");
-            tracing::event!(
-                target: "agent_mandate::engine",
-                parent: &span,
-                Level::WARN,
-                error = e.code(),
-                "audit events wait in the outbox"
-            );
+            flush_failed(e);
         }
     }
     result
+}
+
+fn flush_failed(e: &EngineError) {
+    metrics::flush_failed();
+    tracing::event!(
+        target: "agent_mandate::engine",
+        Level::WARN,
+        error = e.code(),
+        "audit events wait in the outbox: the flush failed"
+    );
 }
 
 /// `n` events were delivered to the audit sink and acknowledged.
