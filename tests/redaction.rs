@@ -10,8 +10,9 @@
 //! empty CVC, an unknown credential reference, a revoked credential, every credential of the
 //! actor revoked, direct PSP and vault calls with unusable references). Then no value returned
 //! (its `Debug`, `Display` where it has one, its JSON where it serializes), no audit event, no
-//! dispute package, and no `Debug` of the vault, the store, the engine or the PSP contains a
-//! secret or a CVC.
+//! dispute package, no `Debug` of the vault, the store, the engine or the PSP, and nothing the
+//! engine traces (every span, field and event, captured at TRACE level by a `tracing-subscriber`
+//! fmt layer writing into a buffer) contains a secret or a CVC.
 #![cfg(feature = "testkit")]
 
 mod common;
@@ -108,6 +109,39 @@ impl Watch {
             Ok(out) => self.outcome(label, out),
             Err(e) => self.error(label, e),
         }
+    }
+}
+
+/// The engine's trace, as a `tracing-subscriber` fmt layer writes it at TRACE level: every
+/// event, and every span when it opens and when it closes (with the fields recorded on it).
+#[derive(Clone, Default)]
+struct Trace(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Trace {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("trace buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Trace {
+    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync {
+        let writer = self.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_span_events(
+                tracing_subscriber::fmt::format::FmtSpan::NEW
+                    | tracing_subscriber::fmt::format::FmtSpan::CLOSE,
+            )
+            .with_writer(move || writer.clone())
+            .finish()
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("trace buffer")).into_owned()
     }
 }
 
@@ -569,14 +603,33 @@ proptest! {
         ..ProptestConfig::default()
     })]
 
-    /// I10 over random secrets and CVCs, every payment path and every error path.
+    /// I10 over random secrets and CVCs, every payment path and every error path, in every
+    /// output and in the trace.
     #[test]
     fn no_secret_or_cvc_leaks_through_any_output(input in inputs()) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
-        let watch = rt.block_on(run_case(&input));
+        let trace = Trace::default();
+        // The runtime polls on this thread: the subscriber sees every span of the case.
+        let mut watch = tracing::subscriber::with_default(trace.subscriber(), || {
+            rt.block_on(run_case(&input))
+        });
+        let text = trace.text();
+        // The trace is there to be checked: commands, port calls, the PSP, the vault.
+        for expected in [
+            "command{command=\"store_credential\"",
+            "command{command=\"execute_payment\"",
+            "psp{call=\"authorize\"",
+            "vault{op=\"store\"",
+            "store{op=",
+            "audit_sink{op=",
+            "blockers=CREDENTIAL_NOT_USABLE",
+        ] {
+            prop_assert!(text.contains(expected), "the trace lacks {expected}");
+        }
+        watch.text("tracing output", &text);
         prop_assert!(watch.checked > 200, "only {} texts checked", watch.checked);
         prop_assert!(watch.leaks.is_empty(), "I10: {:#?}", watch.leaks);
     }

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::error::EngineError;
+use super::observe;
 use super::Engine;
 use crate::domain::{
     AttemptId, AuditKind, Blocker, CartSnapshot, ChainedEvent, Confirmation, Evidence, Money,
@@ -85,18 +86,28 @@ impl Engine {
         &self,
         attempt_id: &AttemptId,
     ) -> Result<DisputeEvidence, EngineError> {
+        observe::Command::read("dispute_evidence", None)
+            .attempt(attempt_id)
+            .run(self.dispute_evidence_body(attempt_id))
+            .await
+    }
+
+    async fn dispute_evidence_body(
+        &self,
+        attempt_id: &AttemptId,
+    ) -> Result<DisputeEvidence, EngineError> {
         let store = &self.ports.store;
         let attempt = self.load_attempt(attempt_id).await?;
         let snapshot_id = attempt.request.snapshot_id;
-        let snapshot = store.snapshot(&snapshot_id).await?;
-        let order = store.order_for(attempt_id).await?;
-        let verified = self.ports.audit.verify().await;
+        let snapshot = observe::store("snapshot", store.snapshot(&snapshot_id)).await?;
+        let order = observe::store("order_for", store.order_for(attempt_id)).await?;
+        let verified = observe::audit("verify", self.ports.audit.verify()).await;
 
         let mut segment = Vec::new();
         let mut decision = None;
         let mut next = 1;
         loop {
-            let page = self.ports.audit.read(next, 1024).await?;
+            let page = observe::audit("read", self.ports.audit.read(next, 1024)).await?;
             if page.is_empty() {
                 break;
             }

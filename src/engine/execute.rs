@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 
 use super::commands::{Evaluate, ExecutePayment, PaymentOutcome};
 use super::error::EngineError;
+use super::observe::{self, Psp};
 use super::{attempt_id_for, scope, Engine};
 use crate::domain::{
     evaluate, execution_fingerprint, json_fingerprint, ActorId, ActorKind, AttemptEvent, AttemptId,
@@ -97,9 +98,9 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Result<Context, EngineError> {
         let store = &self.ports.store;
-        let chain = store.chain(&request.mandate_id).await?;
+        let chain = observe::store("chain", store.chain(&request.mandate_id)).await?;
         let usage = if request.action.creates_spend() && !chain.is_empty() {
-            store.usage(&chain, now).await?
+            observe::store("usage", store.usage(&chain, now)).await?
         } else {
             Vec::new()
         };
@@ -107,15 +108,18 @@ impl Engine {
         let confirmations = if request.action == PaymentAction::Authorize
             && chain.iter().any(|m| !m.scope().confirmation.is_never())
         {
-            store
-                .confirmations(&request.buyer_id, &request.snapshot_id)
-                .await?
+            observe::store(
+                "confirmations",
+                store.confirmations(&request.buyer_id, &request.snapshot_id),
+            )
+            .await?
         } else {
             Vec::new()
         };
         let mut actors: Vec<ActorId> = chain.iter().map(|m| m.actor().id.clone()).collect();
         actors.push(request.actor.id.clone());
-        let suspensions = store.suspensions(&actors, &request.buyer_id).await?;
+        let suspensions =
+            observe::store("suspensions", store.suspensions(&actors, &request.buyer_id)).await?;
         let credential = match credential {
             Some(r) => self.credential_status(r, request, now).await?,
             None => None,
@@ -138,7 +142,7 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Result<Option<CredentialStatus>, EngineError> {
         let vault = &self.ports.vault;
-        let stored = match vault.describe(reference).await {
+        let stored = match observe::vault("describe", vault.describe(reference)).await {
             Ok(s) => s,
             Err(VaultError::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e.into()),
@@ -146,7 +150,7 @@ impl Engine {
         if stored.owner != request.actor.id || stored.buyer_id != request.buyer_id {
             return Ok(None);
         }
-        match vault.status(reference, now).await {
+        match observe::vault("status", vault.status(reference, now)).await {
             Ok(s) => Ok(Some(s)),
             Err(VaultError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
@@ -157,6 +161,17 @@ impl Engine {
     /// the request's actor, its buyer or an operator (a decision tells what a mandate allows);
     /// anyone else is [`EngineError::NotPermitted`].
     pub async fn evaluate(
+        &self,
+        by: &Principal,
+        command: &Evaluate,
+    ) -> Result<AuthorityDecision, EngineError> {
+        observe::Command::new("evaluate", Some(by), None)
+            .mandate(&command.request.mandate_id)
+            .run(self.evaluate_body(by, command))
+            .await
+    }
+
+    async fn evaluate_body(
         &self,
         by: &Principal,
         command: &Evaluate,
@@ -196,13 +211,15 @@ impl Engine {
             &command.snapshot,
             now,
         );
-        Ok(ctx.decide(
+        let decision = ctx.decide(
             &command.request,
             &command.snapshot,
             &command.checkout,
             now,
             loops,
-        ))
+        );
+        observe::decision("evaluate", &decision);
+        Ok(decision)
     }
 
     /// Executes a payment: decides at execution time with the stored usage, holds the budget
@@ -219,6 +236,18 @@ impl Engine {
     /// id; the buyer for a `human` actor of their own mandate): anyone else, an operator
     /// included, is [`EngineError::NotPermitted`] before anything is decided, held or recorded.
     pub async fn execute_payment(
+        &self,
+        by: &Principal,
+        command: &ExecutePayment,
+    ) -> Result<PaymentOutcome, EngineError> {
+        observe::Command::new("execute_payment", Some(by), Some(&command.key))
+            .mandate(&command.request.mandate_id)
+            .attempt_with(|| attempt_id_for(&key_owner(&command.request.actor), &command.key))
+            .run(self.execute_payment_body(by, command))
+            .await
+    }
+
+    async fn execute_payment_body(
         &self,
         by: &Principal,
         command: &ExecutePayment,
@@ -284,9 +313,7 @@ impl Engine {
     }
 
     pub(super) async fn load_attempt(&self, id: &AttemptId) -> Result<PaymentAttempt, EngineError> {
-        self.ports
-            .store
-            .attempt(id)
+        observe::store("attempt", self.ports.store.attempt(id))
             .await?
             .ok_or_else(|| EngineError::NotFound {
                 entity: "attempt",
@@ -304,8 +331,9 @@ impl Engine {
     ) -> Result<PaymentOutcome, EngineError> {
         let req = &command.request;
         let store = &self.ports.store;
-        let mut existing = store.attempt(&attempt_id).await?;
+        let mut existing = observe::store("attempt", store.attempt(&attempt_id)).await?;
         if let Some(a) = &existing {
+            observe::resumed();
             // The key's record may be gone (a transient failure or a refusal freed it, or its
             // retention ended), but the attempt the key made remembers the command: another
             // command under the same key is a conflict, never a run on the old attempt (I3).
@@ -325,7 +353,7 @@ impl Engine {
                     // it and skip its id, fenced by this command's lease.
                     let mut next = a.clone();
                     next.submissions = a.submissions.saturating_add(1);
-                    if let Some(h) = store.hold(&next.hold_id()).await? {
+                    if let Some(h) = observe::store("hold", store.hold(&next.hold_id())).await? {
                         next.updated_at = now;
                         let held = h.state == crate::ports::HoldState::Held;
                         let hold_id = next.hold_id();
@@ -343,8 +371,9 @@ impl Engine {
                             });
                         }
                         let ops: &[HoldOp] = if held { &[HoldOp::Release] } else { &[] };
-                        store
-                            .change_attempt(&AttemptChange {
+                        observe::store(
+                            "change_attempt",
+                            store.change_attempt(&AttemptChange {
                                 next: &next,
                                 expected: a.status,
                                 hold_id: &hold_id,
@@ -352,8 +381,9 @@ impl Engine {
                                 fence: finish.map(super::Finish::fence),
                                 completion: None,
                                 events: &events,
-                            })
-                            .await?;
+                            }),
+                        )
+                        .await?;
                         existing = Some(next);
                     }
                 }
@@ -402,6 +432,7 @@ impl Engine {
                 .loops
                 .count(self.config.loop_limit, req, &command.snapshot, now);
             let decision = ctx.decide(req, &command.snapshot, &command.checkout, now, loops);
+            observe::decision("execute_payment", &decision);
             events.push(decision_event(
                 "execute_payment",
                 req,
@@ -413,9 +444,9 @@ impl Engine {
             }
             if tries == 0 {
                 if req.actor.kind == ActorKind::Agent {
-                    store.reset_blocks(&req.actor.id).await?;
+                    observe::store("reset_blocks", store.reset_blocks(&req.actor.id)).await?;
                 }
-                store.put_snapshot(&command.snapshot).await?;
+                observe::store("put_snapshot", store.put_snapshot(&command.snapshot)).await?;
             }
             let attempt = match existing.take() {
                 Some(a) => a,
@@ -438,11 +469,16 @@ impl Engine {
             let submitted = attempt.apply(&AttemptEvent::Submit, now)?;
             let mut hold = HoldRequest::on_chain(submitted.hold_id(), req.amount, now, &ctx.chain);
             hold.fence = finish.map(|f| f.fence().clone());
-            match store.place_hold(&hold).await {
-                Ok(usage_after) => break (decision, hold.levels, usage_after, attempt),
+            match observe::store("place_hold", store.place_hold(&hold)).await {
+                Ok(usage_after) => {
+                    observe::hold(true);
+                    break (decision, hold.levels, usage_after, attempt);
+                }
                 Err(HoldError::Refused { .. }) if tries < self.config.hold_retries => {
                     // Usage moved between the read and the hold: decide again.
+                    observe::hold(false);
                     tries += 1;
+                    observe::retry(tries);
                     existing = Some(attempt);
                 }
                 Err(HoldError::Refused {
@@ -452,6 +488,7 @@ impl Engine {
                     would_be,
                     max,
                 }) => {
+                    observe::hold(false);
                     let code = match (&limit, counter) {
                         (Some(LimitKind::Lifetime), _) => BlockerCode::LifetimeLimitExceeded,
                         (Some(LimitKind::WindowAmount { .. }), _) => {
@@ -477,6 +514,7 @@ impl Engine {
                         request_digest: decision.request_digest,
                         evaluated_at: now,
                     };
+                    observe::decision("execute_payment", &refused);
                     events.push(decision_event(
                         "execute_payment",
                         req,
@@ -540,7 +578,12 @@ impl Engine {
             merchant_id: req.merchant_id.clone(),
             buyer_id: req.buyer_id.clone(),
         };
-        let result = self.ports.provider.authorize(&auth).await;
+        let result = observe::psp(
+            Psp::Authorize,
+            &pending.id,
+            self.ports.provider.authorize(&auth),
+        )
+        .await;
         let at = self.now();
         let outcome = match result {
             Ok(report) => {
@@ -659,23 +702,25 @@ impl Engine {
         &self,
         id: &AttemptId,
     ) -> Result<(), EngineError> {
-        let Some(current) = self.ports.store.attempt(id).await? else {
+        let Some(current) = observe::store("attempt", self.ports.store.attempt(id)).await? else {
             return Ok(());
         };
         if current.status != AttemptStatus::Failed {
             return Ok(());
         }
-        let Some(found) = self
-            .ports
-            .provider
-            .lookup(&match current.submitted_at {
-                Some(submitted_at) => Lookup::KeySubmitted {
-                    key: current.provider_key(Operation::Authorize),
-                    submitted_at,
-                },
-                None => Lookup::Key(current.provider_key(Operation::Authorize)),
-            })
-            .await?
+        let lookup = match current.submitted_at {
+            Some(submitted_at) => Lookup::KeySubmitted {
+                key: current.provider_key(Operation::Authorize),
+                submitted_at,
+            },
+            None => Lookup::Key(current.provider_key(Operation::Authorize)),
+        };
+        let Some(found) = observe::psp(
+            Psp::Lookup,
+            &current.id,
+            self.ports.provider.lookup(&lookup),
+        )
+        .await?
         else {
             return Ok(());
         };
@@ -688,7 +733,7 @@ impl Engine {
             reference,
             attempt_id: current.id.clone(),
         };
-        let reason = match self.ports.provider.void(&void).await {
+        let reason = match observe::psp(Psp::Void, &current.id, self.ports.provider.void(&void)).await {
             Ok(r) => format!(
                 "an authorization answered after its command lost the lease, for an attempt failed meanwhile; the PSP reports it {:?} after the void",
                 r.status
@@ -786,7 +831,9 @@ impl Engine {
             && req.actor.kind == ActorKind::Agent
             && self.config.counts_toward_suspension(&decision)
         {
-            let count = self.ports.store.record_block(&req.actor.id).await?;
+            let count =
+                observe::store("record_block", self.ports.store.record_block(&req.actor.id))
+                    .await?;
             if self.config.auto_suspend_after == Some(count) {
                 let party = crate::domain::Party::Actor(req.actor.id.clone());
                 events.push(AuditEvent {
@@ -804,6 +851,7 @@ impl Engine {
                     &mut events,
                 )
                 .await?;
+                observe::auto_suspended(&req.actor.id, count);
             }
         }
         self.audit(&events).await?;

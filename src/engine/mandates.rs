@@ -8,6 +8,7 @@ use super::commands::{
 };
 use super::error::EngineError;
 use super::execute::fingerprint_of;
+use super::observe;
 use super::{scope, Engine};
 use crate::domain::{
     ActorId, AuditEvent, AuditKind, Confirmation, LifecycleEvent, Mandate, MandateStatus, Party,
@@ -71,9 +72,7 @@ impl Engine {
     }
 
     async fn load_mandate(&self, id: &crate::domain::MandateId) -> Result<Mandate, EngineError> {
-        self.ports
-            .store
-            .mandate(id)
+        observe::store("mandate", self.ports.store.mandate(id))
             .await?
             .ok_or_else(|| EngineError::NotFound {
                 entity: "mandate",
@@ -85,6 +84,16 @@ impl Engine {
     /// says). Root authority is granted by the mandate's buyer, or by a system process of the
     /// host acting for them; an agent, an operator or another buyer is [`EngineError::NotPermitted`].
     pub async fn create_mandate(
+        &self,
+        by: &Principal,
+        command: &CreateMandate,
+    ) -> Result<Recorded<Mandate>, EngineError> {
+        observe::Command::new("create_mandate", Some(by), Some(&command.key))
+            .run(self.create_mandate_body(by, command))
+            .await
+    }
+
+    async fn create_mandate_body(
         &self,
         by: &Principal,
         command: &CreateMandate,
@@ -145,6 +154,16 @@ impl Engine {
         by: &Principal,
         command: &DeriveMandate,
     ) -> Result<Recorded<Mandate>, EngineError> {
+        observe::Command::new("derive_mandate", Some(by), Some(&command.key))
+            .run(self.derive_mandate_body(by, command))
+            .await
+    }
+
+    async fn derive_mandate_body(
+        &self,
+        by: &Principal,
+        command: &DeriveMandate,
+    ) -> Result<Recorded<Mandate>, EngineError> {
         let scope = scope(&by.scope_id(), "derive_mandate", &command.key);
         self.keyed_command(
             scope,
@@ -196,6 +215,17 @@ impl Engine {
         by: &Principal,
         command: &ChangeMandate,
     ) -> Result<Recorded<Mandate>, EngineError> {
+        observe::Command::new("change_mandate", Some(by), Some(&command.key))
+            .mandate(&command.mandate_id)
+            .run(self.change_mandate_body(by, command))
+            .await
+    }
+
+    async fn change_mandate_body(
+        &self,
+        by: &Principal,
+        command: &ChangeMandate,
+    ) -> Result<Recorded<Mandate>, EngineError> {
         let recorded = self.change_mandate_keyed(by, command).await?;
         if self.config.void_on_revoke && matches!(command.event, LifecycleEvent::Revoke { .. }) {
             let _ = self.void_under(&command.mandate_id).await;
@@ -209,6 +239,17 @@ impl Engine {
     /// is [`EngineError::NotPermitted`]. Returns the attempts as they are after their void; an
     /// attempt whose void failed is left as it was and not returned.
     pub async fn void_open_authorizations(
+        &self,
+        by: &Principal,
+        mandate_id: &crate::domain::MandateId,
+    ) -> Result<Vec<crate::domain::PaymentAttempt>, EngineError> {
+        observe::Command::new("void_open_authorizations", Some(by), None)
+            .mandate(mandate_id)
+            .run(self.void_open_authorizations_body(by, mandate_id))
+            .await
+    }
+
+    async fn void_open_authorizations_body(
         &self,
         by: &Principal,
         mandate_id: &crate::domain::MandateId,
@@ -228,20 +269,22 @@ impl Engine {
         &self,
         mandate_id: &crate::domain::MandateId,
     ) -> Result<Vec<crate::domain::PaymentAttempt>, EngineError> {
-        let open = self
-            .ports
-            .store
-            .attempts_in(
+        let open = observe::store(
+            "attempts_in",
+            self.ports.store.attempts_in(
                 &[
                     crate::domain::AttemptStatus::Authorized,
                     crate::domain::AttemptStatus::RequiresBuyerAction,
                 ],
                 OPEN_AUTHORIZATIONS,
-            )
-            .await?;
+            ),
+        )
+        .await?;
         let mut voided = Vec::new();
         for attempt in open.into_iter().filter(|a| a.provider_ref.is_some()) {
-            let chain = self.ports.store.chain(&attempt.request.mandate_id).await?;
+            let chain =
+                observe::store("chain", self.ports.store.chain(&attempt.request.mandate_id))
+                    .await?;
             if !chain.iter().any(|m| m.id() == mandate_id) {
                 continue;
             }
@@ -317,7 +360,8 @@ impl Engine {
             ),
             LifecycleEvent::Revoke { .. } => (
                 buyer || by.is_operator() || by.is_system() || {
-                    let chain = self.ports.store.chain(mandate.id()).await?;
+                    let chain =
+                        observe::store("chain", self.ports.store.chain(mandate.id())).await?;
                     chain.iter().any(|m| by.acts_as(m.actor(), m.buyer_id()))
                 },
                 "its buyer, an operator, a system, or the actor of it or of an ancestor",
@@ -344,6 +388,16 @@ impl Engine {
     /// lift a suspension support imposed). A buyer stops one agent by revoking the mandates it
     /// holds: an actor's suspension reaches every buyer it works for. An agent never may.
     pub async fn set_suspension(
+        &self,
+        by: &Principal,
+        command: &SetSuspension,
+    ) -> Result<Recorded<()>, EngineError> {
+        observe::Command::new("set_suspension", Some(by), Some(&command.key))
+            .run(self.set_suspension_body(by, command))
+            .await
+    }
+
+    async fn set_suspension_body(
         &self,
         by: &Principal,
         command: &SetSuspension,
@@ -384,7 +438,7 @@ impl Engine {
                 .await?;
                 if !command.suspended {
                     if let Party::Actor(a) = &command.party {
-                        self.ports.store.reset_blocks(a).await?;
+                        observe::store("reset_blocks", self.ports.store.reset_blocks(a)).await?;
                     }
                 }
                 self.audit(&[]).await?;
@@ -399,6 +453,16 @@ impl Engine {
     /// else is [`EngineError::NotPermitted`]); the mandate must exist, be of the same buyer,
     /// and be in the confirmation's currency.
     pub async fn record_confirmation(
+        &self,
+        by: &Principal,
+        command: &RecordConfirmation,
+    ) -> Result<Recorded<Confirmation>, EngineError> {
+        observe::Command::new("record_confirmation", Some(by), Some(&command.key))
+            .run(self.record_confirmation_body(by, command))
+            .await
+    }
+
+    async fn record_confirmation_body(
         &self,
         by: &Principal,
         command: &RecordConfirmation,
@@ -482,6 +546,17 @@ impl Engine {
         key: &crate::domain::IdempotencyKey,
         credential: NewCredential,
     ) -> Result<Recorded<StoredCredential>, EngineError> {
+        observe::Command::new("store_credential", Some(by), Some(key))
+            .run(self.store_credential_body(by, key, credential))
+            .await
+    }
+
+    async fn store_credential_body(
+        &self,
+        by: &Principal,
+        key: &crate::domain::IdempotencyKey,
+        credential: NewCredential,
+    ) -> Result<Recorded<StoredCredential>, EngineError> {
         if !(by.is_buyer(&credential.buyer_id) || by.is_system()) {
             return Err(EngineError::NotPermitted {
                 reason: format!(
@@ -494,8 +569,11 @@ impl Engine {
         // The vault scopes keys to the credential's holder; scope them to who asks as well, so
         // no principal can take a key another one will use (and learn from its answer).
         let key = &principal_key(by, key);
-        let outcome = self.ports.vault.store(key, credential).await?;
+        let outcome = observe::vault("store", self.ports.vault.store(key, credential)).await?;
         let stored = outcome.credential;
+        if outcome.replay {
+            observe::replay("store_credential");
+        }
         let kind = if outcome.replay {
             AuditKind::Replay {
                 command: "store_credential".to_owned(),
@@ -527,6 +605,16 @@ impl Engine {
         by: &Principal,
         owner: &ActorId,
     ) -> Result<u32, EngineError> {
+        observe::Command::new("revoke_credentials", Some(by), None)
+            .run(self.revoke_credentials_body(by, owner))
+            .await
+    }
+
+    async fn revoke_credentials_body(
+        &self,
+        by: &Principal,
+        owner: &ActorId,
+    ) -> Result<u32, EngineError> {
         let holder = matches!(by, Principal::Agent(a) | Principal::System(a) if a == owner);
         if !(holder || by.is_operator() || by.is_system()) {
             return Err(EngineError::NotPermitted {
@@ -536,7 +624,7 @@ impl Engine {
             });
         }
         let now = self.now();
-        let count = self.ports.vault.revoke_owner(owner).await?;
+        let count = observe::vault("revoke_owner", self.ports.vault.revoke_owner(owner)).await?;
         self.audit(&[AuditEvent {
             at: now,
             kind: AuditKind::CredentialRevoked {

@@ -26,6 +26,7 @@ mod error;
 mod execute;
 mod loops;
 mod mandates;
+mod observe;
 mod open;
 mod order;
 mod reads;
@@ -44,6 +45,7 @@ pub use config::{ConfigError, EngineConfig, DEFAULT_SUSPEND_ON, MIN_RETENTION};
 pub use dispute::{DisputeCheck, DisputeEvidence, DisputeVerdict, RecordedDecision};
 pub use error::{EngineError, ErrorType};
 pub use mandates::Recorded;
+pub use observe::KeyDigest;
 pub use reads::{ChainUsage, MAX_AUDIT_SEGMENT, MAX_OPEN_ATTEMPTS};
 pub use trail::{MissingEvent, TrailReport, TRAIL_CHECK_LIMIT};
 
@@ -140,11 +142,13 @@ impl Engine {
         fingerprint: &ContentDigest,
         now: DateTime<Utc>,
     ) -> Result<Result<StoredResult, Fence>, EngineError> {
-        match self
-            .ports
-            .store
-            .begin_idempotent(scope, fingerprint, now, self.config.lease)
-            .await?
+        match observe::store(
+            "begin_idempotent",
+            self.ports
+                .store
+                .begin_idempotent(scope, fingerprint, now, self.config.lease),
+        )
+        .await?
         {
             Begin::Started(fence) => Ok(Err(fence)),
             Begin::Replay(result) => Ok(Ok(result)),
@@ -167,17 +171,24 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let retain =
             chrono::Duration::from_std(self.config.retention).unwrap_or(chrono::Duration::days(1));
-        self.ports
-            .store
-            .complete_idempotent(fence, result, now + retain)
-            .await?;
+        observe::store(
+            "complete_idempotent",
+            self.ports
+                .store
+                .complete_idempotent(fence, result, now + retain),
+        )
+        .await?;
         Ok(())
     }
 
     /// Abandons the key after a command that changed nothing lasting; a failure to abandon
     /// (the lease was lost: another caller owns the key now) only delays reuse of the key.
     async fn abandon(&self, fence: &Fence) {
-        let _ = self.ports.store.abandon_idempotent(fence).await;
+        let _ = observe::store(
+            "abandon_idempotent",
+            self.ports.store.abandon_idempotent(fence),
+        )
+        .await;
     }
 
     /// Runs a command under its idempotency record: the one mechanism every keyed command
@@ -209,6 +220,7 @@ impl Engine {
         let fence = match self.begin(scope, operation, fingerprint, now).await? {
             Err(fence) => fence,
             Ok(result) => {
+                observe::replay(operation);
                 self.audit(&[AuditEvent {
                     at: now,
                     kind: AuditKind::Replay {
@@ -261,10 +273,11 @@ impl Engine {
     /// the outbox for the next flush ([`Engine::flush_audit`] reports the error).
     async fn audit(&self, events: &[AuditEvent]) -> Result<(), EngineError> {
         if !events.is_empty() {
-            self.ports
-                .store
-                .write_audited(Write::Events, events)
-                .await?;
+            observe::store(
+                "write_audited",
+                self.ports.store.write_audited(Write::Events, events),
+            )
+            .await?;
         }
         let _ = self.flush_audit().await;
         Ok(())
@@ -277,7 +290,11 @@ impl Engine {
         write: Write<'_>,
         events: &mut Vec<AuditEvent>,
     ) -> Result<Written, EngineError> {
-        let written = self.ports.store.write_audited(write, events).await?;
+        let written = observe::store(
+            "write_audited",
+            self.ports.store.write_audited(write, events),
+        )
+        .await?;
         events.clear();
         Ok(written)
     }
@@ -291,6 +308,10 @@ impl Engine {
     /// appends those events again on the next flush (the trail then shows them twice;
     /// [`Engine::verify_trail`] counts such repeats).
     pub async fn flush_audit(&self) -> Result<usize, EngineError> {
+        observe::flush(self.flush_audit_body()).await
+    }
+
+    async fn flush_audit_body(&self) -> Result<usize, EngineError> {
         let flush = &self.flush;
         flush.dirty.store(true, Ordering::SeqCst);
         let mut delivered = 0usize;
@@ -310,16 +331,26 @@ impl Engine {
             while rounds < FLUSH_ROUNDS && flush.dirty.swap(false, Ordering::SeqCst) {
                 rounds += 1;
                 loop {
-                    let batch = self.ports.store.staged_audit(FLUSH_BATCH).await?;
+                    let batch =
+                        observe::store("staged_audit", self.ports.store.staged_audit(FLUSH_BATCH))
+                            .await?;
                     let Some(last) = batch.last().map(|e| e.id) else {
+                        observe::outbox_drained();
                         break;
                     };
                     let events: Vec<AuditEvent> = batch.into_iter().map(|e| e.event).collect();
-                    self.ports.audit.append_all(&events).await?;
-                    self.ports.store.ack_audit(last).await?;
+                    if let Err(e) =
+                        observe::audit("append_all", self.ports.audit.append_all(&events)).await
+                    {
+                        observe::outbox_stuck(events.len());
+                        return Err(e.into());
+                    }
+                    observe::store("ack_audit", self.ports.store.ack_audit(last)).await?;
                     delivered += events.len();
+                    observe::delivered(events.len());
                     if events.len() < FLUSH_BATCH {
                         // Drained what was there; newer events mark the flush dirty.
+                        observe::outbox_drained();
                         break;
                     }
                 }
@@ -462,7 +493,9 @@ impl Engine {
             completion,
             events,
         };
-        if let Err(e) = self.ports.store.change_attempt(&change).await {
+        if let Err(e) =
+            observe::store("change_attempt", self.ports.store.change_attempt(&change)).await
+        {
             if let Some(f) = lease {
                 if completion.is_some() {
                     f.put_back();
@@ -472,6 +505,7 @@ impl Engine {
             return Err(e.into());
         }
         events.clear();
+        observe::transition(&next.id, attempt.status, next.status);
         Ok(next)
     }
 }

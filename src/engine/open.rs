@@ -15,6 +15,7 @@ use std::sync::Arc;
 use super::commands::{ExecutePayment, PaymentOutcome};
 use super::error::EngineError;
 use super::execute::{decision_event, Context};
+use super::observe;
 use super::{transition_event, Engine, Finish};
 use crate::domain::{
     ActorKind, AttemptEvent, AttemptId, AuditEvent, AuditKind, ContentDigest, HoldAction,
@@ -39,8 +40,9 @@ impl Engine {
         let req = &command.request;
         let store = &self.ports.store;
         let now = self.now();
-        let inputs = store
-            .payment_inputs(&InputsQuery {
+        let inputs = observe::store(
+            "payment_inputs",
+            store.payment_inputs(&InputsQuery {
                 attempt_id,
                 mandate_id: &req.mandate_id,
                 actor_id: &req.actor.id,
@@ -49,8 +51,9 @@ impl Engine {
                 now,
                 usage: req.action.creates_spend(),
                 confirmations: req.action == PaymentAction::Authorize,
-            })
-            .await?;
+            }),
+        )
+        .await?;
         if inputs.attempt.is_some() {
             return Ok(None);
         }
@@ -95,8 +98,9 @@ impl Engine {
             },
             transition_event(&validated, &pending, "submit", submit_at),
         ];
-        let opened = store
-            .open_payment(&OpenPayment {
+        let opened = observe::store(
+            "open_payment",
+            store.open_payment(&OpenPayment {
                 scope,
                 fingerprint,
                 now,
@@ -109,14 +113,21 @@ impl Engine {
                 reset_blocks: (req.actor.kind == ActorKind::Agent).then_some(&req.actor.id),
                 created: &created,
                 submitted_events: &submitted_events,
-            })
-            .await;
+            }),
+        )
+        .await;
         let (fence, usage_after) = match opened {
-            Ok(Opened::Started { fence, usage }) => (fence, usage),
+            Ok(Opened::Started { fence, usage }) => {
+                observe::decision("execute_payment", &decision);
+                observe::hold(true);
+                (fence, usage)
+            }
             // Lost a race at the hold, or the key or the attempt is not new: the general
             // path decides again (and refuses, replays or resumes).
-            Ok(Opened::Key(_) | Opened::AttemptExists) | Err(HoldError::Refused { .. }) => {
-                return Ok(None)
+            Ok(Opened::Key(_) | Opened::AttemptExists) => return Ok(None),
+            Err(HoldError::Refused { .. }) => {
+                observe::hold(false);
+                return Ok(None);
             }
             Err(e) => return Err(e.into()),
         };

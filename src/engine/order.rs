@@ -4,6 +4,7 @@
 use super::commands::{CommitOrder, OrderOutcome, Recovery};
 use super::error::EngineError;
 use super::execute::fingerprint_of;
+use super::observe;
 use super::settle::may_settle;
 use super::{scope, Engine};
 use crate::domain::{
@@ -28,6 +29,17 @@ impl Engine {
         by: &Principal,
         command: &CommitOrder,
     ) -> Result<OrderOutcome, EngineError> {
+        observe::Command::new("commit_order", Some(by), Some(&command.key))
+            .attempt(&command.attempt_id)
+            .run(self.commit_order_body(by, command))
+            .await
+    }
+
+    async fn commit_order_body(
+        &self,
+        by: &Principal,
+        command: &CommitOrder,
+    ) -> Result<OrderOutcome, EngineError> {
         let scope = scope(&by.scope_id(), "commit_order", &command.key);
         let fingerprint = fingerprint_of(command)?;
         let store = &self.ports.store;
@@ -37,7 +49,7 @@ impl Engine {
             &fingerprint,
             None,
             |_, _| async move {
-                match store.order_for(&command.attempt_id).await? {
+                match observe::store("order_for", store.order_for(&command.attempt_id)).await? {
                     Some(order) => Ok(OrderOutcome::Existing { order }),
                     None => Err(EngineError::OrderNotAllowed {
                         status: self.load_attempt(&command.attempt_id).await?.status,
@@ -74,7 +86,7 @@ impl Engine {
         // starts; the decision below is for the attempt, never about the requester.
         may_settle(by, &attempt, "commit the order of")?;
         self.note_asker(by, &attempt, "commit_order", now).await?;
-        if let Some(order) = store.order_for(&attempt.id).await? {
+        if let Some(order) = observe::store("order_for", store.order_for(&attempt.id)).await? {
             return Ok(OrderOutcome::Existing { order });
         }
         if !attempt.status.accepts_order() {
@@ -124,11 +136,13 @@ impl Engine {
                 amount: order.amount,
             },
         });
-        match self
-            .ports
-            .store
-            .write_audited(Write::InsertOrder(&order), &with_commit)
-            .await
+        match observe::store(
+            "write_audited",
+            self.ports
+                .store
+                .write_audited(Write::InsertOrder(&order), &with_commit),
+        )
+        .await
         {
             Ok(Written::Order(InsertOrder::Existing(order))) => {
                 self.audit(&events).await?;

@@ -12,6 +12,7 @@
 //! not exist: a read is no oracle for other buyers' ids.
 
 use super::error::EngineError;
+use super::observe;
 use super::Engine;
 use crate::domain::{
     AttemptId, AttemptStatus, ChainedEvent, Mandate, MandateId, PaymentAttempt, Principal, Usage,
@@ -41,7 +42,18 @@ impl Engine {
         by: &Principal,
         id: &AttemptId,
     ) -> Result<PaymentAttempt, EngineError> {
-        let attempt = self.ports.store.attempt(id).await?;
+        observe::Command::read("read_attempt", Some(by))
+            .attempt(id)
+            .run(self.attempt_body(by, id))
+            .await
+    }
+
+    async fn attempt_body(
+        &self,
+        by: &Principal,
+        id: &AttemptId,
+    ) -> Result<PaymentAttempt, EngineError> {
+        let attempt = observe::store("attempt", self.ports.store.attempt(id)).await?;
         match attempt {
             Some(a)
                 if by.acts_as(&a.request.actor, &a.request.buyer_id)
@@ -60,6 +72,13 @@ impl Engine {
 
     /// A mandate as it is now.
     pub async fn mandate(&self, by: &Principal, id: &MandateId) -> Result<Mandate, EngineError> {
+        observe::Command::read("read_mandate", Some(by))
+            .mandate(id)
+            .run(self.mandate_body(by, id))
+            .await
+    }
+
+    async fn mandate_body(&self, by: &Principal, id: &MandateId) -> Result<Mandate, EngineError> {
         let chain = self.visible_chain(by, id).await?;
         chain.into_iter().last().ok_or_else(|| not_found(id))
     }
@@ -71,8 +90,19 @@ impl Engine {
         by: &Principal,
         id: &MandateId,
     ) -> Result<ChainUsage, EngineError> {
+        observe::Command::read("read_chain_usage", Some(by))
+            .mandate(id)
+            .run(self.chain_usage_body(by, id))
+            .await
+    }
+
+    async fn chain_usage_body(
+        &self,
+        by: &Principal,
+        id: &MandateId,
+    ) -> Result<ChainUsage, EngineError> {
         let chain = self.visible_chain(by, id).await?;
-        let usage = self.ports.store.usage(&chain, self.now()).await?;
+        let usage = observe::store("usage", self.ports.store.usage(&chain, self.now())).await?;
         Ok(ChainUsage { chain, usage })
     }
 
@@ -84,6 +114,16 @@ impl Engine {
         by: &Principal,
         limit: usize,
     ) -> Result<Vec<PaymentAttempt>, EngineError> {
+        observe::Command::read("read_open_attempts", Some(by))
+            .run(self.open_attempts_body(by, limit))
+            .await
+    }
+
+    async fn open_attempts_body(
+        &self,
+        by: &Principal,
+        limit: usize,
+    ) -> Result<Vec<PaymentAttempt>, EngineError> {
         if !(by.is_operator() || by.is_system()) {
             return Err(EngineError::NotPermitted {
                 reason: format!(
@@ -91,24 +131,37 @@ impl Engine {
                 ),
             });
         }
-        Ok(self
-            .ports
-            .store
-            .attempts_in(
+        let open = observe::store(
+            "attempts_in",
+            self.ports.store.attempts_in(
                 &[
                     AttemptStatus::PendingProviderResponse,
                     AttemptStatus::Ambiguous,
                     AttemptStatus::RequiresBuyerAction,
                 ],
                 limit.min(MAX_OPEN_ATTEMPTS),
-            )
-            .await?)
+            ),
+        )
+        .await?;
+        observe::open_attempts(&open);
+        Ok(open)
     }
 
     /// Up to `limit` (capped at [`MAX_AUDIT_SEGMENT`]) events of the audit trail from
     /// sequence number `from` (1 is the first), as delivered to the audit sink, each with its
     /// chain link so a reader can verify the segment.
     pub async fn audit_segment(
+        &self,
+        by: &Principal,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<ChainedEvent>, EngineError> {
+        observe::Command::read("read_audit_segment", Some(by))
+            .run(self.audit_segment_body(by, from, limit))
+            .await
+    }
+
+    async fn audit_segment_body(
         &self,
         by: &Principal,
         from: u64,
@@ -121,11 +174,13 @@ impl Engine {
                 ),
             });
         }
-        Ok(self
-            .ports
-            .audit
-            .read(from.max(1), limit.min(MAX_AUDIT_SEGMENT))
-            .await?)
+        Ok(observe::audit(
+            "read",
+            self.ports
+                .audit
+                .read(from.max(1), limit.min(MAX_AUDIT_SEGMENT)),
+        )
+        .await?)
     }
 
     /// The chain of `id` when `by` may see it.
@@ -134,7 +189,7 @@ impl Engine {
         by: &Principal,
         id: &MandateId,
     ) -> Result<Vec<Mandate>, EngineError> {
-        let chain = self.ports.store.chain(id).await?;
+        let chain = observe::store("chain", self.ports.store.chain(id)).await?;
         let Some(leaf) = chain.last() else {
             return Err(not_found(id));
         };

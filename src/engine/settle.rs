@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use super::commands::{CapturePayment, PaymentOutcome, RefundPayment, VoidPayment};
 use super::error::EngineError;
 use super::execute::{decision_event, fingerprint_of};
+use super::observe::{self, Psp};
 use std::sync::Arc;
 
 use super::{scope, Engine, Finish};
@@ -38,15 +39,15 @@ impl Engine {
         let mut request = attempt.request.clone();
         request.action = action;
         request.amount = amount;
-        let snapshot = self
-            .ports
-            .store
-            .snapshot(&attempt.request.snapshot_id)
-            .await?
-            .ok_or_else(|| EngineError::NotFound {
-                entity: "snapshot",
-                id: attempt.request.snapshot_id.to_string(),
-            })?;
+        let snapshot = observe::store(
+            "snapshot",
+            self.ports.store.snapshot(&attempt.request.snapshot_id),
+        )
+        .await?
+        .ok_or_else(|| EngineError::NotFound {
+            entity: "snapshot",
+            id: attempt.request.snapshot_id.to_string(),
+        })?;
         let ctx = self.context(&request, None, now).await?;
         let mut decision = ctx.decide(&request, &snapshot, checkout, now, None);
         if matches!(action, PaymentAction::Capture | PaymentAction::CommitOrder)
@@ -54,6 +55,7 @@ impl Engine {
         {
             decision = without_expiry(decision);
         }
+        observe::decision(action.as_str(), &decision);
         events.push(decision_event(
             action.as_str(),
             &request,
@@ -109,6 +111,17 @@ impl Engine {
         by: &Principal,
         command: &CapturePayment,
     ) -> Result<PaymentOutcome, EngineError> {
+        observe::Command::new("capture_payment", Some(by), Some(&command.key))
+            .attempt(&command.attempt_id)
+            .run(self.capture_body(by, command))
+            .await
+    }
+
+    async fn capture_body(
+        &self,
+        by: &Principal,
+        command: &CapturePayment,
+    ) -> Result<PaymentOutcome, EngineError> {
         let scope = scope(&by.scope_id(), "capture_payment", &command.key);
         let fingerprint = fingerprint_of(command)?;
         self.keyed_follow_up(
@@ -150,7 +163,12 @@ impl Engine {
                     attempt_id: attempt.id.clone(),
                     amount,
                 };
-                let result = self.ports.provider.capture(&call).await;
+                let result = observe::psp(
+                    Psp::Capture,
+                    &attempt.id,
+                    self.ports.provider.capture(&call),
+                )
+                .await;
                 let at = self.now();
                 let next = self
                     .follow_up_result(
@@ -182,6 +200,17 @@ impl Engine {
     /// after the mandate expired or was revoked, or the actor was suspended; anyone else is
     /// [`EngineError::NotPermitted`].
     pub async fn void(
+        &self,
+        by: &Principal,
+        command: &VoidPayment,
+    ) -> Result<PaymentOutcome, EngineError> {
+        observe::Command::new("void_payment", Some(by), Some(&command.key))
+            .attempt(&command.attempt_id)
+            .run(self.void_body(by, command))
+            .await
+    }
+
+    async fn void_body(
         &self,
         by: &Principal,
         command: &VoidPayment,
@@ -249,7 +278,7 @@ impl Engine {
             reference,
             attempt_id: attempt.id.clone(),
         };
-        let result = self.ports.provider.void(&call).await;
+        let result = observe::psp(Psp::Void, &attempt.id, self.ports.provider.void(&call)).await;
         let at = self.now();
         let mut events = Vec::new();
         let next = self
@@ -273,6 +302,17 @@ impl Engine {
     /// was revoked, or the actor was suspended; anyone else is [`EngineError::NotPermitted`]. Still checked: the state machine, and the amount (more than
     /// zero, in the captured currency, at most what is captured and not yet refunded).
     pub async fn refund(
+        &self,
+        by: &Principal,
+        command: &RefundPayment,
+    ) -> Result<PaymentOutcome, EngineError> {
+        observe::Command::new("refund_payment", Some(by), Some(&command.key))
+            .attempt(&command.attempt_id)
+            .run(self.refund_body(by, command))
+            .await
+    }
+
+    async fn refund_body(
         &self,
         by: &Principal,
         command: &RefundPayment,
@@ -318,7 +358,8 @@ impl Engine {
             attempt_id: attempt.id.clone(),
             amount,
         };
-        let result = self.ports.provider.refund(&call).await;
+        let result =
+            observe::psp(Psp::Refund, &attempt.id, self.ports.provider.refund(&call)).await;
         let at = self.now();
         let mut events = Vec::new();
         let next = self
@@ -417,6 +458,13 @@ impl Engine {
     /// attempt whose command may still be waiting for the PSP is left to that command until
     /// the deadline.
     pub async fn reconcile(&self, attempt_id: &AttemptId) -> Result<PaymentAttempt, EngineError> {
+        observe::Command::new("reconcile", None, None)
+            .attempt(attempt_id)
+            .run(self.reconcile_body(attempt_id))
+            .await
+    }
+
+    async fn reconcile_body(&self, attempt_id: &AttemptId) -> Result<PaymentAttempt, EngineError> {
         let attempt = self.load_attempt(attempt_id).await?;
         self.reconcile_attempt(attempt, None).await
     }
@@ -431,17 +479,28 @@ impl Engine {
         &self,
         limit: usize,
     ) -> Result<Vec<PaymentAttempt>, EngineError> {
+        observe::Command::new("reconcile_pending", None, None)
+            .run(self.reconcile_pending_body(limit))
+            .await
+    }
+
+    async fn reconcile_pending_body(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<PaymentAttempt>, EngineError> {
         let store = &self.ports.store;
-        let mut todo = store
-            .attempts_in(
+        let mut todo = observe::store(
+            "attempts_in",
+            store.attempts_in(
                 &[
                     AttemptStatus::PendingProviderResponse,
                     AttemptStatus::Ambiguous,
                     AttemptStatus::RequiresBuyerAction,
                 ],
                 limit,
-            )
-            .await?;
+            ),
+        )
+        .await?;
         for statuses in [
             &[AttemptStatus::AuthorityValidated][..],
             &[
@@ -454,14 +513,20 @@ impl Engine {
             if todo.len() >= limit {
                 break;
             }
-            let more = store.attempts_in(statuses, limit - todo.len()).await?;
+            let more = observe::store(
+                "attempts_in",
+                store.attempts_in(statuses, limit - todo.len()),
+            )
+            .await?;
             todo.extend(more.into_iter().filter(|a| a.submissions > 0));
         }
         // A crash between placing a hold and submitting leaves a validated attempt with the
         // hold of its next submission held and nothing sent: released once the lease lapsed.
-        let validated = store
-            .attempts_in(&[AttemptStatus::AuthorityValidated], limit)
-            .await?;
+        let validated = observe::store(
+            "attempts_in",
+            store.attempts_in(&[AttemptStatus::AuthorityValidated], limit),
+        )
+        .await?;
         for a in &validated {
             let _ = self.release_orphan_hold(a).await;
         }
@@ -478,15 +543,18 @@ impl Engine {
             let now = self.now();
             let recheck =
                 chrono::Duration::from_std(RECHECK_FAILED).unwrap_or(chrono::Duration::MAX);
-            let failed = store
-                .attempts_in(&[AttemptStatus::Failed], limit - out.len())
-                .await?;
+            let failed = observe::store(
+                "attempts_in",
+                store.attempts_in(&[AttemptStatus::Failed], limit - out.len()),
+            )
+            .await?;
             for a in failed.into_iter().filter(|a| {
                 a.provider_ref.is_none() && a.submissions > 0 && !a.not_found_is_final(recheck, now)
             }) {
                 let _ = self.compensate_late_authorization(&a.id).await;
             }
         }
+        observe::open_attempts(&out);
         // The sweep also delivers what a sink outage left in the audit outbox.
         let _ = self.flush_audit().await;
         Ok(out)
@@ -510,7 +578,7 @@ impl Engine {
         next.submissions = a.submissions.saturating_add(1);
         next.updated_at = now;
         let hold_id = next.hold_id();
-        let Some(hold) = self.ports.store.hold(&hold_id).await? else {
+        let Some(hold) = observe::store("hold", self.ports.store.hold(&hold_id)).await? else {
             return Ok(());
         };
         if hold.state != HoldState::Held {
@@ -526,9 +594,9 @@ impl Engine {
                 policy: None,
             },
         }];
-        self.ports
-            .store
-            .change_attempt(&AttemptChange {
+        observe::store(
+            "change_attempt",
+            self.ports.store.change_attempt(&AttemptChange {
                 next: &next,
                 expected: a.status,
                 hold_id: &hold_id,
@@ -536,8 +604,9 @@ impl Engine {
                 fence: None,
                 completion: None,
                 events: &events,
-            })
-            .await?;
+            }),
+        )
+        .await?;
         Ok(())
     }
 
@@ -592,7 +661,12 @@ impl Engine {
             },
             (None, None) => Lookup::Key(attempt.provider_key(Operation::Authorize)),
         };
-        let report = self.ports.provider.lookup(&lookup).await?;
+        let report = observe::psp(
+            Psp::Lookup,
+            &attempt.id,
+            self.ports.provider.lookup(&lookup),
+        )
+        .await?;
         if returned {
             return match report {
                 Some(r) if r.status != ProviderStatus::NotFound => Err(EngineError::Provider(

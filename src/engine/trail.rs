@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::error::EngineError;
+use super::observe;
 use super::Engine;
 use crate::domain::{AttemptId, AttemptStatus, AuditEvent, AuditKind, OrderId};
 
@@ -86,8 +87,15 @@ impl Engine {
     ///
     /// The chain's own integrity is [`crate::ports::AuditSink::verify`].
     pub async fn verify_trail(&self, limit: usize) -> Result<TrailReport, EngineError> {
+        observe::Command::new("verify_trail", None, None)
+            .run(self.verify_trail_body(limit))
+            .await
+    }
+
+    async fn verify_trail_body(&self, limit: usize) -> Result<TrailReport, EngineError> {
         let store = &self.ports.store;
-        let staged = store.staged_audit(usize::MAX).await?;
+        let staged = observe::store("staged_audit", store.staged_audit(usize::MAX)).await?;
+        observe::outbox_depth(staged.len());
         let mut report = TrailReport {
             staged_events: staged.len(),
             ..TrailReport::default()
@@ -106,7 +114,7 @@ impl Engine {
         };
         let mut next = 1u64;
         loop {
-            let page = self.ports.audit.read(next, 1024).await?;
+            let page = observe::audit("read", self.ports.audit.read(next, 1024)).await?;
             if page.is_empty() {
                 break;
             }
@@ -126,7 +134,8 @@ impl Engine {
         for s in &staged {
             note(&s.event);
         }
-        let attempts = store.attempts_in(&AttemptStatus::ALL, limit).await?;
+        let attempts =
+            observe::store("attempts_in", store.attempts_in(&AttemptStatus::ALL, limit)).await?;
         report.attempts = attempts.len();
         for a in attempts {
             // An attempt is inserted already validated, with its transition event.
@@ -138,7 +147,7 @@ impl Engine {
                     status: a.status,
                 });
             }
-            if let Some(order) = store.order_for(&a.id).await? {
+            if let Some(order) = observe::store("order_for", store.order_for(&a.id)).await? {
                 if !orders.contains(&a.id) {
                     report.missing.push(MissingEvent::OrderCommitted {
                         attempt_id: a.id.clone(),
@@ -156,6 +165,16 @@ impl Engine {
     /// the attempt it made is found again by its derived id, so a late retry never pays
     /// twice.
     pub async fn purge_idempotency(&self) -> Result<u64, EngineError> {
-        Ok(self.ports.store.purge_idempotent(self.now()).await?)
+        observe::Command::new("purge_idempotency", None, None)
+            .run(self.purge_idempotency_body())
+            .await
+    }
+
+    async fn purge_idempotency_body(&self) -> Result<u64, EngineError> {
+        Ok(observe::store(
+            "purge_idempotent",
+            self.ports.store.purge_idempotent(self.now()),
+        )
+        .await?)
     }
 }
