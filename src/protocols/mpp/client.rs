@@ -98,11 +98,15 @@ impl PaidClient {
             .and_then(|b| b.as_bytes())
             .map(<[u8]>::to_vec)
             .unwrap_or_default();
-        let url = request.url().to_string();
         let first = self.http.execute(request).await.map_err(http)?;
         if first.status().as_u16() != 402 {
             return finish(first, None).await;
         }
+        // The offer is the answer's, read against the URL that answered 402 (after any
+        // redirect), and the paid retry goes there, not to the URL first asked.
+        let url = first.url().to_string();
+        let mut retry = retry;
+        *retry.url_mut() = first.url().clone();
         let values: Vec<String> = first
             .headers()
             .get_all(WWW_AUTHENTICATE)
@@ -136,7 +140,6 @@ impl PaidClient {
             }
         }
         let credential = self.payer.pay(&challenge, &offer).await?;
-        let mut retry = retry;
         let value = credential.to_header()?;
         let value =
             reqwest::header::HeaderValue::from_str(&value).map_err(|_| WireError::Invalid {

@@ -302,10 +302,10 @@ impl Payer for EnginePayer {
         let now = self.engine.ports().clock.now();
         let (_, snapshot) = self.book.entry(challenge, || {
             let snapshot = offer.cart(&self.context, now)?;
-            Ok((
-                Grant::for_offer(challenge, offer, self.who.mandate_expires),
-                snapshot,
-            ))
+            // No token outlives the payment's snapshot: a challenge without `expires` must
+            // not get a token valid until the mandate expires.
+            let until = self.who.mandate_expires.min(snapshot.expires_at());
+            Ok((Grant::for_offer(challenge, offer, until), snapshot))
         })?;
         let attempt = execute_offer(
             &self.engine,

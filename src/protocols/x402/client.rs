@@ -121,11 +121,15 @@ impl X402Client {
         let retry = request
             .try_clone()
             .ok_or(X402ClientError::BodyNotReplayable)?;
-        let url = request.url().to_string();
         let first = self.http.execute(request).await.map_err(http)?;
         if first.status().as_u16() != 402 {
             return finish(first, None).await;
         }
+        // The offer is the answer's, read against the URL that answered 402 (after any
+        // redirect), and the paid retry goes there, not to the URL first asked.
+        let url = first.url().to_string();
+        let mut retry = retry;
+        *retry.url_mut() = first.url().clone();
         let value = header(&first, PAYMENT_REQUIRED)?.ok_or(X402ClientError::NoPaymentRequired)?;
         let required = PaymentRequired::parse(&value)?;
         let now = self.clock.now();
@@ -170,7 +174,6 @@ impl X402Client {
                 reason: "not a header name",
             },
         )?;
-        let mut retry = retry;
         retry.headers_mut().insert(name, value);
         let second = self.http.execute(retry).await.map_err(http)?;
         let settlement = header(&second, PAYMENT_RESPONSE)
