@@ -157,10 +157,7 @@ async fn mpp_agent_with(merchant: &str, delay: Option<std::time::Duration>) -> M
     let mandate = engine
         .create_mandate(
             &buyer_p(),
-            &CreateMandate {
-                key: key("hostile-mandate"),
-                spec: spec(merchant, Currency::EUR),
-            },
+            &CreateMandate::new(key("hostile-mandate"), spec(merchant, Currency::EUR)),
         )
         .await
         .unwrap()
@@ -198,7 +195,7 @@ async fn mpp_agent(merchant: &str) -> MppAgent {
 impl MppAgent {
     fn client(&self) -> PaidClient {
         PaidClient::new(
-            reqwest::Client::new(),
+            agent_mandate::adapters::http::client_builder().unwrap().build().unwrap(),
             self.payer.clone(),
             self.mem.clock.clone(),
         )
@@ -208,7 +205,7 @@ impl MppAgent {
         url: &str,
     ) -> Result<agent_mandate::protocols::mpp::PaidResponse, ClientError> {
         self.client()
-            .send(reqwest::Client::new().get(url).build().unwrap())
+            .send(agent_mandate::adapters::http::client_builder().unwrap().build().unwrap().get(url).build().unwrap())
             .await
     }
     async fn attempts(&self) -> usize {
@@ -788,7 +785,7 @@ fn credential_for(amount: &str, spt: &str) -> String {
 }
 
 async fn send(url: &str, auth: &str) -> reqwest::Response {
-    reqwest::Client::new()
+    agent_mandate::adapters::http::client_builder().unwrap().build().unwrap()
         .get(url)
         .header("authorization", auth)
         .send()
@@ -942,10 +939,7 @@ async fn x402_agent(merchant: &str) -> X402Agent {
     let mandate = engine
         .create_mandate(
             &buyer_p(),
-            &CreateMandate {
-                key: key("x402-mandate"),
-                spec: spec(merchant, Currency::USD),
-            },
+            &CreateMandate::new(key("x402-mandate"), spec(merchant, Currency::USD)),
         )
         .await
         .unwrap()
@@ -968,7 +962,7 @@ async fn x402_agent(merchant: &str) -> X402Agent {
         book,
         signer.clone(),
     ));
-    let client = X402Client::new(reqwest::Client::new(), payer.clone(), mem.clock.clone());
+    let client = X402Client::new(agent_mandate::adapters::http::client_builder().unwrap().build().unwrap(), payer.clone(), mem.clock.clone());
     X402Agent {
         signer,
         payer,
@@ -982,7 +976,7 @@ impl X402Agent {
         url: &str,
     ) -> Result<agent_mandate::protocols::x402::X402Response, X402ClientError> {
         self.client
-            .send(reqwest::Client::new().get(url).build().unwrap())
+            .send(agent_mandate::adapters::http::client_builder().unwrap().build().unwrap().get(url).build().unwrap())
             .await
     }
 }
