@@ -172,7 +172,13 @@ async fn pay_once(db: &Db, key: &str, ambiguous: bool) -> (String, String) {
     let outcome = engine
         .execute_payment(
             &agent_p(),
-            &ExecutePayment::new(key.parse().expect("key"), examples::authorize_request(&snapshot), snapshot, examples::valid_checkout(snapshot.id()), card),
+            &ExecutePayment::new(
+                key.parse().expect("key"),
+                examples::authorize_request(&snapshot),
+                snapshot.clone(),
+                examples::valid_checkout(snapshot.id()),
+                card,
+            ),
         )
         .await
         .expect("pay");

@@ -195,7 +195,10 @@ async fn mpp_agent(merchant: &str) -> MppAgent {
 impl MppAgent {
     fn client(&self) -> PaidClient {
         PaidClient::new(
-            agent_mandate::adapters::http::client_builder().unwrap().build().unwrap(),
+            agent_mandate::adapters::http::client_builder()
+                .unwrap()
+                .build()
+                .unwrap(),
             self.payer.clone(),
             self.mem.clock.clone(),
         )
@@ -205,7 +208,15 @@ impl MppAgent {
         url: &str,
     ) -> Result<agent_mandate::protocols::mpp::PaidResponse, ClientError> {
         self.client()
-            .send(agent_mandate::adapters::http::client_builder().unwrap().build().unwrap().get(url).build().unwrap())
+            .send(
+                agent_mandate::adapters::http::client_builder()
+                    .unwrap()
+                    .build()
+                    .unwrap()
+                    .get(url)
+                    .build()
+                    .unwrap(),
+            )
             .await
     }
     async fn attempts(&self) -> usize {
@@ -785,7 +796,10 @@ fn credential_for(amount: &str, spt: &str) -> String {
 }
 
 async fn send(url: &str, auth: &str) -> reqwest::Response {
-    agent_mandate::adapters::http::client_builder().unwrap().build().unwrap()
+    agent_mandate::adapters::http::client_builder()
+        .unwrap()
+        .build()
+        .unwrap()
         .get(url)
         .header("authorization", auth)
         .send()
@@ -962,7 +976,14 @@ async fn x402_agent(merchant: &str) -> X402Agent {
         book,
         signer.clone(),
     ));
-    let client = X402Client::new(agent_mandate::adapters::http::client_builder().unwrap().build().unwrap(), payer.clone(), mem.clock.clone());
+    let client = X402Client::new(
+        agent_mandate::adapters::http::client_builder()
+            .unwrap()
+            .build()
+            .unwrap(),
+        payer.clone(),
+        mem.clock.clone(),
+    );
     X402Agent {
         signer,
         payer,
@@ -976,7 +997,15 @@ impl X402Agent {
         url: &str,
     ) -> Result<agent_mandate::protocols::x402::X402Response, X402ClientError> {
         self.client
-            .send(agent_mandate::adapters::http::client_builder().unwrap().build().unwrap().get(url).build().unwrap())
+            .send(
+                agent_mandate::adapters::http::client_builder()
+                    .unwrap()
+                    .build()
+                    .unwrap()
+                    .get(url)
+                    .build()
+                    .unwrap(),
+            )
             .await
     }
 }

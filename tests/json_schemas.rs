@@ -133,10 +133,10 @@ async fn a_real_run_validates_against_the_committed_schemas() {
         .create_mandate(
             &buyer_p(),
             &CreateMandate::new(key("create-2"), {
-                    let mut s = backpack_spec(true);
-                    s.id = id("mandate_002");
-                    s
-                }),
+                let mut s = backpack_spec(true);
+                s.id = id("mandate_002");
+                s
+            }),
         )
         .await
         .expect("created");
@@ -146,10 +146,10 @@ async fn a_real_run_validates_against_the_committed_schemas() {
         .create_mandate(
             &buyer_p(),
             &CreateMandate::new(key("create-2"), {
-                    let mut s = backpack_spec(true);
-                    s.id = id("mandate_002");
-                    s
-                }),
+                let mut s = backpack_spec(true);
+                s.id = id("mandate_002");
+                s
+            }),
         )
         .await
         .expect("replayed");
@@ -241,7 +241,12 @@ async fn a_real_run_validates_against_the_committed_schemas() {
         Ok(recorded) => valid("recorded_confirmation.response.json", &recorded),
         Err(e) => panic!("confirmation refused: {e}"),
     }
-    let suspend = SetSuspension::new(key("suspend-1"), Party::Actor(id("agent_other")), true, id("test"));
+    let suspend = SetSuspension::new(
+        key("suspend-1"),
+        Party::Actor(id("agent_other")),
+        true,
+        id("test"),
+    );
     valid("set_suspension.request.json", &suspend);
     let suspended = w
         .engine
@@ -249,7 +254,11 @@ async fn a_real_run_validates_against_the_committed_schemas() {
         .await
         .unwrap();
     valid("recorded_unit.response.json", &suspended);
-    let revoke = ChangeMandate::new(key("revoke-2"), id("mandate_002"), LifecycleEvent::Revoke { reason: id("done") });
+    let revoke = ChangeMandate::new(
+        key("revoke-2"),
+        id("mandate_002"),
+        LifecycleEvent::Revoke { reason: id("done") },
+    );
     valid("change_mandate.request.json", &revoke);
     valid(
         "recorded_mandate.response.json",

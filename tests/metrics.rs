@@ -430,7 +430,12 @@ fn an_auto_suspension_and_blocked_decisions_are_counted() {
         w.engine
             .set_suspension(
                 &operator_p(),
-                &SetSuspension::new(key("lift"), Party::Actor(agent_mandate::domain::examples::agent().id), false, "reviewed".parse().expect("text")),
+                &SetSuspension::new(
+                    key("lift"),
+                    Party::Actor(agent_mandate::domain::examples::agent().id),
+                    false,
+                    "reviewed".parse().expect("text"),
+                ),
             )
             .await
             .expect("lifted");

@@ -821,9 +821,24 @@ async fn an_agent_pays_a_seller_with_a_shared_payment_token() {
     });
 
     let a = agent(&stripe, paid_api_spec()).await;
-    let client = PaidClient::new(agent_mandate::adapters::http::client_builder().unwrap().build().unwrap(), a.payer.clone(), a.mem.clock.clone());
+    let client = PaidClient::new(
+        agent_mandate::adapters::http::client_builder()
+            .unwrap()
+            .build()
+            .unwrap(),
+        a.payer.clone(),
+        a.mem.clock.clone(),
+    );
     let r = client
-        .send(agent_mandate::adapters::http::client_builder().unwrap().build().unwrap().get(&seller_url).build().unwrap())
+        .send(
+            agent_mandate::adapters::http::client_builder()
+                .unwrap()
+                .build()
+                .unwrap()
+                .get(&seller_url)
+                .build()
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(r.status, 200);

@@ -951,10 +951,10 @@ mod engine_bodies {
             .create_mandate(
                 &buyer_p(),
                 &CreateMandate::new(key("create-2"), {
-                        let mut s = crate::common::engine::backpack_spec(true);
-                        s.id = id("mandate_002");
-                        s
-                    }),
+                    let mut s = crate::common::engine::backpack_spec(true);
+                    s.id = id("mandate_002");
+                    s
+                }),
             )
             .await
             .unwrap();
@@ -968,7 +968,12 @@ mod engine_bodies {
             .engine
             .set_suspension(
                 &operator_p(),
-                &SetSuspension::new(key("suspend-1"), Party::Actor(id("agent_other")), true, id("test")),
+                &SetSuspension::new(
+                    key("suspend-1"),
+                    Party::Actor(id("agent_other")),
+                    true,
+                    id("test"),
+                ),
             )
             .await
             .unwrap();

@@ -290,7 +290,14 @@ async fn agent(seller: &Seller, loop_limit: Option<LoopLimit>, spec: Option<Mand
         book,
         signer.clone(),
     ));
-    let client = X402Client::new(agent_mandate::adapters::http::client_builder().unwrap().build().unwrap(), payer.clone(), mem.clock.clone());
+    let client = X402Client::new(
+        agent_mandate::adapters::http::client_builder()
+            .unwrap()
+            .build()
+            .unwrap(),
+        payer.clone(),
+        mem.clock.clone(),
+    );
     Agent {
         mem,
         engine,
@@ -307,7 +314,13 @@ impl Agent {
         url: &str,
         call: Option<&str>,
     ) -> Result<agent_mandate::protocols::x402::X402Response, X402ClientError> {
-        let req = agent_mandate::adapters::http::client_builder().unwrap().build().unwrap().get(url).build().unwrap();
+        let req = agent_mandate::adapters::http::client_builder()
+            .unwrap()
+            .build()
+            .unwrap()
+            .get(url)
+            .build()
+            .unwrap();
         self.client.send_call(req, call).await
     }
     async fn usage(&self) -> agent_mandate::domain::Usage {

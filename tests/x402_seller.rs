@@ -280,10 +280,7 @@ async fn agent(host: &str) -> (X402Client, Arc<FixedX402Signer>) {
     });
     let engine = Engine::new(mem.ports.clone(), EngineConfig::default()).unwrap();
     let mandate = engine
-        .create_mandate(
-            &buyer_p(),
-            &CreateMandate::new(key("m"), spec),
-        )
+        .create_mandate(&buyer_p(), &CreateMandate::new(key("m"), spec))
         .await
         .unwrap()
         .value;
@@ -302,7 +299,14 @@ async fn agent(host: &str) -> (X402Client, Arc<FixedX402Signer>) {
         signer.clone(),
     ));
     (
-        X402Client::new(agent_mandate::adapters::http::client_builder().unwrap().build().unwrap(), payer, mem.clock.clone()),
+        X402Client::new(
+            agent_mandate::adapters::http::client_builder()
+                .unwrap()
+                .build()
+                .unwrap(),
+            payer,
+            mem.clock.clone(),
+        ),
         signer,
     )
 }
@@ -312,7 +316,11 @@ fn host(url: &str) -> String {
 }
 
 async fn get_with(url: &str, signature: Option<&str>) -> reqwest::Response {
-    let mut r = agent_mandate::adapters::http::client_builder().unwrap().build().unwrap().get(url);
+    let mut r = agent_mandate::adapters::http::client_builder()
+        .unwrap()
+        .build()
+        .unwrap()
+        .get(url);
     if let Some(s) = signature {
         r = r.header("payment-signature", s);
     }
@@ -341,7 +349,15 @@ async fn an_agent_pays_an_x402_gate_settled_through_the_sellers_engine() {
 
     let (client, _) = agent(&host(&s.url)).await;
     let r = client
-        .send(agent_mandate::adapters::http::client_builder().unwrap().build().unwrap().get(&s.url).build().unwrap())
+        .send(
+            agent_mandate::adapters::http::client_builder()
+                .unwrap()
+                .build()
+                .unwrap()
+                .get(&s.url)
+                .build()
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(r.status, 200);
@@ -398,7 +414,15 @@ async fn refusals_come_in_the_specs_order() {
     let s = seller().await;
     let (client, _) = agent(&host(&s.url)).await;
     client
-        .send(agent_mandate::adapters::http::client_builder().unwrap().build().unwrap().get(&s.url).build().unwrap())
+        .send(
+            agent_mandate::adapters::http::client_builder()
+                .unwrap()
+                .build()
+                .unwrap()
+                .get(&s.url)
+                .build()
+                .unwrap(),
+        )
         .await
         .unwrap();
     let good = {
@@ -451,7 +475,13 @@ async fn failed_and_ambiguous_settlements_capture_nothing() {
     s.fac.state.lock().unwrap().settle = Some(Answer::SettleFails("insufficient_funds"));
     match client
         .send_call(
-            agent_mandate::adapters::http::client_builder().unwrap().build().unwrap().get(&s.url).build().unwrap(),
+            agent_mandate::adapters::http::client_builder()
+                .unwrap()
+                .build()
+                .unwrap()
+                .get(&s.url)
+                .build()
+                .unwrap(),
             Some("a"),
         )
         .await
@@ -462,7 +492,13 @@ async fn failed_and_ambiguous_settlements_capture_nothing() {
     s.fac.state.lock().unwrap().settle = Some(Answer::Status(500));
     match client
         .send_call(
-            agent_mandate::adapters::http::client_builder().unwrap().build().unwrap().get(&s.url).build().unwrap(),
+            agent_mandate::adapters::http::client_builder()
+                .unwrap()
+                .build()
+                .unwrap()
+                .get(&s.url)
+                .build()
+                .unwrap(),
             Some("b"),
         )
         .await

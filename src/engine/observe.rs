@@ -586,6 +586,7 @@ impl Class for StoreError {
             StoreError::Conflict { .. } => "conflict",
             StoreError::Corrupt { .. } => "corrupt",
             StoreError::Fenced { .. } => "fenced",
+            StoreError::SchemaBehind { .. } => "schema_behind",
             StoreError::Unavailable { .. } => "unavailable",
             StoreError::Other(_) => "other",
         }
