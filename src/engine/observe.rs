@@ -650,6 +650,8 @@ where
     if span.is_disabled() {
         return fut.await;
     }
+    // Timing only (see the module docs): the monotonic timer feeds a span field and a
+    // histogram, never a decision, a deadline or a stored time, which come from the Clock port.
     let start = Instant::now();
     let result = fut.instrument(span.clone()).await;
     span.record("latency_us", micros(start));
@@ -780,6 +782,8 @@ where
     if span.is_disabled() && !metrics::ON {
         return fut.await;
     }
+    // Timing only (see the module docs): the monotonic timer feeds a span field and a
+    // histogram, never a decision, a deadline or a stored time, which come from the Clock port.
     let start = Instant::now();
     let result = if span.is_disabled() {
         fut.await
@@ -874,12 +878,14 @@ mod metrics {
             AttemptStatus::RequiresBuyerAction,
         ] {
             let n = attempts.iter().filter(|a| a.status == status).count();
+            // A count of attempts, not money: the metrics facade takes gauge values as f64.
             ::metrics::gauge!("agent_mandate_attempts_open", "status" => status.as_str())
                 .set(n as f64);
         }
     }
 
     pub(super) fn outbox_depth(depth: usize) {
+        // A count of events, not money: the metrics facade takes gauge values as f64.
         ::metrics::gauge!("agent_mandate_audit_outbox_depth").set(depth as f64);
     }
 
