@@ -128,7 +128,7 @@ fn expiry(
         .ok_or_else(|| FormError::invalid("expires_at", "outside the representable range"))
 }
 
-/// A form's limits in mandate terms (what [`StripeUsageLimits::scope`] and its siblings
+/// A form's limits in mandate terms (what [`StripeSpt::scope`] and its siblings
 /// return): `total` across `uses` payments of at most `per_payment` each.
 struct Meaning {
     merchant: MerchantId,

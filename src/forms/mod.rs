@@ -10,7 +10,7 @@
 //! every mandate of a chain at `now` net of its usage, and either writes a narrower or equal
 //! form or fails with [`FormError::Unrepresentable`] naming the [`Dimension`] the target cannot
 //! express; every import either represents each constraint of the AP2 mandate or fails naming
-//! it. Each exported form reads back into mandate terms ([`StripeUsageLimits::scope`],
+//! it. Each exported form reads back into mandate terms ([`StripeSpt::scope`],
 //! [`AcpAllowance::scope`], [`VisaPurchaseInstruction::scope`]) so the property "the form is no
 //! wider than any mandate of the chain" is checked with the crate's own
 //! [`widenings`](crate::domain::widenings) comparison.
