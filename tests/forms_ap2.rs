@@ -736,3 +736,17 @@ fn an_open_payment_mandate_without_its_checkout_is_refused() {
         "{e:?}"
     );
 }
+
+#[test]
+fn imports_round_trip_through_the_crate_s_own_json() {
+    let cmd = import_payment(&open_payment()).unwrap();
+    let text = serde_json::to_string(&cmd).unwrap();
+    let back: agent_mandate::engine::CreateMandate = agent_mandate::json::from_json(&text).unwrap();
+    assert_eq!(back, cmd);
+    let snap = snapshot();
+    let text = serde_json::to_string(&snap).unwrap();
+    let back: agent_mandate::domain::CartSnapshot = agent_mandate::json::from_json(&text).unwrap();
+    assert_eq!(back, snap);
+    // Importing the same documents again gives the same command (pure, deterministic).
+    assert_eq!(import_payment(&open_payment()).unwrap(), cmd);
+}

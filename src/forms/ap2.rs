@@ -49,7 +49,41 @@ fn parse<T: DeserializeOwned>(json: &[u8], prefix: &str) -> Result<T, FormError>
         field: join(prefix, "."),
         reason: e.to_string(),
     })?;
+    // No AP2 member is nullable: `null` is refused, never read as "absent" (one meaning per
+    // input: `"payee": null` must not lift a restriction).
+    let tree: Value = serde_json::from_slice(json).map_err(|e| FormError::Malformed {
+        field: join(prefix, "."),
+        reason: e.to_string(),
+    })?;
+    if let Some(path) = first_null(&tree, String::new()) {
+        return Err(FormError::Malformed {
+            field: join(prefix, &path),
+            reason: "null is not a value here; omit the member instead".into(),
+        });
+    }
     Ok(value)
+}
+
+/// The path of the first `null` in `v`, if any.
+fn first_null(v: &Value, at: String) -> Option<String> {
+    match v {
+        Value::Null => Some(if at.is_empty() { ".".into() } else { at }),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| first_null(x, format!("{at}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, x)| {
+            first_null(
+                x,
+                if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                },
+            )
+        }),
+        Value::Bool(_) | Value::Number(_) | Value::String(_) => None,
+    }
 }
 
 fn join(prefix: &str, path: &str) -> String {
