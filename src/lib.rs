@@ -9,6 +9,8 @@ pub mod adapters;
 pub mod design;
 pub mod domain;
 pub mod engine;
+#[cfg(feature = "forms")]
+pub mod forms;
 pub mod json;
 pub mod ports;
 #[cfg(any(feature = "mpp", feature = "x402"))]

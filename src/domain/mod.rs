@@ -33,7 +33,7 @@ pub use audit::{
     chain_hash, verify_chain, AuditEvent, AuditHash, AuditKind, ChainBreak, ChainFault,
     ChainedEvent, HoldAction, LimitKind, Party,
 };
-#[cfg(feature = "mpp")]
+#[cfg(any(feature = "mpp", feature = "forms"))]
 pub(crate) use canonical::parse_time;
 #[cfg(any(feature = "mpp", feature = "x402"))]
 pub(crate) use canonical::write_json_value;
