@@ -59,7 +59,7 @@ fn css() -> String {
         "*{{box-sizing:border-box}}\
 body{{margin:0;font:16px/1.45 system-ui,-apple-system,\"Segoe UI\",Roboto,sans-serif;color:{TEXT};background:#f3f4f6}}\
 header{{background:{TEXT};color:#fff;padding:.6rem 1rem}}\
-header a{{color:#fff}}\
+header a{{color:#fff}}header .meta{{color:#e5e7eb}}\
 nav ul{{list-style:none;margin:.4rem 0 0;padding:0;display:flex;flex-wrap:wrap;gap:.3rem 1rem}}\
 nav a[aria-current=page]{{font-weight:700;text-decoration-thickness:3px}}\
 main{{max-width:60rem;margin:0 auto;padding:1rem}}\
@@ -137,7 +137,11 @@ pub(crate) fn document(
 ) -> Markup {
     let base = cfg.base_path();
     let link = |nav: Nav, path: &str, text: &str| {
-        let href = format!("{base}{path}");
+        let href = if path == "/" && !base.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}{path}")
+        };
         html! { li { a href=(href) aria-current=[(nav == active).then_some("page")] { (text) } } }
     };
     html! {
