@@ -42,7 +42,10 @@ fn problems(html: &str) -> Vec<String> {
     if !html.contains("name=\"viewport\"") {
         out.push("no viewport meta".into());
     }
-    let labels: Vec<&str> = tags(html, "label").into_iter().filter_map(|t| attr(t, "for")).collect();
+    let labels: Vec<&str> = tags(html, "label")
+        .into_iter()
+        .filter_map(|t| attr(t, "for"))
+        .collect();
     let mut controls: Vec<(&str, &str)> = Vec::new();
     for t in tags(html, "input") {
         if matches!(attr(t, "type"), Some("hidden" | "submit")) {
@@ -166,13 +169,23 @@ fn contrast_is_computed_as_wcag_defines_it() {
 #[test]
 fn bar_colours_stand_out_from_the_background_and_the_track() {
     for (name, colour) in palette::BAR_COLOURS {
-        for (against, bg) in [("background", palette::BACKGROUND), ("track", palette::TRACK)] {
+        for (against, bg) in [
+            ("background", palette::BACKGROUND),
+            ("track", palette::TRACK),
+        ] {
             let ratio = contrast(colour, bg);
             println!("{name} {colour} against {against} {bg}: {ratio:.2}:1");
-            assert!(ratio >= 3.0, "{name} {colour} on {against} {bg}: {ratio:.2}:1");
+            assert!(
+                ratio >= 3.0,
+                "{name} {colour} on {against} {bg}: {ratio:.2}:1"
+            );
         }
     }
-    for (name, colour) in [("text", palette::TEXT), ("warning", palette::WARNING), ("good", palette::GOOD)] {
+    for (name, colour) in [
+        ("text", palette::TEXT),
+        ("warning", palette::WARNING),
+        ("good", palette::GOOD),
+    ] {
         let ratio = contrast(colour, palette::BACKGROUND);
         assert!(ratio >= 4.5, "{name} text {colour}: {ratio:.2}:1");
     }

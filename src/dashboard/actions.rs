@@ -14,8 +14,8 @@ use super::pages::{href, PageError};
 use super::{csrf, Dashboard, DashboardSession};
 use crate::domain::{
     Actor, ActorId, ActorKind, BuyerId, ChannelRef, Confirmation, ConfirmationId,
-    ConfirmationScope, IdempotencyKey, LifecycleEvent, MandateId, Party, PaymentAction,
-    Principal, SnapshotId, Text,
+    ConfirmationScope, IdempotencyKey, LifecycleEvent, MandateId, Party, PaymentAction, Principal,
+    SnapshotId, Text,
 };
 use crate::engine::{ChangeMandate, RecordConfirmation, SetSuspension};
 use crate::service::Authenticated;
@@ -246,7 +246,10 @@ pub(crate) async fn stop_agent(
     if !view.agents().contains(&actor) {
         return Err(PageError::not_found());
     }
-    let why = reason(&form.reason, &format!("agent {actor} stopped from the dashboard"))?;
+    let why = reason(
+        &form.reason,
+        &format!("agent {actor} stopped from the dashboard"),
+    )?;
     let live: Vec<MandateId> = view
         .live_mandates_of(&actor)
         .into_iter()
@@ -281,7 +284,11 @@ pub(crate) async fn stop_all(
     confirmed(&form)?;
     let now = d.engine.ports().clock.now();
     let command = SetSuspension::new(
-        key(&["stop-all", buyer.as_str(), &now.timestamp_micros().to_string()])?,
+        key(&[
+            "stop-all",
+            buyer.as_str(),
+            &now.timestamp_micros().to_string(),
+        ])?,
         Party::Buyer(buyer),
         true,
         reason(&form.reason, "everything stopped from the dashboard")?,

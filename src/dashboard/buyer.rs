@@ -12,9 +12,9 @@ use chrono::{DateTime, Utc};
 
 use super::Dashboard;
 use crate::domain::{
-    ActorId, ActorKind, AttemptId, AuditEvent, AuditKind, Blocker, BuyerId, CartSnapshot,
-    Mandate, MandateId, MandateStatus, MerchantId, Money, Outcome, Party, PaymentAttempt,
-    Principal, SnapshotId, Usage,
+    ActorId, ActorKind, AttemptId, AuditEvent, AuditKind, Blocker, BuyerId, CartSnapshot, Mandate,
+    MandateId, MandateStatus, MerchantId, Money, Outcome, Party, PaymentAttempt, Principal,
+    SnapshotId, Usage,
 };
 use crate::engine::{EngineError, MAX_BUYER_EVENTS_SCAN};
 
@@ -211,7 +211,7 @@ impl Dashboard {
             }
         }
         let mut out: Vec<(ActivityRow, Option<AttemptId>)> = rows.into_iter().zip(ids).collect();
-        out.sort_by(|a, b| b.0.at.cmp(&a.0.at));
+        out.sort_by_key(|r| std::cmp::Reverse(r.0.at));
         out.truncate(MAX_ACTIVITY);
         let mut done = Vec::with_capacity(out.len());
         for (mut row, id) in out {
@@ -271,7 +271,9 @@ impl Dashboard {
             else {
                 continue;
             };
-            let answered = confirmed.iter().any(|(s, id)| *s > seq && id == snapshot_id);
+            let answered = confirmed
+                .iter()
+                .any(|(s, id)| *s > seq && id == snapshot_id);
             let key = (
                 view.buyer.to_string(),
                 mandate_id.to_string(),
@@ -289,7 +291,7 @@ impl Dashboard {
                 cart: self.cart(snapshot_id).await,
             });
         }
-        out.sort_by(|a, b| b.at.cmp(&a.at));
+        out.sort_by_key(|p| std::cmp::Reverse(p.at));
         out
     }
 }

@@ -69,8 +69,8 @@ use crate::engine::Engine;
 use crate::ports::Secret;
 
 pub use buyer::{MAX_ACTIVITY, MAX_ALERTS};
-pub use pages::PageError;
 pub use feeds::{Alert, AlertContext, AlertFeed, AlertLevel, CartSource, MemoryCarts, TrailAlerts};
+pub use pages::PageError;
 pub use view::palette;
 
 /// The shortest CSRF secret accepted, in bytes.
@@ -155,7 +155,10 @@ impl DashboardConfig {
     }
 
     /// How often a page refreshes its content, in seconds (2 to 3600).
-    pub fn with_poll_seconds(mut self, seconds: u32) -> Result<DashboardConfig, DashboardConfigError> {
+    pub fn with_poll_seconds(
+        mut self,
+        seconds: u32,
+    ) -> Result<DashboardConfig, DashboardConfigError> {
         if !(2..=3600).contains(&seconds) {
             return Err(DashboardConfigError::PollSeconds(seconds));
         }
@@ -258,7 +261,10 @@ impl Dashboard {
                 "/waiting/mandates/{id}/confirm",
                 post(actions::confirm_mandate),
             )
-            .route("/waiting/mandates/{id}/reject", post(actions::reject_mandate))
+            .route(
+                "/waiting/mandates/{id}/reject",
+                post(actions::reject_mandate),
+            )
             .route(
                 "/waiting/confirmations/approve",
                 post(actions::approve_payment),

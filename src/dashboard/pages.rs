@@ -165,7 +165,9 @@ fn status_badge(status: MandateStatus) -> Markup {
 fn merchants(m: &Mandate) -> String {
     match &m.scope().merchants {
         MerchantScope::Single { merchant_id } => merchant_id.to_string(),
-        MerchantScope::Marketplace { marketplace_id, .. } => format!("marketplace {marketplace_id}"),
+        MerchantScope::Marketplace { marketplace_id, .. } => {
+            format!("marketplace {marketplace_id}")
+        }
         MerchantScope::Allowlist { merchant_ids } => merchant_ids
             .iter()
             .map(ToString::to_string)

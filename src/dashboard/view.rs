@@ -9,21 +9,22 @@ use sha2::{Digest as _, Sha256};
 use super::DashboardConfig;
 use crate::domain::{BuyerId, Mandate, Usage};
 
-/// The colours of the pages, named here and in the docs; the tests compute each bar colour's
-/// contrast ratio against the page background and the bar's track (at least 3:1, the WCAG
-/// minimum for graphics).
-///
-/// | name | colour | use |
-/// |---|---|---|
-/// | [`BACKGROUND`] | `#ffffff` white | page and card background |
-/// | [`TEXT`] | `#111827` near black | text |
-/// | [`TRACK`] | `#e5e7eb` light grey | the empty part of a bar |
-/// | [`SPENT`] | `#1d4ed8` blue | spent (and a window's held + spent) |
-/// | [`HELD`] | `#b45309` amber | held: authorized, not yet captured or released |
-/// | [`MARK`] | `#111827` near black | the 80% mark |
-/// | [`WARNING`] | `#b91c1c` red | at or past 80%, refusals, the kill switch |
-/// | [`GOOD`] | `#15803d` green | active, allowed |
 pub mod palette {
+    //! The colours of the pages, named here and in the docs; the tests compute each bar colour's
+    //! contrast ratio against the page background and the bar's track (at least 3:1, the WCAG
+    //! minimum for graphics).
+    //!
+    //! | name | colour | use |
+    //! |---|---|---|
+    //! | [`BACKGROUND`] | `#ffffff` white | page and card background |
+    //! | [`TEXT`] | `#111827` near black | text |
+    //! | [`TRACK`] | `#e5e7eb` light grey | the empty part of a bar |
+    //! | [`SPENT`] | `#1d4ed8` blue | spent (and a window's held + spent) |
+    //! | [`HELD`] | `#b45309` amber | held: authorized, not yet captured or released |
+    //! | [`MARK`] | `#111827` near black | the 80% mark |
+    //! | [`WARNING`] | `#b91c1c` red | at or past 80%, refusals, the kill switch |
+    //! | [`GOOD`] | `#15803d` green | active, allowed |
+
     /// Page and card background.
     pub const BACKGROUND: &str = "#ffffff";
     /// Text.
@@ -74,7 +75,7 @@ h1{{font-size:1.4rem;margin:.2rem 0 1rem}}h2{{font-size:1.15rem;margin:1.2rem 0 
 .legend span{{display:inline-block;width:.8rem;height:.8rem;margin:0 .25rem 0 .6rem;vertical-align:middle}}\
 .ls{{background:{SPENT}}}.lh{{background:{HELD}}}.lm{{background:{MARK};width:.2rem!important}}\
 table{{border-collapse:collapse;width:100%}}td,th{{text-align:left;padding:.2rem .4rem;border-bottom:1px solid #e5e7eb;vertical-align:top}}\
-.num{{text-align:right;font-variant-numeric:tabular-nums}}\
+.num{{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}}\
 code{{font-size:.8rem;word-break:break-all}}\
 form.inline{{display:inline}}\
 button{{font:inherit;padding:.45rem .9rem;border-radius:6px;border:1px solid {TEXT};background:#fff;color:{TEXT};cursor:pointer;margin:.3rem .3rem 0 0}}\
@@ -219,7 +220,10 @@ pub(crate) fn meters(mandate: &Mandate, usage: &Usage) -> Vec<Meter> {
             spent: i128::from(usage.spent.minor_units()),
             held: i128::from(usage.held.minor_units()),
             max: i128::from(max.minor_units()),
-            text: format!("spent {} · held {} · limit {}", usage.spent, usage.held, max),
+            text: format!(
+                "spent {} · held {} · limit {}",
+                usage.spent, usage.held, max
+            ),
         });
     }
     for w in &budgets.windows {
@@ -227,7 +231,8 @@ pub(crate) fn meters(mandate: &Mandate, usage: &Usage) -> Vec<Meter> {
         let used = usage.window(w.window_seconds);
         if let Some(max) = &w.max_amount {
             let amount = used.map_or(0, |u| u.amount.minor_units());
-            let shown = used.map_or_else(|| format!("0 {}", max.currency()), |u| u.amount.to_string());
+            let shown =
+                used.map_or_else(|| format!("0 {}", max.currency()), |u| u.amount.to_string());
             out.push(Meter {
                 name: format!("{} amount", capitalise(&name)),
                 spent: i128::from(amount),

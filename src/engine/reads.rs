@@ -18,8 +18,8 @@ use super::Engine;
 use std::collections::HashMap;
 
 use crate::domain::{
-    ActorId, AttemptId, AttemptStatus, AuditKind, BuyerId, ChainedEvent, Mandate, MandateId,
-    Party, PaymentAttempt, Principal, Usage,
+    ActorId, AttemptId, AttemptStatus, AuditKind, BuyerId, ChainedEvent, Mandate, MandateId, Party,
+    PaymentAttempt, Principal, Usage,
 };
 
 /// The most events one [`Engine::audit_segment`] call returns.

@@ -80,8 +80,7 @@ pub async fn serve() -> Served {
         .expect("config")
         .with_base_path("/dash")
         .expect("base");
-    let dashboard =
-        Dashboard::new(seeded.engine.clone(), config).with_carts(seeded.carts.clone());
+    let dashboard = Dashboard::new(seeded.engine.clone(), config).with_carts(seeded.carts.clone());
     let app = Router::new()
         .nest("/dash", dashboard.router())
         .layer(middleware::from_fn(login));

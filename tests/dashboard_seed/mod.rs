@@ -5,6 +5,10 @@
 //! second buyer whose data must never show.
 
 #![allow(dead_code, reason = "the example and each test use a different subset")]
+#![allow(
+    clippy::too_many_arguments,
+    reason = "fixture builders read as one line per mandate or payment"
+)]
 
 use std::sync::Arc;
 
@@ -13,9 +17,9 @@ use agent_mandate::dashboard::MemoryCarts;
 use agent_mandate::domain::examples;
 use agent_mandate::domain::{
     Actor, ActorId, ActorKind, BuyerId, CartBinding, CartContent, CartSnapshot, Channel,
-    CheckoutContext, ConfirmationCondition, ConfirmationRule, CredentialRef, Currency, LineItem,
-    Lifecycle, MandateId, MandateSpec, MandateStatus, Merchant, MerchantScope, Money,
-    PaymentAction, PaymentRequest, Principal, Totals, Validity, WindowLimit,
+    CheckoutContext, ConfirmationCondition, ConfirmationRule, CredentialRef, Currency, Lifecycle,
+    LineItem, MandateId, MandateSpec, MandateStatus, Merchant, MerchantScope, Money, PaymentAction,
+    PaymentRequest, Principal, Totals, Validity, WindowLimit,
 };
 use agent_mandate::engine::{
     CreateMandate, DeriveMandate, Engine, EngineConfig, ExecutePayment, PaymentOutcome,
@@ -67,7 +71,12 @@ pub fn eur(a: &str) -> Money {
 
 /// A cart at `merchant` of `(sku, description, quantity, unit price)` lines, made now and valid
 /// for two hours.
-pub fn cart(merchant: &str, lines: &[(&str, &str, u32, &str)], shipping: &str, tax: &str) -> CartSnapshot {
+pub fn cart(
+    merchant: &str,
+    lines: &[(&str, &str, u32, &str)],
+    shipping: &str,
+    tax: &str,
+) -> CartSnapshot {
     let now = examples::now();
     let items: Vec<LineItem> = lines
         .iter()
@@ -186,7 +195,13 @@ pub struct Seeded {
     pub other_attempt: agent_mandate::domain::AttemptId,
 }
 
-async fn card(engine: &Engine, by: &Principal, buyer: BuyerId, owner: &str, key: &str) -> CredentialRef {
+async fn card(
+    engine: &Engine,
+    by: &Principal,
+    buyer: BuyerId,
+    owner: &str,
+    key: &str,
+) -> CredentialRef {
     engine
         .store_credential(
             by,
@@ -270,17 +285,47 @@ pub async fn seed() -> Seeded {
         }
     };
     let travel = create(
-        root_spec(TRAVEL, buyer(), PLANNER, &["merchant_001", "merchant_002"], "500.00", "1000.00", ("600.00", 10), Some("200.00"), MandateStatus::Active),
+        root_spec(
+            TRAVEL,
+            buyer(),
+            PLANNER,
+            &["merchant_001", "merchant_002"],
+            "500.00",
+            "1000.00",
+            ("600.00", 10),
+            Some("200.00"),
+            MandateStatus::Active,
+        ),
         "seed-travel",
     )
     .await;
     create(
-        root_spec(GROCERIES, buyer(), SHOPPER, &["merchant_003"], "100.00", "110.00", ("110.00", 5), None, MandateStatus::Active),
+        root_spec(
+            GROCERIES,
+            buyer(),
+            SHOPPER,
+            &["merchant_003"],
+            "100.00",
+            "110.00",
+            ("110.00", 5),
+            None,
+            MandateStatus::Active,
+        ),
         "seed-groceries",
     )
     .await;
     create(
-        root_spec(GIFTS, buyer(), SHOPPER, &["merchant_004"], "80.00", "200.00", ("100.00", 3), None, MandateStatus::PendingConfirmation),
+        root_spec(
+            GIFTS,
+            buyer(),
+            SHOPPER,
+            &["merchant_004"],
+            "80.00",
+            "200.00",
+            ("100.00", 3),
+            None,
+            MandateStatus::PendingConfirmation,
+        ),
         "seed-gifts",
     )
     .await;
@@ -310,23 +355,107 @@ pub async fn seed() -> Seeded {
     let shopper_card = card(&engine, &b, buyer(), SHOPPER, "card-shopper").await;
 
     // The booker buys a backpack and two tags: captured.
-    let hotel = cart("merchant_001", &[("BAG-TRAVEL-42", "Travel Backpack", 1, "129.00"), ("TAG-2", "Luggage tag", 2, "6.00")], "0.00", "0.00");
-    let booked = pay(&engine, buyer(), BOOKER, BOOKING, &hotel, &booker_card, "seed-pay-hotel", true).await;
+    let hotel = cart(
+        "merchant_001",
+        &[
+            ("BAG-TRAVEL-42", "Travel Backpack", 1, "129.00"),
+            ("TAG-2", "Luggage tag", 2, "6.00"),
+        ],
+        "0.00",
+        "0.00",
+    );
+    let booked = pay(
+        &engine,
+        buyer(),
+        BOOKER,
+        BOOKING,
+        &hotel,
+        &booker_card,
+        "seed-pay-hotel",
+        true,
+    )
+    .await;
     let booked = booked.attempt().expect("booked").id.clone();
     // The planner holds a train ticket: authorized, not captured.
-    let train = cart("merchant_002", &[("TRAIN-LIS-POR", "Train Lisbon to Porto", 2, "60.00")], "0.00", "0.00");
-    pay(&engine, buyer(), PLANNER, TRAVEL, &train, &planner_card, "seed-pay-train", false).await;
+    let train = cart(
+        "merchant_002",
+        &[("TRAIN-LIS-POR", "Train Lisbon to Porto", 2, "60.00")],
+        "0.00",
+        "0.00",
+    );
+    pay(
+        &engine,
+        buyer(),
+        PLANNER,
+        TRAVEL,
+        &train,
+        &planner_card,
+        "seed-pay-train",
+        false,
+    )
+    .await;
     // The shopper's groceries pass 80% of its lifetime limit, and the next basket is refused.
-    let basket = cart("merchant_003", &[("VEG-BOX", "Vegetable box", 2, "30.00"), ("COFFEE-1KG", "Coffee beans 1 kg", 1, "30.00")], "0.00", "0.00");
-    pay(&engine, buyer(), SHOPPER, GROCERIES, &basket, &shopper_card, "seed-pay-basket", true).await;
-    let more = cart("merchant_003", &[("WINE-6", "Wine, six bottles", 1, "75.00")], "0.00", "0.00");
+    let basket = cart(
+        "merchant_003",
+        &[
+            ("VEG-BOX", "Vegetable box", 2, "30.00"),
+            ("COFFEE-1KG", "Coffee beans 1 kg", 1, "30.00"),
+        ],
+        "0.00",
+        "0.00",
+    );
+    pay(
+        &engine,
+        buyer(),
+        SHOPPER,
+        GROCERIES,
+        &basket,
+        &shopper_card,
+        "seed-pay-basket",
+        true,
+    )
+    .await;
+    let more = cart(
+        "merchant_003",
+        &[("WINE-6", "Wine, six bottles", 1, "75.00")],
+        "0.00",
+        "0.00",
+    );
     carts.keep(more.clone());
-    pay(&engine, buyer(), SHOPPER, GROCERIES, &more, &shopper_card, "seed-pay-wine", true).await;
+    pay(
+        &engine,
+        buyer(),
+        SHOPPER,
+        GROCERIES,
+        &more,
+        &shopper_card,
+        "seed-pay-wine",
+        true,
+    )
+    .await;
     // The planner asks for a flight above 200.00: it waits for the buyer's confirmation.
-    let waiting_cart = cart("merchant_002", &[("FLIGHT-LIS-BER", "Flight Lisbon to Berlin", 1, "230.00")], "0.00", "20.00");
+    let waiting_cart = cart(
+        "merchant_002",
+        &[("FLIGHT-LIS-BER", "Flight Lisbon to Berlin", 1, "230.00")],
+        "0.00",
+        "20.00",
+    );
     carts.keep(waiting_cart.clone());
-    let out = pay(&engine, buyer(), PLANNER, TRAVEL, &waiting_cart, &planner_card, "seed-pay-flight", false).await;
-    assert!(matches!(out, PaymentOutcome::Refused(ref d) if d.outcome == agent_mandate::domain::Outcome::RequiresConfirmation), "{out:?}");
+    let out = pay(
+        &engine,
+        buyer(),
+        PLANNER,
+        TRAVEL,
+        &waiting_cart,
+        &planner_card,
+        "seed-pay-flight",
+        false,
+    )
+    .await;
+    assert!(
+        matches!(out, PaymentOutcome::Refused(ref d) if d.outcome == agent_mandate::domain::Outcome::RequiresConfirmation),
+        "{out:?}"
+    );
 
     // Another buyer, with an agent and a payment of their own.
     engine
@@ -334,19 +463,50 @@ pub async fn seed() -> Seeded {
             &other_p(),
             &CreateMandate::new(
                 "seed-other".parse().expect("key"),
-                root_spec(OTHER_MANDATE, other_buyer(), OTHER_AGENT, &["merchant_001"], "500.00", "1000.00", ("600.00", 10), None, MandateStatus::Active),
+                root_spec(
+                    OTHER_MANDATE,
+                    other_buyer(),
+                    OTHER_AGENT,
+                    &["merchant_001"],
+                    "500.00",
+                    "1000.00",
+                    ("600.00", 10),
+                    None,
+                    MandateStatus::Active,
+                ),
             ),
         )
         .await
         .expect("other mandate");
-    let other_card = card(&engine, &other_p(), other_buyer(), OTHER_AGENT, "card-other").await;
-    let other = cart("merchant_001", &[("SECRET-GIFT", "Something private", 1, "42.00")], "0.00", "0.00");
-    let other_attempt = pay(&engine, other_buyer(), OTHER_AGENT, OTHER_MANDATE, &other, &other_card, "seed-pay-other", true)
-        .await
-        .attempt()
-        .expect("other paid")
-        .id
-        .clone();
+    let other_card = card(
+        &engine,
+        &other_p(),
+        other_buyer(),
+        OTHER_AGENT,
+        "card-other",
+    )
+    .await;
+    let other = cart(
+        "merchant_001",
+        &[("SECRET-GIFT", "Something private", 1, "42.00")],
+        "0.00",
+        "0.00",
+    );
+    let other_attempt = pay(
+        &engine,
+        other_buyer(),
+        OTHER_AGENT,
+        OTHER_MANDATE,
+        &other,
+        &other_card,
+        "seed-pay-other",
+        true,
+    )
+    .await
+    .attempt()
+    .expect("other paid")
+    .id
+    .clone();
     engine.flush_audit().await.expect("flushed");
     Seeded {
         mem,
