@@ -132,6 +132,9 @@ async fn every_page_answers_the_buyer_with_their_data_only() {
             );
         }
     }
+    // Newest first: the flight the planner asked for last comes before the first booking.
+    let act = s.get("/activity").await.body;
+    assert!(act.find("250.00 EUR").unwrap() < act.find("141.00 EUR").unwrap());
     // The filter shows the booker's payments only.
     let booker = s.get("/activity?agent=agent_booker").await;
     assert!(!booker.body.contains("merchant_003"));

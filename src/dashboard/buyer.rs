@@ -211,6 +211,8 @@ impl Dashboard {
             }
         }
         let mut out: Vec<(ActivityRow, Option<AttemptId>)> = rows.into_iter().zip(ids).collect();
+        // Newest first; among requests of the same second, the later on the trail first.
+        out.reverse();
         out.sort_by_key(|r| std::cmp::Reverse(r.0.at));
         out.truncate(MAX_ACTIVITY);
         let mut done = Vec::with_capacity(out.len());
@@ -291,7 +293,10 @@ impl Dashboard {
                 cart: self.cart(snapshot_id).await,
             });
         }
-        out.sort_by_key(|p| std::cmp::Reverse(p.at));
+        out.sort_by(|a, b| {
+            b.at.cmp(&a.at)
+                .then_with(|| a.mandate_id.cmp(&b.mandate_id))
+        });
         out
     }
 }
