@@ -6,6 +6,8 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod adapters;
+#[cfg(feature = "dashboard")]
+pub mod dashboard;
 pub mod design;
 pub mod domain;
 pub mod engine;

@@ -46,7 +46,9 @@ pub use dispute::{DisputeCheck, DisputeEvidence, DisputeVerdict, RecordedDecisio
 pub use error::{EngineError, ErrorType};
 pub use mandates::Recorded;
 pub use observe::KeyDigest;
-pub use reads::{ChainUsage, MAX_AUDIT_SEGMENT, MAX_OPEN_ATTEMPTS};
+pub use reads::{
+    BuyerEvents, ChainUsage, MAX_AUDIT_SEGMENT, MAX_BUYER_EVENTS_SCAN, MAX_OPEN_ATTEMPTS,
+};
 pub use trail::{MissingEvent, TrailReport, TRAIL_CHECK_LIMIT};
 
 use crate::domain::{

@@ -7,6 +7,7 @@
 //! | [`Engine::mandate`], [`Engine::chain_usage`] | the mandate's buyer; the actor of it or of an ancestor; an operator; a system |
 //! | [`Engine::open_attempts`] | an operator; a system |
 //! | [`Engine::audit_segment`] | an operator; a system |
+//! | [`Engine::buyer_events`] | the buyer; an operator; a system |
 //!
 //! Something the principal may not see answers [`EngineError::NotFound`], exactly as if it did
 //! not exist: a read is no oracle for other buyers' ids.
@@ -14,8 +15,11 @@
 use super::error::EngineError;
 use super::observe;
 use super::Engine;
+use std::collections::HashMap;
+
 use crate::domain::{
-    AttemptId, AttemptStatus, ChainedEvent, Mandate, MandateId, PaymentAttempt, Principal, Usage,
+    ActorId, AttemptId, AttemptStatus, AuditKind, BuyerId, ChainedEvent, Mandate, MandateId, Party,
+    PaymentAttempt, Principal, Usage,
 };
 
 /// The most events one [`Engine::audit_segment`] call returns.
@@ -23,6 +27,21 @@ pub const MAX_AUDIT_SEGMENT: usize = 1_000;
 
 /// The most attempts one [`Engine::open_attempts`] call returns.
 pub const MAX_OPEN_ATTEMPTS: usize = 1_000;
+
+/// The most events of the trail one [`Engine::buyer_events`] call looks at.
+pub const MAX_BUYER_EVENTS_SCAN: usize = 1_000;
+
+/// A page of the audit trail filtered to one buyer (see [`Engine::buyer_events`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BuyerEvents {
+    /// The events about the buyer, in trail order (each with its chain link).
+    pub events: Vec<ChainedEvent>,
+    /// The sequence number to read from next (past every event looked at).
+    pub next: u64,
+    /// Whether the scan reached the end of the trail as it is now.
+    pub at_end: bool,
+}
 
 /// The usage of every level of a mandate's chain, root first, at the time of the read.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -183,6 +202,148 @@ impl Engine {
         .await?)
     }
 
+    /// The events of the audit trail about buyer `buyer`, among up to `limit` (capped at
+    /// [`MAX_BUYER_EVENTS_SCAN`]) events from sequence number `from`: what the buyer's own
+    /// dashboard lists (their mandates, decisions, payments, confirmations, their kill switch,
+    /// the control events of their mandates) without reading anyone else's.
+    ///
+    /// An event is about the buyer when it names them (mandate created, confirmation, their
+    /// own suspension, a credential they stored), names one of their mandates (decisions,
+    /// transitions, thresholds, loop detection) or one of their attempts (transitions, holds,
+    /// orders, recoveries), or is the automatic suspension that a blocked request under one of
+    /// their mandates tripped (the decision just before it, in the same page). Suspensions of
+    /// an actor by an operator, replays, credential revocations of an actor and webhook
+    /// markers are not listed: they are not about one buyer.
+    ///
+    /// Who may: the buyer; an operator; a system. Anyone else is
+    /// [`EngineError::NotPermitted`]. The store has no index by buyer: this reads the trail,
+    /// and each mandate and attempt named once per call.
+    pub async fn buyer_events(
+        &self,
+        by: &Principal,
+        buyer: &BuyerId,
+        from: u64,
+        limit: usize,
+    ) -> Result<BuyerEvents, EngineError> {
+        observe::Command::read("read_buyer_events", Some(by))
+            .run(self.buyer_events_body(by, buyer, from, limit))
+            .await
+    }
+
+    async fn buyer_events_body(
+        &self,
+        by: &Principal,
+        buyer: &BuyerId,
+        from: u64,
+        limit: usize,
+    ) -> Result<BuyerEvents, EngineError> {
+        if !(by.is_buyer(buyer) || by.is_operator() || by.is_system()) {
+            return Err(EngineError::NotPermitted {
+                reason: format!(
+                    "{by} may not read the events of buyer {buyer}: only that buyer, an operator or a system may"
+                ),
+            });
+        }
+        let from = from.max(1);
+        let limit = limit.clamp(1, MAX_BUYER_EVENTS_SCAN);
+        let page = observe::audit("read", self.ports.audit.read(from, limit)).await?;
+        let next = page.last().map_or(from, |e| e.seq + 1);
+        let at_end = page.len() < limit;
+        let mut mandates: HashMap<MandateId, bool> = HashMap::new();
+        let mut attempts: HashMap<AttemptId, bool> = HashMap::new();
+        // The actor of the last decision in this page, and whether it was under this buyer.
+        let mut last_decision: Option<(ActorId, bool)> = None;
+        let mut events = Vec::new();
+        for e in page {
+            let Ok(event) = e.event() else {
+                continue;
+            };
+            let ours = match &event.kind {
+                AuditKind::MandateCreated {
+                    buyer_id,
+                    mandate_id,
+                    ..
+                } => {
+                    mandates.insert(mandate_id.clone(), buyer_id == buyer);
+                    buyer_id == buyer
+                }
+                AuditKind::ConfirmationRecorded { buyer_id, .. } => buyer_id == buyer,
+                AuditKind::Suspension { party, .. } => {
+                    matches!(party, Party::Buyer(b) if b == buyer)
+                }
+                AuditKind::CredentialStored { by: who, .. } => who.is_buyer(buyer),
+                AuditKind::Decision {
+                    mandate_id,
+                    actor_id,
+                    ..
+                } => {
+                    let ours = self.mandate_of(&mut mandates, mandate_id, buyer).await?;
+                    last_decision = Some((actor_id.clone(), ours));
+                    ours
+                }
+                AuditKind::MandateTransition { mandate_id, .. }
+                | AuditKind::Threshold { mandate_id, .. }
+                | AuditKind::LoopDetected { mandate_id, .. } => {
+                    self.mandate_of(&mut mandates, mandate_id, buyer).await?
+                }
+                AuditKind::AttemptTransition { attempt_id, .. }
+                | AuditKind::Hold { attempt_id, .. }
+                | AuditKind::OrderCommitted { attempt_id, .. }
+                | AuditKind::OrderFailed { attempt_id, .. }
+                | AuditKind::Recovery { attempt_id, .. }
+                | AuditKind::Asked { attempt_id, .. } => {
+                    self.attempt_of(&mut attempts, attempt_id, buyer).await?
+                }
+                AuditKind::AutoSuspended { actor_id, .. } => {
+                    matches!(&last_decision, Some((a, true)) if a == actor_id)
+                }
+                AuditKind::CredentialRevoked { .. }
+                | AuditKind::WebhookDeadLettered { .. }
+                | AuditKind::Replay { .. } => false,
+            };
+            if ours {
+                events.push(e);
+            }
+        }
+        Ok(BuyerEvents {
+            events,
+            next,
+            at_end,
+        })
+    }
+
+    /// Whether mandate `id` is of `buyer` (looked up once per call).
+    async fn mandate_of(
+        &self,
+        seen: &mut HashMap<MandateId, bool>,
+        id: &MandateId,
+        buyer: &BuyerId,
+    ) -> Result<bool, EngineError> {
+        if let Some(ours) = seen.get(id) {
+            return Ok(*ours);
+        }
+        let m = observe::store("mandate", self.ports.store.mandate(id)).await?;
+        let ours = m.is_some_and(|m| m.buyer_id() == buyer);
+        seen.insert(id.clone(), ours);
+        Ok(ours)
+    }
+
+    /// Whether attempt `id` is of `buyer` (looked up once per call).
+    async fn attempt_of(
+        &self,
+        seen: &mut HashMap<AttemptId, bool>,
+        id: &AttemptId,
+        buyer: &BuyerId,
+    ) -> Result<bool, EngineError> {
+        if let Some(ours) = seen.get(id) {
+            return Ok(*ours);
+        }
+        let a = observe::store("attempt", self.ports.store.attempt(id)).await?;
+        let ours = a.is_some_and(|a| a.request.buyer_id == *buyer);
+        seen.insert(id.clone(), ours);
+        Ok(ours)
+    }
+
     /// The chain of `id` when `by` may see it.
     async fn visible_chain(
         &self,
@@ -211,3 +372,5 @@ fn not_found(id: &MandateId) -> EngineError {
         id: id.to_string(),
     }
 }
+
+impl observe::Outcome for BuyerEvents {}
