@@ -6,8 +6,18 @@
 # Installs Debian's `chromium` package with apt-get only when /usr/bin/chromium is missing
 # (needs root and access to Debian's package archive). When it cannot be installed, prints
 # SKIPPED with the reason and exits 0 without running CMD: the browser check is then not run,
-# and says so. Exits with CMD's status otherwise.
+# and says so; with REQUIRE_CHROMIUM=1 (CI) that is a failure (exit 1) instead. Exits with
+# CMD's status otherwise.
 set -euo pipefail
+
+skip() {
+  echo "SKIPPED: the browser check: $1"
+  if [ "${REQUIRE_CHROMIUM:-0}" = 1 ]; then
+    echo "with-chromium: REQUIRE_CHROMIUM=1: the browser check may not be skipped" >&2
+    exit 1
+  fi
+  exit 0
+}
 
 if [ "$#" -eq 0 ]; then
   echo "usage: $0 CMD [ARGS...]" >&2
@@ -21,17 +31,14 @@ if [ ! -x "$chromium" ]; then
     if ! { apt-get update -qq >&2 \
         && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
           chromium fonts-dejavu-core >&2; }; then
-      echo "SKIPPED: the browser check: chromium could not be installed with apt-get"
-      exit 0
+      skip "chromium could not be installed with apt-get"
     fi
   else
-    echo "SKIPPED: the browser check: /usr/bin/chromium is missing and cannot be installed (not root, or no apt-get)"
-    exit 0
+    skip "/usr/bin/chromium is missing and cannot be installed (not root, or no apt-get)"
   fi
 fi
 if [ ! -x "$chromium" ]; then
-  echo "SKIPPED: the browser check: chromium was installed but /usr/bin/chromium is missing"
-  exit 0
+  skip "chromium was installed but /usr/bin/chromium is missing"
 fi
 export CHROMIUM="$chromium"
 exec "$@"
