@@ -30,7 +30,7 @@ impl std::io::Write for Trace {
 }
 
 impl Trace {
-    fn subscriber(&self, level: tracing::Level) -> impl tracing::Subscriber + Send + Sync {
+    fn subscriber(&self, level: tracing::Level) -> impl tracing::Subscriber + Send + Sync + use<> {
         let writer = self.clone();
         tracing_subscriber::fmt()
             .with_max_level(level)
