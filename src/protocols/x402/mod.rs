@@ -41,6 +41,8 @@ use std::fmt;
 
 #[cfg(feature = "http")]
 mod client;
+#[cfg(feature = "x402-evm")]
+mod evm;
 #[cfg(feature = "http")]
 mod facilitator;
 #[cfg(all(feature = "http", feature = "axum"))]
@@ -52,6 +54,8 @@ mod signer;
 
 #[cfg(feature = "http")]
 pub use client::{X402Client, X402ClientError, X402Response};
+#[cfg(feature = "x402-evm")]
+pub use evm::{keccak256, recover_address, EvmExactSigner, EvmKey, TransferAuthorization};
 #[cfg(feature = "http")]
 pub use facilitator::{
     verify_payment, Facilitator, FacilitatorError, HttpFacilitator, PaymentCheckError,
@@ -282,10 +286,14 @@ impl PaymentRequired {
         now: DateTime<Utc>,
     ) -> Vec<Result<ChargeOffer, OfferError>> {
         let bound = requested_origin(requested_url).and_then(|origin| match &self.resource {
-            Some(r) if Origin::of_url(&r.url).as_ref() != Some(&origin) => {
-                Err(mismatch("resource.url", &r.url, &origin))
-            }
-            Some(r) => Ok((r.url.as_str(), r.description.clone())),
+            Some(r) => match Origin::of_url(&r.url) {
+                None => Err(OfferError::Invalid {
+                    field: "resource.url",
+                    reason: "not an absolute URL with a host".into(),
+                }),
+                Some(o) if o != origin => Err(mismatch("resource.url", &r.url, &origin)),
+                Some(_) => Ok((r.url.as_str(), r.description.clone())),
+            },
             None => Ok((requested_url, None)),
         });
         self.accepts
