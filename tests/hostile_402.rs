@@ -192,6 +192,24 @@ async fn mpp_agent(merchant: &str) -> MppAgent {
     mpp_agent_with(merchant, None).await
 }
 
+/// `client` sends a GET of `url`.
+async fn send_with(
+    client: PaidClient,
+    url: &str,
+) -> Result<agent_mandate::protocols::mpp::PaidResponse, ClientError> {
+    client
+        .send(
+            agent_mandate::adapters::http::client_builder()
+                .unwrap()
+                .build()
+                .unwrap()
+                .get(url)
+                .build()
+                .unwrap(),
+        )
+        .await
+}
+
 impl MppAgent {
     fn client(&self) -> PaidClient {
         PaidClient::new(
@@ -207,17 +225,7 @@ impl MppAgent {
         &self,
         url: &str,
     ) -> Result<agent_mandate::protocols::mpp::PaidResponse, ClientError> {
-        self.client()
-            .send(
-                agent_mandate::adapters::http::client_builder()
-                    .unwrap()
-                    .build()
-                    .unwrap()
-                    .get(url)
-                    .build()
-                    .unwrap(),
-            )
-            .await
+        send_with(self.client(), url).await
     }
     /// As `get`, with the host binding `REALM` to the origin of `url` (a seller known by a
     /// name other than its address: the challenge must name exactly that realm).
@@ -225,18 +233,7 @@ impl MppAgent {
         &self,
         url: &str,
     ) -> Result<agent_mandate::protocols::mpp::PaidResponse, ClientError> {
-        self.client()
-            .with_bound_realm(url, REALM)
-            .send(
-                agent_mandate::adapters::http::client_builder()
-                    .unwrap()
-                    .build()
-                    .unwrap()
-                    .get(url)
-                    .build()
-                    .unwrap(),
-            )
-            .await
+        send_with(self.client().with_bound_realm(url, REALM), url).await
     }
     async fn attempts(&self) -> usize {
         self.mem
@@ -411,19 +408,7 @@ async fn mpp_a_realm_the_host_bound_to_the_origin_is_paid_only_there() {
     let url = mpp_naive_seller(REALM).await;
     let other = mpp_naive_seller(REALM).await;
     let a = mpp_agent(REALM).await;
-    let r = a
-        .client()
-        .with_bound_realm(&other, REALM)
-        .send(
-            agent_mandate::adapters::http::client_builder()
-                .unwrap()
-                .build()
-                .unwrap()
-                .get(&url)
-                .build()
-                .unwrap(),
-        )
-        .await;
+    let r = send_with(a.client().with_bound_realm(&other, REALM), &url).await;
     assert!(
         matches!(&r, Err(ClientError::NoPayableChallenge { refused })
             if matches!(refused[..], [agent_mandate::protocols::OfferError::OriginMismatch { field: "realm", .. }])),

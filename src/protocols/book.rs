@@ -28,6 +28,61 @@ pub const DEFAULT_BOOK_CAPACITY: usize = 100_000;
 /// answers).
 pub(crate) const EVICTION_GRACE_MINUTES: i64 = 5;
 
+/// A public, bounded book of one protocol: the struct wrapping a [`Book`], its `Debug`,
+/// `Default`, and `new`, `with_capacity`, `capacity`, `len`, `is_empty`.
+macro_rules! bounded_book {
+    ($(#[$meta:meta])* $name:ident, $offer:ty, $grant:ty, $token:ty, $what:literal, $path:literal) => {
+        $(#[$meta])*
+        pub struct $name {
+            book: $crate::protocols::book::Book<$offer, $grant, $token>,
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, concat!(stringify!($name), "({} ", $what, ")"), self.book.len())
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name::new()
+            }
+        }
+
+        impl $name {
+            #[doc = concat!("An empty book of [`DEFAULT_BOOK_CAPACITY`](crate::protocols::DEFAULT_BOOK_CAPACITY) ", $what, ".")]
+            pub fn new() -> $name {
+                $name::with_capacity($crate::protocols::book::DEFAULT_BOOK_CAPACITY)
+            }
+
+            #[doc = concat!("An empty book of at most `capacity` ", $what, " (at least one).")]
+            ///
+            #[doc = concat!("```\nlet book = ", $path, "::with_capacity(1_000);\nassert_eq!(book.capacity(), 1_000);\nassert!(book.is_empty());\n```")]
+            pub fn with_capacity(capacity: usize) -> $name {
+                $name {
+                    book: $crate::protocols::book::Book::new(capacity),
+                }
+            }
+
+            #[doc = concat!("The most ", $what, " it remembers.")]
+            pub fn capacity(&self) -> usize {
+                self.book.capacity()
+            }
+
+            #[doc = concat!("How many ", $what, " it remembers now.")]
+            pub fn len(&self) -> usize {
+                self.book.len()
+            }
+
+            /// Whether it remembers none.
+            pub fn is_empty(&self) -> bool {
+                self.len() == 0
+            }
+        }
+    };
+}
+pub(crate) use bounded_book;
+
 /// A credential issued for a payment, known by a reference that reveals nothing of it.
 pub(crate) trait Issued: Clone {
     /// The reference.

@@ -26,7 +26,7 @@ use crate::ports::{
     VoidRequest,
 };
 use crate::protocols::asset::AssetRegistry;
-use crate::protocols::book::{authorize_with, refuse, Book, Issued, DEFAULT_BOOK_CAPACITY};
+use crate::protocols::book::{authorize_with, bounded_book, refuse, Issued};
 use crate::protocols::charge::{ChargeContext, ChargeOffer};
 use crate::protocols::error::OfferError;
 use crate::protocols::pay::execute_offer;
@@ -49,67 +49,25 @@ pub trait Payer: Send + Sync + fmt::Debug {
         -> Result<Credential, PayError>;
 }
 
-/// What the payer and its provider share about each challenge being paid: the challenge, its
-/// grant and cart snapshot (made once), and the tokens issued (by reference).
-///
-/// Bounded: at most [`GrantBook::capacity`] challenges ([`DEFAULT_BOOK_CAPACITY`] unless
-/// [`GrantBook::with_capacity`] says otherwise). A challenge is forgotten only once its grant
-/// has expired (plus five minutes); when the book is full of live ones a new challenge is
-/// refused with [`OfferError::Capacity`] and nothing is paid.
-pub struct GrantBook {
-    book: Book<Challenge, Grant, IssuedToken>,
-}
+bounded_book!(
+    /// What the payer and its provider share about each challenge being paid: the challenge, its
+    /// grant and cart snapshot (made once), and the tokens issued (by reference).
+    ///
+    /// Bounded: at most [`GrantBook::capacity`] challenges ([`DEFAULT_BOOK_CAPACITY`](crate::protocols::DEFAULT_BOOK_CAPACITY) unless
+    /// [`GrantBook::with_capacity`] says otherwise). A challenge is forgotten only once its grant
+    /// has expired (plus five minutes); when the book is full of live ones a new challenge is
+    /// refused with [`OfferError::Capacity`] and nothing is paid.
+    GrantBook,
+    Challenge,
+    Grant,
+    IssuedToken,
+    "challenges",
+    "agent_mandate::protocols::mpp::GrantBook"
+);
 
 impl Issued for IssuedToken {
     fn reference(&self) -> &str {
         &self.reference
-    }
-}
-
-impl fmt::Debug for GrantBook {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "GrantBook({} challenges)", self.book.len())
-    }
-}
-
-impl Default for GrantBook {
-    fn default() -> Self {
-        GrantBook::new()
-    }
-}
-
-impl GrantBook {
-    /// An empty book of [`DEFAULT_BOOK_CAPACITY`] challenges.
-    pub fn new() -> GrantBook {
-        GrantBook::with_capacity(DEFAULT_BOOK_CAPACITY)
-    }
-
-    /// An empty book of at most `capacity` challenges (at least one).
-    ///
-    /// ```
-    /// let book = agent_mandate::protocols::mpp::GrantBook::with_capacity(1_000);
-    /// assert_eq!(book.capacity(), 1_000);
-    /// assert!(book.is_empty());
-    /// ```
-    pub fn with_capacity(capacity: usize) -> GrantBook {
-        GrantBook {
-            book: Book::new(capacity),
-        }
-    }
-
-    /// The most challenges it remembers.
-    pub fn capacity(&self) -> usize {
-        self.book.capacity()
-    }
-
-    /// How many challenges it remembers now.
-    pub fn len(&self) -> usize {
-        self.book.len()
-    }
-
-    /// Whether it remembers none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -9,7 +9,6 @@
 //! cart snapshot derive from it, so paying the same requirement again (for the same call) is a
 //! replay of the engine command (one payment, the same payload), never a second signature.
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
@@ -25,7 +24,7 @@ use crate::ports::{
     VoidRequest,
 };
 use crate::protocols::asset::AssetRegistry;
-use crate::protocols::book::{authorize_with, refuse, Book, Issued, DEFAULT_BOOK_CAPACITY};
+use crate::protocols::book::{authorize_with, bounded_book, refuse, Issued};
 use crate::protocols::charge::{ChargeContext, ChargeOffer};
 use crate::protocols::error::OfferError;
 use crate::protocols::pay::{execute_offer, short, PayError, PayerIdentity};
@@ -33,67 +32,25 @@ use crate::protocols::pay::{execute_offer, short, PayError, PayerIdentity};
 /// The `payment-identifier` extension.
 pub const PAYMENT_IDENTIFIER: &str = "payment-identifier";
 
-/// What the payer and its provider share about each payment: the requirement, its grant and
-/// cart snapshot (made once), and the payloads signed (by reference).
-///
-/// Bounded: at most [`X402Book::capacity`] payments ([`DEFAULT_BOOK_CAPACITY`] unless
-/// [`X402Book::with_capacity`] says otherwise). A payment is forgotten only once its grant has
-/// expired (plus five minutes); when the book is full of live ones a new payment is refused
-/// with [`OfferError::Capacity`] and nothing is signed.
-pub struct X402Book {
-    book: Book<PaymentRequirements, X402Grant, SignedPayload>,
-}
+bounded_book!(
+    /// What the payer and its provider share about each payment: the requirement, its grant and
+    /// cart snapshot (made once), and the payloads signed (by reference).
+    ///
+    /// Bounded: at most [`X402Book::capacity`] payments ([`DEFAULT_BOOK_CAPACITY`](crate::protocols::DEFAULT_BOOK_CAPACITY) unless
+    /// [`X402Book::with_capacity`] says otherwise). A payment is forgotten only once its grant has
+    /// expired (plus five minutes); when the book is full of live ones a new payment is refused
+    /// with [`OfferError::Capacity`] and nothing is signed.
+    X402Book,
+    PaymentRequirements,
+    X402Grant,
+    SignedPayload,
+    "payments",
+    "agent_mandate::protocols::x402::X402Book"
+);
 
 impl Issued for SignedPayload {
     fn reference(&self) -> &str {
         &self.reference
-    }
-}
-
-impl fmt::Debug for X402Book {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "X402Book({} payments)", self.book.len())
-    }
-}
-
-impl Default for X402Book {
-    fn default() -> Self {
-        X402Book::new()
-    }
-}
-
-impl X402Book {
-    /// An empty book of [`DEFAULT_BOOK_CAPACITY`] payments.
-    pub fn new() -> X402Book {
-        X402Book::with_capacity(DEFAULT_BOOK_CAPACITY)
-    }
-
-    /// An empty book of at most `capacity` payments (at least one).
-    ///
-    /// ```
-    /// let book = agent_mandate::protocols::x402::X402Book::with_capacity(1_000);
-    /// assert_eq!(book.capacity(), 1_000);
-    /// assert!(book.is_empty());
-    /// ```
-    pub fn with_capacity(capacity: usize) -> X402Book {
-        X402Book {
-            book: Book::new(capacity),
-        }
-    }
-
-    /// The most payments it remembers.
-    pub fn capacity(&self) -> usize {
-        self.book.capacity()
-    }
-
-    /// How many payments it remembers now.
-    pub fn len(&self) -> usize {
-        self.book.len()
-    }
-
-    /// Whether it remembers none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
