@@ -1239,6 +1239,61 @@ async fn x402_a_settlement_for_another_network_or_amount_is_not_taken_as_the_rec
     );
 }
 
+/// A settlement naming another payer than the one that signed, or another amount with the
+/// right network, is no receipt either; the error keeps the settlement for a dispute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x402_a_settlement_for_another_payer_is_not_taken_as_the_receipt() {
+    let url = x402_seller(
+        None,
+        |_| {
+            let mut s = SettlementResponse::parse(&settlement(NETWORK, Some("10000"))).unwrap();
+            s.payer = Some(PAY_TO.into());
+            (
+                StatusCode::OK,
+                [("payment-response", s.to_header().unwrap())],
+                "premium",
+            )
+                .into_response()
+        },
+        String::new(),
+    )
+    .await;
+    let a = x402_agent(&host_of(&url)).await;
+    let r = a.get(&url).await;
+    assert!(
+        matches!(&r, Err(X402ClientError::SettlementMismatch { field: "payer", settlement, .. })
+            if settlement.payer.as_deref() == Some(PAY_TO)),
+        "{:?}",
+        r.map(|r| r.settlement)
+    );
+    let url = x402_seller(
+        None,
+        |_| {
+            (
+                StatusCode::OK,
+                [("payment-response", settlement(NETWORK, Some("10001")))],
+                "premium",
+            )
+                .into_response()
+        },
+        String::new(),
+    )
+    .await;
+    let a = x402_agent(&host_of(&url)).await;
+    let r = a.get(&url).await;
+    assert!(
+        matches!(
+            &r,
+            Err(X402ClientError::SettlementMismatch {
+                field: "amount",
+                ..
+            })
+        ),
+        "{:?}",
+        r.map(|r| r.settlement)
+    );
+}
+
 /// Guard: the paid retry answered by another 402 with another requirement is a refusal; one
 /// signature, nothing more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
