@@ -214,7 +214,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "stripe",
     ));
     let http = agent_mandate::adapters::http::client_builder()?.build()?;
-    let client = PaidClient::new(http.clone(), payer, agent_mem.clock.clone());
+    // The seller listens on 127.0.0.1 and calls itself api.example.com: the host binds that
+    // realm to its origin (otherwise a challenge must name the origin the request went to).
+    let client =
+        PaidClient::new(http.clone(), payer, agent_mem.clock.clone()).with_bound_realm(&url, REALM);
 
     // --- The agent loops on the paid call.
     let mut receipts = Vec::new();

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs CMD... with the official Python SDKs of the 402 protocols installed: PyPI's `pympp`
-# (Machine Payments Protocol) and `x402`, and the Standard Webhooks receiver library
-# `standardwebhooks` (the webhook sink's interop test), in a venv under
+# (Machine Payments Protocol) and `x402`, the Standard Webhooks receiver library
+# `standardwebhooks` (the webhook sink's interop test), and `eth-account` (the EVM signer's
+# interop test: EIP-712 signatures checked byte for byte), in a venv under
 # ${XDG_CACHE_HOME:-$HOME/.cache}/agent-mandate/, and MPP_SDK_PYTHON set to its python.
 #
 #   scripts/with-mpp-sdk.sh cargo test --features mpp,x402 --test mpp_interop
@@ -18,6 +19,7 @@ fi
 PYMPP_VERSION="${PYMPP_VERSION:-0.16.0}"
 X402_VERSION="${X402_VERSION:-2.25.0}"
 STANDARDWEBHOOKS_VERSION="${STANDARDWEBHOOKS_VERSION:-1.1.0}"
+ETH_ACCOUNT_VERSION="${ETH_ACCOUNT_VERSION:-0.14.0}"
 venv="${MPP_SDK_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/agent-mandate/mpp-sdk-venv}"
 
 ensure_python() {
@@ -36,23 +38,24 @@ ensure_python() {
 
 installed() {
   [ -x "$venv/bin/python" ] && "$venv/bin/python" - "$PYMPP_VERSION" "$X402_VERSION" \
-    "$STANDARDWEBHOOKS_VERSION" >/dev/null 2>&1 <<'PY'
+    "$STANDARDWEBHOOKS_VERSION" "$ETH_ACCOUNT_VERSION" >/dev/null 2>&1 <<'PY'
 import sys
 from importlib.metadata import version
-wanted = tuple(sys.argv[1:4])
-sys.exit(0 if (version("pympp"), version("x402"), version("standardwebhooks")) == wanted else 1)
+wanted = tuple(sys.argv[1:5])
+got = (version("pympp"), version("x402"), version("standardwebhooks"), version("eth-account"))
+sys.exit(0 if got == wanted else 1)
 PY
 }
 
 ensure_python
 if ! installed; then
-  echo "with-mpp-sdk: installing pympp==$PYMPP_VERSION, x402==$X402_VERSION and standardwebhooks==$STANDARDWEBHOOKS_VERSION into $venv" >&2
+  echo "with-mpp-sdk: installing pympp==$PYMPP_VERSION, x402==$X402_VERSION, standardwebhooks==$STANDARDWEBHOOKS_VERSION and eth-account==$ETH_ACCOUNT_VERSION into $venv" >&2
   mkdir -p "$(dirname "$venv")"
   rm -rf "$venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
     "pympp==$PYMPP_VERSION" "x402==$X402_VERSION" \
-    "standardwebhooks==$STANDARDWEBHOOKS_VERSION" >&2
+    "standardwebhooks==$STANDARDWEBHOOKS_VERSION" "eth-account==$ETH_ACCOUNT_VERSION" >&2
 fi
 
 export MPP_SDK_PYTHON="$venv/bin/python"

@@ -192,6 +192,24 @@ async fn mpp_agent(merchant: &str) -> MppAgent {
     mpp_agent_with(merchant, None).await
 }
 
+/// `client` sends a GET of `url`.
+async fn send_with(
+    client: PaidClient,
+    url: &str,
+) -> Result<agent_mandate::protocols::mpp::PaidResponse, ClientError> {
+    client
+        .send(
+            agent_mandate::adapters::http::client_builder()
+                .unwrap()
+                .build()
+                .unwrap()
+                .get(url)
+                .build()
+                .unwrap(),
+        )
+        .await
+}
+
 impl MppAgent {
     fn client(&self) -> PaidClient {
         PaidClient::new(
@@ -207,17 +225,15 @@ impl MppAgent {
         &self,
         url: &str,
     ) -> Result<agent_mandate::protocols::mpp::PaidResponse, ClientError> {
-        self.client()
-            .send(
-                agent_mandate::adapters::http::client_builder()
-                    .unwrap()
-                    .build()
-                    .unwrap()
-                    .get(url)
-                    .build()
-                    .unwrap(),
-            )
-            .await
+        send_with(self.client(), url).await
+    }
+    /// As `get`, with the host binding `REALM` to the origin of `url` (a seller known by a
+    /// name other than its address: the challenge must name exactly that realm).
+    async fn get_bound(
+        &self,
+        url: &str,
+    ) -> Result<agent_mandate::protocols::mpp::PaidResponse, ClientError> {
+        send_with(self.client().with_bound_realm(url, REALM), url).await
     }
     async fn attempts(&self) -> usize {
         self.mem
@@ -300,7 +316,6 @@ async fn mpp_naive_seller(realm: &str) -> String {
 /// payment must be the origin the agent actually reached (or a realm the host has bound to
 /// that origin), so nothing is paid.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open: PaidClient/Challenge::offer take the merchant from the peer-asserted realm, not the requested origin"]
 async fn mpp_a_realm_naming_another_host_is_not_paid() {
     // The seller really is 127.0.0.1:port; it claims to be api.example.com.
     let url = mpp_naive_seller(REALM).await;
@@ -344,8 +359,9 @@ async fn mpp_a_realm_that_is_the_requested_host_is_paid() {
     assert_eq!(a.responder.grants().len(), 1);
 }
 
-/// Guard: after paying, the seller answers the retry with a redirect to another origin; the
-/// credential (`Authorization`) does not follow it there.
+/// After paying, the seller answers the retry with a redirect to another origin: the paid
+/// request follows no redirect, so the credential (`Authorization`) goes nowhere else (the
+/// other origin is not even asked), and the answer is a typed rejection, paid once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mpp_the_credential_does_not_follow_a_redirect_to_another_origin() {
     let (thief, seen) = thief().await;
@@ -371,13 +387,37 @@ async fn mpp_the_credential_does_not_follow_a_redirect_to_another_origin() {
         .with_state((issuer, thief));
     let url = format!("{}/v1/answer", serve(app).await);
     let a = mpp_agent(REALM).await;
-    let _ = a.get(&url).await;
+    let r = a.get_bound(&url).await;
+    assert!(
+        matches!(r, Err(ClientError::Redirected { status: 307 })),
+        "{r:?}"
+    );
+    assert_eq!(a.responder.grants().len(), 1, "the setup did not pay");
     let seen = seen.lock().unwrap().clone();
-    assert!(!seen.is_empty(), "the redirect was not followed at all");
     assert!(
         seen.iter().all(|h| !h.contains_key("authorization")),
         "the credential reached another origin"
     );
+    assert!(seen.is_empty(), "the paid request followed a redirect");
+}
+
+/// Guard of the realm binding: a realm the host bound to the origin is paid there; the same
+/// realm from an origin it is not bound to is not (nothing is issued).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mpp_a_realm_the_host_bound_to_the_origin_is_paid_only_there() {
+    let url = mpp_naive_seller(REALM).await;
+    let other = mpp_naive_seller(REALM).await;
+    let a = mpp_agent(REALM).await;
+    let r = send_with(a.client().with_bound_realm(&other, REALM), &url).await;
+    assert!(
+        matches!(&r, Err(ClientError::NoPayableChallenge { refused })
+            if matches!(refused[..], [agent_mandate::protocols::OfferError::OriginMismatch { field: "realm", .. }])),
+        "{r:?}"
+    );
+    assert!(a.responder.grants().is_empty());
+    let r = a.get_bound(&url).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(a.responder.grants().len(), 1);
 }
 
 /// Another origin that records the headers of every request it gets.
@@ -414,7 +454,7 @@ async fn mpp_a_retry_answered_by_another_402_is_paid_once() {
         .with_state(issuer);
     let url = format!("{}/v1/answer", serve(app).await);
     let a = mpp_agent(REALM).await;
-    let r = a.get(&url).await;
+    let r = a.get_bound(&url).await;
     assert!(
         matches!(r, Err(ClientError::Rejected { status: 402, .. })),
         "{r:?}"
@@ -559,7 +599,6 @@ async fn mpp_a_grant_for_a_challenge_without_expiry_lives_no_longer_than_its_sna
 /// `deadline()` (the engine's lease arithmetic, I13, counts on it) and report the outcome as
 /// unknown, not hold the command past its lease and then report success.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open: ResponderProvider::authorize does not bound the responder by its 10 s deadline (StripeSptResponder's default request timeout is 20 s)"]
 async fn mpp_a_token_issuer_slower_than_the_deadline_is_cut_off_at_the_deadline() {
     let a = mpp_agent_with(REALM, Some(std::time::Duration::from_secs(15))).await;
     let c = issuer_for(REALM)
@@ -713,7 +752,7 @@ async fn mpp_a_402_with_thousands_of_challenges_pays_nothing() {
         .with_state(issuer);
     let url = format!("{}/v1/answer", serve(app).await);
     let a = mpp_agent(REALM).await;
-    let r = a.get(&url).await;
+    let r = a.get_bound(&url).await;
     assert!(r.is_err(), "{r:?}");
     assert!(a.responder.grants().is_empty());
 }
@@ -811,7 +850,6 @@ async fn send(url: &str, auth: &str) -> reqwest::Response {
 /// charge intent: "Servers MUST NOT accept the same credential twice"; the card method: a
 /// replay gets the cached answer, the handler does not run again).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open: payment_gate runs the route again for a replayed credential (one charge, many servings)"]
 async fn seller_a_replayed_credential_is_served_once() {
     let s = shop().await;
     let cred = credential_for("50", "pm_card_visa");
@@ -1087,7 +1125,6 @@ async fn x402_seller(
 /// The x402 analogue of the realm test: a seller at one host whose `resource.url` names
 /// another (one the mandate allows). The merchant must be the origin the agent reached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open: PaymentRequired::offers takes the merchant from the peer-asserted resource.url, not the requested origin"]
 async fn x402_a_resource_url_naming_another_host_is_not_paid() {
     let url = x402_seller(
         Some("https://api.example.com/premium".into()),
@@ -1112,7 +1149,6 @@ async fn x402_a_resource_url_naming_another_host_is_not_paid() {
 /// authorization in `PAYMENT-SIGNATURE` must not follow it (reqwest strips `Authorization`
 /// on a cross-origin redirect, not this header).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open: X402Client sends PAYMENT-SIGNATURE with a client that follows redirects; a custom header is not stripped across origins"]
 async fn x402_the_payment_signature_does_not_follow_a_redirect_to_another_origin() {
     let (thief, seen) = thief().await;
     let url = x402_seller(
@@ -1176,7 +1212,6 @@ async fn x402_a_402_after_a_redirect_is_not_charged_to_the_host_first_asked() {
 /// The seller answers success with a `PAYMENT-RESPONSE` for another network and another
 /// amount than the requirement paid: that is not a receipt of this payment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open: X402Client does not check PAYMENT-RESPONSE's network and amount against the requirement paid"]
 async fn x402_a_settlement_for_another_network_or_amount_is_not_taken_as_the_receipt() {
     let url = x402_seller(
         None,
@@ -1200,6 +1235,61 @@ async fn x402_a_settlement_for_another_network_or_amount_is_not_taken_as_the_rec
     assert!(
         r.is_err(),
         "a settlement of 999999999 on eip155:1 was returned as the receipt of 10000 on {NETWORK}: {:?}",
+        r.map(|r| r.settlement)
+    );
+}
+
+/// A settlement naming another payer than the one that signed, or another amount with the
+/// right network, is no receipt either; the error keeps the settlement for a dispute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x402_a_settlement_for_another_payer_is_not_taken_as_the_receipt() {
+    let url = x402_seller(
+        None,
+        |_| {
+            let mut s = SettlementResponse::parse(&settlement(NETWORK, Some("10000"))).unwrap();
+            s.payer = Some(PAY_TO.into());
+            (
+                StatusCode::OK,
+                [("payment-response", s.to_header().unwrap())],
+                "premium",
+            )
+                .into_response()
+        },
+        String::new(),
+    )
+    .await;
+    let a = x402_agent(&host_of(&url)).await;
+    let r = a.get(&url).await;
+    assert!(
+        matches!(&r, Err(X402ClientError::SettlementMismatch { field: "payer", settlement, .. })
+            if settlement.payer.as_deref() == Some(PAY_TO)),
+        "{:?}",
+        r.map(|r| r.settlement)
+    );
+    let url = x402_seller(
+        None,
+        |_| {
+            (
+                StatusCode::OK,
+                [("payment-response", settlement(NETWORK, Some("10001")))],
+                "premium",
+            )
+                .into_response()
+        },
+        String::new(),
+    )
+    .await;
+    let a = x402_agent(&host_of(&url)).await;
+    let r = a.get(&url).await;
+    assert!(
+        matches!(
+            &r,
+            Err(X402ClientError::SettlementMismatch {
+                field: "amount",
+                ..
+            })
+        ),
+        "{:?}",
         r.map(|r| r.settlement)
     );
 }

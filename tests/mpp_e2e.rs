@@ -31,7 +31,7 @@ use agent_mandate::protocols::mpp::{
     ChargeTerms, ClientError, EnginePayer, EngineSettler, FixedTokenResponder, GrantBook,
     PaidClient, PayError, Payer, PayerIdentity, PaymentGate, ResponderProvider,
 };
-use agent_mandate::protocols::{AssetRegistry, ChargeContext};
+use agent_mandate::protocols::{AssetRegistry, ChargeContext, OfferError};
 use agent_mandate::testkit::FakePsp;
 
 use common::engine::{card, eur, key};
@@ -308,9 +308,20 @@ async fn a_challenge_paid_twice_is_one_payment_and_caps_refuse_before_any_token(
     .unwrap()
     .issue(&terms("10"), None, now)
     .unwrap();
+    // At its own origin (the realm names it): the mandate refuses the merchant.
     let offer = other
-        .offer(&["stripe"], &AssetRegistry::new(), URL, now)
+        .offer(
+            &["stripe"],
+            &AssetRegistry::new(),
+            "https://evil.example/v1/answer",
+            now,
+        )
         .unwrap();
+    // At this merchant's origin: a realm naming another host is not even an offer.
+    assert!(matches!(
+        other.offer(&["stripe"], &AssetRegistry::new(), URL, now),
+        Err(OfferError::OriginMismatch { field: "realm", .. })
+    ));
     assert!(matches!(
         a.payer.pay(&other, &offer).await,
         Err(PayError::Refused { ref codes, .. }) if codes.contains(&BlockerCode::MerchantMismatch)
@@ -401,7 +412,10 @@ async fn an_agent_pays_over_http_loops_and_is_stopped() {
         .unwrap()
         .build()
         .unwrap();
-    let client = PaidClient::new(http.clone(), a.payer.clone(), a.mem.clock.clone());
+    // The seller listens on 127.0.0.1 and calls itself api.example.com: the host binds that
+    // realm to its origin (a challenge must name the origin the request went to otherwise).
+    let client = PaidClient::new(http.clone(), a.payer.clone(), a.mem.clock.clone())
+        .with_bound_realm(&s.url, REALM);
 
     // Without payment: 402, a challenge, no-store, problem details.
     let plain = http.get(&s.url).send().await.unwrap();
@@ -524,9 +538,18 @@ async fn the_seller_refuses_reused_ids_other_prices_and_garbage() {
     assert_eq!(st, 200);
     assert!(ok.headers().contains_key("payment-receipt"));
     assert_eq!(ok.headers()["cache-control"], "private");
-    // The same credential again: a replay, served, no second charge.
+    // The same credential again: a replay. The charge intent says a server must not accept
+    // a credential twice, and the core scheme answers an already-used challenge with 402, a
+    // fresh challenge and `invalid-challenge`: not served again, and no second charge.
     let again = send(cred("pm_card_visa")).await;
-    assert_eq!(again.status().as_u16(), 200);
+    assert_eq!(again.status().as_u16(), 402);
+    assert!(again.headers().contains_key("www-authenticate"));
+    assert!(!again.headers().contains_key("payment-receipt"));
+    let p: serde_json::Value = serde_json::from_slice(&again.bytes().await.unwrap()).unwrap();
+    assert_eq!(
+        p["type"],
+        "https://paymentauth.org/problems/invalid-challenge"
+    );
     assert_eq!(
         s.psp.total_captured(agent_mandate::domain::Currency::EUR),
         50

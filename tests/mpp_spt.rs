@@ -828,7 +828,9 @@ async fn an_agent_pays_a_seller_with_a_shared_payment_token() {
             .unwrap(),
         a.payer.clone(),
         a.mem.clock.clone(),
-    );
+    )
+    // The seller listens on 127.0.0.1 and calls itself api.example.com: the host binds it.
+    .with_bound_realm(&seller_url, REALM);
     let r = client
         .send(
             agent_mandate::adapters::http::client_builder()

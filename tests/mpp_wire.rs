@@ -660,6 +660,19 @@ fn bad_input_table() {
         offer(&base(&[("realm", "api example com".into())], &[])),
         Err(OfferError::Invalid { field: "realm", .. })
     );
+    for (name, realm) in [
+        ("realm of another host", "evil.example"),
+        ("realm of a sub-domain", "pay.api.example.com"),
+        ("realm of another port", "api.example.com:8443"),
+        ("realm of another scheme", "http://api.example.com"),
+    ] {
+        row!(
+            rows,
+            name,
+            offer(&base(&[("realm", realm.into())], &[])),
+            Err(OfferError::OriginMismatch { field: "realm", .. })
+        );
+    }
     row!(
         rows,
         "recipient not a seller id",
@@ -1098,6 +1111,30 @@ fn bad_input_table() {
             ..
         })
     );
+    for (name, url) in [
+        (
+            "x402 resource url of another host",
+            "https://evil.example/premium",
+        ),
+        (
+            "x402 resource url of another port",
+            "https://api.example.com:8443/premium",
+        ),
+        (
+            "x402 resource url of another scheme",
+            "http://api.example.com/premium",
+        ),
+    ] {
+        row!(
+            rows,
+            name,
+            x402_offer(&X402_REQ.replace("https://api.example.com/premium", url)),
+            Err(OfferError::OriginMismatch {
+                field: "resource.url",
+                ..
+            })
+        );
+    }
     row!(
         rows,
         "x402 relative resource url",

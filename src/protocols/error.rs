@@ -182,6 +182,24 @@ pub enum OfferError {
         /// Why.
         reason: String,
     },
+    /// The offer names a merchant (an MPP `realm`, an x402 `resource.url`) that is not the
+    /// origin the request was sent to: a peer asserts it, so nothing is paid.
+    #[error("{field} {asserted:?} does not name the origin requested ({origin})")]
+    OriginMismatch {
+        /// The field (`realm`, `resource.url`).
+        field: &'static str,
+        /// What the peer asserted (at most 120 characters of it).
+        asserted: String,
+        /// The requested origin's authority.
+        origin: String,
+    },
+    /// The payer's book of payments is full of offers that have not expired: a new one is
+    /// refused (dropping a live one could let it be paid twice). Retry once some expire.
+    #[error("the book of 402 payments is full ({capacity} offers not yet expired)")]
+    Capacity {
+        /// The book's capacity.
+        capacity: usize,
+    },
     /// No offer of the answer is payable; the reason for each is kept in order.
     #[error("no payable offer among {}", refused.len())]
     NonePayable {

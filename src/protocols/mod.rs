@@ -20,10 +20,14 @@
 
 mod asset;
 mod b64;
+#[cfg(any(feature = "mpp", feature = "x402"))]
+mod book;
 mod charge;
 mod error;
 #[cfg(feature = "mpp")]
 pub mod mpp;
+#[cfg(any(feature = "mpp", feature = "x402"))]
+mod origin;
 mod pay;
 #[cfg(feature = "x402")]
 pub mod x402;
@@ -32,6 +36,8 @@ pub use asset::{
     asset_base_units, base_units, money_from_base_units, AssetRegistry, RegisteredAsset,
     MAX_ASSET_DECIMALS,
 };
+#[cfg(any(feature = "mpp", feature = "x402"))]
+pub use book::DEFAULT_BOOK_CAPACITY;
 pub use charge::{resource_sku, ChargeContext, ChargeOffer, Protocol, RESOURCE_SKU_PREFIX};
 pub use error::{OfferError, WireError};
 pub use pay::{PayError, PayerIdentity};

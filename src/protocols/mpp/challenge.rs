@@ -13,6 +13,7 @@ use crate::protocols::asset::{money_from_base_units, AssetRegistry};
 use crate::protocols::b64;
 use crate::protocols::charge::{ChargeOffer, Protocol};
 use crate::protocols::error::{clip, OfferError, WireError};
+use crate::protocols::origin::{mismatch, requested_origin};
 
 /// The longest challenge id read.
 pub const MAX_ID_LEN: usize = 256;
@@ -397,11 +398,28 @@ impl Challenge {
     /// ISO 4217 code, or an asset registered for the method) becomes money, `resource` the
     /// cart line. Refuses an unknown method or intent, an expired challenge, and an amount that
     /// does not fit the currency.
+    ///
+    /// `resource` is the URL the agent requested (after any redirect): the realm must name its
+    /// origin (`host`, `host:port`, or `scheme://host[:port]`; see [`OfferError::OriginMismatch`]),
+    /// and the merchant is that origin's authority, never a name the peer merely asserts.
     pub fn offer(
         &self,
         methods: &[&str],
         assets: &AssetRegistry,
         resource: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ChargeOffer, OfferError> {
+        self.offer_bound(methods, assets, resource, None, now)
+    }
+
+    /// As [`Challenge::offer`], with the realm the host bound to the requested origin (when it
+    /// did): then the realm must be exactly that, and it is the merchant.
+    pub(crate) fn offer_bound(
+        &self,
+        methods: &[&str],
+        assets: &AssetRegistry,
+        resource: &str,
+        bound_realm: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<ChargeOffer, OfferError> {
         if !methods.contains(&self.method.as_str()) {
@@ -423,10 +441,19 @@ impl Challenge {
         let asset = assets.currency(&self.method, &charge.currency)?;
         let amount =
             money_from_base_units("amount", &charge.amount, asset.currency, asset.decimals)?;
-        let merchant_id = MerchantId::new(&self.realm).map_err(|e| OfferError::Invalid {
+        let realm_invalid = |e: crate::domain::ValidationError| OfferError::Invalid {
             field: "realm",
             reason: e.to_string(),
-        })?;
+        };
+        MerchantId::new(&self.realm).map_err(realm_invalid)?;
+        let origin = requested_origin(resource)?;
+        let merchant = match bound_realm {
+            Some(bound) if bound == self.realm => bound.to_owned(),
+            Some(_) => return Err(mismatch("realm", &self.realm, &origin)),
+            None if origin.is_named_by(&self.realm) => origin.authority(),
+            None => return Err(mismatch("realm", &self.realm, &origin)),
+        };
+        let merchant_id = MerchantId::new(&merchant).map_err(realm_invalid)?;
         let seller_id = match &charge.recipient {
             Some(r) => Some(SellerId::new(r).map_err(|e| OfferError::Invalid {
                 field: "recipient",

@@ -14,6 +14,7 @@ use super::digest::digest_matches;
 use super::payer::{PayError, Payer};
 use crate::ports::Clock;
 use crate::protocols::error::{OfferError, WireError};
+use crate::protocols::origin::{no_redirect_client, Origin};
 
 /// The `Payment-Receipt` header.
 pub const PAYMENT_RECEIPT: &str = "payment-receipt";
@@ -43,6 +44,17 @@ pub enum ClientError {
     /// The payer did not pay.
     #[error(transparent)]
     Pay(#[from] PayError),
+    /// The server answered the paid request with a redirect (3xx). The paid request is sent
+    /// without following redirects, so the credential went to the origin that asked for it
+    /// and nowhere else: paid, possibly, and not served.
+    #[error("the server redirected the paid request: status {status}")]
+    Redirected {
+        /// The status.
+        status: u16,
+    },
+    /// The client for the paid request (one that follows no redirect) cannot be built.
+    #[error("the client for the paid request cannot be built: {0}")]
+    Setup(String),
     /// The server refused the credential (a second 402 or another failure status): paid,
     /// possibly, and not served. `problem` is its problem details body, if any.
     #[error("the server refused the credential: status {status}")]
@@ -71,21 +83,68 @@ pub struct PaidResponse {
 
 /// A `reqwest` client that pays 402 `Payment` challenges through a [`Payer`].
 ///
-/// The seller's origin is the merchant the mandate is checked against: the challenge's realm
-/// is the merchant id, and the resource URL is the line of the cart snapshot.
+/// The seller's origin is the merchant the mandate is checked against: the origin the request
+/// was sent to (after any redirect of the unpaid request), whose name the challenge's realm
+/// must be (see [`Challenge::offer`]) unless the host bound another realm to that origin
+/// ([`PaidClient::with_bound_realm`]); the resource URL is the line of the cart snapshot.
+///
+/// The unpaid request goes through the caller's client; the paid one (with `Authorization`)
+/// through a client of this crate that follows no redirect: a 3xx answer to it is
+/// [`ClientError::Redirected`], and the credential never reaches another URL.
 #[derive(Debug, Clone)]
 pub struct PaidClient {
     http: reqwest::Client,
+    paid: Result<reqwest::Client, String>,
     payer: Arc<dyn Payer>,
     clock: Arc<dyn Clock>,
+    realms: Vec<(Option<Origin>, String)>,
 }
 
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
 impl PaidClient {
-    /// A client sending with `http`, paying through `payer`, reading time from `clock`.
+    /// A client sending the unpaid request with `http`, paying through `payer`, reading time
+    /// from `clock`; the paid request goes through a client that follows no redirect (built
+    /// here with [`client_builder`](crate::adapters::http::client_builder), 10 s to connect,
+    /// 60 s per request).
     pub fn new(http: reqwest::Client, payer: Arc<dyn Payer>, clock: Arc<dyn Clock>) -> PaidClient {
-        PaidClient { http, payer, clock }
+        PaidClient {
+            http,
+            paid: no_redirect_client(),
+            payer,
+            clock,
+            realms: Vec::new(),
+        }
+    }
+
+    /// The host (not the peer) binds `realm` to the origin of `origin_url` (scheme, host,
+    /// port): a challenge from that origin must then name exactly `realm`, which is the
+    /// merchant (a seller known by a name other than its host, e.g. behind a gateway). An
+    /// `origin_url` that is not an absolute URL binds nothing (the strict check applies).
+    ///
+    /// ```
+    /// # #[cfg(feature = "testkit")] {
+    /// # use std::sync::Arc;
+    /// # use agent_mandate::protocols::mpp::{PaidClient, Payer};
+    /// # fn f(payer: Arc<dyn Payer>, clock: Arc<dyn agent_mandate::ports::Clock>) {
+    /// let http = agent_mandate::adapters::http::client_builder().unwrap().build().unwrap();
+    /// let client = PaidClient::new(http, payer, clock)
+    ///     .with_bound_realm("http://127.0.0.1:8080", "api.example.com");
+    /// # drop(client); }
+    /// # }
+    /// ```
+    pub fn with_bound_realm(mut self, origin_url: &str, realm: &str) -> PaidClient {
+        self.realms
+            .push((Origin::of_url(origin_url), realm.to_owned()));
+        self
+    }
+
+    fn bound_realm(&self, url: &str) -> Option<&str> {
+        let origin = Origin::of_url(url)?;
+        self.realms
+            .iter()
+            .find(|(o, _)| o.as_ref() == Some(&origin))
+            .map(|(_, r)| r.as_str())
     }
 
     /// Sends `request`; on a 402 with payable challenges, pays the first one the payer can
@@ -93,6 +152,7 @@ impl PaidClient {
     /// credential.
     pub async fn send(&self, request: reqwest::Request) -> Result<PaidResponse, ClientError> {
         let retry = request.try_clone().ok_or(ClientError::BodyNotReplayable)?;
+        let paid = self.paid.clone().map_err(ClientError::Setup)?;
         let body: Vec<u8> = request
             .body()
             .and_then(|b| b.as_bytes())
@@ -122,7 +182,13 @@ impl PaidClient {
         for c in parsed {
             match c {
                 Err(e) => refused.push(OfferError::Wire(e)),
-                Ok(c) => match c.offer(&methods, self.payer.assets(), &url, now) {
+                Ok(c) => match c.offer_bound(
+                    &methods,
+                    self.payer.assets(),
+                    &url,
+                    self.bound_realm(&url),
+                    now,
+                ) {
                     Ok(offer) => {
                         chosen = Some((c, offer));
                         break;
@@ -147,7 +213,12 @@ impl PaidClient {
                 reason: "not a header value",
             })?;
         retry.headers_mut().insert(AUTHORIZATION, value);
-        let second = self.http.execute(retry).await.map_err(http)?;
+        let second = paid.execute(retry).await.map_err(http)?;
+        if second.status().is_redirection() {
+            return Err(ClientError::Redirected {
+                status: second.status().as_u16(),
+            });
+        }
         if !second.status().is_success() {
             let status = second.status().as_u16();
             let problem = second

@@ -19,15 +19,14 @@ use sha2::{Digest as _, Sha256};
 use super::challenge::Challenge;
 use super::credential::{Credential, Payload};
 use super::respond::{ChallengeResponder, Grant, IssuedToken, ResponderError};
-use crate::domain::{
-    CartSnapshot, IdempotencyKey, Money, ProviderRef, ProviderReport, ProviderStatus, SnapshotId,
-};
+use crate::domain::{IdempotencyKey, ProviderReport};
 use crate::engine::Engine;
 use crate::ports::{
     AuthorizeRequest, CaptureRequest, Lookup, PaymentProvider, ProviderError, RefundRequest,
     VoidRequest,
 };
 use crate::protocols::asset::AssetRegistry;
+use crate::protocols::book::{authorize_with, bounded_book, refuse, Issued};
 use crate::protocols::charge::{ChargeContext, ChargeOffer};
 use crate::protocols::error::OfferError;
 use crate::protocols::pay::execute_offer;
@@ -50,79 +49,25 @@ pub trait Payer: Send + Sync + fmt::Debug {
         -> Result<Credential, PayError>;
 }
 
-/// What the payer and its provider share about each challenge being paid: the challenge, its
-/// grant and cart snapshot (made once), and the tokens issued (by reference).
-#[derive(Default)]
-pub struct GrantBook {
-    inner: Mutex<Book>,
-}
+bounded_book!(
+    /// What the payer and its provider share about each challenge being paid: the challenge, its
+    /// grant and cart snapshot (made once), and the tokens issued (by reference).
+    ///
+    /// Bounded: at most [`GrantBook::capacity`] challenges ([`DEFAULT_BOOK_CAPACITY`](crate::protocols::DEFAULT_BOOK_CAPACITY) unless
+    /// [`GrantBook::with_capacity`] says otherwise). A challenge is forgotten only once its grant
+    /// has expired (plus five minutes); when the book is full of live ones a new challenge is
+    /// refused with [`OfferError::Capacity`] and nothing is paid.
+    GrantBook,
+    Challenge,
+    Grant,
+    IssuedToken,
+    "challenges",
+    "agent_mandate::protocols::mpp::GrantBook"
+);
 
-#[derive(Default)]
-struct Book {
-    by_challenge: HashMap<String, (Challenge, Grant, CartSnapshot)>,
-    by_snapshot: HashMap<SnapshotId, String>,
-    tokens: HashMap<String, (IssuedToken, Money)>,
-    by_key: HashMap<String, String>,
-}
-
-impl fmt::Debug for GrantBook {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.lock().by_challenge.len();
-        write!(f, "GrantBook({n} challenges)")
-    }
-}
-
-/// The most challenges a book remembers (the oldest half is dropped past it).
-const MAX_BOOK: usize = 100_000;
-
-impl GrantBook {
-    /// An empty book.
-    pub fn new() -> GrantBook {
-        GrantBook::default()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Book> {
-        // A poisoned lock only means another thread panicked while holding it; the maps stay
-        // consistent (every update is a single insert).
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn entry(
-        &self,
-        challenge: &Challenge,
-        make: impl FnOnce() -> Result<(Grant, CartSnapshot), OfferError>,
-    ) -> Result<(Grant, CartSnapshot), OfferError> {
-        let key = book_key(challenge);
-        if let Some((_, g, s)) = self.lock().by_challenge.get(&key) {
-            return Ok((g.clone(), s.clone()));
-        }
-        let (grant, snapshot) = make()?;
-        let mut b = self.lock();
-        if b.by_challenge.len() >= MAX_BOOK {
-            b.by_challenge.clear();
-            b.by_snapshot.clear();
-        }
-        let entry =
-            b.by_challenge
-                .entry(key.clone())
-                .or_insert((challenge.clone(), grant, snapshot));
-        let out = (entry.1.clone(), entry.2.clone());
-        b.by_snapshot.insert(out.1.id(), key);
-        Ok(out)
-    }
-
-    fn for_snapshot(&self, id: &SnapshotId) -> Option<(Challenge, Grant)> {
-        let b = self.lock();
-        let key = b.by_snapshot.get(id)?;
-        b.by_challenge
-            .get(key)
-            .map(|(c, g, _)| (c.clone(), g.clone()))
-    }
-
-    fn token(&self, reference: &str) -> Option<IssuedToken> {
-        self.lock().tokens.get(reference).map(|(t, _)| t.clone())
+impl Issued for IssuedToken {
+    fn reference(&self) -> &str {
+        &self.reference
     }
 }
 
@@ -131,9 +76,11 @@ fn book_key(c: &Challenge) -> String {
 }
 
 /// The engine's payment provider on the agent's side: an authorization issues the credential
-/// for the challenge of the snapshot (through the responder, within its grant), captured at
-/// once (the grant is spent authority). Capture, void and refund are refused: a token handed
-/// to a seller is not taken back here; a refund is the seller's.
+/// for the challenge of the snapshot (through the responder, within its grant, bounded by
+/// [`PaymentProvider::deadline`]: a responder slower than that is an ambiguous authorization,
+/// the hold stays and nothing is issued again), captured at once (the grant is spent
+/// authority). Capture, void and refund are refused: a token handed to a seller is not taken
+/// back here; a refund is the seller's.
 #[derive(Debug)]
 pub struct ResponderProvider {
     responder: Arc<dyn ChallengeResponder>,
@@ -147,21 +94,6 @@ impl ResponderProvider {
     }
 }
 
-fn report(reference: &str, amount: Money) -> Result<ProviderReport, ProviderError> {
-    Ok(ProviderReport {
-        reference: Some(
-            ProviderRef::new(reference).map_err(|e| ProviderError::Invalid {
-                message: e.to_string(),
-            })?,
-        ),
-        status: ProviderStatus::Captured,
-        authorized: amount,
-        captured: amount,
-        refunded: Money::zero(amount.currency()),
-        decline_code: None,
-    })
-}
-
 #[async_trait]
 impl PaymentProvider for ResponderProvider {
     fn deadline(&self) -> StdDuration {
@@ -169,75 +101,51 @@ impl PaymentProvider for ResponderProvider {
     }
 
     async fn authorize(&self, request: &AuthorizeRequest) -> Result<ProviderReport, ProviderError> {
-        let Some((challenge, grant)) = self.book.for_snapshot(&request.snapshot_id) else {
-            return Err(ProviderError::Invalid {
-                message: "no challenge grant for this snapshot: nothing is issued without one"
-                    .into(),
-            });
+        let credential = request.credential.clone();
+        let issue = |challenge: Challenge, mut grant: Grant| async move {
+            grant.credential = Some(credential);
+            self.responder
+                .respond(&challenge, &grant)
+                .await
+                .map_err(|e| match e {
+                    ResponderError::Transient { reason } => ProviderError::Transient {
+                        message: reason,
+                        retry_after: None,
+                    },
+                    ResponderError::Ambiguous { reason } => {
+                        ProviderError::Ambiguous { message: reason }
+                    }
+                    other => ProviderError::Invalid {
+                        message: other.to_string(),
+                    },
+                })
         };
-        if request.amount != grant.max_amount {
-            return Err(ProviderError::Invalid {
-                message: "the amount differs from the challenge's grant".into(),
-            });
-        }
-        let mut grant = grant;
-        grant.credential = Some(request.credential.clone());
-        let token = self
-            .responder
-            .respond(&challenge, &grant)
-            .await
-            .map_err(|e| match e {
-                ResponderError::Transient { reason } => ProviderError::Transient {
-                    message: reason,
-                    retry_after: None,
-                },
-                ResponderError::Ambiguous { reason } => {
-                    ProviderError::Ambiguous { message: reason }
-                }
-                other => ProviderError::Invalid {
-                    message: other.to_string(),
-                },
-            })?;
-        {
-            let mut b = self.book.lock();
-            b.tokens
-                .insert(token.reference.clone(), (token.clone(), request.amount));
-            b.by_key
-                .insert(request.key.as_str().to_owned(), token.reference.clone());
-        }
-        report(&token.reference, request.amount)
+        let amount = |g: &Grant| g.max_amount;
+        authorize_with(
+            &self.book.book,
+            request,
+            self.deadline(),
+            "challenge grant",
+            amount,
+            issue,
+        )
+        .await
     }
 
     async fn capture(&self, _: &CaptureRequest) -> Result<ProviderReport, ProviderError> {
-        Err(ProviderError::Invalid {
-            message: "a challenge grant is captured when issued".into(),
-        })
+        refuse("a challenge grant is captured when issued")
     }
 
     async fn void(&self, _: &VoidRequest) -> Result<ProviderReport, ProviderError> {
-        Err(ProviderError::Invalid {
-            message: "a token handed to a seller cannot be voided here".into(),
-        })
+        refuse("a token handed to a seller cannot be voided here")
     }
 
     async fn refund(&self, _: &RefundRequest) -> Result<ProviderReport, ProviderError> {
-        Err(ProviderError::Invalid {
-            message: "refunds of a 402 payment are the seller's".into(),
-        })
+        refuse("refunds of a 402 payment are the seller's")
     }
 
     async fn lookup(&self, lookup: &Lookup) -> Result<Option<ProviderReport>, ProviderError> {
-        let b = self.book.lock();
-        let reference = match lookup {
-            Lookup::Reference(r) => Some(r.as_str().to_owned()),
-            Lookup::Key(k) | Lookup::KeySubmitted { key: k, .. } => {
-                b.by_key.get(k.as_str()).cloned()
-            }
-        };
-        match reference.and_then(|r| b.tokens.get(&r)) {
-            Some((token, amount)) => report(&token.reference, *amount).map(Some),
-            None => Ok(None),
-        }
+        self.book.book.lookup(lookup)
     }
 }
 
@@ -300,13 +208,18 @@ impl Payer for EnginePayer {
         offer: &ChargeOffer,
     ) -> Result<Credential, PayError> {
         let now = self.engine.ports().clock.now();
-        let (_, snapshot) = self.book.entry(challenge, || {
-            let snapshot = offer.cart(&self.context, now)?;
-            // No token outlives the payment's snapshot: a challenge without `expires` must
-            // not get a token valid until the mandate expires.
-            let until = self.who.mandate_expires.min(snapshot.expires_at());
-            Ok((Grant::for_offer(challenge, offer, until), snapshot))
-        })?;
+        let (_, snapshot) = self
+            .book
+            .book
+            .entry(&book_key(challenge), challenge, now, || {
+                let snapshot = offer.cart(&self.context, now)?;
+                // No token outlives the payment's snapshot: a challenge without `expires` must
+                // not get a token valid until the mandate expires.
+                let until = self.who.mandate_expires.min(snapshot.expires_at());
+                let grant = Grant::for_offer(challenge, offer, until);
+                let expires = grant.expires_at;
+                Ok((grant, snapshot, expires))
+            })?;
         let attempt = execute_offer(
             &self.engine,
             &self.who,
@@ -319,7 +232,7 @@ impl Payer for EnginePayer {
         let token = attempt
             .provider_ref
             .as_ref()
-            .and_then(|r| self.book.token(r.as_str()))
+            .and_then(|r| self.book.book.issued(r.as_str()))
             .ok_or_else(|| PayError::NotPaid {
                 reason: "the issued token is not known to this process".into(),
             })?;

@@ -284,6 +284,13 @@ impl Settler for EngineSettler {
                     reason: format!("refused: {:?}", d.codes()),
                 })
             }
+            // The same credential again, after its payment completed: the charge intent says a
+            // server must not accept a credential twice and the core scheme answers an
+            // already-used challenge with `invalid-challenge`, so the resource is not served
+            // again (one charge, one serving). The engine replayed the command: no PSP call.
+            PaymentOutcome::Replayed { attempt } if attempt.status == AttemptStatus::Captured => {
+                return Err(VerifyError::Replayed.into())
+            }
             PaymentOutcome::Done { attempt, .. } | PaymentOutcome::Replayed { attempt } => attempt,
         };
         match (attempt.status, &attempt.provider_ref) {

@@ -12,7 +12,8 @@ use super::payer::X402Payer;
 use super::PAYMENT_SIGNATURE;
 use super::{PaymentRequired, SettlementResponse, PAYMENT_REQUIRED, PAYMENT_RESPONSE};
 use crate::ports::Clock;
-use crate::protocols::error::{OfferError, WireError};
+use crate::protocols::error::{clip, OfferError, WireError};
+use crate::protocols::origin::no_redirect_client;
 use crate::protocols::pay::PayError;
 
 /// Why an x402 paid request failed. Nothing was paid unless the variant says so.
@@ -40,6 +41,34 @@ pub enum X402ClientError {
     /// The payer did not pay.
     #[error(transparent)]
     Pay(#[from] PayError),
+    /// The server answered the paid request with a redirect (3xx). The paid request is sent
+    /// without following redirects, so `PAYMENT-SIGNATURE` went to the origin that asked for
+    /// it and nowhere else: signed, possibly settled, and not served.
+    #[error("the server redirected the paid request: status {status}")]
+    Redirected {
+        /// The status.
+        status: u16,
+    },
+    /// The client for the paid request (one that follows no redirect) cannot be built.
+    #[error("the client for the paid request cannot be built: {0}")]
+    Setup(String),
+    /// The server served the resource with a successful `PAYMENT-RESPONSE` that is not the
+    /// settlement of the requirement paid (another network, amount or payer): it is no
+    /// receipt of this payment. Signed, and possibly settled: the settlement and the payment's
+    /// identity are kept so the host can dispute.
+    #[error("PAYMENT-RESPONSE {field} is {got:?}, the requirement paid says {expected:?}")]
+    SettlementMismatch {
+        /// The member that differs (`network`, `amount`, `payer`).
+        field: &'static str,
+        /// What the requirement (or the signed authorization) says.
+        expected: String,
+        /// What the settlement says (at most 120 characters of it).
+        got: String,
+        /// The payment's identity.
+        payment_id: String,
+        /// The settlement as sent.
+        settlement: Box<SettlementResponse>,
+    },
     /// The server refused the payment (a second 402, or another failure status): signed,
     /// and not served. `settlement` is its `PAYMENT-RESPONSE`, if it sent a readable one.
     #[error("the server refused the payment: status {status}")]
@@ -68,11 +97,19 @@ pub struct X402Response {
 
 /// A `reqwest` client that pays x402 requirements through an [`X402Payer`].
 ///
-/// The resource URL's host is the merchant the mandate is checked against; the URL is the
-/// line of the cart snapshot.
+/// The origin the request was sent to (after any redirect of the unpaid request) is the
+/// merchant the mandate is checked against (a `resource.url` of another origin is refused);
+/// the URL is the line of the cart snapshot.
+///
+/// The unpaid request goes through the caller's client; the paid one (with
+/// `PAYMENT-SIGNATURE`, a bearer authorization that an HTTP client does not strip on a
+/// redirect) through a client of this crate that follows no redirect: a 3xx answer to it is
+/// [`X402ClientError::Redirected`]. A successful `PAYMENT-RESPONSE` must be the settlement of
+/// the requirement paid ([`X402ClientError::SettlementMismatch`] otherwise).
 #[derive(Debug, Clone)]
 pub struct X402Client {
     http: reqwest::Client,
+    paid: Result<reqwest::Client, String>,
     payer: Arc<X402Payer>,
     clock: Arc<dyn Clock>,
 }
@@ -98,9 +135,17 @@ fn header(resp: &reqwest::Response, name: &'static str) -> Result<Option<String>
 }
 
 impl X402Client {
-    /// A client sending with `http`, paying through `payer`, reading time from `clock`.
+    /// A client sending the unpaid request with `http`, paying through `payer`, reading time
+    /// from `clock`; the paid request goes through a client that follows no redirect (built
+    /// with [`client_builder`](crate::adapters::http::client_builder), 10 s to connect, 60 s
+    /// per request).
     pub fn new(http: reqwest::Client, payer: Arc<X402Payer>, clock: Arc<dyn Clock>) -> X402Client {
-        X402Client { http, payer, clock }
+        X402Client {
+            http,
+            paid: no_redirect_client(),
+            payer,
+            clock,
+        }
     }
 
     /// Sends `request`; on a 402 pays the first requirement (in the server's order) that the
@@ -121,6 +166,7 @@ impl X402Client {
         let retry = request
             .try_clone()
             .ok_or(X402ClientError::BodyNotReplayable)?;
+        let paid = self.paid.clone().map_err(X402ClientError::Setup)?;
         let first = self.http.execute(request).await.map_err(http)?;
         if first.status().as_u16() != 402 {
             return finish(first, None).await;
@@ -175,7 +221,12 @@ impl X402Client {
             },
         )?;
         retry.headers_mut().insert(name, value);
-        let second = self.http.execute(retry).await.map_err(http)?;
+        let second = paid.execute(retry).await.map_err(http)?;
+        if second.status().is_redirection() {
+            return Err(X402ClientError::Redirected {
+                status: second.status().as_u16(),
+            });
+        }
         let settlement = header(&second, PAYMENT_RESPONSE)
             .ok()
             .flatten()
@@ -186,8 +237,47 @@ impl X402Client {
                 settlement,
             });
         }
+        if let Some(s) = &settlement {
+            check_settlement(s, &accepted, &payload.payload).map_err(
+                |(field, expected, got)| X402ClientError::SettlementMismatch {
+                    field,
+                    expected,
+                    got: clip(&got, 120),
+                    payment_id: payment_id.clone(),
+                    settlement: Box::new(s.clone()),
+                },
+            )?;
+        }
         finish(second, Some(payment_id)).await
     }
+}
+
+/// A successful settlement is of the requirement paid: the same network, the same amount
+/// (when it says one), and the payer that signed (when both say one; EVM addresses compared
+/// without regard to case). The mismatch: the member, what was expected, what was said.
+fn check_settlement(
+    s: &SettlementResponse,
+    accepted: &super::PaymentRequirements,
+    payload: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), (&'static str, String, String)> {
+    if s.network != accepted.network {
+        return Err(("network", accepted.network.clone(), s.network.clone()));
+    }
+    if let Some(amount) = &s.amount {
+        if *amount != accepted.amount {
+            return Err(("amount", accepted.amount.clone(), amount.clone()));
+        }
+    }
+    let signer = payload
+        .get("authorization")
+        .and_then(|a| a.get("from"))
+        .and_then(serde_json::Value::as_str);
+    if let (Some(payer), Some(from)) = (&s.payer, signer) {
+        if !payer.eq_ignore_ascii_case(from) {
+            return Err(("payer", from.to_owned(), payer.clone()));
+        }
+    }
+    Ok(())
 }
 
 async fn finish(

@@ -41,6 +41,8 @@ use std::fmt;
 
 #[cfg(feature = "http")]
 mod client;
+#[cfg(feature = "x402-evm")]
+mod evm;
 #[cfg(feature = "http")]
 mod facilitator;
 #[cfg(all(feature = "http", feature = "axum"))]
@@ -52,6 +54,8 @@ mod signer;
 
 #[cfg(feature = "http")]
 pub use client::{X402Client, X402ClientError, X402Response};
+#[cfg(feature = "x402-evm")]
+pub use evm::{keccak256, recover_address, EvmExactSigner, EvmKey, TransferAuthorization};
 #[cfg(feature = "http")]
 pub use facilitator::{
     verify_payment, Facilitator, FacilitatorError, HttpFacilitator, PaymentCheckError,
@@ -73,6 +77,7 @@ use crate::protocols::asset::{money_from_base_units, AssetRegistry};
 use crate::protocols::b64;
 use crate::protocols::charge::{ChargeOffer, Protocol};
 use crate::protocols::error::{clip, OfferError, WireError};
+use crate::protocols::origin::{mismatch, requested_origin, Origin};
 
 /// The `PAYMENT-REQUIRED` header.
 pub const PAYMENT_REQUIRED: &str = "PAYMENT-REQUIRED";
@@ -269,29 +274,36 @@ impl PaymentRequired {
 
     /// Each requirement in mandate terms (see [`PaymentRequirements::offer`]); the resource is
     /// the answer's `resource.url`, or `requested_url` when it has none.
+    ///
+    /// `requested_url` is the URL the agent requested (after any redirect): the merchant is its
+    /// origin's authority. A `resource.url` of another origin (scheme, host, port) is a name the
+    /// peer merely asserts: every requirement is then refused with
+    /// [`OfferError::OriginMismatch`], and nothing is paid.
     pub fn offers(
         &self,
         assets: &AssetRegistry,
         requested_url: &str,
         now: DateTime<Utc>,
     ) -> Vec<Result<ChargeOffer, OfferError>> {
-        let (url, description) = match &self.resource {
-            Some(r) => (r.url.as_str(), r.description.clone()),
-            None => (requested_url, None),
-        };
+        let bound = requested_origin(requested_url).and_then(|origin| match &self.resource {
+            Some(r) => match Origin::of_url(&r.url) {
+                None => Err(OfferError::Invalid {
+                    field: "resource.url",
+                    reason: "not an absolute URL with a host".into(),
+                }),
+                Some(o) if o != origin => Err(mismatch("resource.url", &r.url, &origin)),
+                Some(_) => Ok((r.url.as_str(), r.description.clone())),
+            },
+            None => Ok((requested_url, None)),
+        });
         self.accepts
             .iter()
-            .map(|r| r.offer(assets, url, description.clone(), now))
+            .map(|r| match &bound {
+                Ok((url, description)) => r.offer(assets, url, description.clone(), now),
+                Err(e) => Err(e.clone()),
+            })
             .collect()
     }
-}
-
-/// The host of an absolute URL (`https://host[:port]/...`), without user information.
-pub(crate) fn url_host(url: &str) -> Option<&str> {
-    let rest = url.split_once("://").map(|(_, r)| r)?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let host = authority.rsplit('@').next()?;
-    (!host.is_empty()).then_some(host)
 }
 
 impl PaymentRequirements {
@@ -309,7 +321,7 @@ impl PaymentRequirements {
     }
 
     /// This requirement in mandate terms: scheme `exact` only; the asset an ISO 4217 code or a
-    /// registered asset of `network`; the amount in its atomic units; the resource URL's host
+    /// registered asset of `network`; the amount in its atomic units; the resource URL's origin
     /// is the merchant and `payTo` the seller; it expires `maxTimeoutSeconds` after `now`.
     pub fn offer(
         &self,
@@ -332,11 +344,11 @@ impl PaymentRequirements {
         }
         let asset = assets.currency(&self.network, &self.asset)?;
         let amount = money_from_base_units("amount", &self.amount, asset.currency, asset.decimals)?;
-        let host = url_host(resource).ok_or_else(|| OfferError::Invalid {
+        let origin = Origin::of_url(resource).ok_or_else(|| OfferError::Invalid {
             field: "resource.url",
             reason: "not an absolute URL with a host".into(),
         })?;
-        let merchant_id = MerchantId::new(host).map_err(|e| OfferError::Invalid {
+        let merchant_id = MerchantId::new(origin.authority()).map_err(|e| OfferError::Invalid {
             field: "resource.url",
             reason: e.to_string(),
         })?;
@@ -391,21 +403,5 @@ impl SettlementResponse {
     /// The header value.
     pub fn to_header(&self) -> Result<String, WireError> {
         encode(PAYMENT_RESPONSE, self)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hosts() {
-        assert_eq!(url_host("https://a.example/x?y"), Some("a.example"));
-        assert_eq!(
-            url_host("http://u:p@127.0.0.1:8080"),
-            Some("127.0.0.1:8080")
-        );
-        assert_eq!(url_host("/relative"), None);
-        assert_eq!(url_host("https:///x"), None);
     }
 }

@@ -9,9 +9,7 @@
 //! cart snapshot derive from it, so paying the same requirement again (for the same call) is a
 //! replay of the engine command (one payment, the same payload), never a second signature.
 
-use std::collections::HashMap;
-use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use async_trait::async_trait;
@@ -19,15 +17,14 @@ use sha2::{Digest as _, Sha256};
 
 use super::signer::{check_grant, SignedPayload, SignerError, X402Grant, X402Signer};
 use super::{PaymentPayload, PaymentRequired, PaymentRequirements};
-use crate::domain::{
-    CartSnapshot, IdempotencyKey, Money, ProviderRef, ProviderReport, ProviderStatus, SnapshotId,
-};
+use crate::domain::{IdempotencyKey, ProviderReport};
 use crate::engine::Engine;
 use crate::ports::{
     AuthorizeRequest, CaptureRequest, Clock, Lookup, PaymentProvider, ProviderError, RefundRequest,
     VoidRequest,
 };
 use crate::protocols::asset::AssetRegistry;
+use crate::protocols::book::{authorize_with, bounded_book, refuse, Issued};
 use crate::protocols::charge::{ChargeContext, ChargeOffer};
 use crate::protocols::error::OfferError;
 use crate::protocols::pay::{execute_offer, short, PayError, PayerIdentity};
@@ -35,87 +32,34 @@ use crate::protocols::pay::{execute_offer, short, PayError, PayerIdentity};
 /// The `payment-identifier` extension.
 pub const PAYMENT_IDENTIFIER: &str = "payment-identifier";
 
-/// What the payer and its provider share about each payment: the requirement, its grant and
-/// cart snapshot (made once), and the payloads signed (by reference).
-#[derive(Default)]
-pub struct X402Book {
-    inner: Mutex<Book>,
-}
+bounded_book!(
+    /// What the payer and its provider share about each payment: the requirement, its grant and
+    /// cart snapshot (made once), and the payloads signed (by reference).
+    ///
+    /// Bounded: at most [`X402Book::capacity`] payments ([`DEFAULT_BOOK_CAPACITY`](crate::protocols::DEFAULT_BOOK_CAPACITY) unless
+    /// [`X402Book::with_capacity`] says otherwise). A payment is forgotten only once its grant has
+    /// expired (plus five minutes); when the book is full of live ones a new payment is refused
+    /// with [`OfferError::Capacity`] and nothing is signed.
+    X402Book,
+    PaymentRequirements,
+    X402Grant,
+    SignedPayload,
+    "payments",
+    "agent_mandate::protocols::x402::X402Book"
+);
 
-#[derive(Default)]
-struct Book {
-    by_payment: HashMap<String, (PaymentRequirements, X402Grant, CartSnapshot)>,
-    by_snapshot: HashMap<SnapshotId, String>,
-    signed: HashMap<String, (SignedPayload, Money)>,
-    by_key: HashMap<String, String>,
-}
-
-impl fmt::Debug for X402Book {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "X402Book({} payments)", self.lock().by_payment.len())
-    }
-}
-
-/// The most payments a book remembers (all are dropped past it; the engine's idempotency
-/// records stay authoritative).
-const MAX_BOOK: usize = 100_000;
-
-impl X402Book {
-    /// An empty book.
-    pub fn new() -> X402Book {
-        X402Book::default()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Book> {
-        // A poisoned lock only means another thread panicked while holding it; every update
-        // is a single insert.
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn entry(
-        &self,
-        payment_id: &str,
-        accepted: &PaymentRequirements,
-        make: impl FnOnce() -> Result<(X402Grant, CartSnapshot), OfferError>,
-    ) -> Result<(X402Grant, CartSnapshot), OfferError> {
-        if let Some((_, g, s)) = self.lock().by_payment.get(payment_id) {
-            return Ok((g.clone(), s.clone()));
-        }
-        let (grant, snapshot) = make()?;
-        let mut b = self.lock();
-        if b.by_payment.len() >= MAX_BOOK {
-            b.by_payment.clear();
-            b.by_snapshot.clear();
-        }
-        let e = b.by_payment.entry(payment_id.to_owned()).or_insert((
-            accepted.clone(),
-            grant,
-            snapshot,
-        ));
-        let out = (e.1.clone(), e.2.clone());
-        b.by_snapshot.insert(out.1.id(), payment_id.to_owned());
-        Ok(out)
-    }
-
-    fn for_snapshot(&self, id: &SnapshotId) -> Option<(PaymentRequirements, X402Grant)> {
-        let b = self.lock();
-        let key = b.by_snapshot.get(id)?;
-        b.by_payment
-            .get(key)
-            .map(|(r, g, _)| (r.clone(), g.clone()))
-    }
-
-    fn signed(&self, reference: &str) -> Option<SignedPayload> {
-        self.lock().signed.get(reference).map(|(s, _)| s.clone())
+impl Issued for SignedPayload {
+    fn reference(&self) -> &str {
+        &self.reference
     }
 }
 
 /// The engine's payment provider on the agent's x402 side: an authorization signs the
 /// requirement of the snapshot (through the signer, within its grant, checked again against
-/// the clock), captured at once. Capture, void and refund are refused: a signed authorization
-/// handed to a seller is not taken back here.
+/// the clock, bounded by [`PaymentProvider::deadline`]: a signer slower than that is an
+/// ambiguous authorization, the hold stays and nothing is signed again), captured at once.
+/// Capture, void and refund are refused: a signed authorization handed to a seller is not
+/// taken back here.
 #[derive(Debug)]
 pub struct SignerProvider {
     signer: Arc<dyn X402Signer>,
@@ -138,21 +82,6 @@ impl SignerProvider {
     }
 }
 
-fn report(reference: &str, amount: Money) -> Result<ProviderReport, ProviderError> {
-    Ok(ProviderReport {
-        reference: Some(
-            ProviderRef::new(reference).map_err(|e| ProviderError::Invalid {
-                message: e.to_string(),
-            })?,
-        ),
-        status: ProviderStatus::Captured,
-        authorized: amount,
-        captured: amount,
-        refunded: Money::zero(amount.currency()),
-        decline_code: None,
-    })
-}
-
 #[async_trait]
 impl PaymentProvider for SignerProvider {
     fn deadline(&self) -> StdDuration {
@@ -160,71 +89,48 @@ impl PaymentProvider for SignerProvider {
     }
 
     async fn authorize(&self, request: &AuthorizeRequest) -> Result<ProviderReport, ProviderError> {
-        let Some((accepted, grant)) = self.book.for_snapshot(&request.snapshot_id) else {
-            return Err(ProviderError::Invalid {
-                message: "no x402 grant for this snapshot: nothing is signed without one".into(),
-            });
-        };
-        if request.amount != grant.money {
-            return Err(ProviderError::Invalid {
-                message: "the amount differs from the requirement's grant".into(),
-            });
-        }
         let invalid = |e: SignerError| ProviderError::Invalid {
             message: e.to_string(),
         };
-        check_grant(&accepted, &grant, self.clock.now()).map_err(invalid)?;
-        let signed = self
-            .signer
-            .sign(&accepted, &grant)
-            .await
-            .map_err(|e| match e {
-                SignerError::Transient { reason } => ProviderError::Transient {
-                    message: reason,
-                    retry_after: None,
-                },
-                other => invalid(other),
-            })?;
-        {
-            let mut b = self.book.lock();
-            b.signed
-                .insert(signed.reference.clone(), (signed.clone(), request.amount));
-            b.by_key
-                .insert(request.key.as_str().to_owned(), signed.reference.clone());
-        }
-        report(&signed.reference, request.amount)
+        let issue = |accepted: PaymentRequirements, grant: X402Grant| async move {
+            check_grant(&accepted, &grant, self.clock.now()).map_err(invalid)?;
+            self.signer
+                .sign(&accepted, &grant)
+                .await
+                .map_err(|e| match e {
+                    SignerError::Transient { reason } => ProviderError::Transient {
+                        message: reason,
+                        retry_after: None,
+                    },
+                    other => invalid(other),
+                })
+        };
+        let amount = |g: &X402Grant| g.money;
+        authorize_with(
+            &self.book.book,
+            request,
+            self.deadline(),
+            "x402 grant",
+            amount,
+            issue,
+        )
+        .await
     }
 
     async fn capture(&self, _: &CaptureRequest) -> Result<ProviderReport, ProviderError> {
-        Err(ProviderError::Invalid {
-            message: "an x402 authorization is captured when signed".into(),
-        })
+        refuse("an x402 authorization is captured when signed")
     }
 
     async fn void(&self, _: &VoidRequest) -> Result<ProviderReport, ProviderError> {
-        Err(ProviderError::Invalid {
-            message: "a signed authorization handed to a seller cannot be voided here".into(),
-        })
+        refuse("a signed authorization handed to a seller cannot be voided here")
     }
 
     async fn refund(&self, _: &RefundRequest) -> Result<ProviderReport, ProviderError> {
-        Err(ProviderError::Invalid {
-            message: "refunds of an x402 payment are the seller's".into(),
-        })
+        refuse("refunds of an x402 payment are the seller's")
     }
 
     async fn lookup(&self, lookup: &Lookup) -> Result<Option<ProviderReport>, ProviderError> {
-        let b = self.book.lock();
-        let reference = match lookup {
-            Lookup::Reference(r) => Some(r.as_str().to_owned()),
-            Lookup::Key(k) | Lookup::KeySubmitted { key: k, .. } => {
-                b.by_key.get(k.as_str()).cloned()
-            }
-        };
-        match reference.and_then(|r| b.signed.get(&r)) {
-            Some((s, amount)) => report(&s.reference, *amount).map(Some),
-            None => Ok(None),
-        }
+        self.book.book.lookup(lookup)
     }
 }
 
@@ -306,12 +212,12 @@ impl X402Payer {
     ) -> Result<PaymentPayload, PayError> {
         let now = self.engine.ports().clock.now();
         let payment_id = X402Payer::payment_id(offer, call);
-        let (_, snapshot) = self.book.entry(&payment_id, accepted, || {
+        let (_, snapshot) = self.book.book.entry(&payment_id, accepted, now, || {
             let snapshot = offer.cart(&self.context, now)?;
-            Ok((
-                X402Grant::for_offer(&payment_id, accepted, offer, now, self.who.mandate_expires),
-                snapshot,
-            ))
+            let grant =
+                X402Grant::for_offer(&payment_id, accepted, offer, now, self.who.mandate_expires);
+            let expires = grant.valid_before;
+            Ok((grant, snapshot, expires))
         })?;
         let attempt = execute_offer(
             &self.engine,
@@ -325,7 +231,7 @@ impl X402Payer {
         let signed = attempt
             .provider_ref
             .as_ref()
-            .and_then(|r| self.book.signed(r.as_str()))
+            .and_then(|r| self.book.book.issued(r.as_str()))
             .ok_or_else(|| PayError::NotPaid {
                 reason: "the signed payload is not known to this process".into(),
             })?;
