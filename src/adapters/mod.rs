@@ -12,6 +12,8 @@
 //! [`crate::ports::SystemClock`] needs no feature.
 
 #[cfg(any(feature = "memory", feature = "sqlite", feature = "postgres"))]
+mod audit_index;
+#[cfg(any(feature = "memory", feature = "sqlite", feature = "postgres"))]
 mod hold_rules;
 #[cfg(feature = "http")]
 pub mod http;
