@@ -73,7 +73,7 @@ impl AuditSink for WholeTrail {
 
 fn filler(i: u64) -> AuditEvent {
     let attempt_id: AttemptId = format!("att_filler_{}", i / 4).parse().expect("id");
-    let kind = if i % 2 == 0 {
+    let kind = if i.is_multiple_of(2) {
         AuditKind::AttemptTransition {
             attempt_id,
             from: AttemptStatus::PendingProviderResponse,

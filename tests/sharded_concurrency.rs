@@ -256,13 +256,13 @@ async fn two_databases_never_overspend_and_keep_each_tree_on_its_shard() {
         mandates.push(m);
     }
     // Each root is on its shard, and on no other.
-    for r in 0..ROOTS {
+    for (r, &home) in placement.iter().enumerate() {
         let found = setup
             .locate(&root_id(r), |e| e.ports().store.as_ref())
             .await
             .expect("locate");
-        assert_eq!(found, Some(placement[r]), "root {r}");
-        let other = setup.shards()[1 - placement[r]].ports().store.clone();
+        assert_eq!(found, Some(home), "root {r}");
+        let other = setup.shards()[1 - home].ports().store.clone();
         assert!(other.mandate(&root_id(r)).await.expect("read").is_none());
     }
 
@@ -329,7 +329,7 @@ async fn two_databases_never_overspend_and_keep_each_tree_on_its_shard() {
         let before = distinct.insert(id.clone(), *root);
         assert!(before.is_none_or(|b| b == *root), "{id} under two roots");
     }
-    let mut psp_money = vec![0i64; ROOTS];
+    let mut psp_money = [0i64; ROOTS];
     for (id, &root) in &distinct {
         let home = setup.shards()[placement[root]].ports().store.clone();
         let away = setup.shards()[1 - placement[root]].ports().store.clone();

@@ -97,9 +97,9 @@ pub(crate) fn due(last: Option<&AuditCheckpoint>, head: u64) -> Option<(u64, u64
 pub(crate) fn seal(last: Option<&AuditCheckpoint>, links: &[Link]) -> Vec<AuditCheckpoint> {
     let mut out: Vec<AuditCheckpoint> = Vec::new();
     let mut prev_cp = last.copied();
-    let mut expected = last.map_or(1, |c| c.seq + 1);
     let mut prev_hash = last.map_or(AuditHash::GENESIS, |c| c.hash);
-    for &(seq, prev, hash) in links {
+    let first = last.map_or(1, |c| c.seq + 1);
+    for (expected, &(seq, prev, hash)) in (first..).zip(links) {
         if seq != expected || prev != prev_hash {
             break;
         }
@@ -108,7 +108,6 @@ pub(crate) fn seal(last: Option<&AuditCheckpoint>, links: &[Link]) -> Vec<AuditC
             out.push(c);
             prev_cp = Some(c);
         }
-        expected += 1;
         prev_hash = hash;
     }
     out
