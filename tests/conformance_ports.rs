@@ -786,3 +786,200 @@ async fn vault_backed_psp_refuses_unusable_credentials() {
         assert_eq!(r.status, status, "{secret}");
     }
 }
+
+// ------------------------------------------- audit segments and checkpoints (I9)
+
+mod segments {
+    use super::*;
+    use agent_mandate::domain::{AuditHash, AuditSubject, WindowFault, CHECKPOINT_INTERVAL};
+    use agent_mandate::testkit::audit_segment_conformance;
+
+    const K: u64 = CHECKPOINT_INTERVAL;
+
+    fn target() -> AttemptId {
+        AttemptId::new("att_target").unwrap()
+    }
+
+    /// `3K + 50` events; the target attempt's at `K + 10` and `K + 100` (second window).
+    async fn trail() -> MemoryAuditSink {
+        let sink = MemoryAuditSink::new();
+        let events: Vec<AuditEvent> = (1..=3 * K + 50)
+            .map(|i| {
+                if i == K + 10 || i == K + 100 {
+                    AuditEvent {
+                        at: t(2026, 6, 28),
+                        kind: AuditKind::OrderFailed {
+                            attempt_id: target(),
+                            reason: format!("target {i}"),
+                        },
+                    }
+                } else {
+                    event(u32::try_from(i).unwrap())
+                }
+            })
+            .collect();
+        sink.append_all(&events).await.unwrap();
+        assert_eq!(
+            sink.checkpoints().iter().map(|c| c.seq).collect::<Vec<_>>(),
+            vec![K, 2 * K, 3 * K]
+        );
+        sink
+    }
+
+    async fn fault(sink: &MemoryAuditSink) -> Option<WindowFault> {
+        sink.segment(&AuditSubject::Attempt(target()))
+            .await
+            .unwrap()
+            .fault
+    }
+
+    #[tokio::test]
+    async fn segment_suite_passes_on_memory_sink() {
+        let sink = MemoryAuditSink::new();
+        audit_segment_conformance(&sink).await;
+        audit_sink_conformance(&sink).await;
+        audit_segment_conformance(&sink).await;
+    }
+
+    #[tokio::test]
+    async fn segment_reads_only_the_window_around_the_attempt() {
+        let sink = trail().await;
+        let seg = sink
+            .segment(&AuditSubject::Attempt(target()))
+            .await
+            .unwrap();
+        assert_eq!(seg.fault, None);
+        assert_eq!(
+            seg.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![K + 10, K + 100]
+        );
+        assert_eq!(seg.verified, vec![(K + 1, 2 * K)]);
+    }
+
+    #[tokio::test]
+    async fn i9_an_edit_inside_the_attempts_window_is_named() {
+        // The attempt's own event, and another event of its window.
+        for seq in [K + 10, K + 50] {
+            let sink = trail().await;
+            assert!(sink.tamper_edit_body(seq, event(9999).to_body()));
+            let Some(WindowFault::Chain(b)) = fault(&sink).await else {
+                panic!("an edit at {seq} must be found")
+            };
+            assert_eq!((b.seq, b.fault), (seq, ChainFault::Edited));
+            assert!(sink.verify().await.is_err());
+        }
+    }
+
+    #[tokio::test]
+    async fn i9_a_dropped_event_of_the_window_is_named() {
+        let sink = trail().await;
+        assert!(sink.tamper_remove(K + 10));
+        let Some(WindowFault::Chain(b)) = fault(&sink).await else {
+            panic!("a dropped event must be found")
+        };
+        assert_eq!((b.seq, b.fault), (K + 11, ChainFault::Missing));
+    }
+
+    #[tokio::test]
+    async fn i9_a_rewrite_relinked_to_the_head_is_caught_by_the_next_checkpoint() {
+        let sink = trail().await;
+        assert!(sink.tamper_rewrite_from(K + 10, event(9999).to_body()));
+        // The events link again from end to end: only the checkpoints see the rewrite.
+        assert!(agent_mandate::ports::verify_events(&sink).await.is_ok());
+        assert_eq!(
+            fault(&sink).await,
+            Some(WindowFault::Checkpoint { seq: 2 * K })
+        );
+        assert!(matches!(
+            sink.verify().await,
+            Err(AuditError::Checkpoint { seq }) if seq == 2 * K
+        ));
+    }
+
+    #[tokio::test]
+    async fn i9_an_edited_checkpoint_is_named() {
+        for reseal in [false, true] {
+            let sink = trail().await;
+            let other = sink.events()[(K + 5) as usize].hash;
+            assert!(sink.tamper_checkpoint(2 * K, other, reseal));
+            assert_eq!(
+                fault(&sink).await,
+                Some(WindowFault::Checkpoint { seq: 2 * K }),
+                "reseal {reseal}"
+            );
+            assert!(matches!(
+                sink.verify().await,
+                Err(AuditError::Checkpoint { seq }) if seq == 2 * K
+            ));
+        }
+        // The lower checkpoint of the window, edited: the upper one no longer chains to it.
+        let sink = trail().await;
+        assert!(sink.tamper_checkpoint(K, AuditHash([3; 32]), true));
+        assert!(fault(&sink).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn i9_a_dropped_checkpoint_is_named() {
+        let sink = trail().await;
+        assert!(sink.tamper_remove_checkpoint(K));
+        assert_eq!(
+            fault(&sink).await,
+            Some(WindowFault::Checkpoint { seq: 2 * K })
+        );
+        assert!(matches!(
+            sink.verify().await,
+            Err(AuditError::Checkpoint { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_edit_outside_the_attempts_windows_is_left_to_the_full_verify() {
+        // The segment vouches for its windows only; `verify` still checks everything.
+        let sink = trail().await;
+        assert!(sink.tamper_edit_body(5, event(9999).to_body()));
+        assert_eq!(fault(&sink).await, None);
+        assert_eq!(broken(sink.verify().await), (5, 5, ChainFault::Edited));
+    }
+
+    #[tokio::test]
+    async fn the_provided_segment_reads_and_verifies_the_whole_trail() {
+        /// A sink that forwards everything but `segment` and `verify` (the provided bodies).
+        #[derive(Debug)]
+        struct Plain(MemoryAuditSink);
+        #[async_trait::async_trait]
+        impl AuditSink for Plain {
+            async fn append(
+                &self,
+                e: &AuditEvent,
+            ) -> Result<agent_mandate::ports::AuditReceipt, AuditError> {
+                self.0.append(e).await
+            }
+            async fn read(
+                &self,
+                from: u64,
+                limit: usize,
+            ) -> Result<Vec<agent_mandate::domain::ChainedEvent>, AuditError> {
+                self.0.read(from, limit).await
+            }
+            async fn head(&self) -> Result<Option<agent_mandate::ports::AuditReceipt>, AuditError> {
+                self.0.head().await
+            }
+        }
+        let plain = Plain(MemoryAuditSink::new());
+        audit_sink_conformance(&plain).await;
+        audit_segment_conformance(&plain).await;
+        let sink = Plain(trail().await);
+        let seg = sink
+            .segment(&AuditSubject::Attempt(target()))
+            .await
+            .unwrap();
+        assert_eq!(seg.verified, vec![(1, 3 * K + 50)]);
+        assert_eq!(seg.events.len(), 2);
+        assert!(sink.0.tamper_edit_body(5, "{}"));
+        let seg = sink
+            .segment(&AuditSubject::Attempt(target()))
+            .await
+            .unwrap();
+        assert!(matches!(seg.fault, Some(WindowFault::Chain(b)) if b.seq == 5));
+    }
+}

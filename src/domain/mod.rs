@@ -7,6 +7,7 @@ mod attempt;
 mod audit;
 mod canonical;
 mod checkout;
+mod checkpoint;
 mod confirmation;
 mod decision;
 mod delegation;
@@ -39,6 +40,10 @@ pub(crate) use canonical::parse_time;
 pub(crate) use canonical::write_json_value;
 pub use canonical::{json_fingerprint, ContentDigest, IntentHash, RequestDigest, SnapshotId};
 pub use checkout::{CheckoutState, UpstreamBlocker};
+pub use checkpoint::{
+    checkpoint_floor, checkpoint_seal, verify_checkpoints, verify_window, AuditCheckpoint,
+    AuditSubject, WindowFault, CHECKPOINT_INTERVAL,
+};
 pub use confirmation::{Confirmation, ConfirmationScope};
 pub use decision::{
     AuthorityDecision, Blocker, BlockerClass, BlockerCode, Cause, Evidence, Outcome,

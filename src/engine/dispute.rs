@@ -7,8 +7,8 @@ use super::error::EngineError;
 use super::observe;
 use super::Engine;
 use crate::domain::{
-    AttemptId, AuditKind, Blocker, CartSnapshot, ChainedEvent, Confirmation, Evidence, Money,
-    Order, Outcome, PaymentAction, PaymentAttempt, RequestDigest, SnapshotId,
+    AttemptId, AuditKind, AuditSubject, Blocker, CartSnapshot, ChainedEvent, Confirmation,
+    Evidence, Money, Order, Outcome, PaymentAction, PaymentAttempt, RequestDigest, SnapshotId,
 };
 
 /// The decision that allowed the attempt, as recorded in the audit trail.
@@ -80,8 +80,11 @@ pub struct DisputeEvidence {
 }
 
 impl Engine {
-    /// Builds the dispute package of an attempt, with a verdict on its consistency. Reads the
-    /// whole audit trail (verifying it) to collect the attempt's segment.
+    /// Builds the dispute package of an attempt, with a verdict on its consistency. Collects
+    /// the attempt's audit segment with [`crate::ports::AuditSink::segment`]: a sink that
+    /// indexes events and keeps checkpoints verifies only the windows around the attempt's
+    /// events (time independent of the trail's length); the provided body reads and verifies
+    /// the whole trail.
     pub async fn dispute_evidence(
         &self,
         attempt_id: &AttemptId,
@@ -101,48 +104,36 @@ impl Engine {
         let snapshot_id = attempt.request.snapshot_id;
         let snapshot = observe::store("snapshot", store.snapshot(&snapshot_id)).await?;
         let order = observe::store("order_for", store.order_for(attempt_id)).await?;
-        let verified = observe::audit("verify", self.ports.audit.verify()).await;
+        let subject = AuditSubject::Attempt(attempt_id.clone());
+        let found = observe::audit("segment", self.ports.audit.segment(&subject)).await?;
 
-        let mut segment = Vec::new();
         let mut decision = None;
-        let mut next = 1;
-        loop {
-            let page = observe::audit("read", self.ports.audit.read(next, 1024)).await?;
-            if page.is_empty() {
-                break;
-            }
-            next += page.len() as u64;
-            for e in page {
-                if !e.body.contains(attempt_id.as_str()) {
-                    continue;
-                }
-                if let Ok(event) = e.event() {
-                    if let AuditKind::Decision {
-                        command,
-                        outcome,
-                        blockers,
-                        evidence,
-                        request_digest,
-                        attempt_id: Some(a),
-                        action: PaymentAction::Authorize,
-                        ..
-                    } = event.kind
+        for e in &found.events {
+            if let Ok(event) = e.event() {
+                if let AuditKind::Decision {
+                    command,
+                    outcome,
+                    blockers,
+                    evidence,
+                    request_digest,
+                    attempt_id: Some(a),
+                    action: PaymentAction::Authorize,
+                    ..
+                } = event.kind
+                {
+                    if a == *attempt_id
+                        && command == "execute_payment"
+                        && outcome == Outcome::Allowed
                     {
-                        if a == *attempt_id
-                            && command == "execute_payment"
-                            && outcome == Outcome::Allowed
-                        {
-                            decision = Some(RecordedDecision {
-                                seq: e.seq,
-                                outcome,
-                                blockers,
-                                evidence,
-                                request_digest,
-                            });
-                        }
+                        decision = Some(RecordedDecision {
+                            seq: e.seq,
+                            outcome,
+                            blockers,
+                            evidence,
+                            request_digest,
+                        });
                     }
                 }
-                segment.push(e);
             }
         }
 
@@ -237,16 +228,13 @@ impl Engine {
                 confirmations.len()
             ),
         );
-        match &verified {
-            Ok(head) => check(
+        match &found.fault {
+            None => check(
                 "audit_chain",
                 true,
-                format!(
-                    "verified through event {}",
-                    head.map(|h| h.seq).unwrap_or(0)
-                ),
+                format!("verified events {}", ranges(&found.verified)),
             ),
-            Err(e) => check("audit_chain", false, e.to_string()),
+            Some(fault) => check("audit_chain", false, fault.to_string()),
         }
         if let Some(o) = &order {
             check(
@@ -272,9 +260,21 @@ impl Engine {
             decision,
             confirmations,
             order,
-            audit_segment: segment,
+            audit_segment: found.events,
             checks,
             verdict,
         })
     }
+}
+
+/// `1-256, 513-768` (or `none`).
+fn ranges(verified: &[(u64, u64)]) -> String {
+    if verified.is_empty() {
+        return "none".into();
+    }
+    verified
+        .iter()
+        .map(|(a, b)| format!("{a}-{b}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

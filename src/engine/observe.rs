@@ -623,7 +623,7 @@ impl Class for VaultError {
 impl Class for AuditError {
     fn class(&self) -> &'static str {
         match self {
-            AuditError::Broken(_) => "broken",
+            AuditError::Broken(_) | AuditError::Checkpoint { .. } => "broken",
             AuditError::Corrupt { .. } => "corrupt",
             AuditError::Unavailable { .. } => "unavailable",
             AuditError::Other(_) => "other",

@@ -5,7 +5,7 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{AuditEvent, AuditHash, ChainBreak, ChainedEvent};
+use crate::domain::{AuditEvent, AuditHash, AuditSubject, ChainBreak, ChainedEvent, WindowFault};
 
 /// Where an appended event landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,6 +16,40 @@ pub struct AuditReceipt {
     pub hash: AuditHash,
 }
 
+/// The events about one subject, with what was verified to vouch for them
+/// ([`AuditSink::segment`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuditSegment {
+    /// Every event that names the subject, in sequence order, exactly as stored.
+    pub events: Vec<ChainedEvent>,
+    /// The ranges of the trail verified, `(first, last)` inclusive, in order: each event of
+    /// `events` lies in one of them.
+    pub verified: Vec<(u64, u64)>,
+    /// The first fault found (`None`: every range verified).
+    pub fault: Option<WindowFault>,
+}
+
+impl AuditSegment {
+    /// A segment.
+    pub fn new(
+        events: Vec<ChainedEvent>,
+        verified: Vec<(u64, u64)>,
+        fault: Option<WindowFault>,
+    ) -> AuditSegment {
+        AuditSegment {
+            events,
+            verified,
+            fault,
+        }
+    }
+
+    /// Whether every range verified.
+    pub fn is_intact(&self) -> bool {
+        self.fault.is_none()
+    }
+}
+
 /// An audit sink failure.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -23,6 +57,12 @@ pub enum AuditError {
     /// Verification found a bad event (edited, dropped, reordered). Not retryable.
     #[error(transparent)]
     Broken(#[from] ChainBreak),
+    /// A checkpoint does not match the trail or the checkpoint before it. Not retryable.
+    #[error("audit checkpoint {seq} does not match the trail or the checkpoint before it")]
+    Checkpoint {
+        /// The checkpoint's sequence number.
+        seq: u64,
+    },
     /// A stored event cannot be read (names the sequence number). Not retryable.
     #[error("audit event {seq} is unreadable: {message}")]
     Corrupt {
@@ -71,22 +111,71 @@ pub trait AuditSink: Send + Sync + Debug {
     async fn head(&self) -> Result<Option<AuditReceipt>, AuditError>;
 
     /// Verifies the whole chain; returns the head, or [`AuditError::Broken`] naming the first
-    /// bad event.
+    /// bad event. A sink with checkpoints also checks every checkpoint against the trail
+    /// ([`AuditError::Checkpoint`]).
     async fn verify(&self) -> Result<Option<AuditReceipt>, AuditError> {
-        let mut prev = AuditHash::GENESIS;
+        verify_events(self).await
+    }
+
+    /// Every event about `subject`, verified. Provided: verifies the whole trail (as
+    /// [`AuditSink::verify`]) and reads it all, keeping the events that name the subject;
+    /// a sink that indexes events by subject and keeps checkpoints
+    /// ([`crate::domain::AuditCheckpoint`]) reads and verifies only the windows between the
+    /// checkpoints around the subject's events, in time independent of the trail's length.
+    ///
+    /// A fault found is reported in [`AuditSegment::fault`] (with the events still
+    /// returned); an unreachable or unreadable sink is an error.
+    async fn segment(&self, subject: &AuditSubject) -> Result<AuditSegment, AuditError> {
+        let fault = match self.verify().await {
+            Ok(_) => None,
+            Err(AuditError::Broken(b)) => Some(WindowFault::Chain(b)),
+            Err(AuditError::Checkpoint { seq }) => Some(WindowFault::Checkpoint { seq }),
+            Err(e) => return Err(e),
+        };
+        let mut events = Vec::new();
         let mut next = 1;
-        let mut head = None;
         loop {
             let page = self.read(next, 1024).await?;
-            if page.is_empty() {
-                return Ok(head);
-            }
-            prev = crate::domain::verify_chain(&page, next, prev)?;
-            next += page.len() as u64;
-            head = Some(AuditReceipt {
-                seq: next - 1,
-                hash: prev,
-            });
+            let Some(last) = page.last() else { break };
+            next = last.seq.saturating_add(1);
+            events.extend(page.into_iter().filter(|e| subject.named_by(e)));
+        }
+        let verified = if next > 1 {
+            vec![(1, next - 1)]
+        } else {
+            Vec::new()
+        };
+        Ok(AuditSegment::new(events, verified, fault))
+    }
+}
+
+/// The chain check of [`AuditSink::verify`]'s provided body: reads every event in pages and
+/// recomputes every link. Sinks that override `verify` call it for the events.
+pub async fn verify_events<S: AuditSink + ?Sized>(
+    sink: &S,
+) -> Result<Option<AuditReceipt>, AuditError> {
+    let mut prev = AuditHash::GENESIS;
+    let mut next = 1;
+    let mut head = None;
+    loop {
+        let page = sink.read(next, 1024).await?;
+        if page.is_empty() {
+            return Ok(head);
+        }
+        prev = crate::domain::verify_chain(&page, next, prev)?;
+        next += page.len() as u64;
+        head = Some(AuditReceipt {
+            seq: next - 1,
+            hash: prev,
+        });
+    }
+}
+
+impl From<WindowFault> for AuditError {
+    fn from(f: WindowFault) -> AuditError {
+        match f {
+            WindowFault::Chain(b) => AuditError::Broken(b),
+            WindowFault::Checkpoint { seq } => AuditError::Checkpoint { seq },
         }
     }
 }

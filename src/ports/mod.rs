@@ -23,7 +23,7 @@ mod vault;
 use std::fmt;
 use std::sync::Arc;
 
-pub use audit::{AuditError, AuditReceipt, AuditSink};
+pub use audit::{verify_events, AuditError, AuditReceipt, AuditSegment, AuditSink};
 pub use clock::{Clock, SystemClock};
 pub use payment::{InputsQuery, OpenPayment, Opened, PaymentInputs};
 pub use provider::{

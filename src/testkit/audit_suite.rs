@@ -3,10 +3,10 @@
 use chrono::{DateTime, Duration, Utc};
 
 use crate::domain::{
-    AttemptId, AuditEvent, AuditHash, AuditKind, ChainedEvent, Currency, HoldAction, MandateId,
-    Money,
+    ActorId, AttemptId, AuditEvent, AuditHash, AuditKind, AuditSubject, ChainedEvent, Currency,
+    HoldAction, MandateId, Money, CHECKPOINT_INTERVAL,
 };
-use crate::ports::{AuditReceipt, AuditSink};
+use crate::ports::{AuditReceipt, AuditSegment, AuditSink};
 
 /// Runs every audit sink check; panics naming the first broken rule.
 ///
@@ -150,6 +150,118 @@ pub async fn audit_sink_conformance(sink: &dyn AuditSink) {
         .await
         .unwrap_or_else(|err| panic!("audit rule verify: an untouched chain verifies: {err:?}"));
     assert_eq!(verified, want_last, "audit rule verify: returns the head");
+
+    // segment: exactly the events naming the subject (not a longer id that starts the same).
+    let one = AttemptId::new(format!("audit-suite-{}", base + 1))
+        .unwrap_or_else(|e| panic!("audit rule fixture: {e}"));
+    let seg = segment(sink, &AuditSubject::Attempt(one)).await;
+    assert_eq!(
+        seg.events,
+        expected[..1].to_vec(),
+        "audit rule segment: the events about the attempt, as stored"
+    );
+    let root = MandateId::new("mandate_root").unwrap_or_else(|e| panic!("audit rule fixture: {e}"));
+    let seg = segment(sink, &AuditSubject::Mandate(root.clone())).await;
+    let holds: Vec<ChainedEvent> = expected.iter().step_by(2).cloned().collect();
+    assert!(
+        holds.iter().all(|h| seg.events.contains(h)),
+        "audit rule segment: every hold naming the mandate"
+    );
+    assert!(
+        seg.events
+            .iter()
+            .all(|e| AuditSubject::Mandate(root.clone()).named_by(e)),
+        "audit rule segment: only events naming the mandate"
+    );
+    let nobody = AttemptId::new("audit-suite-nobody").unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        segment(sink, &AuditSubject::Attempt(nobody))
+            .await
+            .events
+            .is_empty(),
+        "audit rule segment: nothing about an attempt never named"
+    );
+}
+
+/// The segment checks across checkpoints: appends two checkpoint intervals and a little
+/// more of events about no attempt, with three events about one attempt spread among them
+/// (in the first window, the second, and after the last checkpoint), and checks that
+/// [`AuditSink::segment`] returns exactly those three, intact, each inside a verified range,
+/// and that `verify` still verifies everything. Appends `2 * CHECKPOINT_INTERVAL + 40`
+/// events.
+pub async fn audit_segment_conformance(sink: &dyn AuditSink) {
+    let start = sink
+        .head()
+        .await
+        .unwrap_or_else(|e| panic!("audit rule head: {e:?}"))
+        .map_or(0, |r| r.seq);
+    let t0 = DateTime::<Utc>::UNIX_EPOCH + Duration::days(20_001);
+    let target = AttemptId::new(format!("audit-segment-{start}"))
+        .unwrap_or_else(|e| panic!("audit rule fixture: {e}"));
+    let actor = ActorId::new("audit-suite-actor").unwrap_or_else(|e| panic!("{e}"));
+    let total = 2 * CHECKPOINT_INTERVAL + 40;
+    let about = [10, CHECKPOINT_INTERVAL + 10, 2 * CHECKPOINT_INTERVAL + 20];
+    let events: Vec<AuditEvent> = (1..=total)
+        .map(|i| AuditEvent {
+            at: t0 + Duration::seconds(i64::try_from(i).unwrap_or(0)),
+            kind: if about.contains(&i) {
+                AuditKind::OrderFailed {
+                    attempt_id: target.clone(),
+                    reason: format!("segment {i}"),
+                }
+            } else {
+                AuditKind::AutoSuspended {
+                    actor_id: actor.clone(),
+                    consecutive_blocks: u32::try_from(i).unwrap_or(0),
+                }
+            },
+        })
+        .collect();
+    for chunk in events.chunks(100) {
+        sink.append_all(chunk)
+            .await
+            .unwrap_or_else(|e| panic!("audit rule append_all: {e:?}"));
+    }
+    let want: Vec<u64> = about.iter().map(|i| start + i).collect();
+    let seg = segment(sink, &AuditSubject::Attempt(target)).await;
+    assert_eq!(
+        seg.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        want,
+        "audit rule segment: every event about the attempt, across checkpoints"
+    );
+    for e in &seg.events {
+        assert!(
+            seg.verified.iter().any(|(a, b)| (*a..=*b).contains(&e.seq)),
+            "audit rule segment: event {} lies in a verified range {:?}",
+            e.seq,
+            seg.verified
+        );
+    }
+    let all = read(
+        sink,
+        start + 1,
+        usize::try_from(total).unwrap_or(usize::MAX),
+    )
+    .await;
+    for (got, i) in seg.events.iter().zip(about) {
+        let stored = all.get(usize::try_from(i - 1).unwrap_or(usize::MAX));
+        assert_eq!(Some(got), stored, "audit rule segment: events as stored");
+    }
+    sink.verify()
+        .await
+        .unwrap_or_else(|e| panic!("audit rule verify: after the segment appends: {e:?}"));
+}
+
+async fn segment(sink: &dyn AuditSink, subject: &AuditSubject) -> AuditSegment {
+    let seg = sink
+        .segment(subject)
+        .await
+        .unwrap_or_else(|e| panic!("audit rule segment({}): {e:?}", subject.key()));
+    assert_eq!(
+        seg.fault, None,
+        "audit rule segment: an untouched trail has no fault"
+    );
+    seg
 }
 
 async fn read(sink: &dyn AuditSink, from: u64, limit: usize) -> Vec<ChainedEvent> {

@@ -1,15 +1,23 @@
 //! The audit trail in memory (I9).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use crate::domain::{AuditEvent, AuditHash, ChainedEvent};
-use crate::ports::{AuditError, AuditReceipt, AuditSink};
+use crate::adapters::audit_index::{self, Link, Window};
+use crate::domain::{
+    verify_checkpoints, AuditCheckpoint, AuditEvent, AuditHash, AuditSubject, ChainedEvent,
+    CHECKPOINT_INTERVAL,
+};
+use crate::ports::{verify_events, AuditError, AuditReceipt, AuditSegment, AuditSink};
 
 /// An [`AuditSink`] in memory: a vector of chained events behind a mutex, so appends are
-/// serialised (no two events share a number, none is lost).
+/// serialised (no two events share a number, none is lost). Events are indexed by the
+/// attempts and mandates they name, and a checkpoint is sealed every
+/// [`CHECKPOINT_INTERVAL`] events, so [`AuditSink::segment`] verifies only the windows around
+/// a subject's events.
 ///
 /// Besides the port, it has `tamper_*` methods that damage the stored chain on purpose. They
 /// exist only so tests can show that [`AuditSink::verify`] detects an edited, dropped or
@@ -38,7 +46,60 @@ use crate::ports::{AuditError, AuditReceipt, AuditSink};
 /// ```
 #[derive(Default)]
 pub struct MemoryAuditSink {
-    events: Mutex<Vec<ChainedEvent>>,
+    trail: Mutex<Trail>,
+}
+
+#[derive(Default)]
+struct Trail {
+    events: Vec<ChainedEvent>,
+    checkpoints: Vec<AuditCheckpoint>,
+    index: HashMap<String, Vec<u64>>,
+}
+
+impl Trail {
+    /// The stored events numbered `from..=to` (`to`: `None` for the head), in stored order.
+    fn range(&self, from: u64, to: Option<u64>) -> Vec<ChainedEvent> {
+        let events = &self.events;
+        // Fast path: an untampered trail holds event n at index n - 1.
+        let start = usize::try_from(from.max(1) - 1)
+            .ok()
+            .filter(|&i| events.get(i).is_some_and(|e| e.seq == from.max(1)))
+            .or_else(|| events.iter().position(|e| e.seq >= from));
+        let Some(start) = start else {
+            return Vec::new();
+        };
+        events[start..]
+            .iter()
+            .take_while(|e| to.is_none_or(|t| e.seq <= t))
+            .cloned()
+            .collect()
+    }
+
+    fn around(&self, n: u64) -> Window {
+        let cps = &self.checkpoints;
+        let i = cps.partition_point(|c| c.seq < n);
+        Window {
+            before: i.checked_sub(2).and_then(|j| cps.get(j).copied()),
+            lo: i.checked_sub(1).and_then(|j| cps.get(j).copied()),
+            hi: cps.get(i).copied(),
+        }
+    }
+
+    /// Seals the checkpoints due up to the head.
+    fn seal_due(&mut self) {
+        let head = self.events.last().map_or(0, |e| e.seq);
+        let last = self.checkpoints.last().copied();
+        let Some((from, upto)) = audit_index::due(last.as_ref(), head) else {
+            return;
+        };
+        let links: Vec<Link> = self
+            .range(from, Some(upto))
+            .iter()
+            .map(|e| (e.seq, e.prev_hash, e.hash))
+            .collect();
+        let sealed = audit_index::seal(last.as_ref(), &links);
+        self.checkpoints.extend(sealed);
+    }
 }
 
 impl MemoryAuditSink {
@@ -47,22 +108,75 @@ impl MemoryAuditSink {
         MemoryAuditSink::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Vec<ChainedEvent>> {
-        // A panic while holding the lock cannot leave the vector half-written (every change
+    fn trail(&self) -> MutexGuard<'_, Trail> {
+        // A panic while holding the lock cannot leave the trail half-written (every change
         // is one push or one in-place edit), so a poisoned lock is still consistent.
-        self.events.lock().unwrap_or_else(|e| e.into_inner())
+        self.trail.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A copy of every stored event, in stored order (for tests and tooling).
     pub fn events(&self) -> Vec<ChainedEvent> {
-        self.lock().clone()
+        self.trail().events.clone()
+    }
+
+    /// A copy of every checkpoint, in order (for tests and tooling).
+    pub fn checkpoints(&self) -> Vec<AuditCheckpoint> {
+        self.trail().checkpoints.clone()
+    }
+
+    /// **For tamper-detection tests only.** Replaces the event hash recorded by the
+    /// checkpoint numbered `seq`; with `reseal`, also recomputes its seal as an attacker who
+    /// knows the scheme would. Returns whether such a checkpoint was found.
+    pub fn tamper_checkpoint(&self, seq: u64, hash: AuditHash, reseal: bool) -> bool {
+        let mut trail = self.trail();
+        let Some(i) = trail.checkpoints.iter().position(|c| c.seq == seq) else {
+            return false;
+        };
+        let prev = i
+            .checked_sub(1)
+            .and_then(|j| trail.checkpoints.get(j).copied());
+        let c = &mut trail.checkpoints[i];
+        c.hash = hash;
+        if reseal {
+            *c = AuditCheckpoint::after(prev.as_ref(), seq, hash);
+        }
+        true
+    }
+
+    /// **For tamper-detection tests only.** Removes the checkpoint numbered `seq`. Returns
+    /// whether it was found.
+    pub fn tamper_remove_checkpoint(&self, seq: u64) -> bool {
+        let mut trail = self.trail();
+        let before = trail.checkpoints.len();
+        trail.checkpoints.retain(|c| c.seq != seq);
+        trail.checkpoints.len() != before
+    }
+
+    /// **For tamper-detection tests only.** Replaces the event numbered `seq` with `body`
+    /// re-hashed, and re-links every event after it through the head (a rewrite of history
+    /// by someone who knows the hash scheme); the checkpoints are left as they were. Returns
+    /// whether such an event was found.
+    pub fn tamper_rewrite_from(&self, seq: u64, body: impl Into<String>) -> bool {
+        let mut trail = self.trail();
+        let Some(i) = trail.events.iter().position(|e| e.seq == seq) else {
+            return false;
+        };
+        let mut body = Some(body.into());
+        let mut prev = trail.events[i].prev_hash;
+        for e in trail.events[i..].iter_mut() {
+            let b = body.take().unwrap_or_else(|| e.body.clone());
+            *e = ChainedEvent::link(e.seq, prev, b);
+            prev = e.hash;
+        }
+        true
     }
 
     /// **For tamper-detection tests only.** Replaces the body of the event numbered `seq`
     /// without re-hashing it, as an attacker editing the store would. Returns whether such an
     /// event was found.
     pub fn tamper_edit_body(&self, seq: u64, body: impl Into<String>) -> bool {
-        let mut events = self.lock();
+        let mut trail = self.trail();
+        let events = &mut trail.events;
         match events.iter_mut().find(|e| e.seq == seq) {
             Some(e) => {
                 e.body = body.into();
@@ -75,7 +189,8 @@ impl MemoryAuditSink {
     /// **For tamper-detection tests only.** Removes the event numbered `seq`, as an attacker
     /// deleting a row would. Returns whether such an event was found.
     pub fn tamper_remove(&self, seq: u64) -> bool {
-        let mut events = self.lock();
+        let mut trail = self.trail();
+        let events = &mut trail.events;
         match events.iter().position(|e| e.seq == seq) {
             Some(i) => {
                 events.remove(i);
@@ -89,7 +204,8 @@ impl MemoryAuditSink {
     /// `a` and `b` (each keeps its own number, link and hash), as a reordering would. Returns
     /// whether both were found.
     pub fn tamper_swap(&self, a: u64, b: u64) -> bool {
-        let mut events = self.lock();
+        let mut trail = self.trail();
+        let events = &mut trail.events;
         let ia = events.iter().position(|e| e.seq == a);
         let ib = events.iter().position(|e| e.seq == b);
         match (ia, ib) {
@@ -104,7 +220,8 @@ impl MemoryAuditSink {
 
 impl fmt::Debug for MemoryAuditSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let events = self.lock();
+        let trail = self.trail();
+        let events = &trail.events;
         f.debug_struct("MemoryAuditSink")
             .field("events", &events.len())
             .field("head_seq", &events.last().map(|e| e.seq))
@@ -119,9 +236,9 @@ fn receipt(e: &ChainedEvent) -> AuditReceipt {
     }
 }
 
-/// Chains `event` after the last stored one.
-fn push(events: &mut Vec<ChainedEvent>, event: &AuditEvent) -> Result<AuditReceipt, AuditError> {
-    let (seq, prev) = match events.last() {
+/// Chains `event` after the last stored one, indexes it and seals a due checkpoint.
+fn push(trail: &mut Trail, event: &AuditEvent) -> Result<AuditReceipt, AuditError> {
+    let (seq, prev) = match trail.events.last() {
         Some(last) => (
             last.seq.checked_add(1).ok_or_else(|| AuditError::Corrupt {
                 seq: last.seq,
@@ -133,18 +250,24 @@ fn push(events: &mut Vec<ChainedEvent>, event: &AuditEvent) -> Result<AuditRecei
     };
     let chained = ChainedEvent::link(seq, prev, event.to_body());
     let r = receipt(&chained);
-    events.push(chained);
+    trail.events.push(chained);
+    for subject in AuditSubject::of(&event.kind) {
+        trail.index.entry(subject.key()).or_default().push(seq);
+    }
+    if seq % CHECKPOINT_INTERVAL == 0 {
+        trail.seal_due();
+    }
     Ok(r)
 }
 
 #[async_trait]
 impl AuditSink for MemoryAuditSink {
     async fn append(&self, event: &AuditEvent) -> Result<AuditReceipt, AuditError> {
-        push(&mut self.lock(), event)
+        push(&mut self.trail(), event)
     }
 
     async fn append_all(&self, events: &[AuditEvent]) -> Result<Option<AuditReceipt>, AuditError> {
-        let mut stored = self.lock();
+        let mut stored = self.trail();
         let mut last = None;
         for e in events {
             last = Some(push(&mut stored, e)?);
@@ -153,7 +276,8 @@ impl AuditSink for MemoryAuditSink {
     }
 
     async fn read(&self, from_seq: u64, limit: usize) -> Result<Vec<ChainedEvent>, AuditError> {
-        let events = self.lock();
+        let trail = self.trail();
+        let events = &trail.events;
         let from_seq = from_seq.max(1);
         // Fast path: an untampered trail holds event n at index n - 1.
         let start = usize::try_from(from_seq - 1)
@@ -167,6 +291,26 @@ impl AuditSink for MemoryAuditSink {
     }
 
     async fn head(&self) -> Result<Option<AuditReceipt>, AuditError> {
-        Ok(self.lock().last().map(receipt))
+        Ok(self.trail().events.last().map(receipt))
+    }
+
+    async fn verify(&self) -> Result<Option<AuditReceipt>, AuditError> {
+        let head = verify_events(self).await?;
+        let trail = self.trail();
+        let hashes: HashMap<u64, AuditHash> =
+            trail.events.iter().map(|e| (e.seq, e.hash)).collect();
+        verify_checkpoints(&trail.checkpoints, |s| hashes.get(&s).copied())?;
+        Ok(head)
+    }
+
+    async fn segment(&self, subject: &AuditSubject) -> Result<AuditSegment, AuditError> {
+        let trail = self.trail();
+        let seqs = trail.index.get(&subject.key()).cloned().unwrap_or_default();
+        let windows = audit_index::plan(&seqs, |n| Ok::<_, AuditError>(trail.around(n)))?;
+        let read = windows
+            .into_iter()
+            .map(|w| (w, trail.range(w.first(), w.last())))
+            .collect();
+        Ok(audit_index::assemble(subject, read))
     }
 }

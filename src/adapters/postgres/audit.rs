@@ -9,8 +9,12 @@ use tokio_postgres::{IsolationLevel, Row};
 use super::config::PostgresConfig;
 use super::schema::prepare;
 use super::tx::{classify, client, in_transaction, Tx};
-use crate::domain::{verify_chain, AuditEvent, AuditHash, ChainBreak, ChainFault, ChainedEvent};
-use crate::ports::{AuditError, AuditReceipt, AuditSink, StoreError};
+use crate::adapters::audit_index::{self, Link, Window};
+use crate::domain::{
+    verify_chain, verify_checkpoints, AuditCheckpoint, AuditEvent, AuditHash, AuditSubject,
+    ChainBreak, ChainFault, ChainedEvent,
+};
+use crate::ports::{AuditError, AuditReceipt, AuditSegment, AuditSink, StoreError};
 
 /// Events verified per page.
 const PAGE: i64 = 1024;
@@ -28,7 +32,14 @@ const PAGE: i64 = 1024;
 /// every link, and also checks that the chain ends at the recorded head: besides an edited,
 /// dropped or swapped event anywhere ([`AuditError::Broken`] naming it), it finds a dropped
 /// tail (`Missing`, naming the head's number) and an event written behind the sink's back
-/// after the head (`Edited`). A row whose hash is not hex is [`AuditError::Corrupt`].
+/// after the head (`Edited`), and checks every checkpoint. A row whose hash is not hex is
+/// [`AuditError::Corrupt`].
+///
+/// An append also indexes each event by the attempts and mandates it names
+/// (`audit_subjects`) and seals a checkpoint every
+/// [`CHECKPOINT_INTERVAL`](crate::domain::CHECKPOINT_INTERVAL) events (`audit_checkpoints`),
+/// in its transaction; [`AuditSink::segment`] reads, in one snapshot, only the windows
+/// between the checkpoints around a subject's events.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -124,6 +135,26 @@ fn head_of(row: &Row) -> Result<(u64, AuditHash), AuditError> {
     Ok((seq, hash))
 }
 
+fn checkpoint_of(row: &Row) -> Result<AuditCheckpoint, AuditError> {
+    let seq = seq_of(row)?;
+    let corrupt = |message: String| AuditError::Corrupt { seq, message };
+    let hex = |column: &str| -> Result<AuditHash, AuditError> {
+        let text: String = row
+            .try_get(column)
+            .map_err(|e| corrupt(format!("checkpoint {column}: {e}")))?;
+        hash_of(&text).ok_or_else(|| corrupt(format!("checkpoint {column} is not a hash")))
+    };
+    Ok(AuditCheckpoint {
+        seq,
+        hash: hex("hash")?,
+        seal: hex("seal")?,
+    })
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 fn head_missing() -> AuditError {
     AuditError::Corrupt {
         seq: 0,
@@ -190,6 +221,15 @@ impl AuditSink for PostgresAuditSink {
             return Ok(None);
         }
         let bodies: Vec<String> = events.iter().map(AuditEvent::to_body).collect();
+        let subjects: Vec<Vec<String>> = events
+            .iter()
+            .map(|e| {
+                AuditSubject::of(&e.kind)
+                    .iter()
+                    .map(AuditSubject::key)
+                    .collect()
+            })
+            .collect();
         in_transaction!(
             &self.pool,
             self.retries,
@@ -211,7 +251,13 @@ impl AuditSink for PostgresAuditSink {
                          VALUES ($1, $2, $3, $4) ON CONFLICT (seq) DO NOTHING",
                     )
                     .await?;
-                for body in &bodies {
+                let index = tx
+                    .prepare_cached(
+                        "INSERT INTO audit_subjects (subject, seq) SELECT s, $2 \
+                         FROM unnest($1::text[]) AS s ON CONFLICT DO NOTHING",
+                    )
+                    .await?;
+                for (body, keys) in bodies.iter().zip(&subjects) {
                     seq += 1;
                     let link = ChainedEvent::link(seq, prev, body.clone());
                     let n = i64::try_from(seq).map_err(|_| {
@@ -230,7 +276,42 @@ impl AuditSink for PostgresAuditSink {
                                 .into(),
                         }));
                     }
+                    if !keys.is_empty() {
+                        tx.execute(&index, &[keys, &n]).await?;
+                    }
                     prev = link.hash;
+                }
+                // Seal the checkpoints now due, over links that hold.
+                let last = tx
+                    .query_opt(
+                        "SELECT seq, hash, seal FROM audit_checkpoints ORDER BY seq DESC LIMIT 1",
+                        &[],
+                    )
+                    .await?
+                    .as_ref()
+                    .map(checkpoint_of)
+                    .transpose()
+                    .map_err(Tx::Fail)?;
+                if let Some((from, upto)) = audit_index::due(last.as_ref(), seq) {
+                    let rows = tx
+                        .query(
+                            "SELECT seq, prev_hash, hash, '' AS body FROM audit_events \
+                             WHERE seq >= $1 AND seq <= $2 ORDER BY seq",
+                            &[&to_i64(from), &to_i64(upto)],
+                        )
+                        .await?;
+                    let links: Vec<Link> = rows
+                        .iter()
+                        .map(|r| event_of(r).map(|e| (e.seq, e.prev_hash, e.hash)))
+                        .collect::<Result<_, _>>()
+                        .map_err(Tx::Fail)?;
+                    for c in audit_index::seal(last.as_ref(), &links) {
+                        tx.execute(
+                            "INSERT INTO audit_checkpoints (seq, hash, seal) VALUES ($1, $2, $3)",
+                            &[&to_i64(c.seq), &c.hash.to_hex(), &c.seal.to_hex()],
+                        )
+                        .await?;
+                    }
                 }
                 let n = i64::try_from(seq).unwrap_or(i64::MAX);
                 tx.execute(
@@ -327,11 +408,114 @@ impl AuditSink for PostgresAuditSink {
                         fault,
                     })));
                 }
+                let rows = tx
+                    .query(
+                        "SELECT c.seq, c.hash, c.seal, e.hash AS event_hash \
+                         FROM audit_checkpoints c LEFT JOIN audit_events e ON e.seq = c.seq \
+                         ORDER BY c.seq",
+                        &[],
+                    )
+                    .await?;
+                let mut checkpoints = Vec::with_capacity(rows.len());
+                let mut at = std::collections::HashMap::with_capacity(rows.len());
+                for r in &rows {
+                    let c = checkpoint_of(r).map_err(Tx::Fail)?;
+                    let h: Option<String> = r.try_get("event_hash").ok().flatten();
+                    if let Some(h) = h.as_deref().and_then(hash_of) {
+                        at.insert(c.seq, h);
+                    }
+                    checkpoints.push(c);
+                }
+                verify_checkpoints(&checkpoints, |s| at.get(&s).copied())
+                    .map_err(|f| Tx::Fail(AuditError::from(f)))?;
                 (last > 0).then_some(AuditReceipt {
                     seq: last,
                     hash: prev,
                 })
             }
         )
+    }
+
+    async fn segment(&self, subject: &AuditSubject) -> Result<AuditSegment, AuditError> {
+        let key = subject.key();
+        let read = in_transaction!(
+            &self.pool,
+            self.retries,
+            IsolationLevel::RepeatableRead,
+            AuditError,
+            |tx| {
+                let seqs: Vec<u64> = tx
+                    .query(
+                        "SELECT seq FROM audit_subjects WHERE subject = $1 ORDER BY seq",
+                        &[&key],
+                    )
+                    .await?
+                    .iter()
+                    .map(seq_of)
+                    .collect::<Result<_, _>>()
+                    .map_err(Tx::Fail)?;
+                let below = tx
+                    .prepare_cached(
+                        "SELECT seq, hash, seal FROM audit_checkpoints WHERE seq < $1 \
+                         ORDER BY seq DESC LIMIT 2",
+                    )
+                    .await?;
+                let above = tx
+                    .prepare_cached(
+                        "SELECT seq, hash, seal FROM audit_checkpoints WHERE seq >= $1 \
+                         ORDER BY seq LIMIT 1",
+                    )
+                    .await?;
+                let window = tx
+                    .prepare_cached(
+                        "SELECT seq, prev_hash, hash, body FROM audit_events \
+                         WHERE seq >= $1 AND seq <= $2 ORDER BY seq",
+                    )
+                    .await?;
+                let mut read: Vec<(Window, Vec<ChainedEvent>)> = Vec::new();
+                for n in seqs {
+                    if read
+                        .iter()
+                        .any(|(w, _)| n >= w.first() && w.last().is_none_or(|l| n <= l))
+                    {
+                        continue;
+                    }
+                    let b = tx.query(&below, &[&to_i64(n)]).await?;
+                    let a = tx.query_opt(&above, &[&to_i64(n)]).await?;
+                    let cps = |rows: &[Row]| -> Result<Vec<AuditCheckpoint>, AuditError> {
+                        rows.iter().map(checkpoint_of).collect()
+                    };
+                    let mut b = cps(&b).map_err(Tx::Fail)?;
+                    let lo = if b.is_empty() {
+                        None
+                    } else {
+                        Some(b.remove(0))
+                    };
+                    let w = Window {
+                        before: b.pop(),
+                        lo,
+                        hi: a
+                            .as_ref()
+                            .map(checkpoint_of)
+                            .transpose()
+                            .map_err(Tx::Fail)?,
+                    };
+                    let rows = tx
+                        .query(
+                            &window,
+                            &[&to_i64(w.first()), &to_i64(w.last().unwrap_or(u64::MAX))],
+                        )
+                        .await?;
+                    let events = rows
+                        .iter()
+                        .map(event_of)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(Tx::Fail)?;
+                    read.push((w, events));
+                }
+                read
+            }
+        )?;
+        Ok(audit_index::assemble(subject, read))
     }
 }

@@ -211,6 +211,47 @@ INSERT INTO am_meta (key, value) VALUES ('schema_version', '4')
     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
 "#,
     },
+    // 5: the audit trail's index by subject (the attempts and mandates an event names) and
+    // its chain checkpoints (`PostgresAuditSink::segment`). The index is filled from the
+    // stored bodies here (a body that is not JSON is skipped); the checkpoints of an existing
+    // trail are sealed by the next append, after checking the links they cover.
+    Migration {
+        version: 5,
+        name: "audit_subjects_and_checkpoints",
+        sql: r#"
+CREATE TABLE audit_subjects (
+    subject     TEXT NOT NULL,
+    seq         BIGINT NOT NULL,
+    PRIMARY KEY (subject, seq)
+);
+CREATE TABLE audit_checkpoints (
+    seq         BIGINT PRIMARY KEY,
+    hash        TEXT NOT NULL,
+    seal        TEXT NOT NULL
+);
+CREATE FUNCTION pg_temp.am_event(body TEXT) RETURNS JSONB LANGUAGE plpgsql AS $f$
+BEGIN
+    RETURN body::jsonb -> 'event';
+EXCEPTION WHEN others THEN
+    RETURN NULL;
+END
+$f$;
+WITH e AS (SELECT seq, pg_temp.am_event(body) AS ev FROM audit_events)
+INSERT INTO audit_subjects (subject, seq)
+    SELECT 'attempt:' || (ev ->> 'attempt_id'), seq FROM e
+        WHERE jsonb_typeof(ev -> 'attempt_id') = 'string'
+    UNION
+    SELECT 'mandate:' || (ev ->> 'mandate_id'), seq FROM e
+        WHERE jsonb_typeof(ev -> 'mandate_id') = 'string'
+    UNION
+    SELECT 'mandate:' || m, seq FROM e, jsonb_array_elements_text(ev -> 'mandate_ids') m
+        WHERE jsonb_typeof(ev -> 'mandate_ids') = 'array'
+ON CONFLICT DO NOTHING;
+DROP FUNCTION pg_temp.am_event(TEXT);
+INSERT INTO am_meta (key, value) VALUES ('schema_version', '5')
+    ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
+"#,
+    },
 ];
 
 /// Key of the advisory lock that serialises migrations (any fixed number; `am` in ASCII).

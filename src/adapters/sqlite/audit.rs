@@ -5,8 +5,11 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::codec::sql_error;
 use super::SqliteDatabase;
-use crate::domain::{AuditEvent, AuditHash, ChainedEvent};
-use crate::ports::{AuditError, AuditReceipt, AuditSink, StoreError};
+use crate::adapters::audit_index::{self, Link, Window};
+use crate::domain::{
+    verify_checkpoints, AuditCheckpoint, AuditEvent, AuditHash, AuditSubject, ChainedEvent,
+};
+use crate::ports::{verify_events, AuditError, AuditReceipt, AuditSegment, AuditSink, StoreError};
 
 /// The [`AuditSink`] port on a [`SqliteDatabase`].
 ///
@@ -15,6 +18,13 @@ use crate::ports::{AuditError, AuditReceipt, AuditSink, StoreError};
 /// processes never share a sequence number. Bodies are stored exactly as hashed, so
 /// [`AuditSink::verify`] recomputes every link from the table: an event edited, deleted or
 /// moved directly in the database is named by its sequence number.
+///
+/// Each append also indexes the event by the attempts and mandates it names
+/// (`audit_subjects`) and seals a checkpoint every
+/// [`CHECKPOINT_INTERVAL`](crate::domain::CHECKPOINT_INTERVAL) events (`audit_checkpoints`),
+/// in the same transaction; [`AuditSink::segment`] reads and verifies only the windows
+/// between the checkpoints around a subject's events, and [`AuditSink::verify`] checks every
+/// checkpoint too.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
@@ -50,7 +60,7 @@ impl SqliteAuditSink {
         &self.db
     }
 
-    async fn append_bodies(&self, bodies: Vec<String>) -> Result<Option<AuditReceipt>, AuditError> {
+    async fn append_bodies(&self, bodies: Vec<Body>) -> Result<Option<AuditReceipt>, AuditError> {
         self.db
             .write(move |conn| append_in(conn, bodies).map_err(Appending::Audit))
             .await
@@ -115,8 +125,222 @@ impl From<StoreError> for Appending {
     }
 }
 
+/// An event to append: its body and the index keys of its subjects.
+type Body = (String, Vec<String>);
+
+fn body_of(event: &AuditEvent) -> Body {
+    (
+        event.to_body(),
+        AuditSubject::of(&event.kind)
+            .iter()
+            .map(AuditSubject::key)
+            .collect(),
+    )
+}
+
+fn checkpoint_of(seq: i64, hash: &str, seal: &str) -> Result<AuditCheckpoint, AuditError> {
+    let seq = seq_of(seq)?;
+    Ok(AuditCheckpoint {
+        seq,
+        hash: parse_hash(seq, hash)?,
+        seal: parse_hash(seq, seal)?,
+    })
+}
+
+fn checkpoints_where(
+    conn: &Connection,
+    sql: &str,
+    n: i64,
+) -> Result<Vec<AuditCheckpoint>, AuditError> {
+    let fail = |e| audit_error(sql_error("audit_checkpoints", "read", e));
+    let mut stmt = conn.prepare_cached(sql).map_err(fail)?;
+    let rows = stmt
+        .query_map(params![n], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(fail)?;
+    rows.iter()
+        .map(|(seq, hash, seal)| checkpoint_of(*seq, hash, seal))
+        .collect()
+}
+
+fn last_checkpoint(conn: &Connection) -> Result<Option<AuditCheckpoint>, AuditError> {
+    Ok(checkpoints_where(
+        conn,
+        "SELECT seq, hash, seal FROM audit_checkpoints WHERE seq <= ?1 ORDER BY seq DESC LIMIT 1",
+        i64::MAX,
+    )?
+    .pop())
+}
+
+/// Seals every checkpoint due up to `head`, over links that hold.
+fn seal_due(conn: &Connection, head: u64) -> Result<(), AuditError> {
+    let last = last_checkpoint(conn)?;
+    let Some((from, upto)) = audit_index::due(last.as_ref(), head) else {
+        return Ok(());
+    };
+    let fail = |e| audit_error(sql_error("audit_checkpoints", "seal", e));
+    let links: Vec<Link> = {
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT seq, prev_hash, hash FROM audit_events WHERE seq >= ?1 AND seq <= ?2 \
+                 ORDER BY seq",
+            )
+            .map_err(fail)?;
+        let rows = stmt
+            .query_map(params![to_i64(from), to_i64(upto)], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(fail)?;
+        rows.iter()
+            .map(|(seq, prev, hash)| {
+                let seq = seq_of(*seq)?;
+                Ok((seq, parse_hash(seq, prev)?, parse_hash(seq, hash)?))
+            })
+            .collect::<Result<_, AuditError>>()?
+    };
+    let mut insert = conn
+        .prepare_cached("INSERT INTO audit_checkpoints (seq, hash, seal) VALUES (?1, ?2, ?3)")
+        .map_err(fail)?;
+    for c in audit_index::seal(last.as_ref(), &links) {
+        insert
+            .execute(params![to_i64(c.seq), c.hash.to_hex(), c.seal.to_hex()])
+            .map_err(fail)?;
+    }
+    Ok(())
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn event_rows(
+    conn: &Connection,
+    from: u64,
+    to: u64,
+    limit: i64,
+) -> Result<Vec<ChainedEvent>, AuditError> {
+    let fail = |e| audit_error(sql_error("audit_events", "read", e));
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT seq, prev_hash, hash, body FROM audit_events \
+             WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
+        )
+        .map_err(fail)?;
+    let rows = stmt
+        .query_map(params![to_i64(from), to_i64(to), limit], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(fail)?;
+    rows.into_iter()
+        .map(|(seq, prev, hash, body)| {
+            let seq = seq_of(seq)?;
+            Ok(ChainedEvent {
+                seq,
+                prev_hash: parse_hash(seq, &prev)?,
+                hash: parse_hash(seq, &hash)?,
+                body,
+            })
+        })
+        .collect()
+}
+
+/// The subject's segment, in one read transaction.
+fn segment_in(conn: &Connection, subject: &AuditSubject) -> Result<AuditSegment, AuditError> {
+    let fail = |e| audit_error(sql_error("audit_subjects", "read", e));
+    let seqs: Vec<u64> = {
+        let mut stmt = conn
+            .prepare_cached("SELECT seq FROM audit_subjects WHERE subject = ?1 ORDER BY seq")
+            .map_err(fail)?;
+        let rows = stmt
+            .query_map(params![subject.key()], |r| r.get::<_, i64>(0))
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(fail)?;
+        rows.into_iter().map(seq_of).collect::<Result<_, _>>()?
+    };
+    let windows = audit_index::plan(&seqs, |n| {
+        let n = to_i64(n);
+        let mut below = checkpoints_where(
+            conn,
+            "SELECT seq, hash, seal FROM audit_checkpoints WHERE seq < ?1 ORDER BY seq DESC LIMIT 2",
+            n,
+        )?;
+        let hi = checkpoints_where(
+            conn,
+            "SELECT seq, hash, seal FROM audit_checkpoints WHERE seq >= ?1 ORDER BY seq LIMIT 1",
+            n,
+        )?
+        .pop();
+        let lo = if below.is_empty() {
+            None
+        } else {
+            Some(below.remove(0))
+        };
+        Ok::<_, AuditError>(Window {
+            before: below.pop(),
+            lo,
+            hi,
+        })
+    })?;
+    let mut read = Vec::with_capacity(windows.len());
+    for w in windows {
+        let events = event_rows(conn, w.first(), w.last().unwrap_or(u64::MAX), i64::MAX)?;
+        read.push((w, events));
+    }
+    Ok(audit_index::assemble(subject, read))
+}
+
+/// Every checkpoint against the event at its number.
+fn verify_checkpoints_in(conn: &Connection) -> Result<(), AuditError> {
+    let fail = |e| audit_error(sql_error("audit_checkpoints", "verify", e));
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT c.seq, c.hash, c.seal, e.hash FROM audit_checkpoints c \
+             LEFT JOIN audit_events e ON e.seq = c.seq ORDER BY c.seq",
+        )
+        .map_err(fail)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        })
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(fail)?;
+    let mut checkpoints = Vec::with_capacity(rows.len());
+    let mut at = std::collections::HashMap::with_capacity(rows.len());
+    for (seq, hash, seal, event_hash) in &rows {
+        let c = checkpoint_of(*seq, hash, seal)?;
+        if let Some(h) = event_hash {
+            at.insert(c.seq, parse_hash(c.seq, h)?);
+        }
+        checkpoints.push(c);
+    }
+    verify_checkpoints(&checkpoints, |s| at.get(&s).copied())?;
+    Ok(())
+}
+
 /// Appends in the caller's write transaction (a group commit of the connection's thread).
-fn append_in(tx: &Connection, bodies: Vec<String>) -> Result<Option<AuditReceipt>, AuditError> {
+fn append_in(tx: &Connection, bodies: Vec<Body>) -> Result<Option<AuditReceipt>, AuditError> {
     let fail = |e| audit_error(sql_error("audit_events", "append", e));
     let (mut seq, mut prev) = match head(tx)? {
         Some(h) => (h.seq, h.hash),
@@ -128,7 +352,10 @@ fn append_in(tx: &Connection, bodies: Vec<String>) -> Result<Option<AuditReceipt
                 "INSERT INTO audit_events (seq, prev_hash, hash, body) VALUES (?1, ?2, ?3, ?4)",
             )
             .map_err(fail)?;
-        for body in bodies {
+        let mut index = tx
+            .prepare_cached("INSERT OR IGNORE INTO audit_subjects (subject, seq) VALUES (?1, ?2)")
+            .map_err(fail)?;
+        for (body, subjects) in bodies {
             seq += 1;
             let e = ChainedEvent::link(seq, prev, body);
             let n = i64::try_from(seq).map_err(|_| AuditError::Corrupt {
@@ -138,16 +365,20 @@ fn append_in(tx: &Connection, bodies: Vec<String>) -> Result<Option<AuditReceipt
             insert
                 .execute(params![n, e.prev_hash.to_hex(), e.hash.to_hex(), e.body])
                 .map_err(fail)?;
+            for subject in subjects {
+                index.execute(params![subject, n]).map_err(fail)?;
+            }
             prev = e.hash;
         }
     }
+    seal_due(tx, seq)?;
     Ok((seq > 0).then_some(AuditReceipt { seq, hash: prev }))
 }
 
 #[async_trait]
 impl AuditSink for SqliteAuditSink {
     async fn append(&self, event: &AuditEvent) -> Result<AuditReceipt, AuditError> {
-        self.append_bodies(vec![event.to_body()])
+        self.append_bodies(vec![body_of(event)])
             .await?
             .ok_or_else(|| AuditError::Unavailable {
                 message: "the append wrote nothing".into(),
@@ -158,7 +389,7 @@ impl AuditSink for SqliteAuditSink {
         if events.is_empty() {
             return Ok(None);
         }
-        self.append_bodies(events.iter().map(AuditEvent::to_body).collect())
+        self.append_bodies(events.iter().map(body_of).collect())
             .await
     }
 
@@ -203,5 +434,28 @@ impl AuditSink for SqliteAuditSink {
 
     async fn head(&self) -> Result<Option<AuditReceipt>, AuditError> {
         self.db.read(|conn| head(conn)).await.map_err(audit_error)?
+    }
+
+    async fn verify(&self) -> Result<Option<AuditReceipt>, AuditError> {
+        let head = verify_events(self).await?;
+        self.db
+            .read(|conn| verify_checkpoints_in(conn))
+            .await
+            .map_err(audit_error)??;
+        Ok(head)
+    }
+
+    async fn segment(&self, subject: &AuditSubject) -> Result<AuditSegment, AuditError> {
+        let subject = subject.clone();
+        self.db
+            .read(move |conn| {
+                // One snapshot for the index, the checkpoints and the windows.
+                let tx = conn
+                    .unchecked_transaction()
+                    .map_err(|e| audit_error(sql_error("audit_subjects", "segment", e)))?;
+                segment_in(&tx, &subject)
+            })
+            .await
+            .map_err(audit_error)?
     }
 }

@@ -186,6 +186,37 @@ pub const MIGRATIONS: &[Migration] = &[
     PRAGMA user_version = 5;
     "#,
     },
+    // 6: the audit trail's index by subject (the attempts and mandates an event names) and
+    // its chain checkpoints (`SqliteAuditSink::segment`). The index is filled from the stored
+    // bodies here; the checkpoints of an existing trail are sealed by the next append, after
+    // checking the links they cover.
+    Migration {
+        version: 6,
+        name: "audit_subjects_and_checkpoints",
+        sql: r#"
+    CREATE TABLE audit_subjects (
+        subject TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (subject, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE audit_checkpoints (
+        seq INTEGER PRIMARY KEY,
+        hash TEXT NOT NULL,
+        seal TEXT NOT NULL
+    );
+    INSERT OR IGNORE INTO audit_subjects (subject, seq)
+        SELECT 'attempt:' || json_extract(body, '$.event.attempt_id'), seq FROM audit_events
+        WHERE json_valid(body) AND json_type(body, '$.event.attempt_id') = 'text';
+    INSERT OR IGNORE INTO audit_subjects (subject, seq)
+        SELECT 'mandate:' || json_extract(body, '$.event.mandate_id'), seq FROM audit_events
+        WHERE json_valid(body) AND json_type(body, '$.event.mandate_id') = 'text';
+    INSERT OR IGNORE INTO audit_subjects (subject, seq)
+        SELECT 'mandate:' || m.value, e.seq
+        FROM audit_events e, json_each(e.body, '$.event.mandate_ids') m
+        WHERE json_valid(e.body) AND json_type(e.body, '$.event.mandate_ids') = 'array';
+    PRAGMA user_version = 6;
+    "#,
+    },
 ];
 
 /// Applies the connection settings, then every migration the database lacks, or (with

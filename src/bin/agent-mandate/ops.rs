@@ -37,6 +37,14 @@ pub async fn audit_verify(backend: &Backend, format: Format) -> Result<Report, F
             head: head.map(|h| h.hash.to_string()),
         },
         Err(AuditError::Broken(b)) => ChainState::Broken(bad_event(&engine, b).await),
+        Err(AuditError::Checkpoint { seq }) => ChainState::Broken(BadEvent {
+            seq,
+            hash: None,
+            event: None,
+            subject: None,
+            fault: "checkpoint",
+            why: "the checkpoint does not match the trail or the checkpoint before it".into(),
+        }),
         Err(AuditError::Corrupt { seq, message }) => ChainState::Broken(BadEvent {
             seq,
             hash: None,
