@@ -10,8 +10,10 @@
 //! | `id` | `cart_id` (or `acp-session-` + its hash), and the fact reference `acp:checkout_session:<id>` |
 //! | `currency` (either case) | the currency of every amount |
 //! | `line_items[]`: `item.id` or `sku`, `name` (or `item.name`, `item.id`), `quantity`, `unit_amount` (or `item.unit_amount`, or the line's `items_base_amount` / `base_amount` divided by the quantity) | one line each; a unit price that does not multiply back to the line's base amount is refused |
-//! | `totals[]`: `items_base_amount` (or the sum of the lines), `fulfillment`, `tax`, `items_discount` + `discount`, `total` | subtotal, shipping, tax, discount, total (which must add up: `total = subtotal + shipping + tax - discount`) |
-//! | `fee`, `gift_wrap`, `tip`, `store_credit`, `amount_refunded` totals (non-zero) | refused: a snapshot has no place for them |
+//! | `totals[]`: `items_base_amount` (must be the sum of the lines), `fulfillment`, `tax`, `items_discount` + `discount`, `total` | subtotal, shipping, tax, discount, total (which must add up: `total = subtotal + shipping + tax - discount`) |
+//! | `fee`, `gift_wrap`, `tip` totals | one line each (SKU `acp-total-<type>`, quantity 1), added to the subtotal |
+//! | `store_credit` total | added to the discount (it pays part of the total) |
+//! | `amount_refunded` (non-zero), a negative amount | refused: not a session to pay |
 //! | `expires_at` | the snapshot's expiry (default: now + the configured TTL) |
 //! | `status` `ready_for_payment` and no error message (other than `payment_declined`, an earlier attempt's) | checkout `valid`; `expired` or a past `expires_at`: `expired`; anything else: `invalid` with each error message's code (upper case) as an upstream blocker, or `STATUS_<STATUS>` |
 //!
@@ -53,6 +55,9 @@ pub struct SessionTotal {
     pub kind: String,
     /// Minor units.
     pub amount: i64,
+    /// What the buyer sees.
+    #[serde(default)]
+    pub display_text: Option<String>,
 }
 
 /// The item of a line.
@@ -195,14 +200,13 @@ impl CheckoutSession {
             return Err(bad("$.id", "empty session id"));
         }
         for (i, t) in self.totals.iter().enumerate() {
-            let unsupported = matches!(
-                t.kind.as_str(),
-                "fee" | "gift_wrap" | "tip" | "store_credit" | "amount_refunded"
-            );
-            if unsupported && t.amount != 0 {
+            if t.amount < 0 {
+                return Err(bad(format!("$.totals[{i}].amount"), "a negative amount"));
+            }
+            if t.kind == "amount_refunded" && t.amount != 0 {
                 return Err(bad(
                     format!("$.totals[{i}].type"),
-                    format!("a {} total has no place in a cart snapshot", t.kind),
+                    "a session with refunds is not one to pay",
                 ));
             }
         }
@@ -258,17 +262,38 @@ impl CheckoutSession {
                 unit_price: money(&format!("{at}.unit_amount"), unit, currency)?,
             });
         }
-        let subtotal = self.total("items_base_amount").unwrap_or(lines_sum);
-        if subtotal != lines_sum {
+        let base = self.total("items_base_amount").unwrap_or(lines_sum);
+        if base != lines_sum {
             return Err(bad(
                 "$.totals",
                 "items_base_amount is not the sum of the lines",
             ));
         }
-        let discount = self
-            .total("items_discount")
-            .unwrap_or(0)
-            .checked_add(self.total("discount").unwrap_or(0))
+        // Fees, gift wrap and tips are charges without a place in the totals: each becomes a
+        // line of its own (SKU `acp-total-<type>`), so the snapshot still holds every charge.
+        let mut subtotal = base;
+        for (i, t) in self.totals.iter().enumerate() {
+            if matches!(t.kind.as_str(), "fee" | "gift_wrap" | "tip") && t.amount > 0 {
+                let at = format!("$.totals[{i}]");
+                let name = t.display_text.clone().unwrap_or_else(|| t.kind.clone());
+                items.push(LineItem {
+                    sku: Sku::new(format!("acp-total-{}", t.kind))
+                        .map_err(|e| bad(&at, e.to_string()))?,
+                    description: Text::new(text(&name))
+                        .or_else(|_| Text::new(&t.kind))
+                        .map_err(|e| bad(&at, e.to_string()))?,
+                    quantity: 1,
+                    unit_price: money(&at, t.amount, currency)?,
+                });
+                subtotal = subtotal
+                    .checked_add(t.amount)
+                    .ok_or_else(|| bad("$.totals", "overflow"))?;
+            }
+        }
+        // Store credit pays part of the total: it is a discount to the card.
+        let discount = ["items_discount", "discount", "store_credit"]
+            .iter()
+            .try_fold(0i64, |acc, k| acc.checked_add(self.total(k).unwrap_or(0)))
             .ok_or_else(|| bad("$.totals", "overflow"))?;
         let total = self
             .total("total")

@@ -30,7 +30,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::error::AcpError;
 use crate::domain::{Currency, MerchantId, Money};
-use crate::json::{from_json, InputErrorKind};
+use crate::json::from_json;
 use crate::ports::{FundingType, Secret};
 
 /// Most entries of a metadata map.
@@ -371,17 +371,8 @@ impl DelegatePaymentRequest {
         let text = std::str::from_utf8(body)
             .map_err(|_| AcpError::malformed("$", "the body is not UTF-8"))?;
         let request: DelegatePaymentRequest = from_json(text).map_err(|e| {
-            let mut path = e.field().to_owned();
-            if e.kind() == InputErrorKind::MissingField {
-                if let Some(name) = e.message().split('`').nth(1) {
-                    path = if path.is_empty() {
-                        name.to_owned()
-                    } else {
-                        format!("{path}.{name}")
-                    };
-                }
-            }
-            AcpError::malformed(json_path(&path), e.message())
+            // The path names the missing or unknown member itself.
+            AcpError::malformed(json_path(e.field()), e.message())
         })?;
         request.check_schema()?;
         Ok(request)
