@@ -371,8 +371,21 @@ impl DelegatePaymentRequest {
         let text = std::str::from_utf8(body)
             .map_err(|_| AcpError::malformed("$", "the body is not UTF-8"))?;
         let request: DelegatePaymentRequest = from_json(text).map_err(|e| {
-            // The path names the missing or unknown member itself.
-            AcpError::malformed(json_path(e.field()), e.message())
+            // The path names the missing or unknown member itself. A message about a secret
+            // member never repeats its value (serde's "invalid type: integer `4242...`").
+            let secret = [
+                "payment_method.number",
+                "payment_method.cvc",
+                "payment_method.cryptogram",
+            ]
+            .iter()
+            .any(|p| e.field().starts_with(p));
+            let message = if secret {
+                "must be a string".to_owned()
+            } else {
+                e.message().to_owned()
+            };
+            AcpError::malformed(json_path(e.field()), message)
         })?;
         request.check_schema()?;
         Ok(request)

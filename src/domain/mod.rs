@@ -33,9 +33,9 @@ pub use audit::{
     chain_hash, verify_chain, AuditEvent, AuditHash, AuditKind, ChainBreak, ChainFault,
     ChainedEvent, HoldAction, LimitKind, Party,
 };
-#[cfg(feature = "mpp")]
+#[cfg(any(feature = "mpp", feature = "acp"))]
 pub(crate) use canonical::parse_time;
-#[cfg(any(feature = "mpp", feature = "x402"))]
+#[cfg(any(feature = "mpp", feature = "x402", feature = "acp"))]
 pub(crate) use canonical::write_json_value;
 pub use canonical::{json_fingerprint, ContentDigest, IntentHash, RequestDigest, SnapshotId};
 pub use checkout::{CheckoutState, UpstreamBlocker};
