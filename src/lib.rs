@@ -5,6 +5,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs, missing_debug_implementations)]
 
+#[cfg(feature = "acp")]
+pub mod acp;
 pub mod adapters;
 #[cfg(feature = "dashboard")]
 pub mod dashboard;

@@ -90,6 +90,7 @@ mod columns {
             CredentialKind::SharedPaymentToken => "shared_payment_token",
             CredentialKind::VirtualCard => "virtual_card",
             CredentialKind::PaymentMethod => "payment_method",
+            CredentialKind::Card => "card",
         }
     }
 
@@ -102,6 +103,7 @@ mod columns {
             CredentialKind::SharedPaymentToken,
             CredentialKind::VirtualCard,
             CredentialKind::PaymentMethod,
+            CredentialKind::Card,
         ]
         .into_iter()
         .find(|k| kind_text(*k) == text)

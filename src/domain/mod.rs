@@ -34,9 +34,9 @@ pub use audit::{
     chain_hash, verify_chain, AuditEvent, AuditHash, AuditKind, ChainBreak, ChainFault,
     ChainedEvent, HoldAction, LimitKind, Party,
 };
-#[cfg(any(feature = "mpp", feature = "forms"))]
+#[cfg(any(feature = "mpp", feature = "forms", feature = "acp"))]
 pub(crate) use canonical::parse_time;
-#[cfg(any(feature = "mpp", feature = "x402"))]
+#[cfg(any(feature = "mpp", feature = "x402", feature = "acp"))]
 pub(crate) use canonical::write_json_value;
 pub use canonical::{json_fingerprint, ContentDigest, IntentHash, RequestDigest, SnapshotId};
 pub use checkout::{CheckoutState, UpstreamBlocker};

@@ -90,6 +90,9 @@ pub enum CredentialKind {
     VirtualCard,
     /// A PSP payment method id (`pm_...`): what a Stripe-compatible PSP expects.
     PaymentMethod,
+    /// A card number (a funding PAN) with its expiry: what the Agentic Commerce Protocol's
+    /// delegate payment stores for `card_number_type: fpan`.
+    Card,
 }
 
 /// Funding type of the underlying account.
