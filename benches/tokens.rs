@@ -1,0 +1,2 @@
+//! Scoped payment tokens: issue, and the redemption's own decision, on the memory adapters.
+fn main() {}
