@@ -298,8 +298,8 @@ async fn revoking_a_credential_a_mandate_or_an_agent_fans_out_to_its_tokens() {
     assert_eq!(bodies.iter().filter(|b| b.contains("\"token_revoked\"")).count(), 2);
 
     // Revoking the agent reaches its remaining token, and its own credentials.
-    let d = f.issue("prov_b", per_use("10.00", TokenUses::Single), MONTH).await;
-    let _ = d;
+    let cmd = IssueToken::new(key("d"), f.mandate.clone(), second.clone(), redeemer("prov_b"), per_use("10.00", TokenUses::Single), MONTH);
+    f.tokens.issue(&agent_principal(), &cmd).await.unwrap();
     let n = f.tokens.revoke(&agent_principal(), &RevokeTokens::new(TokenSelector::Issuer { actor_id: agent().id }, Text::new("agent retired").unwrap())).await;
     // The agent's orchestrator credentials are revoked, so no new token can be issued on them.
     assert_eq!(n.unwrap(), 2, "c and d");
@@ -318,9 +318,9 @@ async fn revoking_the_parent_mandate_revokes_its_tokens_in_one_call() {
     for t in [&a, &b] {
         assert_eq!(code(&f.redeem(if t.record.redeemer.provider.as_str() == "prov_a" { "prov_a" } else { "prov_b" }, t.token.as_ref().unwrap(), "1.00").await), Some(RefusalCode::Revoked));
     }
-    // The provider may not revoke the buyer's mandate.
+    // Another agent may not revoke the buyer's mandate.
     let f = Fixture::memory().await;
-    let err = f.tokens.revoke(&provider("prov_a"), &RevokeTokens::new(TokenSelector::Mandate { mandate_id: f.mandate.clone() }, Text::new("x").unwrap())).await.unwrap_err();
+    let err = f.tokens.revoke(&Principal::Agent("agent_other".parse().unwrap()), &RevokeTokens::new(TokenSelector::Mandate { mandate_id: f.mandate.clone() }, Text::new("x").unwrap())).await.unwrap_err();
     assert!(matches!(err, TokenError::Engine(EngineError::NotPermitted { .. })), "{err:?}");
 }
 

@@ -158,7 +158,8 @@ pub fn child_spec(
     let per_use = limits.per_use;
     let period_amount = limits.per_period.as_ref().map(|c| c.amount);
     let token_max = min_money(per_use, period_amount);
-    let max_amount = min_money(Some(p.amount.max_amount), token_max).unwrap_or(p.amount.max_amount);
+    // Not clamped to the parent's: a token asking for more is refused by the delegation check.
+    let max_amount = token_max.unwrap_or(p.amount.max_amount);
     let mut windows = p.budgets.windows.clone();
     if let Some(cap) = &limits.per_period {
         windows.push(WindowLimit {

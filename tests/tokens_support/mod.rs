@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use agent_mandate::adapters::memory::{ManualClock, MemoryPorts, MemoryTokenStore};
 use agent_mandate::domain::{
-    examples, ActionSet, Actor, ActorId, ActorKind, AmountScope, Budgets, BuyerId, CartBinding,
+    examples, ActionSet, Actor, ActorId, AmountScope, Budgets, BuyerId, CartBinding,
     ConfirmationRule, Currency, CredentialRef, CurrencyScope, IdempotencyKey, Lifecycle,
     MandateId, MandateScope, MandateSpec, MandateStatus, MerchantScope, Money, PaymentAction,
     Principal, Validity,
