@@ -6,11 +6,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use agent_mandate::adapters::memory::{ManualClock, MemoryPorts, MemoryTokenStore};
+use agent_mandate::domain::ProviderReport;
 use agent_mandate::domain::{
     examples, ActionSet, Actor, ActorId, AmountScope, Budgets, BuyerId, CartBinding,
-    ConfirmationRule, Currency, CredentialRef, CurrencyScope, IdempotencyKey, Lifecycle,
-    MandateId, MandateScope, MandateSpec, MandateStatus, MerchantScope, Money, PaymentAction,
-    Principal, Validity,
+    ConfirmationRule, CredentialRef, Currency, CurrencyScope, IdempotencyKey, Lifecycle, MandateId,
+    MandateScope, MandateSpec, MandateStatus, MerchantScope, Money, PaymentAction, Principal,
+    Validity,
 };
 use agent_mandate::engine::{CreateMandate, Engine, EngineConfig};
 use agent_mandate::ports::{
@@ -18,9 +19,10 @@ use agent_mandate::ports::{
     NewCredential, PaymentProvider, PeriodCap, ProviderError, Redeemer, RefundRequest,
     RevokeTokenRequest, Secret, TokenLimits, TokenStore, TokenUses, VoidRequest,
 };
-use agent_mandate::domain::ProviderReport;
 use agent_mandate::testkit::{FakePsp, SeededTokenGenerator};
-use agent_mandate::tokens::{IssueToken, IssuedToken, RedeemToken, RedemptionOutcome, TokenService};
+use agent_mandate::tokens::{
+    IssueToken, IssuedToken, RedeemToken, RedemptionOutcome, TokenService,
+};
 use chrono::{DateTime, Duration, Utc};
 
 pub const CARD: &str = "pm_card_visa_4242_orchestrator";
@@ -197,14 +199,27 @@ pub fn card(owner: &ActorId, buyer: &BuyerId, secret: &str) -> NewCredential {
 
 impl Fixture {
     pub async fn memory() -> Fixture {
-        Fixture::build(EngineConfig::default(), false, Arc::new(MemoryTokenStore::new())).await
+        Fixture::build(
+            EngineConfig::default(),
+            false,
+            Arc::new(MemoryTokenStore::new()),
+        )
+        .await
     }
 
-    pub async fn with(config: EngineConfig, revoking_psp: bool, store: Arc<dyn TokenStore>) -> Fixture {
+    pub async fn with(
+        config: EngineConfig,
+        revoking_psp: bool,
+        store: Arc<dyn TokenStore>,
+    ) -> Fixture {
         Fixture::build(config, revoking_psp, store).await
     }
 
-    async fn build(config: EngineConfig, revoking_psp: bool, store: Arc<dyn TokenStore>) -> Fixture {
+    async fn build(
+        config: EngineConfig,
+        revoking_psp: bool,
+        store: Arc<dyn TokenStore>,
+    ) -> Fixture {
         let mut psp = None;
         let mut fake_out = None;
         let memory = MemoryPorts::new(now(), |vault, clock: Arc<ManualClock>| {
@@ -223,10 +238,17 @@ impl Fixture {
         });
         let fake = fake_out.unwrap();
         let engine = Engine::new(memory.ports.clone(), config).unwrap();
-        let tokens = TokenService::new(engine.clone(), store, Arc::new(SeededTokenGenerator::new(42)));
+        let tokens = TokenService::new(
+            engine.clone(),
+            store,
+            Arc::new(SeededTokenGenerator::new(42)),
+        );
         let b = Principal::Buyer(buyer());
         let mandate = engine
-            .create_mandate(&b, &CreateMandate::new(key("root"), root_spec("mandate_root", "1000.00")))
+            .create_mandate(
+                &b,
+                &CreateMandate::new(key("root"), root_spec("mandate_root", "1000.00")),
+            )
             .await
             .unwrap()
             .value
@@ -251,7 +273,10 @@ impl Fixture {
     }
 
     pub fn next_key(&self, prefix: &str) -> IdempotencyKey {
-        key(&format!("{prefix}-{}", self.n.fetch_add(1, Ordering::Relaxed)))
+        key(&format!(
+            "{prefix}-{}",
+            self.n.fetch_add(1, Ordering::Relaxed)
+        ))
     }
 
     pub async fn issue(&self, provider_name: &str, limits: TokenLimits, ttl: u64) -> IssuedToken {
@@ -266,9 +291,17 @@ impl Fixture {
         self.tokens.issue(&agent_principal(), &cmd).await.unwrap()
     }
 
-    pub async fn redeem(&self, provider_name: &str, token: &Secret, amount: &str) -> RedemptionOutcome {
+    pub async fn redeem(
+        &self,
+        provider_name: &str,
+        token: &Secret,
+        amount: &str,
+    ) -> RedemptionOutcome {
         let cmd = RedeemToken::new(self.next_key("redeem"), token.clone(), eur(amount));
-        self.tokens.redeem(&provider(provider_name), &cmd).await.unwrap()
+        self.tokens
+            .redeem(&provider(provider_name), &cmd)
+            .await
+            .unwrap()
     }
 
     pub fn advance(&self, by: Duration) {
