@@ -39,3 +39,38 @@ async fn sqlite_token_store_survives_a_reopen() {
     assert_eq!(all.len(), 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_token_store_conforms() {
+    use agent_mandate::adapters::postgres::{PostgresConfig, PostgresStore, PostgresTokenStore};
+    let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
+        eprintln!("SKIPPED: DATABASE_URL not set (run scripts/with-postgres.sh cargo test --all-features --test tokens_conformance)");
+        return;
+    };
+    let schema = format!("tok_{}_{}", std::process::id(), now_nanos());
+    let config = PostgresConfig::new(&url)
+        .with_schema(&schema)
+        .with_max_connections(4);
+    let store = PostgresStore::connect_with(&config).await.unwrap();
+    let tokens = PostgresTokenStore::from_pool(store.pool().clone())
+        .await
+        .unwrap();
+    token_store_conformance(&tokens).await;
+    // Checked, without migrations, against the migrated schema.
+    PostgresTokenStore::from_pool_checked(store.pool().clone())
+        .await
+        .unwrap();
+    let c = store.pool().get().await.unwrap();
+    c.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}
+
+#[cfg(feature = "postgres")]
+fn now_nanos() -> u128 {
+    // A unique schema name per run (test fixture, not a clock read of the crate).
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() % 1_000_000_000_000)
+}

@@ -22,11 +22,13 @@ struct Step {
 }
 
 fn step() -> impl Strategy<Value = Step> {
-    (1i64..=4_000, 0i64..=60, proptest::bool::weighted(0.2)).prop_map(|(cents, advance_hours, reuse_key)| Step {
-        cents,
-        advance_hours,
-        reuse_key,
-    })
+    (1i64..=4_000, 0i64..=60, proptest::bool::weighted(0.2)).prop_map(
+        |(cents, advance_hours, reuse_key)| Step {
+            cents,
+            advance_hours,
+            reuse_key,
+        },
+    )
 }
 
 proptest! {

@@ -20,7 +20,11 @@ async fn race(make: impl Fn() -> Arc<dyn TokenStore>, rounds: usize) {
     for round in 0..rounds {
         let f = Arc::new(Fixture::with(EngineConfig::default(), false, make()).await);
         let issued = f
-            .issue("prov_a", per_use("5.00", TokenUses::CapBounded { max_uses: None }), 86_400)
+            .issue(
+                "prov_a",
+                per_use("5.00", TokenUses::CapBounded { max_uses: None }),
+                86_400,
+            )
             .await;
         let token = issued.token.clone().unwrap();
         let mut tasks = Vec::new();
@@ -38,7 +42,10 @@ async fn race(make: impl Fn() -> Arc<dyn TokenStore>, rounds: usize) {
                 f.tokens
                     .revoke(
                         &agent_principal(),
-                        &RevokeTokens::new(TokenSelector::Token { token_id: id }, Text::new("race").unwrap()),
+                        &RevokeTokens::new(
+                            TokenSelector::Token { token_id: id },
+                            Text::new("race").unwrap(),
+                        ),
                     )
                     .await
                     .unwrap()
@@ -71,13 +78,31 @@ async fn race(make: impl Fn() -> Arc<dyn TokenStore>, rounds: usize) {
         // The store agrees: no pending claim, charged == charged, claims before the revocation.
         let record = f.tokens.token(&issued.record.id).await.unwrap().unwrap();
         let revoked_at = record.revoked_at.unwrap();
-        let list = f.tokens.store().redemptions(&issued.record.id).await.unwrap();
-        assert!(list.iter().all(|r| !matches!(r.state, RedemptionState::Pending | RedemptionState::Ambiguous { .. })));
-        let stored_charged = list.iter().filter(|r| matches!(r.state, RedemptionState::Charged { .. })).count() as i64;
+        let list = f
+            .tokens
+            .store()
+            .redemptions(&issued.record.id)
+            .await
+            .unwrap();
+        assert!(list.iter().all(|r| !matches!(
+            r.state,
+            RedemptionState::Pending | RedemptionState::Ambiguous { .. }
+        )));
+        let stored_charged = list
+            .iter()
+            .filter(|r| matches!(r.state, RedemptionState::Charged { .. }))
+            .count() as i64;
         assert_eq!(stored_charged, charged);
         assert!(list.iter().all(|r| r.claimed_at <= revoked_at));
         // No hold left open under the token's mandate: everything held was captured.
-        let child = f.memory.ports.store.mandate(&issued.record.mandate_id).await.unwrap().unwrap();
+        let child = f
+            .memory
+            .ports
+            .store
+            .mandate(&issued.record.mandate_id)
+            .await
+            .unwrap()
+            .unwrap();
         let usage = f.memory.ports.store.usage(&[child], now()).await.unwrap();
         assert!(usage[0].held.amount().is_zero(), "{usage:?}");
         assert_eq!(usage[0].spent.minor_units(), charged * 100);
@@ -91,13 +116,23 @@ async fn race(make: impl Fn() -> Arc<dyn TokenStore>, rounds: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redemption_racing_revocation_on_the_memory_store() {
-    race(|| Arc::new(agent_mandate::adapters::memory::MemoryTokenStore::new()), 10).await;
+    race(
+        || Arc::new(agent_mandate::adapters::memory::MemoryTokenStore::new()),
+        10,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redemption_racing_revocation_on_the_sqlite_store() {
     race(
-        || Arc::new(SqliteDatabase::open(SqliteConfig::in_memory()).unwrap().token_store()),
+        || {
+            Arc::new(
+                SqliteDatabase::open(SqliteConfig::in_memory())
+                    .unwrap()
+                    .token_store(),
+            )
+        },
         10,
     )
     .await;
