@@ -12,7 +12,7 @@ mod tokens_support;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use agent_mandate::ports::{TokenStore, TokenUses};
+use agent_mandate::ports::TokenUses;
 use agent_mandate::tokens::{rules, IssueToken, RedeemToken, RedemptionOutcome};
 use criterion::{criterion_group, criterion_main, Criterion};
 use tokens_support::*;

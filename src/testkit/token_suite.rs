@@ -239,8 +239,8 @@ pub async fn token_store_conformance(store: &dyn TokenStore) {
         .await
         .expect("revoke");
     assert_eq!(
-        by_mandate.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
-        [single.id.clone()],
+        by_mandate.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+        [single.id.as_str()],
         "a mandate selects its descendants' tokens only"
     );
     assert_eq!(by_mandate[0].status, TokenStatus::Revoked);
@@ -255,8 +255,8 @@ pub async fn token_store_conformance(store: &dyn TokenStore) {
         .await
         .expect("revoke");
     assert_eq!(
-        by_cred.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
-        [other.id.clone()],
+        by_cred.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+        [other.id.as_str()],
         "already revoked tokens are not returned again"
     );
     assert_eq!(
@@ -282,8 +282,8 @@ pub async fn token_store_conformance(store: &dyn TokenStore) {
         .await
         .expect("revoke");
     assert_eq!(
-        by_issuer.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
-        [multi.id.clone()],
+        by_issuer.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+        [multi.id.as_str()],
         "the issuer's remaining token"
     );
     let all = store
