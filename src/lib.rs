@@ -27,3 +27,5 @@ pub mod service;
 pub mod strategies;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+#[cfg(feature = "tokens")]
+pub mod tokens;

@@ -329,6 +329,57 @@ pub enum AuditKind {
         /// How many permanent refusals it got.
         refusals: u32,
     },
+    /// A scoped payment token was issued (never its value: its id).
+    TokenIssued {
+        /// The token's id.
+        token_id: String,
+        /// Its child mandate.
+        mandate_id: MandateId,
+        /// The mandate it was issued under.
+        parent_id: MandateId,
+        /// The buyer.
+        buyer_id: BuyerId,
+        /// The provider that may redeem it.
+        provider: ActorId,
+        /// Who issued it.
+        #[serde(deserialize_with = "super::principal::recorded")]
+        by: Principal,
+    },
+    /// A token was redeemed: the payment attempt that charged it.
+    TokenRedeemed {
+        /// The token's id.
+        token_id: String,
+        /// The attempt.
+        attempt_id: AttemptId,
+        /// The redemption's state (`charged`, `ambiguous`, `refused`).
+        state: String,
+    },
+    /// A redemption was refused before any charge (a token presented by another provider, an
+    /// unknown or revoked token...). The token's id only when the token is known.
+    TokenRefused {
+        /// The token's id, when it names a stored token.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token_id: Option<String>,
+        /// The stable code of why (`TOKEN_WRONG_PROVIDER`, ...).
+        code: String,
+        /// Who presented it.
+        #[serde(deserialize_with = "super::principal::recorded")]
+        by: Principal,
+    },
+    /// A token was revoked (one event per token of a fan-out).
+    TokenRevoked {
+        /// The token's id.
+        token_id: String,
+        /// Its child mandate.
+        mandate_id: MandateId,
+        /// What the revocation selected (`token`, `issuer`, `credential`, `mandate`).
+        selector: String,
+        /// Whether the PSP was asked to revoke its side.
+        psp: bool,
+        /// Who revoked it.
+        #[serde(deserialize_with = "super::principal::recorded")]
+        by: Principal,
+    },
     /// A command was answered from its idempotency record.
     Replay {
         /// The command.

@@ -12,12 +12,15 @@
 //! | [`CredentialVault`] | keeps credentials, hands out opaque references | [`VaultError`] |
 //! | [`AuditSink`] | the append-only, hash-chained audit trail | [`AuditError`] |
 //! | [`Clock`] | the time | none |
+//! | [`TokenStore`] | scoped payment tokens and their redemptions | [`TokenStoreError`] |
+//! | [`TokenGenerator`] | random token values | [`TokenGeneratorError`] |
 
 mod audit;
 mod clock;
 mod payment;
 mod provider;
 mod store;
+mod tokens;
 mod vault;
 
 use std::fmt;
@@ -28,12 +31,17 @@ pub use clock::{Clock, SystemClock};
 pub use payment::{InputsQuery, OpenPayment, Opened, PaymentInputs};
 pub use provider::{
     AuthorizeRequest, CaptureRequest, Lookup, PaymentProvider, ProviderError, RefundRequest,
-    VoidRequest,
+    RevokeTokenRequest, VoidRequest,
 };
 pub use store::{
     AttemptChange, Begin, BudgetLimits, ChallengeConsumed, ChallengeUse, Completion, Fence,
     HoldError, HoldLevel, HoldOp, HoldRecord, HoldRequest, HoldState, IdempotencyScope,
     InsertOrder, RefundPolicy, StagedEvent, Store, StoreError, StoredResult, Write, Written,
+};
+pub use tokens::{
+    ClaimOutcome, InsertToken, PeriodCap, Redeemer, Redemption, RedemptionState, TokenDisplay,
+    TokenGenerator, TokenGeneratorError, TokenHash, TokenId, TokenLimits, TokenRecord,
+    TokenSelector, TokenStatus, TokenStore, TokenStoreError, TokenUses,
 };
 pub use vault::{
     CredentialDisplay, CredentialKind, CredentialVault, FundingType, NewCredential,

@@ -57,6 +57,16 @@ pub struct VoidRequest {
     pub attempt_id: AttemptId,
 }
 
+/// Revoke the PSP's side of a scoped payment token (see
+/// [`PaymentProvider::revokes_tokens`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeTokenRequest {
+    /// The token.
+    pub token_id: super::TokenId,
+    /// The vault credential the token charges.
+    pub credential: crate::domain::CredentialRef,
+}
+
 /// Refund a capture, fully or in part.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefundRequest {
@@ -177,4 +187,19 @@ pub trait PaymentProvider: Send + Sync + Debug {
     /// Reads the PSP's current view of a payment; `None` when the PSP has no such payment (it
     /// never received the authorization). Moves no money; always safe to retry.
     async fn lookup(&self, lookup: &Lookup) -> Result<Option<ProviderReport>, ProviderError>;
+
+    /// Whether this PSP keeps a side of scoped payment tokens that
+    /// [`PaymentProvider::revoke_token`] can revoke. `false` unless an adapter says otherwise:
+    /// the token's own revocation (its record, mandate and vault credential) does not need it.
+    fn revokes_tokens(&self) -> bool {
+        false
+    }
+
+    /// Revokes the PSP's side of a token. Called only when
+    /// [`PaymentProvider::revokes_tokens`] is `true`; the default answers `Invalid`.
+    async fn revoke_token(&self, request: &RevokeTokenRequest) -> Result<(), ProviderError> {
+        Err(ProviderError::Invalid {
+            message: format!("this PSP cannot revoke token {}", request.token_id),
+        })
+    }
 }

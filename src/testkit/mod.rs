@@ -11,6 +11,10 @@ mod fake_psp;
 mod outbox_suite;
 mod provider_suite;
 mod store_suite;
+#[cfg(feature = "tokens")]
+mod token_suite;
+#[cfg(feature = "tokens")]
+mod tokens;
 mod vault_suite;
 
 pub use audit_suite::*;
@@ -20,4 +24,8 @@ pub use fake_psp::*;
 pub use outbox_suite::*;
 pub use provider_suite::*;
 pub use store_suite::*;
+#[cfg(feature = "tokens")]
+pub use token_suite::*;
+#[cfg(feature = "tokens")]
+pub use tokens::*;
 pub use vault_suite::*;

@@ -6,11 +6,15 @@ mod audit;
 mod clock;
 pub(crate) mod hash;
 mod store;
+#[cfg(feature = "tokens")]
+mod tokens;
 mod vault;
 
 pub use audit::*;
 pub use clock::*;
 pub use store::*;
+#[cfg(feature = "tokens")]
+pub use tokens::MemoryTokenStore;
 pub use vault::*;
 
 use std::sync::Arc;

@@ -91,6 +91,8 @@ mod payment;
 mod records;
 mod schema;
 mod store;
+#[cfg(feature = "tokens")]
+mod tokens;
 mod tx;
 mod vault;
 
@@ -100,6 +102,8 @@ pub use schema::{
     migrate, migrate_client, migrate_with, schema_version, MIGRATIONS, SCHEMA_VERSION,
 };
 pub use store::PostgresStore;
+#[cfg(feature = "tokens")]
+pub use tokens::PostgresTokenStore;
 pub use vault::PostgresVault;
 
 /// The connection pool type the adapters share.

@@ -252,6 +252,40 @@ INSERT INTO am_meta (key, value) VALUES ('schema_version', '5')
     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
 "#,
     },
+    // 6: scoped payment tokens (`PostgresTokenStore`): each token's record (the hash of its
+    // value, never the value), the mandates it descends from (for the revocation fan-out),
+    // and its redemptions keyed by (token, idempotency key).
+    Migration {
+        version: 6,
+        name: "tokens",
+        sql: r#"
+CREATE TABLE tokens (
+    id                  TEXT PRIMARY KEY,
+    status              TEXT NOT NULL,
+    issuer              TEXT NOT NULL,
+    source_credential   TEXT NOT NULL,
+    mandate_id          TEXT NOT NULL,
+    body                TEXT NOT NULL
+);
+CREATE INDEX tokens_issuer ON tokens (issuer);
+CREATE INDEX tokens_credential ON tokens (source_credential);
+CREATE TABLE token_lineage (
+    token_id    TEXT NOT NULL,
+    mandate_id  TEXT NOT NULL,
+    PRIMARY KEY (token_id, mandate_id)
+);
+CREATE INDEX token_lineage_mandate ON token_lineage (mandate_id);
+CREATE TABLE token_redemptions (
+    token_id    TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    seq         BIGINT NOT NULL,
+    body        TEXT NOT NULL,
+    PRIMARY KEY (token_id, key)
+);
+INSERT INTO am_meta (key, value) VALUES ('schema_version', '6')
+    ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
+"#,
+    },
 ];
 
 /// Key of the advisory lock that serialises migrations (any fixed number; `am` in ASCII).

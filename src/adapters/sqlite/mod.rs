@@ -69,6 +69,8 @@ mod outbox;
 mod payment;
 mod schema;
 mod store;
+#[cfg(feature = "tokens")]
+mod tokens;
 mod vault;
 mod worker;
 
@@ -82,6 +84,8 @@ pub use audit::SqliteAuditSink;
 pub use outbox::SqliteOutbox;
 pub use schema::{migrate, migrate_file, schema_version, MIGRATIONS, SCHEMA_VERSION};
 pub use store::SqliteStore;
+#[cfg(feature = "tokens")]
+pub use tokens::SqliteTokenStore;
 pub use vault::SqliteVault;
 pub use worker::{GroupCommitStats, BATCH_BUCKETS};
 
@@ -250,6 +254,13 @@ impl SqliteDatabase {
     /// holds every key its rows were sealed under.
     pub fn vault(&self, keyring: crate::adapters::keyring::VaultKeyring) -> SqliteVault {
         SqliteVault::new(self.clone(), keyring)
+    }
+
+    /// The scoped payment [`TokenStore`](crate::ports::TokenStore) on this database
+    /// (features `sqlite` and `tokens`).
+    #[cfg(feature = "tokens")]
+    pub fn token_store(&self) -> SqliteTokenStore {
+        SqliteTokenStore::new(self.clone())
     }
 
     /// The durable webhook [`Outbox`](crate::adapters::http::Outbox) on this database

@@ -217,6 +217,39 @@ pub const MIGRATIONS: &[Migration] = &[
     PRAGMA user_version = 6;
     "#,
     },
+    // 7: scoped payment tokens (`SqliteTokenStore`): each token's record (the hash of its
+    // value, never the value), the mandates it descends from (for the revocation fan-out),
+    // and its redemptions keyed by (token, idempotency key).
+    Migration {
+        version: 7,
+        name: "tokens",
+        sql: r#"
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        issuer TEXT NOT NULL,
+        source_credential TEXT NOT NULL,
+        mandate_id TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX tokens_issuer ON tokens (issuer);
+    CREATE INDEX tokens_credential ON tokens (source_credential);
+    CREATE TABLE token_lineage (
+        token_id TEXT NOT NULL,
+        mandate_id TEXT NOT NULL,
+        PRIMARY KEY (token_id, mandate_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX token_lineage_mandate ON token_lineage (mandate_id);
+    CREATE TABLE token_redemptions (
+        token_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (token_id, key)
+    ) WITHOUT ROWID;
+    PRAGMA user_version = 7;
+    "#,
+    },
 ];
 
 /// Applies the connection settings, then every migration the database lacks, or (with
