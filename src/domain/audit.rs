@@ -329,6 +329,12 @@ pub enum AuditKind {
         /// How many permanent refusals it got.
         refusals: u32,
     },
+    /// A control raised an alert (also handed to the
+    /// [`AlertSink`](crate::ports::AlertSink)).
+    Alert {
+        /// The alert.
+        alert: Box<super::alert::Alert>,
+    },
     /// A command was answered from its idempotency record.
     Replay {
         /// The command.

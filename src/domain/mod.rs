@@ -3,11 +3,13 @@
 //! No IO, no async, no clock reads, no randomness: time enters as a parameter, identifiers are
 //! content hashes or supplied by the caller.
 
+mod alert;
 mod attempt;
 mod audit;
 mod canonical;
 mod checkout;
 mod confirmation;
+mod controls;
 mod decision;
 mod delegation;
 mod error;
@@ -25,6 +27,7 @@ mod scope;
 mod snapshot;
 mod usage;
 
+pub use alert::{Alert, AlertKind, Audience, Severity};
 pub use attempt::{
     AttemptError, AttemptEvent, AttemptStatus, HoldEffect, Operation, Order, PaymentAttempt,
     ProviderReport, ProviderStatus,
@@ -40,6 +43,9 @@ pub(crate) use canonical::write_json_value;
 pub use canonical::{json_fingerprint, ContentDigest, IntentHash, RequestDigest, SnapshotId};
 pub use checkout::{CheckoutState, UpstreamBlocker};
 pub use confirmation::{Confirmation, ConfirmationScope};
+pub use controls::{
+    intent_mismatch, BreakerScope, ConfirmReason, ControlSignals, Declaration, RiskVector,
+};
 pub use decision::{
     AuthorityDecision, Blocker, BlockerClass, BlockerCode, Cause, Evidence, Outcome,
 };

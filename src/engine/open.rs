@@ -70,7 +70,25 @@ impl Engine {
         let loops = self
             .loops
             .count(self.config.loop_limit, req, &command.snapshot, now);
-        let decision = ctx.decide(req, &command.snapshot, &command.checkout, now, loops);
+        let signals = self.control_signals(
+            req,
+            command.intent.as_ref(),
+            command.declaration.as_ref(),
+            Some(&command.credential),
+            now,
+        );
+        if signals.as_ref().is_some_and(|s| !s.confirm.is_empty()) {
+            // A control asks for the buyer's confirmation: the general path reads them.
+            return Ok(None);
+        }
+        let decision = ctx.decide(
+            req,
+            &command.snapshot,
+            &command.checkout,
+            now,
+            loops,
+            signals.as_ref(),
+        );
         if !decision.is_allowed() {
             return Ok(None);
         }
@@ -81,7 +99,7 @@ impl Engine {
         let submit_at = self.now();
         let pending = validated.apply(&AttemptEvent::Submit, submit_at)?;
         let hold = HoldRequest::on_chain(pending.hold_id(), req.amount, now, &ctx.chain);
-        let created = [
+        let mut created = vec![
             decision_event("execute_payment", req, &decision, Some(attempt_id)),
             transition_event(&fresh, &validated, "validate", now),
         ];
@@ -98,6 +116,7 @@ impl Engine {
             },
             transition_event(&validated, &pending, "submit", submit_at),
         ];
+        self.control_allowed(req, &ctx.chain, now, &mut created);
         let opened = observe::store(
             "open_payment",
             store.open_payment(&OpenPayment {
@@ -146,6 +165,7 @@ impl Engine {
         // Threshold events go with the change that records the PSP's answer.
         let mut later = Vec::new();
         self.threshold_events(&hold.levels, &usage_after, &req.amount, now, &mut later);
+        self.threshold_alerts(req, &mut later, 0);
         let run = async {
             self.may_call_psp(&command.key, now, submit_at)?;
             self.authorize_pending(command, pending, decision, later, Some(&finish))

@@ -12,7 +12,9 @@
 //! | [`CredentialVault`] | keeps credentials, hands out opaque references | [`VaultError`] |
 //! | [`AuditSink`] | the append-only, hash-chained audit trail | [`AuditError`] |
 //! | [`Clock`] | the time | none |
+//! | [`AlertSink`] | alerts of the engine's controls, for the buyer, security or operations (given to the engine with `Engine::with_alerts`, not part of [`Ports`]) | [`AlertError`] |
 
+mod alerts;
 mod audit;
 mod clock;
 mod payment;
@@ -23,6 +25,7 @@ mod vault;
 use std::fmt;
 use std::sync::Arc;
 
+pub use alerts::{Alert, AlertError, AlertKind, AlertSink, Audience, Severity};
 pub use audit::{AuditError, AuditReceipt, AuditSink};
 pub use clock::{Clock, SystemClock};
 pub use payment::{InputsQuery, OpenPayment, Opened, PaymentInputs};

@@ -2,12 +2,14 @@
 //!
 //! Nothing survives the process. For durable state use a database-backed store.
 
+mod alerts;
 mod audit;
 mod clock;
 pub(crate) mod hash;
 mod store;
 mod vault;
 
+pub use alerts::*;
 pub use audit::*;
 pub use clock::*;
 pub use store::*;
