@@ -47,13 +47,26 @@ async fn six_failures_open_the_breaker() {
     for i in 0..5 {
         fail_auth(&w, &format!("f{i}"), Fault::Invalid).await;
     }
-    assert!(alerts_of(&sink, "circuit_opened").is_empty(), "five: closed");
+    assert!(
+        alerts_of(&sink, "circuit_opened").is_empty(),
+        "five: closed"
+    );
     let calls = w.psp.calls(Op::Authorize);
     fail_auth(&w, "f5", Fault::Invalid).await;
-    assert_eq!(w.psp.calls(Op::Authorize), calls + 1, "the sixth went to the PSP");
+    assert_eq!(
+        w.psp.calls(Op::Authorize),
+        calls + 1,
+        "the sixth went to the PSP"
+    );
     let opened = alerts_of(&sink, "circuit_opened");
-    assert_eq!(opened.len(), 2, "the credential's and the agent's: {opened:?}");
-    assert!(opened.iter().all(|a| a.risk == Some(RiskVector::WrongCredential)));
+    assert_eq!(
+        opened.len(),
+        2,
+        "the credential's and the agent's: {opened:?}"
+    );
+    assert!(opened
+        .iter()
+        .all(|a| a.risk == Some(RiskVector::WrongCredential)));
     let calls = w.psp.calls(Op::Authorize);
     let out = run(&w, &pay(&w, "next")).await;
     assert!(circuit_open(&out), "{out:?}");
@@ -65,11 +78,24 @@ async fn six_failures_open_the_breaker() {
 async fn three_d_secure_failures_count_other_declines_do_not() {
     let (w, _) = controlled(breaker(), None).await;
     for i in 0..10 {
-        fail_auth(&w, &format!("d{i}"), Fault::Decline("insufficient_funds".into())).await;
+        fail_auth(
+            &w,
+            &format!("d{i}"),
+            Fault::Decline("insufficient_funds".into()),
+        )
+        .await;
     }
-    assert!(paid(&run(&w, &pay(&w, "ok")).await), "plain declines are not authentication failures");
+    assert!(
+        paid(&run(&w, &pay(&w, "ok")).await),
+        "plain declines are not authentication failures"
+    );
     for i in 0..6 {
-        fail_auth(&w, &format!("t{i}"), Fault::Decline("three_d_secure_failed".into())).await;
+        fail_auth(
+            &w,
+            &format!("t{i}"),
+            Fault::Decline("three_d_secure_failed".into()),
+        )
+        .await;
     }
     assert!(circuit_open(&run(&w, &pay(&w, "held")).await));
 }
@@ -85,7 +111,10 @@ async fn failures_count_in_a_rolling_window() {
     }
     advance(&w, 540); // f0 is exactly 10 minutes old
     fail_auth(&w, "f5", Fault::Invalid).await;
-    assert!(paid(&run(&w, &pay(&w, "ok")).await), "f0 is out: five in the window");
+    assert!(
+        paid(&run(&w, &pay(&w, "ok")).await),
+        "f0 is out: five in the window"
+    );
     advance(&w, 1);
     fail_auth(&w, "f6", Fault::Invalid).await;
     assert!(circuit_open(&run(&w, &pay(&w, "held")).await));
@@ -116,13 +145,19 @@ async fn cool_down_and_reset() {
             Err(EngineError::NotPermitted { .. })
         ));
     }
-    w.engine.reset_breaker(&operator_p(), &card).await.expect("reset");
+    w.engine
+        .reset_breaker(&operator_p(), &card)
+        .await
+        .expect("reset");
     let out = run(&w, &pay(&w, "agent-still-open")).await;
     assert!(
         matches!(&out, PaymentOutcome::Refused(d) if d.has(BlockerCode::CircuitOpen)),
         "the agent's breaker is still open: {out:?}"
     );
-    w.engine.reset_breaker(&operator_p(), &agent).await.expect("reset");
+    w.engine
+        .reset_breaker(&operator_p(), &agent)
+        .await
+        .expect("reset");
     assert!(paid(&run(&w, &pay(&w, "reset")).await));
     let _ = BreakerScope::Agent;
 }
