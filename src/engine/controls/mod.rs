@@ -607,10 +607,24 @@ impl Engine {
             return;
         }
         let timeout = self.controls_config().alert_enqueue_timeout;
+        // Outside a tokio runtime (an executor without a timer) the hand-over is not
+        // bounded here: the sink's own contract (a quick local enqueue) bounds it.
+        let timer = tokio::runtime::Handle::try_current().is_ok();
         while let Some(alert) = queue.pop_front() {
-            match tokio::time::timeout(timeout, sink.enqueue(&alert)).await {
-                Ok(Ok(())) => super::observe::alert_delivered(&alert),
-                Ok(Err(_)) | Err(_) => {
+            let handed = if timer {
+                tokio::time::timeout(timeout, sink.enqueue(&alert))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(crate::ports::AlertError::Unavailable {
+                            message: "the enqueue timed out".into(),
+                        })
+                    })
+            } else {
+                sink.enqueue(&alert).await
+            };
+            match handed {
+                Ok(()) => super::observe::alert_delivered(&alert),
+                Err(_) => {
                     super::observe::alert_waiting();
                     queue.push_front(alert);
                     break;
