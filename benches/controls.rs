@@ -51,10 +51,12 @@ fn every_control() -> Controls {
         ))
         .with_vault_errors(Some(Rate::new(1, hour).expect("rate")))
         .with_dual_confirmation_above(Some(eur("1000.00")))
-        .with_merchants(MerchantControl::Allowlist(vec![examples::travel_backpack_snapshot()
-            .merchant()
-            .merchant_id
-            .clone()]))
+        .with_merchants(MerchantControl::Allowlist(vec![
+            examples::travel_backpack_snapshot()
+                .merchant()
+                .merchant_id
+                .clone(),
+        ]))
         .expect("allowlist")
 }
 

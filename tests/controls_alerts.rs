@@ -264,6 +264,9 @@ async fn a_hanging_sink_slows_no_payment_beyond_the_timeout() {
     assert_eq!(w.engine.alerts_waiting(), 2);
 }
 
+/// One delivery the receiver got: id, timestamp, signature, body.
+type Delivery = (String, String, String, Vec<u8>);
+
 const SECRET: &str = "whsec_YWdlbnQtbWFuZGF0ZSB3ZWJob29rIHRlc3Qga2V5ISE=";
 
 /// The webhook adapter: an alert of a payment reaches the receiver signed, as the alert's
@@ -271,10 +274,7 @@ const SECRET: &str = "whsec_YWdlbnQtbWFuZGF0ZSB3ZWJob29rIHRlc3Qga2V5ISE=";
 #[tokio::test]
 async fn webhook_alerts_are_signed_and_delivered_at_least_once() {
     #[derive(Clone, Default)]
-    struct Got(
-        Arc<Mutex<Vec<(String, String, String, Vec<u8>)>>>,
-        Arc<AtomicBool>,
-    );
+    struct Got(Arc<Mutex<Vec<Delivery>>>, Arc<AtomicBool>);
     async fn hook(
         axum::extract::State(g): axum::extract::State<Got>,
         headers: axum::http::HeaderMap,

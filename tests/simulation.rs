@@ -200,9 +200,11 @@ fn simulation_memory_with_controls() {
                     }
                     last.insert(a.to_string(), outcome);
                 }
-                AuditKind::AttemptTransition { attempt_id, to, .. }
-                    if to == AttemptStatus::PendingProviderResponse =>
-                {
+                AuditKind::AttemptTransition {
+                    attempt_id,
+                    to: AttemptStatus::PendingProviderResponse,
+                    ..
+                } => {
                     submissions += 1;
                     assert_eq!(
                         last.get(attempt_id.as_str()),

@@ -99,7 +99,7 @@ impl Engine {
         let submit_at = self.now();
         let pending = validated.apply(&AttemptEvent::Submit, submit_at)?;
         let hold = HoldRequest::on_chain(pending.hold_id(), req.amount, now, &ctx.chain);
-        let mut created = vec![
+        let created = [
             decision_event("execute_payment", req, &decision, Some(attempt_id)),
             transition_event(&fresh, &validated, "validate", now),
         ];
@@ -116,7 +116,6 @@ impl Engine {
             },
             transition_event(&validated, &pending, "submit", submit_at),
         ];
-        self.control_allowed(req, &ctx.chain, now, &mut created);
         let opened = observe::store(
             "open_payment",
             store.open_payment(&OpenPayment {
@@ -166,6 +165,10 @@ impl Engine {
         let mut later = Vec::new();
         self.threshold_events(&hold.levels, &usage_after, &req.amount, now, &mut later);
         self.threshold_alerts(req, &mut later, 0);
+        // The controls' alerts of an allowed payment (a new merchant, an expiry close) go
+        // with the change that records the PSP's answer; only now that the payment is open,
+        // so a fallback to the general path announces them there instead.
+        self.control_allowed(req, &ctx.chain, now, &mut later);
         let run = async {
             self.may_call_psp(&command.key, now, submit_at)?;
             self.authorize_pending(command, pending, decision, later, Some(&finish))
