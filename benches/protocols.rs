@@ -139,6 +139,7 @@ impl Agent {
             credential: Some(CredentialStatus::Usable),
             now,
             resource_payments: None,
+            controls: None,
         };
         evaluate(&doc.input()).is_allowed()
     }

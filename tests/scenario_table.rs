@@ -11,10 +11,11 @@ use std::collections::BTreeSet;
 
 use agent_mandate::domain::examples;
 use agent_mandate::domain::{
-    evaluate, Baseline, BlockerClass, BlockerCode, BlockerCode as C, CartBinding, CheckoutState,
-    ConfirmationCondition, ConfirmationRule, CredentialStatus, Currency, EvaluationDocument,
-    Evidence, Lifecycle, LifecycleEvent, LineItem, LoopLimit, MandateStatus, MarketplaceId,
-    MerchantScope, Outcome, PaymentAction, ResourcePayments, Sku, Text, Urgency,
+    evaluate, Baseline, BlockerClass, BlockerCode, BlockerCode as C, BreakerScope, CartBinding,
+    CheckoutState, ConfirmationCondition, ConfirmationRule, ControlSignals, CredentialStatus,
+    Currency, EvaluationDocument, Evidence, Lifecycle, LifecycleEvent, LineItem, LoopLimit,
+    MandateStatus, MarketplaceId, MerchantScope, Outcome, PaymentAction, PurchaseIntent,
+    ResourcePayments, Sku, Text, Urgency,
 };
 use common::*;
 
@@ -936,6 +937,31 @@ fn cases() -> Vec<Case> {
                 })
             },
             C::ResourceLoopDetected,
+        ),
+        (
+            "a circuit breaker of the engine's controls is open",
+            || {
+                with(|d| {
+                    let mut signals = ControlSignals::default();
+                    signals.circuit_open = Some(BreakerScope::Credential);
+                    d.controls = Some(signals);
+                })
+            },
+            C::CircuitOpen,
+        ),
+        (
+            "the cart departs from the purchase intent the agent declared",
+            || {
+                with(|d| {
+                    let declared = examples::intent_for(&d.request, &d.snapshot);
+                    let mut spec = declared.spec().clone();
+                    spec.line_items[0].quantity += 1;
+                    let mut signals = ControlSignals::default();
+                    signals.intent = Some(PurchaseIntent::new(spec).expect("intent"));
+                    d.controls = Some(signals);
+                })
+            },
+            C::IntentMismatch,
         ),
     ]
 }

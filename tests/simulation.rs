@@ -150,3 +150,80 @@ fn simulation_sqlite() {
     simulate(Backend::Sqlite(dir.clone()), CI_SEEDS_SQLITE);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// With every safety control on (`Controls::recommended()`, velocity and breaker tightened; the
+/// memory backend, every fault,
+/// a short seed set): the invariants hold, and no payment reached the PSP that its decision
+/// refused: every submission of an attempt follows an `allowed` decision for it, with no
+/// refusal in between. Prints how often the controls acted.
+#[test]
+fn simulation_memory_with_controls() {
+    use agent_mandate::domain::{AttemptStatus, AuditKind, BlockerCode, Outcome};
+    use std::collections::HashMap;
+    if !backend_wanted("memory") {
+        return;
+    }
+    sim::world::CONTROLS.with(|c| c.set(true));
+    let faults = Faults::parse("all");
+    let (mut submissions, mut refusals, mut by_control, mut alerts) = (0u64, 0u64, 0u64, 0u64);
+    for seed in 0..12 {
+        let mut sim = Sim::new(seed, faults, Backend::Memory);
+        let out = (|| {
+            for _ in 0..STEPS_PER_SEED {
+                sim.step()?;
+            }
+            sim.quiesce()
+        })();
+        if let Err(f) = out {
+            panic!("seed {seed} with controls: {f}");
+        }
+        // The last decision seen for each attempt: allowed or not.
+        let mut last: HashMap<String, Outcome> = HashMap::new();
+        for e in sim.audit_events() {
+            match e.kind {
+                AuditKind::Decision {
+                    outcome,
+                    attempt_id: Some(a),
+                    ref blockers,
+                    ..
+                } => {
+                    if outcome != Outcome::Allowed {
+                        refusals += 1;
+                        if blockers.iter().any(|b| {
+                            b.code == BlockerCode::CircuitOpen
+                                || b.code == BlockerCode::IntentMismatch
+                                || (b.code == BlockerCode::ConfirmationRequired
+                                    && b.message.contains("velocity"))
+                        }) {
+                            by_control += 1;
+                        }
+                    }
+                    last.insert(a.to_string(), outcome);
+                }
+                AuditKind::AttemptTransition {
+                    attempt_id,
+                    to: AttemptStatus::PendingProviderResponse,
+                    ..
+                } => {
+                    submissions += 1;
+                    assert_eq!(
+                        last.get(attempt_id.as_str()),
+                        Some(&Outcome::Allowed),
+                        "seed {seed}: attempt {attempt_id} was submitted without an allowed decision"
+                    );
+                }
+                AuditKind::Alert { .. } => alerts += 1,
+                _ => {}
+            }
+        }
+    }
+    sim::world::CONTROLS.with(|c| c.set(false));
+    println!(
+        "simulation with controls: {submissions} submissions, each after an allowed decision; {refusals} refusals, {by_control} by a control; {alerts} alerts"
+    );
+    assert!(submissions > 0);
+    assert!(
+        by_control > 0,
+        "the controls never acted: the run proves nothing about them"
+    );
+}

@@ -177,6 +177,7 @@ fn gate_doc(
         credential: Some(CredentialStatus::Usable),
         now: at(9, 0, 0),
         resource_payments: None,
+        controls: None,
     }
 }
 

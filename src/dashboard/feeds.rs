@@ -188,8 +188,27 @@ fn alert_of(e: &AuditEvent) -> Option<Alert> {
             .with_mandate(mandate_id.clone())
             .with_actor(actor_id.clone()),
         ),
+        // A control's alert, except the 80% mark, which the threshold event above already shows.
+        AuditKind::Alert { alert } => {
+            if matches!(alert.kind, crate::domain::AlertKind::Threshold { .. }) {
+                return None;
+            }
+            let level = match alert.severity {
+                crate::domain::Severity::Critical => AlertLevel::Critical,
+                _ => AlertLevel::Warning,
+            };
+            let shown = Alert::new(e.at, level, alert.message.clone());
+            Some(match &alert.actor_id {
+                Some(actor) => shown.with_actor(actor.clone()),
+                None => shown,
+            })
+        }
         // Not control events. Listed, so a new kind of event is reviewed here.
-        AuditKind::Decision { .. }
+        AuditKind::TokenIssued { .. }
+        | AuditKind::TokenRedeemed { .. }
+        | AuditKind::TokenRefused { .. }
+        | AuditKind::TokenRevoked { .. }
+        | AuditKind::Decision { .. }
         | AuditKind::MandateCreated { .. }
         | AuditKind::MandateTransition { .. }
         | AuditKind::ConfirmationRecorded { .. }

@@ -380,6 +380,12 @@ pub enum AuditKind {
         #[serde(deserialize_with = "super::principal::recorded")]
         by: Principal,
     },
+    /// A control raised an alert (also handed to the
+    /// [`AlertSink`](crate::ports::AlertSink)).
+    Alert {
+        /// The alert.
+        alert: Box<super::alert::Alert>,
+    },
     /// A command was answered from its idempotency record.
     Replay {
         /// The command.

@@ -92,8 +92,14 @@ impl AuditSubject {
             | AuditKind::OrderCommitted { attempt_id, .. }
             | AuditKind::OrderFailed { attempt_id, .. }
             | AuditKind::Recovery { attempt_id, .. }
-            | AuditKind::Asked { attempt_id, .. } => attempt(&mut out, attempt_id),
-            AuditKind::Suspension { .. }
+            | AuditKind::Asked { attempt_id, .. }
+            | AuditKind::TokenRedeemed { attempt_id, .. } => attempt(&mut out, attempt_id),
+            // The token's own mandate (the field the migrations' backfill indexes).
+            AuditKind::TokenIssued { mandate_id, .. }
+            | AuditKind::TokenRevoked { mandate_id, .. } => mandate(&mut out, mandate_id),
+            AuditKind::TokenRefused { .. }
+            | AuditKind::Alert { .. }
+            | AuditKind::Suspension { .. }
             | AuditKind::AutoSuspended { .. }
             | AuditKind::CredentialStored { .. }
             | AuditKind::CredentialRevoked { .. }

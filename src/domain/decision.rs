@@ -164,6 +164,13 @@ blocker_codes! {
     /// agent retrying a paid call in a loop).
     ResourceLoopDetected = "RESOURCE_LOOP_DETECTED", Hard,
         "Stop paying for this resource; check why the agent repeats the call, or raise the loop limit.";
+    /// A circuit breaker is open: the credential or the agent failed authentication too often
+    /// (a control of the engine).
+    CircuitOpen = "CIRCUIT_OPEN", Hard,
+        "Wait for the cool-down, or have a person check the credential and reset the breaker.";
+    /// The cart at execution does not match the purchase intent the agent declared.
+    IntentMismatch = "INTENT_MISMATCH", Hard,
+        "Pay only the cart the declared intent describes; declare a new intent for another cart.";
 }
 
 impl fmt::Display for BlockerCode {
@@ -327,6 +334,19 @@ pub struct AuthorityDecision {
 }
 
 impl AuthorityDecision {
+    /// The risk vectors of its blockers, each once, in [`RiskVector`](super::RiskVector)
+    /// order (empty when no blocker has one).
+    pub fn risk_vectors(&self) -> Vec<super::RiskVector> {
+        let mut v: Vec<super::RiskVector> = self
+            .blockers
+            .iter()
+            .filter_map(|b| b.code.risk_vector())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
     /// Whether the outcome is `allowed`.
     pub fn is_allowed(&self) -> bool {
         self.outcome == Outcome::Allowed

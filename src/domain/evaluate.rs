@@ -42,6 +42,7 @@ pub fn evaluate(input: &EvaluationInput<'_>) -> AuthorityDecision {
     }
     check_credential(input, &mut out);
     check_resource_loop(input, &mut out);
+    check_controls(input, &mut out, &mut evidence);
 
     for m in input.chain {
         evidence.push(Evidence::PaymentMandate(m.id().clone()));
@@ -71,6 +72,93 @@ fn check_resource_loop(input: &EvaluationInput<'_>, out: &mut Vec<Blocker>) {
                     rp.paid, rp.limit.window_seconds, rp.limit.max_payments
                 ),
             ));
+        }
+    }
+}
+
+/// The engine's controls: an open circuit breaker, a cart that departs from the declared
+/// purchase intent, and reasons the buyer must confirm (satisfied by a confirmation of the
+/// snapshot, as a mandate's rule is; dual confirmation also needs the agent's declaration
+/// bound to the snapshot and the amount).
+fn check_controls(
+    input: &EvaluationInput<'_>,
+    out: &mut Vec<Blocker>,
+    evidence: &mut Vec<Evidence>,
+) {
+    let Some(signals) = input.controls else {
+        return;
+    };
+    let req = input.request;
+    if let Some(scope) = signals.circuit_open {
+        let whose = match scope {
+            super::controls::BreakerScope::Credential => "the credential",
+            super::controls::BreakerScope::Agent => "the agent",
+        };
+        out.push(Blocker::new(
+            C::CircuitOpen,
+            format!("{whose} failed authentication too often: the circuit breaker is open"),
+        ));
+    }
+    if let Some(intent) = &signals.intent {
+        if let Some(why) = super::controls::intent_mismatch(intent, req, input.snapshot) {
+            out.push(Blocker::new(
+                C::IntentMismatch,
+                format!(
+                    "the cart does not match the declared purchase intent {}: {why}",
+                    intent.intent_hash()
+                ),
+            ));
+        }
+    }
+    if signals.confirm.is_empty() || req.action != PaymentAction::Authorize {
+        return;
+    }
+    let confirmation = input
+        .confirmations
+        .iter()
+        .filter(|c| {
+            c.buyer_id == req.buyer_id
+                && c.by_human()
+                && c.in_force(input.now)
+                && c.snapshot_id == req.snapshot_id
+                && input.chain.iter().any(|x| *x.id() == c.scope.mandate_id)
+                && c.scope.actions.contains(req.action)
+                && req.amount.fits_within(&c.scope.max_amount)
+        })
+        .min_by(|a, b| a.id.cmp(&b.id));
+    for reason in &signals.confirm {
+        let (why, declared) = match reason {
+            super::controls::ConfirmReason::Velocity {
+                payments,
+                window_seconds,
+            } => (
+                format!(
+                    "velocity hold: the agent made {payments} payments in the last {window_seconds} s"
+                ),
+                true,
+            ),
+            super::controls::ConfirmReason::MerchantNotAllowlisted => (
+                format!(
+                    "merchant {} is outside the buyer's allowlist",
+                    req.merchant_id
+                ),
+                true,
+            ),
+            super::controls::ConfirmReason::DualConfirmation { above } => (
+                format!(
+                    "the amount is above {above}: the agent's declaration and the buyer's confirmation of this snapshot are both required"
+                ),
+                signals.declaration.as_ref().is_some_and(|d| d.binds(req)),
+            ),
+        };
+        match (&confirmation, declared) {
+            (Some(c), true) => {
+                let ev = Evidence::ConfirmationRecord(c.id.clone());
+                if !evidence.contains(&ev) {
+                    evidence.push(ev);
+                }
+            }
+            _ => out.push(Blocker::new(C::ConfirmationRequired, why)),
         }
     }
 }

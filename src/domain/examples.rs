@@ -228,6 +228,7 @@ pub fn document_for(snapshot: CartSnapshot) -> EvaluationDocument {
         credential: Some(CredentialStatus::Usable),
         now: now(),
         resource_payments: None,
+        controls: None,
     }
 }
 
@@ -388,5 +389,34 @@ pub fn three_level_document(items: usize) -> EvaluationDocument {
         credential: Some(CredentialStatus::Usable),
         now: now(),
         resource_payments: None,
+        controls: None,
     }
+}
+
+/// The purchase intent that matches `snapshot` for `request` (its agent, merchant, category
+/// and lines), as an agent would declare it before paying.
+pub fn intent_for(
+    request: &PaymentRequest,
+    snapshot: &CartSnapshot,
+) -> super::intent::PurchaseIntent {
+    use super::intent::{IntentLine, PurchaseIntent, PurchaseIntentSpec};
+    let merchant = snapshot.merchant();
+    PurchaseIntent::new(PurchaseIntentSpec {
+        agent_id: request.actor.id.clone(),
+        task_id: super::ids::TaskId::new("task_1").expect("valid task id"),
+        merchant_id: merchant.merchant_id.clone(),
+        mcc: merchant.mcc,
+        line_items: snapshot
+            .items()
+            .iter()
+            .map(|l| IntentLine {
+                description: l.description.clone(),
+                quantity: l.quantity,
+                unit_price: l.unit_price,
+            })
+            .collect(),
+        business_justification: Text::new("the buyer asked for it").expect("valid text"),
+        urgency: super::scope::Urgency::Routine,
+    })
+    .expect("a snapshot's lines make a valid intent")
 }

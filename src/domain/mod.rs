@@ -3,12 +3,14 @@
 //! No IO, no async, no clock reads, no randomness: time enters as a parameter, identifiers are
 //! content hashes or supplied by the caller.
 
+mod alert;
 mod attempt;
 mod audit;
 mod canonical;
 mod checkout;
 mod checkpoint;
 mod confirmation;
+mod controls;
 mod decision;
 mod delegation;
 mod error;
@@ -26,6 +28,7 @@ mod scope;
 mod snapshot;
 mod usage;
 
+pub use alert::{Alert, AlertKind, Audience, Severity};
 pub use attempt::{
     AttemptError, AttemptEvent, AttemptStatus, HoldEffect, Operation, Order, PaymentAttempt,
     ProviderReport, ProviderStatus,
@@ -45,6 +48,9 @@ pub use checkpoint::{
     AuditSubject, WindowFault, CHECKPOINT_INTERVAL,
 };
 pub use confirmation::{Confirmation, ConfirmationScope};
+pub use controls::{
+    intent_mismatch, BreakerScope, ConfirmReason, ControlSignals, Declaration, RiskVector,
+};
 pub use decision::{
     AuthorityDecision, Blocker, BlockerClass, BlockerCode, Cause, Evidence, Outcome,
 };

@@ -154,6 +154,9 @@ pub struct EvaluationInput<'a> {
     /// How often the request's resource was paid for in its loop limit's window, when loop
     /// detection applies.
     pub resource_payments: Option<ResourcePayments>,
+    /// What the engine's controls found (an open breaker, the declared intent, reasons to
+    /// confirm); `None`: no control applies.
+    pub controls: Option<&'a super::controls::ControlSignals>,
     /// The time of evaluation.
     pub now: DateTime<Utc>,
 }
@@ -197,6 +200,9 @@ pub struct EvaluationDocument {
     /// See [`EvaluationInput::resource_payments`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_payments: Option<ResourcePayments>,
+    /// See [`EvaluationInput::controls`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controls: Option<super::controls::ControlSignals>,
     /// See [`EvaluationInput::now`].
     #[serde(deserialize_with = "crate::domain::canonical::time")]
     pub now: DateTime<Utc>,
@@ -215,6 +221,7 @@ impl EvaluationDocument {
             suspensions: &self.suspensions,
             credential: self.credential,
             resource_payments: self.resource_payments,
+            controls: self.controls.as_ref(),
             now: self.now,
         }
     }

@@ -137,6 +137,14 @@ pub struct ExecutePayment {
     /// Capture in the same PSP call.
     #[serde(default)]
     pub capture: bool,
+    /// The purchase intent the agent declared before shopping: a cart that departs from it
+    /// is refused with `INTENT_MISMATCH` (and, with the control on, suspends the agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<crate::domain::PurchaseIntent>,
+    /// The agent's declaration of this payment (snapshot and amount), needed with the
+    /// buyer's confirmation above the dual-confirmation amount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declaration: Option<crate::domain::Declaration>,
 }
 
 /// Capture an authorized attempt, in full (`amount: None`) or in part. Asked by the attempt's
@@ -277,12 +285,27 @@ impl ExecutePayment {
             checkout,
             credential,
             capture: false,
+            intent: None,
+            declaration: None,
         }
     }
 
     /// Captures in the same PSP call (`true`) or only authorizes (`false`, the default).
     pub fn with_capture(mut self, capture: bool) -> Self {
         self.capture = capture;
+        self
+    }
+
+    /// Binds the payment to the purchase intent the agent declared (see
+    /// [`crate::domain::intent_mismatch`] for what is compared).
+    pub fn with_intent(mut self, intent: crate::domain::PurchaseIntent) -> Self {
+        self.intent = Some(intent);
+        self
+    }
+
+    /// Adds the agent's declaration of this payment (dual confirmation).
+    pub fn with_declaration(mut self, declaration: crate::domain::Declaration) -> Self {
+        self.declaration = Some(declaration);
         self
     }
 }

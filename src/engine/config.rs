@@ -107,6 +107,8 @@ pub struct EngineConfig {
     /// with `RESOURCE_LOOP_DETECTED` and a `loop_detected` control event. Counted in this
     /// process. `None` (the default): no loop detection.
     pub(crate) loop_limit: Option<crate::domain::LoopLimit>,
+    /// The safety controls (default: every control off; see [`super::Controls`]).
+    pub(crate) controls: super::controls::Controls,
 }
 
 impl Default for EngineConfig {
@@ -123,6 +125,7 @@ impl Default for EngineConfig {
             hold_retries: 3,
             in_flight_retry_after: Duration::from_secs(1),
             loop_limit: None,
+            controls: super::controls::Controls::default(),
         }
     }
 }
@@ -320,6 +323,17 @@ impl EngineConfig {
                 .blockers
                 .iter()
                 .any(|b| self.suspend_on.contains(&b.code))
+    }
+
+    /// The safety controls.
+    pub fn controls(&self) -> &super::controls::Controls {
+        &self.controls
+    }
+
+    /// Sets the safety controls (each validated when built: see [`super::Controls`]).
+    pub fn with_controls(mut self, controls: super::controls::Controls) -> Self {
+        self.controls = controls;
+        self
     }
 
     /// Sets the refund policy.

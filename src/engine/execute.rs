@@ -22,7 +22,7 @@ use crate::ports::{
 pub(super) struct Context {
     pub(super) chain: Vec<Mandate>,
     usage: Vec<Usage>,
-    confirmations: Vec<Confirmation>,
+    pub(super) confirmations: Vec<Confirmation>,
     suspensions: Suspensions,
     credential: Option<CredentialStatus>,
 }
@@ -49,6 +49,7 @@ impl Context {
         checkout: &CheckoutState,
         now: DateTime<Utc>,
         resource_payments: Option<crate::domain::ResourcePayments>,
+        controls: Option<&crate::domain::ControlSignals>,
     ) -> AuthorityDecision {
         evaluate(&EvaluationInput {
             request,
@@ -61,6 +62,7 @@ impl Context {
             credential: self.credential,
             now,
             resource_payments,
+            controls,
         })
     }
 }
@@ -145,16 +147,38 @@ impl Engine {
         let stored = match observe::vault("describe", vault.describe(reference)).await {
             Ok(s) => s,
             Err(VaultError::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(self.vault_failed(e, now).await),
         };
         if stored.owner != request.actor.id || stored.buyer_id != request.buyer_id {
             return Ok(None);
         }
+        // The credentials' kill switch: effective for the next payment.
+        if self.controls.credentials_killed(&stored.owner) {
+            return Ok(Some(CredentialStatus::Suspended));
+        }
         match observe::vault("status", vault.status(reference, now)).await {
             Ok(s) => Ok(Some(s)),
             Err(VaultError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(self.vault_failed(e, now).await),
         }
+    }
+
+    /// A vault error on the way to a decision: a decryption or integrity error counts toward
+    /// the vault-error control (whose alert is audited here); the error is returned as it was.
+    async fn vault_failed(&self, e: VaultError, now: DateTime<Utc>) -> EngineError {
+        if matches!(
+            e,
+            VaultError::Integrity { .. }
+                | VaultError::KeyUnavailable { .. }
+                | VaultError::Corrupt { .. }
+        ) {
+            if let Some(alert) = self.record_vault_error(now) {
+                // The alert is on the trail or waits in the outbox; the command fails with
+                // the vault's error either way.
+                let _ = self.audit(&[alert]).await;
+            }
+        }
+        e.into()
     }
 
     /// Decides without side effects: nothing is held, sent, stored or audited. `by` must be
@@ -211,12 +235,20 @@ impl Engine {
             &command.snapshot,
             now,
         );
+        let signals = self.control_signals(
+            &command.request,
+            None,
+            None,
+            command.credential.as_ref(),
+            now,
+        );
         let decision = ctx.decide(
             &command.request,
             &command.snapshot,
             &command.checkout,
             now,
             loops,
+            signals.as_ref(),
         );
         observe::decision("evaluate", &decision);
         Ok(decision)
@@ -413,8 +445,15 @@ impl Engine {
 
         let mut events = Vec::with_capacity(8);
         let mut tries = 0u8;
+        let signals = self.control_signals(
+            req,
+            command.intent.as_ref(),
+            command.declaration.as_ref(),
+            Some(&command.credential),
+            now,
+        );
         let (decision, chain_levels, usage_after, validated) = loop {
-            let ctx = self.context(req, Some(&command.credential), now).await?;
+            let mut ctx = self.context(req, Some(&command.credential), now).await?;
             // The request names its actor; the mandate decides whose it is. A principal that
             // is not the mandate's actor is refused before anything is decided or recorded
             // (nothing lands on another buyer's trail, no block is counted against anyone).
@@ -431,7 +470,25 @@ impl Engine {
             let loops = self
                 .loops
                 .count(self.config.loop_limit, req, &command.snapshot, now);
-            let decision = ctx.decide(req, &command.snapshot, &command.checkout, now, loops);
+            if signals.as_ref().is_some_and(|s| !s.confirm.is_empty())
+                && ctx.confirmations.is_empty()
+            {
+                // A control asks for the buyer's confirmation: read them even when no rule
+                // of the chain would.
+                ctx.confirmations = observe::store(
+                    "confirmations",
+                    store.confirmations(&req.buyer_id, &req.snapshot_id),
+                )
+                .await?;
+            }
+            let decision = ctx.decide(
+                req,
+                &command.snapshot,
+                &command.checkout,
+                now,
+                loops,
+                signals.as_ref(),
+            );
             observe::decision("execute_payment", &decision);
             events.push(decision_event(
                 "execute_payment",
@@ -440,9 +497,12 @@ impl Engine {
                 Some(&attempt_id),
             ));
             if !decision.is_allowed() {
-                return self.refuse(req, decision, events, now, true).await;
+                return self
+                    .refuse(req, decision, signals.as_ref(), events, now, true)
+                    .await;
             }
             if tries == 0 {
+                self.control_allowed(req, &ctx.chain, now, &mut events);
                 if req.actor.kind == ActorKind::Agent {
                     observe::store("reset_blocks", store.reset_blocks(&req.actor.id)).await?;
                 }
@@ -522,7 +582,9 @@ impl Engine {
                         Some(&attempt_id),
                     ));
                     // Lost a race at the atomic hold: never counted toward suspension.
-                    return self.refuse(req, refused, events, now, false).await;
+                    return self
+                        .refuse(req, refused, signals.as_ref(), events, now, false)
+                        .await;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -538,7 +600,9 @@ impl Engine {
                 policy: None,
             },
         });
+        let from = events.len();
         self.threshold_events(&chain_levels, &usage_after, &req.amount, now, &mut events);
+        self.threshold_alerts(req, &mut events, from);
         // The decision, the hold and the submission are staged in one store change before
         // money can move (I15). The submission time is read now, and the PSP is called right
         // after, only while the call can end inside this command's lease (I13).
@@ -585,6 +649,18 @@ impl Engine {
         )
         .await;
         let at = self.now();
+        let failed_authentication = match &result {
+            Err(ProviderError::Invalid { .. }) => true,
+            Ok(report) => {
+                report.status == ProviderStatus::Declined
+                    && self.is_auth_failure(report.decline_code.as_deref())
+            }
+            Err(_) => false,
+        };
+        if failed_authentication {
+            let alerts = self.record_auth_failure(req, &command.credential, at);
+            events.extend(alerts);
+        }
         let outcome = match result {
             Ok(report) => {
                 self.absorb(
@@ -653,6 +729,7 @@ impl Engine {
                 &command.snapshot,
                 decision.evaluated_at,
             );
+            self.record_payment(req, decision.evaluated_at);
         }
         Ok(PaymentOutcome::Done {
             attempt: done,
@@ -806,10 +883,12 @@ impl Engine {
         &self,
         req: &PaymentRequest,
         decision: AuthorityDecision,
+        signals: Option<&crate::domain::ControlSignals>,
         mut events: Vec<AuditEvent>,
         now: DateTime<Utc>,
         counted: bool,
     ) -> Result<PaymentOutcome, EngineError> {
+        let mut suspend = self.control_refusal(req, &decision, signals, counted, now, &mut events);
         if let Some(rp) = self.config.loop_limit {
             if decision.has(crate::domain::BlockerCode::ResourceLoopDetected) {
                 events.push(AuditEvent {
@@ -843,6 +922,9 @@ impl Engine {
                         consecutive_blocks: count,
                     },
                 });
+                if !suspend {
+                    events.extend(self.consecutive_alert(req, count, now));
+                }
                 self.write(
                     Write::Suspend {
                         party: &party,
@@ -852,7 +934,22 @@ impl Engine {
                 )
                 .await?;
                 observe::auto_suspended(&req.actor.id, count);
+                suspend = false;
             }
+        }
+        if suspend {
+            // A control suspends the agent at once (an intent mismatch, violations past the
+            // rolling window's count): its alert goes with the suspension.
+            let party = crate::domain::Party::Actor(req.actor.id.clone());
+            self.write(
+                Write::Suspend {
+                    party: &party,
+                    suspended: true,
+                },
+                &mut events,
+            )
+            .await?;
+            observe::auto_suspended(&req.actor.id, 0);
         }
         self.audit(&events).await?;
         Ok(PaymentOutcome::Refused(decision))

@@ -21,6 +21,7 @@
 
 mod commands;
 mod config;
+mod controls;
 mod dispute;
 mod error;
 mod execute;
@@ -42,6 +43,10 @@ use sha2::{Digest as _, Sha256};
 
 pub use commands::*;
 pub use config::{ConfigError, EngineConfig, DEFAULT_SUSPEND_ON, MIN_RETENTION};
+pub use controls::{
+    Breaker, BreakerTarget, Controls, MerchantControl, Rate, DEFAULT_AUTH_FAILURE_CODES,
+    MAX_ALERT_BACKLOG, MAX_ALERT_ENQUEUE_TIMEOUT,
+};
 pub use dispute::{DisputeCheck, DisputeEvidence, DisputeVerdict, RecordedDecision};
 pub use error::{EngineError, ErrorType};
 pub use mandates::Recorded;
@@ -81,6 +86,8 @@ pub struct Engine {
     config: EngineConfig,
     flush: Arc<AuditFlush>,
     loops: Arc<loops::LoopCounter>,
+    controls: Arc<controls::ControlState>,
+    alerts: Option<Arc<dyn crate::ports::AlertSink>>,
 }
 
 /// How many staged events one flush step moves.
@@ -118,6 +125,8 @@ impl Engine {
             config,
             flush: Arc::new(AuditFlush::default()),
             loops: Arc::new(loops::LoopCounter::default()),
+            controls: Arc::new(controls::ControlState::default()),
+            alerts: None,
         })
     }
 
@@ -327,6 +336,9 @@ impl Engine {
                 return Ok(delivered);
             }
             let busy = Busy(&flush.busy);
+            if self.controls_waiting() {
+                self.hand_over_alerts(&[]).await;
+            }
             // A bounded number of rounds: a command is never kept flushing for others; what
             // is staged meanwhile goes with the next flush.
             let mut rounds = 0;
@@ -347,6 +359,9 @@ impl Engine {
                         observe::outbox_stuck(events.len());
                         return Err(e.into());
                     }
+                    // Alerts are handed over after the trail has them, before the outbox
+                    // forgets them: a crash in between hands them over again (at least once).
+                    self.hand_over_alerts(&events).await;
                     observe::store("ack_audit", self.ports.store.ack_audit(last)).await?;
                     delivered += events.len();
                     observe::delivered(events.len());

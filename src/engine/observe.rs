@@ -485,6 +485,25 @@ pub(super) fn auto_suspended(actor: &crate::domain::ActorId, blocks: u32) {
     );
 }
 
+/// The alert sink took an alert over.
+pub(super) fn alert_delivered(alert: &crate::domain::Alert) {
+    tracing::event!(
+        target: "agent_mandate::engine",
+        Level::INFO,
+        control = alert.kind.as_str(),
+        "alert handed to the alert sink"
+    );
+}
+
+/// The alert sink refused or was slow: alerts wait for the next flush.
+pub(super) fn alert_waiting() {
+    tracing::event!(
+        target: "agent_mandate::engine",
+        Level::WARN,
+        "the alert sink did not take an alert over in time: it waits for the next flush"
+    );
+}
+
 /// An attempt moved from `from` to `to` (stored).
 pub(super) fn transition(id: &AttemptId, from: AttemptStatus, to: AttemptStatus) {
     if to == AttemptStatus::Ambiguous && from != AttemptStatus::Ambiguous {

@@ -70,7 +70,25 @@ impl Engine {
         let loops = self
             .loops
             .count(self.config.loop_limit, req, &command.snapshot, now);
-        let decision = ctx.decide(req, &command.snapshot, &command.checkout, now, loops);
+        let signals = self.control_signals(
+            req,
+            command.intent.as_ref(),
+            command.declaration.as_ref(),
+            Some(&command.credential),
+            now,
+        );
+        if signals.as_ref().is_some_and(|s| !s.confirm.is_empty()) {
+            // A control asks for the buyer's confirmation: the general path reads them.
+            return Ok(None);
+        }
+        let decision = ctx.decide(
+            req,
+            &command.snapshot,
+            &command.checkout,
+            now,
+            loops,
+            signals.as_ref(),
+        );
         if !decision.is_allowed() {
             return Ok(None);
         }
@@ -146,6 +164,11 @@ impl Engine {
         // Threshold events go with the change that records the PSP's answer.
         let mut later = Vec::new();
         self.threshold_events(&hold.levels, &usage_after, &req.amount, now, &mut later);
+        self.threshold_alerts(req, &mut later, 0);
+        // The controls' alerts of an allowed payment (a new merchant, an expiry close) go
+        // with the change that records the PSP's answer; only now that the payment is open,
+        // so a fallback to the general path announces them there instead.
+        self.control_allowed(req, &ctx.chain, now, &mut later);
         let run = async {
             self.may_call_psp(&command.key, now, submit_at)?;
             self.authorize_pending(command, pending, decision, later, Some(&finish))

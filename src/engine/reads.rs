@@ -297,7 +297,17 @@ impl Engine {
                 AuditKind::AutoSuspended { actor_id, .. } => {
                     matches!(&last_decision, Some((a, true)) if a == actor_id)
                 }
-                AuditKind::CredentialRevoked { .. }
+                AuditKind::TokenIssued { buyer_id, .. } => buyer_id == buyer,
+                AuditKind::TokenRevoked { mandate_id, .. } => {
+                    self.mandate_of(&mut mandates, mandate_id, buyer).await?
+                }
+                AuditKind::TokenRedeemed { attempt_id, .. } => {
+                    self.attempt_of(&mut attempts, attempt_id, buyer).await?
+                }
+                AuditKind::Alert { alert } => alert.buyer_id.as_ref() == Some(buyer),
+                // A refused presentation names no buyer (the token may be unknown).
+                AuditKind::TokenRefused { .. }
+                | AuditKind::CredentialRevoked { .. }
                 | AuditKind::WebhookDeadLettered { .. }
                 | AuditKind::Replay { .. } => false,
             };

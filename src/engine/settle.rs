@@ -49,7 +49,7 @@ impl Engine {
             id: attempt.request.snapshot_id.to_string(),
         })?;
         let ctx = self.context(&request, None, now).await?;
-        let mut decision = ctx.decide(&request, &snapshot, checkout, now, None);
+        let mut decision = ctx.decide(&request, &snapshot, checkout, now, None, None);
         if matches!(action, PaymentAction::Capture | PaymentAction::CommitOrder)
             && attempt.submitted_at.is_some()
         {

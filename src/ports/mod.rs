@@ -14,7 +14,9 @@
 //! | [`Clock`] | the time | none |
 //! | [`TokenStore`] | scoped payment tokens and their redemptions | [`TokenStoreError`] |
 //! | [`TokenGenerator`] | random token values | [`TokenGeneratorError`] |
+//! | [`AlertSink`] | alerts of the engine's controls, for the buyer, security or operations (given to the engine with `Engine::with_alerts`, not part of [`Ports`]) | [`AlertError`] |
 
+mod alerts;
 mod audit;
 mod clock;
 mod payment;
@@ -26,6 +28,7 @@ mod vault;
 use std::fmt;
 use std::sync::Arc;
 
+pub use alerts::{Alert, AlertError, AlertKind, AlertSink, Audience, Severity};
 pub use audit::{verify_events, AuditError, AuditReceipt, AuditSegment, AuditSink};
 pub use clock::{Clock, SystemClock};
 pub use payment::{InputsQuery, OpenPayment, Opened, PaymentInputs};

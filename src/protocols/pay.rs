@@ -107,6 +107,8 @@ pub(crate) async fn execute_offer(
         snapshot,
         credential: who.credential.clone(),
         capture: true,
+        intent: None,
+        declaration: None,
     };
     let outcome = engine
         .execute_payment(&who.principal, &command)

@@ -231,6 +231,7 @@ pub(super) fn document_with_fit(fit: u8) -> BoxedStrategy<EvaluationDocument> {
                     credential,
                     now,
                     resource_payments: None,
+                    controls: None,
                 }
             },
         )
@@ -357,6 +358,7 @@ pub fn arbitrary_document() -> BoxedStrategy<EvaluationDocument> {
                     credential,
                     now,
                     resource_payments: None,
+                    controls: None,
                 }
             },
         )

@@ -256,6 +256,21 @@ impl Sim {
             .map_err(|v| self.failure(v))
     }
 
+    /// Every event of the audit trail, in order (for checks made after a run).
+    pub fn audit_events(&self) -> Vec<agent_mandate::domain::AuditEvent> {
+        let mut out = Vec::new();
+        let mut next = 1;
+        loop {
+            let page =
+                super::exec::block_on(self.world.audit.read(next, 1024)).expect("audit read");
+            if page.is_empty() {
+                return out;
+            }
+            next += page.len() as u64;
+            out.extend(page.iter().map(|e| e.event().expect("an event")));
+        }
+    }
+
     /// The last steps, oldest first.
     pub fn trace(&self) -> impl Iterator<Item = &String> {
         self.trace.iter()

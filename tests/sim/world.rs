@@ -38,9 +38,28 @@ pub fn engine_for(ports: Ports) -> Engine {
 }
 
 pub fn config() -> EngineConfig {
-    EngineConfig::default()
+    let config = EngineConfig::default()
         .with_auto_suspend_after(None)
-        .expect("valid configuration")
+        .expect("valid configuration");
+    if CONTROLS.with(std::cell::Cell::get) {
+        // Tighter than recommended, so the controls act within a seed's few hundred steps.
+        use agent_mandate::engine::{Breaker, Controls, Rate};
+        let hour = Duration::from_secs(3600);
+        let controls = Controls::recommended()
+            .with_velocity(Some(Rate::new(2, hour).expect("rate")))
+            .with_auth_failures(Some(
+                Breaker::new(Rate::new(1, Duration::from_secs(600)).expect("rate"), hour)
+                    .expect("breaker"),
+            ));
+        config.with_controls(controls)
+    } else {
+        config
+    }
+}
+
+thread_local! {
+    /// Every safety control on (`Controls::recommended()`, velocity and breaker tightened) in the engines this thread builds.
+    pub static CONTROLS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

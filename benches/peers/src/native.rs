@@ -97,6 +97,7 @@ pub fn document(case: &Case) -> Result<EvaluationDocument, SetupError> {
         credential: Some(CredentialStatus::Usable),
         now,
         resource_payments: None,
+        controls: None,
     })
 }
 

@@ -17,6 +17,7 @@
 //! `requires_buyer_action`; the buyer acts in the PSP's front end), or receive the PSP's own
 //! webhooks. The delivery loop needs a tokio runtime.
 
+mod alerts;
 pub mod classify;
 mod outbox;
 pub mod signature;
@@ -25,6 +26,7 @@ mod stripe_wire;
 mod tls;
 mod webhook;
 
+pub use alerts::WebhookAlertSink;
 pub use classify::{StripeCall, StripeError};
 pub use outbox::{MemoryOutbox, Outbox};
 pub use signature::{

@@ -2,6 +2,7 @@
 //!
 //! Nothing survives the process. For durable state use a database-backed store.
 
+mod alerts;
 mod audit;
 mod clock;
 pub(crate) mod hash;
@@ -10,6 +11,7 @@ mod store;
 mod tokens;
 mod vault;
 
+pub use alerts::*;
 pub use audit::*;
 pub use clock::*;
 pub use store::*;

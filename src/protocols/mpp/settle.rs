@@ -272,6 +272,8 @@ impl Settler for EngineSettler {
             snapshot,
             credential: stored.value.reference,
             capture: true,
+            intent: None,
+            declaration: None,
         };
         let outcome = self
             .engine

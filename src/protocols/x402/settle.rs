@@ -270,6 +270,8 @@ impl X402EngineSettler {
             snapshot,
             credential: credential.value.reference,
             capture: true,
+            intent: None,
+            declaration: None,
         };
         let outcome = self
             .engine
