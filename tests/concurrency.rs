@@ -119,11 +119,9 @@ impl PaymentProvider for PlannedFaults {
             *n += 1;
             *n == 1
         };
-        if first {
-            if let Some(fault) = self.plan.get(&request.attempt_id) {
-                self.inner.inject(Some(Op::Authorize), fault.clone());
-                lock(&self.fired).insert(request.attempt_id.clone(), fault.clone());
-            }
+        if first && let Some(fault) = self.plan.get(&request.attempt_id) {
+            self.inner.inject(Some(Op::Authorize), fault.clone());
+            lock(&self.fired).insert(request.attempt_id.clone(), fault.clone());
         }
         self.inner.authorize(request).await
     }
@@ -281,15 +279,15 @@ fn violations(chain: &[Mandate], usage: &[Usage]) -> Vec<String> {
     for (m, u) in chain.iter().zip(usage) {
         let limits = BudgetLimits::of(m);
         let used = u.held.minor_units() + u.spent.minor_units();
-        if let Some(cap) = limits.lifetime {
-            if used > cap.minor_units() {
-                out.push(format!(
-                    "{}: held {} + spent {} > lifetime {cap}",
-                    m.id(),
-                    u.held,
-                    u.spent
-                ));
-            }
+        if let Some(cap) = limits.lifetime
+            && used > cap.minor_units()
+        {
+            out.push(format!(
+                "{}: held {} + spent {} > lifetime {cap}",
+                m.id(),
+                u.held,
+                u.spent
+            ));
         }
         for w in &limits.windows {
             let Some(wu) = u.window(w.window_seconds) else {
@@ -474,13 +472,13 @@ async fn run_thread(s: &Setup, t: usize, pair: &tokio::sync::Barrier, shared: &S
         }
         // Release the oldest open attempt every fifth payment, and whenever too many are open:
         // the freed headroom is raced for by every thread.
-        if i.is_multiple_of(5) || open.len() > OUTSTANDING {
-            if let Some(oldest) = open.pop_front() {
-                if release(&s.engine, &oldest, i).await {
-                    tally.released += 1;
-                } else {
-                    open.push_back(oldest);
-                }
+        if (i.is_multiple_of(5) || open.len() > OUTSTANDING)
+            && let Some(oldest) = open.pop_front()
+        {
+            if release(&s.engine, &oldest, i).await {
+                tally.released += 1;
+            } else {
+                open.push_back(oldest);
             }
         }
     }

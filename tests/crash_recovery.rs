@@ -485,10 +485,10 @@ fn run_child_until(run: &Run, point: &str) {
     let marker = dir.join("reached");
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let reached = loop {
-        if let Ok(text) = std::fs::read_to_string(&marker) {
-            if text == point {
-                break true;
-            }
+        if let Ok(text) = std::fs::read_to_string(&marker)
+            && text == point
+        {
+            break true;
         }
         if let Ok(Some(status)) = child.try_wait() {
             panic!("the child exited ({status}) without reaching {point}");

@@ -2673,15 +2673,15 @@ impl Model {
     async fn call(&self, w: &World, sent: &Sent, ctx: &str) -> Out {
         let e = &w.engine;
         let payment = |r: Result<PaymentOutcome, EngineError>| async move {
-            if let Ok(o) = &r {
-                if let Some(a) = o.attempt() {
-                    let stored = w.store().attempt(&a.id).await.expect("store");
-                    assert_eq!(
-                        stored.as_ref(),
-                        Some(a),
-                        "{ctx}: the attempt returned is not the stored one"
-                    );
-                }
+            if let Ok(o) = &r
+                && let Some(a) = o.attempt()
+            {
+                let stored = w.store().attempt(&a.id).await.expect("store");
+                assert_eq!(
+                    stored.as_ref(),
+                    Some(a),
+                    "{ctx}: the attempt returned is not the stored one"
+                );
             }
             payment_out(&r)
         };
@@ -2736,10 +2736,9 @@ impl Model {
                 attempt_id: Some(a),
                 ..
             } = event.kind
+                && command == "execute_payment"
             {
-                if command == "execute_payment" {
-                    self.allowed_execute.insert(a);
-                }
+                self.allowed_execute.insert(a);
             }
         }
         self.audit_seen = events.len();

@@ -1294,10 +1294,10 @@ mod model {
                         }
                     }
                 }
-                if let Some(mccs) = &scope.mccs {
-                    if !mccs.contains(&merchant.mcc) {
-                        out.insert("MCC_NOT_ALLOWED");
-                    }
+                if let Some(mccs) = &scope.mccs
+                    && !mccs.contains(&merchant.mcc)
+                {
+                    out.insert("MCC_NOT_ALLOWED");
                 }
                 match &scope.cart {
                     CartBinding::Snapshot { snapshot_id } => {
@@ -1399,10 +1399,10 @@ mod model {
                                     out.insert("WINDOW_COUNT_EXCEEDED");
                                 }
                             }
-                            if let Some(l) = &b.lifetime {
-                                if amt(&u.spent).1 + amt(&u.held).1 + req_amt > amt(l).1 {
-                                    out.insert("LIFETIME_LIMIT_EXCEEDED");
-                                }
+                            if let Some(l) = &b.lifetime
+                                && amt(&u.spent).1 + amt(&u.held).1 + req_amt > amt(l).1
+                            {
+                                out.insert("LIFETIME_LIMIT_EXCEEDED");
                             }
                             if scope.max_uses.is_some_and(|max| u.uses >= max)
                                 && m.status() != MandateStatus::Used
@@ -1683,10 +1683,10 @@ fn mutate(v: &mut Value, m: &Mutation) -> Vec<Seg> {
         }
         Mutation::DuplicateFirstElement(at) => {
             let path = pick(at);
-            if let Value::Array(items) = node_mut(v, &path) {
-                if let Some(first) = items.first().cloned() {
-                    items.push(first);
-                }
+            if let Value::Array(items) = node_mut(v, &path)
+                && let Some(first) = items.first().cloned()
+            {
+                items.push(first);
             }
             path
         }

@@ -565,11 +565,11 @@ async fn run_case(input: &Input) -> Watch {
         case.watch.debug(&format!("stored attempt {id}"), &stored);
         let hold = w.mem.ports.store.hold(&id).await.expect("hold");
         case.watch.debug(&format!("hold {id}"), &hold);
-        if let Some(a) = stored {
-            if let Some(r) = &a.provider_ref {
-                let found = w.psp.lookup(&Lookup::Reference(r.clone())).await;
-                case.watch.debug(&format!("psp lookup {r}"), &found);
-            }
+        if let Some(a) = stored
+            && let Some(r) = &a.provider_ref
+        {
+            let found = w.psp.lookup(&Lookup::Reference(r.clone())).await;
+            case.watch.debug(&format!("psp lookup {r}"), &found);
         }
     }
     for p in w.psp.payments() {

@@ -99,11 +99,11 @@ async fn hook(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> Sta
         Err(_) => (String::new(), String::new()),
     };
     let refuse = r.refuse_seq.lock().expect("lock").clone();
-    if let Some((refused_seq, status)) = refuse {
-        if refused_seq == seq {
-            r.refused.fetch_add(1, Ordering::SeqCst);
-            return status;
-        }
+    if let Some((refused_seq, status)) = refuse
+        && refused_seq == seq
+    {
+        r.refused.fetch_add(1, Ordering::SeqCst);
+        return status;
     }
     let header = |name: &str| {
         headers

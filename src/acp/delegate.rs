@@ -386,13 +386,13 @@ impl AcpService {
                 "Content-Type must be application/json",
             ));
         }
-        if let Some(id) = headers.get("request-id") {
-            if id.is_empty() || id.len() > 255 || !id.iter().all(u8::is_ascii_graphic) {
-                return Err(AcpError::malformed(
-                    "Request-Id",
-                    "Request-Id must be 1 to 255 visible ASCII characters",
-                ));
-            }
+        if let Some(id) = headers.get("request-id")
+            && (id.is_empty() || id.len() > 255 || !id.iter().all(u8::is_ascii_graphic))
+        {
+            return Err(AcpError::malformed(
+                "Request-Id",
+                "Request-Id must be 1 to 255 visible ASCII characters",
+            ));
         }
         let raw = headers
             .get("idempotency-key")

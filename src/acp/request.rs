@@ -414,13 +414,13 @@ impl DelegatePaymentRequest {
                 chars_at_most(param, v, max)?;
             }
         }
-        if let Some(l4) = &pm.display_last4 {
-            if l4.len() != 4 || !digits(l4) {
-                return Err(AcpError::malformed(
-                    "$.payment_method.display_last4",
-                    "must match ^[0-9]{4}$",
-                ));
-            }
+        if let Some(l4) = &pm.display_last4
+            && (l4.len() != 4 || !digits(l4))
+        {
+            return Err(AcpError::malformed(
+                "$.payment_method.display_last4",
+                "must match ^[0-9]{4}$",
+            ));
         }
         if let Some(a) = &self.billing_address {
             chars_at_most("$.billing_address.name", &a.name, 256)?;
@@ -513,16 +513,15 @@ impl DelegatePaymentRequest {
                 return Err(AcpError::invalid("$.payment_method.cvc", "Invalid CVC"));
             }
         }
-        if let Some(iin) = &pm.iin {
-            if !(6..=8).contains(&iin.len())
+        if let Some(iin) = &pm.iin
+            && (!(6..=8).contains(&iin.len())
                 || !digits(iin)
-                || (fpan && !number.starts_with(iin.as_str()))
-            {
-                return Err(AcpError::invalid(
-                    "$.payment_method.iin",
-                    "iin must be 6 to 8 digits (an FPAN's own prefix)",
-                ));
-            }
+                || (fpan && !number.starts_with(iin.as_str())))
+        {
+            return Err(AcpError::invalid(
+                "$.payment_method.iin",
+                "iin must be 6 to 8 digits (an FPAN's own prefix)",
+            ));
         }
         let own_last4 = &number[number.len() - 4..];
         let last4 = match &pm.display_last4 {
@@ -535,13 +534,13 @@ impl DelegatePaymentRequest {
             Some(l4) => l4.clone(),
             None => own_last4.to_owned(),
         };
-        if let Some(eci) = &pm.eci_value {
-            if eci.len() != 2 || !digits(eci) {
-                return Err(AcpError::invalid(
-                    "$.payment_method.eci_value",
-                    "eci_value must be two digits",
-                ));
-            }
+        if let Some(eci) = &pm.eci_value
+            && (eci.len() != 2 || !digits(eci))
+        {
+            return Err(AcpError::invalid(
+                "$.payment_method.eci_value",
+                "eci_value must be two digits",
+            ));
         }
         if let Some(brand) = &pm.display_brand {
             let ok = !brand.is_empty()

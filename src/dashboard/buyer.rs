@@ -217,10 +217,10 @@ impl Dashboard {
         out.truncate(MAX_ACTIVITY);
         let mut done = Vec::with_capacity(out.len());
         for (mut row, id) in out {
-            if row.outcome == Outcome::Allowed {
-                if let Some(id) = id {
-                    row.attempt = self.engine.attempt(by, &id).await.ok();
-                }
+            if row.outcome == Outcome::Allowed
+                && let Some(id) = id
+            {
+                row.attempt = self.engine.attempt(by, &id).await.ok();
             }
             row.merchant = match &row.attempt {
                 Some(a) => Some(a.request.merchant_id.clone()),
@@ -366,12 +366,13 @@ impl BuyerView {
         let mut out = Vec::new();
         // Mandates are in creation order, so a parent comes before its children.
         for m in self.mandates.iter().map(|m| &m.mandate) {
-            if let Some(p) = m.parent_id() {
-                if cut.contains(p) && !cut.contains(m.id()) {
-                    cut.insert(m.id());
-                    if !m.status().is_terminal() {
-                        out.push(m);
-                    }
+            if let Some(p) = m.parent_id()
+                && cut.contains(p)
+                && !cut.contains(m.id())
+            {
+                cut.insert(m.id());
+                if !m.status().is_terminal() {
+                    out.push(m);
                 }
             }
         }

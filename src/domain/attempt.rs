@@ -658,10 +658,10 @@ impl PaymentAttempt {
                 effects.push(HoldEffect::Release);
             }
         }
-        if let Ok(delta) = next.refunded.checked_sub(&self.refunded) {
-            if !delta.is_zero() {
-                effects.push(HoldEffect::Refund(delta));
-            }
+        if let Ok(delta) = next.refunded.checked_sub(&self.refunded)
+            && !delta.is_zero()
+        {
+            effects.push(HoldEffect::Refund(delta));
         }
         effects
     }

@@ -231,10 +231,10 @@ pub fn verify_window(
             }
         }
         None => {
-            if let Some(lo) = lo {
-                if !lo.follows(before) {
-                    return Err(WindowFault::Checkpoint { seq: lo.seq });
-                }
+            if let Some(lo) = lo
+                && !lo.follows(before)
+            {
+                return Err(WindowFault::Checkpoint { seq: lo.seq });
             }
         }
     }

@@ -63,16 +63,16 @@ pub fn evaluate(input: &EvaluationInput<'_>) -> AuthorityDecision {
 
 /// Loop detection: the resource was already paid for `max_payments` times in the window.
 fn check_resource_loop(input: &EvaluationInput<'_>, out: &mut Vec<Blocker>) {
-    if let Some(rp) = input.resource_payments {
-        if rp.paid >= rp.limit.max_payments {
-            out.push(Blocker::new(
-                C::ResourceLoopDetected,
-                format!(
-                    "this resource was paid for {} times in the last {} s; the loop limit is {}",
-                    rp.paid, rp.limit.window_seconds, rp.limit.max_payments
-                ),
-            ));
-        }
+    if let Some(rp) = input.resource_payments
+        && rp.paid >= rp.limit.max_payments
+    {
+        out.push(Blocker::new(
+            C::ResourceLoopDetected,
+            format!(
+                "this resource was paid for {} times in the last {} s; the loop limit is {}",
+                rp.paid, rp.limit.window_seconds, rp.limit.max_payments
+            ),
+        ));
     }
 }
 
@@ -99,16 +99,16 @@ fn check_controls(
             format!("{whose} failed authentication too often: the circuit breaker is open"),
         ));
     }
-    if let Some(intent) = &signals.intent {
-        if let Some(why) = super::controls::intent_mismatch(intent, req, input.snapshot) {
-            out.push(Blocker::new(
-                C::IntentMismatch,
-                format!(
-                    "the cart does not match the declared purchase intent {}: {why}",
-                    intent.intent_hash()
-                ),
-            ));
-        }
+    if let Some(intent) = &signals.intent
+        && let Some(why) = super::controls::intent_mismatch(intent, req, input.snapshot)
+    {
+        out.push(Blocker::new(
+            C::IntentMismatch,
+            format!(
+                "the cart does not match the declared purchase intent {}: {why}",
+                intent.intent_hash()
+            ),
+        ));
     }
     if signals.confirm.is_empty() || req.action != PaymentAction::Authorize {
         return;
@@ -505,24 +505,23 @@ fn check_scope(input: &EvaluationInput<'_>, m: &Mandate, out: &mut Vec<Blocker>)
                     )
                     .on(id),
                 );
-            } else if let Some(sellers) = allowed_sellers {
-                if !merchant
+            } else if let Some(sellers) = allowed_sellers
+                && !merchant
                     .seller_id
                     .as_ref()
                     .is_some_and(|s| sellers.contains(s))
-                {
-                    let seller = merchant
-                        .seller_id
-                        .as_ref()
-                        .map_or_else(|| "no seller".to_owned(), |s| format!("seller {s}"));
-                    out.push(
-                        Blocker::new(
-                            C::SellerNotAllowed,
-                            format!("mandate {id} does not allow {seller}"),
-                        )
-                        .on(id),
-                    );
-                }
+            {
+                let seller = merchant
+                    .seller_id
+                    .as_ref()
+                    .map_or_else(|| "no seller".to_owned(), |s| format!("seller {s}"));
+                out.push(
+                    Blocker::new(
+                        C::SellerNotAllowed,
+                        format!("mandate {id} does not allow {seller}"),
+                    )
+                    .on(id),
+                );
             }
         }
         MerchantScope::Allowlist { merchant_ids } => {
@@ -540,19 +539,19 @@ fn check_scope(input: &EvaluationInput<'_>, m: &Mandate, out: &mut Vec<Blocker>)
             }
         }
     }
-    if let Some(mccs) = &scope.mccs {
-        if !mccs.contains(&merchant.mcc) {
-            out.push(
-                Blocker::new(
-                    C::MccNotAllowed,
-                    format!(
-                        "merchant category {} is not allowed by mandate {id}",
-                        merchant.mcc
-                    ),
-                )
-                .on(id),
-            );
-        }
+    if let Some(mccs) = &scope.mccs
+        && !mccs.contains(&merchant.mcc)
+    {
+        out.push(
+            Blocker::new(
+                C::MccNotAllowed,
+                format!(
+                    "merchant category {} is not allowed by mandate {id}",
+                    merchant.mcc
+                ),
+            )
+            .on(id),
+        );
     }
     match &scope.cart {
         CartBinding::Snapshot { snapshot_id } => {
@@ -574,30 +573,30 @@ fn check_scope(input: &EvaluationInput<'_>, m: &Mandate, out: &mut Vec<Blocker>)
             max_line_items,
         } => {
             let items = input.snapshot.items();
-            if let Some(skus) = allowed_skus {
-                if let Some(item) = items.iter().find(|i| !skus.contains(&i.sku)) {
-                    out.push(
-                        Blocker::new(
-                            C::CartOutsideIntent,
-                            format!("SKU {} is not covered by mandate {id}", item.sku),
-                        )
-                        .on(id),
-                    );
-                }
+            if let Some(skus) = allowed_skus
+                && let Some(item) = items.iter().find(|i| !skus.contains(&i.sku))
+            {
+                out.push(
+                    Blocker::new(
+                        C::CartOutsideIntent,
+                        format!("SKU {} is not covered by mandate {id}", item.sku),
+                    )
+                    .on(id),
+                );
             }
-            if let Some(max) = max_line_items {
-                if items.len() > *max as usize {
-                    out.push(
-                        Blocker::new(
-                            C::CartOutsideIntent,
-                            format!(
-                                "the cart has {} lines, mandate {id} allows {max}",
-                                items.len()
-                            ),
-                        )
-                        .on(id),
-                    );
-                }
+            if let Some(max) = max_line_items
+                && items.len() > *max as usize
+            {
+                out.push(
+                    Blocker::new(
+                        C::CartOutsideIntent,
+                        format!(
+                            "the cart has {} lines, mandate {id} allows {max}",
+                            items.len()
+                        ),
+                    )
+                    .on(id),
+                );
             }
         }
     }
@@ -694,16 +693,16 @@ fn check_budgets(input: &EvaluationInput<'_>, m: &Mandate, out: &mut Vec<Blocker
     let budgets = &scope.budgets;
     let id = m.id();
     let amount = &req.amount;
-    if let Some(max) = &budgets.per_transaction {
-        if amount.exceeds(max) {
-            out.push(
-                Blocker::new(
-                    C::TransactionLimitExceeded,
-                    format!("{amount} exceeds the per-transaction maximum {max} of mandate {id}"),
-                )
-                .on(id),
-            );
-        }
+    if let Some(max) = &budgets.per_transaction
+        && amount.exceeds(max)
+    {
+        out.push(
+            Blocker::new(
+                C::TransactionLimitExceeded,
+                format!("{amount} exceeds the per-transaction maximum {max} of mandate {id}"),
+            )
+            .on(id),
+        );
     }
     let needs_usage = !budgets.windows.is_empty()
         || budgets.lifetime.is_some()
@@ -771,19 +770,19 @@ fn check_budgets(input: &EvaluationInput<'_>, m: &Mandate, out: &mut Vec<Blocker
                 );
             }
         }
-        if let Some(max) = w.max_count {
-            if wu.count >= max {
-                out.push(
-                    Blocker::new(
-                        C::WindowCountExceeded,
-                        format!(
-                            "{} payments in the last {} s, mandate {id} allows {max}",
-                            wu.count, w.window_seconds
-                        ),
-                    )
-                    .on(id),
-                );
-            }
+        if let Some(max) = w.max_count
+            && wu.count >= max
+        {
+            out.push(
+                Blocker::new(
+                    C::WindowCountExceeded,
+                    format!(
+                        "{} payments in the last {} s, mandate {id} allows {max}",
+                        wu.count, w.window_seconds
+                    ),
+                )
+                .on(id),
+            );
         }
     }
     if let Some(max) = &budgets.lifetime {
@@ -808,32 +807,32 @@ fn check_budgets(input: &EvaluationInput<'_>, m: &Mandate, out: &mut Vec<Blocker
             );
         }
     }
-    if let Some(max) = scope.max_uses {
-        if usage.uses >= max && m.status() != MandateStatus::Used {
-            out.push(
-                Blocker::new(
-                    C::MandateUsed,
-                    format!("mandate {id} has been used {} of {max} times", usage.uses),
-                )
-                .on(id),
-            );
-        }
+    if let Some(max) = scope.max_uses
+        && usage.uses >= max
+        && m.status() != MandateStatus::Used
+    {
+        out.push(
+            Blocker::new(
+                C::MandateUsed,
+                format!("mandate {id} has been used {} of {max} times", usage.uses),
+            )
+            .on(id),
+        );
     }
-    if req.action == PaymentAction::Authorize {
-        if let Some(max) = scope.amount.max_payment_attempts {
-            if usage.attempts >= max {
-                out.push(
-                    Blocker::new(
-                        C::AttemptsExhausted,
-                        format!(
-                            "mandate {id} allows {max} payment attempts, {} were made",
-                            usage.attempts
-                        ),
-                    )
-                    .on(id),
-                );
-            }
-        }
+    if req.action == PaymentAction::Authorize
+        && let Some(max) = scope.amount.max_payment_attempts
+        && usage.attempts >= max
+    {
+        out.push(
+            Blocker::new(
+                C::AttemptsExhausted,
+                format!(
+                    "mandate {id} allows {max} payment attempts, {} were made",
+                    usage.attempts
+                ),
+            )
+            .on(id),
+        );
     }
 }
 

@@ -317,16 +317,16 @@ impl CartSnapshot {
         validate(&mut content)?;
         let claimed = content.id.take();
         let id = content.content_id();
-        if let Some(claimed) = claimed {
-            if claimed != id {
-                return Err(err(
-                    "id",
-                    ValidationKind::IdMismatch {
-                        claimed: claimed.to_string(),
-                        computed: id.to_string(),
-                    },
-                ));
-            }
+        if let Some(claimed) = claimed
+            && claimed != id
+        {
+            return Err(err(
+                "id",
+                ValidationKind::IdMismatch {
+                    claimed: claimed.to_string(),
+                    computed: id.to_string(),
+                },
+            ));
         }
         content.id = Some(id);
         Ok(CartSnapshot { id, content })

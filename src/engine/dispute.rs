@@ -109,8 +109,8 @@ impl Engine {
 
         let mut decision = None;
         for e in &found.events {
-            if let Ok(event) = e.event() {
-                if let AuditKind::Decision {
+            if let Ok(event) = e.event()
+                && let AuditKind::Decision {
                     command,
                     outcome,
                     blockers,
@@ -120,20 +120,17 @@ impl Engine {
                     action: PaymentAction::Authorize,
                     ..
                 } = event.kind
-                {
-                    if a == *attempt_id
-                        && command == "execute_payment"
-                        && outcome == Outcome::Allowed
-                    {
-                        decision = Some(RecordedDecision {
-                            seq: e.seq,
-                            outcome,
-                            blockers,
-                            evidence,
-                            request_digest,
-                        });
-                    }
-                }
+                && a == *attempt_id
+                && command == "execute_payment"
+                && outcome == Outcome::Allowed
+            {
+                decision = Some(RecordedDecision {
+                    seq: e.seq,
+                    outcome,
+                    blockers,
+                    evidence,
+                    request_digest,
+                });
             }
         }
 

@@ -171,12 +171,11 @@ impl Engine {
             VaultError::Integrity { .. }
                 | VaultError::KeyUnavailable { .. }
                 | VaultError::Corrupt { .. }
-        ) {
-            if let Some(alert) = self.record_vault_error(now) {
-                // The alert is on the trail or waits in the outbox; the command fails with
-                // the vault's error either way.
-                let _ = self.audit(&[alert]).await;
-            }
+        ) && let Some(alert) = self.record_vault_error(now)
+        {
+            // The alert is on the trail or waits in the outbox; the command fails with
+            // the vault's error either way.
+            let _ = self.audit(&[alert]).await;
         }
         e.into()
     }
@@ -221,13 +220,12 @@ impl Engine {
             .await?;
         // What the request says about its actor and buyer is the caller's word: the mandate
         // it names decides who may see a decision about it.
-        if let Some(leaf) = ctx.chain.last() {
-            if !(by.acts_as(leaf.actor(), leaf.buyer_id())
+        if let Some(leaf) = ctx.chain.last()
+            && !(by.acts_as(leaf.actor(), leaf.buyer_id())
                 || by.is_buyer(leaf.buyer_id())
                 || by.is_operator())
-            {
-                return Err(refused());
-            }
+        {
+            return Err(refused());
         }
         let loops = self.loops.count(
             self.config.loop_limit,
@@ -457,15 +455,15 @@ impl Engine {
             // The request names its actor; the mandate decides whose it is. A principal that
             // is not the mandate's actor is refused before anything is decided or recorded
             // (nothing lands on another buyer's trail, no block is counted against anyone).
-            if let Some(leaf) = ctx.chain.last() {
-                if !by.acts_as(leaf.actor(), leaf.buyer_id()) {
-                    return Err(EngineError::NotPermitted {
-                        reason: format!(
-                            "{by} may not pay under mandate {}: only its actor may",
-                            leaf.id()
-                        ),
-                    });
-                }
+            if let Some(leaf) = ctx.chain.last()
+                && !by.acts_as(leaf.actor(), leaf.buyer_id())
+            {
+                return Err(EngineError::NotPermitted {
+                    reason: format!(
+                        "{by} may not pay under mandate {}: only its actor may",
+                        leaf.id()
+                    ),
+                });
             }
             let loops = self
                 .loops
@@ -889,20 +887,20 @@ impl Engine {
         counted: bool,
     ) -> Result<PaymentOutcome, EngineError> {
         let mut suspend = self.control_refusal(req, &decision, signals, counted, now, &mut events);
-        if let Some(rp) = self.config.loop_limit {
-            if decision.has(crate::domain::BlockerCode::ResourceLoopDetected) {
-                events.push(AuditEvent {
-                    at: now,
-                    kind: AuditKind::LoopDetected {
-                        actor_id: req.actor.id.clone(),
-                        mandate_id: req.mandate_id.clone(),
-                        merchant_id: req.merchant_id.clone(),
-                        snapshot_id: req.snapshot_id,
-                        max_payments: rp.max_payments,
-                        window_seconds: rp.window_seconds,
-                    },
-                });
-            }
+        if let Some(rp) = self.config.loop_limit
+            && decision.has(crate::domain::BlockerCode::ResourceLoopDetected)
+        {
+            events.push(AuditEvent {
+                at: now,
+                kind: AuditKind::LoopDetected {
+                    actor_id: req.actor.id.clone(),
+                    mandate_id: req.mandate_id.clone(),
+                    merchant_id: req.merchant_id.clone(),
+                    snapshot_id: req.snapshot_id,
+                    max_payments: rp.max_payments,
+                    window_seconds: rp.window_seconds,
+                },
+            });
         }
         // Controls count an agent's own violations: only an agent's requests (an agent
         // principal asking as itself) count, never a person's or a process's that shares its id.
@@ -999,31 +997,31 @@ impl Engine {
                 let Some(wu) = usage.window(w.window_seconds) else {
                     continue;
                 };
-                if let Some(max) = &w.max_amount {
-                    if crossed(
+                if let Some(max) = &w.max_amount
+                    && crossed(
                         i128::from(wu.amount.minor_units()),
                         add,
                         i128::from(max.minor_units()),
-                    ) {
-                        push(
-                            LimitKind::WindowAmount {
-                                window_seconds: w.window_seconds,
-                            },
-                            wu.amount.to_string(),
-                            max.to_string(),
-                        );
-                    }
+                    )
+                {
+                    push(
+                        LimitKind::WindowAmount {
+                            window_seconds: w.window_seconds,
+                        },
+                        wu.amount.to_string(),
+                        max.to_string(),
+                    );
                 }
-                if let Some(max) = w.max_count {
-                    if crossed(i128::from(wu.count), 1, i128::from(max)) {
-                        push(
-                            LimitKind::WindowCount {
-                                window_seconds: w.window_seconds,
-                            },
-                            wu.count.to_string(),
-                            max.to_string(),
-                        );
-                    }
+                if let Some(max) = w.max_count
+                    && crossed(i128::from(wu.count), 1, i128::from(max))
+                {
+                    push(
+                        LimitKind::WindowCount {
+                            window_seconds: w.window_seconds,
+                        },
+                        wu.count.to_string(),
+                        max.to_string(),
+                    );
                 }
             }
         }

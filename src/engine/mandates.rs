@@ -436,11 +436,10 @@ impl Engine {
                     }],
                 )
                 .await?;
-                if !command.suspended {
-                    if let Party::Actor(a) = &command.party {
+                if !command.suspended
+                    && let Party::Actor(a) = &command.party {
                         observe::store("reset_blocks", self.ports.store.reset_blocks(a)).await?;
                     }
-                }
                 self.audit(&[]).await?;
                 Ok(((), StoredResult::Done))
             },

@@ -513,10 +513,10 @@ impl Engine {
         if let Err(e) =
             observe::store("change_attempt", self.ports.store.change_attempt(&change)).await
         {
-            if let Some(f) = lease {
-                if completion.is_some() {
-                    f.put_back();
-                }
+            if let Some(f) = lease
+                && completion.is_some()
+            {
+                f.put_back();
             }
             events.truncate(before);
             return Err(e.into());

@@ -147,13 +147,13 @@ impl Engine {
                     status: a.status,
                 });
             }
-            if let Some(order) = observe::store("order_for", store.order_for(&a.id)).await? {
-                if !orders.contains(&a.id) {
-                    report.missing.push(MissingEvent::OrderCommitted {
-                        attempt_id: a.id.clone(),
-                        order_id: order.id,
-                    });
-                }
+            if let Some(order) = observe::store("order_for", store.order_for(&a.id)).await?
+                && !orders.contains(&a.id)
+            {
+                report.missing.push(MissingEvent::OrderCommitted {
+                    attempt_id: a.id.clone(),
+                    order_id: order.id,
+                });
             }
         }
         Ok(report)

@@ -446,13 +446,13 @@ impl OpenCheckoutMandate {
     /// required quantity, and there is no other line.
     pub fn admits(&self, snapshot: &CartSnapshot) -> Result<(), FormError> {
         let merchant = snapshot.merchant().merchant_id.as_str();
-        if let Some(list) = &self.merchants {
-            if !list.iter().any(|m| m == merchant) {
-                return Err(FormError::invalid(
-                    "checkout.allowed_merchants",
-                    format!("merchant {merchant} of the cart is not allowed"),
-                ));
-            }
+        if let Some(list) = &self.merchants
+            && !list.iter().any(|m| m == merchant)
+        {
+            return Err(FormError::invalid(
+                "checkout.allowed_merchants",
+                format!("merchant {merchant} of the cart is not allowed"),
+            ));
         }
         let items = snapshot.items();
         let mut used = vec![false; items.len()];
@@ -763,21 +763,21 @@ pub fn import_open_payment_mandate(
     let snapshot = reference.snapshot;
     open.admits(snapshot)?;
     let merchant = &snapshot.merchant().merchant_id;
-    if let Some(payees) = &c.payees {
-        if !payees.iter().any(|p| p == merchant.as_str()) {
-            return Err(FormError::invalid(
-                "constraints.payment.allowed_payees",
-                format!("the cart's merchant {merchant} is not an allowed payee"),
-            ));
-        }
+    if let Some(payees) = &c.payees
+        && !payees.iter().any(|p| p == merchant.as_str())
+    {
+        return Err(FormError::invalid(
+            "constraints.payment.allowed_payees",
+            format!("the cart's merchant {merchant} is not an allowed payee"),
+        ));
     }
-    if let Some(payee) = &raw.payee {
-        if payee.id != merchant.as_str() {
-            return Err(FormError::invalid(
-                "payee.id",
-                format!("{} is not the cart's merchant {merchant}", payee.id),
-            ));
-        }
+    if let Some(payee) = &raw.payee
+        && payee.id != merchant.as_str()
+    {
+        return Err(FormError::invalid(
+            "payee.id",
+            format!("{} is not the cart's merchant {merchant}", payee.id),
+        ));
     }
     let cur = match &c.currency {
         Some((cur, _)) => *cur,
@@ -928,14 +928,14 @@ pub fn import_checkout_mandate(
 ) -> Result<CartSnapshot, FormError> {
     let raw: CheckoutMandateJson = parse(json, "")?;
     expect_vct(&raw.vct, "mandate.checkout.1")?;
-    if let Some(alg) = &raw.sd_alg {
-        if alg != "sha-256" {
-            return Err(FormError::unrepresentable(
-                None,
-                "_sd_alg",
-                format!("hash algorithm {alg:?}; only sha-256 is read"),
-            ));
-        }
+    if let Some(alg) = &raw.sd_alg
+        && alg != "sha-256"
+    {
+        return Err(FormError::unrepresentable(
+            None,
+            "_sd_alg",
+            format!("hash algorithm {alg:?}; only sha-256 is read"),
+        ));
     }
     let computed = digest(raw.checkout_jwt.as_bytes());
     if computed != raw.checkout_hash {

@@ -605,13 +605,13 @@ pub fn to_visa_instruction(
     if quantity == 0 {
         return Err(FormError::invalid("quantity", "must be at least 1"));
     }
-    if let Some(left) = a.uses {
-        if quantity > left {
-            return Err(FormError::invalid(
-                "quantity",
-                format!("{quantity} payments asked, the chain allows {left} more"),
-            ));
-        }
+    if let Some(left) = a.uses
+        && quantity > left
+    {
+        return Err(FormError::invalid(
+            "quantity",
+            format!("{quantity} payments asked, the chain allows {left} more"),
+        ));
     }
     let mut per_payment = a.max_amount.minor_units();
     if let Some(total) = &a.total_headroom {

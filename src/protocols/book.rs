@@ -195,10 +195,10 @@ impl<R: Clone, G: Clone, T: Issued> Book<R, G, T> {
     fn record(&self, snapshot: &SnapshotId, key: &str, token: T, amount: Money) {
         let mut b = self.lock();
         let reference = token.reference().to_owned();
-        if let Some(payment) = b.by_snapshot.get(snapshot).cloned() {
-            if let Some(e) = b.by_payment.get_mut(&payment) {
-                e.issued.push((reference.clone(), key.to_owned()));
-            }
+        if let Some(payment) = b.by_snapshot.get(snapshot).cloned()
+            && let Some(e) = b.by_payment.get_mut(&payment)
+        {
+            e.issued.push((reference.clone(), key.to_owned()));
         }
         b.issued.insert(reference.clone(), (token, amount));
         b.by_key.insert(key.to_owned(), reference);

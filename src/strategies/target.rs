@@ -59,10 +59,10 @@ impl Target {
 }
 
 pub(super) fn with_own<T: Ord + Clone>(mut set: Vec<T>, own: Option<&T>) -> Vec<T> {
-    if let Some(o) = own {
-        if !set.contains(o) {
-            set.push(o.clone());
-        }
+    if let Some(o) = own
+        && !set.contains(o)
+    {
+        set.push(o.clone());
     }
     set
 }

@@ -63,10 +63,10 @@ impl JournalPsp {
             .expect("journal write");
         f.sync_all().expect("journal fsync");
         std::fs::rename(&tmp, &self.path).expect("journal rename");
-        if let Some(dir) = self.path.parent() {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
+        if let Some(dir) = self.path.parent()
+            && let Ok(d) = std::fs::File::open(dir)
+        {
+            let _ = d.sync_all();
         }
     }
 

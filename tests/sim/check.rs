@@ -164,18 +164,18 @@ impl Checker {
         for (m, u) in w.chain.iter().zip(&usage) {
             let b = &m.spec().scope.budgets;
             let used = u.spent.minor_units() + u.held.minor_units();
-            if let Some(cap) = b.lifetime {
-                if used > cap.minor_units() {
-                    return fail(
-                        "I2 store within the lifetime cap",
-                        format!(
-                            "mandate {}: spent {} + held {} > lifetime {cap}",
-                            m.id(),
-                            u.spent,
-                            u.held
-                        ),
-                    );
-                }
+            if let Some(cap) = b.lifetime
+                && used > cap.minor_units()
+            {
+                return fail(
+                    "I2 store within the lifetime cap",
+                    format!(
+                        "mandate {}: spent {} + held {} > lifetime {cap}",
+                        m.id(),
+                        u.spent,
+                        u.held
+                    ),
+                );
             }
             for wl in &b.windows {
                 let (Some(max), Some(wu)) = (wl.max_amount, u.window(wl.window_seconds)) else {
@@ -214,9 +214,10 @@ impl Checker {
             }
         }
         for (m, at_psp) in w.chain.iter().zip(&money) {
-            if let Some(cap) = m.spec().scope.budgets.lifetime {
-                if *at_psp > cap.minor_units() {
-                    return fail(
+            if let Some(cap) = m.spec().scope.budgets.lifetime
+                && *at_psp > cap.minor_units()
+            {
+                return fail(
                         "I2 PSP money within every lifetime cap",
                         format!(
                             "mandate {}: the PSP holds or charged {} minor units under it, its lifetime cap is {cap}",
@@ -224,7 +225,6 @@ impl Checker {
                             at_psp
                         ),
                     );
-                }
             }
         }
         drop(ledger);

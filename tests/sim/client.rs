@@ -250,10 +250,10 @@ impl Clients {
 
     /// A payment command answered with `attempt`: follow-ups may name it now.
     pub fn learned(&mut self, attempt: &AttemptId) {
-        if let Some(&(agent, snapshot)) = self.snapshot_of.get(attempt) {
-            if !self.attempt_list.iter().any(|(a, _, _)| a == attempt) {
-                self.attempt_list.push((attempt.clone(), agent, snapshot));
-            }
+        if let Some(&(agent, snapshot)) = self.snapshot_of.get(attempt)
+            && !self.attempt_list.iter().any(|(a, _, _)| a == attempt)
+        {
+            self.attempt_list.push((attempt.clone(), agent, snapshot));
         }
     }
 

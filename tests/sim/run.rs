@@ -149,10 +149,10 @@ impl Sim {
                 if let Some(a) = &done.attempt {
                     self.clients.learned(a);
                 }
-                if done.text.contains("in flight") {
-                    if let Some(cmd) = cmd {
-                        self.clients.retry.push(cmd);
-                    }
+                if done.text.contains("in flight")
+                    && let Some(cmd) = cmd
+                {
+                    self.clients.retry.push(cmd);
                 }
                 match &done.order {
                     Some((attempt, order)) => self.checker.order_committed(attempt, order),

@@ -329,15 +329,15 @@ impl StripeProvider {
             return report;
         }
         let mut found = None;
-        if let Some(charge) = &error.charge {
-            if let Ok(Some((_, pi))) = self.intent_of_charge(charge).await {
-                found = Some(pi);
-            }
+        if let Some(charge) = &error.charge
+            && let Ok(Some((_, pi))) = self.intent_of_charge(charge).await
+        {
+            found = Some(pi);
         }
-        if found.is_none() {
-            if let Ok(Some((_, pi))) = self.find_by_key(key, None).await {
-                found = Some(pi);
-            }
+        if found.is_none()
+            && let Ok(Some((_, pi))) = self.find_by_key(key, None).await
+        {
+            found = Some(pi);
         }
         if let Some(report) = found.as_ref().and_then(from_pi) {
             return report;
@@ -425,10 +425,10 @@ impl StripeProvider {
         key: &ProviderKey,
         submitted_at: Option<DateTime<Utc>>,
     ) -> Result<Option<(u16, PaymentIntentJson)>, StripeError> {
-        if !self.search_unsupported.load(Ordering::Relaxed) {
-            if let Some(id) = self.search_by_key(key).await? {
-                return self.retrieve(&id).await;
-            }
+        if !self.search_unsupported.load(Ordering::Relaxed)
+            && let Some(id) = self.search_by_key(key).await?
+        {
+            return self.retrieve(&id).await;
         }
         let window = submitted_at.map(|at| self.window(at));
         let filtered = window.filter(|_| !self.created_filter_unsupported.load(Ordering::Relaxed));
@@ -691,19 +691,18 @@ fn stripe_amount(call: StripeCall, money: &Money) -> Result<(i64, String), Strip
             message: "must be more than zero".into(),
         });
     }
-    if call == StripeCall::Authorize {
-        if let Some(min) = stripe_minimum_charge(currency) {
-            if minor < min {
-                return Err(StripeError::Request {
-                    call,
-                    field: "amount",
-                    message: format!(
-                        "{money} is below Stripe's minimum charge of {}",
-                        currency.format_minor(i128::from(min))
-                    ),
-                });
-            }
-        }
+    if call == StripeCall::Authorize
+        && let Some(min) = stripe_minimum_charge(currency)
+        && minor < min
+    {
+        return Err(StripeError::Request {
+            call,
+            field: "amount",
+            message: format!(
+                "{money} is below Stripe's minimum charge of {}",
+                currency.format_minor(i128::from(min))
+            ),
+        });
     }
     if currency.exponent() == 3 && minor % 10 != 0 {
         return Err(StripeError::Request {

@@ -661,11 +661,11 @@ impl Ledger {
                     .zip(&req.levels)
                     .all(|(id, l)| *id == l.mandate_id)
         });
-        if let Some(c) = hit {
-            if let Some(accounts) = self.chains.get(c.chain as usize) {
-                levels.extend_from_slice(accounts);
-                return Ok(c.chain);
-            }
+        if let Some(c) = hit
+            && let Some(accounts) = self.chains.get(c.chain as usize)
+        {
+            levels.extend_from_slice(accounts);
+            return Ok(c.chain);
         }
         for level in &req.levels {
             let a = self.account_for(&level.mandate_id, &level.limits, currency, known)?;
@@ -781,16 +781,16 @@ impl Ledger {
             ("attempts", acc.attempts, limits.max_attempts),
         ];
         for (name, used, cap) in counters {
-            if let Some(cap) = cap {
-                if used + 1 > i64::from(cap) {
-                    return Err(Self::refused(
-                        id,
-                        None,
-                        Some(name),
-                        (used + 1).to_string(),
-                        cap.to_string(),
-                    ));
-                }
+            if let Some(cap) = cap
+                && used + 1 > i64::from(cap)
+            {
+                return Err(Self::refused(
+                    id,
+                    None,
+                    Some(name),
+                    (used + 1).to_string(),
+                    cap.to_string(),
+                ));
             }
         }
         Ok(())

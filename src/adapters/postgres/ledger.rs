@@ -321,16 +321,16 @@ fn check_level(
         ("attempts", account.attempts, limits.max_attempts),
     ];
     for (name, used, cap) in counters {
-        if let Some(cap) = cap {
-            if used + 1 > i64::from(cap) {
-                return Err(refused(
-                    mandate_id,
-                    None,
-                    Some(name),
-                    (used + 1).to_string(),
-                    cap.to_string(),
-                ));
-            }
+        if let Some(cap) = cap
+            && used + 1 > i64::from(cap)
+        {
+            return Err(refused(
+                mandate_id,
+                None,
+                Some(name),
+                (used + 1).to_string(),
+                cap.to_string(),
+            ));
         }
     }
     Ok(())

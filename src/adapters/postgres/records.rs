@@ -704,14 +704,14 @@ pub(super) fn chain_of(rows: &[Row], leaf: &MandateId) -> Result<Vec<Mandate>, S
         }
         chain.push(m);
     }
-    if let Some(top) = chain.last() {
-        if let Some(parent) = top.parent_id() {
-            return Err(StoreError::Corrupt {
-                table: "mandates",
-                key: top.id().to_string(),
-                message: format!("the parent {parent} is missing"),
-            });
-        }
+    if let Some(top) = chain.last()
+        && let Some(parent) = top.parent_id()
+    {
+        return Err(StoreError::Corrupt {
+            table: "mandates",
+            key: top.id().to_string(),
+            message: format!("the parent {parent} is missing"),
+        });
     }
     chain.reverse();
     Ok(chain)

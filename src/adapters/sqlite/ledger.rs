@@ -156,17 +156,17 @@ pub(super) fn usage(
     let mut out = Vec::with_capacity(chain.len());
     for m in chain {
         let acc = account(conn, m.id())?;
-        if let Some(a) = acc {
-            if a.currency != m.currency() {
-                return Err(corrupt(
-                    "accounts",
-                    m.id().as_str(),
-                    format!(
-                        "the mandate's holds are not in its currency {}",
-                        m.currency()
-                    ),
-                ));
-            }
+        if let Some(a) = acc
+            && a.currency != m.currency()
+        {
+            return Err(corrupt(
+                "accounts",
+                m.id().as_str(),
+                format!(
+                    "the mandate's holds are not in its currency {}",
+                    m.currency()
+                ),
+            ));
         }
         out.push(report(
             conn,
@@ -438,34 +438,34 @@ fn check(
                 ));
             }
         }
-        if let Some(cap) = limit.max_count {
-            if n + 1 > i64::from(cap) {
-                return Err(refused(
-                    id,
-                    Some(LimitKind::WindowCount {
-                        window_seconds: limit.window_seconds,
-                    }),
-                    None,
-                    (n + 1).to_string(),
-                    cap.to_string(),
-                ));
-            }
+        if let Some(cap) = limit.max_count
+            && n + 1 > i64::from(cap)
+        {
+            return Err(refused(
+                id,
+                Some(LimitKind::WindowCount {
+                    window_seconds: limit.window_seconds,
+                }),
+                None,
+                (n + 1).to_string(),
+                cap.to_string(),
+            ));
         }
     }
     for (name, used, cap) in [
         ("uses", acc.uses, limits.max_uses),
         ("attempts", acc.attempts, limits.max_attempts),
     ] {
-        if let Some(cap) = cap {
-            if used > i64::from(cap) {
-                return Err(refused(
-                    id,
-                    None,
-                    Some(name),
-                    used.to_string(),
-                    cap.to_string(),
-                ));
-            }
+        if let Some(cap) = cap
+            && used > i64::from(cap)
+        {
+            return Err(refused(
+                id,
+                None,
+                Some(name),
+                used.to_string(),
+                cap.to_string(),
+            ));
         }
     }
     Ok(sums)

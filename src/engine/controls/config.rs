@@ -315,13 +315,13 @@ impl Controls {
     /// Sets the merchant control; refuses an empty allowlist (it would hold every payment:
     /// say so with a list) and one longer than 1,000 merchants.
     pub fn with_merchants(mut self, control: MerchantControl) -> Result<Self, ConfigError> {
-        if let MerchantControl::Allowlist(list) = &control {
-            if list.is_empty() || list.len() > crate::domain::limits::MAX_LIST {
-                return Err(ConfigError {
-                    field: "merchants",
-                    message: "an allowlist must name 1 to 1,000 merchants",
-                });
-            }
+        if let MerchantControl::Allowlist(list) = &control
+            && (list.is_empty() || list.len() > crate::domain::limits::MAX_LIST)
+        {
+            return Err(ConfigError {
+                field: "merchants",
+                message: "an allowlist must name 1 to 1,000 merchants",
+            });
         }
         self.merchants = control;
         Ok(self)

@@ -237,10 +237,10 @@ impl Engine {
                 }
             }
         }
-        if let MerchantControl::Allowlist(list) = &c.merchants {
-            if !list.contains(&req.merchant_id) {
-                signals.confirm.push(ConfirmReason::MerchantNotAllowlisted);
-            }
+        if let MerchantControl::Allowlist(list) = &c.merchants
+            && !list.contains(&req.merchant_id)
+        {
+            signals.confirm.push(ConfirmReason::MerchantNotAllowlisted);
         }
         if let Some(above) = &c.dual_confirmation_above {
             // Another currency cannot be compared: both confirmations are required.
@@ -276,43 +276,45 @@ impl Engine {
                 .buyer(&req.buyer_id)
                 .to_event()
         };
-        if decision.has(BlockerCode::IntentMismatch) && c.intent_suspends {
-            if let Some(intent) = signals.and_then(|s| s.intent.as_ref()) {
+        if decision.has(BlockerCode::IntentMismatch)
+            && c.intent_suspends
+            && let Some(intent) = signals.and_then(|s| s.intent.as_ref())
+        {
+            events.push(alert(
+                AlertKind::IntentMismatch {
+                    intent_hash: intent.intent_hash(),
+                    snapshot_id: req.snapshot_id,
+                },
+                format!(
+                    "agent {} asked to pay a cart that departs from its declared intent: suspended",
+                    req.actor.id
+                ),
+            ));
+            suspend = true;
+        }
+        if let Some(rate) = c.violations
+            && counted
+            && self.config.counts_toward_suspension(decision)
+        {
+            let count = bump(
+                &mut self.controls.lock().violations,
+                &req.actor.id,
+                now,
+                &rate,
+            );
+            if count > rate.max() && !suspend {
                 events.push(alert(
-                    AlertKind::IntentMismatch {
-                        intent_hash: intent.intent_hash(),
-                        snapshot_id: req.snapshot_id,
+                    AlertKind::ViolationsSuspended {
+                        violations: count,
+                        window_seconds: rate.window_seconds(),
                     },
                     format!(
-                        "agent {} asked to pay a cart that departs from its declared intent: suspended",
-                        req.actor.id
+                        "agent {} had {count} spending-control violations in {} s: suspended",
+                        req.actor.id,
+                        rate.window_seconds()
                     ),
                 ));
                 suspend = true;
-            }
-        }
-        if let Some(rate) = c.violations {
-            if counted && self.config.counts_toward_suspension(decision) {
-                let count = bump(
-                    &mut self.controls.lock().violations,
-                    &req.actor.id,
-                    now,
-                    &rate,
-                );
-                if count > rate.max() && !suspend {
-                    events.push(alert(
-                        AlertKind::ViolationsSuspended {
-                            violations: count,
-                            window_seconds: rate.window_seconds(),
-                        },
-                        format!(
-                            "agent {} had {count} spending-control violations in {} s: suspended",
-                            req.actor.id,
-                            rate.window_seconds()
-                        ),
-                    ));
-                    suspend = true;
-                }
             }
         }
         if decision.has(BlockerCode::ConfirmationRequired) {

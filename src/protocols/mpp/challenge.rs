@@ -432,10 +432,10 @@ impl Challenge {
                 intent: clip(&self.intent, 32),
             });
         }
-        if let Some(expires) = self.expires_at {
-            if expires <= now {
-                return Err(OfferError::Expired { expires, now });
-            }
+        if let Some(expires) = self.expires_at
+            && expires <= now
+        {
+            return Err(OfferError::Expired { expires, now });
         }
         let charge = self.charge()?;
         let asset = assets.currency(&self.method, &charge.currency)?;

@@ -200,10 +200,10 @@ impl PaidClient {
         let Some((challenge, offer)) = chosen else {
             return Err(ClientError::NoPayableChallenge { refused });
         };
-        if let Some(d) = challenge.digest() {
-            if !digest_matches(d, &body)? {
-                return Err(ClientError::DigestMismatch);
-            }
+        if let Some(d) = challenge.digest()
+            && !digest_matches(d, &body)?
+        {
+            return Err(ClientError::DigestMismatch);
         }
         let credential = self.payer.pay(&challenge, &offer).await?;
         let value = credential.to_header()?;

@@ -301,10 +301,10 @@ impl ChallengeIssuer {
                 expires: expires_at,
             });
         }
-        if let Some(d) = &echo.digest {
-            if !digest_matches(d, body.unwrap_or_default())? {
-                return Err(VerifyError::DigestMismatch);
-            }
+        if let Some(d) = &echo.digest
+            && !digest_matches(d, body.unwrap_or_default())?
+        {
+            return Err(VerifyError::DigestMismatch);
         }
         let request = charge_request(&decode_jcs_object("request", &echo.request)?)?;
         Ok(Verified {

@@ -154,13 +154,13 @@ pub(crate) fn check_grant(
     if grant.expires_at <= now {
         return Err(grant_error("expires_at", "the grant has expired"));
     }
-    if let Some(expires) = challenge.expires_at() {
-        if grant.expires_at > expires {
-            return Err(grant_error(
-                "expires_at",
-                "the grant outlives the challenge's expiry",
-            ));
-        }
+    if let Some(expires) = challenge.expires_at()
+        && grant.expires_at > expires
+    {
+        return Err(grant_error(
+            "expires_at",
+            "the grant outlives the challenge's expiry",
+        ));
     }
     match (network_id(challenge), grant.network_id.as_deref()) {
         (Some(c), Some(g)) if c == g => Ok(()),

@@ -263,19 +263,19 @@ fn check_settlement(
     if s.network != accepted.network {
         return Err(("network", accepted.network.clone(), s.network.clone()));
     }
-    if let Some(amount) = &s.amount {
-        if *amount != accepted.amount {
-            return Err(("amount", accepted.amount.clone(), amount.clone()));
-        }
+    if let Some(amount) = &s.amount
+        && *amount != accepted.amount
+    {
+        return Err(("amount", accepted.amount.clone(), amount.clone()));
     }
     let signer = payload
         .get("authorization")
         .and_then(|a| a.get("from"))
         .and_then(serde_json::Value::as_str);
-    if let (Some(payer), Some(from)) = (&s.payer, signer) {
-        if !payer.eq_ignore_ascii_case(from) {
-            return Err(("payer", from.to_owned(), payer.clone()));
-        }
+    if let (Some(payer), Some(from)) = (&s.payer, signer)
+        && !payer.eq_ignore_ascii_case(from)
+    {
+        return Err(("payer", from.to_owned(), payer.clone()));
     }
     Ok(())
 }

@@ -148,14 +148,13 @@ pub async fn x402_gate(State(gate): State<X402Gate>, request: Request, next: Nex
         Err(_) => return plain(StatusCode::SERVICE_UNAVAILABLE),
     };
     let mut resp = next.run(request).await;
-    if resp.status().is_success() {
-        if let Some(v) = settled
+    if resp.status().is_success()
+        && let Some(v) = settled
             .to_header()
             .ok()
             .and_then(|h| HeaderValue::from_str(&h).ok())
-        {
-            resp.headers_mut().insert("payment-response", v);
-        }
+    {
+        resp.headers_mut().insert("payment-response", v);
     }
     resp
 }
