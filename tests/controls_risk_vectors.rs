@@ -1,10 +1,10 @@
-//! The risk-vector table of `docs/design.controls.md` is the code's: every blocker code, its
+//! The risk-vector table of `docs/design.md` is the code's: every blocker code, its
 //! class and its vector, in `BlockerCode::ALL` order, between the table markers. Run with
 //! `UPDATE_DOCS=1` to rewrite the table from the code.
 
 use agent_mandate::domain::{BlockerClass, BlockerCode, RiskVector};
 
-const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/design.controls.md");
+const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/design.md");
 const BEGIN: &str = "<!-- risk-vectors:begin -->";
 const END: &str = "<!-- risk-vectors:end -->";
 
@@ -24,7 +24,7 @@ fn table() -> String {
 
 #[test]
 fn the_documented_table_is_the_codes() {
-    let doc = std::fs::read_to_string(DOC).expect("docs/design.controls.md");
+    let doc = std::fs::read_to_string(DOC).expect("docs/design.md");
     let (head, rest) = doc.split_once(BEGIN).expect("begin marker");
     let (_, tail) = rest.split_once(END).expect("end marker");
     let want = format!("{head}{BEGIN}\n{}{END}{tail}", table());

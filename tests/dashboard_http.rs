@@ -71,7 +71,7 @@ async fn every_page_answers_the_buyer_with_their_data_only() {
             &[
                 "consistent",
                 "audit_chain",
-                "verified through event",
+                "verified events",
                 "Travel Backpack",
             ],
         ),
