@@ -765,3 +765,31 @@ async fn a_mandate_revoked_directly_blocks_its_tokens_through_the_decision() {
     );
     assert_eq!(f.fake.calls(Op::Authorize), 0);
 }
+
+/// A redemption whose PSP answer was lost is finished by a retry with the same key after the
+/// clock moved: the retry replays the first attempt (same cart, same time), it is never an
+/// idempotency conflict that would leave a used token with no answer.
+#[tokio::test]
+async fn a_retry_after_a_lost_answer_replays_the_attempt_when_the_clock_moved() {
+    let f = Fixture::memory().await;
+    let token = f
+        .issue("prov_a", per_use("20.00", TokenUses::Single), MONTH)
+        .await
+        .token
+        .unwrap();
+    f.fake.inject(
+        Some(Op::Authorize),
+        agent_mandate::testkit::Fault::TimeoutAfterEffect,
+    );
+    let cmd = RedeemToken::new(key("lost"), token, eur("20.00"));
+    let first = f.tokens.redeem(&provider("prov_a"), &cmd).await.unwrap();
+    assert!(!charged(&first) || first.attempt().is_some(), "{first:?}");
+    f.advance(Duration::seconds(90));
+    let again = f.tokens.redeem(&provider("prov_a"), &cmd).await;
+    let again = again.expect("the same key after the clock moved is a replay, not a conflict");
+    assert!(again.refusal().is_none(), "{again:?}");
+    if let (Some(a), Some(b)) = (first.attempt(), again.attempt()) {
+        assert_eq!(a.id, b.id, "one attempt for one key");
+    }
+    assert!(f.fake.calls(Op::Authorize) <= 2);
+}

@@ -29,6 +29,7 @@ impl Window {
         self.hi.map(|c| c.seq)
     }
 
+    #[cfg_attr(not(any(feature = "memory", feature = "sqlite")), allow(dead_code))]
     fn covers(&self, seq: u64) -> bool {
         seq >= self.first() && self.last().is_none_or(|l| seq <= l)
     }
@@ -36,6 +37,7 @@ impl Window {
 
 /// The distinct windows around `seqs` (sorted ascending), asking `around` for each event not
 /// already covered.
+#[cfg_attr(not(any(feature = "memory", feature = "sqlite")), allow(dead_code))]
 pub(crate) fn plan<E>(
     seqs: &[u64],
     mut around: impl FnMut(u64) -> Result<Window, E>,

@@ -83,6 +83,7 @@ impl Origin {
 
     /// Whether `name` (an MPP realm) denotes this origin: an absolute URL of the same origin,
     /// or `host[:port]` naming this host and port (no port: the scheme's default).
+    #[cfg_attr(not(feature = "mpp"), allow(dead_code))]
     pub(crate) fn is_named_by(&self, name: &str) -> bool {
         if name.contains("://") {
             return Origin::of_url(name).as_ref() == Some(self);

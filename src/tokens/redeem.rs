@@ -71,10 +71,16 @@ impl TokenService {
             state: RedemptionState::Pending,
             claimed_at: now,
         };
+        // The time of the charge is the first claim's: the engine's request (its one-line cart
+        // and the cart's id) must be the same on every retry of the key, or a retry after a
+        // lost answer would be an idempotency conflict instead of a replay.
+        let mut charged_at = claim.claimed_at;
         match self.store.claim(&claim).await? {
             ClaimOutcome::Claimed => {}
             ClaimOutcome::Replay(previous) => match previous.state {
-                RedemptionState::Pending => {}
+                RedemptionState::Pending | RedemptionState::Ambiguous { .. } => {
+                    charged_at = previous.claimed_at;
+                }
                 RedemptionState::Charged { attempt_id } => {
                     return Ok(RedemptionOutcome::Charged {
                         token_id: record.id.clone(),
@@ -82,7 +88,6 @@ impl TokenService {
                         replay: true,
                     })
                 }
-                RedemptionState::Ambiguous { .. } => {}
                 RedemptionState::Refused { codes, .. } => {
                     let code = codes
                         .first()
@@ -116,9 +121,7 @@ impl TokenService {
         }
 
         // Charge through the engine, as the token's own actor.
-        let outcome = self
-            .charge(&record, command, &key, claim.claimed_at)
-            .await?;
+        let outcome = self.charge(&record, command, &key, charged_at).await?;
         let (state, result) = match outcome {
             PaymentOutcome::Refused(decision) => {
                 let reasons: Vec<String> = decision

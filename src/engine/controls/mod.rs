@@ -611,8 +611,13 @@ impl Engine {
         let timeout = self.controls_config().alert_enqueue_timeout;
         // Outside a tokio runtime (an executor without a timer) the hand-over is not
         // bounded here: the sink's own contract (a quick local enqueue) bounds it.
+        // Without a feature that links tokio there is no timer to bound it with either.
+        #[cfg(any(feature = "sqlite", feature = "postgres", feature = "http"))]
         let timer = tokio::runtime::Handle::try_current().is_ok();
+        #[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "http")))]
+        let _ = timeout;
         while let Some(alert) = queue.pop_front() {
+            #[cfg(any(feature = "sqlite", feature = "postgres", feature = "http"))]
             let handed = if timer {
                 tokio::time::timeout(timeout, sink.enqueue(&alert))
                     .await
@@ -624,6 +629,8 @@ impl Engine {
             } else {
                 sink.enqueue(&alert).await
             };
+            #[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "http")))]
+            let handed = sink.enqueue(&alert).await;
             match handed {
                 Ok(()) => super::observe::alert_delivered(&alert),
                 Err(_) => {
