@@ -208,7 +208,15 @@ pub(super) async fn open_one_by_one<S: Store + ?Sized>(
         Err(e) => {
             // The key is freed; what was written is what the general path resumes from.
             let _ = store.abandon_idempotent(&fence).await;
-            Err(e)
+            match e {
+                // Another command with this key inserted the attempt between the check above
+                // and this insert (it held the key, lost its hold race and freed the key): a
+                // lost race, not a failure. Nothing of this call was written.
+                HoldError::Store(StoreError::Conflict {
+                    entity: "attempt", ..
+                }) => Ok(Opened::AttemptExists),
+                e => Err(e),
+            }
         }
     }
 }
