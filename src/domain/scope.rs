@@ -518,6 +518,70 @@ pub struct MandateScope {
     pub validity: Validity,
 }
 
+impl MandateScope {
+    /// The scope of exactly one payment of exactly `amount`: one merchant, any MCC, the given
+    /// cart binding, authorize and capture only, no confirmation, one use, one attempt, the
+    /// amount as the per-transaction and lifetime limit, shipping and tax included, no currency
+    /// conversion, no partial capture.
+    ///
+    /// This is what a payment for a priced offer (an HTTP 402 challenge, a delegated allowance)
+    /// becomes. Narrow or loosen single fields afterwards where the form allows it, for example
+    /// `mccs` for the seller's category or `amount.allow_lower_amount` for an allowance that is
+    /// a maximum rather than a price.
+    ///
+    /// ```
+    /// use agent_mandate::domain::{CartBinding, Currency, MandateScope, MerchantId, Money, Validity};
+    /// use chrono::{Duration, TimeZone, Utc};
+    ///
+    /// let now = Utc.with_ymd_and_hms(2026, 5, 4, 12, 0, 0).unwrap();
+    /// let amount = Money::parse("12.50", Currency::EUR).unwrap();
+    /// let scope = MandateScope::one_payment(
+    ///     MerchantId::new("m_books").unwrap(),
+    ///     CartBinding::Open { allowed_skus: None, max_line_items: None },
+    ///     amount,
+    ///     Validity { not_before: now, expires_at: now + Duration::minutes(5) },
+    /// );
+    /// assert_eq!(scope.max_uses, Some(1));
+    /// assert_eq!(scope.budgets.lifetime, Some(amount));
+    /// assert!(!scope.amount.allow_lower_amount);
+    /// ```
+    pub fn one_payment(
+        merchant_id: MerchantId,
+        cart: CartBinding,
+        amount: Money,
+        validity: Validity,
+    ) -> MandateScope {
+        MandateScope {
+            merchants: MerchantScope::Single { merchant_id },
+            mccs: None,
+            cart,
+            amount: AmountScope {
+                max_amount: amount,
+                includes_shipping: true,
+                includes_tax: true,
+                allow_lower_amount: false,
+                allow_partial_capture: false,
+                max_payment_attempts: Some(1),
+            },
+            currency: CurrencyScope {
+                currency: amount.currency(),
+                conversion_allowed: false,
+            },
+            budgets: Budgets {
+                per_transaction: Some(amount),
+                windows: Vec::new(),
+                lifetime: Some(amount),
+            },
+            actions: [PaymentAction::Authorize, PaymentAction::Capture]
+                .into_iter()
+                .collect::<ActionSet>(),
+            confirmation: ConfirmationRule::never(),
+            max_uses: Some(1),
+            validity,
+        }
+    }
+}
+
 crate::json::object_only!(MerchantScope);
 crate::json::object_only!(CartBinding);
 crate::json::object_only!(AmountScope);

@@ -19,10 +19,9 @@ use super::credential::Receipt;
 use super::issuer::{ChargeTerms, Verified, VerifyError};
 use super::payer::short;
 use crate::domain::{
-    ActionSet, Actor, ActorKind, AmountScope, AttemptStatus, Budgets, BuyerId, CartBinding,
-    CheckoutId, CheckoutState, ConfirmationRule, ContentDigest, CurrencyScope, IdempotencyKey,
-    Lifecycle, MandateId, MandateScope, MandateSpec, MandateStatus, MerchantId, MerchantScope,
-    PaymentAction, PaymentRequest, Principal, Validity,
+    Actor, ActorKind, AttemptStatus, BuyerId, CartBinding, CheckoutId, CheckoutState,
+    ContentDigest, IdempotencyKey, Lifecycle, MandateId, MandateScope, MandateSpec, MandateStatus,
+    MerchantId, PaymentAction, PaymentRequest, Principal, Validity,
 };
 use crate::engine::{CreateMandate, Engine, ExecutePayment, PaymentOutcome};
 use crate::ports::{
@@ -174,39 +173,18 @@ impl Settler for EngineSettler {
             actor: self.seller.clone(),
             parent_id: None,
             scope: MandateScope {
-                merchants: MerchantScope::Single {
-                    merchant_id: self.merchant_id.clone(),
-                },
                 mccs: Some(vec![self.context.mcc]),
-                cart: CartBinding::Snapshot {
-                    snapshot_id: snapshot.id(),
-                },
-                amount: AmountScope {
-                    max_amount: amount,
-                    includes_shipping: true,
-                    includes_tax: true,
-                    allow_lower_amount: false,
-                    allow_partial_capture: false,
-                    max_payment_attempts: Some(1),
-                },
-                currency: CurrencyScope {
-                    currency: amount.currency(),
-                    conversion_allowed: false,
-                },
-                budgets: Budgets {
-                    per_transaction: Some(amount),
-                    windows: Vec::new(),
-                    lifetime: Some(amount),
-                },
-                actions: [PaymentAction::Authorize, PaymentAction::Capture]
-                    .into_iter()
-                    .collect::<ActionSet>(),
-                confirmation: ConfirmationRule::never(),
-                max_uses: Some(1),
-                validity: Validity {
-                    not_before: issued_at,
-                    expires_at: verified.expires_at,
-                },
+                ..MandateScope::one_payment(
+                    self.merchant_id.clone(),
+                    CartBinding::Snapshot {
+                        snapshot_id: snapshot.id(),
+                    },
+                    amount,
+                    Validity {
+                        not_before: issued_at,
+                        expires_at: verified.expires_at,
+                    },
+                )
             },
             lifecycle: Lifecycle::new(MandateStatus::Active, issued_at),
             evidence_refs: Vec::new(),

@@ -20,10 +20,10 @@ use sha2::{Digest as _, Sha256};
 use super::facilitator::{Facilitator, FacilitatorError};
 use super::{PaymentPayload, PaymentRequirements, SettlementResponse};
 use crate::domain::{
-    ActionSet, Actor, AmountScope, AttemptStatus, Budgets, BuyerId, CartBinding, CheckoutId,
-    CheckoutState, ConfirmationRule, ContentDigest, CurrencyScope, IdempotencyKey, Lifecycle,
-    MandateId, MandateScope, MandateSpec, MandateStatus, MerchantScope, Money, PaymentAction,
-    PaymentRequest, Principal, ProviderRef, ProviderReport, ProviderStatus, Validity,
+    Actor, AttemptStatus, BuyerId, CartBinding, CheckoutId, CheckoutState, ContentDigest,
+    IdempotencyKey, Lifecycle, MandateId, MandateScope, MandateSpec, MandateStatus, Money,
+    PaymentAction, PaymentRequest, Principal, ProviderRef, ProviderReport, ProviderStatus,
+    Validity,
 };
 use crate::engine::{CreateMandate, Engine, ExecutePayment, PaymentOutcome};
 use crate::ports::{
@@ -173,39 +173,18 @@ impl X402EngineSettler {
             actor: self.seller.clone(),
             parent_id: None,
             scope: MandateScope {
-                merchants: MerchantScope::Single {
-                    merchant_id: offer.merchant_id.clone(),
-                },
                 mccs: Some(vec![self.context.mcc]),
-                cart: CartBinding::Snapshot {
-                    snapshot_id: snapshot.id(),
-                },
-                amount: AmountScope {
-                    max_amount: amount,
-                    includes_shipping: true,
-                    includes_tax: true,
-                    allow_lower_amount: false,
-                    allow_partial_capture: false,
-                    max_payment_attempts: Some(1),
-                },
-                currency: CurrencyScope {
-                    currency: amount.currency(),
-                    conversion_allowed: false,
-                },
-                budgets: Budgets {
-                    per_transaction: Some(amount),
-                    windows: Vec::new(),
-                    lifetime: Some(amount),
-                },
-                actions: [PaymentAction::Authorize, PaymentAction::Capture]
-                    .into_iter()
-                    .collect::<ActionSet>(),
-                confirmation: ConfirmationRule::never(),
-                max_uses: Some(1),
-                validity: Validity {
-                    not_before: now,
-                    expires_at: expires,
-                },
+                ..MandateScope::one_payment(
+                    offer.merchant_id.clone(),
+                    CartBinding::Snapshot {
+                        snapshot_id: snapshot.id(),
+                    },
+                    amount,
+                    Validity {
+                        not_before: now,
+                        expires_at: expires,
+                    },
+                )
             },
             lifecycle: Lifecycle::new(MandateStatus::Active, now),
             evidence_refs: Vec::new(),
