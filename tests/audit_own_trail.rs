@@ -304,3 +304,53 @@ async fn a_sink_that_never_answers_does_not_hold_up_a_payment() {
         .any(|e| e.body.contains(attempt.id.as_str())));
     sink.verify().await.expect("chain");
 }
+
+/// Alert events are the exception: a store writing the trail still stages them, so the
+/// engine's delivery hands them to the alert sink after the trail has them. Every other
+/// event goes straight to the trail, in order, on SQLite and in memory.
+#[tokio::test]
+async fn alert_events_still_wait_in_the_outbox() {
+    use agent_mandate::domain::{Alert, AlertKind};
+    let alert = Alert::new(
+        examples::now(),
+        AlertKind::ViolationsSuspended {
+            violations: 3,
+            window_seconds: 0,
+        },
+        "three violations in a row",
+    )
+    .to_event();
+    let other = |reason: &str| AuditEvent {
+        at: examples::now(),
+        kind: AuditKind::OrderFailed {
+            attempt_id: "att_1".parse().expect("id"),
+            reason: reason.into(),
+        },
+    };
+    let events = [other("first"), alert.clone(), other("second")];
+    let db = SqliteDatabase::open(SqliteConfig::in_memory()).expect("open");
+    let sink = Arc::new(MemoryAuditSink::new());
+    let memory = MemoryStore::new().with_trail(sink.clone());
+    let stores: [(&str, &dyn Store, Arc<dyn AuditSink>); 2] = [
+        ("sqlite", &db.store_with_trail(), Arc::new(db.audit_sink())),
+        ("memory", &memory, sink),
+    ];
+    for (name, store, trail) in stores {
+        store.stage_audit(&events).await.expect("stage");
+        let staged = store.staged_audit(10).await.expect("staged");
+        assert_eq!(staged.len(), 1, "{name}: {staged:?}");
+        assert_eq!(staged[0].event, alert, "{name}");
+        let bodies: Vec<String> = trail
+            .read(1, 10)
+            .await
+            .expect("read")
+            .into_iter()
+            .map(|e| e.body)
+            .collect();
+        assert_eq!(bodies.len(), 2, "{name}: {bodies:?}");
+        assert!(
+            bodies[0].contains("first") && bodies[1].contains("second"),
+            "{name}"
+        );
+    }
+}
