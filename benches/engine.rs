@@ -41,10 +41,16 @@ fn eur(a: &str) -> Money {
 
 /// A fresh engine on memory adapters with a roomy Travel Backpack mandate and the agent's card;
 /// returns the engine and a template command.
-fn world() -> (Engine, ExecutePayment) {
-    let memory = MemoryPorts::new(examples::now(), |vault, _| {
+///
+/// With `own_trail`, the store appends its events to the audit sink's trail itself
+/// (`MemoryStore::with_trail`), instead of the outbox and a delivery round.
+fn world_on(own_trail: bool) -> (Engine, ExecutePayment) {
+    let mut memory = MemoryPorts::new(examples::now(), |vault, _| {
         Arc::new(FakePsp::with_vault(vault))
     });
+    if own_trail {
+        memory.ports.store = Arc::new(MemoryStore::new().with_trail(memory.audit.clone()));
+    }
     // Threshold events off: the benchmark measures the steady path.
     let config = EngineConfig::default()
         .with_threshold_percent(None)
@@ -95,44 +101,54 @@ fn world() -> (Engine, ExecutePayment) {
 
 fn execute(c: &mut Criterion) {
     let mut group = c.benchmark_group("engine");
-    group.bench_function("execute_payment_in_memory", |b| {
-        b.iter_custom(|iters| {
-            // A fresh world every 1,000 payments (not timed): the figure is the steady path of
-            // a store holding up to a thousand attempts, not the growth of ever larger maps.
-            let mut total = Duration::ZERO;
-            let mut done = 0;
-            while done < iters {
-                let n = (iters - done).min(1_000);
-                let (engine, template) = world();
-                let commands: Vec<ExecutePayment> = (0..n)
-                    .map(|i| {
-                        let mut cmd = template.clone();
-                        cmd.key = format!("pay-{i}").parse().expect("key");
-                        cmd
-                    })
-                    .collect();
-                let agent = agent_p();
-                let start = Instant::now();
-                for cmd in &commands {
-                    let out =
-                        ready(engine.execute_payment(&agent, black_box(cmd))).expect("executes");
-                    debug_assert!(out.attempt().is_some());
-                    black_box(out);
+    for (name, own_trail) in [
+        ("execute_payment_in_memory", false),
+        ("execute_payment_in_memory_own_trail", true),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                // A fresh world every 1,000 payments (not timed): the figure is the steady path of
+                // a store holding up to a thousand attempts, not the growth of ever larger maps.
+                let mut total = Duration::ZERO;
+                let mut done = 0;
+                while done < iters {
+                    let n = (iters - done).min(1_000);
+                    let (engine, template) = world_on(own_trail);
+                    let commands: Vec<ExecutePayment> = (0..n)
+                        .map(|i| {
+                            let mut cmd = template.clone();
+                            cmd.key = format!("pay-{i}").parse().expect("key");
+                            cmd
+                        })
+                        .collect();
+                    let agent = agent_p();
+                    let start = Instant::now();
+                    for cmd in &commands {
+                        let out = ready(engine.execute_payment(&agent, black_box(cmd)))
+                            .expect("executes");
+                        debug_assert!(out.attempt().is_some());
+                        black_box(out);
+                    }
+                    total += start.elapsed();
+                    done += n;
                 }
-                total += start.elapsed();
-                done += n;
-            }
-            total
-        })
-    });
+                total
+            })
+        });
+    }
     group.finish();
     // The benchmark measures what it claims: every execute is allowed and authorized.
-    let (engine, template) = world();
-    let out = ready(engine.execute_payment(&agent_p(), &template)).expect("executes");
-    assert_eq!(
-        out.attempt().map(|a| a.status),
-        Some(agent_mandate::domain::AttemptStatus::Authorized)
-    );
+    for own_trail in [false, true] {
+        let (engine, template) = world_on(own_trail);
+        let out = ready(engine.execute_payment(&agent_p(), &template)).expect("executes");
+        assert_eq!(
+            out.attempt().map(|a| a.status),
+            Some(agent_mandate::domain::AttemptStatus::Authorized)
+        );
+        // Every event reached the trail, nothing waits in the outbox.
+        let trail = ready(engine.verify_trail(10)).expect("trail");
+        assert!(trail.is_complete() && trail.staged_events == 0, "{trail:?}");
+    }
 }
 
 /// A three-level chain whose root allows `slots` concurrent holds of 1.00.

@@ -29,7 +29,9 @@
 //! Environment: `STORE_BENCH_SECS` (measured seconds per cell, default 4; 1 s of warm-up is
 //! added), `STORE_BENCH_ONLY` (comma-separated substrings of the cell labels to run, e.g.
 //! `sqlite-full,engine`), `STORE_BENCH_DIR` (where the SQLite files go, default the system
-//! temporary directory), `DATABASE_URL`.
+//! temporary directory), `DATABASE_URL`, `STORE_BENCH_TRAIL` (`1`: the engine cells' stores
+//! append their events to their own database's trail, `SqliteDatabase::store_with_trail` /
+//! `PostgresStore::with_trail`, instead of the outbox and a delivery round per command).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -528,12 +530,35 @@ fn sqlite_adapter_run(
     }
 }
 
+/// Whether the engine cells' stores append to their own trail (`STORE_BENCH_TRAIL=1`).
+fn own_trail() -> bool {
+    std::env::var("STORE_BENCH_TRAIL").is_ok_and(|v| v == "1")
+}
+
+/// The engine's store on `db`: through the outbox, or on the database's own trail.
+fn engine_store(db: &SqliteDatabase) -> agent_mandate::adapters::sqlite::SqliteStore {
+    if own_trail() {
+        db.store_with_trail()
+    } else {
+        db.store()
+    }
+}
+
+/// The engine's store on PostgreSQL (see [`engine_store`]).
+async fn pg_engine_store(store: PostgresStore) -> PostgresStore {
+    if own_trail() {
+        store.with_trail().await.expect("trail")
+    } else {
+        store
+    }
+}
+
 fn sqlite_engine_run(path: &Path, sync: Synchronous, workers: usize, t: &Timing) -> Cell {
     let rt = current_thread();
     let (vault, psp, card) = psp_and_vault(&rt);
     let setup = sqlite_open(path, sync);
     let engine = engine_on(
-        Arc::new(setup.store()),
+        Arc::new(engine_store(&setup)),
         Arc::new(setup.audit_sink()),
         vault.clone(),
         psp.clone(),
@@ -551,7 +576,12 @@ fn sqlite_engine_run(path: &Path, sync: Synchronous, workers: usize, t: &Timing)
             (path.to_path_buf(), vault.clone(), psp.clone(), card.clone());
         Box::new(move || {
             let db = sqlite_open(&path, sync);
-            let engine = engine_on(Arc::new(db.store()), Arc::new(db.audit_sink()), vault, psp);
+            let engine = engine_on(
+                Arc::new(engine_store(&db)),
+                Arc::new(db.audit_sink()),
+                vault,
+                psp,
+            );
             current_thread().block_on(work_async(&shared, |i| engine_pay(&engine, &card, w, i)));
         })
     });
@@ -587,7 +617,7 @@ fn sqlite_engine_shared_run(path: &Path, sync: Synchronous, workers: usize, t: &
     let (vault, psp, card) = psp_and_vault(&rt);
     let db = sqlite_open(path, sync);
     let engine = engine_on(
-        Arc::new(db.store()),
+        Arc::new(engine_store(&db)),
         Arc::new(db.audit_sink()),
         vault.clone(),
         psp.clone(),
@@ -604,7 +634,12 @@ fn sqlite_engine_shared_run(path: &Path, sync: Synchronous, workers: usize, t: &
     let (per_sec, paid, busy) = drive(workers, t.warmup, t.secs, |w, shared| {
         let (db, vault, psp, card) = (db.clone(), vault.clone(), psp.clone(), card.clone());
         Box::new(move || {
-            let engine = engine_on(Arc::new(db.store()), Arc::new(db.audit_sink()), vault, psp);
+            let engine = engine_on(
+                Arc::new(engine_store(&db)),
+                Arc::new(db.audit_sink()),
+                vault,
+                psp,
+            );
             current_thread().block_on(work_async(&shared, |i| engine_pay(&engine, &card, w, i)));
         })
     });
@@ -860,7 +895,8 @@ fn pg_engine_run(pg: &Pg, schema: &str, workers: usize, t: &Timing) -> Cell {
     let config = pg_config(&pg.url, schema);
     let (vault, psp, card) = psp_and_vault(&pg.rt);
     let (setup, mandate) = pg.rt.block_on(async {
-        let store = PostgresStore::connect_with(&config).await.expect("store");
+        let store =
+            pg_engine_store(PostgresStore::connect_with(&config).await.expect("store")).await;
         let audit = PostgresAuditSink::from_pool(store.pool().clone())
             .await
             .expect("audit");
@@ -887,7 +923,9 @@ fn pg_engine_run(pg: &Pg, schema: &str, workers: usize, t: &Timing) -> Cell {
                 (config.clone(), vault.clone(), psp.clone(), card.clone());
             Box::new(move || {
                 current_thread().block_on(async {
-                    let store = PostgresStore::connect_with(&config).await.expect("store");
+                    let store =
+                        pg_engine_store(PostgresStore::connect_with(&config).await.expect("store"))
+                            .await;
                     let audit = PostgresAuditSink::from_pool(store.pool().clone())
                         .await
                         .expect("audit");

@@ -88,6 +88,8 @@ pub struct Engine {
     loops: Arc<loops::LoopCounter>,
     controls: Arc<controls::ControlState>,
     alerts: Option<Arc<dyn crate::ports::AlertSink>>,
+    /// The store appends events to the sink's trail itself ([`Store::direct_trail`]).
+    direct_trail: bool,
 }
 
 /// How many staged events one flush step moves.
@@ -120,6 +122,16 @@ impl Engine {
     /// its key over.
     pub fn new(ports: Ports, config: EngineConfig) -> Result<Engine, ConfigError> {
         config.check_deadline(ports.provider.deadline())?;
+        let direct_trail = match ports.store.direct_trail() {
+            None => false,
+            Some(t) if ports.audit.trail_id().as_ref() == Some(&t) => true,
+            Some(_) => {
+                return Err(ConfigError {
+                    field: "ports.audit",
+                    message: "is not the trail the store appends its events to",
+                });
+            }
+        };
         Ok(Engine {
             ports,
             config,
@@ -127,6 +139,7 @@ impl Engine {
             loops: Arc::new(loops::LoopCounter::default()),
             controls: Arc::new(controls::ControlState::default()),
             alerts: None,
+            direct_trail,
         })
     }
 
@@ -290,7 +303,12 @@ impl Engine {
             )
             .await?;
         }
-        let _ = self.flush_audit().await;
+        // A store that appends to the trail itself leaves only alert events in the outbox:
+        // delivered here when an alert sink waits for them, else by the next
+        // `flush_audit` (the reconciliation sweep makes one).
+        if !self.direct_trail || self.alerts.is_some() {
+            let _ = self.flush_audit().await;
+        }
         Ok(())
     }
 

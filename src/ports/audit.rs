@@ -50,6 +50,31 @@ impl AuditSegment {
     }
 }
 
+/// Names one audit trail, so a store that appends its events to a trail directly (in the
+/// transaction of the change they describe, see [`crate::ports::Store::direct_trail`]) can be
+/// checked against the engine's audit sink: [`crate::engine::Engine::new`] refuses a store
+/// whose direct trail is not the sink's ([`AuditSink::trail_id`]).
+///
+/// ```
+/// use agent_mandate::ports::TrailId;
+/// assert_eq!(TrailId::new("sqlite:/var/lib/state.db"), TrailId::new("sqlite:/var/lib/state.db"));
+/// assert_ne!(TrailId::new("sqlite:/a.db"), TrailId::new("sqlite:/b.db"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TrailId(String);
+
+impl TrailId {
+    /// A trail named `name` (an adapter's own spelling: kind and location).
+    pub fn new(name: impl Into<String>) -> TrailId {
+        TrailId(name.into())
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// An audit sink failure.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -102,6 +127,14 @@ pub trait AuditSink: Send + Sync + Debug {
             last = Some(self.append(e).await?);
         }
         Ok(last)
+    }
+
+    /// The trail this sink appends to, when a store can append to the same trail in its own
+    /// transactions ([`crate::ports::Store::direct_trail`]): the SQLite and PostgreSQL sinks
+    /// name their database, the memory sink itself. Provided: `None` (no store writes this
+    /// sink's trail; every event comes through [`AuditSink::append_all`]).
+    fn trail_id(&self) -> Option<TrailId> {
+        None
     }
 
     /// Up to `limit` events from `from_seq` on, in order.

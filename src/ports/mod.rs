@@ -29,7 +29,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use alerts::{Alert, AlertError, AlertKind, AlertSink, Audience, Severity};
-pub use audit::{verify_events, AuditError, AuditReceipt, AuditSegment, AuditSink};
+pub use audit::{verify_events, AuditError, AuditReceipt, AuditSegment, AuditSink, TrailId};
 pub use clock::{Clock, SystemClock};
 pub use payment::{InputsQuery, OpenPayment, Opened, PaymentInputs};
 pub use provider::{

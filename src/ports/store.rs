@@ -739,6 +739,21 @@ pub trait Store: Send + Sync + Debug {
 
     // ----- the audit outbox (I15) -----
 
+    /// The audit trail this store appends its events to directly, in the transaction of the
+    /// change they describe, instead of staging them in its outbox (`None`: every event is
+    /// staged, the engine delivers it to the sink). A store that answers `Some` appends every
+    /// event it is given ([`Store::stage_audit`], [`Store::write_audited`],
+    /// [`Store::change_attempt`], [`Store::open_payment`]) to that trail, chained and indexed as
+    /// the sink's own append does, except alert events ([`crate::domain::AuditKind::Alert`]),
+    /// which it still stages: they are handed to the alert sink when the outbox is delivered.
+    /// The engine then skips the per-command delivery (unless an alert sink is set) and
+    /// refuses, at [`crate::engine::Engine::new`], an audit sink whose
+    /// [`AuditSink::trail_id`](crate::ports::AuditSink::trail_id) is another trail.
+    /// Provided: `None`.
+    fn direct_trail(&self) -> Option<crate::ports::TrailId> {
+        None
+    }
+
     /// Appends `events`, in order, to the store's audit outbox. The engine drains the outbox
     /// into the [`crate::ports::AuditSink`] ([`Store::staged_audit`], then
     /// [`Store::ack_audit`]); events stay until acknowledged, so a sink that is down loses

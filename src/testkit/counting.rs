@@ -95,6 +95,9 @@ impl CountingAuditSink {
 
 #[async_trait]
 impl AuditSink for CountingAuditSink {
+    fn trail_id(&self) -> Option<crate::ports::TrailId> {
+        self.inner.trail_id()
+    }
     async fn append(&self, event: &AuditEvent) -> Result<AuditReceipt, AuditError> {
         self.counter.write("audit.append");
         self.inner.append(event).await
@@ -119,6 +122,9 @@ impl AuditSink for CountingAuditSink {
 
 #[async_trait]
 impl Store for CountingStore {
+    fn direct_trail(&self) -> Option<crate::ports::TrailId> {
+        self.inner.direct_trail()
+    }
     async fn insert_mandate(&self, mandate: &Mandate) -> Result<(), StoreError> {
         self.counter.write("store.insert_mandate");
         self.inner.insert_mandate(mandate).await

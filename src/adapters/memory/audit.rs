@@ -114,6 +114,34 @@ impl MemoryAuditSink {
         self.trail.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The trail's name for [`AuditSink::trail_id`]: this sink's address (a
+    /// [`super::MemoryStore::with_trail`] holds the same `Arc`).
+    pub(crate) fn trail_id_of(&self) -> Option<crate::ports::TrailId> {
+        Some(crate::ports::TrailId::new(format!(
+            "memory:{:p}",
+            std::ptr::from_ref(self)
+        )))
+    }
+
+    /// Appends `events` for a store that writes this trail directly, under one lock; returns
+    /// the alert events, which the store stages instead (see
+    /// [`crate::ports::Store::direct_trail`]).
+    pub(crate) fn append_direct(
+        &self,
+        events: &[AuditEvent],
+    ) -> Result<Vec<AuditEvent>, crate::ports::StoreError> {
+        let mut alerts = Vec::new();
+        let mut trail = self.trail();
+        for e in events {
+            if matches!(e.kind, crate::domain::AuditKind::Alert { .. }) {
+                alerts.push(e.clone());
+            } else {
+                push(&mut trail, e).map_err(|e| crate::ports::StoreError::Other(Box::new(e)))?;
+            }
+        }
+        Ok(alerts)
+    }
+
     /// A copy of every stored event, in stored order (for tests and tooling).
     pub fn events(&self) -> Vec<ChainedEvent> {
         self.trail().events.clone()
@@ -273,6 +301,10 @@ impl AuditSink for MemoryAuditSink {
             last = Some(push(&mut stored, e)?);
         }
         Ok(last)
+    }
+
+    fn trail_id(&self) -> Option<crate::ports::TrailId> {
+        self.trail_id_of()
     }
 
     async fn read(&self, from_seq: u64, limit: usize) -> Result<Vec<ChainedEvent>, AuditError> {

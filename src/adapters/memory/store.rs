@@ -76,12 +76,45 @@ pub struct MemoryStore {
     /// `ledger`, then `tables`; never the reverse.
     holds: AttemptIndex,
     tables: Mutex<Tables>,
+    /// The trail events are appended to directly ([`MemoryStore::with_trail`]).
+    trail: Option<std::sync::Arc<super::MemoryAuditSink>>,
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> MemoryStore {
         MemoryStore::default()
+    }
+
+    /// This store appending its events straight to `sink`'s trail instead of staging them in
+    /// its outbox (alert events excepted, see [`Store::direct_trail`]): a payment's events
+    /// reach the trail in the store call that makes the change, with no delivery round.
+    /// Give the engine the same `sink` as its audit port.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use agent_mandate::adapters::memory::{MemoryAuditSink, MemoryStore};
+    /// use agent_mandate::domain::{AttemptId, AuditEvent, AuditKind};
+    /// use agent_mandate::ports::{AuditSink, Store};
+    /// let sink = Arc::new(MemoryAuditSink::new());
+    /// let store = MemoryStore::new().with_trail(sink.clone());
+    /// assert_eq!(store.direct_trail(), sink.trail_id());
+    /// let event = AuditEvent {
+    ///     at: chrono::DateTime::UNIX_EPOCH,
+    ///     kind: AuditKind::OrderFailed {
+    ///         attempt_id: AttemptId::new("att_1").unwrap(),
+    ///         reason: "out of stock".into(),
+    ///     },
+    /// };
+    /// store.stage_audit(&[event]).await.unwrap();
+    /// assert!(store.staged_audit(10).await.unwrap().is_empty());
+    /// assert_eq!(sink.head().await.unwrap().map(|r| r.seq), Some(1));
+    /// # });
+    /// ```
+    pub fn with_trail(mut self, sink: std::sync::Arc<super::MemoryAuditSink>) -> MemoryStore {
+        self.trail = Some(sink);
+        self
     }
 
     /// The ledger index of the hold of `attempt_id`.
@@ -683,12 +716,25 @@ impl Store for MemoryStore {
         Self::fenced(&self.tables(), fence)
     }
 
+    fn direct_trail(&self) -> Option<crate::ports::TrailId> {
+        self.trail.as_ref().and_then(|s| s.trail_id_of())
+    }
+
     async fn stage_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
         if events.is_empty() {
             return Ok(());
         }
+        let staged: &[AuditEvent];
+        let alerts: Vec<AuditEvent>;
+        match &self.trail {
+            Some(sink) => {
+                alerts = sink.append_direct(events)?;
+                staged = &alerts;
+            }
+            None => staged = events,
+        }
         let mut t = self.tables();
-        for event in events {
+        for event in staged {
             t.last_staged = t.last_staged.saturating_add(1);
             let id = t.last_staged;
             t.staged.push_back(StagedEvent {

@@ -64,6 +64,8 @@ const PAGE: i64 = 1024;
 pub struct PostgresAuditSink {
     pool: Pool,
     retries: u32,
+    /// Server, database and schema ([`AuditSink::trail_id`]).
+    trail: crate::ports::TrailId,
 }
 
 impl fmt::Debug for PostgresAuditSink {
@@ -180,9 +182,11 @@ impl PostgresAuditSink {
         )
         .await
         .map_err(from_store)?;
+        let trail = trail_of(&pool).await.map_err(from_store)?;
         Ok(PostgresAuditSink {
             pool,
             retries: config.max_retries(),
+            trail,
         })
     }
 
@@ -193,7 +197,12 @@ impl PostgresAuditSink {
         prepare(&pool, None, retries, true)
             .await
             .map_err(from_store)?;
-        Ok(PostgresAuditSink { pool, retries })
+        let trail = trail_of(&pool).await.map_err(from_store)?;
+        Ok(PostgresAuditSink {
+            pool,
+            retries,
+            trail,
+        })
     }
 
     /// Uses an existing pool like [`PostgresAuditSink::from_pool`] but runs no migration:
@@ -204,12 +213,140 @@ impl PostgresAuditSink {
         prepare(&pool, None, retries, false)
             .await
             .map_err(from_store)?;
-        Ok(PostgresAuditSink { pool, retries })
+        let trail = trail_of(&pool).await.map_err(from_store)?;
+        Ok(PostgresAuditSink {
+            pool,
+            retries,
+            trail,
+        })
     }
+}
+
+/// Appends `bodies` (indexed under `subjects`) in the caller's transaction: the sink's own
+/// append, and a store's that writes the trail directly
+/// ([`crate::ports::Store::direct_trail`]). Locks the `audit_head` row until the transaction
+/// ends, so appends are serialised whoever makes them.
+pub(super) async fn append_in<C: deadpool_postgres::GenericClient>(
+    tx: &C,
+    bodies: &[String],
+    subjects: &[Vec<String>],
+) -> Result<Option<AuditReceipt>, Tx<AuditError>> {
+    // One appender at a time, whatever the connection or process.
+    let head = tx
+        .query_opt(
+            "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
+            &[],
+        )
+        .await?
+        .ok_or_else(|| Tx::Fail(head_missing()))?;
+    let (mut seq, mut prev) = head_of(&head).map_err(Tx::Fail)?;
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO audit_events (seq, prev_hash, hash, body) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (seq) DO NOTHING",
+        )
+        .await?;
+    let index = tx
+        .prepare_cached(
+            "INSERT INTO audit_subjects (subject, seq) SELECT s, $2 \
+             FROM unnest($1::text[]) AS s ON CONFLICT DO NOTHING",
+        )
+        .await?;
+    for (body, keys) in bodies.iter().zip(subjects) {
+        seq += 1;
+        let link = ChainedEvent::link(seq, prev, body.clone());
+        let n = i64::try_from(seq)
+            .map_err(|_| Tx::Fail(AuditError::Other("postgres: the trail is full".into())))?;
+        let written = tx
+            .execute(
+                &insert,
+                &[&n, &prev.to_hex(), &link.hash.to_hex(), &link.body],
+            )
+            .await?;
+        if written == 0 {
+            return Err(Tx::Fail(AuditError::Corrupt {
+                seq,
+                message: "an event the sink did not append already has this number".into(),
+            }));
+        }
+        if !keys.is_empty() {
+            tx.execute(&index, &[keys, &n]).await?;
+        }
+        prev = link.hash;
+    }
+    // Seal the checkpoints now due, over links that hold.
+    let last = tx
+        .query_opt(
+            "SELECT seq, hash, seal FROM audit_checkpoints ORDER BY seq DESC LIMIT 1",
+            &[],
+        )
+        .await?
+        .as_ref()
+        .map(checkpoint_of)
+        .transpose()
+        .map_err(Tx::Fail)?;
+    if let Some((from, upto)) = audit_index::due(last.as_ref(), seq) {
+        let rows = tx
+            .query(
+                "SELECT seq, prev_hash, hash, '' AS body FROM audit_events \
+                 WHERE seq >= $1 AND seq <= $2 ORDER BY seq",
+                &[&to_i64(from), &to_i64(upto)],
+            )
+            .await?;
+        let links: Vec<Link> = rows
+            .iter()
+            .map(|r| event_of(r).map(|e| (e.seq, e.prev_hash, e.hash)))
+            .collect::<Result<_, _>>()
+            .map_err(Tx::Fail)?;
+        for c in audit_index::seal(last.as_ref(), &links) {
+            tx.execute(
+                "INSERT INTO audit_checkpoints (seq, hash, seal) VALUES ($1, $2, $3)",
+                &[&to_i64(c.seq), &c.hash.to_hex(), &c.seal.to_hex()],
+            )
+            .await?;
+        }
+    }
+    let n = i64::try_from(seq).unwrap_or(i64::MAX);
+    tx.execute(
+        "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
+        &[&n, &prev.to_hex()],
+    )
+    .await?;
+    Ok(Some(AuditReceipt { seq, hash: prev }))
+}
+
+/// The index keys of the subjects `event` names.
+pub(super) fn subject_keys(event: &AuditEvent) -> Vec<String> {
+    AuditSubject::of(&event.kind)
+        .iter()
+        .map(AuditSubject::key)
+        .collect()
+}
+
+/// The name of the trail the connections of `pool` write: server, database and schema.
+pub(super) async fn trail_of(pool: &Pool) -> Result<crate::ports::TrailId, StoreError> {
+    let c = client(pool).await?;
+    let row = c
+        .query_one(
+            "SELECT coalesce(host(inet_server_addr()), 'local') || ':' || \
+             coalesce(inet_server_port()::text, '') || '/' || current_database() || '/' || \
+             coalesce(current_schema(), '')",
+            &[],
+        )
+        .await
+        .map_err(classify::<StoreError>)?;
+    Ok(crate::ports::TrailId::new(format!(
+        "postgres:{}",
+        row.get::<_, String>(0)
+    )))
 }
 
 #[async_trait]
 impl AuditSink for PostgresAuditSink {
+    fn trail_id(&self) -> Option<crate::ports::TrailId> {
+        Some(self.trail.clone())
+    }
+
     async fn append(&self, event: &AuditEvent) -> Result<AuditReceipt, AuditError> {
         self.append_all(std::slice::from_ref(event))
             .await?
@@ -221,106 +358,13 @@ impl AuditSink for PostgresAuditSink {
             return Ok(None);
         }
         let bodies: Vec<String> = events.iter().map(AuditEvent::to_body).collect();
-        let subjects: Vec<Vec<String>> = events
-            .iter()
-            .map(|e| {
-                AuditSubject::of(&e.kind)
-                    .iter()
-                    .map(AuditSubject::key)
-                    .collect()
-            })
-            .collect();
+        let subjects: Vec<Vec<String>> = events.iter().map(subject_keys).collect();
         in_transaction!(
             &self.pool,
             self.retries,
             IsolationLevel::ReadCommitted,
             AuditError,
-            |tx| {
-                // One appender at a time, whatever the connection or process.
-                let head = tx
-                    .query_opt(
-                        "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
-                        &[],
-                    )
-                    .await?
-                    .ok_or_else(|| Tx::Fail(head_missing()))?;
-                let (mut seq, mut prev) = head_of(&head).map_err(Tx::Fail)?;
-                let insert = tx
-                    .prepare_cached(
-                        "INSERT INTO audit_events (seq, prev_hash, hash, body) \
-                         VALUES ($1, $2, $3, $4) ON CONFLICT (seq) DO NOTHING",
-                    )
-                    .await?;
-                let index = tx
-                    .prepare_cached(
-                        "INSERT INTO audit_subjects (subject, seq) SELECT s, $2 \
-                         FROM unnest($1::text[]) AS s ON CONFLICT DO NOTHING",
-                    )
-                    .await?;
-                for (body, keys) in bodies.iter().zip(&subjects) {
-                    seq += 1;
-                    let link = ChainedEvent::link(seq, prev, body.clone());
-                    let n = i64::try_from(seq).map_err(|_| {
-                        Tx::Fail(AuditError::Other("postgres: the trail is full".into()))
-                    })?;
-                    let written = tx
-                        .execute(
-                            &insert,
-                            &[&n, &prev.to_hex(), &link.hash.to_hex(), &link.body],
-                        )
-                        .await?;
-                    if written == 0 {
-                        return Err(Tx::Fail(AuditError::Corrupt {
-                            seq,
-                            message: "an event the sink did not append already has this number"
-                                .into(),
-                        }));
-                    }
-                    if !keys.is_empty() {
-                        tx.execute(&index, &[keys, &n]).await?;
-                    }
-                    prev = link.hash;
-                }
-                // Seal the checkpoints now due, over links that hold.
-                let last = tx
-                    .query_opt(
-                        "SELECT seq, hash, seal FROM audit_checkpoints ORDER BY seq DESC LIMIT 1",
-                        &[],
-                    )
-                    .await?
-                    .as_ref()
-                    .map(checkpoint_of)
-                    .transpose()
-                    .map_err(Tx::Fail)?;
-                if let Some((from, upto)) = audit_index::due(last.as_ref(), seq) {
-                    let rows = tx
-                        .query(
-                            "SELECT seq, prev_hash, hash, '' AS body FROM audit_events \
-                             WHERE seq >= $1 AND seq <= $2 ORDER BY seq",
-                            &[&to_i64(from), &to_i64(upto)],
-                        )
-                        .await?;
-                    let links: Vec<Link> = rows
-                        .iter()
-                        .map(|r| event_of(r).map(|e| (e.seq, e.prev_hash, e.hash)))
-                        .collect::<Result<_, _>>()
-                        .map_err(Tx::Fail)?;
-                    for c in audit_index::seal(last.as_ref(), &links) {
-                        tx.execute(
-                            "INSERT INTO audit_checkpoints (seq, hash, seal) VALUES ($1, $2, $3)",
-                            &[&to_i64(c.seq), &c.hash.to_hex(), &c.seal.to_hex()],
-                        )
-                        .await?;
-                    }
-                }
-                let n = i64::try_from(seq).unwrap_or(i64::MAX);
-                tx.execute(
-                    "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
-                    &[&n, &prev.to_hex()],
-                )
-                .await?;
-                Some(AuditReceipt { seq, hash: prev })
-            }
+            |tx| { append_in(&tx, &bodies, &subjects).await? }
         )
     }
 

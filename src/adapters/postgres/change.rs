@@ -84,7 +84,7 @@ impl PostgresStore {
                 if let Some((c, result, retain)) = &completion {
                     complete_in(&tx, &c.fence, result, retain).await?;
                 }
-                stage_in(&tx, change.events).await?;
+                stage_in(&tx, change.events, self.trail.is_some()).await?;
             }
         )
     }
@@ -127,7 +127,7 @@ impl PostgresStore {
                     Write::InsertOrder(o) => Written::Order(insert_order_in(&tx, o).await?),
                     Write::Events => Written::Done,
                 };
-                stage_in(&tx, events).await?;
+                stage_in(&tx, events, self.trail.is_some()).await?;
                 written
             }
         )

@@ -26,15 +26,47 @@ use crate::ports::{StagedEvent, StoreError};
 
 /// Appends `events`, in order, to the outbox inside the caller's transaction (which must be an
 /// explicit transaction: the table lock lasts until it ends).
+///
+/// With `direct`, appends them to the trail instead, in the same transaction, all but the
+/// alert events, which are staged ([`crate::ports::Store::direct_trail`]).
 pub(super) async fn stage_in<C: GenericClient>(
     client: &C,
     events: &[AuditEvent],
+    direct: bool,
 ) -> Result<(), Tx<StoreError>> {
     if events.is_empty() {
         return Ok(());
     }
-    let bodies = events
-        .iter()
+    let staged: Vec<&AuditEvent> = if direct {
+        let (alerts, trail): (Vec<&AuditEvent>, Vec<&AuditEvent>) = events
+            .iter()
+            .partition(|e| matches!(e.kind, crate::domain::AuditKind::Alert { .. }));
+        if !trail.is_empty() {
+            let bodies: Vec<String> = trail.iter().map(|e| e.to_body()).collect();
+            let subjects: Vec<Vec<String>> = trail
+                .iter()
+                .map(|e| super::audit::subject_keys(e))
+                .collect();
+            super::audit::append_in(client, &bodies, &subjects)
+                .await
+                .map_err(|e| match e {
+                    Tx::Pg(e) => Tx::Pg(e),
+                    Tx::CommitUnknown(e) => Tx::CommitUnknown(e),
+                    Tx::Fail(crate::ports::AuditError::Unavailable { message }) => {
+                        Tx::Fail(StoreError::Unavailable { message })
+                    }
+                    Tx::Fail(other) => Tx::Fail(StoreError::Other(Box::new(other))),
+                })?;
+        }
+        alerts
+    } else {
+        events.iter().collect()
+    };
+    if staged.is_empty() {
+        return Ok(());
+    }
+    let bodies = staged
+        .into_iter()
         .map(|e| encode("audit event", e))
         .collect::<Result<Vec<String>, StoreError>>()
         .map_err(Tx::Fail)?;
@@ -62,7 +94,7 @@ impl PostgresStore {
             IsolationLevel::ReadCommitted,
             StoreError,
             |tx| {
-                stage_in(&tx, events).await?;
+                stage_in(&tx, events, self.trail.is_some()).await?;
             }
         )
     }

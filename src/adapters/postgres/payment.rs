@@ -107,6 +107,7 @@ impl PostgresStore {
             .chain(open.submitted_events)
             .cloned()
             .collect();
+        let direct = self.trail.is_some();
         in_transaction!(
             &self.pool,
             self.retries,
@@ -152,7 +153,7 @@ impl PostgresStore {
                             inserted.map_err(to_hold)?;
                             snapshot?;
                             reset?;
-                            stage_in(&tx, &events).await.map_err(to_hold)?;
+                            stage_in(&tx, &events, direct).await.map_err(to_hold)?;
                             Opened::Started { fence, usage }
                         }
                         other => Opened::Key(other),

@@ -65,6 +65,8 @@ use crate::ports::{
 pub struct PostgresStore {
     pub(super) pool: Pool,
     pub(super) retries: u32,
+    /// The trail events are appended to directly ([`PostgresStore::with_trail`]).
+    pub(super) trail: Option<crate::ports::TrailId>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -99,6 +101,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             pool,
             retries: config.max_retries(),
+            trail: None,
         })
     }
 
@@ -107,7 +110,11 @@ impl PostgresStore {
     pub async fn from_pool(pool: Pool) -> Result<PostgresStore, StoreError> {
         let retries = 8;
         prepare(&pool, None, retries, true).await?;
-        Ok(PostgresStore { pool, retries })
+        Ok(PostgresStore {
+            pool,
+            retries,
+            trail: None,
+        })
     }
 
     /// Uses an existing pool like [`PostgresStore::from_pool`] but runs no migration: checks
@@ -116,7 +123,24 @@ impl PostgresStore {
     pub async fn from_pool_checked(pool: Pool) -> Result<PostgresStore, StoreError> {
         let retries = 8;
         prepare(&pool, None, retries, false).await?;
-        Ok(PostgresStore { pool, retries })
+        Ok(PostgresStore {
+            pool,
+            retries,
+            trail: None,
+        })
+    }
+
+    /// This store appending its audit events straight to the trail of its own database and
+    /// schema (the one a [`super::PostgresAuditSink`] on the same database reads), in the
+    /// transaction of the change they describe, instead of staging them in the outbox for
+    /// the engine to deliver: a payment is then two write transactions in all (alert events
+    /// still go through the outbox, see [`Store::direct_trail`]). Each of those transactions
+    /// then holds the trail's head row until it commits, as the sink's own append does, so
+    /// writes that carry events are serialised (the outbox's table lock serialised them
+    /// already). Give the engine a sink on the same database and schema: it refuses another.
+    pub async fn with_trail(mut self) -> Result<PostgresStore, StoreError> {
+        self.trail = Some(super::audit::trail_of(&self.pool).await?);
+        Ok(self)
     }
 
     /// The pool, to share it with a [`super::PostgresAuditSink`].
@@ -131,6 +155,10 @@ impl PostgresStore {
 
 #[async_trait]
 impl Store for PostgresStore {
+    fn direct_trail(&self) -> Option<crate::ports::TrailId> {
+        self.trail.clone()
+    }
+
     async fn insert_mandate(&self, mandate: &Mandate) -> Result<(), StoreError> {
         self.insert_mandate_row(mandate).await
     }

@@ -339,6 +339,22 @@ fn verify_checkpoints_in(conn: &Connection) -> Result<(), AuditError> {
     Ok(())
 }
 
+/// Appends `events` in the caller's write transaction for a store that writes the trail
+/// directly ([`crate::ports::Store::direct_trail`]), as the sink's own append does.
+pub(super) fn append_direct_in(
+    conn: &Connection,
+    events: &[&AuditEvent],
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let bodies = events.iter().map(|e| body_of(e)).collect();
+    append_in(conn, bodies).map(|_| ()).map_err(|e| match e {
+        AuditError::Unavailable { message } => StoreError::Unavailable { message },
+        other => StoreError::Other(Box::new(other)),
+    })
+}
+
 /// Appends in the caller's write transaction (a group commit of the connection's thread).
 fn append_in(tx: &Connection, bodies: Vec<Body>) -> Result<Option<AuditReceipt>, AuditError> {
     let fail = |e| audit_error(sql_error("audit_events", "append", e));
@@ -391,6 +407,10 @@ impl AuditSink for SqliteAuditSink {
         }
         self.append_bodies(events.iter().map(body_of).collect())
             .await
+    }
+
+    fn trail_id(&self) -> Option<crate::ports::TrailId> {
+        Some(self.db.trail_id())
     }
 
     async fn read(&self, from_seq: u64, limit: usize) -> Result<Vec<ChainedEvent>, AuditError> {

@@ -241,7 +241,37 @@ impl SqliteDatabase {
 
     /// The [`Store`](crate::ports::Store) on this database.
     pub fn store(&self) -> SqliteStore {
-        SqliteStore::new(self.clone())
+        SqliteStore::new(self.clone(), false)
+    }
+
+    /// The [`Store`](crate::ports::Store) on this database, appending its audit events
+    /// straight to this database's trail (the one [`SqliteDatabase::audit_sink`] reads) in the
+    /// transaction of the change they describe, instead of staging them in the outbox for the
+    /// engine to deliver: a payment is then two write transactions in all, with no delivery
+    /// round (alert events still go through the outbox, see
+    /// [`Store::direct_trail`](crate::ports::Store::direct_trail)). Give the engine this
+    /// database's [`SqliteDatabase::audit_sink`] (or one opened on the same file): the engine
+    /// refuses another sink.
+    ///
+    /// ```
+    /// use agent_mandate::adapters::sqlite::{SqliteConfig, SqliteDatabase};
+    /// use agent_mandate::ports::{AuditSink, Store};
+    /// let db = SqliteDatabase::open(SqliteConfig::in_memory()).unwrap();
+    /// assert_eq!(db.store_with_trail().direct_trail(), db.audit_sink().trail_id());
+    /// assert_eq!(db.store().direct_trail(), None);
+    /// ```
+    pub fn store_with_trail(&self) -> SqliteStore {
+        SqliteStore::new(self.clone(), true)
+    }
+
+    /// The name of this database's audit trail: its file, or (in memory) this handle.
+    pub(super) fn trail_id(&self) -> crate::ports::TrailId {
+        match &self.path {
+            Some(p) => crate::ports::TrailId::new(format!("sqlite:{}", p.display())),
+            None => {
+                crate::ports::TrailId::new(format!("sqlite:memory:{:p}", Arc::as_ptr(&self.worker)))
+            }
+        }
     }
 
     /// The [`AuditSink`](crate::ports::AuditSink) on this database.

@@ -80,6 +80,8 @@ impl Inputs {
 
 /// An owned [`crate::ports::OpenPayment`], for the connection's thread.
 pub(super) struct Open {
+    /// Events straight to the trail ([`crate::ports::Store::direct_trail`]).
+    pub(super) direct: bool,
     pub(super) scope: IdempotencyScope,
     pub(super) fingerprint: ContentDigest,
     pub(super) now: chrono::DateTime<chrono::Utc>,
@@ -152,7 +154,7 @@ impl Open {
         put_snapshot_in(conn, &self.snapshot)?;
         insert_attempt_in(conn, &self.submitted)?;
         let usage = ledger::place(conn, &self.hold)?;
-        stage_in(conn, &self.events)?;
+        stage_in(conn, &self.events, self.direct)?;
         Ok(Opened::Started { fence, usage })
     }
 }

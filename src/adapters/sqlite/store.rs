@@ -49,11 +49,13 @@ const MAX_DEPTH: usize = 64;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     db: SqliteDatabase,
+    /// Events go straight to the database's audit trail ([`SqliteDatabase::store_with_trail`]).
+    direct: bool,
 }
 
 impl SqliteStore {
-    pub(super) fn new(db: SqliteDatabase) -> SqliteStore {
-        SqliteStore { db }
+    pub(super) fn new(db: SqliteDatabase, direct: bool) -> SqliteStore {
+        SqliteStore { db, direct }
     }
 
     /// The database this store is on.
@@ -602,15 +604,33 @@ pub(super) fn reset_blocks_in(conn: &Connection, actor: &ActorId) -> Result<(), 
     Ok(())
 }
 
-/// Appends `events` to the audit outbox (in the caller's transaction).
-pub(super) fn stage_in(conn: &Connection, events: &[AuditEvent]) -> Result<(), StoreError> {
+/// Appends `events` to the audit outbox (in the caller's transaction); with `direct`, appends
+/// them to the database's audit trail instead, chained and indexed in the same transaction,
+/// all but the alert events, which are staged (see [`Store::direct_trail`]).
+pub(super) fn stage_in(
+    conn: &Connection,
+    events: &[AuditEvent],
+    direct: bool,
+) -> Result<(), StoreError> {
     if events.is_empty() {
+        return Ok(());
+    }
+    let staged: Vec<&AuditEvent> = if direct {
+        let (alerts, trail): (Vec<&AuditEvent>, Vec<&AuditEvent>) = events
+            .iter()
+            .partition(|e| matches!(e.kind, crate::domain::AuditKind::Alert { .. }));
+        super::audit::append_direct_in(conn, &trail)?;
+        alerts
+    } else {
+        events.iter().collect()
+    };
+    if staged.is_empty() {
         return Ok(());
     }
     let mut stmt = conn
         .prepare_cached("INSERT INTO audit_pending (body) VALUES (?1)")
         .map_err(|e| sql_error("audit_pending", "insert", e))?;
-    for event in events {
+    for event in staged {
         let body = encode("audit_pending", "event", event)?;
         stmt.execute([body])
             .map_err(|e| sql_error("audit_pending", "insert", e))?;
@@ -620,6 +640,10 @@ pub(super) fn stage_in(conn: &Connection, events: &[AuditEvent]) -> Result<(), S
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn direct_trail(&self) -> Option<crate::ports::TrailId> {
+        self.direct.then(|| self.db.trail_id())
+    }
+
     async fn insert_mandate(&self, mandate: &Mandate) -> Result<(), StoreError> {
         let m = mandate.clone();
         self.write("mandates", move |conn| insert_mandate_in(conn, &m))
@@ -799,6 +823,7 @@ impl Store for SqliteStore {
         let completion = change.completion.cloned();
         let fence = change.fence.cloned();
         let events = change.events.to_vec();
+        let direct = self.direct;
         self.write("attempts", move |conn| {
             if let Some(f) = &fence {
                 check_fence_in(conn, f)?;
@@ -810,7 +835,7 @@ impl Store for SqliteStore {
             if let Some(c) = completion {
                 complete_in(conn, &c.fence, &c.result, c.retain_until)?;
             }
-            stage_in(conn, &events)
+            stage_in(conn, &events, direct)
         })
         .await
     }
@@ -931,6 +956,7 @@ impl Store for SqliteStore {
             Write::Events => Owned::Events,
         };
         let events = events.to_vec();
+        let direct = self.direct;
         self.write("audited write", move |conn| {
             let written = match &owned {
                 Owned::InsertMandate(m) => insert_mandate_in(conn, m).map(|()| Written::Done),
@@ -948,7 +974,7 @@ impl Store for SqliteStore {
                 Owned::Events => Ok(Written::Done),
             }?;
             if !matches!(written, Written::Order(InsertOrder::Existing(_))) {
-                stage_in(conn, &events)?;
+                stage_in(conn, &events, direct)?;
             }
             Ok(written)
         })
@@ -963,6 +989,7 @@ impl Store for SqliteStore {
 
     async fn open_payment(&self, open: &OpenPayment<'_>) -> Result<Opened, HoldError> {
         let job = super::payment::Open {
+            direct: self.direct,
             scope: open.scope.clone(),
             fingerprint: *open.fingerprint,
             now: open.now,
@@ -990,7 +1017,8 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let events = events.to_vec();
-        self.write("audit_pending", move |conn| stage_in(conn, &events))
+        let direct = self.direct;
+        self.write("audit_pending", move |conn| stage_in(conn, &events, direct))
             .await
     }
 
