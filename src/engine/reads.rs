@@ -18,8 +18,8 @@ use super::Engine;
 use std::collections::HashMap;
 
 use crate::domain::{
-    ActorId, AttemptId, AttemptStatus, AuditKind, BuyerId, ChainedEvent, Mandate, MandateId, Party,
-    PaymentAttempt, Principal, Usage,
+    ActorId, AttemptId, AttemptStatus, AuditKind, AuditSubject, BuyerId, ChainedEvent, Mandate,
+    MandateId, Party, PaymentAttempt, Principal, Usage,
 };
 
 /// The most events one [`Engine::audit_segment`] call returns.
@@ -216,8 +216,13 @@ impl Engine {
     /// markers are not listed: they are not about one buyer.
     ///
     /// Who may: the buyer; an operator; a system. Anyone else is
-    /// [`EngineError::NotPermitted`]. The store has no index by buyer: this reads the trail,
-    /// and each mandate and attempt named once per call.
+    /// [`EngineError::NotPermitted`].
+    ///
+    /// Through the audit sink's buyer index ([`crate::ports::AuditSink::indexed`] with
+    /// [`AuditSubject::Buyer`]), when the sink keeps one (every sink of this crate does):
+    /// `limit` events of the buyer from `from`, in time that depends on the buyer's events,
+    /// not on the trail's length. A sink without an index: this reads `limit` events of the
+    /// trail and keeps the buyer's, reading each mandate and attempt named once per call.
     pub async fn buyer_events(
         &self,
         by: &Principal,
@@ -246,6 +251,19 @@ impl Engine {
         }
         let from = from.max(1);
         let limit = limit.clamp(1, MAX_BUYER_EVENTS_SCAN);
+        let subject = AuditSubject::Buyer(buyer.clone());
+        // A sink with a buyer index answers with the buyer's events alone.
+        if let Some(events) =
+            observe::audit("indexed", self.ports.audit.indexed(&subject, from, limit)).await?
+        {
+            let at_end = events.len() < limit;
+            let next = events.last().map_or(from, |e| e.seq + 1);
+            return Ok(BuyerEvents {
+                events,
+                next,
+                at_end,
+            });
+        }
         let page = observe::audit("read", self.ports.audit.read(from, limit)).await?;
         let next = page.last().map_or(from, |e| e.seq + 1);
         let at_end = page.len() < limit;
@@ -267,7 +285,8 @@ impl Engine {
                     mandates.insert(mandate_id.clone(), buyer_id == buyer);
                     buyer_id == buyer
                 }
-                AuditKind::ConfirmationRecorded { buyer_id, .. } => buyer_id == buyer,
+                AuditKind::ConfirmationRecorded { buyer_id, .. }
+                | AuditKind::ConfirmationDeclined { buyer_id, .. } => buyer_id == buyer,
                 AuditKind::Suspension { party, .. } => {
                     matches!(party, Party::Buyer(b) if b == buyer)
                 }
