@@ -320,10 +320,9 @@ async fn the_buyer_index_answers_what_reading_the_whole_trail_answers() {
     }
 }
 
-#[cfg(feature = "sqlite")]
-#[tokio::test]
-async fn sqlite_indexes_by_buyer_as_memory_does_and_its_migration_fills_the_same_index() {
-    use agent_mandate::adapters::sqlite::{migrate, SqliteConfig, SqliteDatabase};
+/// A served dashboard's trail after a decline, the buyers to compare, and the memory sink's
+/// index of each.
+async fn declined_trail() -> (Vec<ChainedEvent>, Vec<(BuyerId, Vec<u64>)>) {
     let s = serve().await;
     let p = s
         .post(
@@ -336,27 +335,8 @@ async fn sqlite_indexes_by_buyer_as_memory_does_and_its_migration_fills_the_same
         .await;
     assert_eq!(p.status, 303);
     s.seeded.engine.flush_audit().await.expect("flushed");
-    let events = s.seeded.mem.audit.events();
-    let dir = std::env::temp_dir().join(format!("am-dash-index-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("state.db");
-    let db = SqliteDatabase::open(SqliteConfig::file(&path)).expect("db");
-    let sink = db.audit_sink();
-    // The same events, appended in batches (an automatic suspension stays with its decision).
-    for chunk in events.chunks(5) {
-        let batch: Vec<AuditEvent> = chunk.iter().map(|e| e.event().unwrap()).collect();
-        sink.append_all(&batch).await.expect("appended");
-    }
-    let stored = sink.read(1, 100_000).await.unwrap();
-    assert_eq!(
-        stored.iter().map(|e| &e.body).collect::<Vec<_>>(),
-        events.iter().map(|e| &e.body).collect::<Vec<_>>()
-    );
-    let seqs = |v: Option<Vec<ChainedEvent>>| v.unwrap().iter().map(|e| e.seq).collect::<Vec<_>>();
-    let buyers = [buyer(), other_buyer()];
-    let mut appended = Vec::new();
-    for b in &buyers {
+    let mut expected = Vec::new();
+    for b in [buyer(), other_buyer()] {
         let subject = AuditSubject::Buyer(b.clone());
         let mem = seqs(
             s.seeded
@@ -366,10 +346,47 @@ async fn sqlite_indexes_by_buyer_as_memory_does_and_its_migration_fills_the_same
                 .await
                 .unwrap(),
         );
-        let sql = seqs(sink.indexed(&subject, 1, 100_000).await.unwrap());
         assert!(!mem.is_empty());
-        assert_eq!(mem, sql, "sqlite and memory index {b} differently");
-        // Paged from the middle.
+        expected.push((b, mem));
+    }
+    (s.seeded.mem.audit.events(), expected)
+}
+
+fn seqs(v: Option<Vec<ChainedEvent>>) -> Vec<u64> {
+    v.expect("the sink keeps an index")
+        .iter()
+        .map(|e| e.seq)
+        .collect()
+}
+
+/// Appends `events` to `sink` in small batches and checks it indexes each buyer as memory did.
+async fn same_index(
+    sink: &dyn AuditSink,
+    events: &[ChainedEvent],
+    expected: &[(BuyerId, Vec<u64>)],
+) {
+    for chunk in events.chunks(5) {
+        let batch: Vec<AuditEvent> = chunk.iter().map(|e| e.event().unwrap()).collect();
+        sink.append_all(&batch).await.expect("appended");
+    }
+    let stored = sink.read(1, 100_000).await.unwrap();
+    assert_eq!(
+        stored.iter().map(|e| &e.body).collect::<Vec<_>>(),
+        events.iter().map(|e| &e.body).collect::<Vec<_>>()
+    );
+    indexed_as(sink, expected, "appended").await;
+}
+
+async fn indexed_as(sink: &dyn AuditSink, expected: &[(BuyerId, Vec<u64>)], how: &str) {
+    for (b, mem) in expected {
+        let subject = AuditSubject::Buyer(b.clone());
+        let got = seqs(sink.indexed(&subject, 1, 100_000).await.unwrap());
+        // The backfill does not see which decision an automatic suspension followed: the
+        // seeded trail has none, so both ways give the same index.
+        assert_eq!(
+            &got, mem,
+            "{how}: the sink indexes {b} differently from memory"
+        );
         let from = mem[mem.len() / 2];
         assert_eq!(
             seqs(sink.indexed(&subject, from, 3).await.unwrap()),
@@ -377,12 +394,25 @@ async fn sqlite_indexes_by_buyer_as_memory_does_and_its_migration_fills_the_same
                 .copied()
                 .filter(|&n| n >= from)
                 .take(3)
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>(),
+            "{how}: paged from {from}"
         );
-        appended.push(sql);
     }
-    drop(sink);
-    drop(db);
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn sqlite_indexes_by_buyer_as_memory_does_and_its_migration_fills_the_same_index() {
+    use agent_mandate::adapters::sqlite::{migrate, SqliteConfig, SqliteDatabase};
+    let (events, expected) = declined_trail().await;
+    let dir = std::env::temp_dir().join(format!("am-dash-index-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("state.db");
+    {
+        let db = SqliteDatabase::open(SqliteConfig::file(&path)).expect("db");
+        same_index(&db.audit_sink(), &events, &expected).await;
+    }
     // An older database: the buyer index removed, the schema one version back; the migration
     // fills it from the stored bodies.
     let mut conn = rusqlite::Connection::open(&path).unwrap();
@@ -394,18 +424,49 @@ async fn sqlite_indexes_by_buyer_as_memory_does_and_its_migration_fills_the_same
     migrate(&mut conn).expect("migrated");
     drop(conn);
     let db = SqliteDatabase::open(SqliteConfig::file(&path)).expect("db");
-    let sink = db.audit_sink();
-    for (b, before) in buyers.iter().zip(&appended) {
-        let after = seqs(
-            sink.indexed(&AuditSubject::Buyer(b.clone()), 1, 100_000)
-                .await
-                .unwrap(),
-        );
-        // The backfill does not see which decision an automatic suspension followed: the
-        // seeded trail has none, so the two are the same.
-        assert_eq!(&after, before, "the backfill indexes {b} differently");
-    }
+    indexed_as(&db.audit_sink(), &expected, "backfilled").await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_indexes_by_buyer_as_memory_does_and_its_migration_fills_the_same_index() {
+    use agent_mandate::adapters::postgres::{migrate_with, PostgresAuditSink, PostgresConfig};
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        eprintln!("SKIPPED: DATABASE_URL not set (run scripts/with-postgres.sh)");
+        return;
+    };
+    let (events, expected) = declined_trail().await;
+    let schema = format!("dash_index_{}", std::process::id());
+    let config = PostgresConfig::new(&url)
+        .with_schema(&schema)
+        .with_max_connections(2);
+    let sink = PostgresAuditSink::connect_with(&config)
+        .await
+        .expect("sink");
+    same_index(&sink, &events, &expected).await;
+    let pool = config.pool().unwrap();
+    pool.get()
+        .await
+        .unwrap()
+        .batch_execute(
+            "DELETE FROM audit_subjects WHERE subject LIKE 'buyer:%'; DROP TABLE audit_owners; \
+             UPDATE am_meta SET value = '6' WHERE key = 'schema_version';",
+        )
+        .await
+        .unwrap();
+    migrate_with(&config).await.expect("migrated");
+    indexed_as(&sink, &expected, "backfilled").await;
+    drop(sink);
+    PostgresConfig::new(&url)
+        .pool()
+        .unwrap()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .await
+        .unwrap();
 }
 
 /// The planner delegates to `actor` under mandate `id` (narrower than its own).
