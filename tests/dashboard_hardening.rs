@@ -272,6 +272,117 @@ async fn dashboard_first_load_reads_bounded_events() {
     }
 }
 
+/// The other buyer's agent names this buyer's mandate: the engine refuses it before any
+/// decision (only a mandate's actor may pay under it). A decision refused with
+/// `ACTOR_NOT_AUTHORIZED` (as a dry run or another path could audit it) is then appended
+/// straight to the trail, with an automatic suspension after it: neither is about this buyer.
+async fn strangers(s: &Served) {
+    let c = cart(
+        "merchant_002",
+        &[("FLIGHT-X", "Someone else's flight", 1, "99.00")],
+        "0.00",
+        "0.00",
+    );
+    let request = agent_mandate::domain::PaymentRequest {
+        actor: agent(OTHER_AGENT),
+        buyer_id: other_buyer(),
+        mandate_id: TRAVEL.parse().unwrap(),
+        action: PaymentAction::Authorize,
+        merchant_id: c.merchant().merchant_id.clone(),
+        snapshot_id: c.id(),
+        amount: c.total(),
+        urgency: None,
+    };
+    let command = agent_mandate::engine::ExecutePayment::new(
+        "stranger".parse().unwrap(),
+        request.clone(),
+        c.clone(),
+        examples::valid_checkout(c.id()),
+        s.seeded.other_card.clone(),
+    );
+    assert!(matches!(
+        s.seeded
+            .engine
+            .execute_payment(&agent_p(OTHER_AGENT), &command)
+            .await,
+        Err(EngineError::NotPermitted { .. })
+    ));
+    let refused = AuditEvent {
+        at: examples::now(),
+        kind: AuditKind::Decision {
+            command: "execute_payment".into(),
+            actor_id: OTHER_AGENT.parse().unwrap(),
+            mandate_id: TRAVEL.parse().unwrap(),
+            action: PaymentAction::Authorize,
+            amount: c.total(),
+            snapshot_id: c.id(),
+            outcome: Outcome::Blocked,
+            blockers: vec![agent_mandate::domain::Blocker::new(
+                BlockerCode::ActorNotAuthorized,
+                "not the mandate's actor",
+            )],
+            evidence: Vec::new(),
+            request_digest: request.digest(),
+            attempt_id: None,
+        },
+    };
+    let suspended = AuditEvent {
+        at: examples::now(),
+        kind: AuditKind::AutoSuspended {
+            actor_id: OTHER_AGENT.parse().unwrap(),
+            consecutive_blocks: 5,
+        },
+    };
+    for _ in 0..4 {
+        s.seeded
+            .mem
+            .audit
+            .append_all(&[refused.clone(), suspended.clone()])
+            .await
+            .expect("appended");
+    }
+    s.seeded.engine.flush_audit().await.expect("flushed");
+}
+
+#[tokio::test]
+async fn a_strangers_requests_naming_the_buyers_mandate_are_not_on_their_trail_or_page() {
+    let s = serve().await;
+    let before = s
+        .seeded
+        .engine
+        .buyer_events(&buyer_p(), &buyer(), 1, 1000)
+        .await
+        .unwrap()
+        .events
+        .len();
+    strangers(&s).await;
+    let refused = s
+        .seeded
+        .mem
+        .audit
+        .events()
+        .iter()
+        .filter(|e| e.body.contains("ACTOR_NOT_AUTHORIZED"))
+        .count();
+    assert!(refused >= 4, "{refused}");
+    let after = s
+        .seeded
+        .engine
+        .buyer_events(&buyer_p(), &buyer(), 1, 1000)
+        .await
+        .unwrap()
+        .events;
+    assert_eq!(
+        after.len(),
+        before,
+        "a stranger's refusals reached the buyer's index"
+    );
+    let activity = s.get("/activity").await.body;
+    assert!(!activity.contains(OTHER_AGENT) && !activity.contains("Someone else"));
+    let overview = s.get("/").await.body;
+    assert!(!overview.contains(OTHER_AGENT));
+}
+
 #[tokio::test]
 async fn the_buyer_index_answers_what_reading_the_whole_trail_answers() {
     // The seeded trail: delegation, payments captured, held and refused, a confirmation
@@ -294,6 +405,7 @@ async fn the_buyer_index_answers_what_reading_the_whole_trail_answers() {
         )
         .await;
     assert_eq!(p.status, 303);
+    strangers(&s).await;
     assert_eq!(s.post("/stop/all", &[("confirm", "yes")]).await.status, 303);
     s.seeded.engine.flush_audit().await.expect("flushed");
     let mut scanning = s.seeded.mem.ports.clone();
@@ -334,7 +446,7 @@ async fn declined_trail() -> (Vec<ChainedEvent>, Vec<(BuyerId, Vec<u64>)>) {
         )
         .await;
     assert_eq!(p.status, 303);
-    s.seeded.engine.flush_audit().await.expect("flushed");
+    strangers(&s).await;
     let mut expected = Vec::new();
     for b in [buyer(), other_buyer()] {
         let subject = AuditSubject::Buyer(b.clone());

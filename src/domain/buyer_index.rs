@@ -10,13 +10,17 @@
 //! ([`AuditSubject::Buyer`]), so a buyer's events are read in time that depends on their
 //! number, never on the length of the trail.
 //!
+//! A decision that refused a request because its actor is not the mandate's
+//! (`ACTOR_NOT_AUTHORIZED`) is indexed under no buyer: it is not about the buyer's agents, and
+//! whoever learns a mandate id could otherwise fill that buyer's index with refusals.
+//!
 //! The ownership facts are stored by the sink (first fact wins; the engine never writes a
 //! second owner for the same id). An event naming a mandate or attempt whose owner is not yet
 //! known is not indexed under any buyer.
 
 use super::audit::AuditKind;
 use super::checkpoint::AuditSubject;
-use super::decision::Outcome;
+use super::decision::{Blocker, BlockerCode, Outcome};
 use super::ids::{ActorId, BuyerId};
 use super::principal::Principal;
 use super::Party;
@@ -111,10 +115,18 @@ impl BuyerIndex {
                 actor_id,
                 mandate_id,
                 outcome,
+                blockers,
                 attempt_id,
                 ..
             } => {
-                let buyer = owner(&AuditSubject::Mandate(mandate_id.clone()))?;
+                // A request by someone who is not the mandate's actor is not about the
+                // buyer's agents: anyone who learns a mandate id could otherwise fill that
+                // buyer's index (and dashboard) with refusals.
+                let buyer = if decision_by_a_stranger(blockers) {
+                    None
+                } else {
+                    owner(&AuditSubject::Mandate(mandate_id.clone()))?
+                };
                 self.last_decision = Some((actor_id.clone(), buyer.clone()));
                 let creates = command == "execute_payment" && *outcome == Outcome::Allowed;
                 let owns = match (&buyer, attempt_id) {
@@ -154,6 +166,14 @@ impl BuyerIndex {
         };
         Ok(facts)
     }
+}
+
+/// Whether a decision refused the request because its actor is not the mandate's
+/// (`ACTOR_NOT_AUTHORIZED`): such a request is not listed for the mandate's buyer.
+pub fn decision_by_a_stranger(blockers: &[Blocker]) -> bool {
+    blockers
+        .iter()
+        .any(|b| b.code == BlockerCode::ActorNotAuthorized)
 }
 
 #[cfg(test)]

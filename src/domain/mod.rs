@@ -38,7 +38,7 @@ pub use audit::{
     chain_hash, verify_chain, AuditEvent, AuditHash, AuditKind, ChainBreak, ChainFault,
     ChainedEvent, HoldAction, LimitKind, Party,
 };
-pub use buyer_index::{BuyerFacts, BuyerIndex};
+pub use buyer_index::{decision_by_a_stranger, BuyerFacts, BuyerIndex};
 #[cfg(any(feature = "mpp", feature = "forms", feature = "acp"))]
 pub(crate) use canonical::parse_time;
 #[cfg(any(feature = "mpp", feature = "x402", feature = "acp"))]

@@ -18,8 +18,8 @@ use super::Engine;
 use std::collections::HashMap;
 
 use crate::domain::{
-    ActorId, AttemptId, AttemptStatus, AuditKind, AuditSubject, BuyerId, ChainedEvent, Mandate,
-    MandateId, Party, PaymentAttempt, Principal, Usage,
+    decision_by_a_stranger, ActorId, AttemptId, AttemptStatus, AuditKind, AuditSubject, BuyerId,
+    ChainedEvent, Mandate, MandateId, Party, PaymentAttempt, Principal, Usage,
 };
 
 /// The most events one [`Engine::audit_segment`] call returns.
@@ -208,8 +208,9 @@ impl Engine {
     /// the control events of their mandates) without reading anyone else's.
     ///
     /// An event is about the buyer when it names them (mandate created, confirmation, their
-    /// own suspension, a credential they stored), names one of their mandates (decisions,
-    /// transitions, thresholds, loop detection) or one of their attempts (transitions, holds,
+    /// own suspension, a credential they stored), names one of their mandates (decisions, but
+    /// not one refused because its actor is not the mandate's, transitions, thresholds, loop
+    /// detection) or one of their attempts (transitions, holds,
     /// orders, recoveries), or is the automatic suspension that a blocked request under one of
     /// their mandates tripped (the decision just before it, in the same page). Suspensions of
     /// an actor by an operator, replays, credential revocations of an actor and webhook
@@ -294,9 +295,13 @@ impl Engine {
                 AuditKind::Decision {
                     mandate_id,
                     actor_id,
+                    blockers,
                     ..
                 } => {
-                    let ours = self.mandate_of(&mut mandates, mandate_id, buyer).await?;
+                    // A stranger's request naming the buyer's mandate is not listed (as the
+                    // sinks' buyer index does not list it).
+                    let ours = !decision_by_a_stranger(blockers)
+                        && self.mandate_of(&mut mandates, mandate_id, buyer).await?;
                     last_decision = Some((actor_id.clone(), ours));
                     ours
                 }

@@ -351,7 +351,8 @@ INSERT INTO audit_subjects (subject, seq)
     FROM audit_subjects s
     JOIN audit_owners o ON o.subject = s.subject
     JOIN am_events e ON e.seq = s.seq
-    WHERE s.subject LIKE 'mandate:%' OR e.ev IS NULL OR e.ev ->> 'type' <> 'decision'
+    WHERE (s.subject LIKE 'mandate:%' OR e.ev IS NULL OR e.ev ->> 'type' <> 'decision')
+      AND NOT COALESCE(e.ev -> 'blockers' @> '[{"code": "ACTOR_NOT_AUTHORIZED"}]'::jsonb, false)
 ON CONFLICT DO NOTHING;
 DROP FUNCTION pg_temp.am_event(TEXT);
 INSERT INTO am_meta (key, value) VALUES ('schema_version', '7')

@@ -255,7 +255,8 @@ pub const MIGRATIONS: &[Migration] = &[
     // per event about that buyer. Filled from the stored bodies here: mandates from
     // `mandate_created` and `token_issued`, attempts from allowed `execute_payment` decisions,
     // then every event naming the buyer, one of their mandates or (but for decisions, which
-    // count by their mandate) one of their attempts. An automatic suspension appended before
+    // count by their mandate) one of their attempts; a decision refused because its actor is
+    // not the mandate's (`ACTOR_NOT_AUTHORIZED`) is indexed under no buyer. An automatic suspension appended before
     // this migration is not indexed (the appends after it are).
     Migration {
         version: 8,
@@ -308,9 +309,12 @@ pub const MIGRATIONS: &[Migration] = &[
         FROM audit_subjects s
         JOIN audit_owners o ON o.subject = s.subject
         JOIN audit_events e ON e.seq = s.seq
-        WHERE s.subject LIKE 'mandate:%'
-           OR NOT json_valid(e.body)
-           OR json_extract(e.body, '$.event.type') <> 'decision';
+        WHERE (s.subject LIKE 'mandate:%'
+               OR NOT json_valid(e.body)
+               OR json_extract(e.body, '$.event.type') <> 'decision')
+          AND NOT (json_valid(e.body) AND EXISTS (
+              SELECT 1 FROM json_each(e.body, '$.event.blockers') b
+              WHERE json_extract(b.value, '$.code') = 'ACTOR_NOT_AUTHORIZED'));
     PRAGMA user_version = 8;
     "#,
     },
