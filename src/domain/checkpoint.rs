@@ -26,7 +26,7 @@ pub enum AuditSubject {
     /// A mandate.
     Mandate(MandateId),
     /// A buyer: every event about them, their mandates or their attempts (see
-    /// [`BuyerIndex`]; sinks index it as they append, never from the event alone).
+    /// [`BuyerIndex`](crate::domain::BuyerIndex); sinks index it as they append, never from the event alone).
     Buyer(BuyerId),
 }
 
@@ -56,7 +56,7 @@ impl AuditSubject {
     }
 
     /// Every attempt and mandate an event names (attempts first, then mandates, without
-    /// repeats). The buyer is not among them: see [`BuyerIndex`].
+    /// repeats). The buyer is not among them: see [`BuyerIndex`](crate::domain::BuyerIndex).
     pub fn of(kind: &AuditKind) -> Vec<AuditSubject> {
         let mut out = Vec::new();
         let attempt = |out: &mut Vec<AuditSubject>, id: &AttemptId| {
