@@ -493,38 +493,47 @@ async fn approving_after_the_cart_changed_is_refused() {
 }
 
 #[tokio::test]
-async fn dismissing_a_payment_records_nothing() {
+async fn rejecting_a_payment_records_the_refusal_and_the_agent_is_refused() {
     let s = serve().await;
     let snapshot = s.seeded.waiting_cart.id().to_string();
-    let before = s
-        .seeded
-        .engine
-        .buyer_events(&buyer_p(), &buyer(), 1, 1000)
-        .await
-        .unwrap()
-        .events
-        .len();
+    let declined = |s: &Served| {
+        let engine = s.seeded.engine.clone();
+        async move {
+            engine
+                .buyer_events(&buyer_p(), &buyer(), 1, 1000)
+                .await
+                .unwrap()
+                .events
+                .iter()
+                .filter_map(|e| e.event().ok())
+                .filter(|e| matches!(e.kind, AuditKind::ConfirmationDeclined { .. }))
+                .count()
+        }
+    };
+    assert_eq!(declined(&s).await, 0);
     let p = s
         .post(
             "/waiting/confirmations/reject",
             &[("mandate_id", TRAVEL), ("snapshot_id", &snapshot)],
         )
         .await;
-    assert_eq!(p.status, 303);
+    assert_eq!(p.status, 303, "{}", p.body);
     assert!(!s
         .get("/waiting")
         .await
         .body
         .contains("Flight Lisbon to Berlin"));
-    let after = s
-        .seeded
-        .engine
-        .buyer_events(&buyer_p(), &buyer(), 1, 1000)
-        .await
-        .unwrap()
-        .events
-        .len();
-    assert_eq!(before, after);
+    // Recorded once, on the buyer's trail; the same form again records nothing more.
+    assert_eq!(declined(&s).await, 1);
+    let again = s
+        .post(
+            "/waiting/confirmations/reject",
+            &[("mandate_id", TRAVEL), ("snapshot_id", &snapshot)],
+        )
+        .await;
+    assert_eq!(again.status, 303, "{}", again.body);
+    assert_eq!(declined(&s).await, 1);
+    // The agent asking for that cart again is refused for good, not asked to wait.
     let out = pay(
         &s.seeded.engine,
         buyer(),
@@ -537,9 +546,16 @@ async fn dismissing_a_payment_records_nothing() {
     )
     .await;
     assert!(
-        refused_with(&out, BlockerCode::ConfirmationRequired),
+        refused_with(&out, BlockerCode::ConfirmationDeclined),
         "{out:?}"
     );
+    assert!(matches!(&out, PaymentOutcome::Refused(d) if d.outcome == Outcome::Blocked));
+    // And it does not come back to "Waiting for you".
+    assert!(!s
+        .get("/waiting")
+        .await
+        .body
+        .contains("Flight Lisbon to Berlin"));
 }
 
 #[tokio::test]

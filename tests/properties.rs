@@ -1913,11 +1913,19 @@ fn strategies_reach_every_outcome() {
     assert!(outcomes["allowed"] >= n / 5, "{outcomes:?}");
     assert!(outcomes["blocked"] >= n / 5, "{outcomes:?}");
     // The engine's control signals (an open breaker, a declared intent) are inputs the
-    // strategies never generate (`controls: None`); their codes are produced by the scenario
-    // table and the `controls_*` tests instead.
+    // strategies never generate (`controls: None`), and a buyer's decline is a confirmation
+    // they never generate; their codes are produced by the scenario table and the
+    // `controls_*` and `dashboard_hardening` tests instead.
     let missing: Vec<_> = BlockerCode::ALL
         .iter()
-        .filter(|c| !matches!(c, BlockerCode::CircuitOpen | BlockerCode::IntentMismatch))
+        .filter(|c| {
+            !matches!(
+                c,
+                BlockerCode::CircuitOpen
+                    | BlockerCode::IntentMismatch
+                    | BlockerCode::ConfirmationDeclined
+            )
+        })
         .map(|c| c.as_str())
         .filter(|c| !codes.contains_key(c))
         .collect();

@@ -927,6 +927,17 @@ fn cases() -> Vec<Case> {
             C::ConfirmationRequired,
         ),
         (
+            "the buyer declined this cart under the mandate",
+            || {
+                with(|d| {
+                    let mut c = confirmation_for(d);
+                    c.scope.actions = agent_mandate::domain::ActionSet::EMPTY;
+                    d.confirmations.push(c);
+                })
+            },
+            C::ConfirmationDeclined,
+        ),
+        (
             "resource paid for as often as the loop limit allows",
             || {
                 with(|d| {
@@ -1233,6 +1244,57 @@ fn confirmations_that_do_not_count() {
         let d = decide(&doc);
         assert_eq!(d.outcome, Outcome::RequiresConfirmation, "{name}");
         assert_codes(&d, &[C::ConfirmationRequired]);
+    }
+}
+
+/// A decline (a recorded answer that approves no action) blocks the request for its cart
+/// under a mandate of the chain, whatever the rule, until a confirmation covering the request
+/// is given after it; a decline that is not the buyer's, not by a human, for another cart,
+/// under a mandate outside the chain, or given in the future does not count.
+#[test]
+fn a_decline_blocks_until_the_buyer_confirms_later() {
+    let decline = |doc: &EvaluationDocument| {
+        let mut c = confirmation_for(doc);
+        c.id = id("decline_1");
+        c.scope.actions = agent_mandate::domain::ActionSet::EMPTY;
+        c
+    };
+    // Under a rule that asks, and under none.
+    for mut doc in [confirm_always(), story()] {
+        let d = decline(&doc);
+        doc.confirmations.push(d.clone());
+        let out = decide(&doc);
+        assert_eq!(out.outcome, Outcome::Blocked);
+        assert!(out.has(C::ConfirmationDeclined), "{:?}", out.codes());
+        // A confirmation given at the same instant does not lift it; one given later does.
+        let mut same = confirmation_for(&doc);
+        same.confirmed_at = d.confirmed_at;
+        doc.confirmations.push(same);
+        assert!(decide(&doc).has(C::ConfirmationDeclined));
+        let mut later = confirmation_for(&doc);
+        later.id = id("confirmation_2");
+        later.confirmed_at = d.confirmed_at + chrono::Duration::seconds(1);
+        doc.confirmations.push(later);
+        assert_codes(&decide(&doc), &[]);
+    }
+    type Bend = fn(&mut agent_mandate::domain::Confirmation);
+    let bends: Vec<(&str, Bend)> = vec![
+        ("by another buyer", |c| c.buyer_id = id("buyer_999")),
+        ("given by the agent", |c| c.confirmed_by = examples::agent()),
+        ("for another cart", |c| {
+            c.snapshot_id = examples::over_limit_snapshot().id()
+        }),
+        ("under a mandate outside the chain", |c| {
+            c.scope.mandate_id = id("mandate_other")
+        }),
+        ("given in the future", |c| c.confirmed_at = at(9, 0, 1)),
+    ];
+    for (name, bend) in bends {
+        let mut doc = story();
+        let mut d = decline(&doc);
+        bend(&mut d);
+        doc.confirmations.push(d);
+        assert!(decide(&doc).codes().is_empty(), "{name}");
     }
 }
 

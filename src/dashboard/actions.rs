@@ -17,7 +17,7 @@ use crate::domain::{
     ConfirmationScope, IdempotencyKey, LifecycleEvent, MandateId, Party, PaymentAction, Principal,
     SnapshotId, Text,
 };
-use crate::engine::{ChangeMandate, RecordConfirmation, SetSuspension};
+use crate::engine::{ChangeMandate, DeclineConfirmation, RecordConfirmation, SetSuspension};
 use crate::service::Authenticated;
 
 /// Every field a form may post; each action reads the ones it needs. Missing fields are
@@ -198,24 +198,31 @@ pub(crate) async fn approve_payment(
     Ok(back(&d, "/waiting"))
 }
 
-/// `POST /waiting/confirmations/reject`: hides the payment; nothing is recorded (without a
-/// confirmation it stays refused).
+/// `POST /waiting/confirmations/reject`: records the buyer's refusal of the cart the page
+/// showed ([`Engine::decline_confirmation`](crate::engine::Engine::decline_confirmation)):
+/// the agent's next request for that cart under that mandate is refused
+/// (`CONFIRMATION_DECLINED`). A replayed form answers the first decline.
 pub(crate) async fn dismiss_payment(
     State(d): State<Dashboard>,
     Authenticated(by): Authenticated,
     session: DashboardSession,
     Form(form): Form<Posted>,
 ) -> Result<Response, PageError> {
-    let buyer = checked(&d, &by, &session, &form)?;
+    checked(&d, &by, &session, &form)?;
     let mandate = mandate_id(&form.mandate_id)?;
+    let seen: SnapshotId = form
+        .snapshot_id
+        .parse()
+        .map_err(|_| PageError::new(StatusCode::BAD_REQUEST, "snapshot_id is not a snapshot id"))?;
+    // The buyer's read: another buyer's mandate is not found (and nothing is recorded).
     d.engine.mandate(&by, &mandate).await?;
-    if let Ok(mut dismissed) = d.dismissed.lock() {
-        dismissed.insert((
-            buyer.to_string(),
-            mandate.to_string(),
-            form.snapshot_id.clone(),
-        ));
-    }
+    let command = DeclineConfirmation::new(
+        key(&["decline", mandate.as_str(), seen.to_string().as_str()])?,
+        mandate,
+        seen,
+        reason(&form.reason, "declined from the dashboard")?,
+    );
+    d.engine.decline_confirmation(&by, &command).await?;
     Ok(back(&d, "/waiting"))
 }
 
@@ -266,7 +273,15 @@ pub(crate) async fn stop_agent(
         d.engine.change_mandate(&by, &command).await?;
     }
     if form.void_open == "yes" {
-        for id in &live {
+        // Every mandate of the buyer the agent holds, stopped before or now: the engine voids
+        // the open authorizations of attempts whose chain passes through it, so its
+        // delegates' (sub-agents', tokens') authorizations go with its own.
+        let held: Vec<MandateId> = view
+            .mandates_of(&actor)
+            .into_iter()
+            .map(|m| m.id().clone())
+            .collect();
+        for id in &held {
             d.engine.void_open_authorizations(&by, id).await?;
         }
     }

@@ -93,7 +93,7 @@ impl Dashboard {
             .cursors
             .lock()
             .ok()
-            .and_then(|c| c.get(buyer).cloned())
+            .and_then(|mut c| c.get(buyer))
             .unwrap_or((1, Vec::new()));
         let mut next = start;
         loop {
@@ -113,10 +113,7 @@ impl Dashboard {
         }
         if let Ok(mut cursors) = self.cursors.lock() {
             // Another page of the same buyer may have read on meanwhile: keep the longer.
-            let keep = cursors.get(buyer).is_none_or(|(n, _)| *n <= next);
-            if keep {
-                cursors.insert(buyer.clone(), (next, events.clone()));
-            }
+            cursors.put(buyer, next, events.clone());
         }
         Ok(events)
     }
@@ -235,7 +232,7 @@ impl Dashboard {
     }
 
     /// Payments waiting for the buyer: per mandate, the agent's latest request when it asked
-    /// for a confirmation that was not given (or dismissed) since.
+    /// for a confirmation that was not given (or declined) since.
     pub(crate) async fn pending_payments(&self, view: &BuyerView) -> Vec<PendingPayment> {
         let mut latest: HashMap<&MandateId, (u64, &AuditEvent)> = HashMap::new();
         let mut confirmed: Vec<(u64, SnapshotId)> = Vec::new();
@@ -248,7 +245,8 @@ impl Dashboard {
                 } if command == "execute_payment" => {
                     latest.insert(mandate_id, (*seq, e));
                 }
-                AuditKind::ConfirmationRecorded { snapshot_id, .. } => {
+                AuditKind::ConfirmationRecorded { snapshot_id, .. }
+                | AuditKind::ConfirmationDeclined { snapshot_id, .. } => {
                     confirmed.push((*seq, *snapshot_id));
                 }
                 _ => {}
@@ -260,7 +258,6 @@ impl Dashboard {
             .filter(|m| m.mandate.status() == MandateStatus::Active)
             .map(|m| m.mandate.id())
             .collect();
-        let dismissed = self.dismissed.lock().map(|d| d.clone()).unwrap_or_default();
         let mut out = Vec::new();
         for (mandate_id, (seq, e)) in latest {
             let AuditKind::Decision {
@@ -276,12 +273,7 @@ impl Dashboard {
             let answered = confirmed
                 .iter()
                 .any(|(s, id)| *s > seq && id == snapshot_id);
-            let key = (
-                view.buyer.to_string(),
-                mandate_id.to_string(),
-                snapshot_id.to_string(),
-            );
-            if answered || dismissed.contains(&key) || !active.contains(mandate_id) {
+            if answered || !active.contains(mandate_id) {
                 continue;
             }
             out.push(PendingPayment {
@@ -344,6 +336,15 @@ impl BuyerView {
             }
         }
         out
+    }
+
+    /// Every mandate of the buyer the agent holds, whatever its status.
+    pub(crate) fn mandates_of(&self, agent: &ActorId) -> Vec<&Mandate> {
+        self.mandates
+            .iter()
+            .map(|m| &m.mandate)
+            .filter(|m| m.actor().kind == ActorKind::Agent && m.actor().id == *agent)
+            .collect()
     }
 
     /// The buyer's mandates the agent holds that can still be used (active or pending).

@@ -212,6 +212,7 @@ fn alert_of(e: &AuditEvent) -> Option<Alert> {
         | AuditKind::MandateCreated { .. }
         | AuditKind::MandateTransition { .. }
         | AuditKind::ConfirmationRecorded { .. }
+        | AuditKind::ConfirmationDeclined { .. }
         | AuditKind::Suspension { .. }
         | AuditKind::AttemptTransition { .. }
         | AuditKind::Hold { .. }

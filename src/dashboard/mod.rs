@@ -26,7 +26,7 @@
 //! |---|---|---|
 //! | confirm or reject a mandate | `POST /waiting/mandates/{id}/confirm`, `.../reject` | [`Engine::change_mandate`] |
 //! | approve a payment | `POST /waiting/confirmations/approve` | [`Engine::record_confirmation`], only for the cart the buyer saw: a post naming another snapshot than the one the agent now waits on is refused (409) |
-//! | dismiss a payment | `POST /waiting/confirmations/reject` | none: no confirmation is recorded, so the payment stays refused; the item is hidden (kept in memory) |
+//! | decline a payment | `POST /waiting/confirmations/reject` | [`Engine::decline_confirmation`]: the buyer's refusal of that cart under that mandate, audited; the agent's next request for it is refused (`CONFIRMATION_DECLINED`) |
 //! | stop an agent | `POST /stop/agents/{actor}` | [`Engine::change_mandate`] (revoke) on each of the buyer's mandates the agent holds, which also stops what it delegated; optionally [`Engine::void_open_authorizations`] |
 //! | stop everything | `POST /stop/all` | [`Engine::set_suspension`] on the buyer: every agent and every credential of the buyer is blocked at its next decision (`BUYER_SUSPENDED`); only support can lift it |
 //!
@@ -56,7 +56,7 @@ mod feeds;
 mod pages;
 mod view;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::FromRequestParts;
@@ -210,14 +210,71 @@ pub struct Dashboard {
     pub(crate) config: DashboardConfig,
     pub(crate) carts: Arc<dyn CartSource>,
     pub(crate) alerts: Arc<dyn AlertFeed>,
-    /// Payment confirmations the buyer dismissed: (buyer, mandate, snapshot).
-    pub(crate) dismissed: Arc<Mutex<HashSet<(String, String, String)>>>,
-    /// Per buyer: where to read the trail on from, and the events read so far.
+    /// Per buyer: where to read the trail on from, and the events read so far (at most
+    /// [`MAX_CACHED_BUYERS`] buyers, the least recently shown evicted first).
     pub(crate) cursors: Arc<Mutex<Cursors>>,
 }
 
-/// Per buyer: the next sequence number to read and the buyer's events read so far.
-type Cursors = HashMap<BuyerId, (u64, Vec<(u64, AuditEvent)>)>;
+/// The most buyers whose events a [`Dashboard`] keeps in memory between pages. Past it, the
+/// buyer whose page was shown least recently is forgotten; their next page reads their events
+/// again through the audit sink's buyer index (time proportional to their own events).
+pub const MAX_CACHED_BUYERS: usize = 256;
+
+/// Per buyer: the next sequence number to read and the buyer's events read so far, with
+/// when each entry was last used (a counter), evicting the least recently used.
+#[derive(Debug, Default)]
+pub(crate) struct Cursors {
+    entries: HashMap<BuyerId, CachedTrail>,
+    clock: u64,
+}
+
+#[derive(Debug)]
+struct CachedTrail {
+    next: u64,
+    events: Vec<(u64, AuditEvent)>,
+    used: u64,
+}
+
+impl Cursors {
+    /// The buyer's entry, marked as used now.
+    pub(crate) fn get(&mut self, buyer: &BuyerId) -> Option<(u64, Vec<(u64, AuditEvent)>)> {
+        self.clock += 1;
+        let now = self.clock;
+        self.entries.get_mut(buyer).map(|e| {
+            e.used = now;
+            (e.next, e.events.clone())
+        })
+    }
+
+    /// Keeps the buyer's events read up to `next` (unless another page read further), then
+    /// evicts the least recently used entries past [`MAX_CACHED_BUYERS`].
+    pub(crate) fn put(&mut self, buyer: &BuyerId, next: u64, events: Vec<(u64, AuditEvent)>) {
+        self.clock += 1;
+        let used = self.clock;
+        if self.entries.get(buyer).is_some_and(|e| e.next > next) {
+            return;
+        }
+        self.entries
+            .insert(buyer.clone(), CachedTrail { next, events, used });
+        while self.entries.len() > MAX_CACHED_BUYERS {
+            let Some(oldest) = self
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.used)
+                .map(|(b, _)| b.clone())
+            else {
+                break;
+            };
+            self.entries.remove(&oldest);
+        }
+    }
+
+    /// How many buyers are kept.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
 
 impl Dashboard {
     /// A dashboard over `engine`, with no cart source (payments waiting for a confirmation
@@ -229,8 +286,7 @@ impl Dashboard {
             config,
             carts: Arc::new(MemoryCarts::default()),
             alerts: Arc::new(TrailAlerts),
-            dismissed: Arc::new(Mutex::new(HashSet::new())),
-            cursors: Arc::new(Mutex::new(HashMap::new())),
+            cursors: Arc::new(Mutex::new(Cursors::default())),
         }
     }
 
@@ -280,5 +336,31 @@ impl Dashboard {
             )
             .route("/stop/all", get(pages::stop_all).post(actions::stop_all))
             .with_state(self)
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_keeps_at_most_max_buyers_and_evicts_the_least_recently_shown() {
+        let mut c = Cursors::default();
+        let b = |i: usize| BuyerId::new(format!("buyer_{i}")).unwrap();
+        for i in 0..MAX_CACHED_BUYERS {
+            c.put(&b(i), 1, Vec::new());
+        }
+        // Buyer 0 is shown again: buyer 1 is now the least recently shown.
+        assert!(c.get(&b(0)).is_some());
+        for i in MAX_CACHED_BUYERS..MAX_CACHED_BUYERS + 10 {
+            c.put(&b(i), 1, Vec::new());
+            assert!(c.len() <= MAX_CACHED_BUYERS);
+        }
+        assert!(c.get(&b(0)).is_some());
+        assert!(c.get(&b(1)).is_none());
+        // A page that read less than the cache holds does not go back.
+        c.put(&b(0), 9, Vec::new());
+        c.put(&b(0), 3, Vec::new());
+        assert_eq!(c.get(&b(0)).map(|e| e.0), Some(9));
     }
 }

@@ -150,6 +150,33 @@ pub(crate) fn href(d: &Dashboard, path: &str) -> String {
     format!("{}{path}", d.config.base_path())
 }
 
+/// An id as one path segment or query value: every byte other than an ASCII letter, digit,
+/// `-`, `.`, `_` or `~` percent-encoded (so `/`, `?`, `#`, `%`, `&`, `+` and any non-ASCII
+/// character stay inside the segment; the router decodes it back). An id that is a dot
+/// segment (`.`, `..`) cannot be built (see `domain::ids`), so a browser never resolves a link
+/// to another page.
+///
+/// ```ignore
+/// assert_eq!(seg("x/y"), "x%2Fy");
+/// assert_eq!(seg("../all"), "..%2Fall");
+/// ```
+pub(crate) fn seg(id: impl std::fmt::Display) -> String {
+    let text = id.to_string();
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+    }
+    out
+}
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
 fn status_badge(status: MandateStatus) -> Markup {
     let class = match status {
         MandateStatus::Active => "status good",
@@ -178,7 +205,7 @@ fn merchants(m: &Mandate) -> String {
 
 /// A mandate's card: who holds it, its status, its limits as bars.
 pub(crate) fn mandate_card(d: &Dashboard, m: &Mandate, usage: &crate::domain::Usage) -> Markup {
-    let link = href(d, &format!("/mandates/{}", m.id()));
+    let link = href(d, &format!("/mandates/{}", seg(m.id())));
     html! {
         h3 { a href=(link) { (m.id()) } " " (status_badge(m.status())) }
         p.meta {
@@ -285,7 +312,7 @@ pub(crate) async fn mandate(
                 (mandate_card(&d, m, u))
             }
         }
-        p { a href=(href(&d, &format!("/activity?mandate={id}"))) { "Its payments" } }
+        p { a href=(href(&d, &format!("/activity?mandate={}", seg(&id)))) { "Its payments" } }
     };
     Ok(ctx.page(&d, Nav::Overview, "Mandate", main))
 }
@@ -358,7 +385,7 @@ pub(crate) async fn activity(
                 }
                 p.meta {
                     (r.at.format("%Y-%m-%d %H:%M UTC")) " · agent " strong { (r.actor) }
-                    " · mandate " a href=(href(&d, &format!("/mandates/{}", r.mandate_id))) { (r.mandate_id) }
+                    " · mandate " a href=(href(&d, &format!("/mandates/{}", seg(&r.mandate_id)))) { (r.mandate_id) }
                 }
                 p.meta { "Cart " code { (r.snapshot_id) } }
                 @if !r.blockers.is_empty() {
@@ -369,7 +396,7 @@ pub(crate) async fn activity(
                     }
                 }
                 @if let Some(a) = &r.attempt {
-                    p { a href=(href(&d, &format!("/activity/{}", a.id))) { "Evidence and audit check" } }
+                    p { a href=(href(&d, &format!("/activity/{}", seg(&a.id)))) { "Evidence and audit check" } }
                 }
             }
         }
@@ -520,7 +547,7 @@ pub(crate) async fn waiting(
                     input type="hidden" name="snapshot_id" value=(p.snapshot_id);
                     button type="submit" aria-describedby=(format!("reject-note-{i}")) { "Reject" }
                 }
-                p.meta id=(format!("reject-note-{i}")) { "Rejecting records nothing: the payment stays refused." }
+                p.meta id=(format!("reject-note-{i}")) { "Rejecting records your refusal: the agent cannot pay this cart." }
             }
         }
         h2 { "Mandates to confirm" }
@@ -529,11 +556,11 @@ pub(crate) async fn waiting(
         @for (i, m) in pending_mandates.iter().enumerate() {
             div.card {
                 (mandate_card(&d, &m.mandate, &m.usage))
-                form.inline method="post" action=(href(&d, &format!("/waiting/mandates/{}/confirm", m.mandate.id()))) {
+                form.inline method="post" action=(href(&d, &format!("/waiting/mandates/{}/confirm", seg(m.mandate.id())))) {
                     (ctx.csrf_field())
                     button.primary type="submit" { "Confirm" }
                 }
-                form method="post" action=(href(&d, &format!("/waiting/mandates/{}/reject", m.mandate.id()))) {
+                form method="post" action=(href(&d, &format!("/waiting/mandates/{}/reject", seg(m.mandate.id())))) {
                     (ctx.csrf_field())
                     label for=(format!("reason-{i}")) { "Reason for rejecting (optional)" }
                     input type="text" id=(format!("reason-{i}")) name="reason" maxlength="200";
@@ -573,7 +600,7 @@ pub(crate) async fn stop(
                 h3 { (a) }
                 p.meta { (live.len()) " usable mandate(s)" }
                 @if live.is_empty() { p.meta { "Stopped: it holds no usable mandate of yours." } }
-                @else { p { a href=(href(&d, &format!("/stop/agents/{a}"))) { strong.warn { "Stop " (a) "…" } } } }
+                @else { p { a href=(href(&d, &format!("/stop/agents/{}", seg(a)))) { strong.warn { "Stop " (a) "…" } } } }
             }
         }
     };
@@ -605,7 +632,7 @@ pub(crate) async fn stop_agent(
                 p { "Also stopped, because they were delegated from it:" }
                 ul { @for m in &below { li { (m.id()) " held by " (m.actor().id) } } }
             }
-            form method="post" action=(href(&d, &format!("/stop/agents/{actor}"))) {
+            form method="post" action=(href(&d, &format!("/stop/agents/{}", seg(&actor)))) {
                 (ctx.csrf_field())
                 input type="hidden" name="confirm" value="yes";
                 label.check for="void_open" {

@@ -161,6 +161,20 @@ pub enum AuditKind {
         /// The mandate it is given under.
         mandate_id: MandateId,
     },
+    /// The buyer declined to confirm a payment: the agent's request for this snapshot under
+    /// this mandate is refused (`CONFIRMATION_DECLINED`) until the buyer confirms it after all.
+    ConfirmationDeclined {
+        /// The recorded answer (a confirmation that grants no action).
+        confirmation_id: ConfirmationId,
+        /// Its buyer.
+        buyer_id: BuyerId,
+        /// The snapshot declined.
+        snapshot_id: SnapshotId,
+        /// The mandate the agent asked under.
+        mandate_id: MandateId,
+        /// Why, in the buyer's words.
+        reason: String,
+    },
     /// The kill switch was turned on or off for a party.
     Suspension {
         /// The party.

@@ -12,7 +12,7 @@
 use sha2::{Digest, Sha256};
 
 use super::audit::{verify_chain, AuditHash, AuditKind, ChainBreak, ChainedEvent};
-use super::ids::{AttemptId, MandateId};
+use super::ids::{AttemptId, BuyerId, MandateId};
 
 /// Events between two checkpoints (a checkpoint is written at every multiple of it).
 pub const CHECKPOINT_INTERVAL: u64 = 256;
@@ -25,6 +25,9 @@ pub enum AuditSubject {
     Attempt(AttemptId),
     /// A mandate.
     Mandate(MandateId),
+    /// A buyer: every event about them, their mandates or their attempts (see
+    /// [`BuyerIndex`](crate::domain::BuyerIndex); sinks index it as they append, never from the event alone).
+    Buyer(BuyerId),
 }
 
 impl AuditSubject {
@@ -39,6 +42,7 @@ impl AuditSubject {
         match self {
             AuditSubject::Attempt(id) => format!("attempt:{id}"),
             AuditSubject::Mandate(id) => format!("mandate:{id}"),
+            AuditSubject::Buyer(id) => format!("buyer:{id}"),
         }
     }
 
@@ -47,10 +51,12 @@ impl AuditSubject {
         match self {
             AuditSubject::Attempt(id) => id.as_str(),
             AuditSubject::Mandate(id) => id.as_str(),
+            AuditSubject::Buyer(id) => id.as_str(),
         }
     }
 
-    /// Every subject an event names (attempts first, then mandates, without repeats).
+    /// Every attempt and mandate an event names (attempts first, then mandates, without
+    /// repeats). The buyer is not among them: see [`BuyerIndex`](crate::domain::BuyerIndex).
     pub fn of(kind: &AuditKind) -> Vec<AuditSubject> {
         let mut out = Vec::new();
         let attempt = |out: &mut Vec<AuditSubject>, id: &AttemptId| {
@@ -76,6 +82,7 @@ impl AuditSubject {
             AuditKind::MandateCreated { mandate_id, .. }
             | AuditKind::MandateTransition { mandate_id, .. }
             | AuditKind::ConfirmationRecorded { mandate_id, .. }
+            | AuditKind::ConfirmationDeclined { mandate_id, .. }
             | AuditKind::LoopDetected { mandate_id, .. }
             | AuditKind::Threshold { mandate_id, .. } => mandate(&mut out, mandate_id),
             AuditKind::Hold {
@@ -110,7 +117,9 @@ impl AuditSubject {
     }
 
     /// Whether the stored event names this subject (a quick text test, then the parsed
-    /// event; a body that does not parse names nothing).
+    /// event; a body that does not parse names nothing). A buyer is named by no event alone
+    /// (most name a mandate or an attempt): false for [`AuditSubject::Buyer`], whose events
+    /// come from a sink's index ([`crate::ports::AuditSink::indexed`]).
     pub fn named_by(&self, event: &ChainedEvent) -> bool {
         event.body.contains(self.id())
             && event

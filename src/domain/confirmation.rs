@@ -68,6 +68,13 @@ impl Confirmation {
         self.confirmed_by.kind == ActorKind::Human
     }
 
+    /// Whether it is the buyer's refusal: an answer that approves no action (recorded by
+    /// `Engine::decline_confirmation`). A request for its snapshot under its mandate is refused
+    /// with `CONFIRMATION_DECLINED` until the buyer confirms that snapshot later.
+    pub fn is_decline(&self) -> bool {
+        self.scope.actions.is_empty()
+    }
+
     /// Whether it is in force at `now`.
     pub fn in_force(&self, now: DateTime<Utc>) -> bool {
         self.confirmed_at <= now && self.expires_at.is_none_or(|e| now < e)

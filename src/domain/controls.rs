@@ -105,7 +105,8 @@ impl BlockerCode {
             | C::AncestorNotActive
             | C::UsageUnavailable
             | C::AttemptsExhausted
-            | C::ConfirmationRequired => None,
+            | C::ConfirmationRequired
+            | C::ConfirmationDeclined => None,
         }
     }
 }

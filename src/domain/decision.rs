@@ -160,6 +160,10 @@ blocker_codes! {
     /// The buyer must confirm this payment.
     ConfirmationRequired = "CONFIRMATION_REQUIRED", Confirmation,
         "Ask the buyer to confirm this snapshot and amount.";
+    /// The buyer declined to confirm this cart under this mandate (and has not confirmed it
+    /// since).
+    ConfirmationDeclined = "CONFIRMATION_DECLINED", Hard,
+        "The buyer refused this cart: do not ask again for it; build another cart if the buyer wants one.";
     /// The same resource was paid for more often in a window than the loop limit allows (an
     /// agent retrying a paid call in a loop).
     ResourceLoopDetected = "RESOURCE_LOOP_DETECTED", Hard,

@@ -40,6 +40,7 @@ pub fn evaluate(input: &EvaluationInput<'_>) -> AuthorityDecision {
             check_confirmation(input, mandate, &mut out, &mut evidence);
         }
     }
+    check_declined(input, &mut out);
     check_credential(input, &mut out);
     check_resource_loop(input, &mut out);
     check_controls(input, &mut out, &mut evidence);
@@ -921,6 +922,51 @@ fn check_confirmation(
             )
             .on(m.id()),
         ),
+    }
+}
+
+/// The buyer declined this cart (a recorded answer that grants no action, see
+/// [`Confirmation::is_decline`](crate::domain::Confirmation::is_decline)) under a mandate of
+/// the chain, and has not confirmed it since: the latest answer of the buyer counts, a decline
+/// given at the same instant as a confirmation wins.
+fn check_declined(input: &EvaluationInput<'_>, out: &mut Vec<Blocker>) {
+    let req = input.request;
+    if req.action != PaymentAction::Authorize {
+        return;
+    }
+    let ours = |c: &&crate::domain::Confirmation| {
+        c.buyer_id == req.buyer_id
+            && c.by_human()
+            && c.confirmed_at <= input.now
+            && c.snapshot_id == req.snapshot_id
+            && input.chain.iter().any(|x| *x.id() == c.scope.mandate_id)
+    };
+    let Some(declined) = input
+        .confirmations
+        .iter()
+        .filter(ours)
+        .filter(|c| c.is_decline())
+        .max_by(|a, b| a.confirmed_at.cmp(&b.confirmed_at).then(b.id.cmp(&a.id)))
+    else {
+        return;
+    };
+    let confirmed_since = input.confirmations.iter().filter(ours).any(|c| {
+        c.confirmed_at > declined.confirmed_at
+            && c.in_force(input.now)
+            && c.scope.actions.contains(req.action)
+            && req.amount.fits_within(&c.scope.max_amount)
+    });
+    if !confirmed_since {
+        out.push(
+            Blocker::new(
+                C::ConfirmationDeclined,
+                format!(
+                    "the buyer declined this cart ({}) under mandate {}",
+                    declined.id, declined.scope.mandate_id
+                ),
+            )
+            .on(&declined.scope.mandate_id),
+        );
     }
 }
 

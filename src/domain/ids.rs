@@ -26,6 +26,11 @@ fn check_id(text: &str) -> Result<(), ValidationKind> {
     {
         return Err(ValidationKind::InvalidCharacter);
     }
+    // `.` and `..` are dot segments: placed in a link's path, a browser resolves them to
+    // another page (the buyer's dashboard puts actor and mandate ids in paths).
+    if text == "." || text == ".." {
+        return Err(ValidationKind::InvalidCharacter);
+    }
     Ok(())
 }
 
@@ -51,7 +56,8 @@ macro_rules! string_id {
     ($(#[$meta:meta])* $name:ident) => {
         $(#[$meta])*
         ///
-        /// Non-empty, at most 128 bytes, no white space, control, invisible or bidi characters.
+        /// Non-empty, at most 128 bytes, no white space, control, invisible or bidi characters,
+        /// not `.` or `..`.
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(Arc<str>);
 

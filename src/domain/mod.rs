@@ -6,6 +6,7 @@
 mod alert;
 mod attempt;
 mod audit;
+mod buyer_index;
 mod canonical;
 mod checkout;
 mod checkpoint;
@@ -37,6 +38,7 @@ pub use audit::{
     chain_hash, verify_chain, AuditEvent, AuditHash, AuditKind, ChainBreak, ChainFault,
     ChainedEvent, HoldAction, LimitKind, Party,
 };
+pub use buyer_index::{decision_by_a_stranger, BuyerFacts, BuyerIndex};
 #[cfg(any(feature = "mpp", feature = "forms", feature = "acp"))]
 pub(crate) use canonical::parse_time;
 #[cfg(any(feature = "mpp", feature = "x402", feature = "acp"))]

@@ -31,7 +31,7 @@ pub struct Recorded<T> {
 
 impl Engine {
     /// Runs a mandate command under its key; a replay reads its entity again through `load`.
-    async fn keyed_command<T, C, F, Fut, L>(
+    pub(super) async fn keyed_command<T, C, F, Fut, L>(
         &self,
         scope: IdempotencyScope,
         operation: &'static str,
@@ -71,7 +71,10 @@ impl Engine {
         .await
     }
 
-    async fn load_mandate(&self, id: &crate::domain::MandateId) -> Result<Mandate, EngineError> {
+    pub(super) async fn load_mandate(
+        &self,
+        id: &crate::domain::MandateId,
+    ) -> Result<Mandate, EngineError> {
         observe::store("mandate", self.ports.store.mandate(id))
             .await?
             .ok_or_else(|| EngineError::NotFound {
@@ -503,6 +506,14 @@ impl Engine {
                         message: format!("mandate {} is in {}", mandate.id(), mandate.currency()),
                     });
                 }
+                if c.scope.actions.is_empty() {
+                    // An answer that approves nothing is a refusal: `decline_confirmation`
+                    // records it (with its own audit event).
+                    return Err(EngineError::Invalid {
+                        field: "confirmation.scope.actions".into(),
+                        message: "approves no action: decline with decline_confirmation".into(),
+                    });
+                }
                 if c.expires_at.is_some_and(|e| e <= c.confirmed_at) {
                     return Err(EngineError::Invalid {
                         field: "confirmation.expires_at".into(),
@@ -652,7 +663,7 @@ fn created_event(m: &Mandate, by: &Principal, now: chrono::DateTime<chrono::Utc>
 }
 
 /// Reads the entity a replayed command produced.
-trait AsyncLoad<T> {
+pub(super) trait AsyncLoad<T> {
     async fn load(&self, engine: &Engine, result: &StoredResult) -> Result<T, EngineError>;
 }
 
@@ -676,7 +687,7 @@ impl AsyncLoad<()> for LoadUnit {
     }
 }
 
-struct LoadConfirmation(Confirmation);
+pub(super) struct LoadConfirmation(pub(super) Confirmation);
 impl AsyncLoad<Confirmation> for LoadConfirmation {
     async fn load(&self, _: &Engine, _: &StoredResult) -> Result<Confirmation, EngineError> {
         Ok(self.0.clone())

@@ -22,6 +22,7 @@
 mod commands;
 mod config;
 mod controls;
+mod decline;
 mod dispute;
 mod error;
 mod execute;
@@ -47,6 +48,7 @@ pub use controls::{
     Breaker, BreakerTarget, Controls, MerchantControl, Rate, DEFAULT_AUTH_FAILURE_CODES,
     MAX_ALERT_BACKLOG, MAX_ALERT_ENQUEUE_TIMEOUT,
 };
+pub use decline::DeclineConfirmation;
 pub use dispute::{DisputeCheck, DisputeEvidence, DisputeVerdict, RecordedDecision};
 pub use error::{EngineError, ErrorType};
 pub use mandates::Recorded;

@@ -18,8 +18,8 @@ use super::Engine;
 use std::collections::HashMap;
 
 use crate::domain::{
-    ActorId, AttemptId, AttemptStatus, AuditKind, BuyerId, ChainedEvent, Mandate, MandateId, Party,
-    PaymentAttempt, Principal, Usage,
+    decision_by_a_stranger, ActorId, AttemptId, AttemptStatus, AuditKind, AuditSubject, BuyerId,
+    ChainedEvent, Mandate, MandateId, Party, PaymentAttempt, Principal, Usage,
 };
 
 /// The most events one [`Engine::audit_segment`] call returns.
@@ -208,16 +208,22 @@ impl Engine {
     /// the control events of their mandates) without reading anyone else's.
     ///
     /// An event is about the buyer when it names them (mandate created, confirmation, their
-    /// own suspension, a credential they stored), names one of their mandates (decisions,
-    /// transitions, thresholds, loop detection) or one of their attempts (transitions, holds,
+    /// own suspension, a credential they stored), names one of their mandates (decisions, but
+    /// not one refused because its actor is not the mandate's, transitions, thresholds, loop
+    /// detection) or one of their attempts (transitions, holds,
     /// orders, recoveries), or is the automatic suspension that a blocked request under one of
     /// their mandates tripped (the decision just before it, in the same page). Suspensions of
     /// an actor by an operator, replays, credential revocations of an actor and webhook
     /// markers are not listed: they are not about one buyer.
     ///
     /// Who may: the buyer; an operator; a system. Anyone else is
-    /// [`EngineError::NotPermitted`]. The store has no index by buyer: this reads the trail,
-    /// and each mandate and attempt named once per call.
+    /// [`EngineError::NotPermitted`].
+    ///
+    /// Through the audit sink's buyer index ([`crate::ports::AuditSink::indexed`] with
+    /// [`AuditSubject::Buyer`]), when the sink keeps one (every sink of this crate does):
+    /// `limit` events of the buyer from `from`, in time that depends on the buyer's events,
+    /// not on the trail's length. A sink without an index: this reads `limit` events of the
+    /// trail and keeps the buyer's, reading each mandate and attempt named once per call.
     pub async fn buyer_events(
         &self,
         by: &Principal,
@@ -246,6 +252,19 @@ impl Engine {
         }
         let from = from.max(1);
         let limit = limit.clamp(1, MAX_BUYER_EVENTS_SCAN);
+        let subject = AuditSubject::Buyer(buyer.clone());
+        // A sink with a buyer index answers with the buyer's events alone.
+        if let Some(events) =
+            observe::audit("indexed", self.ports.audit.indexed(&subject, from, limit)).await?
+        {
+            let at_end = events.len() < limit;
+            let next = events.last().map_or(from, |e| e.seq + 1);
+            return Ok(BuyerEvents {
+                events,
+                next,
+                at_end,
+            });
+        }
         let page = observe::audit("read", self.ports.audit.read(from, limit)).await?;
         let next = page.last().map_or(from, |e| e.seq + 1);
         let at_end = page.len() < limit;
@@ -267,7 +286,8 @@ impl Engine {
                     mandates.insert(mandate_id.clone(), buyer_id == buyer);
                     buyer_id == buyer
                 }
-                AuditKind::ConfirmationRecorded { buyer_id, .. } => buyer_id == buyer,
+                AuditKind::ConfirmationRecorded { buyer_id, .. }
+                | AuditKind::ConfirmationDeclined { buyer_id, .. } => buyer_id == buyer,
                 AuditKind::Suspension { party, .. } => {
                     matches!(party, Party::Buyer(b) if b == buyer)
                 }
@@ -275,9 +295,13 @@ impl Engine {
                 AuditKind::Decision {
                     mandate_id,
                     actor_id,
+                    blockers,
                     ..
                 } => {
-                    let ours = self.mandate_of(&mut mandates, mandate_id, buyer).await?;
+                    // A stranger's request naming the buyer's mandate is not listed (as the
+                    // sinks' buyer index does not list it).
+                    let ours = !decision_by_a_stranger(blockers)
+                        && self.mandate_of(&mut mandates, mandate_id, buyer).await?;
                     last_decision = Some((actor_id.clone(), ours));
                     ours
                 }

@@ -150,6 +150,22 @@ pub trait AuditSink: Send + Sync + Debug {
         verify_events(self).await
     }
 
+    /// Up to `limit` events indexed under `subject` from sequence number `from_seq` on, in
+    /// order, exactly as stored and not verified (a page to show, not evidence: see
+    /// [`AuditSink::segment`]), or `None` when the sink keeps no index (the caller then reads
+    /// the trail). Provided: `None`. The sinks of this crate index every event by the attempts
+    /// and mandates it names and by its buyer ([`crate::domain::BuyerIndex`]), and answer in
+    /// time that depends on the subject's events, not on the trail's length.
+    async fn indexed(
+        &self,
+        subject: &AuditSubject,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<ChainedEvent>>, AuditError> {
+        let _ = (subject, from_seq, limit);
+        Ok(None)
+    }
+
     /// Every event about `subject`, verified. Provided: verifies the whole trail (as
     /// [`AuditSink::verify`]) and reads it all, keeping the events that name the subject;
     /// a sink that indexes events by subject and keeps checkpoints

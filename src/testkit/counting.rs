@@ -118,6 +118,15 @@ impl AuditSink for CountingAuditSink {
         self.counter.read("audit.verify");
         self.inner.verify().await
     }
+    async fn indexed(
+        &self,
+        subject: &crate::domain::AuditSubject,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<ChainedEvent>>, AuditError> {
+        self.counter.read("audit.indexed");
+        self.inner.indexed(subject, from_seq, limit).await
+    }
 }
 
 #[async_trait]

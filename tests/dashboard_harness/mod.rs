@@ -75,7 +75,11 @@ impl Page {
 }
 
 pub async fn serve() -> Served {
-    let seeded = seed().await;
+    serve_seeded(seed().await).await
+}
+
+/// Serves the dashboard over `seeded` (its engine may be another one over the same ports).
+pub async fn serve_seeded(seeded: Seeded) -> Served {
     let config = DashboardConfig::new(Secret::new(SECRET))
         .expect("config")
         .with_base_path("/dash")

@@ -662,4 +662,13 @@ impl AuditSink for WebhookAuditSink {
     async fn verify(&self) -> Result<Option<AuditReceipt>, AuditError> {
         self.inner.verify().await
     }
+
+    async fn indexed(
+        &self,
+        subject: &crate::domain::AuditSubject,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<ChainedEvent>>, AuditError> {
+        self.inner.indexed(subject, from_seq, limit).await
+    }
 }

@@ -8,14 +8,14 @@ use async_trait::async_trait;
 
 use crate::adapters::audit_index::{self, Link, Window};
 use crate::domain::{
-    verify_checkpoints, AuditCheckpoint, AuditEvent, AuditHash, AuditSubject, ChainedEvent,
-    CHECKPOINT_INTERVAL,
+    verify_checkpoints, AuditCheckpoint, AuditEvent, AuditHash, AuditSubject, BuyerId, BuyerIndex,
+    ChainedEvent, CHECKPOINT_INTERVAL,
 };
 use crate::ports::{verify_events, AuditError, AuditReceipt, AuditSegment, AuditSink};
 
 /// An [`AuditSink`] in memory: a vector of chained events behind a mutex, so appends are
 /// serialised (no two events share a number, none is lost). Events are indexed by the
-/// attempts and mandates they name, and a checkpoint is sealed every
+/// attempts and mandates they name and by their buyer ([`BuyerIndex`]), and a checkpoint is sealed every
 /// [`CHECKPOINT_INTERVAL`] events, so [`AuditSink::segment`] verifies only the windows around
 /// a subject's events.
 ///
@@ -54,6 +54,10 @@ struct Trail {
     events: Vec<ChainedEvent>,
     checkpoints: Vec<AuditCheckpoint>,
     index: HashMap<String, Vec<u64>>,
+    /// The buyer each mandate and attempt belongs to (first fact wins).
+    owners: HashMap<AuditSubject, BuyerId>,
+    /// The buyer of the last decision, for the automatic suspension after it.
+    buyers: BuyerIndex,
 }
 
 impl Trail {
@@ -282,6 +286,17 @@ fn push(trail: &mut Trail, event: &AuditEvent) -> Result<AuditReceipt, AuditErro
     for subject in AuditSubject::of(&event.kind) {
         trail.index.entry(subject.key()).or_default().push(seq);
     }
+    let owners = &trail.owners;
+    let facts = trail
+        .buyers
+        .facts(&event.kind, |s| Ok::<_, AuditError>(owners.get(s).cloned()))?;
+    if let Some(buyer) = facts.buyer {
+        for owned in facts.owns {
+            trail.owners.entry(owned).or_insert_with(|| buyer.clone());
+        }
+        let key = AuditSubject::Buyer(buyer).key();
+        trail.index.entry(key).or_default().push(seq);
+    }
     if seq % CHECKPOINT_INTERVAL == 0 {
         trail.seal_due();
     }
@@ -333,6 +348,34 @@ impl AuditSink for MemoryAuditSink {
             trail.events.iter().map(|e| (e.seq, e.hash)).collect();
         verify_checkpoints(&trail.checkpoints, |s| hashes.get(&s).copied())?;
         Ok(head)
+    }
+
+    async fn indexed(
+        &self,
+        subject: &AuditSubject,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<ChainedEvent>>, AuditError> {
+        let trail = self.trail();
+        let Some(seqs) = trail.index.get(&subject.key()) else {
+            return Ok(Some(Vec::new()));
+        };
+        let start = seqs.partition_point(|&n| n < from_seq);
+        let events = &trail.events;
+        let out = seqs[start..]
+            .iter()
+            .take(limit)
+            .filter_map(|&n| {
+                // Fast path: an untampered trail holds event n at index n - 1.
+                usize::try_from(n - 1)
+                    .ok()
+                    .and_then(|i| events.get(i))
+                    .filter(|e| e.seq == n)
+                    .or_else(|| events.iter().find(|e| e.seq == n))
+                    .cloned()
+            })
+            .collect();
+        Ok(Some(out))
     }
 
     async fn segment(&self, subject: &AuditSubject) -> Result<AuditSegment, AuditError> {

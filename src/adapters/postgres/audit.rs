@@ -1,5 +1,6 @@
 //! [`PostgresAuditSink`]: the hash-chained audit trail on PostgreSQL (I9).
 
+use std::collections::HashMap;
 use std::fmt;
 
 use async_trait::async_trait;
@@ -12,7 +13,7 @@ use super::tx::{classify, client, in_transaction, Tx};
 use crate::adapters::audit_index::{self, Link, Window};
 use crate::domain::{
     verify_chain, verify_checkpoints, AuditCheckpoint, AuditEvent, AuditHash, AuditSubject,
-    ChainBreak, ChainFault, ChainedEvent,
+    BuyerId, BuyerIndex, ChainBreak, ChainFault, ChainedEvent,
 };
 use crate::ports::{AuditError, AuditReceipt, AuditSegment, AuditSink, StoreError};
 
@@ -228,6 +229,7 @@ impl PostgresAuditSink {
 /// ends, so appends are serialised whoever makes them.
 pub(super) async fn append_in<C: deadpool_postgres::GenericClient>(
     tx: &C,
+    events: &[&AuditEvent],
     bodies: &[String],
     subjects: &[Vec<String>],
 ) -> Result<Option<AuditReceipt>, Tx<AuditError>> {
@@ -252,7 +254,43 @@ pub(super) async fn append_in<C: deadpool_postgres::GenericClient>(
              FROM unnest($1::text[]) AS s ON CONFLICT DO NOTHING",
         )
         .await?;
-    for (body, keys) in bodies.iter().zip(subjects) {
+    // Whose each mandate and attempt of the batch is, read once; the facts the batch
+    // teaches are added as it goes and written after.
+    let named: Vec<String> = subjects.iter().flatten().cloned().collect();
+    let mut owners: HashMap<String, BuyerId> = HashMap::new();
+    for row in tx
+        .query(
+            "SELECT subject, buyer FROM audit_owners WHERE subject = ANY($1)",
+            &[&named],
+        )
+        .await?
+    {
+        if let Ok(b) = BuyerId::new(row.try_get::<_, String>(1)?) {
+            owners.insert(row.try_get(0)?, b);
+        }
+    }
+    let mut learned: (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+    let mut buyers = BuyerIndex::new();
+    for ((body, keys), event) in bodies.iter().zip(subjects).zip(events) {
+        let facts = match buyers.facts(&event.kind, |s| {
+            Ok::<_, std::convert::Infallible>(owners.get(&s.key()).cloned())
+        }) {
+            Ok(f) => f,
+            Err(never) => match never {},
+        };
+        let mut keys = keys.clone();
+        if let Some(buyer) = facts.buyer {
+            for owned in facts.owns {
+                let k = owned.key();
+                if !owners.contains_key(&k) {
+                    owners.insert(k.clone(), buyer.clone());
+                    learned.0.push(k);
+                    learned.1.push(buyer.to_string());
+                }
+            }
+            keys.push(AuditSubject::Buyer(buyer).key());
+        }
+        let keys = &keys;
         seq += 1;
         let link = ChainedEvent::link(seq, prev, body.clone());
         let n = i64::try_from(seq)
@@ -273,6 +311,14 @@ pub(super) async fn append_in<C: deadpool_postgres::GenericClient>(
             tx.execute(&index, &[keys, &n]).await?;
         }
         prev = link.hash;
+    }
+    if !learned.0.is_empty() {
+        tx.execute(
+            "INSERT INTO audit_owners (subject, buyer) \
+             SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
+            &[&learned.0, &learned.1],
+        )
+        .await?;
     }
     // Seal the checkpoints now due, over links that hold.
     let last = tx
@@ -359,12 +405,13 @@ impl AuditSink for PostgresAuditSink {
         }
         let bodies: Vec<String> = events.iter().map(AuditEvent::to_body).collect();
         let subjects: Vec<Vec<String>> = events.iter().map(subject_keys).collect();
+        let refs: Vec<&AuditEvent> = events.iter().collect();
         in_transaction!(
             &self.pool,
             self.retries,
             IsolationLevel::ReadCommitted,
             AuditError,
-            |tx| { append_in(&tx, &bodies, &subjects).await? }
+            |tx| { append_in(&tx, &refs, &bodies, &subjects).await? }
         )
     }
 
@@ -478,6 +525,31 @@ impl AuditSink for PostgresAuditSink {
                 })
             }
         )
+    }
+
+    async fn indexed(
+        &self,
+        subject: &AuditSubject,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<ChainedEvent>>, AuditError> {
+        let (Ok(from), Ok(limit)) = (i64::try_from(from_seq), i64::try_from(limit)) else {
+            return Ok(Some(Vec::new()));
+        };
+        let client = client::<AuditError>(&self.pool).await?;
+        let rows = client
+            .query(
+                "SELECT e.seq, e.prev_hash, e.hash, e.body FROM audit_subjects s \
+                 JOIN audit_events e ON e.seq = s.seq \
+                 WHERE s.subject = $1 AND s.seq >= $2 ORDER BY s.seq LIMIT $3",
+                &[&subject.key(), &from, &limit],
+            )
+            .await
+            .map_err(classify::<AuditError>)?;
+        rows.iter()
+            .map(event_of)
+            .collect::<Result<_, _>>()
+            .map(Some)
     }
 
     async fn segment(&self, subject: &AuditSubject) -> Result<AuditSegment, AuditError> {

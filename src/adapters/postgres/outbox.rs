@@ -47,7 +47,7 @@ pub(super) async fn stage_in<C: GenericClient>(
                 .iter()
                 .map(|e| super::audit::subject_keys(e))
                 .collect();
-            super::audit::append_in(client, &bodies, &subjects)
+            super::audit::append_in(client, &trail, &bodies, &subjects)
                 .await
                 .map_err(|e| match e {
                     Tx::Pg(e) => Tx::Pg(e),

@@ -286,6 +286,79 @@ INSERT INTO am_meta (key, value) VALUES ('schema_version', '6')
     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
 "#,
     },
+    // 7: the audit trail's index by buyer: `audit_owners` keeps the buyer each mandate and
+    // attempt belongs to (`domain::BuyerIndex`), and `audit_subjects` gets a `buyer:<id>` row
+    // per event about that buyer. Filled from the stored bodies as the SQLite migration does
+    // (an automatic suspension appended before it is not indexed).
+    Migration {
+        version: 7,
+        name: "audit_buyer_index",
+        sql: r#"
+CREATE TABLE audit_owners (
+    subject     TEXT PRIMARY KEY,
+    buyer       TEXT NOT NULL
+);
+CREATE FUNCTION pg_temp.am_event(body TEXT) RETURNS JSONB LANGUAGE plpgsql AS $f$
+BEGIN
+    RETURN body::jsonb -> 'event';
+EXCEPTION WHEN others THEN
+    RETURN NULL;
+END
+$f$;
+CREATE TEMP TABLE am_events ON COMMIT DROP AS
+    SELECT seq, pg_temp.am_event(body) AS ev FROM audit_events;
+INSERT INTO audit_owners (subject, buyer)
+    SELECT DISTINCT ON (s) s, b FROM (
+        SELECT 'mandate:' || (ev ->> 'mandate_id') AS s, ev ->> 'buyer_id' AS b, seq
+        FROM am_events
+        WHERE ev ->> 'type' IN ('mandate_created', 'token_issued')
+          AND jsonb_typeof(ev -> 'mandate_id') = 'string'
+          AND jsonb_typeof(ev -> 'buyer_id') = 'string'
+    ) m ORDER BY s, seq
+ON CONFLICT DO NOTHING;
+INSERT INTO audit_owners (subject, buyer)
+    SELECT DISTINCT ON (s) s, b FROM (
+        SELECT 'attempt:' || (e.ev ->> 'attempt_id') AS s, o.buyer AS b, e.seq
+        FROM am_events e
+        JOIN audit_owners o ON o.subject = 'mandate:' || (e.ev ->> 'mandate_id')
+        WHERE e.ev ->> 'type' = 'decision'
+          AND e.ev ->> 'command' = 'execute_payment'
+          AND e.ev ->> 'outcome' = 'allowed'
+          AND jsonb_typeof(e.ev -> 'attempt_id') = 'string'
+    ) a ORDER BY s, seq
+ON CONFLICT DO NOTHING;
+INSERT INTO audit_subjects (subject, seq)
+    SELECT 'buyer:' || (ev ->> 'buyer_id'), seq FROM am_events
+        WHERE ev ->> 'type' IN
+              ('mandate_created', 'token_issued', 'confirmation_recorded', 'confirmation_declined')
+          AND jsonb_typeof(ev -> 'buyer_id') = 'string'
+    UNION
+    SELECT 'buyer:' || (ev -> 'party' ->> 'buyer'), seq FROM am_events
+        WHERE ev ->> 'type' = 'suspension'
+          AND jsonb_typeof(ev -> 'party' -> 'buyer') = 'string'
+    UNION
+    SELECT 'buyer:' || (ev -> 'alert' ->> 'buyer_id'), seq FROM am_events
+        WHERE ev ->> 'type' = 'alert'
+          AND jsonb_typeof(ev -> 'alert' -> 'buyer_id') = 'string'
+    UNION
+    SELECT 'buyer:' || (ev -> 'by' ->> 'id'), seq FROM am_events
+        WHERE ev ->> 'type' = 'credential_stored'
+          AND ev -> 'by' ->> 'kind' = 'buyer'
+          AND jsonb_typeof(ev -> 'by' -> 'id') = 'string'
+ON CONFLICT DO NOTHING;
+INSERT INTO audit_subjects (subject, seq)
+    SELECT 'buyer:' || o.buyer, s.seq
+    FROM audit_subjects s
+    JOIN audit_owners o ON o.subject = s.subject
+    JOIN am_events e ON e.seq = s.seq
+    WHERE (s.subject LIKE 'mandate:%' OR e.ev IS NULL OR e.ev ->> 'type' <> 'decision')
+      AND NOT COALESCE(e.ev -> 'blockers' @> '[{"code": "ACTOR_NOT_AUTHORIZED"}]'::jsonb, false)
+ON CONFLICT DO NOTHING;
+DROP FUNCTION pg_temp.am_event(TEXT);
+INSERT INTO am_meta (key, value) VALUES ('schema_version', '7')
+    ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
+"#,
+    },
 ];
 
 /// Key of the advisory lock that serialises migrations (any fixed number; `am` in ASCII).

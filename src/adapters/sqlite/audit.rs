@@ -7,7 +7,8 @@ use super::codec::sql_error;
 use super::SqliteDatabase;
 use crate::adapters::audit_index::{self, Link, Window};
 use crate::domain::{
-    verify_checkpoints, AuditCheckpoint, AuditEvent, AuditHash, AuditSubject, ChainedEvent,
+    verify_checkpoints, AuditCheckpoint, AuditEvent, AuditHash, AuditKind, AuditSubject, BuyerId,
+    BuyerIndex, ChainedEvent,
 };
 use crate::ports::{verify_events, AuditError, AuditReceipt, AuditSegment, AuditSink, StoreError};
 
@@ -19,8 +20,8 @@ use crate::ports::{verify_events, AuditError, AuditReceipt, AuditSegment, AuditS
 /// [`AuditSink::verify`] recomputes every link from the table: an event edited, deleted or
 /// moved directly in the database is named by its sequence number.
 ///
-/// Each append also indexes the event by the attempts and mandates it names
-/// (`audit_subjects`) and seals a checkpoint every
+/// Each append also indexes the event by the attempts and mandates it names and by its buyer
+/// (`audit_subjects`, with `audit_owners` for whose each mandate and attempt is) and seals a checkpoint every
 /// [`CHECKPOINT_INTERVAL`](crate::domain::CHECKPOINT_INTERVAL) events (`audit_checkpoints`),
 /// in the same transaction; [`AuditSink::segment`] reads and verifies only the windows
 /// between the checkpoints around a subject's events, and [`AuditSink::verify`] checks every
@@ -125,8 +126,9 @@ impl From<StoreError> for Appending {
     }
 }
 
-/// An event to append: its body and the index keys of its subjects.
-type Body = (String, Vec<String>);
+/// An event to append: its body, the index keys of its subjects, and its kind (for the buyer
+/// index, found in the append's transaction).
+type Body = (String, Vec<String>, AuditKind);
 
 fn body_of(event: &AuditEvent) -> Body {
     (
@@ -135,7 +137,85 @@ fn body_of(event: &AuditEvent) -> Body {
             .iter()
             .map(AuditSubject::key)
             .collect(),
+        event.kind.clone(),
     )
+}
+
+/// Indexes event `n` under its buyer (`audit_owners` says whose each mandate and attempt is),
+/// recording the mandates and attempts it ties to that buyer.
+fn index_buyer(
+    tx: &Connection,
+    buyers: &mut BuyerIndex,
+    kind: &AuditKind,
+    n: i64,
+) -> Result<(), AuditError> {
+    let fail = |e| audit_error(sql_error("audit_owners", "index", e));
+    let mut owner = tx
+        .prepare_cached("SELECT buyer FROM audit_owners WHERE subject = ?1")
+        .map_err(fail)?;
+    let facts = buyers.facts(kind, |s| {
+        let found: Option<String> = owner
+            .query_row(params![s.key()], |r| r.get(0))
+            .optional()
+            .map_err(fail)?;
+        Ok::<_, AuditError>(found.and_then(|b| BuyerId::new(b).ok()))
+    })?;
+    let Some(buyer) = facts.buyer else {
+        return Ok(());
+    };
+    let mut own = tx
+        .prepare_cached("INSERT OR IGNORE INTO audit_owners (subject, buyer) VALUES (?1, ?2)")
+        .map_err(fail)?;
+    for s in &facts.owns {
+        own.execute(params![s.key(), buyer.as_str()])
+            .map_err(fail)?;
+    }
+    tx.prepare_cached("INSERT OR IGNORE INTO audit_subjects (subject, seq) VALUES (?1, ?2)")
+        .and_then(|mut i| i.execute(params![AuditSubject::Buyer(buyer).key(), n]))
+        .map_err(fail)?;
+    Ok(())
+}
+
+/// Up to `limit` events indexed under `key` from `from` on.
+fn indexed_in(
+    conn: &Connection,
+    key: &str,
+    from: u64,
+    limit: usize,
+) -> Result<Vec<ChainedEvent>, AuditError> {
+    let fail = |e| audit_error(sql_error("audit_subjects", "indexed", e));
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT e.seq, e.prev_hash, e.hash, e.body FROM audit_subjects s \
+             JOIN audit_events e ON e.seq = s.seq \
+             WHERE s.subject = ?1 AND s.seq >= ?2 ORDER BY s.seq LIMIT ?3",
+        )
+        .map_err(fail)?;
+    let rows = stmt
+        .query_map(
+            params![key, to_i64(from), i64::try_from(limit).unwrap_or(i64::MAX)],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            },
+        )
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(fail)?;
+    rows.into_iter()
+        .map(|(seq, prev, hash, body)| {
+            let seq = seq_of(seq)?;
+            Ok(ChainedEvent {
+                seq,
+                prev_hash: parse_hash(seq, &prev)?,
+                hash: parse_hash(seq, &hash)?,
+                body,
+            })
+        })
+        .collect()
 }
 
 fn checkpoint_of(seq: i64, hash: &str, seal: &str) -> Result<AuditCheckpoint, AuditError> {
@@ -371,7 +451,8 @@ fn append_in(tx: &Connection, bodies: Vec<Body>) -> Result<Option<AuditReceipt>,
         let mut index = tx
             .prepare_cached("INSERT OR IGNORE INTO audit_subjects (subject, seq) VALUES (?1, ?2)")
             .map_err(fail)?;
-        for (body, subjects) in bodies {
+        let mut buyers = BuyerIndex::new();
+        for (body, subjects, kind) in bodies {
             seq += 1;
             let e = ChainedEvent::link(seq, prev, body);
             let n = i64::try_from(seq).map_err(|_| AuditError::Corrupt {
@@ -384,6 +465,7 @@ fn append_in(tx: &Connection, bodies: Vec<Body>) -> Result<Option<AuditReceipt>,
             for subject in subjects {
                 index.execute(params![subject, n]).map_err(fail)?;
             }
+            index_buyer(tx, &mut buyers, &kind, n)?;
             prev = e.hash;
         }
     }
@@ -463,6 +545,19 @@ impl AuditSink for SqliteAuditSink {
             .await
             .map_err(audit_error)??;
         Ok(head)
+    }
+
+    async fn indexed(
+        &self,
+        subject: &AuditSubject,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<ChainedEvent>>, AuditError> {
+        let key = subject.key();
+        self.db
+            .read(move |conn| indexed_in(conn, &key, from_seq, limit).map(Some))
+            .await
+            .map_err(audit_error)?
     }
 
     async fn segment(&self, subject: &AuditSubject) -> Result<AuditSegment, AuditError> {

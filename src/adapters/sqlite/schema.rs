@@ -250,6 +250,74 @@ pub const MIGRATIONS: &[Migration] = &[
     PRAGMA user_version = 7;
     "#,
     },
+    // 8: the audit trail's index by buyer: `audit_owners` keeps the buyer each mandate and
+    // attempt belongs to (`domain::BuyerIndex`), and `audit_subjects` gets a `buyer:<id>` row
+    // per event about that buyer. Filled from the stored bodies here: mandates from
+    // `mandate_created` and `token_issued`, attempts from allowed `execute_payment` decisions,
+    // then every event naming the buyer, one of their mandates or (but for decisions, which
+    // count by their mandate) one of their attempts; a decision refused because its actor is
+    // not the mandate's (`ACTOR_NOT_AUTHORIZED`) is indexed under no buyer. An automatic suspension appended before
+    // this migration is not indexed (the appends after it are).
+    Migration {
+        version: 8,
+        name: "audit_buyer_index",
+        sql: r#"
+    CREATE TABLE audit_owners (
+        subject TEXT PRIMARY KEY,
+        buyer TEXT NOT NULL
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO audit_owners (subject, buyer)
+        SELECT 'mandate:' || json_extract(body, '$.event.mandate_id'),
+               json_extract(body, '$.event.buyer_id')
+        FROM audit_events
+        WHERE json_valid(body)
+          AND json_extract(body, '$.event.type') IN ('mandate_created', 'token_issued')
+          AND json_type(body, '$.event.mandate_id') = 'text'
+          AND json_type(body, '$.event.buyer_id') = 'text'
+        ORDER BY seq;
+    INSERT OR IGNORE INTO audit_owners (subject, buyer)
+        SELECT 'attempt:' || json_extract(e.body, '$.event.attempt_id'), o.buyer
+        FROM audit_events e
+        JOIN audit_owners o ON o.subject = 'mandate:' || json_extract(e.body, '$.event.mandate_id')
+        WHERE json_valid(e.body)
+          AND json_extract(e.body, '$.event.type') = 'decision'
+          AND json_extract(e.body, '$.event.command') = 'execute_payment'
+          AND json_extract(e.body, '$.event.outcome') = 'allowed'
+          AND json_type(e.body, '$.event.attempt_id') = 'text'
+        ORDER BY e.seq;
+    INSERT OR IGNORE INTO audit_subjects (subject, seq)
+        SELECT 'buyer:' || json_extract(body, '$.event.buyer_id'), seq FROM audit_events
+        WHERE json_valid(body)
+          AND json_extract(body, '$.event.type') IN
+              ('mandate_created', 'token_issued', 'confirmation_recorded', 'confirmation_declined')
+          AND json_type(body, '$.event.buyer_id') = 'text';
+    INSERT OR IGNORE INTO audit_subjects (subject, seq)
+        SELECT 'buyer:' || json_extract(body, '$.event.party.buyer'), seq FROM audit_events
+        WHERE json_valid(body) AND json_extract(body, '$.event.type') = 'suspension'
+          AND json_type(body, '$.event.party.buyer') = 'text';
+    INSERT OR IGNORE INTO audit_subjects (subject, seq)
+        SELECT 'buyer:' || json_extract(body, '$.event.alert.buyer_id'), seq FROM audit_events
+        WHERE json_valid(body) AND json_extract(body, '$.event.type') = 'alert'
+          AND json_type(body, '$.event.alert.buyer_id') = 'text';
+    INSERT OR IGNORE INTO audit_subjects (subject, seq)
+        SELECT 'buyer:' || json_extract(body, '$.event.by.id'), seq FROM audit_events
+        WHERE json_valid(body) AND json_extract(body, '$.event.type') = 'credential_stored'
+          AND json_extract(body, '$.event.by.kind') = 'buyer'
+          AND json_type(body, '$.event.by.id') = 'text';
+    INSERT OR IGNORE INTO audit_subjects (subject, seq)
+        SELECT 'buyer:' || o.buyer, s.seq
+        FROM audit_subjects s
+        JOIN audit_owners o ON o.subject = s.subject
+        JOIN audit_events e ON e.seq = s.seq
+        WHERE (s.subject LIKE 'mandate:%'
+               OR NOT json_valid(e.body)
+               OR json_extract(e.body, '$.event.type') <> 'decision')
+          AND NOT (json_valid(e.body) AND EXISTS (
+              SELECT 1 FROM json_each(e.body, '$.event.blockers') b
+              WHERE json_extract(b.value, '$.code') = 'ACTOR_NOT_AUTHORIZED'));
+    PRAGMA user_version = 8;
+    "#,
+    },
 ];
 
 /// Applies the connection settings, then every migration the database lacks, or (with
