@@ -332,3 +332,182 @@ async fn kill_switch_survives_engine_rebuild() {
         "{out:?}"
     );
 }
+
+// ----- the change attacked: lying actors, concurrency, window edges -----
+
+/// A token issued after the agent's credentials were switched off (its card still reads
+/// usable in the vault) is refused at redemption all the same: the switch is the agent's,
+/// not the copy's.
+#[tokio::test]
+async fn a_token_issued_after_the_kill_switch_is_refused() {
+    let f = fixture(Controls::off()).await;
+    f.engine
+        .suspend_credentials(&operator(), &agent().id, true)
+        .await
+        .unwrap();
+    let t = f
+        .issue(
+            "prov_a",
+            per_use("50.00", TokenUses::CapBounded { max_uses: None }),
+            MONTH,
+        )
+        .await;
+    let out = f.redeem("prov_a", &value(&t), "5.00").await;
+    assert!(
+        blockers(&out).iter().any(|c| c == "CREDENTIAL_NOT_USABLE"),
+        "{out:?}"
+    );
+}
+
+/// The agent cannot pay under its token's mandate itself, neither as the token's system
+/// actor (it is not that principal) nor as itself (it is not the mandate's actor): the
+/// token's controls cannot be dodged by naming another actor.
+#[tokio::test]
+async fn the_agent_cannot_pay_as_its_token() {
+    use agent_mandate::domain::{examples, Actor, ActorKind};
+    use agent_mandate::engine::ExecutePayment;
+    let f = fixture(allowlist_a()).await;
+    let t = f
+        .issue(
+            "prov_b",
+            per_use("50.00", TokenUses::CapBounded { max_uses: None }),
+            MONTH,
+        )
+        .await;
+    let snapshot = examples::travel_backpack_snapshot();
+    for actor in [
+        Actor {
+            id: ActorId::new(t.record.id.as_str()).unwrap(),
+            kind: ActorKind::System,
+        },
+        agent(),
+    ] {
+        let mut request = examples::authorize_request(&snapshot);
+        request.actor = actor;
+        request.mandate_id = t.record.mandate_id.clone();
+        let cmd = ExecutePayment::new(
+            key("agent-as-token"),
+            request,
+            snapshot.clone(),
+            examples::valid_checkout(snapshot.id()),
+            t.record.credential.clone(),
+        );
+        let out = f.engine.execute_payment(&agent_principal(), &cmd).await;
+        assert!(
+            matches!(
+                out,
+                Err(agent_mandate::engine::EngineError::NotPermitted { .. })
+            ),
+            "{out:?}"
+        );
+    }
+}
+
+/// Concurrent declined redemptions through several tokens of one card: the card's breaker
+/// opens once (one alert for the card), and nothing more reaches the PSP after it opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_declines_open_the_card_breaker_once() {
+    use agent_mandate::adapters::memory::MemoryAlerts;
+    let store = Arc::new(MemoryTokenStore::new());
+    let f = fixture_on(breaker(2), store.clone()).await;
+    let sink = Arc::new(MemoryAlerts::new());
+    let engine = f.engine.clone().with_alerts(sink.clone());
+    let tokens = Arc::new(TokenService::new(
+        engine,
+        store,
+        Arc::new(agent_mandate::testkit::SeededTokenGenerator::new(9)),
+    ));
+    let mut issued = Vec::new();
+    for _ in 0..6 {
+        issued.push(
+            f.issue("prov_a", per_use("50.00", TokenUses::Single), MONTH)
+                .await,
+        );
+    }
+    for _ in 0..6 {
+        f.fake
+            .inject(Some(Op::Authorize), Fault::Decline("do_not_honor".into()));
+    }
+    let mut runs = tokio::task::JoinSet::new();
+    for (i, t) in issued.iter().enumerate() {
+        let cmd =
+            agent_mandate::tokens::RedeemToken::new(key(&format!("c{i}")), value(t), eur("5.00"));
+        let tokens = tokens.clone();
+        runs.spawn(async move { tokens.redeem(&provider("prov_a"), &cmd).await.unwrap() });
+    }
+    let outs = runs.join_all().await;
+    let declined = outs
+        .iter()
+        .filter(|o| {
+            matches!(
+                o,
+                RedemptionOutcome::Refused {
+                    code: RefusalCode::Declined,
+                    ..
+                }
+            )
+        })
+        .count();
+    let open = outs
+        .iter()
+        .filter(|o| blockers(o).iter().any(|c| c == "CIRCUIT_OPEN"))
+        .count();
+    assert_eq!(declined + open, 6, "{outs:?}");
+    assert!(
+        declined >= 3,
+        "the breaker opens past two declines: {outs:?}"
+    );
+    let _ = f.engine.flush_audit().await;
+    let card_alerts = sink
+        .alerts()
+        .into_iter()
+        .filter(|a| {
+            matches!(
+                &a.kind,
+                agent_mandate::domain::AlertKind::CircuitOpened {
+                    scope: agent_mandate::domain::BreakerScope::Credential,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(card_alerts, 1, "{:?}", sink.alerts());
+    // Past the opening, the next redemption does not reach the PSP.
+    let calls = f.fake.calls(Op::Authorize);
+    let late = f
+        .issue("prov_a", per_use("50.00", TokenUses::Single), MONTH)
+        .await;
+    let out = f.redeem("prov_a", &value(&late), "5.00").await;
+    assert!(
+        blockers(&out).iter().any(|c| c == "CIRCUIT_OPEN"),
+        "{out:?}"
+    );
+    assert_eq!(f.fake.calls(Op::Authorize), calls);
+}
+
+/// The velocity window's edge for redemptions: a redemption exactly one window old has left
+/// the window `(now - window, now]`; one second earlier it still counts.
+#[tokio::test]
+async fn the_velocity_window_edge_holds_for_redemptions() {
+    let rate = Rate::new(1, Duration::from_secs(3600)).unwrap();
+    let f = fixture(Controls::off().with_velocity(Some(rate))).await;
+    let t = f
+        .issue(
+            "prov_a",
+            per_use("50.00", TokenUses::CapBounded { max_uses: None }),
+            MONTH,
+        )
+        .await;
+    assert!(charged(&f.redeem("prov_a", &value(&t), "5.00").await));
+    f.advance(chrono::Duration::seconds(3599));
+    let held = f.redeem("prov_a", &value(&t), "5.00").await;
+    assert!(
+        blockers(&held).iter().any(|c| c == "CONFIRMATION_REQUIRED"),
+        "one second inside the window: held, got {held:?}"
+    );
+    f.advance(chrono::Duration::seconds(1));
+    assert!(
+        charged(&f.redeem("prov_a", &value(&t), "5.00").await),
+        "exactly one window later: the first left it"
+    );
+}
