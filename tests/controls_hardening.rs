@@ -196,3 +196,103 @@ async fn a_system_payer_without_an_agent_meets_the_buyer_protection_controls() {
         }
     }
 }
+
+/// A dry run (`Engine::evaluate`) carries no intent: it is not refused for the missing
+/// intent the execution must declare; the execution without one is.
+#[tokio::test]
+async fn the_dry_run_does_not_ask_for_the_intent() {
+    use agent_mandate::engine::Evaluate;
+    let (w, _) = controlled(Controls::off().with_intent_required(true), None).await;
+    let dry = Evaluate::new(
+        request(&w),
+        w.snapshot.clone(),
+        examples::valid_checkout(w.snapshot.id()),
+    )
+    .with_credential(w.card.clone());
+    let d = w.engine.evaluate(&agent_p(), &dry).await.expect("decides");
+    assert!(d.is_allowed(), "{d:?}");
+    let out = run(&w, &bare_pay(&w, "no-intent")).await;
+    assert_eq!(outcome(&out), Some(Outcome::Blocked));
+}
+
+/// One system actor may pay for many buyers (the ACP service does): with no agent above it,
+/// its velocity counts per buyer, so one buyer's payments never hold another's.
+#[tokio::test]
+async fn a_shared_system_payer_counts_per_buyer() {
+    use agent_mandate::domain::{Actor, ActorKind, BuyerId, Principal};
+    use agent_mandate::engine::CreateMandate;
+    let system = Actor {
+        id: "acp_service".parse().expect("id"),
+        kind: ActorKind::System,
+    };
+    let rate = Rate::new(1, std::time::Duration::from_secs(3600)).expect("rate");
+    let mut spec = common::engine::backpack_spec(true);
+    spec.actor = system.clone();
+    let mut w = common::engine::world_with(
+        EngineConfig::default().with_controls(Controls::off().with_velocity(Some(rate))),
+        spec.clone(),
+    )
+    .await;
+    w.snapshot = day_snapshot();
+    let by = Principal::System(system.id.clone());
+    let card = |buyer: &BuyerId| {
+        let mut c = common::engine::card(&system.id, "pm_card_visa");
+        c.buyer_id = buyer.clone();
+        c
+    };
+    let b1 = examples::buyer();
+    let c1 = w
+        .engine
+        .store_credential(&buyer_p(), &common::engine::key("c1"), card(&b1))
+        .await
+        .expect("card")
+        .value
+        .reference;
+    let b2: BuyerId = "buyer_second".parse().expect("id");
+    let mut spec2 = spec.clone();
+    spec2.id = "mandate_second".parse().expect("id");
+    spec2.buyer_id = b2.clone();
+    let p2 = Principal::Buyer(b2.clone());
+    w.engine
+        .create_mandate(&p2, &CreateMandate::new(common::engine::key("m2"), spec2))
+        .await
+        .expect("mandate 2");
+    let c2 = w
+        .engine
+        .store_credential(&p2, &common::engine::key("c2"), card(&b2))
+        .await
+        .expect("card 2")
+        .value
+        .reference;
+    let pay_for =
+        |k: &str, buyer: &BuyerId, mandate: &str, card: &agent_mandate::domain::CredentialRef| {
+            let mut cmd = bare_pay(&w, k);
+            cmd.request.actor = system.clone();
+            cmd.request.buyer_id = buyer.clone();
+            cmd.request.mandate_id = mandate.parse().expect("id");
+            cmd.credential = card.clone();
+            cmd
+        };
+    let first = w
+        .engine
+        .execute_payment(&by, &pay_for("b1-1", &b1, "mandate_001", &c1))
+        .await
+        .expect("answers");
+    assert!(paid(&first), "{first:?}");
+    let held = w
+        .engine
+        .execute_payment(&by, &pay_for("b1-2", &b1, "mandate_001", &c1))
+        .await
+        .expect("answers");
+    assert_eq!(
+        outcome(&held),
+        Some(Outcome::RequiresConfirmation),
+        "{held:?}"
+    );
+    let other = w
+        .engine
+        .execute_payment(&by, &pay_for("b2-1", &b2, "mandate_second", &c2))
+        .await
+        .expect("answers");
+    assert!(paid(&other), "another buyer is not held: {other:?}");
+}

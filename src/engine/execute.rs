@@ -243,7 +243,14 @@ impl Engine {
             now,
         );
         let payer = ctx.payer(&command.request);
-        let signals = self.control_signals(payer.as_ref(), &command.request, None, None, now);
+        // A dry run carries no intent: the intent the execution must declare is not asked of
+        // it (the execution is refused without one all the same).
+        let signals = self
+            .control_signals(payer.as_ref(), &command.request, None, None, now)
+            .and_then(|mut s| {
+                s.intent_required = false;
+                (!s.is_empty()).then_some(s)
+            });
         let decision = ctx.decide(
             &command.request,
             &command.snapshot,

@@ -111,8 +111,13 @@ impl Tripwire {
 /// it presents.
 #[derive(Debug, Clone)]
 pub(super) struct Payer {
-    /// The accountable actor: its counters, breaker and kill switch apply.
+    /// The accountable actor: its kill switch applies, alerts name it.
     who: ActorId,
+    /// Whose velocity and agent breaker count the payment: the accountable agent; for a
+    /// system payer with no agent above it (one service actor may pay for every buyer, as
+    /// the ACP service does), that actor for this buyer, so one buyer's payments or declines
+    /// never hold or open another buyer's.
+    counted: ActorId,
     /// Whether the request is that agent's own (an agent asking as itself): the violations
     /// and intent controls, which judge the agent's conduct, apply only then.
     own: bool,
@@ -130,10 +135,22 @@ impl Payer {
         card: Option<&CardKey>,
     ) -> Option<Payer> {
         let who = accountable_actor(req, chain)?.clone();
+        let buyer = chain.last().map(|m| m.buyer_id().clone());
+        let agent = req.actor.kind == ActorKind::Agent
+            || chain
+                .iter()
+                .any(|m| m.actor().kind == ActorKind::Agent && m.actor().id == who);
+        let counted = if agent {
+            who.clone()
+        } else {
+            let for_buyer = buyer.as_ref().unwrap_or(&req.buyer_id);
+            ActorId::derived(format!("system:{who}|buyer:{for_buyer}"))
+        };
         Some(Payer {
             own: req.actor.kind == ActorKind::Agent,
             who,
-            buyer: chain.last().map(|m| m.buyer_id().clone()),
+            counted,
+            buyer,
             card: card.cloned(),
         })
     }
@@ -301,7 +318,7 @@ impl Engine {
             if let Some(b) = c.auth_failures {
                 let targets = [
                     payer.card.clone().map(Tripwire::Card),
-                    Some(Tripwire::Agent(payer.who.clone())),
+                    Some(Tripwire::Agent(payer.counted.clone())),
                 ];
                 for t in targets.into_iter().flatten() {
                     let Some(opened) = s.open.get(&t).copied() else {
@@ -319,7 +336,7 @@ impl Engine {
             if let Some(rate) = c.velocity {
                 let count = s
                     .payments
-                    .get_mut(&payer.who)
+                    .get_mut(&payer.counted)
                     .map_or(0, |t| prune(t, now, &rate));
                 if count >= rate.max() {
                     signals.confirm.push(ConfirmReason::Velocity {
@@ -549,7 +566,12 @@ impl Engine {
     /// Counts a payment of the payer's accountable agent (velocity).
     pub(super) fn record_payment(&self, payer: Option<&Payer>, now: DateTime<Utc>) {
         if let (Some(payer), Some(rate)) = (payer, self.controls_config().velocity) {
-            bump(&mut self.controls.lock().payments, &payer.who, now, &rate);
+            bump(
+                &mut self.controls.lock().payments,
+                &payer.counted,
+                now,
+                &rate,
+            );
         }
     }
 
@@ -594,7 +616,7 @@ impl Engine {
         let mut s = self.controls.lock();
         let targets = [
             payer.card.clone().map(Tripwire::Card),
-            Some(Tripwire::Agent(payer.who.clone())),
+            Some(Tripwire::Agent(payer.counted.clone())),
         ];
         for t in targets.into_iter().flatten() {
             let count = bump(&mut s.failures, &t, now, &rate);
@@ -818,6 +840,13 @@ impl Engine {
             let mut s = self.controls.lock();
             s.open.remove(&wire);
             s.failures.remove(&wire);
+            // A system payer with no agent above it counts per buyer: its reset resets them all.
+            if let BreakerTarget::Agent(a) = target {
+                let prefix = format!("system:{a}|buyer:");
+                let per_buyer = |t: &Tripwire| matches!(t, Tripwire::Agent(x) if x.as_str().starts_with(&prefix));
+                s.open.retain(|t, _| !per_buyer(t));
+                s.failures.retain(|t, _| !per_buyer(t));
+            }
         }
         let (credential_ref, actor) = match target {
             BreakerTarget::Credential(r) => (Some(r.clone()), None),
