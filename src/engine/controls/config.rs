@@ -110,8 +110,10 @@ pub enum MerchantControl {
 }
 
 /// The engine's safety controls ([`crate::engine::EngineConfig::controls`]). Every control
-/// counts only an agent's own requests (a request whose actor is an agent, asked by that
-/// agent); a buyer's or an operator's actions never count.
+/// holds the request's accountable actor to account ([`crate::domain::accountable_actor`]):
+/// an agent's own request, or a system payer's (a scoped token's redemption) as the agent
+/// above it; the violations and intent controls judge an agent's own requests only. A
+/// buyer's or an operator's actions never count.
 ///
 /// `Controls::default()` is every control off (the engine's behaviour without them);
 /// [`Controls::recommended`] is every control on with the documented defaults:
