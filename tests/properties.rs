@@ -1464,7 +1464,23 @@ mod model {
         } else {
             out.insert("AUTHORITY_MISSING");
         }
-        if authorize && doc.credential != Some(CredentialStatus::Usable) {
+        // The credentials' kill switch: the payer's own, or (for a system payer) the
+        // nearest agent's above it on the chain.
+        let accountable = match req.actor.kind {
+            ActorKind::Human => None,
+            ActorKind::Agent => Some(req.actor.id.clone()),
+            ActorKind::System => Some(
+                doc.chain
+                    .iter()
+                    .rev()
+                    .find(|m| m.actor().kind == ActorKind::Agent)
+                    .map_or(req.actor.id.clone(), |m| m.actor().id.clone()),
+            ),
+        };
+        let killed = doc.credential.is_some()
+            && (doc.suspensions.credentials.contains(&req.actor.id)
+                || accountable.is_some_and(|a| doc.suspensions.credentials.contains(&a)));
+        if authorize && (killed || doc.credential != Some(CredentialStatus::Usable)) {
             out.insert("CREDENTIAL_NOT_USABLE");
         }
         Some(out)

@@ -544,6 +544,7 @@ fn evaluation_documents_roundtrip_and_decide_the_same() {
     full.suspensions = Suspensions {
         actors: vec![id("agent_999")],
         buyers: vec![id("buyer_999")],
+        credentials: vec![id("agent_998")],
     };
     full.checkout = examples::invalid_checkout();
     let mut bare = examples::travel_backpack_document();

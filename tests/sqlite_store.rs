@@ -265,3 +265,27 @@ async fn audit_tampering_in_the_file_is_named() {
         }
     }
 }
+
+/// The credentials' kill switch is in the file: a reopened database (a restarted service, or
+/// a second process on the file) still reports it for the holder.
+#[tokio::test]
+async fn the_credentials_kill_switch_survives_a_reopen() {
+    use agent_mandate::domain::{ActorId, Party};
+    let path = temp_db("kill-switch");
+    let agent: ActorId = "agent_killed".parse().unwrap();
+    {
+        let db = SqliteDatabase::open(SqliteConfig::file(&path)).unwrap();
+        db.store()
+            .set_suspended(&Party::Credentials(agent.clone()), true)
+            .await
+            .unwrap();
+    }
+    let db = SqliteDatabase::open(SqliteConfig::file(&path)).unwrap();
+    let s = db
+        .store()
+        .suspensions(std::slice::from_ref(&agent), &examples::buyer())
+        .await
+        .unwrap();
+    assert_eq!(s.credentials, vec![agent.clone()]);
+    assert!(s.actors.is_empty(), "the agent itself is not suspended");
+}

@@ -38,6 +38,11 @@ pub enum Party {
     Actor(ActorId),
     /// A buyer.
     Buyer(BuyerId),
+    /// Every credential an actor holds, and every credential presented by a payer the actor
+    /// is accountable for (a token's copy of the agent's card): the credentials' kill
+    /// switch ([`crate::domain::accountable_actor`]). The actor's mandates stay usable with
+    /// no credential.
+    Credentials(ActorId),
 }
 
 /// The limit a threshold event is about.

@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use super::canonical::SnapshotId;
 use super::decision::BlockerCode;
+use super::ids::ActorId;
 use super::intent::PurchaseIntent;
+use super::mandate::ActorKind;
+use super::mandate::Mandate;
 use super::money::Money;
 use super::request::PaymentRequest;
 use super::snapshot::CartSnapshot;
@@ -214,12 +217,58 @@ pub struct ControlSignals {
     /// The agent's declaration (needed by [`ConfirmReason::DualConfirmation`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub declaration: Option<Declaration>,
+    /// A purchase intent is required: an authorization without [`ControlSignals::intent`] is
+    /// `INTENT_MISMATCH` ("no purchase intent was declared").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub intent_required: bool,
 }
 
 impl ControlSignals {
     /// Whether no control has anything to say.
     pub fn is_empty(&self) -> bool {
-        self.circuit_open.is_none() && self.intent.is_none() && self.confirm.is_empty()
+        self.circuit_open.is_none()
+            && self.intent.is_none()
+            && self.confirm.is_empty()
+            && !self.intent_required
+    }
+}
+
+/// The actor the safety controls hold to account for `request` under `chain` (root to leaf):
+/// the request's own actor when it is an agent; for a `system` payer (a scoped token's actor,
+/// an ACP allowance's, any process paying), the nearest actor of kind agent holding a mandate
+/// of the chain above it, or the system actor itself when none does; `None` for a `human`
+/// actor (the buyer paying in person: no control applies to the buyer's own actions).
+///
+/// So an agent cannot leave its controls behind by paying through a token: the token's
+/// redemption counts, and is held or refused, as the agent's.
+///
+/// ```
+/// use agent_mandate::domain::{accountable_actor, examples, Actor, ActorKind};
+/// let doc = examples::travel_backpack_document();
+/// let agent = doc.request.actor.id.clone();
+/// assert_eq!(accountable_actor(&doc.request, &doc.chain), Some(&agent));
+/// let mut by_token = doc.request.clone();
+/// by_token.actor = Actor { id: "tok_1".parse().unwrap(), kind: ActorKind::System };
+/// assert_eq!(accountable_actor(&by_token, &doc.chain), Some(&agent));
+/// let mut in_person = doc.request.clone();
+/// in_person.actor.kind = ActorKind::Human;
+/// assert_eq!(accountable_actor(&in_person, &doc.chain), None);
+/// ```
+pub fn accountable_actor<'a>(
+    request: &'a PaymentRequest,
+    chain: &'a [Mandate],
+) -> Option<&'a ActorId> {
+    match request.actor.kind {
+        ActorKind::Human => None,
+        ActorKind::Agent => Some(&request.actor.id),
+        ActorKind::System => Some(
+            chain
+                .iter()
+                .rev()
+                .map(Mandate::actor)
+                .find(|a| a.kind == ActorKind::Agent)
+                .map_or(&request.actor.id, |a| &a.id),
+        ),
     }
 }
 

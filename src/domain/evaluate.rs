@@ -111,6 +111,13 @@ fn check_controls(
             ),
         ));
     }
+    if signals.intent_required && signals.intent.is_none() && req.action == PaymentAction::Authorize
+    {
+        out.push(Blocker::new(
+            C::IntentMismatch,
+            "no purchase intent was declared, and the controls require one for an agent's payment",
+        ));
+    }
     if signals.confirm.is_empty() || req.action != PaymentAction::Authorize {
         return;
     }
@@ -974,7 +981,19 @@ fn check_credential(input: &EvaluationInput<'_>, out: &mut Vec<Blocker>) {
     if input.request.action != PaymentAction::Authorize {
         return;
     }
-    let problem = match input.credential {
+    // The credentials' kill switch of the payer, or of the actor accountable for it (the
+    // agent a token's copy of a card comes from): the credential reads suspended.
+    let req = input.request;
+    let killed = input.credential.is_some()
+        && (input.suspensions.credentials(&req.actor.id)
+            || super::controls::accountable_actor(req, input.chain)
+                .is_some_and(|a| input.suspensions.credentials(a)));
+    let credential = if killed {
+        Some(CredentialStatus::Suspended)
+    } else {
+        input.credential
+    };
+    let problem = match credential {
         Some(CredentialStatus::Usable) => return,
         None => "no payment credential was presented",
         Some(CredentialStatus::Revoked) => "the payment credential is revoked",

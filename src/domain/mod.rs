@@ -51,7 +51,8 @@ pub use checkpoint::{
 };
 pub use confirmation::{Confirmation, ConfirmationScope};
 pub use controls::{
-    intent_mismatch, BreakerScope, ConfirmReason, ControlSignals, Declaration, RiskVector,
+    accountable_actor, intent_mismatch, BreakerScope, ConfirmReason, ControlSignals, Declaration,
+    RiskVector,
 };
 pub use decision::{
     AuthorityDecision, Blocker, BlockerClass, BlockerCode, Cause, Evidence, Outcome,

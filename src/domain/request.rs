@@ -118,6 +118,15 @@ pub struct Suspensions {
     /// deserialised.
     #[serde(default, deserialize_with = "bounded::<_, _, MAX_SUSPENDED>")]
     pub buyers: Vec<BuyerId>,
+    /// Actors whose credentials are switched off (the credentials' kill switch): a payment
+    /// of such an actor, or of a payer it is accountable for, reads its credential as
+    /// suspended (`CREDENTIAL_NOT_USABLE`). At most [`MAX_SUSPENDED`] when deserialised.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "bounded::<_, _, MAX_SUSPENDED>"
+    )]
+    pub credentials: Vec<ActorId>,
 }
 
 impl Suspensions {
@@ -129,6 +138,11 @@ impl Suspensions {
     /// Whether `buyer` is suspended.
     pub fn buyer(&self, buyer: &BuyerId) -> bool {
         self.buyers.contains(buyer)
+    }
+
+    /// Whether `actor`'s credentials are switched off.
+    pub fn credentials(&self, actor: &ActorId) -> bool {
+        self.credentials.contains(actor)
     }
 }
 

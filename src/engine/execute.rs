@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::commands::{Evaluate, ExecutePayment, PaymentOutcome};
+use super::controls::{CardKey, Payer};
 use super::error::EngineError;
 use super::observe::{self, Psp};
 use super::{attempt_id_for, scope, Engine};
@@ -25,21 +26,30 @@ pub(super) struct Context {
     pub(super) confirmations: Vec<Confirmation>,
     suspensions: Suspensions,
     credential: Option<CredentialStatus>,
+    /// The card the presented credential is (the breaker's key).
+    card: Option<CardKey>,
 }
 
 impl Context {
     /// The context of the inputs a store read in one go, with the credential's status.
     pub(super) fn of(
         inputs: crate::ports::PaymentInputs,
-        credential: Option<CredentialStatus>,
+        credential: Option<(CredentialStatus, CardKey)>,
     ) -> Context {
+        let (credential, card) = credential.map_or((None, None), |(s, c)| (Some(s), Some(c)));
         Context {
             chain: inputs.chain,
             usage: inputs.usage,
             confirmations: inputs.confirmations,
             suspensions: inputs.suspensions,
             credential,
+            card,
         }
+    }
+
+    /// Whom the controls hold to account for `request` under this chain.
+    pub(super) fn payer(&self, request: &PaymentRequest) -> Option<Payer> {
+        Payer::of(request, &self.chain, self.card.as_ref())
     }
 
     pub(super) fn decide(
@@ -126,23 +136,26 @@ impl Engine {
             Some(r) => self.credential_status(r, request, now).await?,
             None => None,
         };
+        let (credential, card) = credential.map_or((None, None), |(s, c)| (Some(s), Some(c)));
         Ok(Context {
             chain,
             usage,
             confirmations,
             suspensions,
             credential,
+            card,
         })
     }
 
-    /// The status of a credential for this request: `None` (not presented) when the vault
-    /// does not know it or it belongs to another actor or buyer.
+    /// The status of a credential for this request, and the card it is: `None` (not
+    /// presented) when the vault does not know it or it belongs to another actor or buyer.
+    /// The credentials' kill switch is the decision's (read with the suspensions).
     pub(super) async fn credential_status(
         &self,
         reference: &CredentialRef,
         request: &PaymentRequest,
         now: DateTime<Utc>,
-    ) -> Result<Option<CredentialStatus>, EngineError> {
+    ) -> Result<Option<(CredentialStatus, CardKey)>, EngineError> {
         let vault = &self.ports.vault;
         let stored = match observe::vault("describe", vault.describe(reference)).await {
             Ok(s) => s,
@@ -152,12 +165,8 @@ impl Engine {
         if stored.owner != request.actor.id || stored.buyer_id != request.buyer_id {
             return Ok(None);
         }
-        // The credentials' kill switch: effective for the next payment.
-        if self.controls.credentials_killed(&stored.owner) {
-            return Ok(Some(CredentialStatus::Suspended));
-        }
         match observe::vault("status", vault.status(reference, now)).await {
-            Ok(s) => Ok(Some(s)),
+            Ok(s) => Ok(Some((s, CardKey::of(&stored)))),
             Err(VaultError::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.vault_failed(e, now).await),
         }
@@ -233,13 +242,15 @@ impl Engine {
             &command.snapshot,
             now,
         );
-        let signals = self.control_signals(
-            &command.request,
-            None,
-            None,
-            command.credential.as_ref(),
-            now,
-        );
+        let payer = ctx.payer(&command.request);
+        // A dry run carries no intent: the intent the execution must declare is not asked of
+        // it (the execution is refused without one all the same).
+        let signals = self
+            .control_signals(payer.as_ref(), &command.request, None, None, now)
+            .and_then(|mut s| {
+                s.intent_required = false;
+                (!s.is_empty()).then_some(s)
+            });
         let decision = ctx.decide(
             &command.request,
             &command.snapshot,
@@ -443,13 +454,8 @@ impl Engine {
 
         let mut events = Vec::with_capacity(8);
         let mut tries = 0u8;
-        let signals = self.control_signals(
-            req,
-            command.intent.as_ref(),
-            command.declaration.as_ref(),
-            Some(&command.credential),
-            now,
-        );
+        let mut payer = None;
+        let mut signals = None;
         let (decision, chain_levels, usage_after, validated) = loop {
             let mut ctx = self.context(req, Some(&command.credential), now).await?;
             // The request names its actor; the mandate decides whose it is. A principal that
@@ -468,6 +474,18 @@ impl Engine {
             let loops = self
                 .loops
                 .count(self.config.loop_limit, req, &command.snapshot, now);
+            // The controls' signals, for the payer the chain names (read once: a retry after
+            // a lost hold race decides again with the same signals).
+            if tries == 0 {
+                payer = ctx.payer(req);
+                signals = self.control_signals(
+                    payer.as_ref(),
+                    req,
+                    command.intent.as_ref(),
+                    command.declaration.as_ref(),
+                    now,
+                );
+            }
             if signals.as_ref().is_some_and(|s| !s.confirm.is_empty())
                 && ctx.confirmations.is_empty()
             {
@@ -496,11 +514,19 @@ impl Engine {
             ));
             if !decision.is_allowed() {
                 return self
-                    .refuse(req, decision, signals.as_ref(), events, now, true)
+                    .refuse(
+                        payer.as_ref(),
+                        req,
+                        decision,
+                        signals.as_ref(),
+                        events,
+                        now,
+                        true,
+                    )
                     .await;
             }
             if tries == 0 {
-                self.control_allowed(req, &ctx.chain, now, &mut events);
+                self.control_allowed(payer.as_ref(), req, &ctx.chain, now, &mut events);
                 if req.actor.kind == ActorKind::Agent {
                     observe::store("reset_blocks", store.reset_blocks(&req.actor.id)).await?;
                 }
@@ -581,7 +607,15 @@ impl Engine {
                     ));
                     // Lost a race at the atomic hold: never counted toward suspension.
                     return self
-                        .refuse(req, refused, signals.as_ref(), events, now, false)
+                        .refuse(
+                            payer.as_ref(),
+                            req,
+                            refused,
+                            signals.as_ref(),
+                            events,
+                            now,
+                            false,
+                        )
                         .await;
                 }
                 Err(e) => return Err(e.into()),
@@ -600,7 +634,7 @@ impl Engine {
         });
         let from = events.len();
         self.threshold_events(&chain_levels, &usage_after, &req.amount, now, &mut events);
-        self.threshold_alerts(req, &mut events, from);
+        self.threshold_alerts(payer.as_ref(), &mut events, from);
         // The decision, the hold and the submission are staged in one store change before
         // money can move (I15). The submission time is read now, and the PSP is called right
         // after, only while the call can end inside this command's lease (I13).
@@ -615,7 +649,7 @@ impl Engine {
             )
             .await?;
         self.may_call_psp(&command.key, now, submit_at)?;
-        self.authorize_pending(command, pending, decision, events, finish)
+        self.authorize_pending(command, pending, decision, payer.as_ref(), events, finish)
             .await
     }
 
@@ -626,6 +660,7 @@ impl Engine {
         command: &ExecutePayment,
         pending: PaymentAttempt,
         decision: AuthorityDecision,
+        payer: Option<&Payer>,
         mut events: Vec<AuditEvent>,
         finish: Option<&super::Finish>,
     ) -> Result<PaymentOutcome, EngineError> {
@@ -651,12 +686,12 @@ impl Engine {
             Err(ProviderError::Invalid { .. }) => true,
             Ok(report) => {
                 report.status == ProviderStatus::Declined
-                    && self.is_auth_failure(report.decline_code.as_deref())
+                    && self.is_auth_failure(payer, report.decline_code.as_deref())
             }
             Err(_) => false,
         };
         if failed_authentication {
-            let alerts = self.record_auth_failure(req, &command.credential, at);
+            let alerts = self.record_auth_failure(payer, &command.credential, at);
             events.extend(alerts);
         }
         let outcome = match result {
@@ -727,7 +762,7 @@ impl Engine {
                 &command.snapshot,
                 decision.evaluated_at,
             );
-            self.record_payment(req, decision.evaluated_at);
+            self.record_payment(payer, decision.evaluated_at);
         }
         Ok(PaymentOutcome::Done {
             attempt: done,
@@ -877,8 +912,13 @@ impl Engine {
     /// Records a refusal: audit, the consecutive-block control, nothing held. `counted`: the
     /// refusal may count toward auto-suspension (a decision's, not a lost hold race); it
     /// counts when one of its blockers is in the configured `suspend_on` set.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the refusal's parts, each borrowed from the caller"
+    )]
     async fn refuse(
         &self,
+        payer: Option<&Payer>,
         req: &PaymentRequest,
         decision: AuthorityDecision,
         signals: Option<&crate::domain::ControlSignals>,
@@ -886,7 +926,8 @@ impl Engine {
         now: DateTime<Utc>,
         counted: bool,
     ) -> Result<PaymentOutcome, EngineError> {
-        let mut suspend = self.control_refusal(req, &decision, signals, counted, now, &mut events);
+        let mut suspend =
+            self.control_refusal(payer, req, &decision, signals, counted, now, &mut events);
         if let Some(rp) = self.config.loop_limit
             && decision.has(crate::domain::BlockerCode::ResourceLoopDetected)
         {
@@ -921,7 +962,7 @@ impl Engine {
                     },
                 });
                 if !suspend {
-                    events.extend(self.consecutive_alert(req, count, now));
+                    events.extend(self.consecutive_alert(payer, count, now));
                 }
                 self.write(
                     Write::Suspend {

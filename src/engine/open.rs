@@ -70,11 +70,12 @@ impl Engine {
         let loops = self
             .loops
             .count(self.config.loop_limit, req, &command.snapshot, now);
+        let payer = ctx.payer(req);
         let signals = self.control_signals(
+            payer.as_ref(),
             req,
             command.intent.as_ref(),
             command.declaration.as_ref(),
-            Some(&command.credential),
             now,
         );
         if signals.as_ref().is_some_and(|s| !s.confirm.is_empty()) {
@@ -164,15 +165,22 @@ impl Engine {
         // Threshold events go with the change that records the PSP's answer.
         let mut later = Vec::new();
         self.threshold_events(&hold.levels, &usage_after, &req.amount, now, &mut later);
-        self.threshold_alerts(req, &mut later, 0);
+        self.threshold_alerts(payer.as_ref(), &mut later, 0);
         // The controls' alerts of an allowed payment (a new merchant, an expiry close) go
         // with the change that records the PSP's answer; only now that the payment is open,
         // so a fallback to the general path announces them there instead.
-        self.control_allowed(req, &ctx.chain, now, &mut later);
+        self.control_allowed(payer.as_ref(), req, &ctx.chain, now, &mut later);
         let run = async {
             self.may_call_psp(&command.key, now, submit_at)?;
-            self.authorize_pending(command, pending, decision, later, Some(&finish))
-                .await
+            self.authorize_pending(
+                command,
+                pending,
+                decision,
+                payer.as_ref(),
+                later,
+                Some(&finish),
+            )
+            .await
         }
         .await;
         match run {

@@ -68,16 +68,19 @@ pub(super) fn suspensions_near(
     let bad = prop_oneof![
         Just(Suspensions::default()),
         prop::sample::select(actors).prop_map(|a| Suspensions {
-            actors: vec![a],
+            actors: vec![a.clone()],
             buyers: Vec::new(),
+            credentials: vec![a],
         }),
         Just(Suspensions {
             actors: Vec::new(),
             buyers: vec![buyer],
+            credentials: Vec::new(),
         }),
         (id::<ActorId>("agent"), id::<BuyerId>("buyer")).prop_map(|(a, b)| Suspensions {
             actors: vec![a],
             buyers: vec![b],
+            credentials: Vec::new(),
         }),
     ]
     .boxed();

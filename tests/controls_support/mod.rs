@@ -45,8 +45,17 @@ pub fn day_snapshot() -> CartSnapshot {
     CartSnapshot::new(content).expect("snapshot")
 }
 
-/// The agent's payment of the day snapshot under key `k`.
+/// The agent's payment of the day snapshot under key `k`, with its declared purchase intent
+/// (the recommended controls require one).
 pub fn pay(w: &World, k: &str) -> ExecutePayment {
+    bare_pay(w, k).with_intent(examples::intent_for(
+        &examples::authorize_request(&w.snapshot),
+        &w.snapshot,
+    ))
+}
+
+/// The agent's payment of the day snapshot under key `k`, declaring no intent.
+pub fn bare_pay(w: &World, k: &str) -> ExecutePayment {
     ExecutePayment::new(
         key(k),
         examples::authorize_request(&w.snapshot),

@@ -45,7 +45,10 @@ pub fn config() -> EngineConfig {
         // Tighter than recommended, so the controls act within a seed's few hundred steps.
         use agent_mandate::engine::{Breaker, Controls, Rate};
         let hour = Duration::from_secs(3600);
+        // The simulated agents declare no purchase intent: the required intent is off here
+        // (tests/controls_hardening.rs covers it).
         let controls = Controls::recommended()
+            .with_intent_required(false)
             .with_velocity(Some(Rate::new(2, hour).expect("rate")))
             .with_auth_failures(Some(
                 Breaker::new(Rate::new(1, Duration::from_secs(600)).expect("rate"), hour)

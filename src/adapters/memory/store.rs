@@ -183,6 +183,7 @@ struct Tables {
     mandates: Map<MandateId, Mandate>,
     suspended_actors: Set<ActorId>,
     suspended_buyers: Set<BuyerId>,
+    suspended_credentials: Set<ActorId>,
     confirmations: Map<ConfirmationId, Confirmation>,
     confirmations_for: Map<(BuyerId, SnapshotId), Vec<ConfirmationId>>,
     snapshots: Map<SnapshotId, CartSnapshot>,
@@ -398,6 +399,12 @@ impl Store for MemoryStore {
             (Party::Buyer(b), false) => {
                 t.suspended_buyers.remove(b);
             }
+            (Party::Credentials(a), true) => {
+                t.suspended_credentials.insert(a.clone());
+            }
+            (Party::Credentials(a), false) => {
+                t.suspended_credentials.remove(a);
+            }
         }
         Ok(())
     }
@@ -409,9 +416,13 @@ impl Store for MemoryStore {
     ) -> Result<Suspensions, StoreError> {
         let t = self.tables();
         let mut found: Vec<ActorId> = Vec::new();
+        let mut credentials: Vec<ActorId> = Vec::new();
         for a in actors {
             if t.suspended_actors.contains(a) && !found.contains(a) {
                 found.push(a.clone());
+            }
+            if t.suspended_credentials.contains(a) && !credentials.contains(a) {
+                credentials.push(a.clone());
             }
         }
         let buyers = if t.suspended_buyers.contains(buyer) {
@@ -422,6 +433,7 @@ impl Store for MemoryStore {
         Ok(Suspensions {
             actors: found,
             buyers,
+            credentials,
         })
     }
 

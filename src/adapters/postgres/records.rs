@@ -468,6 +468,7 @@ pub(super) async fn set_suspended_in<C: GenericClient>(
     let (kind, id) = match party {
         Party::Actor(a) => ("actor", a.as_str()),
         Party::Buyer(b) => ("buyer", b.as_str()),
+        Party::Credentials(a) => ("credentials", a.as_str()),
     };
     let sql = if suspended {
         "INSERT INTO suspensions (kind, party_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
@@ -671,9 +672,11 @@ pub(super) const CHAIN: &str = "WITH RECURSIVE up (id, parent_id, status, body, 
        FROM mandates m JOIN up ON m.id = up.parent_id WHERE up.depth < $2 \
      ) SELECT id, parent_id, status, body FROM up ORDER BY depth";
 
-/// Suspended actors among `$1` and the buyer `$2`.
+/// Suspended actors, and actors whose credentials are switched off, among `$1`, and the
+/// buyer `$2`.
 pub(super) const SUSPENSIONS: &str = "SELECT kind, party_id FROM suspensions \
-     WHERE (kind = 'actor' AND party_id = ANY($1)) OR (kind = 'buyer' AND party_id = $2)";
+     WHERE (kind IN ('actor', 'credentials') AND party_id = ANY($1)) \
+     OR (kind = 'buyer' AND party_id = $2)";
 
 /// The confirmations of buyer `$1` for snapshot `$2`.
 pub(super) const CONFIRMATIONS: &str =
@@ -724,25 +727,31 @@ pub(super) fn suspensions_of(
     buyer: &BuyerId,
 ) -> Result<Suspensions, StoreError> {
     let mut suspended_actors: Vec<String> = Vec::new();
+    let mut switched_off: Vec<String> = Vec::new();
     let mut buyers = Vec::new();
     for row in rows {
         let kind: &str = row.try_get(0).map_err(|e| StoreError::Other(Box::new(e)))?;
         let id: String = row.try_get(1).map_err(|e| StoreError::Other(Box::new(e)))?;
-        if kind == "buyer" {
-            buyers = vec![buyer.clone()];
-        } else {
-            suspended_actors.push(id);
+        match kind {
+            "buyer" => buyers = vec![buyer.clone()],
+            "credentials" => switched_off.push(id),
+            _ => suspended_actors.push(id),
         }
     }
     let mut found: Vec<ActorId> = Vec::new();
+    let mut credentials: Vec<ActorId> = Vec::new();
     for a in actors {
         if suspended_actors.iter().any(|s| s == a.as_str()) && !found.contains(a) {
             found.push(a.clone());
+        }
+        if switched_off.iter().any(|s| s == a.as_str()) && !credentials.contains(a) {
+            credentials.push(a.clone());
         }
     }
     Ok(Suspensions {
         actors: found,
         buyers,
+        credentials,
     })
 }
 

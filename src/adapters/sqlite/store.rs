@@ -158,6 +158,7 @@ fn party(p: &Party) -> (&'static str, &str) {
     match p {
         Party::Actor(a) => ("actor", a.as_str()),
         Party::Buyer(b) => ("buyer", b.as_str()),
+        Party::Credentials(a) => ("credentials", a.as_str()),
     }
 }
 
@@ -449,9 +450,13 @@ pub(super) fn suspensions_in(
             .map_err(|e| sql_error("suspensions", id, e))
     };
     let mut found: Vec<ActorId> = Vec::new();
+    let mut credentials: Vec<ActorId> = Vec::new();
     for a in actors {
         if !found.contains(a) && on("actor", a.as_str())? {
             found.push(a.clone());
+        }
+        if !credentials.contains(a) && on("credentials", a.as_str())? {
+            credentials.push(a.clone());
         }
     }
     let buyers = if on("buyer", buyer.as_str())? {
@@ -462,6 +467,7 @@ pub(super) fn suspensions_in(
     Ok(Suspensions {
         actors: found,
         buyers,
+        credentials,
     })
 }
 

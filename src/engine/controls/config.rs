@@ -110,8 +110,10 @@ pub enum MerchantControl {
 }
 
 /// The engine's safety controls ([`crate::engine::EngineConfig::controls`]). Every control
-/// counts only an agent's own requests (a request whose actor is an agent, asked by that
-/// agent); a buyer's or an operator's actions never count.
+/// holds the request's accountable actor to account ([`crate::domain::accountable_actor`]):
+/// an agent's own request, or a system payer's (a scoped token's redemption) as the agent
+/// above it; the violations and intent controls judge an agent's own requests only. A
+/// buyer's or an operator's actions never count.
 ///
 /// `Controls::default()` is every control off (the engine's behaviour without them);
 /// [`Controls::recommended`] is every control on with the documented defaults:
@@ -123,6 +125,7 @@ pub enum MerchantControl {
 /// | `velocity` | more than 10 payments an hour per agent: buyer's confirmation |
 /// | `merchants` | alert on a merchant new for the buyer |
 /// | `intent_suspends` | on: a cart that departs from the declared intent suspends the agent |
+/// | `intent_required` | on: an agent's payment without a declared intent is refused (`INTENT_MISMATCH`) |
 /// | `vault_errors` | more than 1 in an hour: alert security |
 /// | `threshold_alerts` | on: the 80% threshold events alert the buyer |
 /// | `expiry_lead` | 24 hours |
@@ -148,6 +151,7 @@ pub struct Controls {
     pub(crate) velocity: Option<Rate>,
     pub(crate) merchants: MerchantControl,
     pub(crate) intent_suspends: bool,
+    pub(crate) intent_required: bool,
     pub(crate) vault_errors: Option<Rate>,
     pub(crate) threshold_alerts: bool,
     pub(crate) expiry_lead: Option<Duration>,
@@ -174,6 +178,7 @@ impl Default for Controls {
             velocity: None,
             merchants: MerchantControl::Off,
             intent_suspends: false,
+            intent_required: false,
             vault_errors: None,
             threshold_alerts: false,
             expiry_lead: None,
@@ -211,6 +216,7 @@ impl Controls {
             }),
             merchants: MerchantControl::AlertNew,
             intent_suspends: true,
+            intent_required: true,
             vault_errors: Some(Rate {
                 max: 1,
                 window: HOUR,
@@ -252,6 +258,15 @@ impl Controls {
     /// is refused with `INTENT_MISMATCH` either way).
     pub fn intent_suspends(&self) -> bool {
         self.intent_suspends
+    }
+
+    /// Whether an agent's own payment must declare its purchase intent
+    /// ([`crate::engine::ExecutePayment::with_intent`]): without one it is refused with
+    /// `INTENT_MISMATCH` ("no purchase intent was declared"). Off in `Controls::default()`,
+    /// on in [`Controls::recommended`]. A payer an agent is accountable for (a token's
+    /// redemption) declares none and is not asked to.
+    pub fn intent_required(&self) -> bool {
+        self.intent_required
     }
 
     /// Vault decryption errors before security is alerted (`None`: off).
@@ -330,6 +345,19 @@ impl Controls {
     /// Sets whether an intent mismatch suspends the agent.
     pub fn with_intent_suspends(mut self, on: bool) -> Self {
         self.intent_suspends = on;
+        self
+    }
+
+    /// Sets whether an agent's payment must declare its purchase intent.
+    ///
+    /// ```
+    /// use agent_mandate::engine::Controls;
+    /// assert!(!Controls::default().intent_required());
+    /// assert!(Controls::recommended().intent_required());
+    /// assert!(!Controls::recommended().with_intent_required(false).intent_required());
+    /// ```
+    pub fn with_intent_required(mut self, on: bool) -> Self {
+        self.intent_required = on;
         self
     }
 

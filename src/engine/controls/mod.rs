@@ -1,12 +1,19 @@
 //! The engine's safety controls: counters and state (in this process), the signals they give
 //! the decision, the alerts they raise, and the hand-over of alerts to the [`AlertSink`].
 //!
+//! Whom they hold to account: the actor [`accountable_actor`] names for the request and its
+//! chain ([`Payer`]): an agent's own request, and a `system` payer's (a scoped token, an ACP
+//! allowance) as the nearest agent above it on the chain, so a payment through a token
+//! counts, and is held or refused, as the issuing agent's. The buyer paying in person is
+//! never held to account.
+//!
 //! State that is not durable: the rolling-window counters (violations, failed
 //! authentications, payments, vault errors), the breakers, the merchants seen per buyer, the
-//! mandates whose expiry was announced, the credentials' kill switch and the alerts waiting
-//! for the sink live in this engine's memory. A restarted process starts from zero and
-//! several processes count apart. The consecutive-block count and the suspensions it leads
-//! to are the store's (durable), as before; so is every alert, as an audit event.
+//! mandates whose expiry was announced and the alerts waiting for the sink live in this
+//! engine's memory. A restarted process starts from zero and several processes count apart.
+//! Durable, in the store: the consecutive-block count and the suspensions it leads to, and
+//! the credentials' kill switch ([`Party::Credentials`], read with the suspensions and
+//! applied by the decision); so is every alert, as an audit event.
 
 mod config;
 
@@ -23,11 +30,12 @@ pub use config::{
 use super::error::EngineError;
 use super::Engine;
 use crate::domain::{
-    ActorId, ActorKind, Alert, AlertKind, AuditEvent, AuditKind, AuthorityDecision, BlockerCode,
-    BreakerScope, BuyerId, ConfirmReason, ControlSignals, CredentialRef, Declaration, Mandate,
-    MandateId, MerchantId, PaymentRequest, Principal, PurchaseIntent,
+    accountable_actor, ActorId, ActorKind, Alert, AlertKind, AuditEvent, AuditKind,
+    AuthorityDecision, BlockerCode, BreakerScope, BuyerId, ConfirmReason, ControlSignals,
+    CredentialRef, Declaration, Mandate, MandateId, MerchantId, Party, PaymentRequest, Principal,
+    PurchaseIntent,
 };
-use crate::ports::AlertSink;
+use crate::ports::{AlertSink, CredentialKind, StoredCredential, Write};
 
 /// The most keys a counter map keeps (past it, expired entries are dropped, then all).
 const MAX_KEYS: usize = 100_000;
@@ -55,16 +63,126 @@ impl BreakerTarget {
     }
 }
 
+/// The card a credential is, as far as the breaker can tell: the buyer, the kind and what
+/// may be shown of it (brand, last four, expiry). Copies of one card (a scoped token's
+/// credential is a copy of the agent's) are one card; two cards of one buyer with the same
+/// brand, last four and expiry share a breaker (it opens for both: the safe side).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct CardKey {
+    buyer: BuyerId,
+    kind: CredentialKind,
+    brand: String,
+    last4: String,
+    exp_month: u8,
+    exp_year: u16,
+}
+
+impl CardKey {
+    pub(super) fn of(stored: &StoredCredential) -> CardKey {
+        CardKey {
+            buyer: stored.buyer_id.clone(),
+            kind: stored.kind,
+            brand: stored.display.brand.clone(),
+            last4: stored.display.last4.clone(),
+            exp_month: stored.display.exp_month,
+            exp_year: stored.display.exp_year,
+        }
+    }
+}
+
+/// What a breaker counts: a card (every credential that is a copy of it) or an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Tripwire {
+    Card(CardKey),
+    Agent(ActorId),
+}
+
+impl Tripwire {
+    fn scope(&self) -> BreakerScope {
+        match self {
+            Tripwire::Card(_) => BreakerScope::Credential,
+            Tripwire::Agent(_) => BreakerScope::Agent,
+        }
+    }
+}
+
+/// Whom the controls hold to account for a payment ([`accountable_actor`]), the buyer of
+/// its mandate (alerts go to them, never to a buyer the request merely names), and the card
+/// it presents.
+#[derive(Debug, Clone)]
+pub(super) struct Payer {
+    /// The accountable actor: its kill switch applies, alerts name it.
+    who: ActorId,
+    /// Whose velocity and agent breaker count the payment: the accountable agent; for a
+    /// system payer with no agent above it (one service actor may pay for every buyer, as
+    /// the ACP service does), that actor for this buyer, so one buyer's payments or declines
+    /// never hold or open another buyer's.
+    counted: ActorId,
+    /// Whether the request is that agent's own (an agent asking as itself): the violations
+    /// and intent controls, which judge the agent's conduct, apply only then.
+    own: bool,
+    /// The buyer of the request's mandate (`None`: no mandate was found).
+    buyer: Option<BuyerId>,
+    /// The card presented, when the vault describes it.
+    card: Option<CardKey>,
+}
+
+impl Payer {
+    /// The payer of `req` under `chain` (`None`: the buyer in person, no control applies).
+    pub(super) fn of(
+        req: &PaymentRequest,
+        chain: &[Mandate],
+        card: Option<&CardKey>,
+    ) -> Option<Payer> {
+        let who = accountable_actor(req, chain)?.clone();
+        let buyer = chain.last().map(|m| m.buyer_id().clone());
+        let agent = req.actor.kind == ActorKind::Agent
+            || chain
+                .iter()
+                .any(|m| m.actor().kind == ActorKind::Agent && m.actor().id == who);
+        let counted = if agent {
+            who.clone()
+        } else {
+            let for_buyer = buyer.as_ref().unwrap_or(&req.buyer_id);
+            ActorId::derived(format!("system:{who}|buyer:{for_buyer}"))
+        };
+        Some(Payer {
+            own: req.actor.kind == ActorKind::Agent,
+            who,
+            counted,
+            buyer,
+            card: card.cloned(),
+        })
+    }
+}
+
+/// An alert about `payer`'s request, to the buyer of its mandate.
+fn alert_for(payer: &Payer, now: DateTime<Utc>, kind: AlertKind, message: String) -> Alert {
+    let alert = Alert::new(now, kind, message).actor(&payer.who);
+    match &payer.buyer {
+        Some(b) => alert.buyer(b),
+        None => alert,
+    }
+}
+
+/// "agent X", or "X through Y" when the payer is a system actor X is accountable for.
+fn named(payer: &Payer, req: &PaymentRequest) -> String {
+    if payer.who == req.actor.id {
+        format!("agent {}", payer.who)
+    } else {
+        format!("agent {} (through {})", payer.who, req.actor.id)
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     violations: HashMap<ActorId, VecDeque<DateTime<Utc>>>,
-    failures: HashMap<BreakerTarget, VecDeque<DateTime<Utc>>>,
-    open: HashMap<BreakerTarget, DateTime<Utc>>,
+    failures: HashMap<Tripwire, VecDeque<DateTime<Utc>>>,
+    open: HashMap<Tripwire, DateTime<Utc>>,
     payments: HashMap<ActorId, VecDeque<DateTime<Utc>>>,
     seen: HashMap<BuyerId, HashSet<MerchantId>>,
     vault_errors: VecDeque<DateTime<Utc>>,
     expiry_announced: HashSet<MandateId>,
-    killed: HashSet<ActorId>,
 }
 
 /// The controls' state in this engine (see the module's docs).
@@ -110,10 +228,6 @@ fn bump<K: std::hash::Hash + Eq + Clone>(
     prune(times, now, rate)
 }
 
-fn is_agent(req: &PaymentRequest) -> bool {
-    req.actor.kind == ActorKind::Agent
-}
-
 impl ControlState {
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every update is a few map operations: a panic elsewhere leaves the state usable.
@@ -137,11 +251,6 @@ impl ControlState {
             }
             b.push_back(a);
         }
-    }
-
-    /// Whether `owner`'s credentials are switched off.
-    pub(super) fn credentials_killed(&self, owner: &ActorId) -> bool {
-        self.lock().killed.contains(owner)
     }
 }
 
@@ -186,30 +295,30 @@ impl Engine {
     }
 
     /// What the controls tell the decision about `req` at `now` (`None`: nothing; always
-    /// `None` for a request whose actor is not an agent).
+    /// `None` without a payer, the buyer paying in person). The intent (and the control that
+    /// requires one) is the agent's own request's; the others apply to every payer.
     pub(super) fn control_signals(
         &self,
+        payer: Option<&Payer>,
         req: &PaymentRequest,
         intent: Option<&PurchaseIntent>,
         declaration: Option<&Declaration>,
-        credential: Option<&CredentialRef>,
         now: DateTime<Utc>,
     ) -> Option<ControlSignals> {
-        if !is_agent(req) {
-            return None;
-        }
+        let payer = payer?;
         let c = self.controls_config();
         let mut signals = ControlSignals {
-            intent: intent.cloned(),
+            intent: intent.filter(|_| payer.own).cloned(),
             declaration: declaration.cloned(),
+            intent_required: c.intent_required && payer.own,
             ..ControlSignals::default()
         };
         {
             let mut s = self.controls.lock();
             if let Some(b) = c.auth_failures {
                 let targets = [
-                    credential.map(|r| BreakerTarget::Credential(r.clone())),
-                    Some(BreakerTarget::Agent(req.actor.id.clone())),
+                    payer.card.clone().map(Tripwire::Card),
+                    Some(Tripwire::Agent(payer.counted.clone())),
                 ];
                 for t in targets.into_iter().flatten() {
                     let Some(opened) = s.open.get(&t).copied() else {
@@ -227,7 +336,7 @@ impl Engine {
             if let Some(rate) = c.velocity {
                 let count = s
                     .payments
-                    .get_mut(&req.actor.id)
+                    .get_mut(&payer.counted)
                     .map_or(0, |t| prune(t, now, &rate));
                 if count >= rate.max() {
                     signals.confirm.push(ConfirmReason::Velocity {
@@ -256,8 +365,13 @@ impl Engine {
     /// The controls' part of a refusal: alerts, and whether the agent is to be suspended (an
     /// intent mismatch, or violations past the rolling window's count). `counted`: the
     /// refusal is a decision's (not a lost hold race) and may count as a violation.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the refusal's parts, each borrowed from the caller"
+    )]
     pub(super) fn control_refusal(
         &self,
+        payer: Option<&Payer>,
         req: &PaymentRequest,
         decision: &AuthorityDecision,
         signals: Option<&ControlSignals>,
@@ -265,18 +379,19 @@ impl Engine {
         now: DateTime<Utc>,
         events: &mut Vec<AuditEvent>,
     ) -> bool {
-        if !is_agent(req) || decision.has(BlockerCode::ActorSuspended) {
+        let Some(payer) = payer else {
+            return false;
+        };
+        if decision.has(BlockerCode::ActorSuspended) {
             return false;
         }
         let c = self.controls_config();
         let mut suspend = false;
-        let alert = |kind: AlertKind, message: String| {
-            Alert::new(now, kind, message)
-                .actor(&req.actor.id)
-                .buyer(&req.buyer_id)
-                .to_event()
-        };
-        if decision.has(BlockerCode::IntentMismatch)
+        let who = named(payer, req);
+        let alert =
+            |kind: AlertKind, message: String| alert_for(payer, now, kind, message).to_event();
+        if payer.own
+            && decision.has(BlockerCode::IntentMismatch)
             && c.intent_suspends
             && let Some(intent) = signals.and_then(|s| s.intent.as_ref())
         {
@@ -293,6 +408,7 @@ impl Engine {
             suspend = true;
         }
         if let Some(rate) = c.violations
+            && payer.own
             && counted
             && self.config.counts_toward_suspension(decision)
         {
@@ -329,8 +445,7 @@ impl Engine {
                             window_seconds: *window_seconds,
                         },
                         format!(
-                            "agent {} made {payments} payments in {window_seconds} s: its next payments need your confirmation",
-                            req.actor.id
+                            "{who} made {payments} payments in {window_seconds} s: its next payments need your confirmation"
                         ),
                     )),
                     ConfirmReason::MerchantNotAllowlisted => events.push(alert(
@@ -339,8 +454,8 @@ impl Engine {
                             outside_allowlist: true,
                         },
                         format!(
-                            "agent {} asked to pay {}, outside your allowlist: it needs your confirmation",
-                            req.actor.id, req.merchant_id
+                            "{who} asked to pay {}, outside your allowlist: it needs your confirmation",
+                            req.merchant_id
                         ),
                     )),
                     ConfirmReason::DualConfirmation { .. } => {}
@@ -354,13 +469,15 @@ impl Engine {
     /// violations control is on).
     pub(super) fn consecutive_alert(
         &self,
-        req: &PaymentRequest,
+        payer: Option<&Payer>,
         count: u32,
         now: DateTime<Utc>,
     ) -> Option<AuditEvent> {
         self.controls_config().violations?;
+        let payer = payer?;
         Some(
-            Alert::new(
+            alert_for(
+                payer,
                 now,
                 AlertKind::ViolationsSuspended {
                     violations: count,
@@ -368,11 +485,9 @@ impl Engine {
                 },
                 format!(
                     "agent {} had {count} blocked requests in a row: suspended",
-                    req.actor.id
+                    payer.who
                 ),
             )
-            .actor(&req.actor.id)
-            .buyer(&req.buyer_id)
             .to_event(),
         )
     }
@@ -381,14 +496,15 @@ impl Engine {
     /// to expiry.
     pub(super) fn control_allowed(
         &self,
+        payer: Option<&Payer>,
         req: &PaymentRequest,
         chain: &[Mandate],
         now: DateTime<Utc>,
         events: &mut Vec<AuditEvent>,
     ) {
-        if !is_agent(req) {
+        let Some(payer) = payer else {
             return;
-        }
+        };
         let c = self.controls_config();
         let mut s = self.controls.lock();
         if c.merchants == MerchantControl::AlertNew {
@@ -400,19 +516,19 @@ impl Engine {
                 && seen.insert(req.merchant_id.clone())
             {
                 events.push(
-                    Alert::new(
+                    alert_for(
+                        payer,
                         now,
                         AlertKind::NewMerchant {
                             merchant_id: req.merchant_id.clone(),
                             outside_allowlist: false,
                         },
                         format!(
-                            "agent {} is paying {} for the first time for you",
-                            req.actor.id, req.merchant_id
+                            "{} is paying {} for the first time for you",
+                            named(payer, req),
+                            req.merchant_id
                         ),
                     )
-                    .actor(&req.actor.id)
-                    .buyer(&req.buyer_id)
                     .to_event(),
                 );
             }
@@ -438,7 +554,7 @@ impl Engine {
                             },
                             format!("mandate {} expires at {expires_at}", m.id()),
                         )
-                        .actor(&req.actor.id)
+                        .actor(&payer.who)
                         .buyer(m.buyer_id())
                         .to_event(),
                     );
@@ -447,49 +563,62 @@ impl Engine {
         }
     }
 
-    /// Counts a payment of the request's agent (velocity).
-    pub(super) fn record_payment(&self, req: &PaymentRequest, now: DateTime<Utc>) {
-        if let (true, Some(rate)) = (is_agent(req), self.controls_config().velocity) {
+    /// Counts a payment of the payer's accountable agent (velocity).
+    pub(super) fn record_payment(&self, payer: Option<&Payer>, now: DateTime<Utc>) {
+        if let (Some(payer), Some(rate)) = (payer, self.controls_config().velocity) {
             bump(
                 &mut self.controls.lock().payments,
-                &req.actor.id,
+                &payer.counted,
                 now,
                 &rate,
             );
         }
     }
 
-    /// Whether a decline code is a failed authentication.
-    pub(super) fn is_auth_failure(&self, decline_code: Option<&str>) -> bool {
-        decline_code.is_some_and(|code| {
-            self.controls_config()
-                .auth_failure_codes
-                .iter()
-                .any(|c| c == code)
-        })
+    /// Whether a PSP decline counts as a failed authentication: a decline code of
+    /// `auth_failure_codes` for an agent's own payment; any decline for a payer the agent is
+    /// accountable for (a token's redemption: a decline frees the token's use, so a provider
+    /// could otherwise test a card without bound through one single-use token).
+    pub(super) fn is_auth_failure(
+        &self,
+        payer: Option<&Payer>,
+        decline_code: Option<&str>,
+    ) -> bool {
+        match payer {
+            None => false,
+            Some(p) if !p.own => true,
+            Some(_) => decline_code.is_some_and(|code| {
+                self.controls_config()
+                    .auth_failure_codes
+                    .iter()
+                    .any(|c| c == code)
+            }),
+        }
     }
 
-    /// Counts a failed authentication of the request's agent with `credential`; opens the
-    /// breakers past the count and returns their alerts.
+    /// Counts a failed authentication of the payer with `credential` (on the card's breaker
+    /// and the accountable agent's); opens the breakers past the count and returns their
+    /// alerts.
     pub(super) fn record_auth_failure(
         &self,
-        req: &PaymentRequest,
+        payer: Option<&Payer>,
         credential: &CredentialRef,
         now: DateTime<Utc>,
     ) -> Vec<AuditEvent> {
         let Some(b) = self.controls_config().auth_failures else {
             return Vec::new();
         };
-        if !is_agent(req) {
+        let Some(payer) = payer else {
             return Vec::new();
-        }
+        };
         let rate = b.rate();
         let mut out = Vec::new();
         let mut s = self.controls.lock();
-        for t in [
-            BreakerTarget::Credential(credential.clone()),
-            BreakerTarget::Agent(req.actor.id.clone()),
-        ] {
+        let targets = [
+            payer.card.clone().map(Tripwire::Card),
+            Some(Tripwire::Agent(payer.counted.clone())),
+        ];
+        for t in targets.into_iter().flatten() {
             let count = bump(&mut s.failures, &t, now, &rate);
             if count > rate.max() && !s.open.contains_key(&t) {
                 if s.open.len() >= MAX_KEYS {
@@ -497,11 +626,12 @@ impl Engine {
                 }
                 s.open.insert(t.clone(), now);
                 let credential_ref = match &t {
-                    BreakerTarget::Credential(r) => Some(r.clone()),
-                    BreakerTarget::Agent(_) => None,
+                    Tripwire::Card(_) => Some(credential.clone()),
+                    Tripwire::Agent(_) => None,
                 };
                 out.push(
-                    Alert::new(
+                    alert_for(
+                        payer,
                         now,
                         AlertKind::CircuitOpened {
                             scope: t.scope(),
@@ -512,12 +642,10 @@ impl Engine {
                         format!(
                             "{count} failed authentications in {} s for agent {}: the {} breaker is open",
                             rate.window_seconds(),
-                            req.actor.id,
+                            payer.who,
                             t.scope().as_str()
                         ),
                     )
-                    .actor(&req.actor.id)
-                    .buyer(&req.buyer_id)
                     .to_event(),
                 );
             }
@@ -552,11 +680,14 @@ impl Engine {
     /// The buyer's alerts for the threshold events in `events[from..]`.
     pub(super) fn threshold_alerts(
         &self,
-        req: &PaymentRequest,
+        payer: Option<&Payer>,
         events: &mut Vec<AuditEvent>,
         from: usize,
     ) {
-        if !self.controls_config().threshold_alerts || !is_agent(req) {
+        let Some(payer) = payer else {
+            return;
+        };
+        if !self.controls_config().threshold_alerts {
             return;
         }
         let alerts: Vec<AuditEvent> = events
@@ -571,7 +702,8 @@ impl Engine {
                     max,
                     percent,
                 } => Some(
-                    Alert::new(
+                    alert_for(
+                        payer,
                         e.at,
                         AlertKind::Threshold {
                             mandate_id: mandate_id.clone(),
@@ -582,8 +714,6 @@ impl Engine {
                             "mandate {mandate_id} reached {percent}% of a limit: {used} of {max}"
                         ),
                     )
-                    .actor(&req.actor.id)
-                    .buyer(&req.buyer_id)
                     .to_event(),
                 ),
                 _ => None,
@@ -644,11 +774,14 @@ impl Engine {
     }
 
     /// The credentials' kill switch: suspends (`suspended: true`) or resumes every credential
-    /// `agent` holds, effective for the next payment (its credential's status reads
-    /// `suspended`, so the decision blocks it with `CREDENTIAL_NOT_USABLE`). Asked by an
-    /// operator or a system; anyone else is [`EngineError::NotPermitted`]. Recorded as a
-    /// security alert on the audit trail. Kept in this engine's memory (not durable: a
-    /// restart resumes them; [`Engine::revoke_credentials`] revokes for good, in the vault).
+    /// `agent` holds, and every credential presented by a payer `agent` is accountable for
+    /// (its scoped tokens' copies of its cards; see [`accountable_actor`]), effective for the
+    /// next payment (the credential reads `suspended`, so the decision blocks it with
+    /// `CREDENTIAL_NOT_USABLE`). Asked by an operator or a system; anyone else is
+    /// [`EngineError::NotPermitted`]. Durable: the store keeps it ([`Party::Credentials`],
+    /// written with its security alert in one change), so every engine over the store, and
+    /// this one after a restart, honours it; [`Engine::revoke_credentials`] revokes for good,
+    /// in the vault.
     pub async fn suspend_credentials(
         &self,
         by: &Principal,
@@ -663,23 +796,23 @@ impl Engine {
             });
         }
         let now = self.now();
-        {
-            let mut s = self.controls.lock();
-            if suspended {
-                s.killed.insert(agent.clone());
-            } else {
-                s.killed.remove(agent);
-            }
-        }
         let verb = if suspended { "suspended" } else { "resumed" };
-        self.audit(&[Alert::new(
+        let mut events = vec![Alert::new(
             now,
             AlertKind::CredentialsSuspended { suspended },
             format!("every credential of agent {agent} was {verb} by {by}"),
         )
         .actor(agent)
-        .to_event()])
-            .await
+        .to_event()];
+        self.write(
+            Write::Suspend {
+                party: &Party::Credentials(agent.clone()),
+                suspended,
+            },
+            &mut events,
+        )
+        .await?;
+        self.audit(&events).await
     }
 
     /// Resets a circuit breaker (closes it and clears its count). Asked by an operator (a
@@ -695,10 +828,25 @@ impl Engine {
             });
         }
         let now = self.now();
+        let wire = match target {
+            BreakerTarget::Credential(r) => {
+                let stored =
+                    super::observe::vault("describe", self.ports.vault.describe(r)).await?;
+                Tripwire::Card(CardKey::of(&stored))
+            }
+            BreakerTarget::Agent(a) => Tripwire::Agent(a.clone()),
+        };
         {
             let mut s = self.controls.lock();
-            s.open.remove(target);
-            s.failures.remove(target);
+            s.open.remove(&wire);
+            s.failures.remove(&wire);
+            // A system payer with no agent above it counts per buyer: its reset resets them all.
+            if let BreakerTarget::Agent(a) = target {
+                let prefix = format!("system:{a}|buyer:");
+                let per_buyer = |t: &Tripwire| matches!(t, Tripwire::Agent(x) if x.as_str().starts_with(&prefix));
+                s.open.retain(|t, _| !per_buyer(t));
+                s.failures.retain(|t, _| !per_buyer(t));
+            }
         }
         let (credential_ref, actor) = match target {
             BreakerTarget::Credential(r) => (Some(r.clone()), None),

@@ -314,6 +314,7 @@ fn not_found<T: std::fmt::Debug>(rule: &str, r: Result<T, StoreError>) {
 pub async fn store_conformance(store: &dyn Store) {
     store_mandates(store).await;
     store_suspensions(store).await;
+    store_credential_switch(store).await;
     store_confirmations_and_snapshots(store).await;
     store_budget_all_or_nothing(store).await;
     store_limits(store).await;

@@ -161,6 +161,72 @@ pub async fn store_suspensions(store: &dyn Store) {
     );
 }
 
+/// The credentials' kill switch ([`Party::Credentials`]) is kept like the other suspensions:
+/// reported among the actors asked about, apart from their suspension (a switched-off
+/// credential holder is not a suspended actor, nor the reverse), and gone when lifted. Every
+/// engine over the store reads it, so it survives a restart and holds on every instance.
+pub async fn store_credential_switch(store: &dyn Store) {
+    let tag = tag();
+    let a1: ActorId = parse(&format!("{tag}-holder-1"));
+    let a2: ActorId = parse(&format!("{tag}-holder-2"));
+    let a3: ActorId = parse(&format!("{tag}-holder-3"));
+    let buyer: BuyerId = parse(&format!("{tag}-buyer"));
+    let ask = || {
+        let actors = vec![a1.clone(), a2.clone()];
+        let buyer = buyer.clone();
+        async move {
+            store
+                .suspensions(&actors, &buyer)
+                .await
+                .unwrap_or_else(|e| panic!("store rule suspensions: {e}"))
+        }
+    };
+    assert!(
+        ask().await.credentials.is_empty(),
+        "store rule credential switch: nobody's credentials are off at first"
+    );
+    for party in [
+        Party::Credentials(a1.clone()),
+        Party::Actor(a2.clone()),
+        Party::Credentials(a3.clone()),
+    ] {
+        store
+            .set_suspended(&party, true)
+            .await
+            .unwrap_or_else(|e| panic!("store rule set_suspended {party:?}: {e}"));
+    }
+    // Twice is once.
+    store
+        .set_suspended(&Party::Credentials(a1.clone()), true)
+        .await
+        .unwrap_or_else(|e| panic!("store rule set_suspended: {e}"));
+    let s = ask().await;
+    assert_eq!(
+        (s.credentials.clone(), s.actors.clone()),
+        (vec![a1.clone()], vec![a2.clone()]),
+        "store rule credential switch: reported apart from actor suspensions, only among the actors asked"
+    );
+    assert!(
+        s.buyers.is_empty(),
+        "store rule credential switch: no buyer"
+    );
+    store
+        .set_suspended(&Party::Credentials(a1.clone()), false)
+        .await
+        .unwrap_or_else(|e| panic!("store rule set_suspended: {e}"));
+    let s = ask().await;
+    assert!(
+        s.credentials.is_empty() && s.actors == vec![a2.clone()],
+        "store rule credential switch: lifted, it is gone; the actor suspension stays: {s:?}"
+    );
+    for party in [Party::Actor(a2), Party::Credentials(a3)] {
+        store
+            .set_suspended(&party, false)
+            .await
+            .unwrap_or_else(|e| panic!("store rule set_suspended: {e}"));
+    }
+}
+
 /// Confirmations (an identical insert is a no-op, another with the same id a `Conflict`; read
 /// by buyer and snapshot) and snapshots (kept by id, idempotent).
 pub async fn store_confirmations_and_snapshots(store: &dyn Store) {
