@@ -945,3 +945,44 @@ async fn token_refusals_of_one_caller_are_bounded_and_counted() {
     let last = bodies.iter().rev().find(|b| refused(b)).unwrap();
     assert!(last.contains("\"suppressed\":47"), "{last}");
 }
+
+#[tokio::test]
+async fn a_retried_issue_after_the_parent_was_revoked_issues_nothing() {
+    let f = Fixture::memory().await;
+    let store = std::sync::Arc::new(flaky::Store {
+        inner: f.tokens.store().clone(),
+        fail_insert: std::sync::atomic::AtomicU32::new(1),
+    });
+    let tokens = agent_mandate::tokens::TokenService::new(
+        f.engine.clone(),
+        store,
+        std::sync::Arc::new(agent_mandate::testkit::SeededTokenGenerator::new(5)),
+    );
+    let cmd = agent_mandate::tokens::IssueToken::new(
+        key("issue-r"),
+        f.mandate.clone(),
+        f.credential.clone(),
+        redeemer("prov_a"),
+        per_use("10.00", TokenUses::Single),
+        MONTH,
+    );
+    assert!(tokens.issue(&agent_principal(), &cmd).await.is_err());
+    // Between the attempts the buyer revokes the mandate (no token exists to fan out to).
+    f.engine
+        .change_mandate(
+            &Principal::Buyer(buyer()),
+            &ChangeMandate::new(
+                key("rv-parent"),
+                f.mandate.clone(),
+                LifecycleEvent::Revoke {
+                    reason: Text::new("stop").unwrap(),
+                },
+            ),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        tokens.issue(&agent_principal(), &cmd).await,
+        Err(TokenError::Invalid { ref field, .. }) if field == "parent_id"
+    ));
+}

@@ -4,7 +4,8 @@ use super::commands::{IssueToken, IssuedToken, TokenError};
 use super::secret::{draw_secret, hash_secret, issue_digest, token_value};
 use super::{rules, token_actor_id, TokenService};
 use crate::domain::{
-    Actor, ActorKind, AuditEvent, AuditKind, CredentialStatus, IdempotencyKey, MandateId, Principal,
+    Actor, ActorKind, AuditEvent, AuditKind, CredentialStatus, IdempotencyKey, MandateId,
+    MandateStatus, Principal,
 };
 use crate::engine::DeriveMandate;
 use crate::ports::{
@@ -142,6 +143,16 @@ impl TokenService {
                         key: command.key.clone(),
                         operation: "issue_token",
                     });
+                }
+                // The derive is not asked again: what it would refuse now is refused here (a
+                // parent or child revoked, expired or used since the first attempt).
+                for m in [&parent, &child] {
+                    if m.status() != MandateStatus::Active {
+                        return Err(invalid(
+                            "parent_id",
+                            format!("mandate {} is {}", m.id(), m.status().as_str()),
+                        ));
+                    }
                 }
                 child
             }
