@@ -25,7 +25,7 @@ use super::mandate::{Actor, ActorKind};
 /// | `Agent(a)` | an AI agent | act as the actor `a` (kind `agent`) of a mandate: pay, capture, void, refund, commit, derive children of its own mandates, revoke what it holds or delegated |
 /// | `Operator(o)` | support or risk staff the host granted the operator role | revoke, void, refund, commit, suspend any party, expire and mark used; never confirms for a buyer and never spends |
 /// | `System(s)` | a process of the host | act as the actor `s` (kind `system`); create root mandates on a buyer's behalf; revoke, expire, mark used; operate the kill switch |
-/// | `Provider(p)` | an outside payment provider a scoped token names as its redeemer | redeem the tokens that name `p` ([`crate::tokens::TokenService::redeem`]); nothing else: the engine refuses it every command, read and revocation |
+/// | `Provider(p)` | an outside payment provider a scoped token names as its redeemer | redeem the tokens that name `p` (`tokens::TokenService::redeem`, feature `tokens`); nothing else: the engine refuses it every command, read and revocation |
 ///
 /// A provider is not the host: it gets `Provider`, never `System`, whose holder the engine
 /// trusts to create mandates for any buyer and to revoke any holder's credentials.
