@@ -142,4 +142,50 @@ mod tests {
             RefusalAudit::Write { suppressed: 1 }
         );
     }
+
+    proptest::proptest! {
+        /// Whatever the times of a caller's refusals (the clock may even step back), no window
+        /// has more than `limit` written events, and nothing is lost: the written events plus
+        /// the counts they carry plus what is still pending are every refusal.
+        #[test]
+        fn the_bound_holds_and_every_refusal_is_accounted_for(
+            limit in 1u32..5,
+            steps in proptest::collection::vec(-5i64..90, 1..200),
+        ) {
+            let bound = RefusalBound::new(limit, Duration::seconds(60));
+            let a = p("a");
+            let mut now = crate::domain::examples::now();
+            let mut written: Vec<DateTime<Utc>> = Vec::new();
+            let mut carried = 0u64;
+            for step in &steps {
+                now += Duration::seconds(*step);
+                match bound.decide(&a, now) {
+                    RefusalAudit::Write { suppressed } => {
+                        written.push(now);
+                        carried += u64::from(suppressed);
+                    }
+                    RefusalAudit::Suppress => {}
+                }
+            }
+            let pending = bound
+                .callers
+                .lock()
+                .map(|c| c.get(&a.scope_id()).map_or(0, |w| u64::from(w.suppressed)))
+                .unwrap_or(0);
+            proptest::prop_assert_eq!(written.len() as u64 + carried + pending, steps.len() as u64);
+            // Between two resets, at most `limit` writes.
+            let mut started = None::<DateTime<Utc>>;
+            let mut in_window = 0u32;
+            for t in &written {
+                match started {
+                    Some(s) if *t >= s && *t < s + Duration::seconds(60) => in_window += 1,
+                    _ => {
+                        started = Some(*t);
+                        in_window = 1;
+                    }
+                }
+                proptest::prop_assert!(in_window <= limit);
+            }
+        }
+    }
 }
