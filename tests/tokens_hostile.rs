@@ -134,12 +134,8 @@ async fn provider_principal_cannot_revoke_other_issuers_tokens() {
     let issuer = revoke_cmd(TokenSelector::Issuer {
         actor_id: agent_id.clone(),
     });
-    for by in [
-        provider("prov_a"),
-        // A host that still hands a provider the system principal: refused too, since the
-        // principal names a redeemer of the selected tokens.
-        Principal::System(ActorId::new("prov_a").unwrap()),
-    ] {
+    {
+        let by = provider("prov_a");
         assert!(
             matches!(
                 f.tokens.revoke(&by, &issuer).await,
@@ -989,4 +985,37 @@ async fn a_retried_issue_after_the_parent_was_revoked_issues_nothing() {
         tokens.issue(&agent_principal(), &cmd).await,
         Err(TokenError::Invalid { ref field, .. }) if field == "parent_id"
     ));
+}
+
+#[tokio::test]
+async fn an_agent_naming_the_hosts_process_as_provider_does_not_lock_it_out() {
+    let f = Fixture::memory().await;
+    // The host's revoking process is System("scheduler"); the agent names it as redeemer.
+    let mut named = redeemer("prov_a");
+    named.provider = ActorId::new("scheduler").unwrap();
+    let cmd = agent_mandate::tokens::IssueToken::new(
+        key("issue-sched"),
+        f.mandate.clone(),
+        f.credential.clone(),
+        named,
+        per_use("10.00", TokenUses::Single),
+        MONTH,
+    );
+    let issued = f.tokens.issue(&agent_principal(), &cmd).await.unwrap();
+    let sys = Principal::System(ActorId::new("scheduler").unwrap());
+    let n = f
+        .tokens
+        .revoke(
+            &sys,
+            &revoke_cmd(TokenSelector::Issuer {
+                actor_id: agent().id,
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    // And the system process cannot redeem the token it was named in.
+    let cmd = RedeemToken::new(key("sys"), issued.token.unwrap(), eur("1.00"));
+    let out = f.tokens.redeem(&sys, &cmd).await.unwrap();
+    assert_eq!(out.refusal(), Some(RefusalCode::WrongProvider));
 }

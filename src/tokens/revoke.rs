@@ -30,9 +30,10 @@ impl TokenService {
     /// | `credential` | that vault credential | its buyer, its holder, an operator, a system |
     /// | `mandate` | the mandate ([`crate::engine::Engine::change_mandate`]; its descendants are blocked) | as `change_mandate`'s revoke (also when the mandate is revoked already) |
     ///
-    /// A provider ([`Principal::Provider`]) may revoke nothing; a `System` principal whose id
-    /// is the redeemer of a selected token is refused too (a host that gave a provider the
-    /// system principal by mistake does not give it the host's trust here).
+    /// A provider ([`Principal::Provider`]) may revoke nothing. (A `System` principal is not
+    /// refused for naming a token's redeemer: the redeemer's id is chosen by whoever issues
+    /// the token, so an agent could name the host's revoking process and lock it out. A
+    /// provider cannot redeem as `System`, so a host has no reason to give it one.)
     ///
     /// Order: the permission, then what the selector names, then every selected token is
     /// marked revoked in one atomic store step (a redemption's claim is before it, and then
@@ -52,13 +53,6 @@ impl TokenService {
         let denied = |what: &str| TokenError::NotPermitted {
             reason: format!("{by} may not revoke {what}"),
         };
-        // A provider is not the host: nothing selected is revoked by a principal naming one.
-        if let Principal::System(id) = by {
-            let selected = self.store.tokens(&command.selector).await?;
-            if selected.iter().any(|t| t.redeemer.provider == *id) {
-                return Err(denied("tokens as their provider"));
-            }
-        }
         let selector_name;
         match &command.selector {
             TokenSelector::Token { token_id } => {
