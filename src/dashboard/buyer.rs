@@ -76,7 +76,10 @@ pub(crate) struct BuyerView {
 pub(crate) fn buyer_of(by: &Principal) -> Option<BuyerId> {
     match by {
         Principal::Buyer(b) => Some(b.clone()),
-        Principal::Agent(_) | Principal::Operator(_) | Principal::System(_) => None,
+        Principal::Agent(_)
+        | Principal::Operator(_)
+        | Principal::System(_)
+        | Principal::Provider(_) => None,
     }
 }
 

@@ -384,6 +384,10 @@ pub enum AuditKind {
         /// Who presented it.
         #[serde(deserialize_with = "super::principal::recorded")]
         by: Principal,
+        /// How many refusals of the same caller before this one were answered but not
+        /// audited one by one (the per-caller bound of the token service); absent when none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        suppressed: Option<u32>,
     },
     /// A token was revoked (one event per token of a fan-out).
     TokenRevoked {

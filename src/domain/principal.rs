@@ -25,6 +25,10 @@ use super::mandate::{Actor, ActorKind};
 /// | `Agent(a)` | an AI agent | act as the actor `a` (kind `agent`) of a mandate: pay, capture, void, refund, commit, derive children of its own mandates, revoke what it holds or delegated |
 /// | `Operator(o)` | support or risk staff the host granted the operator role | revoke, void, refund, commit, suspend any party, expire and mark used; never confirms for a buyer and never spends |
 /// | `System(s)` | a process of the host | act as the actor `s` (kind `system`); create root mandates on a buyer's behalf; revoke, expire, mark used; operate the kill switch |
+/// | `Provider(p)` | an outside payment provider a scoped token names as its redeemer | redeem the tokens that name `p` (`tokens::TokenService::redeem`, feature `tokens`); nothing else: the engine refuses it every command, read and revocation |
+///
+/// A provider is not the host: it gets `Provider`, never `System`, whose holder the engine
+/// trusts to create mandates for any buyer and to revoke any holder's credentials.
 ///
 /// A mandate whose actor is of kind `human` is acted on by its buyer's principal: a person is
 /// always the buyer of the mandates they spend under.
@@ -40,16 +44,20 @@ pub enum Principal {
     Operator(ActorId),
     /// A process of the host, acting as the actor of kind `system` with this id.
     System(ActorId),
+    /// An outside payment provider, by the id scoped tokens name as their redeemer. It may
+    /// only redeem those tokens: it acts as no actor, is no buyer, operator or system.
+    Provider(ActorId),
 }
 
 impl Principal {
-    /// The stable name of its kind: `buyer`, `agent`, `operator` or `system`.
+    /// The stable name of its kind: `buyer`, `agent`, `operator`, `system` or `provider`.
     pub fn kind(&self) -> &'static str {
         match self {
             Principal::Buyer(_) => "buyer",
             Principal::Agent(_) => "agent",
             Principal::Operator(_) => "operator",
             Principal::System(_) => "system",
+            Principal::Provider(_) => "provider",
         }
     }
 
@@ -57,19 +65,22 @@ impl Principal {
     pub fn id(&self) -> &str {
         match self {
             Principal::Buyer(b) => b.as_str(),
-            Principal::Agent(a) | Principal::Operator(a) | Principal::System(a) => a.as_str(),
+            Principal::Agent(a)
+            | Principal::Operator(a)
+            | Principal::System(a)
+            | Principal::Provider(a) => a.as_str(),
         }
     }
 
     /// Whether it acts as `actor` under a mandate (or request) of buyer `buyer`: an agent or
     /// system principal as the actor of its kind and id, the buyer as a `human` actor of its
-    /// own mandates. An operator never acts as an actor: it cannot spend.
+    /// own mandates. An operator or a provider never acts as an actor: it cannot spend.
     pub fn acts_as(&self, actor: &Actor, buyer: &BuyerId) -> bool {
         match self {
             Principal::Agent(id) => actor.kind == ActorKind::Agent && actor.id == *id,
             Principal::System(id) => actor.kind == ActorKind::System && actor.id == *id,
             Principal::Buyer(b) => actor.kind == ActorKind::Human && b == buyer,
-            Principal::Operator(_) => false,
+            Principal::Operator(_) | Principal::Provider(_) => false,
         }
     }
 
@@ -86,6 +97,11 @@ impl Principal {
     /// Whether it is a system process.
     pub fn is_system(&self) -> bool {
         matches!(self, Principal::System(_))
+    }
+
+    /// Whether it is the payment provider `provider` (a token's redeemer).
+    pub fn is_provider(&self, provider: &ActorId) -> bool {
+        matches!(self, Principal::Provider(p) if p == provider)
     }
 
     /// The id its idempotency records are kept under: `kind:id`, or `kind#` and the SHA-256 of
@@ -129,6 +145,7 @@ enum Recorded {
     Agent(ActorId),
     Operator(ActorId),
     System(ActorId),
+    Provider(ActorId),
 }
 
 /// Reads a principal recorded in an audit event body.
@@ -138,6 +155,7 @@ pub(crate) fn recorded<'de, D: Deserializer<'de>>(d: D) -> Result<Principal, D::
         Recorded::Agent(a) => Principal::Agent(a),
         Recorded::Operator(a) => Principal::Operator(a),
         Recorded::System(a) => Principal::System(a),
+        Recorded::Provider(a) => Principal::Provider(a),
     })
 }
 
@@ -169,6 +187,11 @@ mod tests {
         for kind in [ActorKind::Agent, ActorKind::Human, ActorKind::System] {
             assert!(!op.acts_as(&actor("a1", kind), &buyer));
         }
+        let provider = Principal::Provider("s".parse().expect("id"));
+        for kind in [ActorKind::Agent, ActorKind::Human, ActorKind::System] {
+            assert!(!provider.acts_as(&actor("s", kind), &buyer));
+        }
+        assert!(!provider.is_system() && !provider.is_operator() && !provider.is_buyer(&buyer));
         let sys = Principal::System("s".parse().expect("id"));
         assert!(sys.acts_as(&actor("s", ActorKind::System), &buyer));
         assert!(!sys.acts_as(&actor("s", ActorKind::Agent), &buyer));
@@ -182,6 +205,7 @@ mod tests {
             Principal::Agent("x".parse().expect("id")),
             Principal::Operator("x".parse().expect("id")),
             Principal::System("x".parse().expect("id")),
+            Principal::Provider("x".parse().expect("id")),
             Principal::Agent(long.parse().expect("id")),
             Principal::Buyer(long.parse().expect("id")),
             Principal::Agent("buyer:x".parse().expect("id")),

@@ -42,9 +42,9 @@ pub use store::{
     InsertOrder, RefundPolicy, StagedEvent, Store, StoreError, StoredResult, Write, Written,
 };
 pub use tokens::{
-    ClaimOutcome, InsertToken, PeriodCap, Redeemer, Redemption, RedemptionState, TokenDisplay,
-    TokenGenerator, TokenGeneratorError, TokenHash, TokenId, TokenLimits, TokenRecord,
-    TokenSelector, TokenStatus, TokenStore, TokenStoreError, TokenUses,
+    ClaimOutcome, InsertToken, PeriodCap, Redeemer, Redemption, RedemptionState,
+    RevocationProgress, TokenDisplay, TokenGenerator, TokenGeneratorError, TokenHash, TokenId,
+    TokenLimits, TokenRecord, TokenSelector, TokenStatus, TokenStore, TokenStoreError, TokenUses,
 };
 pub use vault::{
     CredentialDisplay, CredentialKind, CredentialVault, FundingType, NewCredential,

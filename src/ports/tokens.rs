@@ -180,7 +180,8 @@ pub struct TokenLimits {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Redeemer {
-    /// The provider's id: the redemption must be asked by `Principal::System` with this id.
+    /// The provider's id: the redemption must be asked by `Principal::Provider` with this id
+    /// (never `Principal::System`: a provider is not the host's own process).
     pub provider: ActorId,
     /// The merchant of record of its charges.
     pub merchant_id: MerchantId,
@@ -258,6 +259,60 @@ pub struct TokenRecord {
     /// When it was revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<DateTime<Utc>>,
+    /// How far the fan-out of its revocation went (nothing while it is active).
+    #[serde(default, skip_serializing_if = "RevocationProgress::is_empty")]
+    pub revocation: RevocationProgress,
+}
+
+/// How far a revoked token's fan-out went: the steps after the atomic mark (its child
+/// mandate, its vault credential, the PSP's side, the `token_revoked` event), so a revocation
+/// that failed half-way is finished by a retry. Monotone: a flag once set stays set
+/// ([`TokenStore::record_revocation`]).
+///
+/// ```
+/// use agent_mandate::ports::RevocationProgress;
+/// let p = RevocationProgress::default();
+/// assert!(p.is_empty() && !p.finished);
+/// assert!(!RevocationProgress::default().with_psp_revoked().is_empty());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RevocationProgress {
+    /// The PSP's side of the token is revoked (asked and confirmed).
+    #[serde(default)]
+    pub psp_revoked: bool,
+    /// Every step is done: the mandate and the credential revoked, the PSP's side revoked
+    /// (or the PSP keeps none, or refused for good), the `token_revoked` event staged.
+    #[serde(default)]
+    pub finished: bool,
+}
+
+impl RevocationProgress {
+    /// Whether no flag is set.
+    pub fn is_empty(&self) -> bool {
+        !self.psp_revoked && !self.finished
+    }
+
+    /// With the PSP's side revoked.
+    pub fn with_psp_revoked(mut self) -> Self {
+        self.psp_revoked = true;
+        self
+    }
+
+    /// Finished.
+    pub fn with_finished(mut self) -> Self {
+        self.finished = true;
+        self
+    }
+
+    /// The flags of both (set in either).
+    pub fn union(self, other: RevocationProgress) -> RevocationProgress {
+        RevocationProgress {
+            psp_revoked: self.psp_revoked || other.psp_revoked,
+            finished: self.finished || other.finished,
+        }
+    }
 }
 
 /// Where a redemption stands.
@@ -442,7 +497,8 @@ pub enum InsertToken {
 /// a pending redemption; `settle` moves a pending redemption to its final state once (a
 /// settled one is left as it is); `revoke` marks every active selected token revoked in one
 /// atomic step and returns those it revoked now (already revoked ones are not returned), so a
-/// claim either happens before the revocation or is refused after it.
+/// claim either happens before the revocation or is refused after it; `record_revocation`
+/// only ever sets flags, and only on a revoked token.
 #[async_trait]
 pub trait TokenStore: Send + Sync + fmt::Debug {
     /// Stores a new token.
@@ -465,6 +521,21 @@ pub trait TokenStore: Send + Sync + fmt::Debug {
     /// The redemptions of a token, oldest first.
     async fn redemptions(&self, token_id: &TokenId) -> Result<Vec<Redemption>, TokenStoreError>;
 
+    /// The redemption of `token_id` under `key`, if claimed. A redemption looks it up before
+    /// the token's status and time are checked (they apply to new claims only). The provided
+    /// implementation scans [`TokenStore::redemptions`]; the crate's adapters read it by key.
+    async fn redemption(
+        &self,
+        token_id: &TokenId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Redemption>, TokenStoreError> {
+        Ok(self
+            .redemptions(token_id)
+            .await?
+            .into_iter()
+            .find(|r| r.key == *key))
+    }
+
     /// Revokes every active selected token at `at`; returns those revoked now.
     async fn revoke(
         &self,
@@ -474,6 +545,15 @@ pub trait TokenStore: Send + Sync + fmt::Debug {
 
     /// Every selected token (active or not), by id.
     async fn tokens(&self, selector: &TokenSelector) -> Result<Vec<TokenRecord>, TokenStoreError>;
+
+    /// Sets the flags of `progress` on a revoked token's [`TokenRecord::revocation`] (never
+    /// clears one); returns the record after. An active token is left as it is (its fan-out
+    /// has not begun) and returned; an unknown one is `None`.
+    async fn record_revocation(
+        &self,
+        id: &TokenId,
+        progress: RevocationProgress,
+    ) -> Result<Option<TokenRecord>, TokenStoreError>;
 }
 
 /// A source of token values: 32 bytes of secret and 16 of id per token. Implementations

@@ -4,9 +4,9 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::domain::{ContentDigest, Currency, IdempotencyKey, MandateId, Money};
 use crate::ports::{
-    ClaimOutcome, FundingType, InsertToken, Redeemer, Redemption, RedemptionState, TokenDisplay,
-    TokenHash, TokenId, TokenLimits, TokenRecord, TokenSelector, TokenStatus, TokenStore,
-    TokenUses,
+    ClaimOutcome, FundingType, InsertToken, Redeemer, Redemption, RedemptionState,
+    RevocationProgress, TokenDisplay, TokenHash, TokenId, TokenLimits, TokenRecord, TokenSelector,
+    TokenStatus, TokenStore, TokenUses,
 };
 
 fn record(n: u8, issuer: &str, credential: &str, lineage: &[&str], uses: TokenUses) -> TokenRecord {
@@ -41,6 +41,7 @@ fn record(n: u8, issuer: &str, credential: &str, lineage: &[&str], uses: TokenUs
         expires_at: at + Duration::days(30),
         status: TokenStatus::Active,
         revoked_at: None,
+        revocation: RevocationProgress::default(),
         id,
     }
 }
@@ -306,5 +307,73 @@ pub async fn token_store_conformance(store: &dyn TokenStore) {
             .expect("revoke")
             .is_empty(),
         "revocation is idempotent"
+    );
+
+    // A redemption reads back by (token, key), whatever the token's status now.
+    let claimed = store.redemptions(&single.id).await.expect("redemptions");
+    for r in &claimed {
+        assert_eq!(
+            store
+                .redemption(&single.id, &r.key)
+                .await
+                .expect("redemption")
+                .as_ref(),
+            Some(r),
+            "a redemption reads back by its key"
+        );
+    }
+    let unknown_key = crate::domain::IdempotencyKey::new("never-claimed").expect("key");
+    assert_eq!(
+        store
+            .redemption(&single.id, &unknown_key)
+            .await
+            .expect("redemption"),
+        None,
+        "an unclaimed key has no redemption"
+    );
+
+    // The fan-out's progress: flags set on a revoked token only, never cleared.
+    assert_eq!(single.revocation, RevocationProgress::default());
+    let after = store
+        .record_revocation(&single.id, RevocationProgress::default().with_psp_revoked())
+        .await
+        .expect("record")
+        .expect("known");
+    assert!(after.revocation.psp_revoked && !after.revocation.finished);
+    let after = store
+        .record_revocation(&single.id, RevocationProgress::default().with_finished())
+        .await
+        .expect("record")
+        .expect("known");
+    assert!(
+        after.revocation.psp_revoked && after.revocation.finished,
+        "flags add up, none is cleared"
+    );
+    assert_eq!(
+        store
+            .token(&single.id)
+            .await
+            .expect("read")
+            .expect("known")
+            .revocation,
+        after.revocation,
+        "the progress is stored"
+    );
+    let fresh = record(4, "agent_c", "cred_c", &["m_fresh"], TokenUses::Single);
+    store.insert(&fresh).await.expect("insert");
+    let left = store
+        .record_revocation(&fresh.id, RevocationProgress::default().with_finished())
+        .await
+        .expect("record")
+        .expect("known");
+    assert_eq!(left, fresh, "an active token is left as it is");
+    let nobody = TokenId::from_bytes([0xee; 16]);
+    assert_eq!(
+        store
+            .record_revocation(&nobody, RevocationProgress::default().with_finished())
+            .await
+            .expect("record"),
+        None,
+        "an unknown token"
     );
 }

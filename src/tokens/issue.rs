@@ -4,10 +4,13 @@ use super::commands::{IssueToken, IssuedToken, TokenError};
 use super::secret::{draw_secret, hash_secret, issue_digest, token_value};
 use super::{rules, token_actor_id, TokenService};
 use crate::domain::{
-    Actor, ActorKind, AuditEvent, AuditKind, CredentialStatus, IdempotencyKey, MandateId, Principal,
+    Actor, ActorKind, AuditEvent, AuditKind, CredentialStatus, IdempotencyKey, MandateId,
+    MandateStatus, Principal,
 };
 use crate::engine::DeriveMandate;
-use crate::ports::{InsertToken, NewCredential, TokenDisplay, TokenId, TokenRecord, TokenStatus};
+use crate::ports::{
+    InsertToken, NewCredential, RevocationProgress, TokenDisplay, TokenId, TokenRecord, TokenStatus,
+};
 
 fn invalid(field: &str, message: impl Into<String>) -> TokenError {
     TokenError::Invalid {
@@ -110,6 +113,16 @@ impl TokenService {
         };
         let mandate_id = MandateId::new(format!("tokm_{}", &id.as_str()[4..]))
             .map_err(|e| invalid("parent_id", e.to_string()))?;
+        // Its times are the first attempt's: a retry after a failure past this step (the
+        // vault, the generator, the token store) finds the child by its id and rebuilds the
+        // same spec, instead of a spec at a later time the engine would take for another
+        // command under the key (an idempotency conflict forever, and an orphaned child).
+        let existing = ports
+            .store
+            .mandate(&mandate_id)
+            .await
+            .map_err(crate::engine::EngineError::from)?;
+        let issued_at = existing.as_ref().map_or(now, |m| m.lifecycle().created_at);
         let spec = rules::child_spec(
             &parent,
             mandate_id.clone(),
@@ -117,18 +130,47 @@ impl TokenService {
             &command.redeemer,
             &command.limits,
             command.ttl_seconds,
-            now,
+            issued_at,
         );
-        let child = self
-            .engine
-            .derive_mandate(
-                by,
-                &DeriveMandate::new(derived_key("tok-m-", &digest)?, spec),
-            )
-            .await?
-            .value;
+        let child = match existing {
+            Some(child) => {
+                let same = child.parent_id() == Some(parent.id())
+                    && *child.actor() == spec.actor
+                    && *child.buyer_id() == spec.buyer_id
+                    && *child.scope() == spec.scope;
+                if !same {
+                    return Err(TokenError::IdempotencyConflict {
+                        key: command.key.clone(),
+                        operation: "issue_token",
+                    });
+                }
+                // The derive is not asked again: what it would refuse now is refused here (a
+                // parent or child revoked, expired or used since the first attempt).
+                for m in [&parent, &child] {
+                    if m.status() != MandateStatus::Active {
+                        return Err(invalid(
+                            "parent_id",
+                            format!("mandate {} is {}", m.id(), m.status().as_str()),
+                        ));
+                    }
+                }
+                child
+            }
+            None => {
+                self.engine
+                    .derive_mandate(
+                        by,
+                        &DeriveMandate::new(derived_key("tok-m-", &digest)?, spec),
+                    )
+                    .await?
+                    .value
+            }
+        };
 
-        // 2. The token's own vault credential, sealed from the orchestrator's.
+        // 2. The token's own vault credential: the orchestrator's secret is resolved through
+        // the vault port here, held only as a `Secret` (redacted, zeroized on drop) and
+        // handed straight back to the vault under the token's actor; no caller, PSP or event
+        // sees it.
         let resolved = ports.vault.resolve(&command.credential, now).await?;
         let token_principal = Principal::System(actor.id.clone());
         let stored = self
@@ -178,10 +220,11 @@ impl TokenService {
                 last4: source.display.last4.clone(),
                 funding: source.display.funding,
             },
-            issued_at: now,
+            issued_at,
             expires_at: child.scope().validity.expires_at,
             status: TokenStatus::Active,
             revoked_at: None,
+            revocation: RevocationProgress::default(),
         };
         match self.store.insert(&record).await? {
             InsertToken::Inserted => {}

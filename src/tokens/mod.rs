@@ -8,8 +8,12 @@
 //!   period, uses, expiry, merchant and MCC, derived through [`Engine::derive_mandate`], so the
 //!   delegation check refuses a token wider than its mandate (I6), and every redemption is
 //!   decided, held and charged by [`Engine::execute_payment`] (I1, I2, I3);
-//! * a **vault credential** owned by the token's own actor, sealed from the orchestrator's
-//!   credential (the secret is copied inside the vault port, never shown);
+//! * a **vault credential** owned by the token's own actor, a copy of the orchestrator's
+//!   credential: the token service resolves the orchestrator's secret through the vault port
+//!   and stores it again under the token's actor in the same call, holding it only as a
+//!   [`Secret`](crate::ports::Secret) (redacted in `Debug`, zeroized on drop); no caller,
+//!   PSP or audit event sees it. (This is the one place outside a PSP adapter that resolves
+//!   a secret; the copy is not made inside the vault port.)
 //! * a **token value** `amtok_<id>_<secret>`, random from a [`TokenGenerator`], shown once
 //!   ([`IssuedToken::token`]) and stored only as a SHA-256 hash ([`hash_secret`]).
 //!
@@ -17,12 +21,21 @@
 //! buyer, status, expiry, currency and per-use cap ([`rules::check_presented`]), claim one use
 //! atomically in the [`TokenStore`] (refused when revoked or exhausted; the same key answers
 //! its recorded outcome), then `execute_payment` with capture under the token's actor, then
-//! settle the claim with the outcome. Every refusal is audited (`token_refused`).
+//! settle the claim with the outcome. A key claimed before answers its recorded outcome
+//! before the token's status and expiry are looked at (they apply to new claims only).
+//! Refusals are audited (`token_refused`), at most a bounded number per caller and window
+//! ([`TokenService::with_refusal_audit_bound`]): the rest are counted into the next event.
 //!
 //! Revocation ([`TokenService::revoke`]) marks every selected token revoked in one atomic
 //! store step (the order point: a claim is before it or refused), then revokes each token's
-//! mandate and vault credential, audits each, and asks the PSP to revoke its side when the
-//! PSP says it can ([`PaymentProvider::revokes_tokens`](crate::ports::PaymentProvider::revokes_tokens)).
+//! mandate and vault credential, asks the PSP to revoke its side when the PSP says it can
+//! ([`PaymentProvider::revokes_tokens`](crate::ports::PaymentProvider::revokes_tokens)),
+//! and audits each token once; the progress is kept on the token
+//! ([`RevocationProgress`](crate::ports::RevocationProgress)), so a retry finishes a fan-out
+//! a failure left half-way.
+//!
+//! Redeemers are [`Principal::Provider`](crate::domain::Principal::Provider): a provider is
+//! never the host's `System` principal, which the engine trusts with every buyer.
 //!
 //! ```
 //! # #[cfg(feature = "testkit")] {
@@ -47,6 +60,7 @@
 mod commands;
 mod issue;
 mod redeem;
+mod refusals;
 mod revoke;
 pub mod rules;
 mod secret;
@@ -56,6 +70,7 @@ use std::sync::Arc;
 pub use commands::{
     IssueToken, IssuedToken, RedeemToken, RedemptionOutcome, RefusalCode, RevokeTokens, TokenError,
 };
+pub use refusals::{DEFAULT_REFUSALS_PER_WINDOW, DEFAULT_REFUSAL_WINDOW_SECONDS};
 pub use secret::{hash_secret, OsTokenGenerator, TOKEN_PREFIX};
 
 use crate::domain::{ActorId, AuditEvent};
@@ -68,6 +83,7 @@ pub struct TokenService {
     engine: Engine,
     store: Arc<dyn TokenStore>,
     generator: Arc<dyn TokenGenerator>,
+    refusals: refusals::RefusalBound,
 }
 
 impl TokenService {
@@ -82,7 +98,39 @@ impl TokenService {
             engine,
             store,
             generator,
+            refusals: refusals::RefusalBound::default(),
         }
+    }
+
+    /// Bounds the `token_refused` events one caller causes: at most `limit` per `window`
+    /// (by the engine's clock; the defaults are [`DEFAULT_REFUSALS_PER_WINDOW`] per
+    /// [`DEFAULT_REFUSAL_WINDOW_SECONDS`]). Beyond it a refusal is still answered, and
+    /// counted; the count is written with the caller's next audited refusal (`suppressed`).
+    /// A `limit` of 0 is taken as 1, a window under a second as a second.
+    ///
+    /// ```
+    /// # #[cfg(feature = "testkit")] {
+    /// # use std::sync::Arc;
+    /// # use agent_mandate::adapters::memory::{MemoryPorts, MemoryTokenStore};
+    /// # use agent_mandate::engine::{Engine, EngineConfig};
+    /// # use agent_mandate::testkit::{FakePsp, SeededTokenGenerator};
+    /// # use agent_mandate::tokens::TokenService;
+    /// # let memory = MemoryPorts::new(agent_mandate::domain::examples::now(), |vault, _| {
+    /// #     Arc::new(FakePsp::with_vault(vault))
+    /// # });
+    /// # let engine = Engine::new(memory.ports.clone(), EngineConfig::default()).unwrap();
+    /// let tokens = TokenService::new(
+    ///     engine,
+    ///     Arc::new(MemoryTokenStore::new()),
+    ///     Arc::new(SeededTokenGenerator::new(7)),
+    /// )
+    /// .with_refusal_audit_bound(5, chrono::Duration::minutes(1));
+    /// # let _ = tokens;
+    /// # }
+    /// ```
+    pub fn with_refusal_audit_bound(mut self, limit: u32, window: chrono::Duration) -> Self {
+        self.refusals = refusals::RefusalBound::new(limit, window);
+        self
     }
 
     /// The engine.

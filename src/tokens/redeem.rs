@@ -15,6 +15,14 @@ use crate::domain::{
 use crate::engine::{EngineError, ExecutePayment, PaymentOutcome};
 use crate::ports::{ClaimOutcome, Redemption, RedemptionState, TokenId, TokenRecord};
 
+/// What to do with a key claimed before.
+enum Next {
+    /// Answer this (a recorded outcome).
+    Answer(RedemptionOutcome),
+    /// Drive the charge on, at the first claim's time.
+    Charge(chrono::DateTime<chrono::Utc>),
+}
+
 /// How long the one-line cart snapshot of a redemption stays valid.
 const SNAPSHOT_TTL_MINUTES: i64 = 15;
 
@@ -26,13 +34,15 @@ fn invalid(field: &str, message: impl Into<String>) -> TokenError {
 }
 
 impl TokenService {
-    /// Redeems a token (see [`RedeemToken`]): `by` must be `Principal::System` with the id of
-    /// the provider the token names. Every refusal is an `Ok` [`RedemptionOutcome::Refused`]
+    /// Redeems a token (see [`RedeemToken`]): `by` must be `Principal::Provider` with the id
+    /// of the provider the token names (a `System` principal is refused: the host's trusted
+    /// process is never a token's redeemer). Every refusal is an `Ok` [`RedemptionOutcome::Refused`]
     /// with a stable [`RefusalCode`], and is audited; errors are for failures of the ports.
     ///
     /// Idempotent per (token, key): the same key with the same amount and buyer answers the
     /// recorded outcome (a charge is never made twice; a refusal recorded after the claim
-    /// is answered again), another amount or buyer is [`TokenError::IdempotencyConflict`]; a
+    /// is answered again), even after the token was revoked or expired (status and time
+    /// apply to new claims only), another amount or buyer is [`TokenError::IdempotencyConflict`]; a
     /// redemption that failed half-way (a port down) is driven on by the same key.
     pub async fn redeem(
         &self,
@@ -49,13 +59,10 @@ impl TokenService {
             Some(_) | None => return self.refuse(by, None, RefusalCode::Unknown, now).await,
         };
         drop(presented);
-        if let Err(code) =
-            rules::check_presented(&record, by, &command.amount, command.buyer_id.as_ref(), now)
-        {
+        if let Err(code) = rules::check_presenter(&record, by, command.buyer_id.as_ref()) {
             return self.refuse(by, Some(&record.id), code, now).await;
         }
 
-        // Claim one use: the atomic step a revocation is ordered against.
         let fingerprint = json_fingerprint(&serde_json::json!({
             "token_id": record.id.as_str(),
             "amount": command.amount,
@@ -63,62 +70,66 @@ impl TokenService {
         }))
         .map_err(|e| invalid("amount", e.to_string()))?;
         let key = scoped_key(by, &record.id, &command.key)?;
-        let claim = Redemption {
-            token_id: record.id.clone(),
-            key: key.clone(),
-            fingerprint,
-            amount: command.amount,
-            state: RedemptionState::Pending,
-            claimed_at: now,
-        };
-        // The time of the charge is the first claim's: the engine's request (its one-line cart
-        // and the cart's id) must be the same on every retry of the key, or a retry after a
-        // lost answer would be an idempotency conflict instead of a replay.
-        let mut charged_at = claim.claimed_at;
-        match self.store.claim(&claim).await? {
-            ClaimOutcome::Claimed => {}
-            ClaimOutcome::Replay(previous) => match previous.state {
-                RedemptionState::Pending | RedemptionState::Ambiguous { .. } => {
-                    charged_at = previous.claimed_at;
-                }
-                RedemptionState::Charged { attempt_id } => {
-                    return Ok(RedemptionOutcome::Charged {
-                        token_id: record.id.clone(),
-                        attempt: Box::new(self.attempt(&attempt_id).await?),
-                        replay: true,
-                    })
-                }
-                RedemptionState::Refused { codes, .. } => {
-                    let code = codes
-                        .first()
-                        .and_then(|c| RefusalCode::from_wire(c))
-                        .unwrap_or(RefusalCode::DecisionBlocked);
-                    return Ok(RedemptionOutcome::Refused {
-                        token_id: Some(record.id.clone()),
-                        code,
-                        reasons: codes.into_iter().skip(1).collect(),
-                        replay: true,
-                    });
-                }
-            },
-            ClaimOutcome::Conflict => {
+
+        // A key claimed before answers its record first: the token's status and time apply
+        // to new claims only, so a charge retried after the token was revoked or expired
+        // answers `Charged`, never a refusal that would hide it.
+        let previous = self.store.redemption(&record.id, &key).await?;
+        let charged_at = match previous {
+            Some(previous) if previous.fingerprint != fingerprint => {
                 return Err(TokenError::IdempotencyConflict {
                     key: command.key.clone(),
                     operation: "redeem_token",
                 })
             }
-            ClaimOutcome::Revoked => {
-                return self
-                    .refuse(by, Some(&record.id), RefusalCode::Revoked, now)
-                    .await
+            Some(previous) => match self.answer_previous(&record.id, previous).await? {
+                Next::Answer(outcome) => return Ok(outcome),
+                Next::Charge(at) => at,
+            },
+            None => {
+                if let Err(code) = rules::check_new_claim(&record, &command.amount, now) {
+                    return self.refuse(by, Some(&record.id), code, now).await;
+                }
+                // Claim one use: the atomic step a revocation is ordered against.
+                let claim = Redemption {
+                    token_id: record.id.clone(),
+                    key: key.clone(),
+                    fingerprint,
+                    amount: command.amount,
+                    state: RedemptionState::Pending,
+                    claimed_at: now,
+                };
+                match self.store.claim(&claim).await? {
+                    ClaimOutcome::Claimed => claim.claimed_at,
+                    // Claimed by a concurrent call with the key since the look-up.
+                    ClaimOutcome::Replay(previous) => {
+                        match self.answer_previous(&record.id, previous).await? {
+                            Next::Answer(outcome) => return Ok(outcome),
+                            Next::Charge(at) => at,
+                        }
+                    }
+                    ClaimOutcome::Conflict => {
+                        return Err(TokenError::IdempotencyConflict {
+                            key: command.key.clone(),
+                            operation: "redeem_token",
+                        })
+                    }
+                    ClaimOutcome::Revoked => {
+                        return self
+                            .refuse(by, Some(&record.id), RefusalCode::Revoked, now)
+                            .await
+                    }
+                    ClaimOutcome::Exhausted => {
+                        return self
+                            .refuse(by, Some(&record.id), RefusalCode::Exhausted, now)
+                            .await
+                    }
+                    ClaimOutcome::Unknown => {
+                        return self.refuse(by, None, RefusalCode::Unknown, now).await
+                    }
+                }
             }
-            ClaimOutcome::Exhausted => {
-                return self
-                    .refuse(by, Some(&record.id), RefusalCode::Exhausted, now)
-                    .await
-            }
-            ClaimOutcome::Unknown => return self.refuse(by, None, RefusalCode::Unknown, now).await,
-        }
+        };
 
         // Charge through the engine, as the token's own actor.
         let outcome = self.charge(&record, command, &key, charged_at).await?;
@@ -161,6 +172,39 @@ impl TokenService {
         Ok(result)
     }
 
+    /// What a key claimed before answers: its recorded outcome, or (pending, ambiguous) the
+    /// charge driven on at the time of the first claim: the engine's request (its one-line
+    /// cart and the cart's id) must be the same on every retry of the key, or a retry after a
+    /// lost answer would be an idempotency conflict instead of a replay.
+    async fn answer_previous(
+        &self,
+        token: &TokenId,
+        previous: Redemption,
+    ) -> Result<Next, TokenError> {
+        Ok(match previous.state {
+            RedemptionState::Pending | RedemptionState::Ambiguous { .. } => {
+                Next::Charge(previous.claimed_at)
+            }
+            RedemptionState::Charged { attempt_id } => Next::Answer(RedemptionOutcome::Charged {
+                token_id: token.clone(),
+                attempt: Box::new(self.attempt(&attempt_id).await?),
+                replay: true,
+            }),
+            RedemptionState::Refused { codes, .. } => {
+                let code = codes
+                    .first()
+                    .and_then(|c| RefusalCode::from_wire(c))
+                    .unwrap_or(RefusalCode::DecisionBlocked);
+                Next::Answer(RedemptionOutcome::Refused {
+                    token_id: Some(token.clone()),
+                    code,
+                    reasons: codes.into_iter().skip(1).collect(),
+                    replay: true,
+                })
+            }
+        })
+    }
+
     async fn refuse(
         &self,
         by: &Principal,
@@ -168,7 +212,16 @@ impl TokenService {
         code: RefusalCode,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<RedemptionOutcome, TokenError> {
-        self.audit(&[refused_event(by, token, code, now)]).await?;
+        match self.refusals.decide(by, now) {
+            super::refusals::RefusalAudit::Write { suppressed } => {
+                let mut event = refused_event(by, token, code, now);
+                if let AuditKind::TokenRefused { suppressed: s, .. } = &mut event.kind {
+                    *s = (suppressed > 0).then_some(suppressed);
+                }
+                self.audit(&[event]).await?;
+            }
+            super::refusals::RefusalAudit::Suppress => {}
+        }
         Ok(RedemptionOutcome::Refused {
             token_id: token.cloned(),
             code,
@@ -339,6 +392,7 @@ fn refused_event(
             token_id: token.map(|t| t.to_string()),
             code: code.as_str().to_owned(),
             by: by.clone(),
+            suppressed: None,
         },
     }
 }

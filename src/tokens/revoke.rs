@@ -3,10 +3,21 @@
 use super::commands::{RevokeTokens, TokenError};
 use super::{token_actor_id, TokenService};
 use crate::domain::{
-    AuditEvent, AuditKind, IdempotencyKey, LifecycleEvent, MandateStatus, Principal,
+    json_fingerprint, AuditEvent, AuditKind, IdempotencyKey, LifecycleEvent, MandateStatus,
+    Principal,
 };
 use crate::engine::{ChangeMandate, EngineError};
-use crate::ports::{RevokeTokenRequest, TokenRecord, TokenSelector};
+use crate::ports::{
+    Begin, IdempotencyScope, ProviderError, RevocationProgress, RevokeTokenRequest, StoredResult,
+    TokenRecord, TokenSelector, TokenStatus,
+};
+
+fn invalid(field: &str, message: impl Into<String>) -> TokenError {
+    TokenError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
 
 impl TokenService {
     /// Revokes every token `command.selector` reaches, and what it names, in one call;
@@ -17,15 +28,25 @@ impl TokenService {
     /// | `token` | nothing else | the token's buyer, its issuer, an operator, a system |
     /// | `issuer` (an agent) | every vault credential it holds ([`crate::engine::Engine::revoke_credentials`]) | the agent itself, an operator, a system |
     /// | `credential` | that vault credential | its buyer, its holder, an operator, a system |
-    /// | `mandate` | the mandate ([`crate::engine::Engine::change_mandate`]; its descendants are blocked) | as `change_mandate`'s revoke |
+    /// | `mandate` | the mandate ([`crate::engine::Engine::change_mandate`]; its descendants are blocked) | as `change_mandate`'s revoke (also when the mandate is revoked already) |
+    ///
+    /// A provider ([`Principal::Provider`]) may revoke nothing. (A `System` principal is not
+    /// refused for naming a token's redeemer: the redeemer's id is chosen by whoever issues
+    /// the token, so an agent could name the host's revoking process and lock it out. A
+    /// provider cannot redeem as `System`, so a host has no reason to give it one.)
     ///
     /// Order: the permission, then what the selector names, then every selected token is
     /// marked revoked in one atomic store step (a redemption's claim is before it, and then
     /// completes or is refused by the engine, or after it, and is refused), then for each
-    /// token: its mandate revoked, its vault credential revoked, the PSP asked to revoke its
-    /// side when it can, and a `token_revoked` event. A failure after the atomic step is
-    /// returned, and a retry (whose count is 0 for tokens already marked) finishes the
-    /// mandates and credentials, which are idempotent.
+    /// selected token marked revoked whose fan-out is not finished (this call's, and those a
+    /// failed call left): its mandate revoked, its vault credential revoked, the PSP's side
+    /// revoked when the PSP keeps one, then one `token_revoked` event, and the token's
+    /// [`RevocationProgress`] marked finished. A failure is returned after every token was
+    /// tried; a retry (whose count is 0 for tokens already marked) finishes what is left: the
+    /// steps are idempotent, and the event is written once (an idempotency record of the
+    /// token's actor guards it against a concurrent fan-out). While the PSP's side cannot be
+    /// revoked (a retryable PSP error) the token's event waits and the call fails, so the
+    /// caller retries; a PSP that refuses for good is recorded as `psp: false`.
     pub async fn revoke(&self, by: &Principal, command: &RevokeTokens) -> Result<u32, TokenError> {
         let ports = self.engine.ports();
         let now = ports.clock.now();
@@ -91,7 +112,21 @@ impl TokenService {
                         field: "selector.mandate_id".into(),
                         message: format!("no mandate {mandate_id}"),
                     })?;
-                if mandate.status() != MandateStatus::Revoked {
+                if mandate.status() == MandateStatus::Revoked {
+                    // Revoked already: the fan-out still needs who could have revoked it.
+                    let chain = ports
+                        .store
+                        .chain(mandate_id)
+                        .await
+                        .map_err(EngineError::from)?;
+                    let allowed = by.is_buyer(mandate.buyer_id())
+                        || by.is_operator()
+                        || by.is_system()
+                        || chain.iter().any(|m| by.acts_as(m.actor(), m.buyer_id()));
+                    if !allowed {
+                        return Err(denied(&format!("mandate {mandate_id}")));
+                    }
+                } else {
                     let key = IdempotencyKey::new(format!("tok-revoke-{mandate_id}"))
                         .or_else(|_| IdempotencyKey::new("tok-revoke-mandate"))
                         .map_err(|e| TokenError::Invalid {
@@ -116,8 +151,19 @@ impl TokenService {
 
         // The order point: every selected token revoked at once.
         let revoked = self.store.revoke(&command.selector, now).await?;
+        // Then the fan-out of every selected token marked revoked and not finished: this
+        // call's, and any a failed call left half-way.
+        let mut unfinished = revoked.clone();
+        for t in self.store.tokens(&command.selector).await? {
+            if t.status == TokenStatus::Revoked
+                && !t.revocation.finished
+                && !unfinished.iter().any(|u| u.id == t.id)
+            {
+                unfinished.push(t);
+            }
+        }
         let mut first_error = None;
-        for record in &revoked {
+        for record in &unfinished {
             if let Err(e) = self
                 .finish_revocation(by, record, selector_name, command)
                 .await
@@ -131,7 +177,7 @@ impl TokenService {
         }
     }
 
-    /// The token's mandate, vault credential and PSP side, and its event.
+    /// The token's mandate, vault credential and PSP side, then its event, once.
     async fn finish_revocation(
         &self,
         by: &Principal,
@@ -139,6 +185,9 @@ impl TokenService {
         selector: &str,
         command: &RevokeTokens,
     ) -> Result<(), TokenError> {
+        if record.revocation.finished {
+            return Ok(());
+        }
         let ports = self.engine.ports();
         let actor = token_actor_id(&record.id)?;
         let mandate = ports
@@ -147,15 +196,11 @@ impl TokenService {
             .await
             .map_err(EngineError::from)?;
         if mandate.is_some_and(|m| !m.status().is_terminal()) {
-            let key = IdempotencyKey::new(format!("tok-revoke-{}", record.id)).map_err(|e| {
-                TokenError::Invalid {
-                    field: "token_id".into(),
-                    message: e.to_string(),
-                }
-            })?;
+            let key = IdempotencyKey::new(format!("tok-revoke-{}", record.id))
+                .map_err(|e| invalid("token_id", e.to_string()))?;
             self.engine
                 .change_mandate(
-                    &Principal::System(actor),
+                    &Principal::System(actor.clone()),
                     &ChangeMandate::new(
                         key,
                         record.mandate_id.clone(),
@@ -167,25 +212,85 @@ impl TokenService {
                 .await?;
         }
         ports.vault.revoke(&record.credential).await?;
-        let psp = ports.provider.revokes_tokens()
-            && ports
+
+        // The PSP's side: retried until it answers; its flag kept so it is asked once more
+        // at most after it confirmed.
+        let mut psp = record.revocation.psp_revoked;
+        if !psp && ports.provider.revokes_tokens() {
+            let asked = ports
                 .provider
                 .revoke_token(&RevokeTokenRequest {
                     token_id: record.id.clone(),
                     credential: record.credential.clone(),
                 })
-                .await
-                .is_ok();
-        self.audit(&[AuditEvent {
-            at: ports.clock.now(),
-            kind: AuditKind::TokenRevoked {
-                token_id: record.id.to_string(),
-                mandate_id: record.mandate_id.clone(),
-                selector: selector.to_owned(),
-                psp,
-                by: by.clone(),
-            },
-        }])
-        .await
+                .await;
+            match asked {
+                Ok(()) => {
+                    psp = true;
+                    self.store
+                        .record_revocation(
+                            &record.id,
+                            RevocationProgress::default().with_psp_revoked(),
+                        )
+                        .await?;
+                }
+                // Refused for good (it keeps no such token): recorded as `psp: false`.
+                Err(ProviderError::Invalid { .. }) => {}
+                // Not done, or not known to be (a revocation is safe to ask again): the event
+                // waits for the PSP's side and the caller retries.
+                Err(e) => return Err(EngineError::Provider(e).into()),
+            }
+        }
+
+        // The event, once: an idempotency record of the token's actor guards it.
+        let now = ports.clock.now();
+        let scope = IdempotencyScope {
+            actor_id: actor,
+            operation: "token_revoked".into(),
+            key: IdempotencyKey::new("token-revoked")
+                .map_err(|e| invalid("token_id", e.to_string()))?,
+        };
+        let fingerprint = json_fingerprint(&serde_json::json!({ "token_id": record.id.as_str() }))
+            .map_err(|e| invalid("token_id", e.to_string()))?;
+        let config = self.engine.config();
+        let lease = config.lease();
+        let retention = chrono::Duration::from_std(config.retention())
+            .unwrap_or_else(|_| chrono::Duration::days(1));
+        let begun = ports
+            .store
+            .begin_idempotent(&scope, &fingerprint, now, lease)
+            .await
+            .map_err(EngineError::from)?;
+        match begun {
+            Begin::Started(fence) => {
+                let event = AuditEvent {
+                    at: now,
+                    kind: AuditKind::TokenRevoked {
+                        token_id: record.id.to_string(),
+                        mandate_id: record.mandate_id.clone(),
+                        selector: selector.to_owned(),
+                        psp,
+                        by: by.clone(),
+                    },
+                };
+                if let Err(e) = self.audit(&[event]).await {
+                    let _ = ports.store.abandon_idempotent(&fence).await;
+                    return Err(e);
+                }
+                ports
+                    .store
+                    .complete_idempotent(&fence, &StoredResult::Done, now + retention)
+                    .await
+                    .map_err(EngineError::from)?;
+            }
+            // Written before (a failure after the event left the token unfinished).
+            Begin::Replay(_) | Begin::Conflict { .. } => {}
+            // A concurrent fan-out writes it and marks the token finished.
+            Begin::InFlight { .. } => return Ok(()),
+        }
+        self.store
+            .record_revocation(&record.id, RevocationProgress::default().with_finished())
+            .await?;
+        Ok(())
     }
 }

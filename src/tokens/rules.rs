@@ -17,6 +17,8 @@ pub const MAX_TOKEN_TTL_SECONDS: u64 = MAX_WINDOW_SECONDS;
 /// Checks a presented token against who presents it, the amount and the time, in a fixed
 /// order: provider, buyer, status, validity, currency, per-use cap. The first failing rule
 /// is the answer. Uses and the period cap are checked atomically later (the claim, the hold).
+/// It is [`check_presenter`] then [`check_new_claim`]: a redemption retried under a key
+/// already claimed is answered from its record after the first alone.
 pub fn check_presented(
     record: &TokenRecord,
     by: &Principal,
@@ -24,12 +26,35 @@ pub fn check_presented(
     buyer: Option<&BuyerId>,
     now: DateTime<Utc>,
 ) -> Result<(), RefusalCode> {
-    if !matches!(by, Principal::System(id) if *id == record.redeemer.provider) {
+    check_presenter(record, by, buyer)?;
+    check_new_claim(record, amount, now)
+}
+
+/// Who presents the token: only `Principal::Provider` with the id of the redeemer the token
+/// names (a `System` principal is the host's own process, never a token's redeemer), for the
+/// token's buyer when a buyer is named. Checked for every redemption, a retried one included.
+pub fn check_presenter(
+    record: &TokenRecord,
+    by: &Principal,
+    buyer: Option<&BuyerId>,
+) -> Result<(), RefusalCode> {
+    if !by.is_provider(&record.redeemer.provider) {
         return Err(RefusalCode::WrongProvider);
     }
     if buyer.is_some_and(|b| *b != record.buyer_id) {
         return Err(RefusalCode::WrongBuyer);
     }
+    Ok(())
+}
+
+/// What a new claim needs: an active token, within its validity, in its currency, within
+/// its per-use and period caps. Not checked for a key claimed before (whose recorded outcome
+/// is the answer, even after the token was revoked or expired).
+pub fn check_new_claim(
+    record: &TokenRecord,
+    amount: &Money,
+    now: DateTime<Utc>,
+) -> Result<(), RefusalCode> {
     match record.status {
         TokenStatus::Active => {}
         TokenStatus::Revoked => return Err(RefusalCode::Revoked),

@@ -48,7 +48,7 @@ pub fn agent_principal() -> Principal {
 }
 
 pub fn provider(name: &str) -> Principal {
-    Principal::System(ActorId::new(name).unwrap())
+    Principal::Provider(ActorId::new(name).unwrap())
 }
 
 pub fn redeemer(name: &str) -> Redeemer {

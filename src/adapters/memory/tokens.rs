@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::IdempotencyKey;
 use crate::ports::{
-    ClaimOutcome, InsertToken, Redemption, RedemptionState, TokenId, TokenRecord, TokenSelector,
-    TokenStatus, TokenStore, TokenStoreError,
+    ClaimOutcome, InsertToken, Redemption, RedemptionState, RevocationProgress, TokenId,
+    TokenRecord, TokenSelector, TokenStatus, TokenStore, TokenStoreError,
 };
 
 #[derive(Debug, Default)]
@@ -123,6 +123,19 @@ impl TokenStore for MemoryTokenStore {
             .unwrap_or_default())
     }
 
+    async fn redemption(
+        &self,
+        token_id: &TokenId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Redemption>, TokenStoreError> {
+        Ok(self
+            .lock()?
+            .redemptions
+            .get(token_id)
+            .and_then(|list| list.iter().find(|r| r.key == *key))
+            .cloned())
+    }
+
     async fn revoke(
         &self,
         selector: &TokenSelector,
@@ -148,5 +161,19 @@ impl TokenStore for MemoryTokenStore {
             .filter(|t| selector.selects(t))
             .cloned()
             .collect())
+    }
+
+    async fn record_revocation(
+        &self,
+        id: &TokenId,
+        progress: RevocationProgress,
+    ) -> Result<Option<TokenRecord>, TokenStoreError> {
+        let mut s = self.lock()?;
+        Ok(s.tokens.get_mut(id).map(|t| {
+            if t.status == TokenStatus::Revoked {
+                t.revocation = t.revocation.union(progress);
+            }
+            t.clone()
+        }))
     }
 }

@@ -11,8 +11,8 @@ use super::schema::prepare;
 use super::tx::{client, in_transaction, PortError, Tx};
 use crate::domain::IdempotencyKey;
 use crate::ports::{
-    ClaimOutcome, InsertToken, Redemption, RedemptionState, TokenId, TokenRecord, TokenSelector,
-    TokenStatus, TokenStore, TokenStoreError,
+    ClaimOutcome, InsertToken, Redemption, RedemptionState, RevocationProgress, TokenId,
+    TokenRecord, TokenSelector, TokenStatus, TokenStore, TokenStoreError,
 };
 
 impl PortError for TokenStoreError {
@@ -289,6 +289,31 @@ impl TokenStore for PostgresTokenStore {
         super::tx::once(read_redemptions(&c, token_id.as_str()).await)
     }
 
+    async fn redemption(
+        &self,
+        token_id: &TokenId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Redemption>, TokenStoreError> {
+        let c = client::<TokenStoreError>(&self.pool).await?;
+        let id = token_id.as_str();
+        let read = async {
+            match c
+                .query_opt(
+                    "SELECT body FROM token_redemptions WHERE token_id = $1 AND key = $2",
+                    &[&id, &key.as_str()],
+                )
+                .await?
+            {
+                None => Ok(None),
+                Some(row) => {
+                    let body: String = row.try_get(0)?;
+                    decode(id, &body).map(Some).map_err(Tx::Fail)
+                }
+            }
+        };
+        super::tx::once(read.await)
+    }
+
     async fn revoke(
         &self,
         selector: &TokenSelector,
@@ -336,5 +361,35 @@ impl TokenStore for PostgresTokenStore {
         }
         .await;
         super::tx::once(result)
+    }
+
+    async fn record_revocation(
+        &self,
+        id: &TokenId,
+        progress: RevocationProgress,
+    ) -> Result<Option<TokenRecord>, TokenStoreError> {
+        in_transaction!(
+            &self.pool,
+            self.retries,
+            IsolationLevel::ReadCommitted,
+            TokenStoreError,
+            |tx| {
+                match read_token(&tx, id.as_str(), true).await? {
+                    Some(mut t) if t.status == TokenStatus::Revoked => {
+                        let after = t.revocation.union(progress);
+                        if after != t.revocation {
+                            t.revocation = after;
+                            tx.execute(
+                                "UPDATE tokens SET body = $2 WHERE id = $1",
+                                &[&id.as_str(), &encode(&t)?],
+                            )
+                            .await?;
+                        }
+                        Some(t)
+                    }
+                    other => other,
+                }
+            }
+        )
     }
 }

@@ -9,8 +9,8 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use super::SqliteDatabase;
 use crate::domain::IdempotencyKey;
 use crate::ports::{
-    ClaimOutcome, InsertToken, Redemption, RedemptionState, TokenId, TokenRecord, TokenSelector,
-    TokenStatus, TokenStore, TokenStoreError,
+    ClaimOutcome, InsertToken, Redemption, RedemptionState, RevocationProgress, TokenId,
+    TokenRecord, TokenSelector, TokenStatus, TokenStore, TokenStoreError,
 };
 
 /// The [`TokenStore`] on a [`SqliteDatabase`] ([`SqliteDatabase::token_store`]).
@@ -241,6 +241,25 @@ impl TokenStore for SqliteTokenStore {
         self.call(move |conn| read_redemptions(conn, &id)).await
     }
 
+    async fn redemption(
+        &self,
+        token_id: &TokenId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Redemption>, TokenStoreError> {
+        let id = token_id.to_string();
+        let key = key.as_str().to_owned();
+        self.call(move |conn| {
+            let body: Option<String> = conn
+                .prepare_cached(
+                    "SELECT body FROM token_redemptions WHERE token_id = ?1 AND key = ?2",
+                )
+                .and_then(|mut s| s.query_row([&id, &key], |r| r.get(0)).optional())
+                .map_err(fail)?;
+            body.map(|b| decode(&id, &b)).transpose()
+        })
+        .await
+    }
+
     async fn revoke(
         &self,
         selector: &TokenSelector,
@@ -285,6 +304,37 @@ impl TokenStore for SqliteTokenStore {
                 }
             }
             out.sort_by(|a, b| a.id.cmp(&b.id));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn record_revocation(
+        &self,
+        id: &TokenId,
+        progress: RevocationProgress,
+    ) -> Result<Option<TokenRecord>, TokenStoreError> {
+        let id = id.to_string();
+        self.call(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(fail)?;
+            let out = match read_token(&tx, &id)? {
+                Some(mut t) if t.status == TokenStatus::Revoked => {
+                    let after = t.revocation.union(progress);
+                    if after != t.revocation {
+                        t.revocation = after;
+                        tx.execute(
+                            "UPDATE tokens SET body = ?2 WHERE id = ?1",
+                            params![id, encode(&t)?],
+                        )
+                        .map_err(fail)?;
+                    }
+                    Some(t)
+                }
+                other => other,
+            };
+            tx.commit().map_err(fail)?;
             Ok(out)
         })
         .await
