@@ -59,7 +59,8 @@ fn bench(c: &mut Criterion) {
     let engine = Engine::new(memory.ports.clone(), EngineConfig::default()).unwrap();
     let service = AcpService::new(
         engine,
-        AcpConfig::new("acp-vault".parse().unwrap(), "5651".parse().unwrap()),
+        // Measures the delegation's own steps; signature verification is a separate cost.
+        AcpConfig::unsigned_for_testing("acp-vault".parse().unwrap(), "5651".parse().unwrap()),
     );
     let caller = Principal::Agent("platform".parse().unwrap());
     let n = AtomicU64::new(0);

@@ -25,6 +25,13 @@
 //! * The timestamp is inside the signed message, so a captured request cannot be replayed
 //!   with a fresh `Timestamp`; it must be within the window (default ±300 s) of the service's
 //!   clock.
+//! * Each key is bound to the platform principal that may use it
+//!   ([`AcpConfig::new`](super::AcpConfig::new), [`AcpConfig::with_platform_key`](super::AcpConfig::with_platform_key)):
+//!   a request signed by platform A's key under platform B's principal is refused.
+//! * The `Idempotency-Key` is outside the signed message, so the service remembers each
+//!   accepted signature, until its timestamp leaves the window, with the caller and key it
+//!   came with: the same signature under another key (or caller) is a replay, refused (401);
+//!   under the same key it is the platform's retry, answered from the idempotency record.
 
 use base64::Engine as _;
 use chrono::{DateTime, Duration, Utc};
@@ -87,18 +94,35 @@ fn unauthorized(reason: impl Into<String>) -> AcpError {
     }
 }
 
+/// A signature that verified: its raw bytes and the end of its timestamp's window (the
+/// replay cache remembers it until then).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Verified {
+    pub(crate) signature: Vec<u8>,
+    pub(crate) until: DateTime<Utc>,
+}
+
+/// The longest `Timestamp` header read (an RFC 3339 time is at most 35 bytes).
+const MAX_TIMESTAMP_BYTES: usize = 64;
+
+/// The length of an unpadded base64url Ed25519 signature.
+const SIGNATURE_CHARS: usize = 86;
+
 /// Verifies `signature` (the header) over `timestamp` (the header) and `body` with any of
-/// `keys`, and the timestamp's distance to `now`. Every failure is
-/// [`AcpError::Unauthorized`].
-pub fn verify(
-    keys: &[PlatformKey],
+/// `keys` (the keys of the calling platform only), and the timestamp's distance to `now`.
+/// Every failure is [`AcpError::Unauthorized`].
+pub(crate) fn verify<'k>(
+    keys: impl IntoIterator<Item = &'k PlatformKey>,
     signature: Option<&[u8]>,
     timestamp: Option<&[u8]>,
     body: &serde_json::Value,
     now: DateTime<Utc>,
     window: Duration,
-) -> Result<(), AcpError> {
+) -> Result<Verified, AcpError> {
     let timestamp = timestamp.ok_or_else(|| unauthorized("no Timestamp header"))?;
+    if timestamp.len() > MAX_TIMESTAMP_BYTES {
+        return Err(unauthorized("Timestamp is too long"));
+    }
     let timestamp =
         std::str::from_utf8(timestamp).map_err(|_| unauthorized("Timestamp is not UTF-8"))?;
     let at = crate::domain::parse_time(timestamp)
@@ -110,6 +134,9 @@ pub fn verify(
         )));
     }
     let signature = signature.ok_or_else(|| unauthorized("no Signature header"))?;
+    if signature.len() != SIGNATURE_CHARS {
+        return Err(unauthorized("Signature is not 86 base64url characters"));
+    }
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(signature)
         .map_err(|_| unauthorized("Signature is not unpadded base64url"))?;
@@ -117,10 +144,15 @@ pub fn verify(
         return Err(unauthorized("Signature is not 64 bytes"));
     }
     let message = signing_input(timestamp, body);
-    if keys.iter().any(|k| k.verify(&message, &raw)) {
-        Ok(())
+    if keys.into_iter().any(|k| k.verify(&message, &raw)) {
+        Ok(Verified {
+            signature: raw,
+            until: at + window,
+        })
     } else {
-        Err(unauthorized("Signature does not verify"))
+        Err(unauthorized(
+            "Signature does not verify with a key of this platform",
+        ))
     }
 }
 
