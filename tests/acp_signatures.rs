@@ -267,3 +267,57 @@ async fn an_unsigned_service_ignores_signatures_but_a_signed_one_requires_them()
         .unwrap_err();
     assert!(matches!(e, AcpError::Unauthorized { .. }), "{e:?}");
 }
+
+/// Ed25519's S + L (the group order) is another 64-byte signature of the same message; base64url
+/// has other spellings of the same bytes. Neither gets a captured request past the cache.
+#[tokio::test]
+async fn a_malleated_or_respelled_signature_is_not_a_new_request() {
+    use base64::Engine as _;
+    let (_memory, service) = service(signed);
+    let p = platform_principal();
+    let body = request();
+    let ts = "2025-09-29T11:00:00Z";
+    let good = sign(&platform_pair(), ts, &body);
+    assert!(delegate_as(
+        &service,
+        &p,
+        "m1",
+        &[("Signature", &good), ("Timestamp", ts)],
+        &body
+    )
+    .await
+    .is_ok());
+    let mut raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(&good)
+        .unwrap();
+    // L = 2^252 + 27742317777372353535851937790883648493, little-endian.
+    const L: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
+        0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+    let mut carry = 0u16;
+    for i in 0..32 {
+        let v = u16::from(raw[32 + i]) + u16::from(L[i]) + carry;
+        raw[32 + i] = (v & 0xff) as u8;
+        carry = v >> 8;
+    }
+    let malleated = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw);
+    // The last character carries 4 unused bits: another spelling of the same bytes.
+    let mut respelled = good.clone();
+    let last = respelled.pop().unwrap();
+    let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let idx = alphabet.find(last).unwrap();
+    respelled.push(alphabet.as_bytes()[idx ^ 1] as char);
+    for (what, sig) in [("S + L", malleated), ("trailing bits", respelled)] {
+        let e = delegate_as(
+            &service,
+            &p,
+            "m2",
+            &[("Signature", &sig), ("Timestamp", ts)],
+            &body,
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, AcpError::Unauthorized { .. }), "{what}: {e:?}");
+    }
+}

@@ -644,7 +644,7 @@ impl AcpService {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .check_and_record(
-                &verified.signature,
+                &verified.message,
                 caller.scope_id().as_str(),
                 key.as_str(),
                 now,
@@ -654,7 +654,8 @@ impl AcpService {
         match seen {
             Seen::First | Seen::SameRequest => Ok(()),
             Seen::Replayed => Err(AcpError::Unauthorized {
-                reason: "the signature was accepted before with another Idempotency-Key or caller"
+                reason: "the signature was accepted before with another Idempotency-Key or \
+                         caller, or is older than what the replay cache still holds"
                     .into(),
             }),
             Seen::Full { retry_after } => Err(AcpError::RateLimited { retry_after }),

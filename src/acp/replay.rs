@@ -42,6 +42,9 @@ pub(crate) enum Seen {
 #[derive(Debug, Default)]
 pub(crate) struct ReplayCache {
     seen: HashMap<[u8; 32], ([u8; 32], DateTime<Utc>)>,
+    /// The clock at the last pruning: every signature whose window ended before it may have
+    /// been forgotten, so one is refused as a replay (a clock stepped back cannot revive it).
+    pruned_through: Option<DateTime<Utc>>,
 }
 
 fn digest(parts: &[&[u8]]) -> [u8; 32] {
@@ -54,7 +57,7 @@ fn digest(parts: &[&[u8]]) -> [u8; 32] {
 }
 
 impl ReplayCache {
-    /// Records `signature` (raw bytes), accepted at `now` for `caller` (its scope id) and
+    /// Records `signature` (the digest of the signed message), accepted at `now` for `caller` (its scope id) and
     /// `key`, valid until `until` (its timestamp plus the window), unless seen already.
     pub(crate) fn check_and_record(
         &mut self,
@@ -76,8 +79,12 @@ impl ReplayCache {
                 Seen::Replayed
             };
         }
+        if self.pruned_through.is_some_and(|t| until < t) {
+            return Seen::Replayed;
+        }
         if self.seen.len() >= capacity {
             self.seen.retain(|_, (_, end)| *end >= now);
+            self.pruned_through = Some(self.pruned_through.map_or(now, |t| t.max(now)));
         }
         if self.seen.len() >= capacity.max(1) {
             let oldest = self.seen.values().map(|(_, end)| *end).min().unwrap_or(now);

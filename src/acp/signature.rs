@@ -29,12 +29,14 @@
 //!   ([`AcpConfig::new`](super::AcpConfig::new), [`AcpConfig::with_platform_key`](super::AcpConfig::with_platform_key)):
 //!   a request signed by platform A's key under platform B's principal is refused.
 //! * The `Idempotency-Key` is outside the signed message, so the service remembers each
-//!   accepted signature, until its timestamp leaves the window, with the caller and key it
-//!   came with: the same signature under another key (or caller) is a replay, refused (401);
+//!   accepted signed message (its digest: a malleated signature or another encoding of the
+//!   same message is the same request), until its timestamp leaves the window, with the
+//!   caller and key it came with: the same signature under another key (or caller) is a replay, refused (401);
 //!   under the same key it is the platform's retry, answered from the idempotency record.
 
 use base64::Engine as _;
 use chrono::{DateTime, Duration, Utc};
+use sha2::Digest as _;
 
 use super::error::AcpError;
 
@@ -94,11 +96,13 @@ fn unauthorized(reason: impl Into<String>) -> AcpError {
     }
 }
 
-/// A signature that verified: its raw bytes and the end of its timestamp's window (the
-/// replay cache remembers it until then).
+/// A signature that verified: the SHA-256 of the key that verified it and the message it
+/// signs (the replay cache keys on them, not on the signature's bytes, so another encoding or
+/// a malleated signature of the same message is the same request) and the end of its timestamp's window (the cache
+/// remembers it until then).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Verified {
-    pub(crate) signature: Vec<u8>,
+    pub(crate) message: [u8; 32],
     pub(crate) until: DateTime<Utc>,
 }
 
@@ -144,9 +148,12 @@ pub(crate) fn verify<'k>(
         return Err(unauthorized("Signature is not 64 bytes"));
     }
     let message = signing_input(timestamp, body);
-    if keys.into_iter().any(|k| k.verify(&message, &raw)) {
+    if let Some(key) = keys.into_iter().find(|k| k.verify(&message, &raw)) {
+        let mut digest = sha2::Sha256::new();
+        digest.update(key.0);
+        digest.update(&message);
         Ok(Verified {
-            signature: raw,
+            message: digest.finalize().into(),
             until: at + window,
         })
     } else {
