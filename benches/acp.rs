@@ -3,8 +3,12 @@
 //! snapshot, a redemption refused by its decision (another merchant), and a redemption that
 //! pays (decision, hold, fake PSP, audit).
 //!
+//! With the `sqlite` feature, the same delegation and paid redemption on the SQLite store,
+//! audit sink and vault (a file database in the temp directory, the adapter's default
+//! synchronous setting): the `acp/sqlite/*` cells.
+//!
 //! Short runs only: `cargo bench --bench acp --features acp,testkit -- --warm-up-time 1
-//! --measurement-time 3`.
+//! --measurement-time 3` (add `,sqlite` for the SQLite cells).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -59,7 +63,8 @@ fn bench(c: &mut Criterion) {
     let engine = Engine::new(memory.ports.clone(), EngineConfig::default()).unwrap();
     let service = AcpService::new(
         engine,
-        AcpConfig::new("acp-vault".parse().unwrap(), "5651".parse().unwrap()),
+        // Measures the delegation's own steps; signature verification is a separate cost.
+        AcpConfig::unsigned_for_testing("acp-vault".parse().unwrap(), "5651".parse().unwrap()),
     );
     let caller = Principal::Agent("platform".parse().unwrap());
     let n = AtomicU64::new(0);
@@ -132,5 +137,79 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// The delegation and the paid redemption on the SQLite store, audit sink and vault.
+#[cfg(feature = "sqlite")]
+fn bench_sqlite(c: &mut Criterion) {
+    use agent_mandate::adapters::keyring::{VaultKey, VaultKeyring};
+    use agent_mandate::adapters::memory::ManualClock;
+    use agent_mandate::adapters::sqlite::{SqliteConfig, SqliteDatabase};
+    use agent_mandate::ports::{CredentialVault, Ports};
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let now = Utc.with_ymd_and_hms(2026, 4, 20, 9, 0, 0).unwrap();
+    let path = std::env::temp_dir().join(format!("acp-bench-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let db = SqliteDatabase::open(SqliteConfig::file(&path)).unwrap();
+    let vault: Arc<dyn CredentialVault> = Arc::new(db.vault(VaultKeyring::new(
+        VaultKey::new("bench", [7u8; 32]).unwrap(),
+    )));
+    let clock = Arc::new(ManualClock::new(now));
+    let ports = Ports {
+        store: Arc::new(db.store()),
+        provider: Arc::new(FakePsp::with_vault_and_clock(vault.clone(), clock.clone())),
+        vault,
+        audit: Arc::new(db.audit_sink()),
+        clock,
+    };
+    let engine = Engine::new(ports, EngineConfig::default()).unwrap();
+    let service = AcpService::new(
+        engine,
+        AcpConfig::unsigned_for_testing("acp-vault".parse().unwrap(), "5651".parse().unwrap()),
+    );
+    let caller = Principal::Agent("platform".parse().unwrap());
+    let n = AtomicU64::new(0);
+    let delegation = body("cs_42");
+    c.bench_function("acp/sqlite/delegate_payment_to_token", |b| {
+        b.iter(|| {
+            let key = format!("k{}", n.fetch_add(1, Ordering::Relaxed));
+            rt.block_on(service.delegate(Some(&caller), None, &headers(&key), &delegation))
+                .unwrap()
+        })
+    });
+    let session = CheckoutSession::parse(SESSION).unwrap();
+    let acme = MerchantId::new("acme_store").unwrap();
+    c.bench_function("acp/sqlite/redemption_paid", |b| {
+        b.iter_batched(
+            || {
+                let key = format!("p{}", n.fetch_add(1, Ordering::Relaxed));
+                rt.block_on(service.delegate(Some(&caller), None, &headers(&key), &delegation))
+                    .unwrap()
+                    .token
+            },
+            |token| {
+                let key =
+                    IdempotencyKey::new(format!("q{}", n.fetch_add(1, Ordering::Relaxed))).unwrap();
+                rt.block_on(service.redeem(&Redemption::new(
+                    token,
+                    acme.clone(),
+                    session.clone(),
+                    key,
+                )))
+                .unwrap()
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    drop(service);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
+#[cfg(not(feature = "sqlite"))]
+fn bench_sqlite(_: &mut Criterion) {}
+
+criterion_group!(benches, bench, bench_sqlite);
 criterion_main!(benches);

@@ -32,8 +32,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The platform's signing key; the service knows its public half.
     let platform =
         ring::signature::Ed25519KeyPair::from_seed_unchecked(&[7u8; 32]).map_err(|_| "key")?;
-    let config = AcpConfig::new("acp-vault".parse()?, "5651".parse()?)
-        .with_platform_keys(vec![PlatformKey::ed25519(platform.public_key().as_ref())?]);
+    // The key is bound to the principal the host authenticates the platform as.
+    let caller = Principal::Agent("agent_platform".parse()?);
+    let config = AcpConfig::new(
+        "acp-vault".parse()?,
+        "5651".parse()?,
+        caller.clone(),
+        PlatformKey::ed25519(platform.public_key().as_ref())?,
+    );
     let service = AcpService::new(engine, config);
 
     // 1. The agent platform delegates a card for checkout session cs_42 at acme_store.
@@ -63,7 +69,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with("Idempotency-Key", "550e8400-e29b-41d4-a716-446655440000")
         .with("Timestamp", timestamp)
         .with("Signature", &signature);
-    let caller = Principal::Agent("agent_platform".parse()?);
     let delegated = service
         .delegate(Some(&caller), None, &headers, &serde_json::to_vec(&body)?)
         .await?;

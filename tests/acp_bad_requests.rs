@@ -658,11 +658,7 @@ async fn every_bad_request_is_a_typed_published_refusal() {
 
 #[tokio::test]
 async fn signature_failures_are_401_and_store_nothing() {
-    let h = harness(|c| {
-        c.with_platform_keys(vec![platform_key()])
-            .with_timestamp_window(chrono::Duration::seconds(300))
-    })
-    .await;
+    let h = harness(|c| signed(c).with_timestamp_window(chrono::Duration::seconds(300))).await;
     let body = example("examples.delegate_payment.json", "delegate_payment_request");
     let now = "2025-09-29T11:00:00Z";
     let good = sign(&platform_pair(), now, &body);

@@ -229,7 +229,7 @@ async fn rate_limits_answer_the_published_429() {
 
 #[tokio::test]
 async fn signed_requests_verify_and_others_are_401() {
-    let h = harness(|c| c.with_platform_keys(vec![platform_key()])).await;
+    let h = harness(signed).await;
     let request = example(EX, "delegate_payment_request");
     let ts = "2025-09-29T11:00:30Z";
     let sig = sign(&platform_pair(), ts, &request);

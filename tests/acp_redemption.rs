@@ -293,3 +293,26 @@ async fn sessions_that_cannot_be_snapshots_are_refused_naming_the_member() {
         assert_valid(SC, "Error", &a.body);
     }
 }
+
+/// The merchant reusing its key for another completion gets the permanent conflict, not a
+/// 503 that tells it to retry the same key forever; nothing is charged twice.
+#[tokio::test]
+async fn acp_redeem_same_key_other_session_is_422_not_503() {
+    let h = harness(|c| c).await;
+    let s = session("get_checkout_session_response");
+    let id = s["id"].as_str().unwrap();
+    let vt = token(&h, "d-conflict", id, "acme_store", 2000).await;
+    let a = h.redeem("acme_store", "c-1", &vt, &s).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let mut other = s.clone();
+    other["id"] = json!("checkout_session_other");
+    let b = h.redeem("acme_store", "c-1", &vt, &other).await;
+    assert_eq!(b.status, 422, "{}", b.body);
+    assert_eq!(b.body["code"], "idempotency_conflict");
+    assert_eq!(b.body["type"], "invalid_request");
+    assert!(b.headers.get("retry-after").is_none());
+    assert_valid(SC, "Error", &b.body);
+    // The first completion still replays.
+    let again = h.redeem("acme_store", "c-1", &vt, &s).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+}

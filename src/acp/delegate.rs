@@ -8,17 +8,18 @@ use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use sha2::{Digest as _, Sha256};
 
 use super::error::{AcpError, SUPPORTED_VERSIONS};
+use super::replay::{ReplayCache, Seen, DEFAULT_REPLAY_CACHE_CAPACITY};
 use super::request::{CardNumberType, CheckedAllowance, DelegatePaymentRequest};
 use super::signature::{PlatformKey, DEFAULT_TIMESTAMP_WINDOW_SECONDS};
 use crate::domain::{
-    json_fingerprint, ActionSet, Actor, ActorId, ActorKind, AmountScope, Budgets, BuyerId,
-    CartBinding, ConfirmationRule, CredentialRef, CurrencyScope, EvidenceRef, IdempotencyKey,
-    Lifecycle, MandateId, MandateScope, MandateSpec, MandateStatus, Mcc, MerchantScope,
-    PaymentAction, Principal, Validity,
+    json_fingerprint, ActionSet, Actor, ActorId, ActorKind, AmountScope, AuditEvent, AuditKind,
+    Budgets, BuyerId, CartBinding, ConfirmationRule, CredentialRef, CurrencyScope, EvidenceRef,
+    IdempotencyKey, Lifecycle, MandateId, MandateScope, MandateSpec, MandateStatus, Mcc,
+    MerchantScope, PaymentAction, Principal, Validity,
 };
 use crate::engine::{CreateMandate, Engine, EngineError};
 use crate::ports::{
-    Begin, CredentialDisplay, CredentialKind, IdempotencyScope, NewCredential, StoredResult,
+    Begin, CredentialDisplay, CredentialKind, IdempotencyScope, NewCredential, StoredResult, Write,
 };
 
 /// The idempotency operation name of a delegation (the record's scope is the caller's
@@ -34,21 +35,30 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The largest integer the body may carry (2^53 - 1): beyond it JSON readers disagree.
 const MAX_EXACT_INTEGER: i64 = (1 << 53) - 1;
 
-/// How the ACP service runs. Built with [`AcpConfig::new`] and `with_*`.
+/// How the ACP service runs. Built with [`AcpConfig::new`] (signed requests, the default and
+/// the only choice for a real service) or [`AcpConfig::unsigned_for_testing`], and `with_*`.
+///
+/// Every platform key is bound to the platform principal that may use it: a request is
+/// verified only with the keys of the principal the host authenticated.
 ///
 /// ```
-/// use agent_mandate::acp::AcpConfig;
-/// let config = AcpConfig::new("acp-vault".parse().unwrap(), "5999".parse().unwrap())
+/// use agent_mandate::acp::{AcpConfig, PlatformKey};
+/// use agent_mandate::domain::Principal;
+/// let platform = Principal::Agent("platform_1".parse().unwrap());
+/// let key = PlatformKey::ed25519(&[7u8; 32]).unwrap();
+/// let config = AcpConfig::new("acp-vault".parse().unwrap(), "5999".parse().unwrap(), platform, key)
 ///     .with_timestamp_window(chrono::Duration::seconds(60))
 ///     .with_rate_limit(100, chrono::Duration::seconds(60));
 /// assert_eq!(config.service_actor().as_str(), "acp-vault");
+/// assert!(config.verifies_signatures());
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct AcpConfig {
     service_actor: ActorId,
-    platform_keys: Vec<PlatformKey>,
+    platform_keys: Vec<(Principal, PlatformKey)>,
     timestamp_window: Duration,
+    replay_cache_capacity: usize,
     rate_limit: Option<(u32, Duration)>,
     capture: bool,
     mcc: Mcc,
@@ -59,14 +69,40 @@ impl AcpConfig {
     /// The service runs as the system actor `service_actor`: it creates the mandates, owns the
     /// stored cards and executes the redemptions (the host's principal for it is
     /// `Principal::System(service_actor)`); `mcc` is the merchant category code of the
-    /// redeeming merchants' cart snapshots (a checkout session names none). No platform key
-    /// (signatures are not checked), no rate limit, capture on redemption, snapshots valid 15
-    /// minutes when the session gives no expiry.
-    pub fn new(service_actor: ActorId, mcc: Mcc) -> AcpConfig {
+    /// redeeming merchants' cart snapshots (a checkout session names none). Every delegation
+    /// must carry a valid `Signature` and a fresh `Timestamp` by a key of the calling
+    /// platform: `platform` may sign with `key` (add platforms and rotated keys with
+    /// [`AcpConfig::with_platform_key`]). No rate limit, capture on redemption, snapshots
+    /// valid 15 minutes when the session gives no expiry.
+    pub fn new(
+        service_actor: ActorId,
+        mcc: Mcc,
+        platform: Principal,
+        key: PlatformKey,
+    ) -> AcpConfig {
+        AcpConfig {
+            platform_keys: vec![(platform, key)],
+            ..AcpConfig::unsigned_for_testing(service_actor, mcc)
+        }
+    }
+
+    /// **For tests and demonstrations only: signatures are not checked.** A configuration
+    /// with no platform key, so any caller the host authenticated may delegate with its bearer
+    /// token alone, and a `Signature` header is ignored. A service that takes card numbers
+    /// from the network must use [`AcpConfig::new`]. Adding a key with
+    /// [`AcpConfig::with_platform_key`] turns verification on.
+    ///
+    /// ```
+    /// use agent_mandate::acp::AcpConfig;
+    /// let config = AcpConfig::unsigned_for_testing("acp-vault".parse().unwrap(), "5999".parse().unwrap());
+    /// assert!(!config.verifies_signatures());
+    /// ```
+    pub fn unsigned_for_testing(service_actor: ActorId, mcc: Mcc) -> AcpConfig {
         AcpConfig {
             service_actor,
             platform_keys: Vec::new(),
             timestamp_window: Duration::seconds(DEFAULT_TIMESTAMP_WINDOW_SECONDS),
+            replay_cache_capacity: DEFAULT_REPLAY_CACHE_CAPACITY,
             rate_limit: None,
             capture: true,
             mcc,
@@ -74,16 +110,23 @@ impl AcpConfig {
         }
     }
 
-    /// Requires a valid `Signature` and a fresh `Timestamp` by one of `keys` on every
-    /// delegation (several keys: rotation).
-    pub fn with_platform_keys(mut self, keys: Vec<PlatformKey>) -> AcpConfig {
-        self.platform_keys = keys;
+    /// Lets `platform` sign with `key` too (another platform, or a rotated key).
+    pub fn with_platform_key(mut self, platform: Principal, key: PlatformKey) -> AcpConfig {
+        self.platform_keys.push((platform, key));
         self
     }
 
     /// The accepted distance between `Timestamp` and the clock (at least one second).
     pub fn with_timestamp_window(mut self, window: Duration) -> AcpConfig {
         self.timestamp_window = window.max(Duration::seconds(1));
+        self
+    }
+
+    /// How many accepted signatures are remembered to refuse their replay (at least one;
+    /// default 100 000). When every remembered signature is still inside its window, new
+    /// signed requests are refused with 429 and a retry hint.
+    pub fn with_replay_cache_capacity(mut self, capacity: usize) -> AcpConfig {
+        self.replay_cache_capacity = capacity.max(1);
         self
     }
 
@@ -116,9 +159,15 @@ impl AcpConfig {
         &self.service_actor
     }
 
-    /// The platform keys.
-    pub fn platform_keys(&self) -> &[PlatformKey] {
+    /// The platform keys, each with the principal that may use it.
+    pub fn platform_keys(&self) -> &[(Principal, PlatformKey)] {
         &self.platform_keys
+    }
+
+    /// Whether delegations must be signed (false only for
+    /// [`AcpConfig::unsigned_for_testing`] with no key added).
+    pub fn verifies_signatures(&self) -> bool {
+        !self.platform_keys.is_empty()
     }
 
     /// Whether redemptions capture.
@@ -134,6 +183,13 @@ impl AcpConfig {
     /// The snapshots' default validity.
     pub fn snapshot_ttl(&self) -> Duration {
         self.snapshot_ttl
+    }
+
+    fn keys_of<'a>(&'a self, caller: &'a Principal) -> impl Iterator<Item = &'a PlatformKey> {
+        self.platform_keys
+            .iter()
+            .filter(move |(p, _)| p == caller)
+            .map(|(_, k)| k)
     }
 }
 
@@ -219,6 +275,7 @@ pub struct AcpService {
     engine: Engine,
     config: AcpConfig,
     windows: Arc<Mutex<RateWindows>>,
+    signatures: Arc<Mutex<ReplayCache>>,
 }
 
 /// Per caller: the start of its current rate window and the requests counted in it.
@@ -272,6 +329,12 @@ fn engine_error(e: EngineError) -> AcpError {
     }
 }
 
+/// The evidence naming a delegation on its mandate: `acp:delegate_payment:` and 40 hex digits
+/// of the hash of the caller and key.
+fn delegation_ref(h: &str) -> Result<EvidenceRef, AcpError> {
+    EvidenceRef::new(format!("acp:delegate_payment:{}", &h[..40])).map_err(internal)
+}
+
 fn internal(e: impl std::fmt::Display) -> AcpError {
     AcpError::Internal {
         reason: e.to_string(),
@@ -291,6 +354,7 @@ impl AcpService {
             engine,
             config,
             windows: Arc::new(Mutex::new(HashMap::new())),
+            signatures: Arc::new(Mutex::new(ReplayCache::default())),
         }
     }
 
@@ -445,31 +509,42 @@ impl AcpService {
         }
         let value: serde_json::Value = serde_json::from_slice(body)
             .map_err(|e| AcpError::malformed("$", format!("the body is not JSON: {e}")))?;
-        if !self.config.platform_keys.is_empty() {
-            super::signature::verify(
-                &self.config.platform_keys,
-                headers.get("signature"),
-                headers.get("timestamp"),
-                &value,
-                now,
-                self.config.timestamp_window,
-            )?;
+        if self.config.verifies_signatures() {
+            self.verify_signature(&caller, &key, headers, &value, now)?;
         } else if let Some(ts) = headers.get("timestamp") {
             // Without a key the timestamp proves nothing, but it must still be a time.
             std::str::from_utf8(ts)
                 .ok()
+                .filter(|t| t.len() <= 64)
                 .and_then(|t| crate::domain::parse_time(t).ok())
                 .ok_or_else(|| AcpError::malformed("Timestamp", "Timestamp must be RFC 3339"))?;
         }
         let request = DelegatePaymentRequest::parse(body)?;
-        let checked = request.check(now)?;
+        // A refusal that depends only on the clock (the allowance or the card expired since)
+        // may be the retry of a delegation already done: the key is looked up before it is
+        // answered, and a recorded delegation replays.
+        let (checked, late) = match request.check(now) {
+            Ok(c) => (c, None),
+            Err(e) => match request.check(DateTime::<Utc>::MIN_UTC) {
+                Ok(c) => (c, Some(e)),
+                Err(_) => return Err(e),
+            },
+        };
         if request.allowance.max_amount > MAX_EXACT_INTEGER {
             return Err(AcpError::invalid(
                 "$.allowance.max_amount",
                 "max_amount is more than 2^53 - 1 minor units",
             ));
         }
-        let fingerprint = json_fingerprint(&value).map_err(|e| {
+        let fingerprint = match buyer {
+            None => json_fingerprint(&value),
+            // The host's buyer is part of the request: another buyer under the same key is
+            // another request (a conflict), never a half-replayed one.
+            Some(b) => {
+                json_fingerprint(&serde_json::json!({"acp_buyer": b.as_str(), "body": value}))
+            }
+        }
+        .map_err(|e| {
             AcpError::invalid(
                 "$",
                 format!("the body has a number without one canonical form: {e}"),
@@ -490,24 +565,46 @@ impl AcpService {
         let fence = match begin {
             Begin::Conflict { .. } => return Err(AcpError::IdempotencyConflict),
             Begin::InFlight { retry_after } => {
-                return Err(AcpError::IdempotencyInFlight { retry_after })
+                return Err(AcpError::IdempotencyInFlight { retry_after });
             }
             Begin::Replay(_) => None,
-            Begin::Started(fence) => Some(fence),
+            Begin::Started(fence) => {
+                if let Some(e) = late {
+                    // A new request after all: refused, and the key stays free.
+                    let _ = store.abandon_idempotent(&fence).await;
+                    return Err(e);
+                }
+                Some(fence)
+            }
         };
         let result = self
-            .run(&request, &checked, &buyer, &h, now, fence.is_none())
+            .run(
+                &request,
+                &checked,
+                &buyer,
+                &caller,
+                &h,
+                now,
+                fence.is_none(),
+            )
             .await;
         match (&result, &fence) {
             (Ok(done), Some(fence)) => {
-                store
+                match store
                     .complete_idempotent(
                         fence,
                         &StoredResult::Mandate(done.mandate_id.clone()),
                         now + self.engine.config().retention(),
                     )
                     .await
-                    .map_err(unavailable)?;
+                {
+                    Ok(()) => {}
+                    // The lease lapsed while this request ran and a retry of it took the
+                    // record over: the retry ran the same keyed steps to the same token and
+                    // completes the record; this answer is the same.
+                    Err(crate::ports::StoreError::Fenced { .. }) => {}
+                    Err(e) => return Err(unavailable(e)),
+                }
             }
             (Err(_), Some(fence)) => {
                 // Nothing lasting to answer from: the key may be used again (5xx are never
@@ -524,19 +621,183 @@ impl AcpService {
         Ok(done)
     }
 
+    /// Verifies the signature with the caller's own keys, then refuses a signature accepted
+    /// before with another key or caller (a replay).
+    fn verify_signature(
+        &self,
+        caller: &Principal,
+        key: &IdempotencyKey,
+        headers: &RequestHeaders,
+        value: &serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<(), AcpError> {
+        let verified = super::signature::verify(
+            self.config.keys_of(caller),
+            headers.get("signature"),
+            headers.get("timestamp"),
+            value,
+            now,
+            self.config.timestamp_window,
+        )?;
+        let seen = self
+            .signatures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .check_and_record(
+                &verified.message,
+                caller.scope_id().as_str(),
+                key.as_str(),
+                now,
+                verified.until,
+                self.config.replay_cache_capacity,
+            );
+        match seen {
+            Seen::First | Seen::SameRequest => Ok(()),
+            Seen::Replayed => Err(AcpError::Unauthorized {
+                reason: "the signature was accepted before with another Idempotency-Key or \
+                         caller, or is older than what the replay cache still holds"
+                    .into(),
+            }),
+            Seen::Full { retry_after } => Err(AcpError::RateLimited { retry_after }),
+        }
+    }
+
     /// Stores the card and creates the mandate (each idempotent under a key derived from the
-    /// delegation's), or on a replay reads them back.
+    /// delegation's), or on a replay reads them back. A first run also records which platform
+    /// delegated.
+    #[expect(clippy::too_many_arguments, reason = "one private step of `delegate`")]
     async fn run(
         &self,
         request: &DelegatePaymentRequest,
         checked: &CheckedAllowance,
         buyer: &BuyerId,
+        caller: &Principal,
         h: &str,
         now: DateTime<Utc>,
         replay: bool,
     ) -> Result<Delegated, AcpError> {
-        let pm = &request.payment_method;
         let principal = self.service_principal();
+        let credential = self.credential(request, checked, buyer);
+        let ckey = IdempotencyKey::new(format!("acp-c-{}", &h[..40])).map_err(internal)?;
+        let stored = self
+            .engine
+            .store_credential(&principal, &ckey, credential)
+            .await
+            .map_err(|e| match e {
+                EngineError::Vault(crate::ports::VaultError::Invalid { field }) => {
+                    AcpError::invalid(format!("$.payment_method.{field}"), "the vault refuses it")
+                }
+                e => engine_error(e),
+            })?;
+        let reference = stored.value.reference;
+        let token = format!("{TOKEN_PREFIX}{reference}");
+        let mandate_id = mandate_for(&reference).map_err(internal)?;
+        let created = if replay {
+            self.delegated_mandate(&mandate_id, h)
+                .await?
+                .ok_or_else(|| {
+                    internal(format!("replayed delegation without mandate {mandate_id}"))
+                })?
+        } else {
+            // A retry after a failure between the mandate and the key's completion finds
+            // the mandate made for this delegation and answers it: its spec carries the first
+            // run's time, so creating it again would be another command.
+            let created = match self.delegated_mandate(&mandate_id, h).await? {
+                Some(created) => created,
+                None => {
+                    let spec = self.mandate_spec(request, checked, buyer, &mandate_id, h, now)?;
+                    let mkey =
+                        IdempotencyKey::new(format!("acp-m-{}", &h[..40])).map_err(internal)?;
+                    match self
+                        .engine
+                        .create_mandate(&principal, &CreateMandate::new(mkey, spec))
+                        .await
+                    {
+                        Ok(m) => m.value.lifecycle().created_at,
+                        // Another run of this delegation (its lease lapsed while this one
+                        // waited on the store) may have made it first: then it is the answer.
+                        Err(e) => match self.delegated_mandate(&mandate_id, h).await? {
+                            Some(created) => created,
+                            None => return Err(engine_error(e)),
+                        },
+                    }
+                }
+            };
+            self.record_platform(caller, &reference, &mandate_id, now)
+                .await?;
+            created
+        };
+        Ok(Delegated {
+            token,
+            created,
+            metadata: BTreeMap::new(),
+            replayed: replay,
+            mandate_id,
+            buyer_id: buyer.clone(),
+        })
+    }
+
+    /// The creation time of the mandate this delegation made, if it made one (the mandate of
+    /// its credential, by the service, with the delegation's evidence).
+    async fn delegated_mandate(
+        &self,
+        mandate_id: &MandateId,
+        h: &str,
+    ) -> Result<Option<DateTime<Utc>>, AcpError> {
+        let Some(m) = self
+            .engine
+            .ports()
+            .store
+            .mandate(mandate_id)
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(None);
+        };
+        let evidence = delegation_ref(h)?;
+        if m.actor() != &self.service_actor() || !m.spec().evidence_refs.contains(&evidence) {
+            return Err(internal(format!(
+                "mandate {mandate_id} is not this delegation's"
+            )));
+        }
+        Ok(Some(m.lifecycle().created_at))
+    }
+
+    /// The audit event naming the platform that delegated (I14: who put this card in the
+    /// vault). Written by every run that stored, so a retry after a failure writes it too.
+    async fn record_platform(
+        &self,
+        caller: &Principal,
+        reference: &CredentialRef,
+        mandate_id: &MandateId,
+        now: DateTime<Utc>,
+    ) -> Result<(), AcpError> {
+        let event = AuditEvent {
+            at: now,
+            kind: AuditKind::Delegated {
+                protocol: DELEGATE_OPERATION.to_owned(),
+                credential_ref: reference.clone(),
+                mandate_id: mandate_id.clone(),
+                by: caller.clone(),
+            },
+        };
+        self.engine
+            .ports()
+            .store
+            .write_audited(Write::Events, &[event])
+            .await
+            .map_err(unavailable)?;
+        let _ = self.engine.flush_audit().await;
+        Ok(())
+    }
+
+    fn credential(
+        &self,
+        request: &DelegatePaymentRequest,
+        checked: &CheckedAllowance,
+        buyer: &BuyerId,
+    ) -> NewCredential {
+        let pm = &request.payment_method;
         let (exp_month, exp_year) = checked.card_expiry.unwrap_or_else(|| {
             let e = checked.expires_at;
             (
@@ -554,7 +815,7 @@ impl AcpService {
             }
             CardNumberType::Fpan => (CredentialKind::Card, pm.cvc.clone()),
         };
-        let credential = NewCredential {
+        NewCredential {
             kind,
             owner: self.config.service_actor.clone(),
             buyer_id: buyer.clone(),
@@ -570,51 +831,7 @@ impl AcpService {
                 exp_year,
                 funding: pm.display_card_funding_type.funding(),
             },
-        };
-        let ckey = IdempotencyKey::new(format!("acp-c-{}", &h[..40])).map_err(internal)?;
-        let stored = self
-            .engine
-            .store_credential(&principal, &ckey, credential)
-            .await
-            .map_err(|e| match e {
-                EngineError::Vault(crate::ports::VaultError::Invalid { field }) => {
-                    AcpError::invalid(format!("$.payment_method.{field}"), "the vault refuses it")
-                }
-                e => engine_error(e),
-            })?;
-        let reference = stored.value.reference;
-        let token = format!("{TOKEN_PREFIX}{reference}");
-        let mandate_id = mandate_for(&reference).map_err(internal)?;
-        let created = if replay {
-            let m = self
-                .engine
-                .ports()
-                .store
-                .mandate(&mandate_id)
-                .await
-                .map_err(unavailable)?
-                .ok_or_else(|| {
-                    internal(format!("replayed delegation without mandate {mandate_id}"))
-                })?;
-            m.lifecycle().created_at
-        } else {
-            let spec = self.mandate_spec(request, checked, buyer, &mandate_id, h, now)?;
-            let mkey = IdempotencyKey::new(format!("acp-m-{}", &h[..40])).map_err(internal)?;
-            let m = self
-                .engine
-                .create_mandate(&principal, &CreateMandate::new(mkey, spec))
-                .await
-                .map_err(engine_error)?;
-            m.value.lifecycle().created_at
-        };
-        Ok(Delegated {
-            token,
-            created,
-            metadata: BTreeMap::new(),
-            replayed: replay,
-            mandate_id,
-            buyer_id: buyer.clone(),
-        })
+        }
     }
 
     fn mandate_spec(
@@ -629,7 +846,7 @@ impl AcpService {
         let max = checked.max_amount;
         let evidence = vec![
             session_ref(&request.allowance.checkout_session_id).map_err(internal)?,
-            EvidenceRef::new(format!("acp:delegate_payment:{}", &h[..40])).map_err(internal)?,
+            delegation_ref(h)?,
         ];
         Ok(MandateSpec {
             id: mandate_id.clone(),

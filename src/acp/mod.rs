@@ -23,6 +23,7 @@ mod checkout;
 mod delegate;
 mod error;
 mod redeem;
+mod replay;
 mod request;
 #[cfg(feature = "axum")]
 pub mod router;
@@ -35,6 +36,7 @@ pub use delegate::{
 };
 pub use error::{AcpError, AcpErrorBody, SUPPORTED_VERSIONS};
 pub use redeem::{RedeemError, Redeemed, Redemption};
+pub use replay::DEFAULT_REPLAY_CACHE_CAPACITY;
 pub use request::{
     Address, Allowance, AllowanceReason, CardNumberType, CardType, CheckPerformed,
     CheckedAllowance, DelegatePaymentRequest, DisplayFunding, PaymentMethodCard, RiskAction,

@@ -5,7 +5,7 @@ use crate::domain::{
     AttemptStatus, AuthorityDecision, BlockerCode, CheckoutState, IdempotencyKey, Merchant,
     MerchantId, PaymentAction, PaymentAttempt, PaymentRequest,
 };
-use crate::engine::{ExecutePayment, PaymentOutcome};
+use crate::engine::{EngineError, ExecutePayment, PaymentOutcome};
 
 use super::checkout::{CheckoutSession, SessionError};
 use super::delegate::{credential_of, hash_hex, mandate_for, session_ref, AcpService};
@@ -68,7 +68,10 @@ pub struct Redeemed {
 /// | `Refused` | 403 | `payment_refused` |
 /// | `Declined` | 402 | `payment_declined` |
 /// | `Pending` | 202 | `payment_pending` |
-/// | `Unavailable` | 503 | `service_unavailable` |
+/// | `IdempotencyConflict` | 422 | `idempotency_conflict` |
+/// | `IdempotencyInFlight` | 409 (+ `Retry-After`) | `idempotency_in_flight` |
+/// | `Rejected` | the engine's (4xx, 500, 502) | the engine's code, lower case |
+/// | `Unavailable` | 503 (+ `Retry-After`) | `service_unavailable` |
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RedeemError {
@@ -123,9 +126,49 @@ pub enum RedeemError {
         /// The attempt.
         attempt: Box<PaymentAttempt>,
     },
-    /// A port failed; retry with the same key.
+    /// The merchant's key was used with another completion (another session, token or
+    /// total). Permanent: use a new key.
+    #[error("Idempotency-Key has already been used with a different request")]
+    IdempotencyConflict,
+    /// A completion with this key is still running. Retry after the hint.
+    #[error("A request with this Idempotency-Key is currently being processed")]
+    IdempotencyInFlight {
+        /// When to retry.
+        retry_after: std::time::Duration,
+    },
+    /// The engine refused the command for a reason that retrying will not change (not
+    /// permitted, invalid, a transition not allowed, an outcome the PSP left unknown, which
+    /// is reconciled): its status and stable code.
+    #[error("{message}")]
+    Rejected {
+        /// The HTTP status ([`EngineError::http_status`](crate::engine::EngineError::http_status)).
+        status: u16,
+        /// The engine's stable code in lower case (`not_permitted`, `invalid_input`...).
+        code: String,
+        /// What happened (for logs; 5xx bodies say only that it failed).
+        message: String,
+    },
+    /// A port is unavailable now; retry with the same key.
     #[error("unavailable: {0}")]
     Unavailable(String),
+}
+
+impl From<EngineError> for RedeemError {
+    /// Only unavailability is 503: the merchant's retry loop must end on a permanent error.
+    fn from(e: EngineError) -> RedeemError {
+        match e {
+            EngineError::IdempotencyConflict { .. } => RedeemError::IdempotencyConflict,
+            EngineError::IdempotencyInFlight { retry_after, .. } => {
+                RedeemError::IdempotencyInFlight { retry_after }
+            }
+            e if e.http_status() == 503 => RedeemError::Unavailable(e.to_string()),
+            e => RedeemError::Rejected {
+                status: e.http_status(),
+                code: e.code().to_ascii_lowercase(),
+                message: e.to_string(),
+            },
+        }
+    }
 }
 
 impl RedeemError {
@@ -143,12 +186,24 @@ impl RedeemError {
             RedeemError::AlreadyUsed(_) | RedeemError::CheckoutNotReady(_) => 409,
             RedeemError::Declined { .. } => 402,
             RedeemError::Pending { .. } => 202,
+            RedeemError::IdempotencyConflict => 422,
+            RedeemError::IdempotencyInFlight { .. } => 409,
+            RedeemError::Rejected { status, .. } => *status,
             RedeemError::Unavailable(_) => 503,
         }
     }
 
+    /// The retry hint (`Retry-After`): the in-flight hint, one second when unavailable.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            RedeemError::IdempotencyInFlight { retry_after } => Some(*retry_after),
+            RedeemError::Unavailable(_) => Some(std::time::Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+
     /// The ACP error code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> &str {
         match self {
             RedeemError::InvalidSession(_) => "invalid_checkout_session",
             RedeemError::UnknownToken => "invalid_token",
@@ -162,6 +217,9 @@ impl RedeemError {
             RedeemError::Refused { .. } => "payment_refused",
             RedeemError::Declined { .. } => "payment_declined",
             RedeemError::Pending { .. } => "payment_pending",
+            RedeemError::IdempotencyConflict => "idempotency_conflict",
+            RedeemError::IdempotencyInFlight { .. } => "idempotency_in_flight",
+            RedeemError::Rejected { code, .. } => code,
             RedeemError::Unavailable(_) => "service_unavailable",
         }
     }
@@ -186,6 +244,7 @@ impl RedeemError {
         let kind = match self {
             RedeemError::Unavailable(_) => "service_unavailable",
             RedeemError::Declined { .. } | RedeemError::Pending { .. } => "processing_error",
+            RedeemError::Rejected { status, .. } if *status >= 500 => "processing_error",
             _ => "invalid_request",
         };
         let mut body = serde_json::json!({
@@ -193,6 +252,9 @@ impl RedeemError {
             "code": self.code(),
             "message": match self {
                 RedeemError::Unavailable(_) => "Service unavailable".to_owned(),
+                RedeemError::Rejected { status, .. } if *status >= 500 => {
+                    "The payment could not be completed".to_owned()
+                }
                 e => e.to_string(),
             },
         });
@@ -323,8 +385,7 @@ impl AcpService {
         let outcome = self
             .engine()
             .execute_payment(&self.service_principal(), &command)
-            .await
-            .map_err(|e| RedeemError::Unavailable(e.to_string()))?;
+            .await?;
         let (attempt, replayed) = match outcome {
             PaymentOutcome::Refused(d) => return Err(classify(d)),
             PaymentOutcome::Done { attempt, .. } => (attempt, false),
@@ -349,5 +410,68 @@ impl AcpService {
                 attempt: Box::new(attempt),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::{ProviderError, StoreError};
+    use std::time::Duration;
+
+    #[test]
+    fn engine_errors_keep_their_meaning_and_only_unavailability_is_503() {
+        let key = crate::domain::IdempotencyKey::new("k").unwrap();
+        let conflict = RedeemError::from(EngineError::IdempotencyConflict {
+            key: key.clone(),
+            operation: "execute_payment",
+        });
+        assert_eq!(
+            (conflict.status(), conflict.code()),
+            (422, "idempotency_conflict")
+        );
+        assert_eq!(conflict.retry_after(), None);
+        let in_flight = RedeemError::from(EngineError::IdempotencyInFlight {
+            key,
+            retry_after: Duration::from_secs(7),
+        });
+        assert_eq!(
+            (in_flight.status(), in_flight.code()),
+            (409, "idempotency_in_flight")
+        );
+        assert_eq!(in_flight.retry_after(), Some(Duration::from_secs(7)));
+        let denied = RedeemError::from(EngineError::NotPermitted {
+            reason: "no".into(),
+        });
+        assert_eq!((denied.status(), denied.code()), (403, "not_permitted"));
+        let invalid = RedeemError::from(EngineError::Invalid {
+            field: "request.amount".into(),
+            message: "bad".into(),
+        });
+        assert_eq!((invalid.status(), invalid.code()), (400, "invalid_input"));
+        assert_eq!(invalid.body()["type"], "invalid_request");
+        let down = RedeemError::from(EngineError::Store(StoreError::Unavailable {
+            message: "postgres://u:hunter2@db".into(),
+        }));
+        assert_eq!((down.status(), down.code()), (503, "service_unavailable"));
+        assert_eq!(down.retry_after(), Some(Duration::from_secs(1)));
+        assert!(!down.body().to_string().contains("hunter2"));
+        let broken = RedeemError::from(EngineError::Store(StoreError::Corrupt {
+            table: "attempts",
+            key: "a".into(),
+            message: "hunter2".into(),
+        }));
+        assert_eq!(broken.status(), 500);
+        assert_eq!(broken.body()["type"], "processing_error");
+        assert!(!broken.body().to_string().contains("hunter2"));
+        let psp = RedeemError::from(EngineError::Provider(ProviderError::Transient {
+            message: "psp down".into(),
+            retry_after: None,
+        }));
+        assert_eq!(
+            psp.status(),
+            503,
+            "a PSP that is down now is unavailability"
+        );
     }
 }

@@ -111,8 +111,18 @@ async fn delegate_payment(State(service): State<AcpService>, request: Request) -
 }
 
 fn redeem_error(e: &RedeemError) -> Response {
+    if e.status() >= 500 {
+        tracing::warn!(status = e.status(), error = %e, "acp redemption failed");
+    }
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, Json(e.body())).into_response()
+    let mut response = (status, Json(e.body())).into_response();
+    if let Some(after) = e.retry_after() {
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+            response.headers_mut().insert(RETRY_AFTER, v);
+        }
+    }
+    response
 }
 
 async fn redeem(State(service): State<AcpService>, request: Request) -> Response {

@@ -25,9 +25,18 @@
 //! * The timestamp is inside the signed message, so a captured request cannot be replayed
 //!   with a fresh `Timestamp`; it must be within the window (default ±300 s) of the service's
 //!   clock.
+//! * Each key is bound to the platform principal that may use it
+//!   ([`AcpConfig::new`](super::AcpConfig::new), [`AcpConfig::with_platform_key`](super::AcpConfig::with_platform_key)):
+//!   a request signed by platform A's key under platform B's principal is refused.
+//! * The `Idempotency-Key` is outside the signed message, so the service remembers each
+//!   accepted signed message (its digest: a malleated signature or another encoding of the
+//!   same message is the same request), until its timestamp leaves the window, with the
+//!   caller and key it came with: the same signature under another key (or caller) is a replay, refused (401);
+//!   under the same key it is the platform's retry, answered from the idempotency record.
 
 use base64::Engine as _;
 use chrono::{DateTime, Duration, Utc};
+use sha2::Digest as _;
 
 use super::error::AcpError;
 
@@ -87,18 +96,37 @@ fn unauthorized(reason: impl Into<String>) -> AcpError {
     }
 }
 
+/// A signature that verified: the SHA-256 of the key that verified it and the message it
+/// signs (the replay cache keys on them, not on the signature's bytes, so another encoding or
+/// a malleated signature of the same message is the same request) and the end of its timestamp's window (the cache
+/// remembers it until then).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Verified {
+    pub(crate) message: [u8; 32],
+    pub(crate) until: DateTime<Utc>,
+}
+
+/// The longest `Timestamp` header read (an RFC 3339 time is at most 35 bytes).
+const MAX_TIMESTAMP_BYTES: usize = 64;
+
+/// The length of an unpadded base64url Ed25519 signature.
+const SIGNATURE_CHARS: usize = 86;
+
 /// Verifies `signature` (the header) over `timestamp` (the header) and `body` with any of
-/// `keys`, and the timestamp's distance to `now`. Every failure is
-/// [`AcpError::Unauthorized`].
-pub fn verify(
-    keys: &[PlatformKey],
+/// `keys` (the keys of the calling platform only), and the timestamp's distance to `now`.
+/// Every failure is [`AcpError::Unauthorized`].
+pub(crate) fn verify<'k>(
+    keys: impl IntoIterator<Item = &'k PlatformKey>,
     signature: Option<&[u8]>,
     timestamp: Option<&[u8]>,
     body: &serde_json::Value,
     now: DateTime<Utc>,
     window: Duration,
-) -> Result<(), AcpError> {
+) -> Result<Verified, AcpError> {
     let timestamp = timestamp.ok_or_else(|| unauthorized("no Timestamp header"))?;
+    if timestamp.len() > MAX_TIMESTAMP_BYTES {
+        return Err(unauthorized("Timestamp is too long"));
+    }
     let timestamp =
         std::str::from_utf8(timestamp).map_err(|_| unauthorized("Timestamp is not UTF-8"))?;
     let at = crate::domain::parse_time(timestamp)
@@ -110,6 +138,9 @@ pub fn verify(
         )));
     }
     let signature = signature.ok_or_else(|| unauthorized("no Signature header"))?;
+    if signature.len() != SIGNATURE_CHARS {
+        return Err(unauthorized("Signature is not 86 base64url characters"));
+    }
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(signature)
         .map_err(|_| unauthorized("Signature is not unpadded base64url"))?;
@@ -117,10 +148,18 @@ pub fn verify(
         return Err(unauthorized("Signature is not 64 bytes"));
     }
     let message = signing_input(timestamp, body);
-    if keys.iter().any(|k| k.verify(&message, &raw)) {
-        Ok(())
+    if let Some(key) = keys.into_iter().find(|k| k.verify(&message, &raw)) {
+        let mut digest = sha2::Sha256::new();
+        digest.update(key.0);
+        digest.update(&message);
+        Ok(Verified {
+            message: digest.finalize().into(),
+            until: at + window,
+        })
     } else {
-        Err(unauthorized("Signature does not verify"))
+        Err(unauthorized(
+            "Signature does not verify with a key of this platform",
+        ))
     }
 }
 

@@ -220,6 +220,7 @@ fn alert_of(e: &AuditEvent) -> Option<Alert> {
         | AuditKind::OrderFailed { .. }
         | AuditKind::Recovery { .. }
         | AuditKind::CredentialStored { .. }
+        | AuditKind::Delegated { .. }
         | AuditKind::Asked { .. }
         | AuditKind::CredentialRevoked { .. }
         | AuditKind::WebhookDeadLettered { .. }

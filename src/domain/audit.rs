@@ -312,6 +312,20 @@ pub enum AuditKind {
         #[serde(deserialize_with = "super::principal::recorded")]
         by: Principal,
     },
+    /// A protocol endpoint took a payment credential and its allowance from an authenticated
+    /// platform (the Agentic Commerce Protocol's delegate payment): which platform put the
+    /// credential in the vault and which mandate the allowance became.
+    Delegated {
+        /// The protocol operation (`acp_delegate_payment`).
+        protocol: String,
+        /// The credential stored.
+        credential_ref: CredentialRef,
+        /// The mandate the allowance became.
+        mandate_id: MandateId,
+        /// The platform that delegated, as the host authenticated it.
+        #[serde(deserialize_with = "super::principal::recorded")]
+        by: Principal,
+    },
     /// A command on an attempt was asked by someone other than the attempt's actor (its buyer
     /// or an operator): who asked, before anything is sent to the PSP.
     Asked {

@@ -103,7 +103,8 @@ impl AuditSubject {
             | AuditKind::TokenRedeemed { attempt_id, .. } => attempt(&mut out, attempt_id),
             // The token's own mandate (the field the migrations' backfill indexes).
             AuditKind::TokenIssued { mandate_id, .. }
-            | AuditKind::TokenRevoked { mandate_id, .. } => mandate(&mut out, mandate_id),
+            | AuditKind::TokenRevoked { mandate_id, .. }
+            | AuditKind::Delegated { mandate_id, .. } => mandate(&mut out, mandate_id),
             AuditKind::TokenRefused { .. }
             | AuditKind::Alert { .. }
             | AuditKind::Suspension { .. }

@@ -322,7 +322,8 @@ impl Engine {
                     matches!(&last_decision, Some((a, true)) if a == actor_id)
                 }
                 AuditKind::TokenIssued { buyer_id, .. } => buyer_id == buyer,
-                AuditKind::TokenRevoked { mandate_id, .. } => {
+                AuditKind::TokenRevoked { mandate_id, .. }
+                | AuditKind::Delegated { mandate_id, .. } => {
                     self.mandate_of(&mut mandates, mandate_id, buyer).await?
                 }
                 AuditKind::TokenRedeemed { attempt_id, .. } => {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod faults;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -21,6 +23,7 @@ use ring::signature::KeyPair as _;
 use serde_json::Value;
 
 pub const PLATFORM_BEARER: &str = "Bearer sk_test_platform";
+pub const PLATFORM_B_BEARER: &str = "Bearer sk_test_platform_b";
 pub const VERSION: &str = "2026-04-17";
 
 /// The tests' clock: before every allowance expiry of the published examples.
@@ -76,6 +79,29 @@ pub fn platform_key() -> PlatformKey {
     PlatformKey::ed25519(platform_pair().public_key().as_ref()).unwrap()
 }
 
+/// The principal the harness authenticates `PLATFORM_BEARER` as.
+pub fn platform_principal() -> Principal {
+    Principal::Agent("platform_1".parse().unwrap())
+}
+
+/// The second platform (`PLATFORM_B_BEARER`) and its key pair.
+pub fn platform_b_principal() -> Principal {
+    Principal::Agent("platform_2".parse().unwrap())
+}
+
+pub fn platform_b_pair() -> ring::signature::Ed25519KeyPair {
+    ring::signature::Ed25519KeyPair::from_seed_unchecked(&[43u8; 32]).unwrap()
+}
+
+pub fn platform_b_key() -> PlatformKey {
+    PlatformKey::ed25519(platform_b_pair().public_key().as_ref()).unwrap()
+}
+
+/// The configuration of a service that verifies signatures: platform 1's key.
+pub fn signed(c: AcpConfig) -> AcpConfig {
+    c.with_platform_key(platform_principal(), platform_key())
+}
+
 /// `Signature` for `body` at `timestamp` by `pair`.
 pub fn sign(pair: &ring::signature::Ed25519KeyPair, timestamp: &str, body: &Value) -> String {
     let input = agent_mandate::acp::signing_input(timestamp, body);
@@ -99,9 +125,10 @@ async fn authenticate(mut request: Request, next: Next) -> Response {
         .map(str::to_owned);
     match auth.as_deref() {
         Some(PLATFORM_BEARER) => {
-            request
-                .extensions_mut()
-                .insert(Principal::Agent("platform_1".parse().unwrap()));
+            request.extensions_mut().insert(platform_principal());
+        }
+        Some(PLATFORM_B_BEARER) => {
+            request.extensions_mut().insert(platform_b_principal());
         }
         Some(a) if a.starts_with("Bearer merchant:") => {
             let id = a.trim_start_matches("Bearer merchant:");
@@ -119,7 +146,10 @@ pub fn service(config: impl FnOnce(AcpConfig) -> AcpConfig) -> (MemoryPorts, Acp
         Arc::new(FakePsp::with_vault_and_clock(vault, clock))
     });
     let engine = Engine::new(memory.ports.clone(), EngineConfig::default()).unwrap();
-    let base = AcpConfig::new("acp-vault".parse().unwrap(), "5651".parse().unwrap());
+    // Most tests are about other rules than signatures: they opt out explicitly; the
+    // signature tests add the platform's key with `signed`.
+    let base =
+        AcpConfig::unsigned_for_testing("acp-vault".parse().unwrap(), "5651".parse().unwrap());
     let service = AcpService::new(engine, config(base));
     (memory, service)
 }
@@ -239,4 +269,66 @@ pub fn credentials_stored(memory: &MemoryPorts) -> usize {
         })
         .collect();
     refs.len()
+}
+
+/// A service over the memory adapters whose store and vault inject the faults of the
+/// returned [`faults::Faults`] (the PSP and the audit sink are the memory ones).
+pub fn faulty_service(
+    config: impl FnOnce(AcpConfig) -> AcpConfig,
+) -> (MemoryPorts, Arc<faults::Faults>, AcpService) {
+    let memory = MemoryPorts::new(start(), |vault, clock| {
+        Arc::new(FakePsp::with_vault_and_clock(vault, clock))
+    });
+    let f = Arc::new(faults::Faults::default());
+    let mut ports = memory.ports.clone();
+    ports.store = Arc::new(faults::FaultyStore {
+        inner: ports.store.clone(),
+        faults: f.clone(),
+    });
+    ports.vault = Arc::new(faults::FaultyVault {
+        inner: ports.vault.clone(),
+        faults: f.clone(),
+    });
+    let engine = Engine::new(ports, EngineConfig::default()).unwrap();
+    let base =
+        AcpConfig::unsigned_for_testing("acp-vault".parse().unwrap(), "5651".parse().unwrap());
+    (memory, f, AcpService::new(engine, config(base)))
+}
+
+/// The standard headers of `key` (and `extra`), as the service reads them.
+pub fn request_headers(key: &str, extra: &[(&str, &str)]) -> agent_mandate::acp::RequestHeaders {
+    let mut h = agent_mandate::acp::RequestHeaders::new();
+    for (k, v) in standard_headers(key)
+        .into_iter()
+        .chain(extra.iter().copied())
+    {
+        h.insert(k, v.as_bytes());
+    }
+    h
+}
+
+/// A delegation straight to the service, as `caller` (platform 1 by default).
+pub async fn delegate_as(
+    service: &AcpService,
+    caller: &Principal,
+    key: &str,
+    extra: &[(&str, &str)],
+    body: &Value,
+) -> Result<agent_mandate::acp::Delegated, agent_mandate::acp::AcpError> {
+    service
+        .delegate(
+            Some(caller),
+            None,
+            &request_headers(key, extra),
+            &serde_json::to_vec(body).unwrap(),
+        )
+        .await
+}
+
+/// The audit events of type `delegated`.
+pub fn delegated_events(memory: &MemoryPorts) -> Vec<Value> {
+    audit_bodies(memory)
+        .into_iter()
+        .filter(|b| b["event"]["type"] == "delegated")
+        .collect()
 }
