@@ -74,6 +74,7 @@ fn events() -> Vec<E> {
         E::Capture(eur("144.00")),
         E::Void,
         E::Refund(eur("10.00")),
+        E::Withdraw,
     ]
 }
 
@@ -100,6 +101,7 @@ fn expected(from: S, event: &E) -> Option<S> {
         }
         (Authorized, E::Capture(_)) => Some(Captured),
         (Authorized | RequiresBuyerAction, E::Void) => Some(Cancelled),
+        (AuthorityValidated, E::Withdraw) => Some(Cancelled),
         (Captured | PartiallyCaptured | PartiallyRefunded, E::Refund(_)) => Some(PartiallyRefunded),
         _ => None,
     }

@@ -327,7 +327,9 @@ impl AcpService {
             .map_err(|e| RedeemError::Unavailable(e.to_string()))?;
         let (attempt, replayed) = match outcome {
             PaymentOutcome::Refused(d) => return Err(classify(d)),
-            PaymentOutcome::Done { attempt, .. } => (attempt, false),
+            PaymentOutcome::Done { attempt, .. } | PaymentOutcome::Scheduled { attempt, .. } => {
+                (attempt, false)
+            }
             PaymentOutcome::Replayed { attempt } => (attempt, true),
         };
         match attempt.status {

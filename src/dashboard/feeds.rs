@@ -220,6 +220,7 @@ fn alert_of(e: &AuditEvent) -> Option<Alert> {
         | AuditKind::Recovery { .. }
         | AuditKind::CredentialStored { .. }
         | AuditKind::Asked { .. }
+        | AuditKind::Review { .. }
         | AuditKind::CredentialRevoked { .. }
         | AuditKind::WebhookDeadLettered { .. }
         | AuditKind::Replay { .. } => None,

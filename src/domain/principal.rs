@@ -141,6 +141,16 @@ pub(crate) fn recorded<'de, D: Deserializer<'de>>(d: D) -> Result<Principal, D::
     })
 }
 
+/// [`recorded`] for an optional field.
+pub(crate) fn recorded_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Principal>, D::Error> {
+    Ok(Option::<Recorded>::deserialize(d)?.map(|r| match r {
+        Recorded::Buyer(b) => Principal::Buyer(b),
+        Recorded::Agent(a) => Principal::Agent(a),
+        Recorded::Operator(a) => Principal::Operator(a),
+        Recorded::System(a) => Principal::System(a),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,6 +31,7 @@ mod observe;
 mod open;
 mod order;
 mod reads;
+mod review;
 mod settle;
 mod trail;
 mod wire;
@@ -54,6 +55,7 @@ pub use observe::KeyDigest;
 pub use reads::{
     BuyerEvents, ChainUsage, MAX_AUDIT_SEGMENT, MAX_BUYER_EVENTS_SCAN, MAX_OPEN_ATTEMPTS,
 };
+pub use review::{ReviewResult, ReviewRun, ReviewWindow, MAX_REVIEW_TRIES, MAX_REVIEW_WINDOW};
 pub use trail::{MissingEvent, TrailReport, TRAIL_CHECK_LIMIT};
 
 use crate::domain::{
@@ -88,6 +90,7 @@ pub struct Engine {
     loops: Arc<loops::LoopCounter>,
     controls: Arc<controls::ControlState>,
     alerts: Option<Arc<dyn crate::ports::AlertSink>>,
+    reviews: Option<Arc<dyn crate::ports::ReviewQueue>>,
 }
 
 /// How many staged events one flush step moves.
@@ -127,6 +130,7 @@ impl Engine {
             loops: Arc::new(loops::LoopCounter::default()),
             controls: Arc::new(controls::ControlState::default()),
             alerts: None,
+            reviews: None,
         })
     }
 
