@@ -54,6 +54,7 @@ mod buyer;
 mod csrf;
 mod feeds;
 mod pages;
+mod review;
 mod view;
 
 use std::collections::{HashMap, HashSet};
@@ -273,6 +274,7 @@ impl Dashboard {
                 "/waiting/confirmations/reject",
                 post(actions::dismiss_payment),
             )
+            .route("/waiting/reviews/{attempt}/cancel", post(review::cancel))
             .route("/stop", get(pages::stop))
             .route(
                 "/stop/agents/{actor}",
