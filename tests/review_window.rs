@@ -73,8 +73,8 @@ impl Now for agent_mandate::adapters::memory::ManualClock {
     }
 }
 
-fn held(w: &World) -> impl std::future::Future<Output = i64> + '_ {
-    async move { w.usage().await.held.minor_units() }
+async fn held(w: &World) -> i64 {
+    w.usage().await.held.minor_units()
 }
 
 fn review_steps(w: &World) -> Vec<String> {
