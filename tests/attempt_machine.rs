@@ -135,7 +135,7 @@ fn every_status_and_event_follows_the_table() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 12 * 9);
+    assert_eq!(checked, 12 * 10);
 }
 
 #[test]
