@@ -510,6 +510,7 @@ impl Engine {
         // The hold of the submission: placed at scheduling; placed again after a transient
         // failure released it.
         let hold_id = attempt.apply(&AttemptEvent::Submit, now)?.hold_id();
+        let mut placed_now = false;
         match observe::store("hold", store.hold(&hold_id)).await? {
             Some(h) if h.state == HoldState::Held => {}
             Some(_) => {
@@ -520,16 +521,23 @@ impl Engine {
             None => {
                 let hold = HoldRequest::on_chain(hold_id.clone(), req.amount, now, &ctx.chain);
                 match observe::store("place_hold", store.place_hold(&hold)).await {
-                    Ok(_) => events.push(AuditEvent {
-                        at: now,
-                        kind: AuditKind::Hold {
-                            attempt_id: attempt.id.clone(),
-                            action: HoldAction::Placed,
-                            amount: req.amount,
-                            mandate_ids: hold.levels.iter().map(|l| l.mandate_id.clone()).collect(),
-                            policy: None,
-                        },
-                    }),
+                    Ok(_) => {
+                        placed_now = true;
+                        events.push(AuditEvent {
+                            at: now,
+                            kind: AuditKind::Hold {
+                                attempt_id: attempt.id.clone(),
+                                action: HoldAction::Placed,
+                                amount: req.amount,
+                                mandate_ids: hold
+                                    .levels
+                                    .iter()
+                                    .map(|l| l.mandate_id.clone())
+                                    .collect(),
+                                policy: None,
+                            },
+                        })
+                    }
                     Err(HoldError::Refused { .. }) => {
                         self.write(Write::Events, &mut events).await?;
                         let reason = "its budget hold was refused when placed again".to_owned();
@@ -556,6 +564,11 @@ impl Engine {
                 // Another instance sent it, or the buyer cancelled it, first.
                 let _ = self.audit(&[]).await;
                 let current = self.load_attempt(&attempt.id).await?;
+                if placed_now {
+                    // The hold this run placed again (after a transient failure) lost to a
+                    // cancel that read no hold: it is released, never left counting.
+                    self.release_stray_hold(&current, &hold_id, now).await?;
+                }
                 return self.close_after(queue, &current, now).await;
             }
             Err(e) => return Err(e),
@@ -609,6 +622,49 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// Releases `hold_id` when it is held for an attempt that was cancelled without being
+    /// sent (a hold placed by a run that then lost the attempt to a cancel).
+    async fn release_stray_hold(
+        &self,
+        current: &PaymentAttempt,
+        hold_id: &AttemptId,
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        if current.status != AttemptStatus::Cancelled || current.provider_ref.is_some() {
+            return Ok(());
+        }
+        let Some(h) = observe::store("hold", self.ports.store.hold(hold_id)).await? else {
+            return Ok(());
+        };
+        if h.state != HoldState::Held {
+            return Ok(());
+        }
+        let events = [AuditEvent {
+            at: now,
+            kind: AuditKind::Hold {
+                attempt_id: current.id.clone(),
+                action: HoldAction::Released,
+                amount: h.amount,
+                mandate_ids: h.mandate_ids.clone(),
+                policy: None,
+            },
+        }];
+        observe::store(
+            "change_attempt",
+            self.ports.store.change_attempt(&AttemptChange {
+                next: current,
+                expected: current.status,
+                hold_id,
+                holds: &[HoldOp::Release],
+                fence: None,
+                completion: None,
+                events: &events,
+            }),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Withdraws a payment whose authority lapsed in its window, and closes its entry.
