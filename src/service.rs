@@ -232,6 +232,8 @@ pub fn payment_response(outcome: &PaymentOutcome) -> Response {
         }
         PaymentOutcome::Done { .. } => StatusCode::CREATED,
         PaymentOutcome::Replayed { .. } => StatusCode::OK,
+        // Held in its review window: accepted, not yet sent.
+        PaymentOutcome::Scheduled { .. } => StatusCode::ACCEPTED,
     };
     let body = PaymentBody {
         attempt: outcome.attempt(),

@@ -74,6 +74,7 @@ fn events() -> Vec<E> {
         E::Capture(eur("144.00")),
         E::Void,
         E::Refund(eur("10.00")),
+        E::Withdraw,
     ]
 }
 
@@ -100,6 +101,7 @@ fn expected(from: S, event: &E) -> Option<S> {
         }
         (Authorized, E::Capture(_)) => Some(Captured),
         (Authorized | RequiresBuyerAction, E::Void) => Some(Cancelled),
+        (AuthorityValidated, E::Withdraw) => Some(Cancelled),
         (Captured | PartiallyCaptured | PartiallyRefunded, E::Refund(_)) => Some(PartiallyRefunded),
         _ => None,
     }
@@ -133,7 +135,7 @@ fn every_status_and_event_follows_the_table() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 12 * 9);
+    assert_eq!(checked, 12 * 10);
 }
 
 #[test]

@@ -388,7 +388,9 @@ impl AcpService {
             .await?;
         let (attempt, replayed) = match outcome {
             PaymentOutcome::Refused(d) => return Err(classify(d)),
-            PaymentOutcome::Done { attempt, .. } => (attempt, false),
+            PaymentOutcome::Done { attempt, .. } | PaymentOutcome::Scheduled { attempt, .. } => {
+                (attempt, false)
+            }
             PaymentOutcome::Replayed { attempt } => (attempt, true),
         };
         match attempt.status {

@@ -222,6 +222,7 @@ fn alert_of(e: &AuditEvent) -> Option<Alert> {
         | AuditKind::CredentialStored { .. }
         | AuditKind::Delegated { .. }
         | AuditKind::Asked { .. }
+        | AuditKind::Review { .. }
         | AuditKind::CredentialRevoked { .. }
         | AuditKind::WebhookDeadLettered { .. }
         | AuditKind::Replay { .. } => None,

@@ -54,6 +54,7 @@ mod buyer;
 mod csrf;
 mod feeds;
 mod pages;
+mod review;
 mod view;
 
 use std::collections::HashMap;
@@ -329,6 +330,7 @@ impl Dashboard {
                 "/waiting/confirmations/reject",
                 post(actions::dismiss_payment),
             )
+            .route("/waiting/reviews/{attempt}/cancel", post(review::cancel))
             .route("/stop", get(pages::stop))
             .route(
                 "/stop/agents/{actor}",

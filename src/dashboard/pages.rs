@@ -521,8 +521,10 @@ pub(crate) async fn waiting(
         .filter(|m| m.mandate.status() == MandateStatus::PendingConfirmation)
         .collect();
     let payments = d.pending_payments(&v).await;
+    let reviews = super::review::section(&d, &ctx).await;
     let main = html! {
         h1 { "Waiting for you" }
+        (reviews)
         h2 { "Payments to confirm" }
         @if payments.is_empty() { p.meta { "No payment waits for your confirmation." } }
         @for (i, p) in payments.iter().enumerate() {

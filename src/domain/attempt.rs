@@ -253,6 +253,9 @@ pub enum AttemptEvent {
     Void,
     /// A refund the PSP confirmed.
     Refund(Money),
+    /// Withdrawn before it was sent (the buyer cancelled it in its review window, or its
+    /// authority lapsed there): cancelled, nothing sent.
+    Withdraw,
 }
 
 impl AttemptEvent {
@@ -268,6 +271,7 @@ impl AttemptEvent {
             AttemptEvent::Capture(_) => "capture",
             AttemptEvent::Void => "void",
             AttemptEvent::Refund(_) => "refund",
+            AttemptEvent::Withdraw => "withdraw",
         }
     }
 }
@@ -439,6 +443,7 @@ impl PaymentAttempt {
     /// | authorized                    | capture(a)       | captured (a = authorized) or partially_captured |
     /// | authorized, requires_buyer_action | void         | cancelled                            |
     /// | captured, partially_captured, partially_refunded | refund(a) | partially_refunded or refunded |
+    /// | authority_validated           | withdraw         | cancelled (never sent)               |
     /// | failed, cancelled, refunded   | anything         | refused (terminal)                   |
     ///
     /// Every other pair is refused with [`AttemptError`].
@@ -505,6 +510,7 @@ impl PaymentAttempt {
                 next.captured = *amount;
             }
             (S::Authorized | S::RequiresBuyerAction, E::Void) => next.status = S::Cancelled,
+            (S::AuthorityValidated, E::Withdraw) => next.status = S::Cancelled,
             (S::Captured | S::PartiallyCaptured | S::PartiallyRefunded, E::Refund(amount)) => {
                 if amount.is_zero() {
                     return Err(refuse("a refund must be for more than zero"));
@@ -544,7 +550,8 @@ impl PaymentAttempt {
                 | E::Report(_)
                 | E::Capture(_)
                 | E::Void
-                | E::Refund(_),
+                | E::Refund(_)
+                | E::Withdraw,
             ) => return Err(refuse("not a legal transition")),
         }
         if next.status != S::Ambiguous {

@@ -423,6 +423,30 @@ pub enum AuditKind {
         /// The alert.
         alert: Box<super::alert::Alert>,
     },
+    /// A step of a payment's review window: `scheduled` (held, due at `until`), `cancelled`
+    /// (by `by`, hold released), `withdrawn` (its authority lapsed in the window: `reason`,
+    /// hold released) or `sent` (to the PSP after the window).
+    Review {
+        /// The attempt.
+        attempt_id: AttemptId,
+        /// The buyer who may cancel it.
+        buyer_id: BuyerId,
+        /// `scheduled`, `cancelled`, `withdrawn` or `sent`.
+        step: String,
+        /// When the window ends (for `scheduled`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<DateTime<Utc>>,
+        /// Who cancelled it (for `cancelled`).
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "super::principal::recorded_opt"
+        )]
+        by: Option<Principal>,
+        /// Why it was withdrawn: the blocker codes (for `withdrawn`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// A command was answered from its idempotency record.
     Replay {
         /// The command.

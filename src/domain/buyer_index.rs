@@ -96,6 +96,7 @@ impl BuyerIndex {
                 buyer: Some(buyer_id.clone()),
                 owns: vec![AuditSubject::Mandate(mandate_id.clone())],
             },
+            AuditKind::Review { buyer_id, .. } => direct(buyer_id),
             AuditKind::ConfirmationRecorded { buyer_id, .. }
             | AuditKind::ConfirmationDeclined { buyer_id, .. } => direct(buyer_id),
             AuditKind::Suspension {
@@ -138,7 +139,8 @@ impl BuyerIndex {
             AuditKind::MandateTransition { mandate_id, .. }
             | AuditKind::Threshold { mandate_id, .. }
             | AuditKind::LoopDetected { mandate_id, .. }
-            | AuditKind::TokenRevoked { mandate_id, .. } => {
+            | AuditKind::TokenRevoked { mandate_id, .. }
+            | AuditKind::Delegated { mandate_id, .. } => {
                 by_subject(AuditSubject::Mandate(mandate_id.clone()))?
             }
             AuditKind::AttemptTransition { attempt_id, .. }

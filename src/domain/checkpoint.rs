@@ -100,6 +100,7 @@ impl AuditSubject {
             | AuditKind::OrderFailed { attempt_id, .. }
             | AuditKind::Recovery { attempt_id, .. }
             | AuditKind::Asked { attempt_id, .. }
+            | AuditKind::Review { attempt_id, .. }
             | AuditKind::TokenRedeemed { attempt_id, .. } => attempt(&mut out, attempt_id),
             // The token's own mandate (the field the migrations' backfill indexes).
             AuditKind::TokenIssued { mandate_id, .. }

@@ -148,15 +148,26 @@ enum Recorded {
     Provider(ActorId),
 }
 
+impl From<Recorded> for Principal {
+    fn from(r: Recorded) -> Principal {
+        match r {
+            Recorded::Buyer(b) => Principal::Buyer(b),
+            Recorded::Agent(a) => Principal::Agent(a),
+            Recorded::Operator(a) => Principal::Operator(a),
+            Recorded::System(a) => Principal::System(a),
+            Recorded::Provider(a) => Principal::Provider(a),
+        }
+    }
+}
+
 /// Reads a principal recorded in an audit event body.
 pub(crate) fn recorded<'de, D: Deserializer<'de>>(d: D) -> Result<Principal, D::Error> {
-    Ok(match Recorded::deserialize(d)? {
-        Recorded::Buyer(b) => Principal::Buyer(b),
-        Recorded::Agent(a) => Principal::Agent(a),
-        Recorded::Operator(a) => Principal::Operator(a),
-        Recorded::System(a) => Principal::System(a),
-        Recorded::Provider(a) => Principal::Provider(a),
-    })
+    Recorded::deserialize(d).map(Principal::from)
+}
+
+/// [`recorded`] for an optional field.
+pub(crate) fn recorded_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Principal>, D::Error> {
+    Ok(Option::<Recorded>::deserialize(d)?.map(Principal::from))
 }
 
 #[cfg(test)]

@@ -391,6 +391,17 @@ pub enum PaymentOutcome {
         /// The attempt.
         attempt: PaymentAttempt,
     },
+    /// Allowed and held, waiting in its review window: nothing was sent. The payment goes to
+    /// the PSP at `until` (`Engine::run_due_reviews`) unless the buyer cancels it
+    /// (`Engine::cancel_review`) or its authority lapses meanwhile.
+    Scheduled {
+        /// The attempt (`authority_validated`, its hold placed).
+        attempt: PaymentAttempt,
+        /// The decision made for it (none when a retry of the key finds it waiting).
+        decision: Option<AuthorityDecision>,
+        /// When it may be sent.
+        until: chrono::DateTime<chrono::Utc>,
+    },
 }
 
 impl PaymentOutcome {
@@ -398,9 +409,9 @@ impl PaymentOutcome {
     pub fn attempt(&self) -> Option<&PaymentAttempt> {
         match self {
             PaymentOutcome::Refused(_) => None,
-            PaymentOutcome::Done { attempt, .. } | PaymentOutcome::Replayed { attempt } => {
-                Some(attempt)
-            }
+            PaymentOutcome::Done { attempt, .. }
+            | PaymentOutcome::Replayed { attempt }
+            | PaymentOutcome::Scheduled { attempt, .. } => Some(attempt),
         }
     }
 
@@ -408,7 +419,9 @@ impl PaymentOutcome {
     pub fn decision(&self) -> Option<&AuthorityDecision> {
         match self {
             PaymentOutcome::Refused(d) => Some(d),
-            PaymentOutcome::Done { decision, .. } => decision.as_ref(),
+            PaymentOutcome::Done { decision, .. } | PaymentOutcome::Scheduled { decision, .. } => {
+                decision.as_ref()
+            }
             PaymentOutcome::Replayed { .. } => None,
         }
     }

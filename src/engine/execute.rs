@@ -317,9 +317,11 @@ impl Engine {
             command.capture,
         );
         let attempt_id = attempt_id_for(&owner, &command.key);
-        if let Some(outcome) = self
-            .execute_opened(by, command, &scope, &fingerprint, &attempt_id)
-            .await?
+        // A payment held for review goes the general path (its hold, then the window).
+        if !self.review_applies(req)
+            && let Some(outcome) = self
+                .execute_opened(by, command, &scope, &fingerprint, &attempt_id)
+                .await?
         {
             return Ok(outcome);
         }
@@ -342,7 +344,8 @@ impl Engine {
                 // again. After an error whatever happened is on the attempt record, which a
                 // retry with the key resumes.
                 let stored = match &outcome {
-                    PaymentOutcome::Done { attempt, .. } => {
+                    PaymentOutcome::Done { attempt, .. }
+                    | PaymentOutcome::Scheduled { attempt, .. } => {
                         Some(StoredResult::Attempt(attempt.id.clone()))
                     }
                     PaymentOutcome::Refused(_) | PaymentOutcome::Replayed { .. } => None,
@@ -387,6 +390,9 @@ impl Engine {
                     key: command.key.clone(),
                     operation: "execute_payment",
                 });
+            }
+            if let Some(waiting) = self.review_resumed(a).await? {
+                return Ok(waiting);
             }
             match a.status {
                 AttemptStatus::NotStarted | AttemptStatus::AuthorityValidated => {
@@ -635,6 +641,11 @@ impl Engine {
         let from = events.len();
         self.threshold_events(&chain_levels, &usage_after, &req.amount, now, &mut events);
         self.threshold_alerts(payer.as_ref(), &mut events, from);
+        if let Some(until) = self.review_until(req, now) {
+            return self
+                .schedule_review(command, validated, decision, events, until, now)
+                .await;
+        }
         // The decision, the hold and the submission are staged in one store change before
         // money can move (I15). The submission time is read now, and the PSP is called right
         // after, only while the call can end inside this command's lease (I13).

@@ -32,6 +32,7 @@ mod observe;
 mod open;
 mod order;
 mod reads;
+mod review;
 mod settle;
 mod trail;
 mod wire;
@@ -56,6 +57,7 @@ pub use observe::KeyDigest;
 pub use reads::{
     BuyerEvents, ChainUsage, MAX_AUDIT_SEGMENT, MAX_BUYER_EVENTS_SCAN, MAX_OPEN_ATTEMPTS,
 };
+pub use review::{ReviewResult, ReviewRun, ReviewWindow, MAX_REVIEW_TRIES, MAX_REVIEW_WINDOW};
 pub use trail::{MissingEvent, TrailReport, TRAIL_CHECK_LIMIT};
 
 use crate::domain::{
@@ -92,6 +94,7 @@ pub struct Engine {
     alerts: Option<Arc<dyn crate::ports::AlertSink>>,
     /// The store appends events to the sink's trail itself ([`Store::direct_trail`]).
     direct_trail: bool,
+    reviews: Option<Arc<dyn crate::ports::ReviewQueue>>,
 }
 
 /// How many staged events one flush step moves.
@@ -142,6 +145,7 @@ impl Engine {
             controls: Arc::new(controls::ControlState::default()),
             alerts: None,
             direct_trail,
+            reviews: None,
         })
     }
 

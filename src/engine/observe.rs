@@ -305,6 +305,7 @@ impl Outcome for super::PaymentOutcome {
             super::PaymentOutcome::Refused(_) => "refused",
             super::PaymentOutcome::Done { .. } => "done",
             super::PaymentOutcome::Replayed { .. } => "replayed",
+            super::PaymentOutcome::Scheduled { .. } => "scheduled",
         }
     }
     fn attempt(&self) -> Option<&PaymentAttempt> {

@@ -330,6 +330,7 @@ impl Engine {
                     self.attempt_of(&mut attempts, attempt_id, buyer).await?
                 }
                 AuditKind::Alert { alert } => alert.buyer_id.as_ref() == Some(buyer),
+                AuditKind::Review { buyer_id, .. } => buyer_id == buyer,
                 // A refused presentation names no buyer (the token may be unknown).
                 AuditKind::TokenRefused { .. }
                 | AuditKind::CredentialRevoked { .. }

@@ -528,6 +528,10 @@ impl Engine {
         )
         .await?;
         for a in &validated {
+            // A payment waiting in its review window holds its budget on purpose.
+            if self.in_review(&a.id).await {
+                continue;
+            }
             let _ = self.release_orphan_hold(a).await;
         }
         let mut out = Vec::with_capacity(todo.len());

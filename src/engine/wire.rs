@@ -33,6 +33,16 @@ pub(crate) enum PaymentOutcomeWire {
         /// The attempt.
         attempt: PaymentAttempt,
     },
+    /// Held in its review window until `until`: nothing sent yet.
+    Scheduled {
+        /// The attempt.
+        attempt: PaymentAttempt,
+        /// The decision made for it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        decision: Option<AuthorityDecision>,
+        /// When it may be sent.
+        until: chrono::DateTime<chrono::Utc>,
+    },
 }
 
 impl From<PaymentOutcome> for PaymentOutcomeWire {
@@ -43,6 +53,15 @@ impl From<PaymentOutcome> for PaymentOutcomeWire {
                 PaymentOutcomeWire::Done { attempt, decision }
             }
             PaymentOutcome::Replayed { attempt } => PaymentOutcomeWire::Replayed { attempt },
+            PaymentOutcome::Scheduled {
+                attempt,
+                decision,
+                until,
+            } => PaymentOutcomeWire::Scheduled {
+                attempt,
+                decision,
+                until,
+            },
         }
     }
 }
@@ -55,6 +74,15 @@ impl From<PaymentOutcomeWire> for PaymentOutcome {
                 PaymentOutcome::Done { attempt, decision }
             }
             PaymentOutcomeWire::Replayed { attempt } => PaymentOutcome::Replayed { attempt },
+            PaymentOutcomeWire::Scheduled {
+                attempt,
+                decision,
+                until,
+            } => PaymentOutcome::Scheduled {
+                attempt,
+                decision,
+                until,
+            },
         }
     }
 }

@@ -14,6 +14,7 @@
 //! | [`Clock`] | the time | none |
 //! | [`TokenStore`] | scoped payment tokens and their redemptions | [`TokenStoreError`] |
 //! | [`TokenGenerator`] | random token values | [`TokenGeneratorError`] |
+//! | [`ReviewQueue`] | payments held in their review window (given to the engine with `Engine::with_reviews`, not part of [`Ports`]) | [`StoreError`] |
 //! | [`AlertSink`] | alerts of the engine's controls, for the buyer, security or operations (given to the engine with `Engine::with_alerts`, not part of [`Ports`]) | [`AlertError`] |
 
 mod alerts;
@@ -21,6 +22,7 @@ mod audit;
 mod clock;
 mod payment;
 mod provider;
+mod review;
 mod store;
 mod tokens;
 mod vault;
@@ -36,6 +38,7 @@ pub use provider::{
     AuthorizeRequest, CaptureRequest, Lookup, PaymentProvider, ProviderError, RefundRequest,
     RevokeTokenRequest, VoidRequest,
 };
+pub use review::{ReviewEntry, ReviewQueue, ReviewState, MAX_REVIEW_BATCH};
 pub use store::{
     AttemptChange, Begin, BudgetLimits, ChallengeConsumed, ChallengeUse, Completion, Fence,
     HoldError, HoldLevel, HoldOp, HoldRecord, HoldRequest, HoldState, IdempotencyScope,

@@ -123,7 +123,9 @@ pub(crate) async fn execute_offer(
                 decision: Box::new(decision),
             })
         }
-        PaymentOutcome::Done { attempt, .. } | PaymentOutcome::Replayed { attempt } => attempt,
+        PaymentOutcome::Done { attempt, .. }
+        | PaymentOutcome::Replayed { attempt }
+        | PaymentOutcome::Scheduled { attempt, .. } => attempt,
     };
     if attempt.status != AttemptStatus::Captured {
         return Err(PayError::NotPaid {

@@ -10,6 +10,7 @@ mod fake_psp;
 #[cfg(feature = "http")]
 mod outbox_suite;
 mod provider_suite;
+mod review_suite;
 mod store_suite;
 #[cfg(feature = "tokens")]
 mod token_suite;
@@ -23,6 +24,7 @@ pub use fake_psp::*;
 #[cfg(feature = "http")]
 pub use outbox_suite::*;
 pub use provider_suite::*;
+pub use review_suite::review_queue_suite;
 pub use store_suite::*;
 #[cfg(feature = "tokens")]
 pub use token_suite::*;

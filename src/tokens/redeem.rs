@@ -150,9 +150,9 @@ impl TokenService {
                     },
                 )
             }
-            PaymentOutcome::Done { attempt, .. } | PaymentOutcome::Replayed { attempt } => {
-                classify(&record.id, attempt)
-            }
+            PaymentOutcome::Done { attempt, .. }
+            | PaymentOutcome::Replayed { attempt }
+            | PaymentOutcome::Scheduled { attempt, .. } => classify(&record.id, attempt),
         };
         self.store.settle(&record.id, &key, &state).await?;
         let mut events = Vec::new();

@@ -6,6 +6,7 @@ mod alerts;
 mod audit;
 mod clock;
 pub(crate) mod hash;
+mod review;
 mod store;
 #[cfg(feature = "tokens")]
 mod tokens;
@@ -14,6 +15,7 @@ mod vault;
 pub use alerts::*;
 pub use audit::*;
 pub use clock::*;
+pub use review::MemoryReviewQueue;
 pub use store::*;
 #[cfg(feature = "tokens")]
 pub use tokens::MemoryTokenStore;

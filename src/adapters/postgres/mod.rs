@@ -89,6 +89,7 @@ mod ledger;
 mod outbox;
 mod payment;
 mod records;
+mod review;
 mod schema;
 mod store;
 #[cfg(feature = "tokens")]
@@ -98,6 +99,7 @@ mod vault;
 
 pub use audit::PostgresAuditSink;
 pub use config::PostgresConfig;
+pub use review::PostgresReviewQueue;
 pub use schema::{
     migrate, migrate_client, migrate_with, schema_version, MIGRATIONS, SCHEMA_VERSION,
 };

@@ -359,6 +359,25 @@ INSERT INTO am_meta (key, value) VALUES ('schema_version', '7')
     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
 "#,
     },
+    // 8: the review window's queue (`PostgresReviewQueue`): one row per attempt held in its
+    // window, its state and due time as columns for the scans, the entry as JSON.
+    Migration {
+        version: 8,
+        name: "review_queue",
+        sql: r#"
+CREATE TABLE review_queue (
+    attempt_id  TEXT PRIMARY KEY,
+    buyer_id    TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    due_ns      BIGINT NOT NULL,
+    body        TEXT NOT NULL
+);
+CREATE INDEX review_queue_due ON review_queue (state, due_ns, attempt_id);
+CREATE INDEX review_queue_buyer ON review_queue (buyer_id, state, due_ns);
+INSERT INTO am_meta (key, value) VALUES ('schema_version', '8')
+    ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
+"#,
+    },
 ];
 
 /// Key of the advisory lock that serialises migrations (any fixed number; `am` in ASCII).

@@ -67,6 +67,7 @@ mod ledger;
 #[cfg(feature = "http")]
 mod outbox;
 mod payment;
+mod review;
 mod schema;
 mod store;
 #[cfg(feature = "tokens")]
@@ -82,6 +83,7 @@ use std::time::Duration;
 pub use audit::SqliteAuditSink;
 #[cfg(feature = "http")]
 pub use outbox::SqliteOutbox;
+pub use review::SqliteReviewQueue;
 pub use schema::{migrate, migrate_file, schema_version, MIGRATIONS, SCHEMA_VERSION};
 pub use store::SqliteStore;
 #[cfg(feature = "tokens")]
@@ -298,6 +300,12 @@ impl SqliteDatabase {
     #[cfg(feature = "http")]
     pub fn outbox(&self) -> SqliteOutbox {
         SqliteOutbox::new(self.clone())
+    }
+
+    /// The [`ReviewQueue`](crate::ports::ReviewQueue) of payments in their review window on
+    /// this database (migration 9).
+    pub fn review_queue(&self) -> SqliteReviewQueue {
+        SqliteReviewQueue::new(self.clone())
     }
 
     /// The file, if any.

@@ -318,6 +318,24 @@ pub const MIGRATIONS: &[Migration] = &[
     PRAGMA user_version = 8;
     "#,
     },
+    // 9: the review window's queue (`SqliteReviewQueue`): one row per attempt held in its
+    // window, its state and due time as columns for the scans, the entry as JSON.
+    Migration {
+        version: 9,
+        name: "review_queue",
+        sql: r#"
+    CREATE TABLE review_queue (
+        attempt_id TEXT PRIMARY KEY,
+        buyer_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        due_ns INTEGER NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX review_queue_due ON review_queue (state, due_ns, attempt_id);
+    CREATE INDEX review_queue_buyer ON review_queue (buyer_id, state, due_ns);
+    PRAGMA user_version = 9;
+    "#,
+    },
 ];
 
 /// Applies the connection settings, then every migration the database lacks, or (with

@@ -130,6 +130,7 @@ pub enum MerchantControl {
 /// | `threshold_alerts` | on: the 80% threshold events alert the buyer |
 /// | `expiry_lead` | 24 hours |
 /// | `dual_confirmation_above` | none (an amount needs a currency: set it) |
+/// | `review_window` | 30 s for an agent's payment below `time_sensitive` (with a review queue attached) |
 ///
 /// ```
 /// use std::time::Duration;
@@ -157,6 +158,7 @@ pub struct Controls {
     pub(crate) expiry_lead: Option<Duration>,
     pub(crate) dual_confirmation_above: Option<Money>,
     pub(crate) alert_enqueue_timeout: Duration,
+    pub(crate) review_window: Option<crate::engine::ReviewWindow>,
 }
 
 /// The PSP decline codes that mean a failed 3-D Secure or issuer authentication.
@@ -184,6 +186,7 @@ impl Default for Controls {
             expiry_lead: None,
             dual_confirmation_above: None,
             alert_enqueue_timeout: Duration::from_millis(50),
+            review_window: None,
         }
     }
 }
@@ -223,6 +226,7 @@ impl Controls {
             }),
             threshold_alerts: true,
             expiry_lead: Some(Duration::from_secs(24 * 3600)),
+            review_window: Some(crate::engine::ReviewWindow::default()),
             ..Controls::default()
         }
     }
@@ -294,6 +298,19 @@ impl Controls {
     /// How long the engine waits for the alert sink to take one alert over.
     pub fn alert_enqueue_timeout(&self) -> Duration {
         self.alert_enqueue_timeout
+    }
+
+    /// The review window: how long an agent's non-urgent payment waits, held, before it goes
+    /// to the PSP (`None`: off). It applies only on an engine with a review queue
+    /// (`Engine::with_reviews`).
+    pub fn review_window(&self) -> Option<crate::engine::ReviewWindow> {
+        self.review_window
+    }
+
+    /// Sets the review window.
+    pub fn with_review_window(mut self, window: Option<crate::engine::ReviewWindow>) -> Self {
+        self.review_window = window;
+        self
     }
 
     /// Sets the violations control.

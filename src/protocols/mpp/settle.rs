@@ -271,7 +271,9 @@ impl Settler for EngineSettler {
             PaymentOutcome::Replayed { attempt } if attempt.status == AttemptStatus::Captured => {
                 return Err(VerifyError::Replayed.into())
             }
-            PaymentOutcome::Done { attempt, .. } | PaymentOutcome::Replayed { attempt } => attempt,
+            PaymentOutcome::Done { attempt, .. }
+            | PaymentOutcome::Replayed { attempt }
+            | PaymentOutcome::Scheduled { attempt, .. } => attempt,
         };
         match (attempt.status, &attempt.provider_ref) {
             (AttemptStatus::Captured, Some(reference)) => {

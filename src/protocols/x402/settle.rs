@@ -261,7 +261,9 @@ impl X402EngineSettler {
             PaymentOutcome::Refused(d) => {
                 return Err(not_settled(format!("refused: {:?}", d.codes())))
             }
-            PaymentOutcome::Done { attempt, .. } | PaymentOutcome::Replayed { attempt } => attempt,
+            PaymentOutcome::Done { attempt, .. }
+            | PaymentOutcome::Replayed { attempt }
+            | PaymentOutcome::Scheduled { attempt, .. } => attempt,
         };
         match (attempt.status, &attempt.provider_ref) {
             (AttemptStatus::Captured, Some(tx)) => Ok(SettlementResponse {
