@@ -525,12 +525,12 @@ async fn sqlite_indexes_by_buyer_as_memory_does_and_its_migration_fills_the_same
         let db = SqliteDatabase::open(SqliteConfig::file(&path)).expect("db");
         same_index(&db.audit_sink(), &events, &expected).await;
     }
-    // An older database: the buyer index removed, the schema one version back; the migration
-    // fills it from the stored bodies.
+    // An older database: the buyer index (and the review queue after it) removed, the schema
+    // back before them; the migrations fill the index from the stored bodies.
     let mut conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch(
         "DELETE FROM audit_subjects WHERE subject LIKE 'buyer:%'; DROP TABLE audit_owners; \
-         PRAGMA user_version = 7;",
+         DROP TABLE review_queue; PRAGMA user_version = 7;",
     )
     .unwrap();
     migrate(&mut conn).expect("migrated");
@@ -563,7 +563,7 @@ async fn postgres_indexes_by_buyer_as_memory_does_and_its_migration_fills_the_sa
         .unwrap()
         .batch_execute(
             "DELETE FROM audit_subjects WHERE subject LIKE 'buyer:%'; DROP TABLE audit_owners; \
-             UPDATE am_meta SET value = '6' WHERE key = 'schema_version';",
+             DROP TABLE review_queue; UPDATE am_meta SET value = '6' WHERE key = 'schema_version';",
         )
         .await
         .unwrap();

@@ -1464,6 +1464,37 @@ mod model {
         } else {
             out.insert("AUTHORITY_MISSING");
         }
+        // The buyer declined this cart (an answer that grants no action) under a mandate of
+        // the chain, and has not confirmed it (for this payment) since.
+        if authorize {
+            let ours = |c: &&agent_mandate::domain::Confirmation| {
+                c.buyer_id == req.buyer_id
+                    && c.confirmed_by.kind == ActorKind::Human
+                    && c.confirmed_at <= now
+                    && c.snapshot_id == req.snapshot_id
+                    && doc.chain.iter().any(|m| *m.id() == c.scope.mandate_id)
+            };
+            let declined_at = doc
+                .confirmations
+                .iter()
+                .filter(ours)
+                .filter(|c| c.scope.actions.is_empty())
+                .map(|c| c.confirmed_at)
+                .max();
+            if let Some(at) = declined_at {
+                let since = doc.confirmations.iter().filter(ours).any(|c| {
+                    let (max_cur, max) = amt(&c.scope.max_amount);
+                    c.confirmed_at > at
+                        && c.expires_at.is_none_or(|e| now < e)
+                        && c.scope.actions.contains(PaymentAction::Authorize)
+                        && max_cur == req_cur
+                        && req_amt <= max
+                });
+                if !since {
+                    out.insert("CONFIRMATION_DECLINED");
+                }
+            }
+        }
         // The credentials' kill switch: the payer's own, or (for a system payer) the
         // nearest agent's above it on the chain.
         let accountable = match req.actor.kind {

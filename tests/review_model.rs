@@ -173,9 +173,8 @@ async fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 w.mem.clock.advance(Duration::seconds(*secs));
             }
             Step::Restart => {
-                // The kill switch is engine memory: a restart forgets it.
+                // The kill switch is the store's: a restart keeps it.
                 engine = build();
-                killed = false;
             }
             Step::Transient => {
                 w.psp.inject(Some(PspOp::Authorize), Fault::Transient);

@@ -676,3 +676,88 @@ async fn sqlite_a_restart_between_schedule_and_run_sends_once() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Review window and a circuit breaker that opens at the first failed authentication.
+async fn review_world_with_breaker() -> World {
+    let minutes = Duration::from_secs(600);
+    let controls = Controls::off()
+        .with_review_window(Some(Default::default()))
+        .with_auth_failures(Some(
+            agent_mandate::engine::Breaker::new(
+                agent_mandate::engine::Rate::new(0, minutes).expect("rate"),
+                minutes,
+            )
+            .expect("breaker"),
+        ));
+    let w = world_with(
+        EngineConfig::default().with_controls(controls),
+        backpack_spec(true),
+    )
+    .await;
+    let engine = w
+        .engine
+        .clone()
+        .with_reviews(Arc::new(MemoryReviewQueue::new()));
+    World { engine, ..w }
+}
+
+/// A breaker that opens while a payment waits in its window stops that payment at the end
+/// of the window: the run decides again with the breaker, and nothing reaches the PSP.
+#[tokio::test]
+async fn a_breaker_opened_during_the_window_withdraws_the_payment() {
+    let w = review_world_with_breaker().await;
+    let a = schedule(&w, "pay-1").await;
+    // An urgent payment of the same agent fails its authentication: the breaker opens.
+    w.psp
+        .inject(Some(Op::Authorize), agent_mandate::testkit::Fault::Invalid);
+    let mut cmd = w.execute("urgent");
+    cmd.request.urgency = Some(Urgency::TimeSensitive);
+    let _ = w.engine.execute_payment(&agent_p(), &cmd).await;
+    let calls = w.psp.calls(Op::Authorize);
+    assert_eq!(calls, 1);
+    w.mem.clock.advance(chrono::Duration::seconds(30));
+    let runs = w.engine.run_due_reviews(10).await.expect("run");
+    match &runs[0].outcome {
+        Ok(ReviewResult::Withdrawn { reason }) => {
+            assert!(reason.contains("CIRCUIT_OPEN"), "{reason}")
+        }
+        other => panic!("expected withdrawn, got {other:?}"),
+    }
+    assert_eq!(w.psp.calls(Op::Authorize), calls, "nothing sent");
+    assert_eq!(held(&w).await, 0, "its hold released");
+    let now = w
+        .engine
+        .ports()
+        .store
+        .attempt(&a.id)
+        .await
+        .expect("read")
+        .expect("kept");
+    assert_eq!(now.status, AttemptStatus::Cancelled);
+}
+
+/// A failed authentication of a payment sent from its window counts against the agent like
+/// any other: the next payment finds the breaker open.
+#[tokio::test]
+async fn a_failed_authentication_sent_from_the_window_counts_on_the_breaker() {
+    let w = review_world_with_breaker().await;
+    schedule(&w, "pay-1").await;
+    w.psp
+        .inject(Some(Op::Authorize), agent_mandate::testkit::Fault::Invalid);
+    w.mem.clock.advance(chrono::Duration::seconds(30));
+    let runs = w.engine.run_due_reviews(10).await.expect("run");
+    assert_eq!(runs.len(), 1);
+    assert_eq!(w.psp.calls(Op::Authorize), 1, "sent once, and refused");
+    let mut cmd = w.execute("urgent");
+    cmd.request.urgency = Some(Urgency::TimeSensitive);
+    let out = w
+        .engine
+        .execute_payment(&agent_p(), &cmd)
+        .await
+        .expect("answered");
+    assert!(
+        matches!(&out, PaymentOutcome::Refused(d) if d.has(agent_mandate::domain::BlockerCode::CircuitOpen)),
+        "{out:?}"
+    );
+    assert_eq!(w.psp.calls(Op::Authorize), 1, "refused before the PSP");
+}

@@ -198,7 +198,8 @@ impl TokenService {
         if mandate.is_some_and(|m| !m.status().is_terminal()) {
             let key = IdempotencyKey::new(format!("tok-revoke-{}", record.id))
                 .map_err(|e| invalid("token_id", e.to_string()))?;
-            self.engine
+            let revoked = self
+                .engine
                 .change_mandate(
                     &Principal::System(actor.clone()),
                     &ChangeMandate::new(
@@ -209,7 +210,15 @@ impl TokenService {
                         },
                     ),
                 )
-                .await?;
+                .await;
+            match revoked {
+                Ok(_) => {}
+                // A concurrent fan-out is revoking this token's mandate now: it finishes the
+                // token (the token is already revoked in its store, so no redemption passes
+                // meanwhile), and a fan-out that dies half-way is resumed by the next call.
+                Err(EngineError::IdempotencyInFlight { .. }) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
         }
         ports.vault.revoke(&record.credential).await?;
 
