@@ -151,6 +151,54 @@ fn execute(c: &mut Criterion) {
     }
 }
 
+/// What the audit trail's bodies cost one payment: the events one execute appends, each
+/// serialised to its JSON body and chained (SHA-256), and the hashing alone. The upper bound of
+/// what any compact body format could save per payment (the bodies already carry ids and
+/// digests, not documents).
+fn audit_bodies(c: &mut Criterion) {
+    use agent_mandate::domain::{chain_hash, AuditEvent, AuditHash, ChainedEvent};
+    let (engine, template) = world_on(true);
+    ready(engine.execute_payment(&agent_p(), &template)).expect("executes");
+    let trail = ready(engine.ports().audit.read(1, 1_000)).expect("trail");
+    // The events of the payment: everything after the set-up (mandate, card).
+    let first = trail
+        .iter()
+        .position(|e| e.body.contains("\"execute_payment\""))
+        .expect("the payment's decision");
+    let events: Vec<AuditEvent> = trail[first..]
+        .iter()
+        .map(|e| e.event().expect("event"))
+        .collect();
+    let bodies: Vec<String> = events.iter().map(AuditEvent::to_body).collect();
+    let bytes: usize = bodies.iter().map(String::len).sum();
+    eprintln!(
+        "audit: {} events, {bytes} body bytes per payment",
+        events.len()
+    );
+    let mut group = c.benchmark_group("audit");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("serialise_and_chain_one_payment", |b| {
+        b.iter(|| {
+            let mut prev = AuditHash::GENESIS;
+            for (i, e) in black_box(&events).iter().enumerate() {
+                let link = ChainedEvent::link(i as u64 + 1, prev, e.to_body());
+                prev = link.hash;
+            }
+            black_box(prev)
+        })
+    });
+    group.bench_function("chain_hash_one_payment", |b| {
+        b.iter(|| {
+            let mut prev = AuditHash::GENESIS;
+            for (i, body) in black_box(&bodies).iter().enumerate() {
+                prev = chain_hash(i as u64 + 1, &prev, body);
+            }
+            black_box(prev)
+        })
+    });
+    group.finish();
+}
+
 /// A three-level chain whose root allows `slots` concurrent holds of 1.00.
 fn chain(slots: u32) -> Vec<Mandate> {
     let root = examples::three_level_document(1).chain;
@@ -240,7 +288,7 @@ fn holds(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, execute, holds);
+criterion_group!(benches, execute, audit_bodies, holds);
 criterion_main!(benches);
 
 /// The story's buyer, as the host's authentication would hand it to the engine.
