@@ -242,18 +242,6 @@ pub(super) async fn append_in<C: deadpool_postgres::GenericClient>(
         .await?
         .ok_or_else(|| Tx::Fail(head_missing()))?;
     let (mut seq, mut prev) = head_of(&head).map_err(Tx::Fail)?;
-    let insert = tx
-        .prepare_cached(
-            "INSERT INTO audit_events (seq, prev_hash, hash, body) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (seq) DO NOTHING",
-        )
-        .await?;
-    let index = tx
-        .prepare_cached(
-            "INSERT INTO audit_subjects (subject, seq) SELECT s, $2 \
-             FROM unnest($1::text[]) AS s ON CONFLICT DO NOTHING",
-        )
-        .await?;
     // Whose each mandate and attempt of the batch is, read once; the facts the batch
     // teaches are added as it goes and written after.
     let named: Vec<String> = subjects.iter().flatten().cloned().collect();
@@ -271,6 +259,11 @@ pub(super) async fn append_in<C: deadpool_postgres::GenericClient>(
     }
     let mut learned: (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
     let mut buyers = BuyerIndex::new();
+    // The links and index rows of the whole batch, written in one statement each.
+    let first = seq + 1;
+    let mut rows: (Vec<i64>, Vec<String>, Vec<String>, Vec<&str>) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut index: (Vec<String>, Vec<i64>) = (Vec::new(), Vec::new());
     for ((body, keys), event) in bodies.iter().zip(subjects).zip(events) {
         let facts = match buyers.facts(&event.kind, |s| {
             Ok::<_, std::convert::Infallible>(owners.get(&s.key()).cloned())
@@ -278,7 +271,13 @@ pub(super) async fn append_in<C: deadpool_postgres::GenericClient>(
             Ok(f) => f,
             Err(never) => match never {},
         };
-        let mut keys = keys.clone();
+        seq += 1;
+        let n = i64::try_from(seq)
+            .map_err(|_| Tx::Fail(AuditError::Other("postgres: the trail is full".into())))?;
+        for k in keys {
+            index.0.push(k.clone());
+            index.1.push(n);
+        }
         if let Some(buyer) = facts.buyer {
             for owned in facts.owns {
                 let k = owned.key();
@@ -288,29 +287,42 @@ pub(super) async fn append_in<C: deadpool_postgres::GenericClient>(
                     learned.1.push(buyer.to_string());
                 }
             }
-            keys.push(AuditSubject::Buyer(buyer).key());
+            index.0.push(AuditSubject::Buyer(buyer).key());
+            index.1.push(n);
         }
-        let keys = &keys;
-        seq += 1;
-        let link = ChainedEvent::link(seq, prev, body.clone());
-        let n = i64::try_from(seq)
-            .map_err(|_| Tx::Fail(AuditError::Other("postgres: the trail is full".into())))?;
-        let written = tx
-            .execute(
-                &insert,
-                &[&n, &prev.to_hex(), &link.hash.to_hex(), &link.body],
+        let hash = crate::domain::chain_hash(seq, &prev, body);
+        rows.0.push(n);
+        rows.1.push(prev.to_hex());
+        rows.2.push(hash.to_hex());
+        rows.3.push(body.as_str());
+        prev = hash;
+    }
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO audit_events (seq, prev_hash, hash, body) \
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) \
+             ON CONFLICT (seq) DO NOTHING",
+        )
+        .await?;
+    let written = tx
+        .execute(&insert, &[&rows.0, &rows.1, &rows.2, &rows.3])
+        .await?;
+    if written != rows.0.len() as u64 {
+        return Err(Tx::Fail(AuditError::Corrupt {
+            seq: first,
+            message: format!(
+                "an event the sink did not append already has a number from {first} to {seq}"
+            ),
+        }));
+    }
+    if !index.0.is_empty() {
+        let insert_index = tx
+            .prepare_cached(
+                "INSERT INTO audit_subjects (subject, seq) \
+                 SELECT * FROM unnest($1::text[], $2::bigint[]) ON CONFLICT DO NOTHING",
             )
             .await?;
-        if written == 0 {
-            return Err(Tx::Fail(AuditError::Corrupt {
-                seq,
-                message: "an event the sink did not append already has this number".into(),
-            }));
-        }
-        if !keys.is_empty() {
-            tx.execute(&index, &[keys, &n]).await?;
-        }
-        prev = link.hash;
+        tx.execute(&insert_index, &[&index.0, &index.1]).await?;
     }
     if !learned.0.is_empty() {
         tx.execute(

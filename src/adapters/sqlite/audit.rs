@@ -191,18 +191,28 @@ fn indexed_in(
              WHERE s.subject = ?1 AND s.seq >= ?2 ORDER BY s.seq LIMIT ?3",
         )
         .map_err(fail)?;
+    chained_rows(
+        &mut stmt,
+        params![key, to_i64(from), i64::try_from(limit).unwrap_or(i64::MAX)],
+        fail,
+    )
+}
+
+/// Runs `stmt` (selecting `seq, prev_hash, hash, body`) and reads its rows as chained events.
+fn chained_rows(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    params: impl rusqlite::Params,
+    fail: impl Fn(rusqlite::Error) -> AuditError,
+) -> Result<Vec<ChainedEvent>, AuditError> {
     let rows = stmt
-        .query_map(
-            params![key, to_i64(from), i64::try_from(limit).unwrap_or(i64::MAX)],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            },
-        )
+        .query_map(params, |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })
         .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
         .map_err(fail)?;
     rows.into_iter()
@@ -317,28 +327,7 @@ fn event_rows(
              WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
         )
         .map_err(fail)?;
-    let rows = stmt
-        .query_map(params![to_i64(from), to_i64(to), limit], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-            ))
-        })
-        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-        .map_err(fail)?;
-    rows.into_iter()
-        .map(|(seq, prev, hash, body)| {
-            let seq = seq_of(seq)?;
-            Ok(ChainedEvent {
-                seq,
-                prev_hash: parse_hash(seq, &prev)?,
-                hash: parse_hash(seq, &hash)?,
-                body,
-            })
-        })
-        .collect()
+    chained_rows(&mut stmt, params![to_i64(from), to_i64(to), limit], fail)
 }
 
 /// The subject's segment, in one read transaction.

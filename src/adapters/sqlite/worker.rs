@@ -201,9 +201,14 @@ impl Worker {
                         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                     )
                     .map_err(|e| unavailable(format!("cannot open a read connection: {e}")))?;
+                    reader.set_prepared_statement_cache_capacity(schema::STATEMENT_CACHE);
                     reader
                         .busy_timeout(config.busy_timeout)
-                        .and_then(|()| reader.execute_batch("PRAGMA query_only = ON;"))
+                        .and_then(|()| {
+                            reader.execute_batch(
+                                "PRAGMA query_only = ON; PRAGMA temp_store = MEMORY;",
+                            )
+                        })
                         .map_err(|e| sql_error("schema", "read connection", e))?;
                     let queue = Arc::clone(&queue);
                     thread::Builder::new()
