@@ -310,7 +310,10 @@ impl Engine {
     /// the entry closed, and the cancellation audited with who asked. Only the buyer of the
     /// payment or an operator may cancel; anyone else (the agent that asked for it, another
     /// buyer) is [`EngineError::NotPermitted`]. A payment already sent (or cancelled) is
-    /// [`EngineError::Transition`]: exactly one of send and cancel wins.
+    /// [`EngineError::Transition`]: exactly one of send and cancel wins. When the attempt is
+    /// cancelled but the queue fails to close its entry, the queue's error is returned (the
+    /// payment is cancelled all the same and can no longer be sent; the next
+    /// [`Engine::run_due_reviews`] closes the entry).
     pub async fn cancel_review(
         &self,
         by: &Principal,
@@ -350,8 +353,11 @@ impl Engine {
         let cancelled = self
             .withdraw(&attempt, "cancelled", Some(by.clone()), None, now)
             .await?;
-        let _ = observe::store("review_cancel", queue.cancel(attempt_id, now)).await;
+        // The attempt is cancelled (nothing can send it any more); an entry the queue failed
+        // to close is closed by the next run. The caller hears of the failure.
+        let closed = observe::store("review_cancel", queue.cancel(attempt_id, now)).await;
         let _ = self.flush_audit().await;
+        closed?;
         Ok(cancelled)
     }
 
@@ -469,6 +475,18 @@ impl Engine {
                 return self.withdrawn(queue, &attempt, reason, now).await;
             }
         };
+        // The queue is another port (possibly another database): what it hands back is sent
+        // only if it is the command the attempt records, the one decided and audited.
+        if attempt.request != command.request
+            || attempt.credential != command.credential
+            || attempt.capture_on_authorize != command.capture
+            || attempt.checkout_id != *command.checkout.checkout_id()
+        {
+            let reason = "the scheduled command does not match its attempt \
+                          (request, credential, capture or checkout changed in the queue)"
+                .to_owned();
+            return self.withdrawn(queue, &attempt, reason, now).await;
+        }
         let req = &command.request;
         // Authority again, at the end of the window: the chain's state, suspensions, the
         // credential (the kill switch included). The payment's own hold already reserves its

@@ -104,7 +104,8 @@ pub trait ReviewQueue: Send + Sync + Debug {
     /// The entry of `attempt_id`, in any state.
     async fn entry(&self, attempt_id: &AttemptId) -> Result<Option<ReviewEntry>, StoreError>;
 
-    /// Pending entries due at `now`, earliest first, at most `limit`.
+    /// Pending entries due at `now`, earliest first, at most `limit`. A stored entry that
+    /// cannot be read is left out (and left for an operator), never an error for the others.
     async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<ReviewEntry>, StoreError>;
 
     /// Pending entries of `buyer`, earliest due first, at most `limit` (due or not).

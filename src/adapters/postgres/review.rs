@@ -109,14 +109,21 @@ async fn write<C: GenericClient>(c: &C, e: &ReviewEntry) -> Result<(), Tx<StoreE
     Ok(())
 }
 
+/// The entries of `rows`. A row that does not decode is left for an operator (its hold kept:
+/// the sweep keeps the hold of an entry it cannot read) and never stops the others.
 fn rows(rows: Vec<tokio_postgres::Row>) -> Result<Vec<ReviewEntry>, Tx<StoreError>> {
-    rows.iter()
-        .map(|r| {
-            let id: String = r.try_get(0)?;
-            let body: String = r.try_get(1)?;
-            decode(&id, &body)
-        })
-        .collect()
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let id: String = r.try_get(0)?;
+        let body: String = r.try_get(1)?;
+        match decode(&id, &body) {
+            Ok(e) => out.push(e),
+            Err(_) => {
+                tracing::warn!(attempt_id = %id, "review queue: a row does not decode");
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn limit_of(limit: usize) -> i64 {
