@@ -30,6 +30,15 @@ pub(super) struct Context {
     card: Option<CardKey>,
 }
 
+/// Whether `attempt` is the one `command` makes: its request, credential, capture flag and
+/// checkout. A command that differs in any is another payment, never a run of this attempt.
+pub(super) fn records(attempt: &PaymentAttempt, command: &ExecutePayment) -> bool {
+    attempt.request == command.request
+        && attempt.credential == command.credential
+        && attempt.capture_on_authorize == command.capture
+        && attempt.checkout_id == *command.checkout.checkout_id()
+}
+
 impl Context {
     /// The context of the inputs a store read in one go, with the credential's status.
     pub(super) fn of(
@@ -381,11 +390,7 @@ impl Engine {
             // The key's record may be gone (a transient failure or a refusal freed it, or its
             // retention ended), but the attempt the key made remembers the command: another
             // command under the same key is a conflict, never a run on the old attempt (I3).
-            if a.request != *req
-                || a.credential != command.credential
-                || a.capture_on_authorize != command.capture
-                || a.checkout_id != *command.checkout.checkout_id()
-            {
+            if !records(a, command) {
                 return Err(EngineError::IdempotencyConflict {
                     key: command.key.clone(),
                     operation: "execute_payment",

@@ -477,11 +477,7 @@ impl Engine {
         };
         // The queue is another port (possibly another database): what it hands back is sent
         // only if it is the command the attempt records, the one decided and audited.
-        if attempt.request != command.request
-            || attempt.credential != command.credential
-            || attempt.capture_on_authorize != command.capture
-            || attempt.checkout_id != *command.checkout.checkout_id()
-        {
+        if !super::execute::records(&attempt, &command) {
             let reason = "the scheduled command does not match its attempt \
                           (request, credential, capture or checkout changed in the queue)"
                 .to_owned();

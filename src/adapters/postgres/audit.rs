@@ -223,16 +223,16 @@ impl PostgresAuditSink {
     }
 }
 
-/// Appends `bodies` (indexed under `subjects`) in the caller's transaction: the sink's own
-/// append, and a store's that writes the trail directly
+/// Appends `events` (indexed by their subjects and buyer) in the caller's transaction: the
+/// sink's own append, and a store's that writes the trail directly
 /// ([`crate::ports::Store::direct_trail`]). Locks the `audit_head` row until the transaction
 /// ends, so appends are serialised whoever makes them.
 pub(super) async fn append_in<C: deadpool_postgres::GenericClient>(
     tx: &C,
     events: &[&AuditEvent],
-    bodies: &[String],
-    subjects: &[Vec<String>],
 ) -> Result<Option<AuditReceipt>, Tx<AuditError>> {
+    let bodies: Vec<String> = events.iter().map(|e| e.to_body()).collect();
+    let subjects: Vec<Vec<String>> = events.iter().map(|e| subject_keys(e)).collect();
     // One appender at a time, whatever the connection or process.
     let head = tx
         .query_opt(
@@ -415,15 +415,13 @@ impl AuditSink for PostgresAuditSink {
         if events.is_empty() {
             return Ok(None);
         }
-        let bodies: Vec<String> = events.iter().map(AuditEvent::to_body).collect();
-        let subjects: Vec<Vec<String>> = events.iter().map(subject_keys).collect();
         let refs: Vec<&AuditEvent> = events.iter().collect();
         in_transaction!(
             &self.pool,
             self.retries,
             IsolationLevel::ReadCommitted,
             AuditError,
-            |tx| { append_in(&tx, &refs, &bodies, &subjects).await? }
+            |tx| { append_in(&tx, &refs).await? }
         )
     }
 

@@ -42,12 +42,7 @@ pub(super) async fn stage_in<C: GenericClient>(
             .iter()
             .partition(|e| matches!(e.kind, crate::domain::AuditKind::Alert { .. }));
         if !trail.is_empty() {
-            let bodies: Vec<String> = trail.iter().map(|e| e.to_body()).collect();
-            let subjects: Vec<Vec<String>> = trail
-                .iter()
-                .map(|e| super::audit::subject_keys(e))
-                .collect();
-            super::audit::append_in(client, &trail, &bodies, &subjects)
+            super::audit::append_in(client, &trail)
                 .await
                 .map_err(|e| match e {
                     Tx::Pg(e) => Tx::Pg(e),
