@@ -236,7 +236,7 @@ fn command_for(w: &World, k: &str, snapshot: &CartSnapshot) -> ExecutePayment {
 
 /// Every principal that is neither the payment's buyer nor an operator is refused, whatever it
 /// asserts: the agent that asked for the payment, another buyer, a system process, a provider.
-/// A refused cancel changes nothing: the payment still goes out at the end of its window.
+/// A refused cancel changes nothing: the payment still goes out at the end of its window. (I14)
 #[tokio::test]
 async fn nobody_but_the_buyer_or_an_operator_cancels_and_a_refusal_changes_nothing() {
     let h = hostile_world().await;
@@ -277,7 +277,7 @@ async fn nobody_but_the_buyer_or_an_operator_cancels_and_a_refusal_changes_nothi
 }
 
 /// Cancelling an attempt that never waited in a window (an urgent payment, sent at once) is
-/// refused even by its buyer: `cancel_review` is not a back door to void or fail payments.
+/// refused even by its buyer: `cancel_review` is not a back door to void or fail payments. (I14)
 #[tokio::test]
 async fn cancel_review_on_a_payment_that_never_waited_changes_nothing() {
     let h = hostile_world().await;
@@ -313,7 +313,7 @@ async fn cancel_review_on_a_payment_that_never_waited_changes_nothing() {
 
 /// During the window the agent re-sends its key (same body: the same answer, no second hold,
 /// no PSP call; another body: a conflict), and asks to capture, void or refund the waiting
-/// attempt (all refused, nothing sent, the hold kept). The payment then goes out once.
+/// attempt (all refused, nothing sent, the hold kept). The payment then goes out once. (I3, I14)
 #[tokio::test]
 async fn the_agent_can_neither_resend_nor_settle_its_waiting_payment() {
     let h = hostile_world().await;
@@ -399,7 +399,7 @@ async fn the_agent_can_neither_resend_nor_settle_its_waiting_payment() {
 }
 
 /// Re-sending the key after the window sent the payment replays it; after the buyer cancelled
-/// it, replays the cancelled attempt: never a second payment, never a resurrection.
+/// it, replays the cancelled attempt: never a second payment, never a resurrection. (I3)
 #[tokio::test]
 async fn a_key_resent_after_cancel_does_not_resurrect_the_payment() {
     let h = hostile_world().await;
@@ -446,7 +446,7 @@ async fn a_key_resent_after_cancel_does_not_resurrect_the_payment() {
 // ---------------------------------------------------------------------------------------------
 
 /// The buyer revokes the mandate during the window: the payment is withdrawn at its end, its
-/// hold released, nothing sent.
+/// hold released, nothing sent. (I1)
 #[tokio::test]
 async fn a_mandate_revoked_during_the_window_is_never_paid() {
     let h = hostile_world().await;
@@ -478,7 +478,7 @@ async fn a_mandate_revoked_during_the_window_is_never_paid() {
     assert_eq!(entry_state(&h.queue, &a.id).await, ReviewState::Cancelled);
 }
 
-/// The buyer is suspended during the window: withdrawn, nothing sent.
+/// The buyer is suspended during the window: withdrawn, nothing sent. (I1)
 #[tokio::test]
 async fn a_buyer_suspended_during_the_window_is_never_charged() {
     let h = hostile_world().await;
@@ -508,7 +508,7 @@ async fn a_buyer_suspended_during_the_window_is_never_charged() {
     assert_eq!(attempt(w, &a.id).await.status, AttemptStatus::Cancelled);
 }
 
-/// The agent's credentials are revoked (not just switched off) during the window: withdrawn.
+/// The agent's credentials are revoked (not just switched off) during the window: withdrawn. (I1)
 #[tokio::test]
 async fn credentials_revoked_during_the_window_withdraw_the_payment() {
     let h = hostile_world().await;
@@ -535,7 +535,7 @@ async fn credentials_revoked_during_the_window_withdraw_the_payment() {
 // ---------------------------------------------------------------------------------------------
 
 /// The window's bounds are enforced (1 s to 24 h), and a 1 s window is not due a tick
-/// early, and is due exactly at its end.
+/// early, and is due exactly at its end. (I1)
 #[tokio::test]
 async fn window_bounds_and_the_exact_due_instant() {
     assert!(ReviewWindow::new(Duration::from_millis(999)).is_err());
@@ -570,7 +570,7 @@ async fn window_bounds_and_the_exact_due_instant() {
 
 /// A 24 h window, far past the idempotency lease and the PSP's deadline: the sweep keeps the
 /// hold, a retry of the key answers without a second hold, and the payment is sent once at
-/// the end. A run limited to 0 entries sends nothing.
+/// the end. A run limited to 0 entries sends nothing. (I2)
 #[tokio::test]
 async fn a_day_long_window_survives_the_sweep_and_key_retries() {
     let window = ReviewWindow::new(Duration::from_secs(24 * 3600)).expect("24 h");
@@ -622,7 +622,7 @@ async fn a_day_long_window_survives_the_sweep_and_key_retries() {
 // ---------------------------------------------------------------------------------------------
 
 /// The queue fails to schedule (nothing written): the agent gets an error; its retry of the key
-/// schedules the payment with one hold, never two (the first is released or reused).
+/// schedules the payment with one hold, never two (the first is released or reused). (I2)
 #[tokio::test]
 async fn a_failed_schedule_then_a_retry_holds_the_budget_once() {
     let h = hostile_world().await;
@@ -652,7 +652,7 @@ async fn a_failed_schedule_then_a_retry_holds_the_budget_once() {
 }
 
 /// The queue writes the entry but its answer is lost: the agent's retry finds the payment
-/// waiting (one hold); the payment is sent once.
+/// waiting (one hold); the payment is sent once. (I2, I3)
 #[tokio::test]
 async fn a_lost_schedule_answer_then_a_retry_neither_doubles_nor_loses() {
     let h = hostile_world().await;
@@ -680,7 +680,7 @@ async fn a_lost_schedule_answer_then_a_retry_neither_doubles_nor_loses() {
 }
 
 /// The PSP authorized, then closing the entry failed (a crash between store and queue): the
-/// next run closes it after the attempt, without a second send.
+/// next run closes it after the attempt, without a second send. (I3)
 #[tokio::test]
 async fn an_entry_left_pending_after_the_send_is_closed_not_resent() {
     let h = hostile_world().await;
@@ -712,7 +712,7 @@ async fn an_entry_left_pending_after_the_send_is_closed_not_resent() {
 }
 
 /// The buyer's cancel won the attempt but closing the entry failed: the payment is never sent,
-/// and the next due run closes the entry as cancelled.
+/// and the next due run closes the entry as cancelled. (I1)
 #[tokio::test]
 async fn an_entry_left_pending_after_the_cancel_is_closed_not_sent() {
     let h = hostile_world().await;
@@ -740,7 +740,7 @@ async fn an_entry_left_pending_after_the_cancel_is_closed_not_sent() {
     assert_eq!(held(w).await, 0);
 }
 
-/// A queue row whose command is not JSON: withdrawn, hold released, nothing sent.
+/// A queue row whose command is not JSON: withdrawn, hold released, nothing sent. (I1, I12)
 #[tokio::test]
 async fn a_garbled_queue_command_is_withdrawn_not_sent() {
     let h = hostile_world().await;
@@ -761,7 +761,7 @@ async fn a_garbled_queue_command_is_withdrawn_not_sent() {
 
 /// A queue row whose command was rewritten to another valid cart (another amount, under the
 /// same mandate): the attempt, the hold and the audit trail say EUR 144.00, so the PSP must
-/// never be asked for anything else under this attempt's key.
+/// never be asked for anything else under this attempt's key. (I1)
 #[tokio::test]
 async fn a_tampered_queue_amount_is_not_what_the_psp_charges() {
     let h = hostile_world().await;
@@ -782,7 +782,7 @@ async fn a_tampered_queue_amount_is_not_what_the_psp_charges() {
 }
 
 /// A queue row whose command was rewritten to capture in the authorization: the attempt was
-/// scheduled as authorize-only, so no money may be captured.
+/// scheduled as authorize-only, so no money may be captured. (I1)
 #[tokio::test]
 async fn a_tampered_queue_capture_flag_does_not_capture() {
     let h = hostile_world().await;
@@ -805,7 +805,7 @@ async fn a_tampered_queue_capture_flag_does_not_capture() {
 }
 
 /// A queue row whose command names another stored card of the same agent: the attempt was
-/// decided for the first card, so the second must not be charged.
+/// decided for the first card, so the second must not be charged. (I1)
 #[tokio::test]
 async fn a_tampered_queue_credential_is_not_charged() {
     let h = hostile_world().await;
@@ -838,7 +838,7 @@ async fn a_tampered_queue_credential_is_not_charged() {
 }
 
 /// One corrupt row in the SQLite queue (its body is not an entry) must not stop every other
-/// payment from being sent: the healthy entry is still processed.
+/// payment from being sent: the healthy entry is still processed. (I12)
 #[tokio::test]
 async fn sqlite_one_corrupt_row_does_not_block_every_review() {
     use agent_mandate::adapters::sqlite::{SqliteConfig, SqliteDatabase};
@@ -898,7 +898,7 @@ async fn sqlite_one_corrupt_row_does_not_block_every_review() {
 // ---------------------------------------------------------------------------------------------
 
 /// After a transient failure released the hold, two instances run the due payment at once:
-/// both may try to place the hold again; exactly one sends, and the budget is held once.
+/// both may try to place the hold again; exactly one sends, and the budget is held once. (I2, I3)
 #[tokio::test]
 async fn two_instances_after_a_transient_failure_hold_once_and_send_once() {
     for round in 0..10 {
@@ -933,7 +933,7 @@ async fn two_instances_after_a_transient_failure_hold_once_and_send_once() {
 
 /// A PSP that fails transiently every time: the payment is tried `MAX_REVIEW_TRIES` times,
 /// then withdrawn with its hold released; the sweep in between never takes the waiting
-/// payment's state away, and the buyer is never charged.
+/// payment's state away, and the buyer is never charged. (I2, I13)
 #[tokio::test]
 async fn a_psp_that_always_fails_transiently_ends_withdrawn_without_a_leaked_hold() {
     let h = hostile_world().await;
@@ -959,7 +959,7 @@ async fn a_psp_that_always_fails_transiently_ends_withdrawn_without_a_leaked_hol
     assert!(w.psp.payments().is_empty(), "nothing processed");
 }
 
-/// The PSP delivers the authorization twice (a proxy retry): one payment at the PSP, one hold.
+/// The PSP delivers the authorization twice (a proxy retry): one payment at the PSP, one hold. (I3)
 #[tokio::test]
 async fn a_duplicated_delivery_of_the_send_charges_once() {
     let h = hostile_world().await;
@@ -979,7 +979,7 @@ async fn a_duplicated_delivery_of_the_send_charges_once() {
 }
 
 /// A cancel and two runs at once, many rounds: the payment is either cancelled (nothing sent,
-/// nothing held) or sent once (held once): never both, never neither.
+/// nothing held) or sent once (held once): never both, never neither. (I1, I3)
 #[tokio::test]
 async fn a_cancel_racing_two_runs_ends_cancelled_xor_sent() {
     for round in 0..15 {

@@ -702,7 +702,7 @@ async fn review_world_with_breaker() -> World {
 }
 
 /// A breaker that opens while a payment waits in its window stops that payment at the end
-/// of the window: the run decides again with the breaker, and nothing reaches the PSP.
+/// of the window: the run decides again with the breaker, and nothing reaches the PSP (I1).
 #[tokio::test]
 async fn a_breaker_opened_during_the_window_withdraws_the_payment() {
     let w = review_world_with_breaker().await;
@@ -737,7 +737,7 @@ async fn a_breaker_opened_during_the_window_withdraws_the_payment() {
 }
 
 /// A failed authentication of a payment sent from its window counts against the agent like
-/// any other: the next payment finds the breaker open.
+/// any other: the next payment finds the breaker open (I1).
 #[tokio::test]
 async fn a_failed_authentication_sent_from_the_window_counts_on_the_breaker() {
     let w = review_world_with_breaker().await;
