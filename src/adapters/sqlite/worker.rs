@@ -68,6 +68,8 @@ impl GroupCommitStats {
 
 #[derive(Debug, Default)]
 struct Counters {
+    /// Checkpoints run by the checkpointer thread.
+    checkpoints: AtomicU64,
     batches: AtomicU64,
     jobs: AtomicU64,
     largest: AtomicU64,
@@ -185,6 +187,9 @@ impl Worker {
         .map_err(|e| unavailable(format!("cannot open the database: {e}")))?;
         schema::prepare(&mut conn, &config)?;
         let counters = Arc::new(Counters::default());
+        if let Some(path) = &config.path {
+            start_checkpointer(&mut conn, path, &config, Arc::clone(&counters))?;
+        }
         let (jobs, inbox) = mpsc::channel::<Job>();
         let seen = Arc::clone(&counters);
         thread::Builder::new()
@@ -304,6 +309,81 @@ impl Worker {
     }
 }
 
+/// WAL pages written between two requests of the writer to the checkpointer thread (SQLite's
+/// own automatic checkpoint runs every 1,000 pages, on the committing connection).
+const CHECKPOINT_PAGES: i32 = 1_000;
+
+/// WAL pages at which the writer checkpoints itself (passive). The log restarts from its
+/// beginning only when a write begins after a checkpoint that copied every frame, which a
+/// checkpoint running beside a busy writer rarely does: this one, on the writer's thread,
+/// copies what the checkpointer left (little) and lets the next write restart the log, so it
+/// never grows past about this many pages.
+const CHECKPOINT_INLINE_PAGES: i32 = 4_000;
+
+/// Moves the WAL checkpoints of a file database off the writer's thread: SQLite's automatic
+/// checkpoint copies the log into the database file (and syncs it) on the connection whose
+/// commit crossed the threshold, so one write in a thousand pages paid for all of them (about
+/// an eighth of the writer's time on the payment path). The writer's WAL hook (which replaces
+/// the automatic checkpoint) wakes a thread with a connection of its own that runs a
+/// `PASSIVE` checkpoint: it never blocks the writer or the readers, and copies what no reader
+/// still needs. Durability does not change: a commit is durable in the log (as `synchronous`
+/// says) whether or not it was checkpointed. The thread ends when the writer's connection
+/// (which holds the only sender) is closed.
+fn start_checkpointer(
+    conn: &mut Connection,
+    path: &std::path::Path,
+    config: &SqliteConfig,
+    counters: Arc<Counters>,
+) -> Result<(), StoreError> {
+    let checkpointer = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| unavailable(format!("cannot open the checkpoint connection: {e}")))?;
+    checkpointer
+        .busy_timeout(config.busy_timeout)
+        .and_then(|()| {
+            checkpointer.execute_batch(&format!(
+                "PRAGMA synchronous = {}",
+                config.synchronous.pragma()
+            ))
+        })
+        .map_err(|e| sql_error("schema", "checkpoint connection", e))?;
+    // One pending request is enough: a checkpoint copies every frame committed before it.
+    let (wake, due) = mpsc::sync_channel::<()>(1);
+    // The log's size when the checkpointer was last asked: asked again every
+    // `CHECKPOINT_PAGES` pages, not after every commit past the threshold (each checkpoint
+    // syncs the database file).
+    let mut asked = 0;
+    conn.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: i32| {
+        if pages < asked {
+            // The log restarted.
+            asked = 0;
+        }
+        if pages >= asked.saturating_add(CHECKPOINT_PAGES) {
+            asked = pages;
+            let _ = wake.try_send(());
+        }
+        if pages >= CHECKPOINT_INLINE_PAGES {
+            // Best effort, as the automatic checkpoint: a busy log is checkpointed later.
+            let _ = wal.checkpoint_v2(rusqlite::wal::CheckpointMode::PASSIVE);
+        }
+        Ok(())
+    }))
+    .map_err(|e| sql_error("schema", "wal hook", e))?;
+    thread::Builder::new()
+        .name("agent-mandate-sqlite-checkpoint".into())
+        .spawn(move || {
+            while due.recv().is_ok() {
+                // Best effort: a failed or partial checkpoint is retried at the next request.
+                let _ = checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+        .map_err(|e| unavailable(format!("cannot start the checkpoint thread: {e}")))?;
+    Ok(())
+}
+
 /// The connection thread's loop.
 fn serve(mut conn: Connection, inbox: &mpsc::Receiver<Job>, counters: &Counters) {
     let mut next = None;
@@ -354,13 +434,19 @@ fn replicate(e: &StoreError) -> StoreError {
 }
 
 /// One group commit: `BEGIN IMMEDIATE`, each job in its savepoint, `COMMIT`, then the
-/// answers.
-fn run_batch(conn: &Connection, batch: Vec<Box<dyn Batched>>) {
+/// answers. A batch of one job needs no savepoint: the transaction is the job's alone.
+fn run_batch(conn: &Connection, mut batch: Vec<Box<dyn Batched>>) {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let e = sql_error("batch", "begin", e);
         for job in batch {
             job.abort(replicate(&e));
         }
+        return;
+    }
+    if batch.len() == 1
+        && let Some(job) = batch.pop()
+    {
+        run_alone_in_transaction(conn, job);
         return;
     }
     let mut answers: Vec<Box<dyn Answer>> = Vec::with_capacity(batch.len());
@@ -417,6 +503,37 @@ fn run_batch(conn: &Connection, batch: Vec<Box<dyn Batched>>) {
             for job in jobs {
                 job.abort(replicate(&e));
             }
+        }
+    }
+}
+
+/// The one job of a batch, in the transaction `run_batch` began: a job that fails rolls the
+/// whole transaction back and keeps its own error (what its savepoint would have done, without
+/// the savepoint's statement journal, which copied every page the job touched).
+fn run_alone_in_transaction(conn: &Connection, job: Box<dyn Batched>) {
+    let answer = job.run(conn);
+    if conn.is_autocommit() {
+        // The job's failure ended the transaction (SQLite rolls back on some I/O and resource
+        // errors): answered as a batch whose transaction ended is.
+        answer.send(Some(replicate(&unavailable(
+            "a job's error ended the batch's transaction".into(),
+        ))));
+        return;
+    }
+    if answer.failed() {
+        // Nothing of the job stays; its own error is its answer.
+        let _ = conn.execute_batch("ROLLBACK");
+        answer.send(None);
+        return;
+    }
+    match conn.execute_batch("COMMIT") {
+        Ok(()) => answer.send(None),
+        Err(e) => {
+            let e = sql_error("batch", "commit", e);
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            answer.send(Some(replicate(&e)));
         }
     }
 }
@@ -538,6 +655,73 @@ mod tests {
         }
         let stats = w.stats();
         assert_eq!(stats.jobs, 20);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_alone_in_its_batch_that_fails_leaves_nothing_and_keeps_its_error() {
+        let path = temp_file("alone");
+        let w = worker(&path);
+        w.write(insert(1)).await.unwrap();
+        // Writes, then fails, with no other job in its transaction (no savepoint).
+        let failed = w
+            .write(move |conn| {
+                insert(2)(conn)?;
+                Err::<i64, StoreError>(StoreError::Conflict {
+                    entity: "test",
+                    id: "2".into(),
+                    message: "refused".into(),
+                })
+            })
+            .await;
+        assert!(
+            matches!(failed, Err(StoreError::Conflict { ref id, .. }) if id == "2"),
+            "{failed:?}"
+        );
+        // A constraint error fails it alone too, with the database's error.
+        assert!(w.write(insert(1)).await.is_err());
+        assert_eq!(count(&path), 1);
+        // The connection is usable: the failed jobs left no transaction open.
+        w.write(insert(3)).await.unwrap();
+        assert_eq!(count(&path), 2);
+        let stats = w.stats();
+        assert_eq!((stats.batches, stats.jobs, stats.largest), (4, 4, 1));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_checkpointer_thread_copies_the_log_and_keeps_it_bounded() {
+        let path = temp_file("checkpoint");
+        let w = worker(&path);
+        let wal = path.with_extension("db-wal");
+        let before = std::fs::metadata(&path).unwrap().len();
+        // About 8,000 pages of log: two pages per row (the row and its key in the primary
+        // key's index), one commit per row.
+        for n in 0..4_000i64 {
+            w.write(move |conn| {
+                conn.execute(
+                    "INSERT INTO blocks (actor_id, count) VALUES (?1, ?2)",
+                    rusqlite::params![format!("{n:0>3000}"), n],
+                )
+                .map_err(|e| sql_error("blocks", "insert", e))?;
+                Ok::<_, StoreError>(())
+            })
+            .await
+            .unwrap();
+        }
+        // The writer asked, the checkpointer copied the log into the database file.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while w.counters.checkpoints.load(Ordering::Relaxed) == 0
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(w.counters.checkpoints.load(Ordering::Relaxed) >= 1);
+        let grown = std::fs::metadata(&path).unwrap().len();
+        assert!(grown > before + 4 * 1024 * 1024, "{before} -> {grown}");
+        // The log restarted after a checkpoint: it holds far fewer than the 8,000 pages
+        // written (a frame is a 4 KiB page and its 24-byte header).
+        let log = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        assert!(log < 5_000 * 4_120, "the log is {log} bytes");
+        assert_eq!(count(&path), 4_000);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
