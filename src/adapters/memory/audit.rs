@@ -63,6 +63,11 @@ struct Trail {
 impl Trail {
     /// The stored events numbered `from..=to` (`to`: `None` for the head), in stored order.
     fn range(&self, from: u64, to: Option<u64>) -> Vec<ChainedEvent> {
+        self.span(from, to).to_vec()
+    }
+
+    /// The events numbered `from..=to` (to the head without `to`), borrowed.
+    fn span(&self, from: u64, to: Option<u64>) -> &[ChainedEvent] {
         let events = &self.events;
         // Fast path: an untampered trail holds event n at index n - 1.
         let start = usize::try_from(from.max(1) - 1)
@@ -70,13 +75,14 @@ impl Trail {
             .filter(|&i| events.get(i).is_some_and(|e| e.seq == from.max(1)))
             .or_else(|| events.iter().position(|e| e.seq >= from));
         let Some(start) = start else {
-            return Vec::new();
+            return &[];
         };
-        events[start..]
+        let tail = &events[start..];
+        let len = tail
             .iter()
-            .take_while(|e| to.is_none_or(|t| e.seq <= t))
-            .cloned()
-            .collect()
+            .position(|e| to.is_some_and(|t| e.seq > t))
+            .unwrap_or(tail.len());
+        &tail[..len]
     }
 
     fn around(&self, n: u64) -> Window {
@@ -96,8 +102,9 @@ impl Trail {
         let Some((from, upto)) = audit_index::due(last.as_ref(), head) else {
             return;
         };
+        // Borrowed, not cloned: only the links are sealed.
         let links: Vec<Link> = self
-            .range(from, Some(upto))
+            .span(from, Some(upto))
             .iter()
             .map(|e| (e.seq, e.prev_hash, e.hash))
             .collect();
