@@ -195,7 +195,7 @@ fn commands_and_port_calls_have_spans_with_digests_not_keys() {
         ("store", "open_payment"),
         ("store", "change_attempt"),
         ("store", "begin_idempotent"),
-        ("vault", "describe"),
+        ("vault", "describe_and_status"),
         ("audit_sink", "append_all"),
     ] {
         assert!(

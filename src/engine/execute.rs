@@ -166,19 +166,22 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Result<Option<(CredentialStatus, CardKey)>, EngineError> {
         let vault = &self.ports.vault;
-        let stored = match observe::vault("describe", vault.describe(reference)).await {
+        let (stored, status) = match observe::vault(
+            "describe_and_status",
+            vault.describe_and_status(reference, now),
+        )
+        .await
+        {
             Ok(s) => s,
             Err(VaultError::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(self.vault_failed(e, now).await),
         };
         if stored.owner != request.actor.id || stored.buyer_id != request.buyer_id {
+            // Another actor's or another buyer's credential: as if there were none (its
+            // status says nothing to this caller).
             return Ok(None);
         }
-        match observe::vault("status", vault.status(reference, now)).await {
-            Ok(s) => Ok(Some((s, CardKey::of(&stored)))),
-            Err(VaultError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.vault_failed(e, now).await),
-        }
+        Ok(Some((status, CardKey::of(&stored))))
     }
 
     /// A vault error on the way to a decision: a decryption or integrity error counts toward

@@ -348,6 +348,20 @@ pub trait CredentialVault: Send + Sync + fmt::Debug {
         now: DateTime<Utc>,
     ) -> Result<CredentialStatus, VaultError>;
 
+    /// The public part of a credential and whether it can be used at `now`: what
+    /// [`CredentialVault::describe`] and [`CredentialVault::status`] answer, in one read (the
+    /// engine asks both before every decision). Provided as the two calls; a vault on a
+    /// database overrides it with one query.
+    async fn describe_and_status(
+        &self,
+        reference: &CredentialRef,
+        now: DateTime<Utc>,
+    ) -> Result<(StoredCredential, CredentialStatus), VaultError> {
+        let stored = self.describe(reference).await?;
+        let status = self.status(reference, now).await?;
+        Ok((stored, status))
+    }
+
     /// Revokes one credential; returns whether it was usable before.
     async fn revoke(&self, reference: &CredentialRef) -> Result<bool, VaultError>;
 

@@ -412,6 +412,10 @@ pub async fn credential_vault_conformance(vault: &dyn CredentialVault, now: Date
     is_not_found("describe", vault.describe(&unknown).await.map(drop));
     is_not_found("resolve", vault.resolve(&unknown, now).await.map(drop));
     is_not_found("status", vault.status(&unknown, now).await.map(drop));
+    is_not_found(
+        "describe_and_status",
+        vault.describe_and_status(&unknown, now).await.map(drop),
+    );
     is_not_found("revoke", vault.revoke(&unknown).await.map(drop));
     assert_eq!(
         revoke_owner(vault, &actor(&format!("vault-suite-{tag}-nobody"))).await,
@@ -462,15 +466,31 @@ async fn store(
     outcome.credential
 }
 
+/// `status`, checked against `describe_and_status` (the same status, and the credential
+/// `describe` answers).
 async fn status(
     vault: &dyn CredentialVault,
     reference: &CredentialRef,
     now: DateTime<Utc>,
 ) -> CredentialStatus {
-    vault
+    let status = vault
         .status(reference, now)
         .await
-        .unwrap_or_else(|e| panic!("vault rule status: {e:?}"))
+        .unwrap_or_else(|e| panic!("vault rule status: {e:?}"));
+    let described = vault
+        .describe(reference)
+        .await
+        .unwrap_or_else(|e| panic!("vault rule describe: {e:?}"));
+    let (stored, both) = vault
+        .describe_and_status(reference, now)
+        .await
+        .unwrap_or_else(|e| panic!("vault rule describe_and_status: {e:?}"));
+    assert_eq!(
+        (&stored, both),
+        (&described, status),
+        "vault rule describe_and_status: answers what describe and status answer"
+    );
+    status
 }
 
 async fn revoke(vault: &dyn CredentialVault, reference: &CredentialRef) -> bool {

@@ -183,6 +183,18 @@ impl CredentialVault for MemoryVault {
             .ok_or_else(|| not_found(reference))
     }
 
+    async fn describe_and_status(
+        &self,
+        reference: &CredentialRef,
+        now: DateTime<Utc>,
+    ) -> Result<(StoredCredential, CredentialStatus), VaultError> {
+        self.lock()
+            .credentials
+            .get(reference)
+            .map(|e| (e.stored.clone(), e.status(now)))
+            .ok_or_else(|| not_found(reference))
+    }
+
     /// Returns `true` when this call revoked the credential, `false` when it was already
     /// revoked (the port takes no time, so expiry is not considered).
     async fn revoke(&self, reference: &CredentialRef) -> Result<bool, VaultError> {

@@ -142,9 +142,20 @@ impl PostgresVault {
         &self.pool
     }
 
+    /// One prepared statement per connection (one round trip, where an unprepared query
+    /// takes two: parse, then execute).
     async fn read(&self, reference: &CredentialRef) -> Result<StoredRow, VaultError> {
         let client = client::<VaultError>(&self.pool).await?;
-        read(&client, reference).await
+        let statement = client
+            .prepare_cached(SELECT_ROW)
+            .await
+            .map_err(classify::<VaultError>)?;
+        let row = client
+            .query_opt(&statement, &[&reference.as_str()])
+            .await
+            .map_err(classify::<VaultError>)?
+            .ok_or_else(|| not_found(reference))?;
+        row_of(reference, &row)
     }
 }
 
@@ -344,6 +355,16 @@ impl CredentialVault for PostgresVault {
         now: DateTime<Utc>,
     ) -> Result<CredentialStatus, VaultError> {
         Ok(self.read(reference).await?.status(now))
+    }
+
+    async fn describe_and_status(
+        &self,
+        reference: &CredentialRef,
+        now: DateTime<Utc>,
+    ) -> Result<(StoredCredential, CredentialStatus), VaultError> {
+        let row = self.read(reference).await?;
+        let status = row.status(now);
+        Ok((row.stored, status))
     }
 
     /// Returns `true` when this call revoked the credential, `false` when it was already

@@ -120,6 +120,18 @@ impl SqliteVault {
     }
 }
 
+impl SqliteVault {
+    /// Runs `f` on a read connection (the writer's for a database without read
+    /// connections): a credential is answered after its commit, so a read that follows a
+    /// store or a revocation sees it.
+    async fn read_call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<R, VaultError> + Send + 'static,
+    ) -> Result<R, VaultError> {
+        self.db.read(f).await.map_err(from_store)?
+    }
+}
+
 fn fail(key: &str, e: rusqlite::Error) -> VaultError {
     from_store(sql_error(TABLE, key, e))
 }
@@ -385,6 +397,20 @@ impl CredentialVault for SqliteVault {
         let reference = reference.clone();
         self.call(move |conn, _| Ok(read(conn, &reference)?.status(now)))
             .await
+    }
+
+    async fn describe_and_status(
+        &self,
+        reference: &CredentialRef,
+        now: DateTime<Utc>,
+    ) -> Result<(StoredCredential, CredentialStatus), VaultError> {
+        let reference = reference.clone();
+        self.read_call(move |conn| {
+            let row = read(conn, &reference)?;
+            let status = row.status(now);
+            Ok((row.stored, status))
+        })
+        .await
     }
 
     /// Returns `true` when this call revoked the credential, `false` when it was already
