@@ -188,3 +188,428 @@ async fn a_payment_on_postgres_reads_in_one_round_trip() {
     eprintln!("round trips over the warm payments: {totals:?}");
     Backend::Postgres { url, schema }.drop_schema().await;
 }
+
+// ------------------------------------------------------------------------------------------
+// `payment_inputs` on its own: one round trip, the same answer as the single reads, and the
+// attacks on a pipeline whose statements are not one snapshot.
+
+use agent_mandate::domain::{Mandate, Party};
+use agent_mandate::ports::{HoldRequest, InputsQuery, PaymentInputs, Store, StoreError};
+use common::{edit, id, root_and_child};
+
+/// A plain store on `schema` through `proxy` (one connection, so statements are prepared once).
+async fn plain_store(proxy: &RoundTripProxy, url: &str, schema: &str) -> PostgresStore {
+    let config = PostgresConfig::new(proxy.url_for(url))
+        .with_schema(schema.to_string())
+        .with_max_connections(1);
+    PostgresStore::connect_with(&config)
+        .await
+        .expect("connect through the proxy")
+}
+
+/// A direct connection to `schema` for the attacker.
+async fn admin(url: &str, schema: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("admin connection");
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("SET search_path = {schema}"))
+        .await
+        .expect("search path");
+    client
+}
+
+/// What the single reads answer (the provided `payment_inputs`, one call after another).
+async fn single_reads(store: &PostgresStore, q: &InputsQuery<'_>) -> PaymentInputs {
+    let attempt = store.attempt(q.attempt_id).await.expect("attempt");
+    let chain = store.chain(q.mandate_id).await.expect("chain");
+    let usage = if q.usage && !chain.is_empty() {
+        store.usage(&chain, q.now).await.expect("usage")
+    } else {
+        Vec::new()
+    };
+    let confirmations = if PaymentInputs::wants_confirmations(q, &chain) {
+        store
+            .confirmations(q.buyer_id, q.snapshot_id)
+            .await
+            .expect("confirmations")
+    } else {
+        Vec::new()
+    };
+    let actors = PaymentInputs::actors(&chain, q.actor_id);
+    let suspensions = store
+        .suspensions(&actors, q.buyer_id)
+        .await
+        .expect("suspensions");
+    PaymentInputs {
+        attempt,
+        chain,
+        usage,
+        confirmations,
+        suspensions,
+    }
+}
+
+/// The fixture: root and child (both with a 24 h window), holds on both, the child's actor
+/// suspended, the buyer's confirmation of the snapshot.
+async fn chain_with_usage(store: &PostgresStore) -> (Mandate, Mandate) {
+    let (root, child) = root_and_child();
+    let child = edit(&child, |s| {
+        s.scope.max_uses = None;
+        s.scope.amount.max_payment_attempts = None;
+    });
+    store.insert_mandate(&root).await.expect("root");
+    store.insert_mandate(&child).await.expect("child");
+    let chain = vec![root.clone(), child.clone()];
+    for (i, minutes) in [(0, 30), (1, 60 * 30)] {
+        let at = examples::now() - chrono::Duration::minutes(minutes);
+        let hold = HoldRequest::on_chain(
+            id(&format!("attempt_held_{i}")),
+            common::eur("10.00"),
+            at,
+            &chain,
+        );
+        store.place_hold(&hold).await.expect("hold");
+    }
+    store
+        .commit_hold(&id("attempt_held_0"), common::eur("7.00"))
+        .await
+        .expect("commit");
+    store
+        .set_suspended(&Party::Actor(child.actor().id.clone()), true)
+        .await
+        .expect("suspend");
+    let doc = common::delegated_document();
+    store
+        .insert_confirmation(&common::confirmation_for(&doc))
+        .await
+        .expect("confirmation");
+    (root, child)
+}
+
+fn query_for<'a>(
+    child: &'a Mandate,
+    attempt: &'a agent_mandate::domain::AttemptId,
+    snapshot: &'a agent_mandate::domain::SnapshotId,
+) -> InputsQuery<'a> {
+    InputsQuery {
+        attempt_id: attempt,
+        mandate_id: child.id(),
+        actor_id: &child.actor().id,
+        buyer_id: child.buyer_id(),
+        snapshot_id: snapshot,
+        now: examples::now(),
+        usage: true,
+        confirmations: true,
+    }
+}
+
+/// One round trip, once the connection has prepared its statements, and the same answer as
+/// the single reads: the chain, the usage of both levels (held, committed, inside and outside
+/// the window), the suspended actor, the confirmation.
+#[tokio::test(flavor = "current_thread")]
+async fn payment_inputs_is_one_round_trip_and_agrees_with_the_single_reads() {
+    let Some(url) = database_url() else { return };
+    let proxy = RoundTripProxy::start(RoundTripProxy::upstream_of(&url)).await;
+    let schema = format!("rt_inputs_{}", std::process::id());
+    let store = plain_store(&proxy, &url, &schema).await;
+    let (_root, child) = chain_with_usage(&store).await;
+    let attempt = id("attempt_new");
+    let snapshot = common::delegated_document().request.snapshot_id;
+    let q = query_for(&child, &attempt, &snapshot);
+    let expected = single_reads(&store, &q).await;
+    assert_eq!(expected.chain.len(), 2);
+    assert!(!expected.usage[0].held.is_zero(), "{:?}", expected.usage);
+    assert_eq!(expected.suspensions.actors, vec![child.actor().id.clone()]);
+    // Cold (statements prepared), then warm: one round trip.
+    let cold = store.payment_inputs(&q).await.expect("inputs");
+    assert_eq!(cold, expected);
+    for usage in [true, false] {
+        let q = InputsQuery { usage, ..q };
+        let before = proxy.flights();
+        let warm = store.payment_inputs(&q).await.expect("inputs");
+        assert_eq!(
+            proxy.flights() - before,
+            1,
+            "one round trip (usage {usage})"
+        );
+        assert_eq!(warm, single_reads(&store, &q).await);
+    }
+    // An unknown mandate: an empty chain, the requester's and the buyer's suspensions.
+    let unknown: agent_mandate::domain::MandateId = id("mandate_unknown");
+    let q2 = InputsQuery {
+        mandate_id: &unknown,
+        ..q
+    };
+    let before = proxy.flights();
+    let got = store.payment_inputs(&q2).await.expect("inputs");
+    assert_eq!(proxy.flights() - before, 1);
+    assert!(got.chain.is_empty() && got.usage.is_empty());
+    assert_eq!(got, single_reads(&store, &q2).await);
+    Backend::Postgres { url, schema }.drop_schema().await;
+}
+
+/// Waits until a statement of another session waits for a lock.
+async fn until_blocked(admin: &tokio_postgres::Client) {
+    for _ in 0..400 {
+        let n: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                 AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .expect("activity")
+            .get(0);
+        if n > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the pipelined reads never waited for the lock");
+}
+
+/// Runs `payment_inputs` with the suspensions table locked, so the chain statement has run
+/// and the dependent statements wait; `change` runs (in the locking transaction) while they
+/// wait, then the lock goes. Returns what `payment_inputs` answered and its round trips.
+async fn with_change_between(
+    store: &PostgresStore,
+    proxy: &RoundTripProxy,
+    admin: &tokio_postgres::Client,
+    q: InputsQuery<'static>,
+    change: &str,
+) -> (Result<PaymentInputs, StoreError>, u64) {
+    admin.batch_execute("BEGIN").await.expect("begin");
+    admin
+        .batch_execute("LOCK TABLE suspensions IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let before = proxy.flights();
+    let reader = store.clone();
+    let task = tokio::spawn(async move { reader.payment_inputs(&q).await });
+    until_blocked(admin).await;
+    admin.batch_execute(change).await.expect("change");
+    admin.batch_execute("COMMIT").await.expect("commit");
+    let got = task.await.expect("task");
+    (got, proxy.flights() - before)
+}
+
+fn leak<T>(t: T) -> &'static T {
+    Box::leak(Box::new(t))
+}
+
+/// Hostile: a mandate of the chain is edited (its actor changed to a suspended one) and the
+/// leaf re-parented between the chain statement and the statements that depend on it. The
+/// one-round-trip answer would pair the old chain with the new chain's suspensions and usage;
+/// the check sees the difference and the reads run again: the answer is the new chain with
+/// its own suspensions and usage, exactly what the single reads say afterwards.
+#[tokio::test(flavor = "current_thread")]
+async fn a_chain_changed_between_the_pipelined_statements_is_read_again() {
+    let Some(url) = database_url() else { return };
+    let proxy = RoundTripProxy::start(RoundTripProxy::upstream_of(&url)).await;
+    let schema = format!("rt_race_{}", std::process::id());
+    let store = plain_store(&proxy, &url, &schema).await;
+    let (root, child) = chain_with_usage(&store).await;
+    let admin = admin(&url, &schema).await;
+    let attempt = leak(id("attempt_new"));
+    let snapshot = leak(common::delegated_document().request.snapshot_id);
+    let child_s = leak(child.clone());
+    let q = query_for(child_s, attempt, snapshot);
+    // Warm the connection's statements.
+    store.payment_inputs(&q).await.expect("warm");
+
+    // 1. The root's actor changes (the new one is suspended).
+    let new_actor: agent_mandate::domain::ActorId = id("agent_replaced");
+    store
+        .set_suspended(&Party::Actor(new_actor.clone()), true)
+        .await
+        .expect("suspend");
+    let edited = edit(&root, |s| s.actor.id = new_actor.clone());
+    let body = serde_json::to_string(&edited).expect("body");
+    let change = format!(
+        "UPDATE mandates SET body = '{}' WHERE id = '{}'",
+        body.replace('\'', "''"),
+        root.id()
+    );
+    let (got, trips) = with_change_between(&store, &proxy, &admin, q, &change).await;
+    let got = got.expect("inputs");
+    assert!(trips > 1, "the disagreement made the reads run again");
+    assert_eq!(got.chain[0].actor().id, new_actor, "the new chain");
+    assert!(got.suspensions.actors.contains(&new_actor), "{got:?}");
+    assert_eq!(got, single_reads(&store, &q).await);
+
+    // 2. The leaf is re-parented onto a new root with other windows and no holds.
+    let other_root = edit(&root, |s| {
+        s.id = id("mandate_other_root");
+        s.scope.budgets.windows[0].window_seconds = 3_600;
+    });
+    store.insert_mandate(&other_root).await.expect("other root");
+    let reparented = edit(&child, |s| s.parent_id = Some(other_root.id().clone()));
+    let body = serde_json::to_string(&reparented).expect("body");
+    let change = format!(
+        "UPDATE mandates SET parent_id = '{}', body = '{}' WHERE id = '{}'",
+        other_root.id(),
+        body.replace('\'', "''"),
+        child.id()
+    );
+    let (got, trips) = with_change_between(&store, &proxy, &admin, q, &change).await;
+    let got = got.expect("inputs");
+    assert!(trips > 1, "the disagreement made the reads run again");
+    assert_eq!(got.chain[0].id(), other_root.id());
+    assert_eq!(got.usage[0].mandate_id, *other_root.id());
+    assert!(got.usage[0].held.is_zero(), "the new root's usage: {got:?}");
+    assert_eq!(got.usage[0].windows[0].window_seconds, 3_600);
+    assert_eq!(got, single_reads(&store, &q).await);
+
+    // 3. Only the status changes (revoked): nothing the dependent statements read differs,
+    // the answer stands in one round trip (the hold checks the limits again in any case).
+    let current = store
+        .mandate(child.id())
+        .await
+        .expect("read")
+        .expect("child");
+    let revoked = edit(&current, |s| {
+        s.lifecycle.status = agent_mandate::domain::MandateStatus::Revoked;
+        s.lifecycle.revoked_at = Some(examples::now());
+    });
+    let body = serde_json::to_string(&revoked).expect("body");
+    let change = format!(
+        "UPDATE mandates SET status = 'revoked', body = '{}' WHERE id = '{}'",
+        body.replace('\'', "''"),
+        child.id()
+    );
+    let (got, trips) = with_change_between(&store, &proxy, &admin, q, &change).await;
+    let got = got.expect("inputs");
+    assert_eq!(trips, 1);
+    let usage_ids: Vec<_> = got.usage.iter().map(|u| u.mandate_id.clone()).collect();
+    let chain_ids: Vec<_> = got.chain.iter().map(|m| m.id().clone()).collect();
+    assert_eq!(usage_ids, chain_ids, "usage of the chain returned");
+
+    // 4. A body turned into text `jsonb` refuses between the statements: read again, and the
+    // two-step reads report the corrupt body.
+    let change = format!(
+        "UPDATE mandates SET body = 'not json' WHERE id = '{}'",
+        other_root.id()
+    );
+    let (got, _) = with_change_between(&store, &proxy, &admin, q, &change).await;
+    assert!(
+        matches!(got, Err(StoreError::Corrupt { .. })),
+        "a corrupt body is reported as corrupt: {got:?}"
+    );
+    Backend::Postgres { url, schema }.drop_schema().await;
+}
+
+/// Hostile: a corrupt body, a chain that loops, a chain deeper than the limit, a missing
+/// parent: each is `Corrupt`, as the single reads report it, never usage or suspensions of
+/// something else.
+#[tokio::test(flavor = "current_thread")]
+async fn a_corrupt_looping_or_too_deep_chain_is_corrupt() {
+    let Some(url) = database_url() else { return };
+    let proxy = RoundTripProxy::start(RoundTripProxy::upstream_of(&url)).await;
+    let schema = format!("rt_corrupt_{}", std::process::id());
+    let store = plain_store(&proxy, &url, &schema).await;
+    let (root, child) = chain_with_usage(&store).await;
+    let admin = admin(&url, &schema).await;
+    let attempt = id("attempt_new");
+    let snapshot = common::delegated_document().request.snapshot_id;
+    let q = query_for(&child, &attempt, &snapshot);
+    let corrupt = |r: Result<PaymentInputs, StoreError>| {
+        assert!(matches!(r, Err(StoreError::Corrupt { .. })), "{r:?}");
+    };
+    // A body that is not JSON, then JSON of another mandate.
+    admin
+        .execute(
+            "UPDATE mandates SET body = 'not json' WHERE id = $1",
+            &[&root.id().as_str()],
+        )
+        .await
+        .expect("edit");
+    corrupt(store.payment_inputs(&q).await);
+    let body = serde_json::to_string(&child).expect("body");
+    admin
+        .execute(
+            "UPDATE mandates SET body = $2 WHERE id = $1",
+            &[&root.id().as_str(), &body],
+        )
+        .await
+        .expect("edit");
+    corrupt(store.payment_inputs(&q).await);
+    let body = serde_json::to_string(&root).expect("body");
+    admin
+        .execute(
+            "UPDATE mandates SET body = $2 WHERE id = $1",
+            &[&root.id().as_str(), &body],
+        )
+        .await
+        .expect("restore");
+    store.payment_inputs(&q).await.expect("restored");
+    // The root's parent: `parent` in the column and in the body (`None`: the column only).
+    let set_parent = |parent: &str, body_too: bool| {
+        let edited = edit(&root, |s| s.parent_id = Some(id(parent)));
+        let body = serde_json::to_string(if body_too { &edited } else { &root }).expect("body");
+        (parent.to_string(), body)
+    };
+    let reparent = |(parent, body): (String, String)| {
+        let admin = &admin;
+        let root_id = root.id().to_string();
+        async move {
+            admin
+                .execute(
+                    "UPDATE mandates SET parent_id = $2, body = $3 WHERE id = $1",
+                    &[&root_id, &parent, &body],
+                )
+                .await
+                .expect("reparent");
+        }
+    };
+    // A loop: the root's parent is the child.
+    reparent(set_parent(child.id().as_str(), true)).await;
+    corrupt(store.payment_inputs(&q).await);
+    // A missing parent, then a parent column the body does not name.
+    reparent(set_parent("mandate_gone", true)).await;
+    corrupt(store.payment_inputs(&q).await);
+    reparent(set_parent("mandate_gone", false)).await;
+    corrupt(store.payment_inputs(&q).await);
+    // Deeper than the limit: 70 levels above the root, each naming its parent.
+    for i in (0..70).rev() {
+        let m = edit(&root, |s| {
+            s.id = id(&format!("mandate_deep_{i:02}"));
+            s.parent_id = (i < 69).then(|| id(&format!("mandate_deep_{:02}", i + 1)));
+        });
+        store.insert_mandate(&m).await.expect("deep");
+    }
+    reparent(set_parent("mandate_deep_00", true)).await;
+    let before = proxy.flights();
+    corrupt(store.payment_inputs(&q).await);
+    assert_eq!(proxy.flights() - before, 1, "still one round trip");
+    Backend::Postgres { url, schema }.drop_schema().await;
+}
+
+/// Hostile: a slow server (every answer held 25 ms on the way back). Still one round trip, and
+/// the same answer.
+#[tokio::test(flavor = "current_thread")]
+async fn a_slow_server_still_costs_one_round_trip() {
+    let Some(url) = database_url() else { return };
+    let proxy = RoundTripProxy::start_slow(
+        RoundTripProxy::upstream_of(&url),
+        std::time::Duration::from_millis(25),
+    )
+    .await;
+    let schema = format!("rt_slow_{}", std::process::id());
+    let store = plain_store(&proxy, &url, &schema).await;
+    let (_root, child) = chain_with_usage(&store).await;
+    let attempt = id("attempt_new");
+    let snapshot = common::delegated_document().request.snapshot_id;
+    let q = query_for(&child, &attempt, &snapshot);
+    let expected = single_reads(&store, &q).await;
+    store.payment_inputs(&q).await.expect("warm");
+    let before = proxy.flights();
+    let started = std::time::Instant::now();
+    let got = store.payment_inputs(&q).await.expect("inputs");
+    let took = started.elapsed();
+    assert_eq!(proxy.flights() - before, 1);
+    assert!(took < std::time::Duration::from_millis(25 * 3), "{took:?}");
+    assert_eq!(got, expected);
+    Backend::Postgres { url, schema }.drop_schema().await;
+}

@@ -58,7 +58,7 @@ pub(super) struct Account {
 }
 
 /// A window of one account: (amount, count) of the holds inside.
-type Sums = (i128, i64);
+pub(super) type Sums = (i128, i64);
 
 /// One window sum to read: a mandate, the start of its window (exclusive; `None`: all time),
 /// the account's currency.
@@ -151,36 +151,7 @@ async fn window_sums<C: GenericClient + Sync>(
         .await?;
     let mut out = Vec::with_capacity(rows.len());
     for (row, q) in rows.iter().zip(queries) {
-        let at = At {
-            table: "accounts",
-            key: &q.mandate_id,
-        };
-        let orphan: Option<String> = at.get(row, "orphan").map_err(Tx::Fail)?;
-        if let Some(attempt) = orphan {
-            return Err(Tx::Fail(super::codec::corrupt(
-                "hold_levels",
-                &format!("{}/{attempt}", q.mandate_id),
-                "a level of a hold that does not exist",
-            )));
-        }
-        let bad: Option<String> = at.get(row, "bad").map_err(Tx::Fail)?;
-        if let Some(attempt) = bad {
-            return Err(Tx::Fail(super::codec::corrupt(
-                "holds",
-                &attempt,
-                format!(
-                    "not a hold the ledger wrote for mandate {} (state, amounts or currency)",
-                    q.mandate_id
-                ),
-            )));
-        }
-        let amount = at
-            .total("window amount", at.get(row, "amount").map_err(Tx::Fail)?)
-            .map_err(Tx::Fail)?;
-        let count = at
-            .count("window count", at.get(row, "count").map_err(Tx::Fail)?)
-            .map_err(Tx::Fail)?;
-        out.push((amount, count));
+        out.push(window_checked(row, &q.mandate_id).map_err(Tx::Fail)?);
     }
     if out.len() != queries.len() {
         return Err(Tx::Fail(StoreError::Other(
@@ -190,8 +161,56 @@ async fn window_sums<C: GenericClient + Sync>(
     Ok(out)
 }
 
+/// The sums of one window row (`amount`, `count`, `orphan`, `bad` columns) of mandate
+/// `mandate_id`: a hold that is not one the ledger could have written is reported, never
+/// summed.
+pub(super) fn window_checked(row: &Row, mandate_id: &str) -> Result<Sums, StoreError> {
+    let at = At {
+        table: "accounts",
+        key: mandate_id,
+    };
+    let orphan: Option<String> = at.get(row, "orphan")?;
+    if let Some(attempt) = orphan {
+        return Err(super::codec::corrupt(
+            "hold_levels",
+            &format!("{mandate_id}/{attempt}"),
+            "a level of a hold that does not exist",
+        ));
+    }
+    let bad: Option<String> = at.get(row, "bad")?;
+    if let Some(attempt) = bad {
+        return Err(super::codec::corrupt(
+            "holds",
+            &attempt,
+            format!(
+                "not a hold the ledger wrote for mandate {mandate_id} (state, amounts or currency)"
+            ),
+        ));
+    }
+    let amount = at.total("window amount", at.get(row, "amount")?)?;
+    let count = at.count("window count", at.get(row, "count")?)?;
+    Ok((amount, count))
+}
+
+/// The usage of `m` from its account (none yet: all zero) and its windows' sums.
+pub(super) fn usage_report(
+    m: &Mandate,
+    account: Option<Account>,
+    windows: &[(u64, Sums)],
+) -> Usage {
+    let currency = m.currency();
+    let account = account.unwrap_or(Account {
+        currency,
+        held: 0,
+        spent: 0,
+        uses: 0,
+        attempts: 0,
+    });
+    usage_of(m.id(), &account, windows, currency)
+}
+
 /// The window lengths of `windows`, each once, in order.
-fn distinct_seconds(windows: &[WindowLimit]) -> Vec<u64> {
+pub(super) fn distinct_seconds(windows: &[WindowLimit]) -> Vec<u64> {
     let mut out: Vec<u64> = Vec::with_capacity(windows.len());
     for w in windows {
         if !out.contains(&w.window_seconds) {

@@ -85,6 +85,7 @@ mod codec;
 mod config;
 mod holds;
 mod idempotency;
+mod inputs;
 mod ledger;
 mod outbox;
 mod payment;

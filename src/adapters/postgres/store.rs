@@ -271,7 +271,7 @@ impl Store for PostgresStore {
     }
 
     async fn payment_inputs(&self, query: &InputsQuery<'_>) -> Result<PaymentInputs, StoreError> {
-        self.payment_inputs_rows(query).await
+        self.payment_inputs_pipelined(query).await
     }
 
     async fn open_payment(&self, open: &OpenPayment<'_>) -> Result<Opened, HoldError> {
