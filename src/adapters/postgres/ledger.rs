@@ -45,7 +45,7 @@ use crate::domain::{
 use crate::ports::{BudgetLimits, HoldError, HoldRequest, StoreError};
 
 /// Most levels a hold may list (as the memory store).
-const MAX_LEVELS: usize = 64;
+pub(super) const MAX_LEVELS: usize = 64;
 
 /// The counters of one mandate, in minor units.
 #[derive(Debug, Clone, Copy)]
@@ -96,7 +96,7 @@ pub(super) const WINDOW_SUMS: &str = "SELECT w.i, \
      LEFT JOIN holds h ON h.attempt_id = hl.attempt_id \
      GROUP BY w.i ORDER BY w.i";
 
-fn account_of(row: &Row) -> Result<(String, Account), StoreError> {
+pub(super) fn account_of(row: &Row) -> Result<(String, Account), StoreError> {
     let id: String = row
         .try_get("mandate_id")
         .map_err(|e| StoreError::Other(Box::new(e)))?;
@@ -221,7 +221,7 @@ pub(super) fn distinct_seconds(windows: &[WindowLimit]) -> Vec<u64> {
 }
 
 /// The currency of a level's money limits, if it has any.
-fn limits_currency(limits: &BudgetLimits) -> Option<Currency> {
+pub(super) fn limits_currency(limits: &BudgetLimits) -> Option<Currency> {
     limits.lifetime.map(|m| m.currency()).or_else(|| {
         limits
             .windows
@@ -264,7 +264,7 @@ pub(super) fn minor_text(minor: i128, currency: Currency) -> String {
 
 /// Checks one level: currency, lifetime, windows in the order of the limits (amount, then
 /// count), uses, attempts. `sums` holds the sums of the level's distinct window lengths.
-fn check_level(
+pub(super) fn check_level(
     mandate_id: &MandateId,
     limits: &BudgetLimits,
     account: &Account,
@@ -562,9 +562,17 @@ pub(super) async fn place_in(
         tx.execute(&st, &[&ids, &Decimal::from(minor), &at, &attempt])
             .await?;
     }
-    let delta = i128::from(minor);
-    Ok(hold
-        .levels
+    Ok(placed_usage(hold, levels))
+}
+
+/// The usage of each level after `hold` was placed on `levels` (the accounts and window sums
+/// read under the locks, before the hold).
+pub(super) fn placed_usage(
+    hold: &HoldRequest,
+    levels: Vec<(Account, Vec<(u64, Sums)>)>,
+) -> Vec<Usage> {
+    let delta = i128::from(hold.amount.minor_units());
+    hold.levels
         .iter()
         .zip(levels)
         .map(|(level, (mut account, windows))| {
@@ -583,7 +591,7 @@ pub(super) async fn place_in(
                 .collect();
             usage_of(&level.mandate_id, &account, &windows, account.currency)
         })
-        .collect::<Vec<Usage>>())
+        .collect::<Vec<Usage>>()
 }
 
 /// The usage of each mandate of `chain` at `now` (see [`PostgresStore::ledger_usage`]), with

@@ -89,6 +89,7 @@ mod inputs;
 mod ledger;
 mod outbox;
 mod payment;
+mod piped;
 mod records;
 mod review;
 mod schema;

@@ -26,7 +26,7 @@ fn mandate_status(at: &At<'_>, text: &str) -> Result<MandateStatus, StoreError> 
         .ok_or_else(|| at.corrupt(format!("unknown status {text:?}")))
 }
 
-fn attempt_status(at: &At<'_>, text: &str) -> Result<AttemptStatus, StoreError> {
+pub(super) fn attempt_status(at: &At<'_>, text: &str) -> Result<AttemptStatus, StoreError> {
     AttemptStatus::ALL
         .into_iter()
         .find(|s| s.as_str() == text)

@@ -259,7 +259,7 @@ impl Store for PostgresStore {
     }
 
     async fn change_attempt(&self, change: &AttemptChange<'_>) -> Result<(), StoreError> {
-        self.change_attempt_tx(change).await
+        self.change_attempt_piped(change).await
     }
 
     async fn write_audited(
@@ -275,7 +275,7 @@ impl Store for PostgresStore {
     }
 
     async fn open_payment(&self, open: &OpenPayment<'_>) -> Result<Opened, HoldError> {
-        self.open_payment_tx(open).await
+        self.open_payment_piped(open).await
     }
 
     async fn stage_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
