@@ -613,3 +613,275 @@ async fn a_slow_server_still_costs_one_round_trip() {
     assert_eq!(got, expected);
     Backend::Postgres { url, schema }.drop_schema().await;
 }
+
+// ------------------------------------------------------------------------------------------
+// The pipelined write transactions under attack: all or nothing when a statement sent with
+// COMMIT fails, a call dropped half-way, a checkpoint falling due.
+
+use agent_mandate::domain::{AttemptId, CredentialRef};
+use agent_mandate::engine::PaymentOutcome;
+use common::engine::agent_capture;
+
+/// An engine on `store` and `audit` (the story's roomy mandate, a card), and the card.
+async fn engine_on(store: PostgresStore, audit: PostgresAuditSink) -> (Engine, CredentialRef) {
+    let (engine, card, _) = engine_with_psp(store, audit).await;
+    (engine, card)
+}
+
+/// As [`engine_on`], with the fake PSP.
+async fn engine_with_psp(
+    store: PostgresStore,
+    audit: PostgresAuditSink,
+) -> (Engine, CredentialRef, Arc<FakePsp>) {
+    let vault: Arc<dyn CredentialVault> = Arc::new(MemoryVault::new());
+    let psp = Arc::new(FakePsp::with_vault(vault.clone()));
+    let provider: Arc<dyn PaymentProvider> = psp.clone();
+    let ports = Ports {
+        store: Arc::new(store),
+        provider,
+        vault,
+        audit: Arc::new(audit),
+        clock: Arc::new(ManualClock::new(examples::now())),
+    };
+    let config = EngineConfig::default()
+        .with_threshold_percent(None)
+        .expect("config");
+    let engine = Engine::new(ports, config).expect("engine");
+    let mut spec = backpack_spec(true);
+    spec.scope.max_uses = None;
+    spec.scope.amount.max_payment_attempts = None;
+    engine
+        .create_mandate(&buyer_p(), &CreateMandate::new(key("create"), spec))
+        .await
+        .expect("mandate");
+    let card = engine
+        .store_credential(
+            &buyer_p(),
+            &key("card"),
+            card(&examples::agent().id, "pm_card_visa"),
+        )
+        .await
+        .expect("card")
+        .value
+        .reference;
+    (engine, card, psp)
+}
+
+fn pay(k: &str, card: &CredentialRef, capture: bool) -> ExecutePayment {
+    let snapshot = examples::travel_backpack_snapshot();
+    ExecutePayment::new(
+        key(k),
+        examples::authorize_request(&snapshot),
+        snapshot.clone(),
+        examples::valid_checkout(snapshot.id()),
+        card.clone(),
+    )
+    .with_capture(capture)
+}
+
+/// Row counts of the tables a payment writes, and the trail's head.
+async fn footprint(admin: &tokio_postgres::Client) -> Vec<i64> {
+    let mut out = Vec::new();
+    for table in [
+        "idempotency",
+        "attempts",
+        "holds",
+        "hold_levels",
+        "snapshots",
+        "audit_events",
+        "audit_subjects",
+        "audit_pending",
+    ] {
+        let n: i64 = admin
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .expect("count")
+            .get(0);
+        out.push(n);
+    }
+    let head: i64 = admin
+        .query_one("SELECT seq FROM audit_head WHERE id = 1", &[])
+        .await
+        .expect("head")
+        .get(0);
+    out.push(head);
+    let held: rust_decimal::Decimal = admin
+        .query_one("SELECT COALESCE(SUM(held), 0) FROM accounts", &[])
+        .await
+        .expect("held")
+        .get(0);
+    out.push(i64::try_from(held.mantissa()).unwrap_or(-1));
+    out
+}
+
+/// Hostile: the trail's next number is taken behind the store's back, so the events'
+/// insert sent with COMMIT fails. The open (three round trips, the last with COMMIT) and the
+/// change (two) both fail and write nothing: every table and the head as before.
+#[tokio::test(flavor = "current_thread")]
+async fn a_statement_failing_next_to_commit_rolls_everything_back() {
+    let Some(url) = database_url() else { return };
+    let proxy = RoundTripProxy::start(RoundTripProxy::upstream_of(&url)).await;
+    let schema = format!("rt_allornothing_{}", std::process::id());
+    let (store, audit) = store_through(&proxy, &url, &schema, 1).await;
+    let admin = admin(&url, &schema).await;
+    let (engine, card, psp) = engine_with_psp(store.clone(), audit.clone()).await;
+    // A payment authorized only (its capture comes later), to warm the statements.
+    let first = engine
+        .execute_payment(&agent_p(), &pay("pay-auth", &card, false))
+        .await
+        .expect("payment");
+    let attempt: AttemptId = first.attempt().expect("attempt").id.clone();
+    let status = first.attempt().expect("attempt").status;
+
+    let squat = "INSERT INTO audit_events (seq, prev_hash, hash, body) \
+                 SELECT seq + 1, hash, hash, '{}' FROM audit_head WHERE id = 1";
+    admin.batch_execute(squat).await.expect("squat");
+    let before = footprint(&admin).await;
+    let calls = psp.payments().len();
+    // The open fails; nothing of it stays, and the PSP is never asked (an open reported as
+    // written when its COMMIT rolled back would send the payment with no record of it).
+    let refused = engine
+        .execute_payment(&agent_p(), &pay("pay-blocked", &card, true))
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(footprint(&admin).await, before, "the open wrote nothing");
+    assert_eq!(psp.payments().len(), calls, "the PSP was not called");
+    // The change (a capture) fails; the attempt and its hold stay as they were.
+    let capture = engine
+        .capture(&agent_p(), &agent_capture("cap-blocked", &attempt, None))
+        .await;
+    assert!(capture.is_err(), "{capture:?}");
+    let after = footprint(&admin).await;
+    // The capture's own idempotency record may be left to its lease; nothing else moved.
+    assert_eq!(after[1..], before[1..], "the change wrote nothing");
+    assert_eq!(
+        store
+            .attempt(&attempt)
+            .await
+            .expect("read")
+            .map(|a| a.status),
+        Some(status)
+    );
+    // The squatter gone, the trail verifies and payments go through again.
+    admin
+        .batch_execute(
+            "DELETE FROM audit_events WHERE seq > (SELECT seq FROM audit_head WHERE id = 1)",
+        )
+        .await
+        .expect("clean");
+    audit.verify().await.expect("trail intact");
+    let done = engine
+        .execute_payment(&agent_p(), &pay("pay-after", &card, true))
+        .await
+        .expect("payment");
+    assert_eq!(
+        done.attempt().map(|a| a.status),
+        Some(AttemptStatus::Captured)
+    );
+    Backend::Postgres { url, schema }.drop_schema().await;
+}
+
+/// Hostile: a payment dropped while its open waits in the middle of its transaction (the
+/// snapshots table locked by another session). The connection goes back to the pool with a
+/// ROLLBACK queued: once the lock goes, the session is idle (not in a transaction), nothing
+/// of the payment stays, and the same key pays.
+#[tokio::test(flavor = "current_thread")]
+async fn a_payment_dropped_mid_transaction_leaves_nothing() {
+    let Some(url) = database_url() else { return };
+    let proxy = RoundTripProxy::start(RoundTripProxy::upstream_of(&url)).await;
+    let schema = format!("rt_dropped_{}", std::process::id());
+    let (store, audit) = store_through(&proxy, &url, &schema, 1).await;
+    let admin = admin(&url, &schema).await;
+    let (engine, card) = engine_on(store.clone(), audit.clone()).await;
+    let engine = Arc::new(engine);
+    engine
+        .execute_payment(&agent_p(), &pay("pay-warm", &card, true))
+        .await
+        .expect("warm");
+    let before = footprint(&admin).await;
+    admin.batch_execute("BEGIN").await.expect("begin");
+    admin
+        .batch_execute("LOCK TABLE snapshots IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let e = engine.clone();
+    let c = card.clone();
+    let task = tokio::spawn(async move {
+        e.execute_payment(&agent_p(), &pay("pay-dropped", &c, true))
+            .await
+    });
+    until_blocked(&admin).await;
+    task.abort();
+    let _ = task.await;
+    admin.batch_execute("COMMIT").await.expect("unlock");
+    // The store's session ends its transaction.
+    let mut idle = false;
+    for _ in 0..200 {
+        let states: Vec<String> = admin
+            .query(
+                "SELECT state FROM pg_stat_activity WHERE application_name = 'agent-mandate' \
+                 AND datname = current_database()",
+                &[],
+            )
+            .await
+            .expect("activity")
+            .iter()
+            .map(|r| r.get::<_, Option<String>>(0).unwrap_or_default())
+            .collect();
+        if !states.is_empty() && states.iter().all(|s| s == "idle") {
+            idle = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(idle, "the store's session left its transaction");
+    assert_eq!(
+        footprint(&admin).await,
+        before,
+        "nothing of the dropped payment"
+    );
+    let done = engine
+        .execute_payment(&agent_p(), &pay("pay-dropped", &card, true))
+        .await
+        .expect("the same key pays");
+    assert_eq!(
+        done.attempt().map(|a| a.status),
+        Some(AttemptStatus::Captured)
+    );
+    audit.verify().await.expect("trail intact");
+    Backend::Postgres { url, schema }.drop_schema().await;
+}
+
+/// Enough payments for the trail to seal checkpoints (every 256 events) inside the pipelined
+/// transactions: the trail verifies, every checkpoint included, and each payment's events are
+/// on it.
+#[tokio::test(flavor = "current_thread")]
+async fn checkpoints_fall_due_inside_the_pipelined_transactions() {
+    let Some(url) = database_url() else { return };
+    let proxy = RoundTripProxy::start(RoundTripProxy::upstream_of(&url)).await;
+    let schema = format!("rt_checkpoints_{}", std::process::id());
+    let (store, audit) = store_through(&proxy, &url, &schema, 2).await;
+    let admin = admin(&url, &schema).await;
+    let (engine, card) = engine_on(store, audit.clone()).await;
+    for i in 0..90 {
+        let out: PaymentOutcome = engine
+            .execute_payment(&agent_p(), &pay(&format!("pay-{i}"), &card, true))
+            .await
+            .expect("payment");
+        assert_eq!(
+            out.attempt().map(|a| a.status),
+            Some(AttemptStatus::Captured)
+        );
+    }
+    let sealed: i64 = admin
+        .query_one("SELECT count(*) FROM audit_checkpoints", &[])
+        .await
+        .expect("checkpoints")
+        .get(0);
+    assert!(sealed >= 2, "{sealed} checkpoints");
+    let head = audit.verify().await.expect("trail intact").expect("events");
+    assert_eq!(head.seq, 2 + 6 * 90);
+    let report = engine.verify_trail(10_000).await.expect("trail");
+    assert!(report.is_complete(), "{report:?}");
+    Backend::Postgres { url, schema }.drop_schema().await;
+}
