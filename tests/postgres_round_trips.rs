@@ -885,3 +885,48 @@ async fn checkpoints_fall_due_inside_the_pipelined_transactions() {
     assert!(report.is_complete(), "{report:?}");
     Backend::Postgres { url, schema }.drop_schema().await;
 }
+
+/// Hostile: a hold whose stored list of mandates is not JSON. The change reports it as
+/// corrupt (the list is decoded before the statement that locks its accounts from it fails),
+/// and writes nothing.
+#[tokio::test(flavor = "current_thread")]
+async fn a_change_on_a_corrupt_hold_is_corrupt_and_writes_nothing() {
+    use agent_mandate::ports::{AttemptChange, HoldOp};
+    let Some(url) = database_url() else { return };
+    let proxy = RoundTripProxy::start(RoundTripProxy::upstream_of(&url)).await;
+    let schema = format!("rt_corrupt_hold_{}", std::process::id());
+    let (store, audit) = store_through(&proxy, &url, &schema, 1).await;
+    let admin = admin(&url, &schema).await;
+    let (engine, card) = engine_on(store.clone(), audit).await;
+    let out = engine
+        .execute_payment(&agent_p(), &pay("pay-auth", &card, false))
+        .await
+        .expect("payment");
+    let attempt = out.attempt().expect("attempt").clone();
+    admin
+        .execute(
+            "UPDATE holds SET mandate_ids = 'not json' WHERE attempt_id = $1",
+            &[&attempt.id.as_str()],
+        )
+        .await
+        .expect("corrupt");
+    let before = footprint(&admin).await;
+    let hold_id = attempt.hold_id();
+    let changed = store
+        .change_attempt(&AttemptChange {
+            next: &attempt,
+            expected: attempt.status,
+            hold_id: &hold_id,
+            holds: &[HoldOp::Release],
+            fence: None,
+            completion: None,
+            events: &[],
+        })
+        .await;
+    assert!(
+        matches!(changed, Err(StoreError::Corrupt { table: "holds", .. })),
+        "{changed:?}"
+    );
+    assert_eq!(footprint(&admin).await, before);
+    Backend::Postgres { url, schema }.drop_schema().await;
+}

@@ -937,9 +937,9 @@ impl PostgresStore {
         let moved = match hold_reads {
             Some((ids_at, lock_at, hold_at)) => {
                 let ids_rows = a.rows(ids_at)?;
-                let locked = a.rows(lock_at)?;
-                let hold_rows = a.rows(hold_at)?;
-                Some(resolve_all(change, &ids_rows, &locked, &hold_rows).map_err(Tx::Fail)?)
+                let locked = a.rows(lock_at);
+                let hold_rows = a.rows(hold_at);
+                Some(resolve_all(change, &ids_rows, locked, hold_rows)?)
             }
             None => None,
         };
@@ -1031,38 +1031,43 @@ struct Moved {
 }
 
 /// Applies `change.holds` in order to the hold read under its accounts' locks (the checks of
-/// [`super::holds::resolve_in`], each operation on the figures the one before left).
+/// [`super::holds::resolve_in`], each operation on the figures the one before left). The
+/// hold's mandates are decoded first: a corrupt list is reported as such, before the failure
+/// it causes in the statement that locks their accounts.
 fn resolve_all(
     change: &AttemptChange<'_>,
     ids_rows: &[Row],
-    locked: &[Row],
-    hold_rows: &[Row],
-) -> Result<Moved, StoreError> {
+    locked: Result<Vec<Row>, tokio_postgres::Error>,
+    hold_rows: Result<Vec<Row>, tokio_postgres::Error>,
+) -> Result<Moved, Tx<StoreError>> {
     let attempt = change.hold_id.as_str();
     let Some(ids_row) = ids_rows.first() else {
-        return Err(StoreError::NotFound {
+        return Err(Tx::Fail(StoreError::NotFound {
             entity: "hold",
             id: attempt.to_string(),
-        });
+        }));
     };
     let at = At {
         table: "holds",
         key: attempt,
     };
-    let ids: Vec<MandateId> = at.decode(&at.get::<String>(ids_row, "mandate_ids")?)?;
+    let ids: Vec<MandateId> = at
+        .decode(&at.get::<String>(ids_row, "mandate_ids").map_err(Tx::Fail)?)
+        .map_err(Tx::Fail)?;
     let mut sorted: Vec<String> = ids.iter().map(|m| m.to_string()).collect();
     sorted.sort_unstable();
-    let locked = accounts_of(locked)?;
+    let locked = accounts_of(&locked?).map_err(Tx::Fail)?;
+    let hold_rows = hold_rows?;
     let Some(hold_row) = hold_rows.first() else {
-        return Err(StoreError::NotFound {
+        return Err(Tx::Fail(StoreError::NotFound {
             entity: "hold",
             id: attempt.to_string(),
-        });
+        }));
     };
-    let stored = hold_of(hold_row)?;
+    let stored = hold_of(hold_row).map_err(Tx::Fail)?;
     let h = &stored.record;
     if h.mandate_ids != ids {
-        return Err(at.corrupt("the hold's mandates changed"));
+        return Err(Tx::Fail(at.corrupt("the hold's mandates changed")));
     }
     let mut figures = Figures {
         state: h.state,
@@ -1080,22 +1085,22 @@ fn resolve_all(
             .iter()
             .find(|(m, _)| m == id)
             .map(|(_, a)| a)
-            .ok_or_else(|| missing_account(id))?;
+            .ok_or_else(|| Tx::Fail(missing_account(id)))?;
         accounts.push((id.clone(), a.held, a.spent, a.uses));
     }
     let (mut held, mut spent, mut uses) = (0i64, 0i64, 0i64);
     for op in change.holds {
-        let r = hold_rules::resolve(change.hold_id, &figures, *op)?;
+        let r = hold_rules::resolve(change.hold_id, &figures, *op).map_err(Tx::Fail)?;
         for (id, a_held, a_spent, a_uses) in &mut accounts {
             let ok = *a_held + i128::from(r.held) >= 0
                 && *a_spent + i128::from(r.spent) >= 0
                 && *a_uses + r.uses >= 0;
             if !ok {
-                return Err(super::codec::corrupt(
+                return Err(Tx::Fail(super::codec::corrupt(
                     "accounts",
                     id,
                     format!("the counters do not cover hold {attempt}"),
-                ));
+                )));
             }
             *a_held += i128::from(r.held);
             *a_spent += i128::from(r.spent);
