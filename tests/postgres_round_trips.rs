@@ -78,11 +78,18 @@ async fn payments_counted(
 ) -> Vec<Vec<(&'static str, u64)>> {
     let probe = proxy.clone();
     let counter = CallCounter::with_probe(Arc::new(move || probe.flights()));
+    // Client-side time of each call, in microseconds (reported, not bounded).
+    let started = std::time::Instant::now();
+    let clock = CallCounter::with_probe(Arc::new(move || {
+        u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }));
+    let timed: Arc<dyn agent_mandate::ports::Store> =
+        Arc::new(CountingStore::new(Arc::new(store), clock.clone()));
     let vault: Arc<dyn CredentialVault> = Arc::new(MemoryVault::new());
     let provider: Arc<dyn PaymentProvider> = Arc::new(FakePsp::with_vault(vault.clone()));
     let audit: Arc<dyn AuditSink> = Arc::new(audit);
     let ports = Ports {
-        store: Arc::new(CountingStore::new(Arc::new(store), counter.clone())),
+        store: Arc::new(CountingStore::new(timed, counter.clone())),
         provider,
         vault,
         audit: Arc::new(CountingAuditSink::new(audit, counter.clone())),
@@ -113,6 +120,7 @@ async fn payments_counted(
     let mut out = Vec::new();
     for i in 0..payments {
         counter.reset();
+        clock.reset();
         let done = engine
             .execute_payment(
                 &agent_p(),
@@ -132,7 +140,12 @@ async fn payments_counted(
             Some(AttemptStatus::Captured)
         );
         let calls = per_call(&counter.counts(), proxy.flights());
-        eprintln!("payment {i}: round trips by call: {calls:?}");
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        eprintln!(
+            "payment {i}: round trips by call: {calls:?}; microseconds by call (to the next \
+             call, through the proxy): {:?}",
+            per_call(&clock.counts(), micros)
+        );
         out.push(calls);
     }
     out
