@@ -29,16 +29,46 @@ pub struct CallCounts {
     pub reads: u64,
     /// Every call by its port method name (`store.place_hold`, `audit.append_all`...).
     pub by_method: BTreeMap<&'static str, u64>,
+    /// Every call in order, with the probe's reading when it started (0 without a probe,
+    /// see [`CallCounter::with_probe`]).
+    pub calls: Vec<(&'static str, u64)>,
 }
 
+/// A reading taken at the start of every counted call (for example the round trips a proxy
+/// has seen so far).
+pub type Probe = Arc<dyn Fn() -> u64 + Send + Sync>;
+
 /// The counters a [`CountingStore`] and a [`CountingAuditSink`] share.
-#[derive(Debug, Clone, Default)]
-pub struct CallCounter(Arc<Mutex<CallCounts>>);
+#[derive(Clone, Default)]
+pub struct CallCounter(Arc<Mutex<CallCounts>>, Option<Probe>);
+
+impl std::fmt::Debug for CallCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("CallCounter")
+            .field(&self.counts())
+            .finish_non_exhaustive()
+    }
+}
 
 impl CallCounter {
     /// A counter at zero.
     pub fn new() -> CallCounter {
         CallCounter::default()
+    }
+
+    /// A counter at zero that reads `probe` at the start of every call and keeps the reading
+    /// in [`CallCounts::calls`]: with calls made one at a time, what a call cost by the
+    /// probe's measure is the difference to the next call's reading.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use agent_mandate::testkit::CallCounter;
+    ///
+    /// let counter = CallCounter::with_probe(Arc::new(|| 7));
+    /// assert!(counter.counts().calls.is_empty());
+    /// ```
+    pub fn with_probe(probe: Probe) -> CallCounter {
+        CallCounter(Arc::default(), Some(probe))
     }
 
     /// The counts so far.
@@ -51,16 +81,24 @@ impl CallCounter {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = CallCounts::default();
     }
 
+    fn reading(&self) -> u64 {
+        self.1.as_ref().map_or(0, |p| p())
+    }
+
     fn write(&self, method: &'static str) {
+        let reading = self.reading();
         let mut c = self.0.lock().unwrap_or_else(|e| e.into_inner());
         c.writes += 1;
         *c.by_method.entry(method).or_default() += 1;
+        c.calls.push((method, reading));
     }
 
     fn read(&self, method: &'static str) {
+        let reading = self.reading();
         let mut c = self.0.lock().unwrap_or_else(|e| e.into_inner());
         c.reads += 1;
         *c.by_method.entry(method).or_default() += 1;
+        c.calls.push((method, reading));
     }
 }
 

@@ -13,6 +13,8 @@ pub mod durable_psp;
 #[cfg(feature = "testkit")]
 pub mod engine;
 pub mod ledger_model;
+#[cfg(feature = "postgres")]
+pub mod pg_proxy;
 pub mod principals;
 
 use std::str::FromStr;

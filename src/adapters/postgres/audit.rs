@@ -154,7 +154,7 @@ fn checkpoint_of(row: &Row) -> Result<AuditCheckpoint, AuditError> {
     })
 }
 
-fn to_i64(n: u64) -> i64 {
+pub(super) fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
@@ -223,154 +223,248 @@ impl PostgresAuditSink {
     }
 }
 
-/// Appends `events` (indexed by their subjects and buyer) in the caller's transaction: the
-/// sink's own append, and a store's that writes the trail directly
-/// ([`crate::ports::Store::direct_trail`]). Locks the `audit_head` row until the transaction
-/// ends, so appends are serialised whoever makes them.
-pub(super) async fn append_in<C: deadpool_postgres::GenericClient>(
-    tx: &C,
-    events: &[&AuditEvent],
-) -> Result<Option<AuditReceipt>, Tx<AuditError>> {
-    let bodies: Vec<String> = events.iter().map(|e| e.to_body()).collect();
-    let subjects: Vec<Vec<String>> = events.iter().map(|e| subject_keys(e)).collect();
-    // One appender at a time, whatever the connection or process.
-    let head = tx
-        .query_opt(
-            "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
-            &[],
-        )
-        .await?
-        .ok_or_else(|| Tx::Fail(head_missing()))?;
-    let (mut seq, mut prev) = head_of(&head).map_err(Tx::Fail)?;
-    // Whose each mandate and attempt of the batch is, read once; the facts the batch
-    // teaches are added as it goes and written after.
-    let named: Vec<String> = subjects.iter().flatten().cloned().collect();
-    let mut owners: HashMap<String, BuyerId> = HashMap::new();
-    for row in tx
-        .query(
-            "SELECT subject, buyer FROM audit_owners WHERE subject = ANY($1)",
-            &[&named],
-        )
-        .await?
-    {
-        if let Ok(b) = BuyerId::new(row.try_get::<_, String>(1)?) {
-            owners.insert(row.try_get(0)?, b);
+/// Locks the trail's head (one appender at a time, whatever the connection or process).
+pub(super) const HEAD_LOCK: &str = "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE";
+/// Whose each named mandate and attempt is (`$1`: subject keys).
+pub(super) const OWNERS: &str = "SELECT subject, buyer FROM audit_owners WHERE subject = ANY($1)";
+/// The last sealed checkpoint.
+pub(super) const LAST_CHECKPOINT: &str =
+    "SELECT seq, hash, seal FROM audit_checkpoints ORDER BY seq DESC LIMIT 1";
+/// The events of a batch; a number already taken is skipped (and the count tells).
+const INSERT_EVENTS: &str = "INSERT INTO audit_events (seq, prev_hash, hash, body) \
+     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) \
+     ON CONFLICT (seq) DO NOTHING";
+/// The events of a batch sent with its COMMIT: a number already taken fails the statement
+/// (`unique_violation`), so the transaction rolls back.
+pub(super) const INSERT_EVENTS_OR_FAIL: &str =
+    "INSERT INTO audit_events (seq, prev_hash, hash, body) \
+     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[])";
+/// The subject and buyer index rows of a batch.
+pub(super) const INSERT_INDEX: &str = "INSERT INTO audit_subjects (subject, seq) \
+     SELECT * FROM unnest($1::text[], $2::bigint[]) ON CONFLICT DO NOTHING";
+/// The owners a batch teaches.
+pub(super) const INSERT_OWNERS: &str = "INSERT INTO audit_owners (subject, buyer) \
+     SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING";
+/// The new head.
+pub(super) const UPDATE_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1";
+
+/// What appending a batch writes, computed from the head, the owners and the last checkpoint
+/// read under the head's lock.
+#[derive(Debug, Default)]
+pub(super) struct TrailPlan {
+    /// The event rows: numbers, previous hashes, hashes, bodies.
+    pub(super) seqs: Vec<i64>,
+    pub(super) prevs: Vec<String>,
+    pub(super) hashes: Vec<String>,
+    pub(super) bodies: Vec<String>,
+    /// The index rows: subject keys and numbers.
+    pub(super) index: (Vec<String>, Vec<i64>),
+    /// The owners learned: subject keys and buyers.
+    pub(super) learned: (Vec<String>, Vec<String>),
+    /// The first and last numbers of the batch, and the last hash.
+    pub(super) first: u64,
+    pub(super) last: u64,
+    pub(super) head_hash: AuditHash,
+    /// The checkpoints due after the batch (from, upto), and the last one sealed.
+    pub(super) due: Option<(u64, u64)>,
+    pub(super) last_checkpoint: Option<AuditCheckpoint>,
+}
+
+impl TrailPlan {
+    /// The head's parameters.
+    pub(super) fn head_params(&self) -> (i64, String) {
+        (to_i64(self.last), self.head_hash.to_hex())
+    }
+
+    /// The error of an event row that already exists.
+    pub(super) fn taken(&self) -> AuditError {
+        AuditError::Corrupt {
+            seq: self.first,
+            message: format!(
+                "an event the sink did not append already has a number from {} to {}",
+                self.first, self.last
+            ),
         }
     }
-    let mut learned: (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+}
+
+/// Plans the append of `events` after the head `head`, knowing the `owners` rows and the
+/// `last` checkpoint row.
+pub(super) fn plan_append(
+    head: Option<&Row>,
+    owners: &[Row],
+    last: Option<&Row>,
+    events: &[&AuditEvent],
+) -> Result<TrailPlan, AuditError> {
+    let head = head.ok_or_else(head_missing)?;
+    let (mut seq, mut prev) = head_of(head)?;
+    let last_checkpoint = last.map(checkpoint_of).transpose()?;
+    let mut known: HashMap<String, BuyerId> = HashMap::new();
+    for row in owners {
+        let subject: String = row.try_get(0).map_err(|e| AuditError::Other(Box::new(e)))?;
+        let buyer: String = row.try_get(1).map_err(|e| AuditError::Other(Box::new(e)))?;
+        if let Ok(b) = BuyerId::new(buyer) {
+            known.insert(subject, b);
+        }
+    }
+    let mut plan = TrailPlan {
+        first: seq + 1,
+        last_checkpoint,
+        ..TrailPlan::default()
+    };
     let mut buyers = BuyerIndex::new();
-    // The links and index rows of the whole batch, written in one statement each.
-    let first = seq + 1;
-    let mut rows: (Vec<i64>, Vec<String>, Vec<String>, Vec<&str>) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut index: (Vec<String>, Vec<i64>) = (Vec::new(), Vec::new());
-    for ((body, keys), event) in bodies.iter().zip(subjects).zip(events) {
+    for event in events {
+        let body = event.to_body();
+        let keys = subject_keys(event);
         let facts = match buyers.facts(&event.kind, |s| {
-            Ok::<_, std::convert::Infallible>(owners.get(&s.key()).cloned())
+            Ok::<_, std::convert::Infallible>(known.get(&s.key()).cloned())
         }) {
             Ok(f) => f,
             Err(never) => match never {},
         };
         seq += 1;
         let n = i64::try_from(seq)
-            .map_err(|_| Tx::Fail(AuditError::Other("postgres: the trail is full".into())))?;
+            .map_err(|_| AuditError::Other("postgres: the trail is full".into()))?;
         for k in keys {
-            index.0.push(k.clone());
-            index.1.push(n);
+            plan.index.0.push(k);
+            plan.index.1.push(n);
         }
         if let Some(buyer) = facts.buyer {
             for owned in facts.owns {
                 let k = owned.key();
-                if !owners.contains_key(&k) {
-                    owners.insert(k.clone(), buyer.clone());
-                    learned.0.push(k);
-                    learned.1.push(buyer.to_string());
+                if !known.contains_key(&k) {
+                    known.insert(k.clone(), buyer.clone());
+                    plan.learned.0.push(k);
+                    plan.learned.1.push(buyer.to_string());
                 }
             }
-            index.0.push(AuditSubject::Buyer(buyer).key());
-            index.1.push(n);
+            plan.index.0.push(AuditSubject::Buyer(buyer).key());
+            plan.index.1.push(n);
         }
-        let hash = crate::domain::chain_hash(seq, &prev, body);
-        rows.0.push(n);
-        rows.1.push(prev.to_hex());
-        rows.2.push(hash.to_hex());
-        rows.3.push(body.as_str());
+        let hash = crate::domain::chain_hash(seq, &prev, &body);
+        plan.seqs.push(n);
+        plan.prevs.push(prev.to_hex());
+        plan.hashes.push(hash.to_hex());
+        plan.bodies.push(body);
         prev = hash;
     }
-    let insert = tx
-        .prepare_cached(
-            "INSERT INTO audit_events (seq, prev_hash, hash, body) \
-             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) \
-             ON CONFLICT (seq) DO NOTHING",
+    plan.last = seq;
+    plan.head_hash = prev;
+    plan.due = audit_index::due(plan.last_checkpoint.as_ref(), seq);
+    Ok(plan)
+}
+
+/// The subject keys every event of `events` names (what [`OWNERS`] is asked for).
+pub(super) fn named_subjects(events: &[&AuditEvent]) -> Vec<String> {
+    events.iter().flat_map(|e| subject_keys(e)).collect()
+}
+
+/// Seals the checkpoints `plan` makes due, over the links stored (the batch's rows must be
+/// inserted already), inside the caller's transaction.
+pub(super) async fn seal_due<C: deadpool_postgres::GenericClient>(
+    tx: &C,
+    plan: &TrailPlan,
+) -> Result<(), Tx<AuditError>> {
+    let Some((from, upto)) = plan.due else {
+        return Ok(());
+    };
+    let rows = tx
+        .query(
+            "SELECT seq, prev_hash, hash, '' AS body FROM audit_events \
+             WHERE seq >= $1 AND seq <= $2 ORDER BY seq",
+            &[&to_i64(from), &to_i64(upto)],
         )
         .await?;
-    let written = tx
-        .execute(&insert, &[&rows.0, &rows.1, &rows.2, &rows.3])
-        .await?;
-    if written != rows.0.len() as u64 {
-        return Err(Tx::Fail(AuditError::Corrupt {
-            seq: first,
-            message: format!(
-                "an event the sink did not append already has a number from {first} to {seq}"
-            ),
-        }));
-    }
-    if !index.0.is_empty() {
-        let insert_index = tx
-            .prepare_cached(
-                "INSERT INTO audit_subjects (subject, seq) \
-                 SELECT * FROM unnest($1::text[], $2::bigint[]) ON CONFLICT DO NOTHING",
-            )
-            .await?;
-        tx.execute(&insert_index, &[&index.0, &index.1]).await?;
-    }
-    if !learned.0.is_empty() {
-        tx.execute(
-            "INSERT INTO audit_owners (subject, buyer) \
-             SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
-            &[&learned.0, &learned.1],
-        )
-        .await?;
-    }
-    // Seal the checkpoints now due, over links that hold.
-    let last = tx
-        .query_opt(
-            "SELECT seq, hash, seal FROM audit_checkpoints ORDER BY seq DESC LIMIT 1",
-            &[],
-        )
-        .await?
-        .as_ref()
-        .map(checkpoint_of)
-        .transpose()
+    let links: Vec<Link> = rows
+        .iter()
+        .map(|r| event_of(r).map(|e| (e.seq, e.prev_hash, e.hash)))
+        .collect::<Result<_, _>>()
         .map_err(Tx::Fail)?;
-    if let Some((from, upto)) = audit_index::due(last.as_ref(), seq) {
-        let rows = tx
-            .query(
-                "SELECT seq, prev_hash, hash, '' AS body FROM audit_events \
-                 WHERE seq >= $1 AND seq <= $2 ORDER BY seq",
-                &[&to_i64(from), &to_i64(upto)],
-            )
-            .await?;
-        let links: Vec<Link> = rows
-            .iter()
-            .map(|r| event_of(r).map(|e| (e.seq, e.prev_hash, e.hash)))
-            .collect::<Result<_, _>>()
-            .map_err(Tx::Fail)?;
-        for c in audit_index::seal(last.as_ref(), &links) {
-            tx.execute(
-                "INSERT INTO audit_checkpoints (seq, hash, seal) VALUES ($1, $2, $3)",
-                &[&to_i64(c.seq), &c.hash.to_hex(), &c.seal.to_hex()],
-            )
-            .await?;
-        }
+    for c in audit_index::seal(plan.last_checkpoint.as_ref(), &links) {
+        tx.execute(
+            "INSERT INTO audit_checkpoints (seq, hash, seal) VALUES ($1, $2, $3)",
+            &[&to_i64(c.seq), &c.hash.to_hex(), &c.seal.to_hex()],
+        )
+        .await?;
     }
-    let n = i64::try_from(seq).unwrap_or(i64::MAX);
-    tx.execute(
-        "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
-        &[&n, &prev.to_hex()],
+    Ok(())
+}
+
+/// Appends `events` (indexed by their subjects and buyer) in the caller's transaction: the
+/// sink's own append, and a store's that writes the trail directly
+/// ([`crate::ports::Store::direct_trail`]). Locks the `audit_head` row until the transaction
+/// ends, so appends are serialised whoever makes them. The head's lock, the owners and the
+/// last checkpoint are read in one pipelined round trip (in that order: the reads after the
+/// lock see what the previous appender committed), the rows written in a second.
+pub(super) async fn append_in<C: deadpool_postgres::GenericClient>(
+    tx: &C,
+    events: &[&AuditEvent],
+) -> Result<Option<AuditReceipt>, Tx<AuditError>> {
+    let named = named_subjects(events);
+    let (head_st, (owners_st, last_st)) = super::tx::join2(
+        tx.prepare_cached(HEAD_LOCK),
+        super::tx::join2(
+            tx.prepare_cached(OWNERS),
+            tx.prepare_cached(LAST_CHECKPOINT),
+        ),
     )
-    .await?;
-    Ok(Some(AuditReceipt { seq, hash: prev }))
+    .await;
+    let (head_st, owners_st, last_st) = (head_st?, owners_st?, last_st?);
+    let (head, (owners, last)) = super::tx::join2(
+        tx.query_opt(&head_st, &[]),
+        super::tx::join2(tx.query(&owners_st, &[&named]), tx.query_opt(&last_st, &[])),
+    )
+    .await;
+    let plan = plan_append(head?.as_ref(), &owners?, last?.as_ref(), events).map_err(Tx::Fail)?;
+    let (ins_st, (index_st, (owners_ins_st, head_up_st))) = super::tx::join2(
+        tx.prepare_cached(INSERT_EVENTS),
+        super::tx::join2(
+            tx.prepare_cached(INSERT_INDEX),
+            super::tx::join2(
+                tx.prepare_cached(INSERT_OWNERS),
+                tx.prepare_cached(UPDATE_HEAD),
+            ),
+        ),
+    )
+    .await;
+    let (ins_st, index_st, owners_ins_st, head_up_st) =
+        (ins_st?, index_st?, owners_ins_st?, head_up_st?);
+    let (written, (indexed, learned)) = super::tx::join2(
+        tx.execute(
+            &ins_st,
+            &[&plan.seqs, &plan.prevs, &plan.hashes, &plan.bodies],
+        ),
+        super::tx::join2(
+            async {
+                if plan.index.0.is_empty() {
+                    Ok(0)
+                } else {
+                    tx.execute(&index_st, &[&plan.index.0, &plan.index.1]).await
+                }
+            },
+            async {
+                if plan.learned.0.is_empty() {
+                    Ok(0)
+                } else {
+                    tx.execute(&owners_ins_st, &[&plan.learned.0, &plan.learned.1])
+                        .await
+                }
+            },
+        ),
+    )
+    .await;
+    if written? != plan.seqs.len() as u64 {
+        return Err(Tx::Fail(plan.taken()));
+    }
+    indexed?;
+    learned?;
+    seal_due(tx, &plan).await?;
+    let (n, hash) = plan.head_params();
+    tx.execute(&head_up_st, &[&n, &hash]).await?;
+    Ok(Some(AuditReceipt {
+        seq: plan.last,
+        hash: plan.head_hash,
+    }))
 }
 
 /// The index keys of the subjects `event` names.

@@ -2,7 +2,8 @@
 //!
 //! * [`Store::change_attempt`](crate::ports::Store::change_attempt): the fences checked, the
 //!   attempt's compare-and-set update, its hold operations, the completion of the command's
-//!   idempotency record and the staging of its audit events;
+//!   idempotency record and the staging of its audit events (in two round trips: see
+//!   [`super::piped`]);
 //! * [`Store::write_audited`](crate::ports::Store::write_audited): any other write of the
 //!   engine and the staging of its audit events (I15).
 //!
@@ -12,13 +13,10 @@
 
 use tokio_postgres::IsolationLevel;
 
-use super::codec::{encode, time_param};
-use super::holds::resolve_in;
-use super::idempotency::{check_fence_in, complete_in, FenceLock};
 use super::outbox::stage_in;
 use super::records::{
     insert_attempt_in, insert_confirmation_in, insert_mandate_in, insert_order_in,
-    set_suspended_in, update_attempt_in, update_mandate_in,
+    set_suspended_in, update_mandate_in,
 };
 use super::store::PostgresStore;
 use super::tx::in_transaction;
@@ -27,7 +25,7 @@ use crate::ports::{AttemptChange, Fence, StoreError, Write, Written};
 
 /// The fences a change checks, each once, in the lock order (by scope); `true` for the one
 /// whose record the change completes (locked for update).
-fn fences_of<'a>(change: &AttemptChange<'a>) -> Vec<(&'a Fence, bool)> {
+pub(super) fn fences_of<'a>(change: &AttemptChange<'a>) -> Vec<(&'a Fence, bool)> {
     let completes = change.completion.map(|c| &c.fence);
     let mut out: Vec<(&'a Fence, bool)> = Vec::with_capacity(2);
     for fence in change.fence.into_iter().chain(completes) {
@@ -50,45 +48,6 @@ fn fences_of<'a>(change: &AttemptChange<'a>) -> Vec<(&'a Fence, bool)> {
 }
 
 impl PostgresStore {
-    pub(super) async fn change_attempt_tx(
-        &self,
-        change: &AttemptChange<'_>,
-    ) -> Result<(), StoreError> {
-        let completion = match change.completion {
-            Some(c) => Some((c, encode("result", &c.result)?, time_param(c.retain_until)?)),
-            None => None,
-        };
-        let fences = fences_of(change);
-        in_transaction!(
-            &self.pool,
-            self.retries,
-            IsolationLevel::ReadCommitted,
-            StoreError,
-            |tx| {
-                // The fences first (a stale holder changes nothing, whatever else would
-                // fail), keeping the records locked until the commit; then the attempt row
-                // (compare and set), the hold (its accounts in the global order, then the hold
-                // row), the completion, the events.
-                for (fence, exclusive) in &fences {
-                    let lock = if *exclusive {
-                        FenceLock::Update
-                    } else {
-                        FenceLock::Share
-                    };
-                    check_fence_in(&tx, fence, lock).await?;
-                }
-                update_attempt_in(&tx, change.next, change.expected).await?;
-                for op in change.holds {
-                    resolve_in(&tx, change.hold_id, *op).await?;
-                }
-                if let Some((c, result, retain)) = &completion {
-                    complete_in(&tx, &c.fence, result, retain).await?;
-                }
-                stage_in(&tx, change.events, self.trail.is_some()).await?;
-            }
-        )
-    }
-
     pub(super) async fn write_audited_tx(
         &self,
         write: Write<'_>,

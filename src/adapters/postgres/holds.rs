@@ -13,17 +13,18 @@ use crate::adapters::hold_rules::{self, Figures};
 use crate::domain::{AttemptId, MandateId};
 use crate::ports::{HoldOp, HoldRecord, HoldState, StoreError};
 
-const HOLD_COLUMNS: &str = "attempt_id, currency, amount, committed, refunded, lifetime_back, \
+pub(super) const HOLD_COLUMNS: &str =
+    "attempt_id, currency, amount, committed, refunded, lifetime_back, \
      window_back, at_ns, state, mandate_ids";
 
 /// A hold row, checked.
-struct StoredHold {
-    record: HoldRecord,
-    lifetime_back: i64,
-    window_back: i64,
+pub(super) struct StoredHold {
+    pub(super) record: HoldRecord,
+    pub(super) lifetime_back: i64,
+    pub(super) window_back: i64,
 }
 
-fn hold_of(row: &Row) -> Result<StoredHold, StoreError> {
+pub(super) fn hold_of(row: &Row) -> Result<StoredHold, StoreError> {
     let id: String = row
         .try_get("attempt_id")
         .map_err(|e| StoreError::Other(Box::new(e)))?;

@@ -30,7 +30,7 @@ pub(super) fn scope_key(scope: &IdempotencyScope) -> String {
     format!("{}/{}/{}", scope.actor_id, scope.operation, scope.key)
 }
 
-fn fenced(fence: &Fence) -> StoreError {
+pub(super) fn fenced(fence: &Fence) -> StoreError {
     StoreError::Fenced {
         key: scope_key(&fence.scope),
     }
@@ -38,7 +38,7 @@ fn fenced(fence: &Fence) -> StoreError {
 
 /// The token as stored (`BIGINT`); a token no sequence of ours can have given out holds no
 /// record.
-fn token_param(fence: &Fence) -> Result<i64, StoreError> {
+pub(super) fn token_param(fence: &Fence) -> Result<i64, StoreError> {
     i64::try_from(fence.token).map_err(|_| fenced(fence))
 }
 
@@ -49,9 +49,6 @@ pub(super) enum FenceLock {
     Read,
     /// `FOR SHARE`: no takeover, completion, abandon or purge until the caller commits.
     Share,
-    /// `FOR UPDATE`: as `Share`, for a transaction that completes the record later (so two
-    /// such transactions queue instead of deadlocking on the upgrade).
-    Update,
 }
 
 /// `Ok` while `fence`'s record is in flight under its token, else [`StoreError::Fenced`];
@@ -70,10 +67,6 @@ pub(super) async fn check_fence_in<C: GenericClient>(
         FenceLock::Share => {
             "SELECT 1 FROM idempotency WHERE actor_id = $1 AND operation = $2 AND key = $3 \
              AND state = 'in_flight' AND token = $4 FOR SHARE"
-        }
-        FenceLock::Update => {
-            "SELECT 1 FROM idempotency WHERE actor_id = $1 AND operation = $2 AND key = $3 \
-             AND state = 'in_flight' AND token = $4 FOR UPDATE"
         }
     };
     let scope = &fence.scope;
@@ -133,7 +126,7 @@ pub(super) async fn complete_in<C: GenericClient>(
 }
 
 /// A token read back from the database.
-fn token_of(key: &str, token: i64) -> Result<u64, StoreError> {
+pub(super) fn token_of(key: &str, token: i64) -> Result<u64, StoreError> {
     u64::try_from(token).map_err(|_| {
         super::codec::corrupt(
             "idempotency",

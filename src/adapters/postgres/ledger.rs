@@ -45,7 +45,7 @@ use crate::domain::{
 use crate::ports::{BudgetLimits, HoldError, HoldRequest, StoreError};
 
 /// Most levels a hold may list (as the memory store).
-const MAX_LEVELS: usize = 64;
+pub(super) const MAX_LEVELS: usize = 64;
 
 /// The counters of one mandate, in minor units.
 #[derive(Debug, Clone, Copy)]
@@ -58,7 +58,7 @@ pub(super) struct Account {
 }
 
 /// A window of one account: (amount, count) of the holds inside.
-type Sums = (i128, i64);
+pub(super) type Sums = (i128, i64);
 
 /// One window sum to read: a mandate, the start of its window (exclusive; `None`: all time),
 /// the account's currency.
@@ -96,7 +96,7 @@ pub(super) const WINDOW_SUMS: &str = "SELECT w.i, \
      LEFT JOIN holds h ON h.attempt_id = hl.attempt_id \
      GROUP BY w.i ORDER BY w.i";
 
-fn account_of(row: &Row) -> Result<(String, Account), StoreError> {
+pub(super) fn account_of(row: &Row) -> Result<(String, Account), StoreError> {
     let id: String = row
         .try_get("mandate_id")
         .map_err(|e| StoreError::Other(Box::new(e)))?;
@@ -151,36 +151,7 @@ async fn window_sums<C: GenericClient + Sync>(
         .await?;
     let mut out = Vec::with_capacity(rows.len());
     for (row, q) in rows.iter().zip(queries) {
-        let at = At {
-            table: "accounts",
-            key: &q.mandate_id,
-        };
-        let orphan: Option<String> = at.get(row, "orphan").map_err(Tx::Fail)?;
-        if let Some(attempt) = orphan {
-            return Err(Tx::Fail(super::codec::corrupt(
-                "hold_levels",
-                &format!("{}/{attempt}", q.mandate_id),
-                "a level of a hold that does not exist",
-            )));
-        }
-        let bad: Option<String> = at.get(row, "bad").map_err(Tx::Fail)?;
-        if let Some(attempt) = bad {
-            return Err(Tx::Fail(super::codec::corrupt(
-                "holds",
-                &attempt,
-                format!(
-                    "not a hold the ledger wrote for mandate {} (state, amounts or currency)",
-                    q.mandate_id
-                ),
-            )));
-        }
-        let amount = at
-            .total("window amount", at.get(row, "amount").map_err(Tx::Fail)?)
-            .map_err(Tx::Fail)?;
-        let count = at
-            .count("window count", at.get(row, "count").map_err(Tx::Fail)?)
-            .map_err(Tx::Fail)?;
-        out.push((amount, count));
+        out.push(window_checked(row, &q.mandate_id).map_err(Tx::Fail)?);
     }
     if out.len() != queries.len() {
         return Err(Tx::Fail(StoreError::Other(
@@ -190,8 +161,56 @@ async fn window_sums<C: GenericClient + Sync>(
     Ok(out)
 }
 
+/// The sums of one window row (`amount`, `count`, `orphan`, `bad` columns) of mandate
+/// `mandate_id`: a hold that is not one the ledger could have written is reported, never
+/// summed.
+pub(super) fn window_checked(row: &Row, mandate_id: &str) -> Result<Sums, StoreError> {
+    let at = At {
+        table: "accounts",
+        key: mandate_id,
+    };
+    let orphan: Option<String> = at.get(row, "orphan")?;
+    if let Some(attempt) = orphan {
+        return Err(super::codec::corrupt(
+            "hold_levels",
+            &format!("{mandate_id}/{attempt}"),
+            "a level of a hold that does not exist",
+        ));
+    }
+    let bad: Option<String> = at.get(row, "bad")?;
+    if let Some(attempt) = bad {
+        return Err(super::codec::corrupt(
+            "holds",
+            &attempt,
+            format!(
+                "not a hold the ledger wrote for mandate {mandate_id} (state, amounts or currency)"
+            ),
+        ));
+    }
+    let amount = at.total("window amount", at.get(row, "amount")?)?;
+    let count = at.count("window count", at.get(row, "count")?)?;
+    Ok((amount, count))
+}
+
+/// The usage of `m` from its account (none yet: all zero) and its windows' sums.
+pub(super) fn usage_report(
+    m: &Mandate,
+    account: Option<Account>,
+    windows: &[(u64, Sums)],
+) -> Usage {
+    let currency = m.currency();
+    let account = account.unwrap_or(Account {
+        currency,
+        held: 0,
+        spent: 0,
+        uses: 0,
+        attempts: 0,
+    });
+    usage_of(m.id(), &account, windows, currency)
+}
+
 /// The window lengths of `windows`, each once, in order.
-fn distinct_seconds(windows: &[WindowLimit]) -> Vec<u64> {
+pub(super) fn distinct_seconds(windows: &[WindowLimit]) -> Vec<u64> {
     let mut out: Vec<u64> = Vec::with_capacity(windows.len());
     for w in windows {
         if !out.contains(&w.window_seconds) {
@@ -202,7 +221,7 @@ fn distinct_seconds(windows: &[WindowLimit]) -> Vec<u64> {
 }
 
 /// The currency of a level's money limits, if it has any.
-fn limits_currency(limits: &BudgetLimits) -> Option<Currency> {
+pub(super) fn limits_currency(limits: &BudgetLimits) -> Option<Currency> {
     limits.lifetime.map(|m| m.currency()).or_else(|| {
         limits
             .windows
@@ -245,7 +264,7 @@ pub(super) fn minor_text(minor: i128, currency: Currency) -> String {
 
 /// Checks one level: currency, lifetime, windows in the order of the limits (amount, then
 /// count), uses, attempts. `sums` holds the sums of the level's distinct window lengths.
-fn check_level(
+pub(super) fn check_level(
     mandate_id: &MandateId,
     limits: &BudgetLimits,
     account: &Account,
@@ -543,9 +562,17 @@ pub(super) async fn place_in(
         tx.execute(&st, &[&ids, &Decimal::from(minor), &at, &attempt])
             .await?;
     }
-    let delta = i128::from(minor);
-    Ok(hold
-        .levels
+    Ok(placed_usage(hold, levels))
+}
+
+/// The usage of each level after `hold` was placed on `levels` (the accounts and window sums
+/// read under the locks, before the hold).
+pub(super) fn placed_usage(
+    hold: &HoldRequest,
+    levels: Vec<(Account, Vec<(u64, Sums)>)>,
+) -> Vec<Usage> {
+    let delta = i128::from(hold.amount.minor_units());
+    hold.levels
         .iter()
         .zip(levels)
         .map(|(level, (mut account, windows))| {
@@ -564,7 +591,7 @@ pub(super) async fn place_in(
                 .collect();
             usage_of(&level.mandate_id, &account, &windows, account.currency)
         })
-        .collect::<Vec<Usage>>())
+        .collect::<Vec<Usage>>()
 }
 
 /// The usage of each mandate of `chain` at `now` (see [`PostgresStore::ledger_usage`]), with

@@ -1,6 +1,7 @@
-//! The payment's unit of work on PostgreSQL: the decision's inputs in two pipelined round
-//! trips, the first write transaction of a payment in one transaction whose independent
-//! writes are pipelined.
+//! The payment's unit of work on PostgreSQL, step by step: the decision's inputs in two
+//! pipelined round trips (the fallback of the one-round-trip reads of [`super::inputs`]), and
+//! the first write transaction of a payment with its independent writes pipelined (the path
+//! of a key that is not new; a new key takes the three round trips of [`super::piped`]).
 
 use tokio_postgres::IsolationLevel;
 
@@ -17,9 +18,10 @@ use super::tx::{classify, in_transaction, join2, Tx};
 use crate::ports::{Begin, HoldError, InputsQuery, OpenPayment, Opened, PaymentInputs, StoreError};
 
 impl PostgresStore {
-    /// [`crate::ports::Store::payment_inputs`]: the attempt, the chain and the confirmations
-    /// in one pipelined round trip, then the suspensions and the accounts of the chain in a
-    /// second (a third only for the window sums of a chain with rolling windows). Every
+    /// The two-step reads of [`crate::ports::Store::payment_inputs`] (used when the one-round-
+    /// trip reads of [`super::inputs`] disagree with the chain): the attempt, the chain and the
+    /// confirmations in one pipelined round trip, then the suspensions and the accounts of the
+    /// chain in a second (a third only for the window sums of a chain with rolling windows). Every
     /// statement is prepared once per connection. The reads are not one snapshot: the hold
     /// checks every limit again atomically.
     pub(super) async fn payment_inputs_rows(

@@ -26,7 +26,7 @@ fn mandate_status(at: &At<'_>, text: &str) -> Result<MandateStatus, StoreError> 
         .ok_or_else(|| at.corrupt(format!("unknown status {text:?}")))
 }
 
-fn attempt_status(at: &At<'_>, text: &str) -> Result<AttemptStatus, StoreError> {
+pub(super) fn attempt_status(at: &At<'_>, text: &str) -> Result<AttemptStatus, StoreError> {
     AttemptStatus::ALL
         .into_iter()
         .find(|s| s.as_str() == text)
@@ -690,6 +690,20 @@ pub(super) fn chain_of(rows: &[Row], leaf: &MandateId) -> Result<Vec<Mandate>, S
     let mut chain: Vec<Mandate> = Vec::with_capacity(rows.len());
     for row in rows {
         let m = mandate_of(row)?;
+        // The chain follows the column: it must say what the body says.
+        let parent: Option<String> = row
+            .try_get("parent_id")
+            .map_err(|e| StoreError::Other(Box::new(e)))?;
+        if parent.as_deref() != m.parent_id().map(|p| p.as_str()) {
+            return Err(StoreError::Corrupt {
+                table: "mandates",
+                key: m.id().to_string(),
+                message: format!(
+                    "the parent_id column says {parent:?}, the body {:?}",
+                    m.parent_id().map(|p| p.as_str())
+                ),
+            });
+        }
         if let Some(child) = chain.last() {
             let corrupt = |message: String| StoreError::Corrupt {
                 table: "mandates",
@@ -726,14 +740,29 @@ pub(super) fn suspensions_of(
     actors: &[ActorId],
     buyer: &BuyerId,
 ) -> Result<Suspensions, StoreError> {
-    let mut suspended_actors: Vec<String> = Vec::new();
-    let mut switched_off: Vec<String> = Vec::new();
-    let mut buyers = Vec::new();
+    let mut pairs: Vec<(&str, String)> = Vec::with_capacity(rows.len());
     for row in rows {
         let kind: &str = row.try_get(0).map_err(|e| StoreError::Other(Box::new(e)))?;
         let id: String = row.try_get(1).map_err(|e| StoreError::Other(Box::new(e)))?;
-        match kind {
-            "buyer" => buyers = vec![buyer.clone()],
+        pairs.push((kind, id));
+    }
+    Ok(suspensions_from(&pairs, actors, buyer))
+}
+
+/// The suspensions from `(kind, party id)` pairs of the `suspensions` table, among `actors`
+/// and `buyer`.
+pub(super) fn suspensions_from(
+    pairs: &[(&str, String)],
+    actors: &[ActorId],
+    buyer: &BuyerId,
+) -> Suspensions {
+    let mut suspended_actors: Vec<&str> = Vec::new();
+    let mut switched_off: Vec<&str> = Vec::new();
+    let mut buyers = Vec::new();
+    for (kind, id) in pairs {
+        match *kind {
+            "buyer" if id == buyer.as_str() => buyers = vec![buyer.clone()],
+            "buyer" => {}
             "credentials" => switched_off.push(id),
             _ => suspended_actors.push(id),
         }
@@ -741,18 +770,18 @@ pub(super) fn suspensions_of(
     let mut found: Vec<ActorId> = Vec::new();
     let mut credentials: Vec<ActorId> = Vec::new();
     for a in actors {
-        if suspended_actors.iter().any(|s| s == a.as_str()) && !found.contains(a) {
+        if suspended_actors.contains(&a.as_str()) && !found.contains(a) {
             found.push(a.clone());
         }
-        if switched_off.iter().any(|s| s == a.as_str()) && !credentials.contains(a) {
+        if switched_off.contains(&a.as_str()) && !credentials.contains(a) {
             credentials.push(a.clone());
         }
     }
-    Ok(Suspensions {
+    Suspensions {
         actors: found,
         buyers,
         credentials,
-    })
+    }
 }
 
 /// The confirmations from the rows of [`CONFIRMATIONS`].

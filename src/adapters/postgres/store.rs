@@ -259,7 +259,7 @@ impl Store for PostgresStore {
     }
 
     async fn change_attempt(&self, change: &AttemptChange<'_>) -> Result<(), StoreError> {
-        self.change_attempt_tx(change).await
+        self.change_attempt_piped(change).await
     }
 
     async fn write_audited(
@@ -271,11 +271,11 @@ impl Store for PostgresStore {
     }
 
     async fn payment_inputs(&self, query: &InputsQuery<'_>) -> Result<PaymentInputs, StoreError> {
-        self.payment_inputs_rows(query).await
+        self.payment_inputs_pipelined(query).await
     }
 
     async fn open_payment(&self, open: &OpenPayment<'_>) -> Result<Opened, HoldError> {
-        self.open_payment_tx(open).await
+        self.open_payment_piped(open).await
     }
 
     async fn stage_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
