@@ -499,7 +499,33 @@ async fn a_chain_changed_between_the_pipelined_statements_is_read_again() {
     let chain_ids: Vec<_> = got.chain.iter().map(|m| m.id().clone()).collect();
     assert_eq!(usage_ids, chain_ids, "usage of the chain returned");
 
-    // 4. A body turned into text `jsonb` refuses between the statements: read again, and the
+    // 4. Only a window's length changes (same mandates, same actors): the suspensions agree,
+    // the usage was read over other windows than the chain's limits name; read again.
+    let current = store
+        .mandate(other_root.id())
+        .await
+        .expect("read")
+        .expect("root");
+    let longer = edit(&current, |s| {
+        s.scope.budgets.windows[0].window_seconds = 7_200
+    });
+    let body = serde_json::to_string(&longer).expect("body");
+    let change = format!(
+        "UPDATE mandates SET body = '{}' WHERE id = '{}'",
+        body.replace('\'', "''"),
+        other_root.id()
+    );
+    let (got, trips) = with_change_between(&store, &proxy, &admin, q, &change).await;
+    let got = got.expect("inputs");
+    assert!(trips > 1, "the usage's windows disagreed: read again");
+    assert_eq!(got.usage[0].windows[0].window_seconds, 7_200);
+    assert_eq!(
+        got.chain[0].scope().budgets.windows[0].window_seconds,
+        7_200
+    );
+    assert_eq!(got, single_reads(&store, &q).await);
+
+    // 5. A body turned into text `jsonb` refuses between the statements: read again, and the
     // two-step reads report the corrupt body.
     let change = format!(
         "UPDATE mandates SET body = 'not json' WHERE id = '{}'",
