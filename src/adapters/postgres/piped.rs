@@ -124,24 +124,37 @@ impl<'a> Batch<'a> {
     }
 
     /// Sends every statement (in the order added) before awaiting any answer.
-    async fn run(self) -> Answers {
+    ///
+    /// A statement the client refuses before sending it (a parameter it cannot encode, a
+    /// closed connection) fails on its first poll, before any answer of the server could
+    /// have come. Then nothing after it is sent, `COMMIT` included: the statements before it
+    /// are in a transaction that can no longer commit (the caller's guard rolls it back), and
+    /// the refusal is the batch's answer. Sending the rest would commit the transaction
+    /// without the refused statement (a hold placed without its counters, say).
+    async fn run(self) -> Result<Answers, tokio_postgres::Error> {
         let mut items = self.items;
         let mut out: Vec<Option<Result<Answer, tokio_postgres::Error>>> =
             items.iter().map(|_| None).collect();
+        let mut sent = false;
         std::future::poll_fn(move |cx| {
             let mut pending = false;
             for (slot, item) in out.iter_mut().zip(items.iter_mut()) {
                 if slot.is_none() {
                     match item.as_mut().poll(cx) {
+                        Poll::Ready(Err(e)) if !sent && e.as_db_error().is_none() => {
+                            // Refused before it was sent: the items after it stay unsent.
+                            return Poll::Ready(Err(e));
+                        }
                         Poll::Ready(v) => *slot = Some(v),
                         Poll::Pending => pending = true,
                     }
                 }
             }
+            sent = true;
             if pending {
                 Poll::Pending
             } else {
-                Poll::Ready(Answers(std::mem::take(&mut out)))
+                Poll::Ready(Ok(Answers(std::mem::take(&mut out))))
             }
         })
         .await
@@ -187,6 +200,11 @@ impl Answers {
         for i in 0..n {
             if let Err(e) = self.take(i) {
                 if e.as_db_error().is_none() {
+                    if first.is_some() {
+                        // An earlier statement failed: the transaction was aborted, its
+                        // `COMMIT` cannot have committed, whatever became of the connection.
+                        continue;
+                    }
                     return Err(Tx::CommitUnknown(e));
                 }
                 if first.is_none() {
@@ -645,7 +663,7 @@ impl PostgresStore {
         let locked_at = b.query(&lock_st, vec![p(&plan.sorted)]);
         let sums_at = (!plan.windows.0.is_empty())
             .then(|| b.query(&sums_st, vec![p(&plan.windows.0), p(&plan.windows.1)]));
-        let mut a = b.run().await;
+        let mut a = b.run().await?;
         a.take(begin)?;
         if !a.rows(exists)?.is_empty() {
             return Ok(Some(Opened::AttemptExists));
@@ -749,7 +767,7 @@ impl PostgresStore {
             b.execute(&blocks_st, vec![p(actor.as_str())]);
         }
         let reads = (!events.trail.is_empty()).then(|| read_trail(&mut b, &trail_st, &named));
-        let mut a = b.run().await;
+        let mut a = b.run().await?;
         for i in 0..a.0.len() {
             if i == inserted {
                 if a.count(i)? == 0 {
@@ -784,7 +802,8 @@ impl PostgresStore {
         };
         stage(&mut b, &outbox_st, &events.staged);
         let commit = b.simple("COMMIT");
-        let a = b.run().await;
+        // Refused before `COMMIT` went out: not committed, the guard rolls back.
+        let a = b.run().await?;
         tx.ended();
         a.committed(commit, |i, e| {
             let taken = Some(i) == insert_at
@@ -898,7 +917,7 @@ impl PostgresStore {
             )
         });
         let reads = (!events.trail.is_empty()).then(|| read_trail(&mut b, &trail_st, &named));
-        let mut a = b.run().await;
+        let mut a = b.run().await?;
         a.take(begin)?;
         for ((fence, _), i) in fences.iter().zip(fence_at) {
             if a.rows(i)?.is_empty() {
@@ -996,7 +1015,8 @@ impl PostgresStore {
         };
         stage(&mut b, &outbox_st, &events.staged);
         let commit = b.simple("COMMIT");
-        let a = b.run().await;
+        // Refused before `COMMIT` went out: not committed, the guard rolls back.
+        let a = b.run().await?;
         tx.ended();
         a.committed(commit, |i, e| {
             let code = e.code();
@@ -1119,4 +1139,47 @@ fn resolve_all(
         spent,
         uses,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A statement the client refuses (a parameter of the wrong type, never sent) in a batch
+    /// that carries `COMMIT`: nothing after it is sent, so nothing of the transaction commits.
+    /// Before, the rest of the batch went out and `COMMIT` committed the statements around the
+    /// refused one.
+    #[tokio::test]
+    async fn a_statement_refused_by_the_client_before_commit_commits_nothing() {
+        let Ok(url) = std::env::var("DATABASE_URL") else {
+            eprintln!("skipped: DATABASE_URL is not set");
+            return;
+        };
+        let store = PostgresStore::connect(&url).await.expect("connect");
+        let c = store.client().await.expect("client");
+        c.batch_execute("CREATE TEMP TABLE piped_refused (v BIGINT)")
+            .await
+            .expect("table");
+        let insert = c
+            .prepare("INSERT INTO piped_refused (v) VALUES ($1)")
+            .await
+            .expect("prepare");
+        let mut b = Batch::new(&c);
+        b.simple(BEGIN);
+        b.execute(&insert, vec![Box::new(1_i64)]);
+        // `BIGINT` wants an i64: the client refuses to encode an i32.
+        b.execute(&insert, vec![Box::new(2_i32)]);
+        b.execute(&insert, vec![Box::new(3_i64)]);
+        b.simple("COMMIT");
+        let refused = b.run().await.err().expect("the batch is refused");
+        assert!(refused.as_db_error().is_none(), "{refused}");
+        // What the caller's guard does: the open transaction is rolled back.
+        c.batch_execute("ROLLBACK").await.expect("rollback");
+        let n: i64 = c
+            .query_one("SELECT count(*) FROM piped_refused", &[])
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(n, 0, "a statement next to the refused one committed");
+    }
 }
