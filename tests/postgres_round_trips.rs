@@ -76,6 +76,20 @@ async fn payments_counted(
     proxy: &RoundTripProxy,
     payments: usize,
 ) -> Vec<Vec<(&'static str, u64)>> {
+    let vault: Arc<dyn CredentialVault> = Arc::new(MemoryVault::new());
+    payments_counted_with(store, audit, vault, proxy, payments).await
+}
+
+/// [`payments_counted`] with `vault` holding the card (its reads are counted in the calls
+/// they fall between: the credential check before `open_payment`, the PSP's read of the
+/// secret after it).
+async fn payments_counted_with(
+    store: PostgresStore,
+    audit: PostgresAuditSink,
+    vault: Arc<dyn CredentialVault>,
+    proxy: &RoundTripProxy,
+    payments: usize,
+) -> Vec<Vec<(&'static str, u64)>> {
     let probe = proxy.clone();
     let counter = CallCounter::with_probe(Arc::new(move || probe.flights()));
     // Client-side time of each call, in microseconds (reported, not bounded).
@@ -85,7 +99,6 @@ async fn payments_counted(
     }));
     let timed: Arc<dyn agent_mandate::ports::Store> =
         Arc::new(CountingStore::new(Arc::new(store), clock.clone()));
-    let vault: Arc<dyn CredentialVault> = Arc::new(MemoryVault::new());
     let provider: Arc<dyn PaymentProvider> = Arc::new(FakePsp::with_vault(vault.clone()));
     let audit: Arc<dyn AuditSink> = Arc::new(audit);
     let ports = Ports {
@@ -199,6 +212,45 @@ async fn a_payment_on_postgres_reads_in_one_round_trip() {
         }
     }
     eprintln!("round trips over the warm payments: {totals:?}");
+    Backend::Postgres { url, schema }.drop_schema().await;
+}
+
+/// With the card in a PostgreSQL vault on the same server, the reads before `open_payment`
+/// are two round trips: the decision's inputs and the credential's description and status
+/// (`CredentialVault::describe_and_status`, one prepared statement). Before, the engine asked
+/// `describe` then `status`, each an unprepared query (parse, then execute): five in all.
+#[tokio::test(flavor = "current_thread")]
+async fn a_payment_with_the_postgres_vault_reads_in_at_most_two_round_trips() {
+    use agent_mandate::adapters::keyring::{VaultKey, VaultKeyring};
+    use agent_mandate::adapters::postgres::PostgresVault;
+    let Some(url) = database_url() else { return };
+    let proxy = RoundTripProxy::start(RoundTripProxy::upstream_of(&url)).await;
+    let schema = format!("rt_vault_{}", std::process::id());
+    let (store, audit) = store_through(&proxy, &url, &schema, 2).await;
+    let keyring = VaultKeyring::new(VaultKey::new("k1", [7; 32]).expect("key"));
+    let vault: Arc<dyn CredentialVault> = Arc::new(
+        PostgresVault::from_pool(store.pool().clone(), keyring)
+            .await
+            .expect("vault"),
+    );
+    let payments = payments_counted_with(store, audit, vault, &proxy, WARM_UP + 4).await;
+    for (i, calls) in payments.iter().enumerate().skip(WARM_UP) {
+        let open_at = calls
+            .iter()
+            .position(|(m, _)| *m == "store.open_payment")
+            .expect("the payment opens");
+        let reads: u64 = calls[..open_at].iter().map(|(_, n)| n).sum();
+        assert!(
+            reads <= INPUTS_ROUND_TRIPS + 1,
+            "payment {i}: {reads} round trips before open_payment (bound {}): {calls:?}",
+            INPUTS_ROUND_TRIPS + 1
+        );
+        // The PSP's read of the secret falls in `open_payment`'s count: one more.
+        assert!(
+            of(calls, "store.open_payment") <= OPEN_ROUND_TRIPS + 1,
+            "payment {i}: {calls:?}"
+        );
+    }
     Backend::Postgres { url, schema }.drop_schema().await;
 }
 
