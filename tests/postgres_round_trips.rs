@@ -1466,8 +1466,8 @@ async fn a_head_moved_under_the_append_rolls_it_back() {
 }
 
 /// The round trips the first hold of a chain adds to `open_payment`: its accounts created
-/// (prepare, execute), locked and summed again.
-const FIRST_HOLD_ROUND_TRIPS: u64 = 4;
+/// (their statement is prepared with the others), locked and summed again.
+const FIRST_HOLD_ROUND_TRIPS: u64 = 3;
 
 /// The first payment on a new connection: `open_payment` and `change_attempt` prepare their
 /// statements together (one round trip each), not one after another (about seventeen each

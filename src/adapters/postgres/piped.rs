@@ -715,7 +715,7 @@ impl PostgresStore {
         let hold_err = |e: StoreError| HoldError::Store(e);
         let c = client::<HoldError>(&self.pool).await.map_err(Tx::Fail)?;
         let (
-            [attempt_st, key_st, hold_st, lock_st, sums_st, levels_st, insert_st, snap_st, blocks_st, outbox_st],
+            [attempt_st, key_st, hold_st, lock_st, sums_st, levels_st, insert_st, snap_st, blocks_st, outbox_st, create_st],
             trail_st,
         ) = prepare_with_trail(
             &c,
@@ -730,6 +730,7 @@ impl PostgresStore {
                 SNAPSHOT_INSERT,
                 BLOCKS_RESET,
                 OUTBOX_INSERT,
+                CREATE_ACCOUNTS,
             ],
         )
         .await?;
@@ -798,8 +799,7 @@ impl PostgresStore {
         if locked.len() < plan.sorted.len() {
             // The chain's first hold: create the missing accounts (in mandate id order), lock
             // them all, sum again.
-            let create = c.prepare_cached(CREATE_ACCOUNTS).await?;
-            c.execute(&create, &[&plan.ids, &plan.fallback]).await?;
+            c.execute(&create_st, &[&plan.ids, &plan.fallback]).await?;
             locked = accounts_of(&c.query(&lock_st, &[&plan.sorted]).await?)
                 .map_err(|e| Tx::Fail(hold_err(e)))?;
             if !plan.windows.0.is_empty() {
