@@ -1449,6 +1449,33 @@ async fn a_head_moved_under_the_append_rolls_it_back() {
         assert_eq!(after[i], before[i], "{before:?} -> {after:?}");
     }
     assert_eq!(psp.payments().len(), paid, "the PSP was not called");
+    // The step-by-step append (the sink's own) checks the head the same way.
+    let event = agent_mandate::domain::AuditEvent {
+        at: examples::now(),
+        kind: agent_mandate::domain::AuditKind::Hold {
+            attempt_id: AttemptId::new("att_head_moved").expect("id"),
+            action: agent_mandate::domain::HoldAction::Placed,
+            amount: agent_mandate::domain::Money::from_minor(
+                100,
+                agent_mandate::domain::Currency::EUR,
+            )
+            .expect("money"),
+            mandate_ids: vec![agent_mandate::domain::MandateId::new("m_leaf").expect("id")],
+            policy: None,
+        },
+    };
+    let appended = audit.append(&event).await;
+    assert!(
+        matches!(
+            appended,
+            Err(agent_mandate::ports::AuditError::Corrupt { .. })
+        ),
+        "{appended:?}"
+    );
+    let after = footprint(&admin).await;
+    for i in [5, 8] {
+        assert_eq!(after[i], before[i], "{before:?} -> {after:?}");
+    }
     admin
         .batch_execute("DROP TRIGGER move_head ON audit_events")
         .await
