@@ -21,7 +21,8 @@
 //! server answers the `COMMIT` with a rollback; every answer is checked in order and the first
 //! failure is reported. So a check whose failure must undo the transaction is made by a
 //! statement that fails (a number of the trail already taken is a unique violation, a
-//! completion that matches no record divides by zero), never by a count read after the commit.
+//! completion that matches no record divides by zero, a trail head moved since it was read
+//! divides by zero), never by a count read after the commit.
 //! A connection lost while the last batch is in flight leaves the outcome unknown (reported as
 //! such, as for any commit). A call dropped half-way leaves a `ROLLBACK` queued ahead of the
 //! connection's next user.
