@@ -724,15 +724,25 @@ async fn engine_with_psp(
     store: PostgresStore,
     audit: PostgresAuditSink,
 ) -> (Engine, CredentialRef, Arc<FakePsp>) {
+    let clock = Arc::new(ManualClock::new(examples::now()));
+    engine_with_clock(Arc::new(store), audit, clock).await
+}
+
+/// As [`engine_with_psp`], on any store and with the clock given (the test moves it).
+async fn engine_with_clock(
+    store: Arc<dyn Store>,
+    audit: PostgresAuditSink,
+    clock: Arc<ManualClock>,
+) -> (Engine, CredentialRef, Arc<FakePsp>) {
     let vault: Arc<dyn CredentialVault> = Arc::new(MemoryVault::new());
-    let psp = Arc::new(FakePsp::with_vault(vault.clone()));
+    let psp = Arc::new(FakePsp::with_vault_and_clock(vault.clone(), clock.clone()));
     let provider: Arc<dyn PaymentProvider> = psp.clone();
     let ports = Ports {
-        store: Arc::new(store),
+        store,
         provider,
         vault,
         audit: Arc::new(audit),
-        clock: Arc::new(ManualClock::new(examples::now())),
+        clock,
     };
     let config = EngineConfig::default()
         .with_threshold_percent(None)
@@ -1019,5 +1029,494 @@ async fn a_change_on_a_corrupt_hold_is_corrupt_and_writes_nothing() {
         "{changed:?}"
     );
     assert_eq!(footprint(&admin).await, before);
+    Backend::Postgres { url, schema }.drop_schema().await;
+}
+
+/// Waits until the store's session waits for a lock in a statement containing `needle`.
+async fn until_blocked_in(admin: &tokio_postgres::Client, needle: &str) {
+    for _ in 0..400 {
+        let n: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                 AND pid <> pg_backend_pid() AND strpos(query, $1) > 0",
+                &[&needle],
+            )
+            .await
+            .expect("activity")
+            .get(0);
+        if n > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let waiting: Vec<String> = admin
+        .query(
+            "SELECT query FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .expect("activity")
+        .iter()
+        .map(|r| r.get::<_, Option<String>>(0).unwrap_or_default())
+        .collect();
+    panic!("no statement containing {needle:?} waited for the lock: {waiting:?}");
+}
+
+/// Waits until a session waits for a lock on `table` (of the admin's schema).
+async fn until_waiting_for(admin: &tokio_postgres::Client, table: &str) {
+    for _ in 0..400 {
+        let n: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE relation = $1::text::regclass \
+                 AND NOT granted",
+                &[&table],
+            )
+            .await
+            .expect("locks")
+            .get(0);
+        if n > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("nobody waited for a lock on {table}");
+}
+
+/// Waits until every session of the store is idle (no transaction left open).
+async fn until_idle(admin: &tokio_postgres::Client) {
+    for _ in 0..200 {
+        let states: Vec<String> = admin
+            .query(
+                "SELECT state FROM pg_stat_activity WHERE application_name = 'agent-mandate' \
+                 AND datname = current_database()",
+                &[],
+            )
+            .await
+            .expect("activity")
+            .iter()
+            .map(|r| r.get::<_, Option<String>>(0).unwrap_or_default())
+            .collect();
+        if !states.is_empty() && states.iter().all(|s| s == "idle") {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the store's session left its transaction open");
+}
+
+/// The state of the hold of `attempt`.
+async fn hold_state(admin: &tokio_postgres::Client, attempt: &AttemptId) -> String {
+    admin
+        .query_one(
+            "SELECT state FROM holds WHERE attempt_id = $1",
+            &[&attempt.as_str()],
+        )
+        .await
+        .expect("hold")
+        .get(0)
+}
+
+/// Hostile: a capture dropped while the first round of its `change_attempt` waits (the holds
+/// table locked by another session, so the hold's reads of round 1 wait after BEGIN, the
+/// fences and the compare-and-set ran). The session ends its transaction once the lock goes,
+/// the attempt and its hold are as before, and a retry under the same key captures.
+#[tokio::test(flavor = "current_thread")]
+async fn a_change_dropped_in_its_first_round_changes_nothing() {
+    let Some(url) = database_url() else { return };
+    let proxy = RoundTripProxy::start(RoundTripProxy::upstream_of(&url)).await;
+    let schema = format!("rt_change_dropped_{}", std::process::id());
+    let (store, audit) = store_through(&proxy, &url, &schema, 1).await;
+    let admin = admin(&url, &schema).await;
+    let clock = Arc::new(ManualClock::new(examples::now()));
+    let counter = CallCounter::default();
+    let counted: Arc<dyn Store> =
+        Arc::new(CountingStore::new(Arc::new(store.clone()), counter.clone()));
+    let (engine, card, psp) = engine_with_clock(counted, audit.clone(), clock.clone()).await;
+    let engine = Arc::new(engine);
+    // A captured payment first: the change's statements are prepared before the lock.
+    engine
+        .execute_payment(&agent_p(), &pay("pay-warm", &card, true))
+        .await
+        .expect("warm");
+    let out = engine
+        .execute_payment(&agent_p(), &pay("pay-auth", &card, false))
+        .await
+        .expect("payment");
+    let attempt = out.attempt().expect("attempt").id.clone();
+    assert_eq!(
+        out.attempt().map(|a| a.status),
+        Some(AttemptStatus::Authorized)
+    );
+    let before = footprint(&admin).await;
+    admin.batch_execute("BEGIN").await.expect("begin");
+    admin
+        .batch_execute("LOCK TABLE holds IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let e = engine.clone();
+    let a = attempt.clone();
+    let task = tokio::spawn(async move {
+        e.capture(&agent_p(), &agent_capture("cap-dropped", &a, None))
+            .await
+    });
+    // The first round's read of the hold's mandates (sent with BEGIN, the compare-and-set).
+    let waiting = tokio::spawn(async move {
+        until_waiting_for(&admin, "holds").await;
+        admin
+    });
+    while !waiting.is_finished() {
+        if task.is_finished() {
+            panic!("the capture ended before it waited: {:?}", task.await);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let admin = waiting.await.expect("the change waited for the lock");
+    // In `change_attempt` (its first round: the hold's reads go out with BEGIN).
+    assert_eq!(
+        counter.counts().calls.last().map(|(m, _)| *m),
+        Some("store.change_attempt")
+    );
+    task.abort();
+    let _ = task.await;
+    admin.batch_execute("COMMIT").await.expect("unlock");
+    until_idle(&admin).await;
+    // The capture's own idempotency record and its events written before the change may
+    // stay; the attempts, holds, levels, snapshots and the amount held are as before.
+    let after = footprint(&admin).await;
+    for i in [1, 2, 3, 4, 9] {
+        assert_eq!(
+            after[i], before[i],
+            "the change wrote nothing: {before:?} -> {after:?}"
+        );
+    }
+    assert_eq!(
+        store
+            .attempt(&attempt)
+            .await
+            .expect("read")
+            .map(|a| a.status),
+        Some(AttemptStatus::Authorized)
+    );
+    assert_eq!(hold_state(&admin, &attempt).await, "held");
+    // The same key: once the dropped holder's lease is over, the retry takes it over.
+    let mut done = engine
+        .capture(&agent_p(), &agent_capture("cap-dropped", &attempt, None))
+        .await;
+    if done.is_err() {
+        clock.advance(chrono::Duration::hours(1));
+        done = engine
+            .capture(&agent_p(), &agent_capture("cap-dropped", &attempt, None))
+            .await;
+    }
+    let done = done.expect("the same key captures");
+    assert_eq!(
+        done.attempt().map(|a| a.status),
+        Some(AttemptStatus::Captured)
+    );
+    assert_eq!(hold_state(&admin, &attempt).await, "committed");
+    assert_eq!(psp.payments().len(), 2);
+    audit.verify().await.expect("trail intact");
+    Backend::Postgres { url, schema }.drop_schema().await;
+}
+
+/// Hostile: a payment dropped after the batch carrying the open's COMMIT went out (the server
+/// slow to answer, the caller gives up 10 ms after the third round trip was sent). The open is
+/// committed (the attempt, its hold, the key in flight), the PSP was never asked. A retry under
+/// the same key does not pay again while the first holder's lease runs; the sweep, once the
+/// submission's deadline has passed, fails the attempt and releases its hold; a retry after
+/// that never moves money twice.
+#[tokio::test(flavor = "current_thread")]
+async fn a_payment_dropped_after_its_commit_went_out_is_resolved_by_the_sweep() {
+    let Some(url) = database_url() else { return };
+    let proxy = RoundTripProxy::start_slow(
+        RoundTripProxy::upstream_of(&url),
+        std::time::Duration::from_millis(50),
+    )
+    .await;
+    let schema = format!("rt_commit_dropped_{}", std::process::id());
+    let (store, audit) = store_through(&proxy, &url, &schema, 1).await;
+    let admin = admin(&url, &schema).await;
+    let probe = proxy.clone();
+    let counter = CallCounter::with_probe(Arc::new(move || probe.flights()));
+    let counted: Arc<dyn Store> =
+        Arc::new(CountingStore::new(Arc::new(store.clone()), counter.clone()));
+    let clock = Arc::new(ManualClock::new(examples::now()));
+    let (engine, card, psp) = engine_with_clock(counted, audit.clone(), clock.clone()).await;
+    let engine = Arc::new(engine);
+    engine
+        .execute_payment(&agent_p(), &pay("pay-warm", &card, true))
+        .await
+        .expect("warm");
+    let paid = psp.payments().len();
+    let before = footprint(&admin).await;
+    counter.reset();
+    let e = engine.clone();
+    let c = card.clone();
+    let task = tokio::spawn(async move {
+        e.execute_payment(&agent_p(), &pay("pay-dropped", &c, true))
+            .await
+    });
+    // The flight count when `open_payment` was called; its third round trip is the one with
+    // COMMIT.
+    let mut opened_at = None;
+    for _ in 0..1000 {
+        opened_at = counter
+            .counts()
+            .calls
+            .iter()
+            .find(|(m, _)| *m == "store.open_payment")
+            .map(|(_, f)| *f);
+        if opened_at.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let opened_at = opened_at.expect("open_payment was called");
+    for _ in 0..2000 {
+        if proxy.flights() >= opened_at + OPEN_ROUND_TRIPS {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    assert!(
+        proxy.flights() >= opened_at + OPEN_ROUND_TRIPS,
+        "round 3 never went out"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    assert!(
+        !task.is_finished(),
+        "the payment ended before it was dropped"
+    );
+    task.abort();
+    let _ = task.await;
+    until_idle(&admin).await;
+    let after = footprint(&admin).await;
+    // Committed: one more attempt, hold and snapshot row... and the hold's amount held.
+    assert_eq!(
+        after[1],
+        before[1] + 1,
+        "the attempt is committed: {before:?} -> {after:?}"
+    );
+    assert_eq!(after[2], before[2] + 1, "the hold is committed");
+    assert!(
+        after[9] > before[9],
+        "the hold's amount is held: {before:?} -> {after:?}"
+    );
+    assert_eq!(psp.payments().len(), paid, "the PSP was never asked");
+    let dropped: String = admin
+        .query_one("SELECT attempt_id FROM holds WHERE state = 'held'", &[])
+        .await
+        .expect("the dropped payment's hold")
+        .get(0);
+    let dropped = AttemptId::new(dropped).expect("attempt id");
+    // The same key while the dropped holder's lease runs: refused, no money moves.
+    let retry = engine
+        .execute_payment(&agent_p(), &pay("pay-dropped", &card, true))
+        .await;
+    assert!(
+        retry
+            .as_ref()
+            .map_or(true, |o| o.attempt().map(|a| &a.id) == Some(&dropped)),
+        "{retry:?}"
+    );
+    assert_eq!(psp.payments().len(), paid, "the retry paid nothing");
+    // The sweep, past the submission's deadline: the attempt is resolved, its hold released.
+    clock.advance(chrono::Duration::days(1));
+    engine.reconcile_pending(100).await.expect("sweep");
+    let status = store
+        .attempt(&dropped)
+        .await
+        .expect("read")
+        .map(|a| a.status);
+    assert!(
+        status.is_some_and(|s| s.is_terminal()),
+        "the sweep resolved the attempt: {status:?}"
+    );
+    assert_eq!(hold_state(&admin, &dropped).await, "released");
+    let held: rust_decimal::Decimal = admin
+        .query_one("SELECT COALESCE(SUM(held), 0) FROM accounts", &[])
+        .await
+        .expect("held")
+        .get(0);
+    assert_eq!(
+        held,
+        rust_decimal::Decimal::ZERO,
+        "nothing is held any more"
+    );
+    // A retry under the same key after the sweep: never a second payment of the same key.
+    let _ = engine
+        .execute_payment(&agent_p(), &pay("pay-dropped", &card, true))
+        .await;
+    assert!(psp.payments().len() <= paid + 1);
+    audit.verify().await.expect("trail intact");
+    Backend::Postgres { url, schema }.drop_schema().await;
+}
+
+/// Hostile: a compare-and-set that waits for the attempt's row while another session changes
+/// the status, and loses. The refusal names the status that won (read by a statement of its
+/// own). Before, it named the status of the snapshot taken before the wait: "the status is
+/// authorized, not authorized".
+#[tokio::test(flavor = "current_thread")]
+async fn a_lost_cas_names_the_status_that_won() {
+    use agent_mandate::ports::AttemptChange;
+    let Some(url) = database_url() else { return };
+    let proxy = RoundTripProxy::start(RoundTripProxy::upstream_of(&url)).await;
+    let schema = format!("rt_lost_cas_{}", std::process::id());
+    let (store, audit) = store_through(&proxy, &url, &schema, 1).await;
+    let admin = admin(&url, &schema).await;
+    let (engine, card) = engine_on(store.clone(), audit).await;
+    let out = engine
+        .execute_payment(&agent_p(), &pay("pay-auth", &card, false))
+        .await
+        .expect("payment");
+    let attempt = out.attempt().expect("attempt").clone();
+    assert_eq!(attempt.status, AttemptStatus::Authorized);
+    admin.batch_execute("BEGIN").await.expect("begin");
+    admin
+        .execute(
+            "UPDATE attempts SET status = $2 WHERE id = $1",
+            &[&attempt.id.as_str(), &AttemptStatus::Captured.as_str()],
+        )
+        .await
+        .expect("the winner");
+    let s = store.clone();
+    let a = attempt.clone();
+    let task = tokio::spawn(async move {
+        let hold_id = a.hold_id();
+        s.change_attempt(&AttemptChange {
+            next: &a,
+            expected: AttemptStatus::Authorized,
+            hold_id: &hold_id,
+            holds: &[],
+            fence: None,
+            completion: None,
+            events: &[],
+        })
+        .await
+    });
+    until_blocked_in(&admin, "UPDATE attempts SET status").await;
+    admin.batch_execute("COMMIT").await.expect("commit");
+    match task.await.expect("task") {
+        Err(StoreError::Conflict { message, .. }) => assert_eq!(
+            message,
+            format!(
+                "the status is {}, not {}",
+                AttemptStatus::Captured,
+                AttemptStatus::Authorized
+            )
+        ),
+        other => panic!("{other:?}"),
+    }
+    Backend::Postgres { url, schema }.drop_schema().await;
+}
+
+/// Hostile: the trail's head moved inside the append's transaction by something other than
+/// the append (a trigger stands for a repair by hand or a writer that forgot the lock). The
+/// head's update is a compare-and-set on the head the append was planned on: it fails, the
+/// payment's open rolls back and writes nothing. Before, the update overwrote the other head
+/// and the payment went through.
+#[tokio::test(flavor = "current_thread")]
+async fn a_head_moved_under_the_append_rolls_it_back() {
+    let Some(url) = database_url() else { return };
+    let proxy = RoundTripProxy::start(RoundTripProxy::upstream_of(&url)).await;
+    let schema = format!("rt_head_moved_{}", std::process::id());
+    let (store, audit) = store_through(&proxy, &url, &schema, 1).await;
+    let admin = admin(&url, &schema).await;
+    let (engine, card, psp) = engine_with_psp(store, audit.clone()).await;
+    engine
+        .execute_payment(&agent_p(), &pay("pay-warm", &card, true))
+        .await
+        .expect("warm");
+    admin
+        .batch_execute(&format!(
+            "CREATE FUNCTION {schema}.move_head() RETURNS trigger LANGUAGE plpgsql AS $f$ \
+             BEGIN UPDATE {schema}.audit_head SET hash = repeat('0', 64) WHERE id = 1; \
+             RETURN NULL; END $f$; \
+             CREATE TRIGGER move_head AFTER INSERT ON {schema}.audit_events \
+             FOR EACH STATEMENT EXECUTE FUNCTION {schema}.move_head()"
+        ))
+        .await
+        .expect("trigger");
+    let before = footprint(&admin).await;
+    let paid = psp.payments().len();
+    let refused = engine
+        .execute_payment(&agent_p(), &pay("pay-moved", &card, true))
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    let after = footprint(&admin).await;
+    // Attempts, holds, levels, snapshots, events, the head and the amount held.
+    for i in [1, 2, 3, 4, 5, 8, 9] {
+        assert_eq!(after[i], before[i], "{before:?} -> {after:?}");
+    }
+    assert_eq!(psp.payments().len(), paid, "the PSP was not called");
+    // The step-by-step append (the sink's own) checks the head the same way.
+    let event = agent_mandate::domain::AuditEvent {
+        at: examples::now(),
+        kind: agent_mandate::domain::AuditKind::Hold {
+            attempt_id: AttemptId::new("att_head_moved").expect("id"),
+            action: agent_mandate::domain::HoldAction::Placed,
+            amount: agent_mandate::domain::Money::from_minor(
+                100,
+                agent_mandate::domain::Currency::EUR,
+            )
+            .expect("money"),
+            mandate_ids: vec![agent_mandate::domain::MandateId::new("m_leaf").expect("id")],
+            policy: None,
+        },
+    };
+    let appended = audit.append(&event).await;
+    assert!(
+        matches!(
+            appended,
+            Err(agent_mandate::ports::AuditError::Corrupt { .. })
+        ),
+        "{appended:?}"
+    );
+    let after = footprint(&admin).await;
+    for i in [5, 8] {
+        assert_eq!(after[i], before[i], "{before:?} -> {after:?}");
+    }
+    admin
+        .batch_execute("DROP TRIGGER move_head ON audit_events")
+        .await
+        .expect("drop trigger");
+    audit.verify().await.expect("trail intact");
+    let done = engine
+        .execute_payment(&agent_p(), &pay("pay-after", &card, true))
+        .await
+        .expect("payment");
+    assert_eq!(
+        done.attempt().map(|a| a.status),
+        Some(AttemptStatus::Captured)
+    );
+    Backend::Postgres { url, schema }.drop_schema().await;
+}
+
+/// The round trips the first hold of a chain adds to `open_payment`: its accounts created
+/// (their statement is prepared with the others), locked and summed again.
+const FIRST_HOLD_ROUND_TRIPS: u64 = 3;
+
+/// The first payment on a new connection: `open_payment` and `change_attempt` prepare their
+/// statements together (one round trip each), not one after another (about seventeen each
+/// before).
+#[tokio::test(flavor = "current_thread")]
+async fn the_first_payment_on_a_fresh_connection_stays_within_a_few_round_trips() {
+    let Some(url) = database_url() else { return };
+    let proxy = RoundTripProxy::start(RoundTripProxy::upstream_of(&url)).await;
+    let schema = format!("rt_fresh_{}", std::process::id());
+    let (store, audit) = store_through(&proxy, &url, &schema, 1).await;
+    let payments = payments_counted(store, audit, &proxy, 1).await;
+    let calls = &payments[0];
+    let open = of(calls, "store.open_payment");
+    let change = of(calls, "store.change_attempt");
+    eprintln!("first payment: open_payment {open}, change_attempt {change} round trips");
+    assert!(
+        open <= 1 + OPEN_ROUND_TRIPS + FIRST_HOLD_ROUND_TRIPS,
+        "open_payment took {open} round trips on a fresh connection: {calls:?}"
+    );
+    assert!(
+        change <= 1 + CHANGE_ROUND_TRIPS,
+        "change_attempt took {change} round trips on a fresh connection: {calls:?}"
+    );
     Backend::Postgres { url, schema }.drop_schema().await;
 }

@@ -245,8 +245,16 @@ pub(super) const INSERT_INDEX: &str = "INSERT INTO audit_subjects (subject, seq)
 /// The owners a batch teaches.
 pub(super) const INSERT_OWNERS: &str = "INSERT INTO audit_owners (subject, buyer) \
      SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING";
-/// The new head.
-pub(super) const UPDATE_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1";
+/// The new head (`$1`, `$2`), set only over the head the append was planned on (`$3`, `$4`):
+/// a head moved by anything else, whatever kept the lock from preventing it (a repair by
+/// hand, a writer that forgot the lock), divides by zero (`division_by_zero`), which fails
+/// the statement and rolls the append back instead of overwriting the other head.
+pub(super) const UPDATE_HEAD: &str = "WITH u AS (UPDATE audit_head SET seq = $1, hash = $2 \
+       WHERE id = 1 AND seq = $3 AND hash = $4 RETURNING 1) \
+     SELECT 1 / count(*) FROM u";
+
+/// The head's parameters for [`UPDATE_HEAD`]: the new number and hash, the old ones.
+pub(super) type HeadMove = (i64, String, i64, String);
 
 /// What appending a batch writes, computed from the head, the owners and the last checkpoint
 /// read under the head's lock.
@@ -265,15 +273,33 @@ pub(super) struct TrailPlan {
     pub(super) first: u64,
     pub(super) last: u64,
     pub(super) head_hash: AuditHash,
+    /// The head the batch was planned on (its hash; its number is `first - 1`).
+    pub(super) from_hash: AuditHash,
     /// The checkpoints due after the batch (from, upto), and the last one sealed.
     pub(super) due: Option<(u64, u64)>,
     pub(super) last_checkpoint: Option<AuditCheckpoint>,
 }
 
 impl TrailPlan {
-    /// The head's parameters.
-    pub(super) fn head_params(&self) -> (i64, String) {
-        (to_i64(self.last), self.head_hash.to_hex())
+    /// The head's parameters: the new number and hash, then the ones it replaces.
+    pub(super) fn head_params(&self) -> HeadMove {
+        (
+            to_i64(self.last),
+            self.head_hash.to_hex(),
+            to_i64(self.first.saturating_sub(1)),
+            self.from_hash.to_hex(),
+        )
+    }
+
+    /// The error of a head that moved under the append (see [`UPDATE_HEAD`]).
+    pub(super) fn moved(&self) -> AuditError {
+        AuditError::Corrupt {
+            seq: self.first,
+            message: format!(
+                "the trail's head is no longer number {} under the append's lock",
+                self.first.saturating_sub(1)
+            ),
+        }
     }
 
     /// The error of an event row that already exists.
@@ -309,6 +335,7 @@ pub(super) fn plan_append(
     }
     let mut plan = TrailPlan {
         first: seq + 1,
+        from_hash: prev,
         last_checkpoint,
         ..TrailPlan::default()
     };
@@ -459,8 +486,16 @@ pub(super) async fn append_in<C: deadpool_postgres::GenericClient>(
     indexed?;
     learned?;
     seal_due(tx, &plan).await?;
-    let (n, hash) = plan.head_params();
-    tx.execute(&head_up_st, &[&n, &hash]).await?;
+    let (n, hash, from, from_hash) = plan.head_params();
+    tx.execute(&head_up_st, &[&n, &hash, &from, &from_hash])
+        .await
+        .map_err(|e| {
+            if e.code() == Some(&tokio_postgres::error::SqlState::DIVISION_BY_ZERO) {
+                Tx::Fail(plan.moved())
+            } else {
+                Tx::Pg(e)
+            }
+        })?;
     Ok(Some(AuditReceipt {
         seq: plan.last,
         hash: plan.head_hash,

@@ -21,7 +21,8 @@
 //! server answers the `COMMIT` with a rollback; every answer is checked in order and the first
 //! failure is reported. So a check whose failure must undo the transaction is made by a
 //! statement that fails (a number of the trail already taken is a unique violation, a
-//! completion that matches no record divides by zero), never by a count read after the commit.
+//! completion that matches no record divides by zero, a trail head moved since it was read
+//! divides by zero), never by a count read after the commit.
 //! A connection lost while the last batch is in flight leaves the outcome unknown (reported as
 //! such, as for any commit). A call dropped half-way leaves a `ROLLBACK` queued ahead of the
 //! connection's next user.
@@ -40,7 +41,7 @@ use rust_decimal::Decimal;
 use tokio_postgres::{Row, Statement};
 
 use super::audit::{
-    plan_append, seal_due, TrailPlan, HEAD_LOCK, INSERT_EVENTS_OR_FAIL, INSERT_INDEX,
+    plan_append, seal_due, HeadMove, TrailPlan, HEAD_LOCK, INSERT_EVENTS_OR_FAIL, INSERT_INDEX,
     INSERT_OWNERS, LAST_CHECKPOINT, OWNERS, UPDATE_HEAD,
 };
 use super::codec::{encode, time_param, window_start, At};
@@ -161,30 +162,62 @@ impl<'a> Batch<'a> {
     }
 }
 
+/// Why an answer could not be taken: the statement failed, or the index asked for is not
+/// an answer of that kind in the batch (a mix-up of the code, reported as an internal error,
+/// never read as "no rows" or "nothing changed").
+#[derive(Debug)]
+enum Unanswered {
+    Pg(tokio_postgres::Error),
+    Internal(String),
+}
+
+impl From<tokio_postgres::Error> for Unanswered {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Unanswered::Pg(e)
+    }
+}
+
+impl<E: super::tx::PortError> From<Unanswered> for Tx<E> {
+    fn from(e: Unanswered) -> Self {
+        match e {
+            Unanswered::Pg(e) => Tx::Pg(e),
+            Unanswered::Internal(message) => Tx::Fail(E::other(message.into())),
+        }
+    }
+}
+
 /// The answers of a batch, taken by index.
 struct Answers(Vec<Option<Result<Answer, tokio_postgres::Error>>>);
 
 impl Answers {
-    fn take(&mut self, i: usize) -> Result<Answer, tokio_postgres::Error> {
+    /// The answer of statement `i`, once: an index not in the batch (or taken already) is an
+    /// internal error.
+    fn take(&mut self, i: usize) -> Result<Answer, Unanswered> {
         match self.0.get_mut(i).and_then(Option::take) {
-            Some(a) => a,
-            // Never: every index comes from the batch that made these answers.
-            None => Ok(Answer::Done),
+            Some(a) => Ok(a?),
+            None => Err(Unanswered::Internal(format!(
+                "postgres: statement {i} of a batch of {} has no answer to take",
+                self.0.len()
+            ))),
         }
     }
 
-    fn rows(&mut self, i: usize) -> Result<Vec<Row>, tokio_postgres::Error> {
-        Ok(match self.take(i)? {
-            Answer::Rows(r) => r,
-            _ => Vec::new(),
-        })
+    fn rows(&mut self, i: usize) -> Result<Vec<Row>, Unanswered> {
+        match self.take(i)? {
+            Answer::Rows(r) => Ok(r),
+            _ => Err(Unanswered::Internal(format!(
+                "postgres: statement {i} of a batch answered no rows"
+            ))),
+        }
     }
 
-    fn count(&mut self, i: usize) -> Result<u64, tokio_postgres::Error> {
-        Ok(match self.take(i)? {
-            Answer::Count(n) => n,
-            _ => 0,
-        })
+    fn count(&mut self, i: usize) -> Result<u64, Unanswered> {
+        match self.take(i)? {
+            Answer::Count(n) => Ok(n),
+            _ => Err(Unanswered::Internal(format!(
+                "postgres: statement {i} of a batch answered no row count"
+            ))),
+        }
     }
 
     /// The outcome of the batch that carried `COMMIT` (at `commit`): the first failure in
@@ -195,10 +228,9 @@ impl Answers {
         commit: usize,
         on_fail: impl Fn(usize, &tokio_postgres::Error) -> Option<E>,
     ) -> Result<(), Tx<E>> {
-        let n = self.0.len();
         let mut first: Option<Tx<E>> = None;
-        for i in 0..n {
-            if let Err(e) = self.take(i) {
+        for (i, slot) in self.0.iter_mut().enumerate() {
+            if let Some(Err(e)) = slot.take() {
                 if e.as_db_error().is_none() {
                     if first.is_some() {
                         // An earlier statement failed: the transaction was aborted, its
@@ -320,10 +352,14 @@ const FENCE_SHARE: &str = "SELECT 1 FROM idempotency WHERE actor_id = $1 AND ope
 const FENCE_UPDATE: &str = "SELECT 1 FROM idempotency WHERE actor_id = $1 AND operation = $2 \
      AND key = $3 AND state = 'in_flight' AND token = $4 FOR UPDATE";
 
-/// The compare-and-set of an attempt, with the status it has (for the refusal's words).
+/// The compare-and-set of an attempt: `n` is 1 when it was set.
 const ATTEMPT_CAS: &str = "WITH u AS (UPDATE attempts SET status = $3, body = $4 \
        WHERE id = $1 AND status = $2 RETURNING 1) \
-     SELECT (SELECT count(*) FROM u) AS n, (SELECT status FROM attempts WHERE id = $1) AS status";
+     SELECT (SELECT count(*) FROM u) AS n";
+
+/// The status of an attempt, for the words of a lost compare-and-set (a statement of its
+/// own, so its snapshot has every change committed before it).
+const ATTEMPT_STATUS: &str = "SELECT status FROM attempts WHERE id = $1";
 
 const HOLD_IDS: &str = "SELECT mandate_ids FROM holds WHERE attempt_id = $1";
 
@@ -395,16 +431,75 @@ struct TrailStatements {
     update: Statement,
 }
 
-async fn trail_statements(c: &Object) -> Result<TrailStatements, tokio_postgres::Error> {
-    Ok(TrailStatements {
-        head: c.prepare_cached(HEAD_LOCK).await?,
-        owners: c.prepare_cached(OWNERS).await?,
-        last: c.prepare_cached(LAST_CHECKPOINT).await?,
-        insert: c.prepare_cached(INSERT_EVENTS_OR_FAIL).await?,
-        index: c.prepare_cached(INSERT_INDEX).await?,
-        learned: c.prepare_cached(INSERT_OWNERS).await?,
-        update: c.prepare_cached(UPDATE_HEAD).await?,
+/// The trail's statements, in the order [`TrailStatements::of`] takes them.
+const TRAIL_SQL: [&str; 7] = [
+    HEAD_LOCK,
+    OWNERS,
+    LAST_CHECKPOINT,
+    INSERT_EVENTS_OR_FAIL,
+    INSERT_INDEX,
+    INSERT_OWNERS,
+    UPDATE_HEAD,
+];
+
+impl TrailStatements {
+    fn of([head, owners, last, insert, index, learned, update]: [Statement; 7]) -> Self {
+        TrailStatements {
+            head,
+            owners,
+            last,
+            insert,
+            index,
+            learned,
+            update,
+        }
+    }
+}
+
+/// Prepares `sqls` on `c` together: on a connection that has not prepared them yet, every
+/// Parse/Describe goes out before any answer is awaited (one round trip for all, where one
+/// after another took one each); the ones prepared already come from the cache.
+async fn prepare_all<const N: usize>(
+    c: &Object,
+    sqls: [&str; N],
+) -> Result<[Statement; N], Unanswered> {
+    type Preparing<'a> =
+        Pin<Box<dyn Future<Output = Result<Statement, tokio_postgres::Error>> + Send + 'a>>;
+    let mut pending: Vec<Preparing<'_>> = sqls
+        .iter()
+        .map(|sql| Box::pin(c.prepare_cached(sql)) as Preparing<'_>)
+        .collect();
+    let mut done: Vec<Option<Statement>> = sqls.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut waiting = false;
+        for (slot, f) in done.iter_mut().zip(pending.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(Ok(st)) => *slot = Some(st),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => waiting = true,
+                }
+            }
+        }
+        if waiting {
+            Poll::Pending
+        } else {
+            Poll::Ready(Ok(()))
+        }
     })
+    .await?;
+    let statements: Vec<Statement> = done.into_iter().flatten().collect();
+    <[Statement; N]>::try_from(statements)
+        .map_err(|_| Unanswered::Internal("postgres: a statement was not prepared".into()))
+}
+
+/// The statements of a batch and the trail's, prepared together.
+async fn prepare_with_trail<const N: usize>(
+    c: &Object,
+    sqls: [&str; N],
+) -> Result<([Statement; N], TrailStatements), Unanswered> {
+    let (own, trail) = super::tx::join2(prepare_all(c, sqls), prepare_all(c, TRAIL_SQL)).await;
+    Ok((own?, TrailStatements::of(trail?)))
 }
 
 /// Indexes of the trail's reads in a batch.
@@ -446,8 +541,8 @@ async fn write_trail<'a>(
     b: &mut Batch<'a>,
     st: &'a TrailStatements,
     plan: &'a TrailPlan,
-    head: &'a (i64, String),
-) -> Result<Option<usize>, Tx<StoreError>> {
+    head: &'a HeadMove,
+) -> Result<(Option<usize>, usize), Tx<StoreError>> {
     let mut insert_at = None;
     if plan.due.is_some() {
         c.execute(
@@ -487,8 +582,11 @@ async fn write_trail<'a>(
             b.execute(&st.learned, vec![p(&plan.learned.0), p(&plan.learned.1)]);
         }
     }
-    b.execute(&st.update, vec![p(head.0), p(&head.1)]);
-    Ok(insert_at)
+    let update_at = b.query(
+        &st.update,
+        vec![p(head.0), p(&head.1), p(head.2), p(&head.3)],
+    );
+    Ok((insert_at, update_at))
 }
 
 impl Tx<AuditError> {
@@ -617,17 +715,26 @@ impl PostgresStore {
     ) -> Result<Option<Opened>, Tx<HoldError>> {
         let hold_err = |e: StoreError| HoldError::Store(e);
         let c = client::<HoldError>(&self.pool).await.map_err(Tx::Fail)?;
-        let attempt_st = c.prepare_cached(ATTEMPT).await?;
-        let key_st = c.prepare_cached(KEY_INSERT).await?;
-        let hold_st = c.prepare_cached(HOLD_INSERT).await?;
-        let lock_st = c.prepare_cached(LOCK_ACCOUNTS).await?;
-        let sums_st = c.prepare_cached(SUMS_LOCKED).await?;
-        let levels_st = c.prepare_cached(LEVELS_INSERT).await?;
-        let insert_st = c.prepare_cached(ATTEMPT_INSERT).await?;
-        let snap_st = c.prepare_cached(SNAPSHOT_INSERT).await?;
-        let blocks_st = c.prepare_cached(BLOCKS_RESET).await?;
-        let outbox_st = c.prepare_cached(OUTBOX_INSERT).await?;
-        let trail_st = trail_statements(&c).await?;
+        let (
+            [attempt_st, key_st, hold_st, lock_st, sums_st, levels_st, insert_st, snap_st, blocks_st, outbox_st, create_st],
+            trail_st,
+        ) = prepare_with_trail(
+            &c,
+            [
+                ATTEMPT,
+                KEY_INSERT,
+                HOLD_INSERT,
+                LOCK_ACCOUNTS,
+                SUMS_LOCKED,
+                LEVELS_INSERT,
+                ATTEMPT_INSERT,
+                SNAPSHOT_INSERT,
+                BLOCKS_RESET,
+                OUTBOX_INSERT,
+                CREATE_ACCOUNTS,
+            ],
+        )
+        .await?;
         let scope = open.scope;
         let minor = open.hold.amount.minor_units();
         let currency = open.hold.amount.currency();
@@ -693,8 +800,7 @@ impl PostgresStore {
         if locked.len() < plan.sorted.len() {
             // The chain's first hold: create the missing accounts (in mandate id order), lock
             // them all, sum again.
-            let create = c.prepare_cached(CREATE_ACCOUNTS).await?;
-            c.execute(&create, &[&plan.ids, &plan.fallback]).await?;
+            c.execute(&create_st, &[&plan.ids, &plan.fallback]).await?;
             locked = accounts_of(&c.query(&lock_st, &[&plan.sorted]).await?)
                 .map_err(|e| Tx::Fail(hold_err(e)))?;
             if !plan.windows.0.is_empty() {
@@ -794,11 +900,14 @@ impl PostgresStore {
         // 3. The events, the head, the outbox, COMMIT.
         let head = trail.as_ref().map(TrailPlan::head_params);
         let mut b = Batch::new(&c);
-        let insert_at = match (&trail, &head) {
-            (Some(t), Some(h)) => write_trail(&c, &mut b, &trail_st, t, h)
-                .await
-                .map_err(|e| store_tx(e, hold_err))?,
-            _ => None,
+        let (insert_at, update_at) = match (&trail, &head) {
+            (Some(t), Some(h)) => {
+                let (insert, update) = write_trail(&c, &mut b, &trail_st, t, h)
+                    .await
+                    .map_err(|e| store_tx(e, hold_err))?;
+                (insert, Some(update))
+            }
+            _ => (None, None),
         };
         stage(&mut b, &outbox_st, &events.staged);
         let commit = b.simple("COMMIT");
@@ -806,10 +915,14 @@ impl PostgresStore {
         let a = b.run().await?;
         tx.ended();
         a.committed(commit, |i, e| {
+            let code = e.code();
             let taken = Some(i) == insert_at
-                && e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION);
-            match (&trail, taken) {
-                (Some(t), true) => Some(hold_err(audit_to_store(t.taken()))),
+                && code == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION);
+            let moved = Some(i) == update_at
+                && code == Some(&tokio_postgres::error::SqlState::DIVISION_BY_ZERO);
+            match (&trail, taken, moved) {
+                (Some(t), true, _) => Some(hold_err(audit_to_store(t.taken()))),
+                (Some(t), _, true) => Some(hold_err(audit_to_store(t.moved()))),
                 _ => None,
             }
         })?;
@@ -859,21 +972,26 @@ impl PostgresStore {
         tokens: &[i64],
     ) -> Result<(), Tx<StoreError>> {
         let c = client::<StoreError>(&self.pool).await.map_err(Tx::Fail)?;
-        let share_st = c.prepare_cached(FENCE_SHARE).await?;
-        let update_st = c.prepare_cached(FENCE_UPDATE).await?;
-        let cas_st = c.prepare_cached(ATTEMPT_CAS).await?;
-        let ids_st = c.prepare_cached(HOLD_IDS).await?;
-        let lock_st = c.prepare_cached(LOCK_HOLD_ACCOUNTS).await?;
-        let hold_st = c
-            .prepare_cached(&format!(
-                "SELECT {HOLD_COLUMNS} FROM holds WHERE attempt_id = $1 FOR UPDATE"
-            ))
-            .await?;
-        let hold_up_st = c.prepare_cached(HOLD_UPDATE).await?;
-        let move_st = c.prepare_cached(ACCOUNTS_MOVE).await?;
-        let complete_st = c.prepare_cached(COMPLETE_OR_FAIL).await?;
-        let outbox_st = c.prepare_cached(OUTBOX_INSERT).await?;
-        let trail_st = trail_statements(&c).await?;
+        let hold_sql = format!("SELECT {HOLD_COLUMNS} FROM holds WHERE attempt_id = $1 FOR UPDATE");
+        let (
+            [share_st, update_st, cas_st, ids_st, lock_st, hold_st, hold_up_st, move_st, complete_st, outbox_st],
+            trail_st,
+        ) = prepare_with_trail(
+            &c,
+            [
+                FENCE_SHARE,
+                FENCE_UPDATE,
+                ATTEMPT_CAS,
+                HOLD_IDS,
+                LOCK_HOLD_ACCOUNTS,
+                &hold_sql,
+                HOLD_UPDATE,
+                ACCOUNTS_MOVE,
+                COMPLETE_OR_FAIL,
+                OUTBOX_INSERT,
+            ],
+        )
+        .await?;
         let attempt = change.next.id.as_str();
         let hold_id = change.hold_id.as_str();
 
@@ -934,8 +1052,12 @@ impl PostgresStore {
             None => 0,
         };
         if n != 1 {
-            let status: Option<String> = match cas_row.first() {
-                Some(r) => at.get(r, "status").map_err(Tx::Fail)?,
+            // The status that won, read by a statement of its own: the compare-and-set's
+            // sibling read saw the snapshot taken before it waited for the row (a change that
+            // committed meanwhile is not in it).
+            let status_st = c.prepare_cached(ATTEMPT_STATUS).await?;
+            let status: Option<String> = match c.query_opt(&status_st, &[&attempt]).await? {
+                Some(r) => at.get(&r, "status").map_err(Tx::Fail)?,
                 None => None,
             };
             return Err(Tx::Fail(match status {
@@ -1009,9 +1131,12 @@ impl PostgresStore {
                 ],
             )
         });
-        let insert_at = match (&trail, &head) {
-            (Some(t), Some(h)) => write_trail(&c, &mut b, &trail_st, t, h).await?,
-            _ => None,
+        let (insert_at, update_at) = match (&trail, &head) {
+            (Some(t), Some(h)) => {
+                let (insert, update) = write_trail(&c, &mut b, &trail_st, t, h).await?;
+                (insert, Some(update))
+            }
+            _ => (None, None),
         };
         stage(&mut b, &outbox_st, &events.staged);
         let commit = b.simple("COMMIT");
@@ -1028,6 +1153,10 @@ impl PostgresStore {
                 && code == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
             {
                 trail.as_ref().map(|t| audit_to_store(t.taken()))
+            } else if Some(i) == update_at
+                && code == Some(&tokio_postgres::error::SqlState::DIVISION_BY_ZERO)
+            {
+                trail.as_ref().map(|t| audit_to_store(t.moved()))
             } else {
                 None
             }
@@ -1057,8 +1186,8 @@ struct Moved {
 fn resolve_all(
     change: &AttemptChange<'_>,
     ids_rows: &[Row],
-    locked: Result<Vec<Row>, tokio_postgres::Error>,
-    hold_rows: Result<Vec<Row>, tokio_postgres::Error>,
+    locked: Result<Vec<Row>, Unanswered>,
+    hold_rows: Result<Vec<Row>, Unanswered>,
 ) -> Result<Moved, Tx<StoreError>> {
     let attempt = change.hold_id.as_str();
     let Some(ids_row) = ids_rows.first() else {
@@ -1181,5 +1310,24 @@ mod tests {
             .expect("count")
             .get(0);
         assert_eq!(n, 0, "a statement next to the refused one committed");
+    }
+
+    /// An index that is not an answer of the batch, or an answer of another kind than asked
+    /// for, is an internal error (a mix-up of the code), never "no rows" or "nothing changed".
+    /// Before, a missing index read as `Done` and a wrong kind as an empty list or zero.
+    #[test]
+    fn an_answer_not_in_the_batch_is_an_internal_error() {
+        let mut a = Answers(vec![Some(Ok(Answer::Count(1))), Some(Ok(Answer::Done))]);
+        assert!(matches!(a.take(7), Err(Unanswered::Internal(_))));
+        // A row count asked for as rows, a simple query's answer as a count.
+        assert!(matches!(a.rows(0), Err(Unanswered::Internal(_))));
+        assert!(matches!(a.count(1), Err(Unanswered::Internal(_))));
+        // Taken already.
+        assert!(matches!(a.take(0), Err(Unanswered::Internal(_))));
+        let mut b = Answers(vec![Some(Ok(Answer::Rows(Vec::new())))]);
+        assert!(matches!(b.count(0), Err(Unanswered::Internal(_))));
+        // Reported through the port as an error of its own, not a database failure.
+        let tx: Tx<StoreError> = Unanswered::Internal("mix-up".into()).into();
+        assert!(matches!(tx, Tx::Fail(StoreError::Other(_))));
     }
 }
