@@ -26,7 +26,9 @@ use rust_decimal::Decimal;
 use tokio_postgres::Row;
 
 use super::codec::{time_param, At};
-use super::ledger::{distinct_seconds, usage_report, window_checked, Account};
+use super::ledger::{
+    bad_hold, distinct_seconds, usage_report, window_amount, window_checked, Account,
+};
 use super::records::{
     attempt_of, chain_of, confirmations_of, suspensions_from, ATTEMPT, CONFIRMATIONS, MAX_LEVELS,
 };
@@ -80,22 +82,18 @@ pub(super) fn usage_sql() -> String {
          FROM c LEFT JOIN accounts a ON a.mandate_id = c.id \
          LEFT JOIN w ON w.depth = c.depth \
          LEFT JOIN LATERAL ( \
-           SELECT COALESCE(SUM(CASE WHEN h.state = 'held' THEN h.amount \
-                                    WHEN h.state = 'committed' AND h.committed > 0 \
-                                      THEN h.committed - h.window_back \
-                                    ELSE 0 END), 0)::numeric AS amount, \
+           SELECT {amount}, \
              COUNT(h.attempt_id) FILTER (WHERE h.state = 'held' \
                OR (h.state = 'committed' AND h.committed > 0)) AS count, \
              MIN(hl.attempt_id) FILTER (WHERE h.attempt_id IS NULL) AS orphan, \
-             MIN(h.attempt_id) FILTER (WHERE h.state NOT IN ('held', 'committed', 'released') \
-               OR h.amount < 0 OR h.committed < 0 OR h.committed > h.amount \
-               OR h.window_back < 0 OR h.window_back > h.committed \
-               OR h.currency <> a.currency) AS bad \
+             {bad} \
            FROM hold_levels hl LEFT JOIN holds h ON h.attempt_id = hl.attempt_id \
            WHERE a.mandate_id IS NOT NULL AND w.seconds IS NOT NULL \
              AND hl.mandate_id = c.id AND hl.at_ns > $3 - w.seconds * 1000000000 \
          ) s ON true \
-         ORDER BY c.depth, w.ord"
+         ORDER BY c.depth, w.ord",
+        amount = window_amount!(),
+        bad = bad_hold!("a.currency"),
     )
 }
 

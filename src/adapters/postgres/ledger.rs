@@ -74,27 +74,53 @@ pub(super) const LOCK_ACCOUNTS: &str = "SELECT mandate_id, currency, held, spent
 pub(super) const READ_ACCOUNTS: &str = "SELECT mandate_id, currency, held, spent, uses, attempts \
      FROM accounts WHERE mandate_id = ANY($1)";
 
+/// The amount a window counts of the holds `h` it reads: a held hold's amount, a committed
+/// hold's committed amount less what went back to the window. One text for every statement
+/// that sums a window (the ledger's, the payment's first round, the decision's inputs).
+macro_rules! window_amount {
+    () => {
+        "COALESCE(SUM(CASE WHEN h.state = 'held' THEN h.amount \
+                          WHEN h.state = 'committed' AND h.committed > 0 \
+                            THEN h.committed - h.window_back \
+                          ELSE 0 END), 0)::numeric AS amount"
+    };
+}
+
+/// The first hold `h` read for a window that the ledger could not have written (an unknown
+/// state, negative or inconsistent amounts, another currency than `$currency`, the column
+/// of its account): reported as corrupt, never summed. One text for every window sum.
+macro_rules! bad_hold {
+    ($currency:literal) => {
+        concat!(
+            "MIN(h.attempt_id) FILTER (WHERE h.state NOT IN ('held', 'committed', 'released') \
+               OR h.amount < 0 OR h.committed < 0 OR h.committed > h.amount \
+               OR h.window_back < 0 OR h.window_back > h.committed \
+               OR h.currency <> ",
+            $currency,
+            ") AS bad"
+        )
+    };
+}
+pub(super) use {bad_hold, window_amount};
+
 /// Window sums by range scan, with a check of every hold it reads: a hold that is not one the
 /// ledger could have written (unknown state, negative or inconsistent amounts, another
 /// currency than its account, a level row without its hold) is reported, never summed.
-pub(super) const WINDOW_SUMS: &str = "SELECT w.i, \
-       COALESCE(SUM(CASE WHEN h.state = 'held' THEN h.amount \
-                         WHEN h.state = 'committed' AND h.committed > 0 \
-                           THEN h.committed - h.window_back \
-                         ELSE 0 END), 0)::numeric AS amount, \
-       COUNT(*) FILTER (WHERE h.state = 'held' OR (h.state = 'committed' AND h.committed > 0)) \
-         AS count, \
-       MIN(hl.attempt_id) FILTER (WHERE hl.attempt_id IS NOT NULL AND h.attempt_id IS NULL) \
-         AS orphan, \
-       MIN(h.attempt_id) FILTER (WHERE h.state NOT IN ('held', 'committed', 'released') \
-         OR h.amount < 0 OR h.committed < 0 OR h.committed > h.amount OR h.window_back < 0 \
-         OR h.window_back > h.committed OR h.currency <> w.currency) AS bad \
-     FROM unnest($1::text[], $2::numeric[], $3::text[]) WITH ORDINALITY \
+pub(super) const WINDOW_SUMS: &str = concat!(
+    "SELECT w.i, ",
+    window_amount!(),
+    ", COUNT(*) FILTER (WHERE h.state = 'held' OR (h.state = 'committed' AND h.committed > 0)) \
+       AS count, \
+     MIN(hl.attempt_id) FILTER (WHERE hl.attempt_id IS NOT NULL AND h.attempt_id IS NULL) \
+       AS orphan, ",
+    bad_hold!("w.currency"),
+    " FROM unnest($1::text[], $2::numeric[], $3::text[]) WITH ORDINALITY \
        AS w(mandate_id, start_ns, currency, i) \
      LEFT JOIN hold_levels hl ON hl.mandate_id = w.mandate_id \
        AND (w.start_ns IS NULL OR hl.at_ns > w.start_ns) \
      LEFT JOIN holds h ON h.attempt_id = hl.attempt_id \
-     GROUP BY w.i ORDER BY w.i";
+     GROUP BY w.i ORDER BY w.i"
+);
 
 pub(super) fn account_of(row: &Row) -> Result<(String, Account), StoreError> {
     let id: String = row

@@ -48,8 +48,8 @@ use super::codec::{encode, time_param, window_start, At};
 use super::holds::{hold_of, HOLD_COLUMNS};
 use super::idempotency::{fenced, scope_key, token_of, token_param};
 use super::ledger::{
-    account_of, check_level, distinct_seconds, limits_currency, missing_account, placed_usage,
-    window_checked, Account, Sums, LOCK_ACCOUNTS, MAX_LEVELS,
+    account_of, bad_hold, check_level, distinct_seconds, limits_currency, missing_account,
+    placed_usage, window_amount, window_checked, Account, Sums, LOCK_ACCOUNTS, MAX_LEVELS,
 };
 use super::records::{attempt_status, ATTEMPT};
 use super::store::PostgresStore;
@@ -302,24 +302,21 @@ const HOLD_INSERT: &str = "INSERT INTO holds (attempt_id, currency, amount, at_n
 
 /// The window sums of [`super::ledger`], the currency each hold is checked against taken from
 /// the account (so the statement can go out with the statement that locks the accounts).
-const SUMS_LOCKED: &str = "SELECT w.i, \
-       COALESCE(SUM(CASE WHEN h.state = 'held' THEN h.amount \
-                         WHEN h.state = 'committed' AND h.committed > 0 \
-                           THEN h.committed - h.window_back \
-                         ELSE 0 END), 0)::numeric AS amount, \
-       COUNT(*) FILTER (WHERE h.state = 'held' OR (h.state = 'committed' AND h.committed > 0)) \
-         AS count, \
-       MIN(hl.attempt_id) FILTER (WHERE hl.attempt_id IS NOT NULL AND h.attempt_id IS NULL) \
-         AS orphan, \
-       MIN(h.attempt_id) FILTER (WHERE h.state NOT IN ('held', 'committed', 'released') \
-         OR h.amount < 0 OR h.committed < 0 OR h.committed > h.amount OR h.window_back < 0 \
-         OR h.window_back > h.committed OR h.currency <> a.currency) AS bad \
-     FROM unnest($1::text[], $2::numeric[]) WITH ORDINALITY AS w(mandate_id, start_ns, i) \
+const SUMS_LOCKED: &str = concat!(
+    "SELECT w.i, ",
+    window_amount!(),
+    ", COUNT(*) FILTER (WHERE h.state = 'held' OR (h.state = 'committed' AND h.committed > 0)) \
+       AS count, \
+     MIN(hl.attempt_id) FILTER (WHERE hl.attempt_id IS NOT NULL AND h.attempt_id IS NULL) \
+       AS orphan, ",
+    bad_hold!("a.currency"),
+    " FROM unnest($1::text[], $2::numeric[]) WITH ORDINALITY AS w(mandate_id, start_ns, i) \
      LEFT JOIN accounts a ON a.mandate_id = w.mandate_id \
      LEFT JOIN hold_levels hl ON hl.mandate_id = w.mandate_id \
        AND (w.start_ns IS NULL OR hl.at_ns > w.start_ns) \
      LEFT JOIN holds h ON h.attempt_id = hl.attempt_id \
-     GROUP BY w.i, a.currency ORDER BY w.i";
+     GROUP BY w.i, a.currency ORDER BY w.i"
+);
 
 const CREATE_ACCOUNTS: &str = "INSERT INTO accounts (mandate_id, currency) \
      SELECT u.id, COALESCE(m.currency, u.currency) \
