@@ -108,44 +108,13 @@ async fn payments_counted_with(
         audit: Arc::new(CountingAuditSink::new(audit, counter.clone())),
         clock: Arc::new(ManualClock::new(examples::now())),
     };
-    let config = EngineConfig::default()
-        .with_threshold_percent(None)
-        .expect("config");
-    let engine = Engine::new(ports, config).expect("engine");
-    let mut spec = backpack_spec(true);
-    spec.scope.max_uses = None;
-    spec.scope.amount.max_payment_attempts = None;
-    engine
-        .create_mandate(&buyer_p(), &CreateMandate::new(key("create"), spec))
-        .await
-        .expect("mandate");
-    let card = engine
-        .store_credential(
-            &buyer_p(),
-            &key("card"),
-            card(&examples::agent().id, "pm_card_visa"),
-        )
-        .await
-        .expect("card")
-        .value
-        .reference;
-    let snapshot = examples::travel_backpack_snapshot();
+    let (engine, card) = roomy_engine(ports).await;
     let mut out = Vec::new();
     for i in 0..payments {
         counter.reset();
         clock.reset();
         let done = engine
-            .execute_payment(
-                &agent_p(),
-                &ExecutePayment::new(
-                    key(&format!("pay-{i}")),
-                    examples::authorize_request(&snapshot),
-                    snapshot.clone(),
-                    examples::valid_checkout(snapshot.id()),
-                    card.clone(),
-                )
-                .with_capture(true),
-            )
+            .execute_payment(&agent_p(), &pay(&format!("pay-{i}"), &card, true))
             .await
             .expect("payment");
         assert_eq!(
@@ -744,6 +713,13 @@ async fn engine_with_clock(
         audit: Arc::new(audit),
         clock,
     };
+    let (engine, card) = roomy_engine(ports).await;
+    (engine, card, psp)
+}
+
+/// An engine on `ports` without the confirmation threshold, the story's roomy mandate with no
+/// limit on uses or attempts (so a test may pay as often as it likes), and a stored card.
+async fn roomy_engine(ports: Ports) -> (Engine, CredentialRef) {
     let config = EngineConfig::default()
         .with_threshold_percent(None)
         .expect("config");
@@ -765,7 +741,7 @@ async fn engine_with_clock(
         .expect("card")
         .value
         .reference;
-    (engine, card, psp)
+    (engine, card)
 }
 
 fn pay(k: &str, card: &CredentialRef, capture: bool) -> ExecutePayment {

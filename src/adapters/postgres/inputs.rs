@@ -29,9 +29,7 @@ use super::codec::{time_param, At};
 use super::ledger::{
     bad_hold, distinct_seconds, usage_report, window_amount, window_checked, Account,
 };
-use super::records::{
-    attempt_of, chain_of, confirmations_of, suspensions_from, ATTEMPT, CONFIRMATIONS, MAX_LEVELS,
-};
+use super::records::{first_inputs, suspensions_from, ATTEMPT, CONFIRMATIONS, MAX_LEVELS};
 use super::store::PostgresStore;
 use super::tx::classify;
 use crate::domain::{ActorId, Mandate, Usage};
@@ -356,18 +354,7 @@ impl PostgresStore {
         .await;
         // In the order the reads depend on each other: the chain's own faults (a corrupt body,
         // a loop, a missing parent) are reported as the two-step reads report them.
-        let attempt = attempt
-            .map_err(fail)?
-            .as_ref()
-            .map(attempt_of)
-            .transpose()?;
-        let chain = chain_of(&chain.map_err(fail)?, query.mandate_id)?;
-        let confirmations = match confirmations.map_err(fail)? {
-            Some(rows) if PaymentInputs::wants_confirmations(query, &chain) => {
-                confirmations_of(&rows, query.buyer_id, query.snapshot_id)?
-            }
-            _ => Vec::new(),
-        };
+        let (attempt, chain, confirmations) = first_inputs(query, attempt, chain, confirmations)?;
         let suspensions = match suspensions {
             Ok(row) => match suspensions_checked(&row, &chain, query)? {
                 Ok(s) => s,

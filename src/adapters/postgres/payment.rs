@@ -10,8 +10,8 @@ use super::idempotency::begin_in;
 use super::ledger::{place_in, usage_in, READ_ACCOUNTS, WINDOW_SUMS};
 use super::outbox::stage_in;
 use super::records::{
-    attempt_of, chain_of, confirmations_of, insert_attempt_in, suspensions_of, ATTEMPT, CHAIN,
-    CONFIRMATIONS, MAX_LEVELS, SUSPENSIONS,
+    first_inputs, insert_attempt_in, suspensions_of, ATTEMPT, CHAIN, CONFIRMATIONS, MAX_LEVELS,
+    SUSPENSIONS,
 };
 use super::store::PostgresStore;
 use super::tx::{classify, in_transaction, join2, Tx};
@@ -55,18 +55,7 @@ impl PostgresStore {
             ),
         )
         .await;
-        let attempt = attempt
-            .map_err(fail)?
-            .as_ref()
-            .map(attempt_of)
-            .transpose()?;
-        let chain = chain_of(&chain.map_err(fail)?, query.mandate_id)?;
-        let confirmations = match confirmations.map_err(fail)? {
-            Some(rows) if PaymentInputs::wants_confirmations(query, &chain) => {
-                confirmations_of(&rows, query.buyer_id, query.snapshot_id)?
-            }
-            _ => Vec::new(),
-        };
+        let (attempt, chain, confirmations) = first_inputs(query, attempt, chain, confirmations)?;
         let actors = PaymentInputs::actors(&chain, query.actor_id);
         let asked: Vec<&str> = actors.iter().map(|a| a.as_str()).collect();
         let (suspensions, usage) = join2(

@@ -91,35 +91,19 @@ impl<'a> Batch<'a> {
     }
 
     /// Adds a query whose rows are kept.
-    fn query(
-        &mut self,
-        st: &'a Statement,
-        params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send + 'a>>,
-    ) -> usize {
+    fn query(&mut self, st: &'a Statement, params: Vec<Param<'a>>) -> usize {
         let c = self.client;
         self.items.push(Box::pin(async move {
-            let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-                .iter()
-                .map(|p| &**p as &(dyn tokio_postgres::types::ToSql + Sync))
-                .collect();
-            c.query(st, &refs).await.map(Answer::Rows)
+            c.query(st, &refs(&params)).await.map(Answer::Rows)
         }));
         self.items.len() - 1
     }
 
     /// Adds a statement whose row count is kept.
-    fn execute(
-        &mut self,
-        st: &'a Statement,
-        params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send + 'a>>,
-    ) -> usize {
+    fn execute(&mut self, st: &'a Statement, params: Vec<Param<'a>>) -> usize {
         let c = self.client;
         self.items.push(Box::pin(async move {
-            let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-                .iter()
-                .map(|p| &**p as &(dyn tokio_postgres::types::ToSql + Sync))
-                .collect();
-            c.execute(st, &refs).await.map(Answer::Count)
+            c.execute(st, &refs(&params)).await.map(Answer::Count)
         }));
         self.items.len() - 1
     }
@@ -285,6 +269,14 @@ impl Drop for Open<'_> {
 }
 
 type Param<'a> = Box<dyn tokio_postgres::types::ToSql + Sync + Send + 'a>;
+
+/// The parameters as the client's query methods take them.
+fn refs<'p>(params: &'p [Param<'_>]) -> Vec<&'p (dyn tokio_postgres::types::ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| &**p as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect()
+}
 
 fn p<'a, T: tokio_postgres::types::ToSql + Sync + Send + 'a>(v: T) -> Param<'a> {
     Box::new(v)

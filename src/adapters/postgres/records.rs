@@ -14,7 +14,9 @@ use crate::domain::{
     ActorId, AttemptId, AttemptStatus, BuyerId, CartSnapshot, Confirmation, Mandate, MandateId,
     MandateStatus, Order, Party, PaymentAttempt, SnapshotId, Suspensions,
 };
-use crate::ports::{ChallengeConsumed, ChallengeUse, InsertOrder, StoreError};
+use crate::ports::{
+    ChallengeConsumed, ChallengeUse, InputsQuery, InsertOrder, PaymentInputs, StoreError,
+};
 
 /// Longest chain `chain` follows (as the memory store).
 pub(super) const MAX_LEVELS: usize = 64;
@@ -782,6 +784,36 @@ pub(super) fn suspensions_from(
         buyers,
         credentials,
     }
+}
+
+/// The attempt, the chain and the confirmations of a payment's inputs.
+pub(super) type FirstInputs = (Option<PaymentAttempt>, Vec<Mandate>, Vec<Confirmation>);
+
+/// The attempt, the chain and the confirmations of the decision's inputs from the answers of
+/// [`ATTEMPT`], [`CHAIN`] and [`CONFIRMATIONS`] (`None`: not asked), decoded in the order they
+/// depend on each other, so the chain's own faults (a corrupt body, a loop, a missing parent)
+/// are reported before anything read against it. Confirmations are kept only when a rule of
+/// the chain may ask for them.
+pub(super) fn first_inputs(
+    query: &InputsQuery<'_>,
+    attempt: Result<Option<Row>, tokio_postgres::Error>,
+    chain: Result<Vec<Row>, tokio_postgres::Error>,
+    confirmations: Result<Option<Vec<Row>>, tokio_postgres::Error>,
+) -> Result<FirstInputs, StoreError> {
+    let fail = classify::<StoreError>;
+    let attempt = attempt
+        .map_err(fail)?
+        .as_ref()
+        .map(attempt_of)
+        .transpose()?;
+    let chain = chain_of(&chain.map_err(fail)?, query.mandate_id)?;
+    let confirmations = match confirmations.map_err(fail)? {
+        Some(rows) if PaymentInputs::wants_confirmations(query, &chain) => {
+            confirmations_of(&rows, query.buyer_id, query.snapshot_id)?
+        }
+        _ => Vec::new(),
+    };
+    Ok((attempt, chain, confirmations))
 }
 
 /// The confirmations from the rows of [`CONFIRMATIONS`].
