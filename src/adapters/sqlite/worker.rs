@@ -586,6 +586,21 @@ mod tests {
             .unwrap()
     }
 
+    type Call =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<i64, StoreError>> + Send>>;
+
+    /// Polls `call` once, so its job is queued now (calls queue in the order they are made),
+    /// and hands it back to be awaited. The connection's thread is parked, so the call cannot
+    /// have been answered yet.
+    async fn queued(mut call: Call) -> Call {
+        std::future::poll_fn(|cx| {
+            assert!(call.as_mut().poll(cx).is_pending(), "answered while parked");
+            std::task::Poll::Ready(())
+        })
+        .await;
+        call
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn queued_writes_commit_as_one_batch_and_a_failing_job_rolls_back_alone() {
         let path = temp_file("batch");
@@ -594,38 +609,42 @@ mod tests {
         let mut calls = Vec::new();
         for n in 0..10i64 {
             let w = Arc::clone(&w);
-            calls.push(tokio::spawn(async move {
-                if n == 4 {
-                    // Writes, then fails: its savepoint is rolled back, the others stay.
-                    w.write(move |conn| {
-                        insert(100)(conn)?;
-                        Err::<i64, StoreError>(StoreError::Conflict {
-                            entity: "test",
-                            id: "4".into(),
-                            message: "refused".into(),
+            calls.push(
+                queued(Box::pin(async move {
+                    if n == 4 {
+                        // Writes, then fails: its savepoint is rolled back, the others stay.
+                        w.write(move |conn| {
+                            insert(100)(conn)?;
+                            Err::<i64, StoreError>(StoreError::Conflict {
+                                entity: "test",
+                                id: "4".into(),
+                                message: "refused".into(),
+                            })
                         })
-                    })
-                    .await
-                } else if n == 7 {
-                    // A constraint error (the same key as job 6) fails this job only.
-                    w.write(insert(6)).await
-                } else {
-                    w.write(insert(n)).await
-                }
-            }));
+                        .await
+                    } else if n == 7 {
+                        // A constraint error (the same key as job 6) fails this job only.
+                        w.write(insert(6)).await
+                    } else {
+                        w.write(insert(n)).await
+                    }
+                }))
+                .await,
+            );
         }
-        // Every job is queued behind the parked one before it is let go.
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // Every job is queued behind the parked one: let it go.
         go.send(()).unwrap();
         let mut ok = 0;
         for (n, call) in calls.into_iter().enumerate() {
-            match call.await.unwrap() {
-                Ok(v) => {
+            match (n, call.await) {
+                (4, Err(StoreError::Conflict { id, .. })) => assert_eq!(id, "4"),
+                (7, Err(e)) => assert!(e.to_string().contains("UNIQUE"), "job 7: {e}"),
+                (4 | 7, answer) => panic!("job {n} should have failed: {answer:?}"),
+                (_, Ok(v)) => {
                     assert_eq!(v, n as i64);
                     ok += 1;
                 }
-                Err(StoreError::Conflict { id, .. }) => assert_eq!(id, "4"),
-                Err(e) => assert_eq!(n, 7, "job {n}: {e}"),
+                (_, Err(e)) => panic!("job {n}: {e}"),
             }
         }
         assert_eq!(ok, 8);
