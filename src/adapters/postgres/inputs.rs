@@ -352,8 +352,7 @@ impl PostgresStore {
             ),
         )
         .await;
-        // In the order the reads depend on each other: the chain's own faults (a corrupt body,
-        // a loop, a missing parent) are reported as the two-step reads report them.
+        // Decoded as the two-step reads decode them, so both report the same faults.
         let (attempt, chain, confirmations) = first_inputs(query, attempt, chain, confirmations)?;
         let suspensions = match suspensions {
             Ok(row) => match suspensions_checked(&row, &chain, query)? {
